@@ -1,0 +1,411 @@
+//! Configuration: one TOML file, every key overridable by a `THERMOCLINE_*`
+//! environment variable (`tls.cert` → `THERMOCLINE_TLS_CERT`).
+//!
+//! Each key is read and checked once, at start; an error names the key and
+//! where its value came from. The keys and their defaults are documented in
+//! the README ("Configuration").
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::backend::target::{BackendTarget, TargetError};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:6432";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9187";
+/// Postgres's own limit on a frontend message (`PQ_LARGE_MESSAGE_LIMIT`).
+const DEFAULT_MAX_MESSAGE_SIZE: u64 = 0x3fff_ffff;
+
+/// The server's whole configuration, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// Where `/health` and `/ready` are served; `None` when turned off.
+    pub admin_listen: Option<SocketAddr>,
+    /// The Postgres behind thermocline. `None` with `embedded_postgres`.
+    pub postgres: Option<BackendTarget>,
+    /// Start a private Postgres from the machine's binaries.
+    pub embedded_postgres: bool,
+    /// Data directory of the embedded Postgres (a temporary one when unset).
+    pub embedded_postgres_dir: Option<PathBuf>,
+    /// How long opening a connection to Postgres may take.
+    pub connect_timeout: Duration,
+    /// On SIGTERM, how long running statements may take before their
+    /// sessions are closed.
+    pub shutdown_timeout: Duration,
+    /// The longest frontend message accepted, in bytes.
+    pub max_message_size: u32,
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info` or `thermocline=debug`.
+    pub log_level: String,
+    /// Certificate and key for TLS toward clients (PEM files).
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("valid default"),
+            admin_listen: Some(DEFAULT_ADMIN_LISTEN.parse().expect("valid default")),
+            postgres: None,
+            embedded_postgres: false,
+            embedded_postgres_dir: None,
+            connect_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE as u32,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            tls: None,
+        }
+    }
+}
+
+/// A configuration error: which key, where its value came from, what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}` ({origin}): {message}")]
+    Key { key: String, origin: String, message: String },
+}
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone)]
+enum Origin {
+    File(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::File(p) => write!(f, "in {}", p.display()),
+            Origin::Env(v) => write!(f, "from environment variable {v}"),
+            Origin::Flag(v) => write!(f, "from command-line flag --{v}"),
+        }
+    }
+}
+
+/// The environment variable that overrides a key.
+pub fn env_name(key: &str) -> String {
+    format!("THERMOCLINE_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+struct Loader {
+    table: toml::Table,
+    file: PathBuf,
+    env: HashMap<String, String>,
+    flags: HashMap<&'static str, String>,
+}
+
+impl Loader {
+    /// The raw value of a key: the environment first, then the file.
+    fn take(&mut self, key: &str) -> Option<(toml::Value, Origin)> {
+        let from_file = match key.split_once('.') {
+            Some((section, name)) => match self.table.get_mut(section) {
+                Some(toml::Value::Table(t)) => t.remove(name),
+                _ => None,
+            },
+            None => self.table.remove(key),
+        };
+        if let Some(value) = self.flags.get(key) {
+            return Some((toml::Value::String(value.clone()), Origin::Flag(key.replace('_', "-"))));
+        }
+        let var = env_name(key);
+        if let Some(value) = self.env.get(&var) {
+            return Some((toml::Value::String(value.clone()), Origin::Env(var)));
+        }
+        from_file.map(|v| (v, Origin::File(self.file.clone())))
+    }
+
+    fn error(key: &str, origin: &Origin, message: impl Into<String>) -> ConfigError {
+        ConfigError::Key { key: key.into(), origin: origin.to_string(), message: message.into() }
+    }
+
+    fn string(&mut self, key: &str) -> Result<Option<(String, Origin)>, ConfigError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some((toml::Value::String(s), origin)) => Ok(Some((s, origin))),
+            Some((other, origin)) => {
+                Err(Self::error(key, &origin, format!("expected a string, found {}", other.type_str())))
+            }
+        }
+    }
+
+    fn parsed<T>(
+        &mut self,
+        key: &str,
+        parse: impl FnOnce(&toml::Value) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some((value, origin)) => parse(&value).map(Some).map_err(|m| Self::error(key, &origin, m)),
+        }
+    }
+
+    fn leftover_keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        for (k, v) in &self.table {
+            match v {
+                toml::Value::Table(t) if k == "tls" => keys.extend(t.keys().map(|n| format!("{k}.{n}"))),
+                _ => keys.push(k.clone()),
+            }
+        }
+        keys
+    }
+}
+
+fn parse_bool(v: &toml::Value) -> Result<bool, String> {
+    match v {
+        toml::Value::Boolean(b) => Ok(*b),
+        toml::Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "on" | "yes" | "1" => Ok(true),
+            "false" | "off" | "no" | "0" => Ok(false),
+            _ => Err(format!("expected true or false, found {s:?}")),
+        },
+        other => Err(format!("expected true or false, found {}", other.type_str())),
+    }
+}
+
+fn parse_duration(v: &toml::Value) -> Result<Duration, String> {
+    match v {
+        toml::Value::String(s) => humantime::parse_duration(s.trim())
+            .map_err(|e| format!("expected a duration such as \"30s\" or \"5m\", found {s:?} ({e})")),
+        other => Err(format!("expected a duration such as \"30s\", found {}", other.type_str())),
+    }
+}
+
+/// Sizes: a number of bytes, or a string with a unit (`"64MB"`, `"1GB"`).
+fn parse_size(v: &toml::Value) -> Result<u64, String> {
+    let text = match v {
+        toml::Value::Integer(n) if *n > 0 => return Ok(*n as u64),
+        toml::Value::String(s) => s.trim().to_string(),
+        other => return Err(format!("expected a size such as \"64MB\", found {}", other.to_string())),
+    };
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| format!("expected a size such as \"64MB\", found {text:?}"))?;
+    let factor: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" | "KIB" => 1 << 10,
+        "MB" | "MIB" => 1 << 20,
+        "GB" | "GIB" => 1 << 30,
+        _ => return Err(format!("unknown size unit in {text:?} (use B, kB, MB or GB)")),
+    };
+    number
+        .checked_mul(factor)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("size {text:?} is out of range"))
+}
+
+fn parse_addr(v: &toml::Value) -> Result<SocketAddr, String> {
+    match v {
+        toml::Value::String(s) => {
+            s.trim().parse().map_err(|_| format!("expected an address such as \"127.0.0.1:6432\", found {s:?}"))
+        }
+        other => Err(format!("expected an address such as \"127.0.0.1:6432\", found {}", other.type_str())),
+    }
+}
+
+impl Config {
+    /// Reads the file (if any) and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_flags(file, Vec::new())
+    }
+
+    /// Reads the file (if any), the process environment and command-line
+    /// values (key, value), which win over both.
+    pub fn load_with_flags(file: Option<&Path>, flags: Vec<(&'static str, String)>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars().filter(|(k, _)| k.starts_with("THERMOCLINE_")), flags)
+    }
+
+    /// Reads the file (if any) with the given `THERMOCLINE_*` variables and flags.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: Vec<(&'static str, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (table, file) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: path.to_path_buf(),
+                    message: one_line(&e),
+                })?;
+                (table, path.to_path_buf())
+            }
+            None => (toml::Table::new(), PathBuf::from("<no config file>")),
+        };
+        let mut l = Loader { table, file, env: env.into_iter().collect(), flags: flags.into_iter().collect() };
+        let mut c = Config::default();
+
+        if let Some(addr) = l.parsed("listen", parse_addr)? {
+            c.listen = addr;
+        }
+        if let Some((s, origin)) = l.string("admin_listen")? {
+            c.admin_listen = match s.trim() {
+                "" | "off" => None,
+                addr => Some(parse_addr(&toml::Value::String(addr.into())).map_err(|m| Loader::error("admin_listen", &origin, m))?),
+            };
+        }
+        if let Some((url, origin)) = l.string("postgres_url")? {
+            if !url.trim().is_empty() {
+                let target = BackendTarget::parse(url.trim())
+                    .map_err(|e: TargetError| Loader::error("postgres_url", &origin, e.to_string()))?;
+                c.postgres = Some(target);
+            }
+        }
+        if let Some(b) = l.parsed("embedded_postgres", parse_bool)? {
+            c.embedded_postgres = b;
+        }
+        if let Some((dir, _)) = l.string("embedded_postgres_dir")? {
+            c.embedded_postgres_dir = (!dir.is_empty()).then(|| PathBuf::from(dir));
+        }
+        if let Some(d) = l.parsed("connect_timeout", parse_duration)? {
+            c.connect_timeout = d;
+        }
+        if let Some(d) = l.parsed("shutdown_timeout", parse_duration)? {
+            c.shutdown_timeout = d;
+        }
+        if let Some(n) = l.parsed("max_message_size", |v| {
+            let n = parse_size(v)?;
+            if n > DEFAULT_MAX_MESSAGE_SIZE {
+                return Err(format!("at most {DEFAULT_MAX_MESSAGE_SIZE} bytes (Postgres's own limit)"));
+            }
+            Ok(n.max(1024) as u32)
+        })? {
+            c.max_message_size = n;
+        }
+        if let Some((f, origin)) = l.string("log_format")? {
+            c.log_format = match f.trim() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => return Err(Loader::error("log_format", &origin, format!("expected \"text\" or \"json\", found {other:?}"))),
+            };
+        }
+        if let Some((level, origin)) = l.string("log_level")? {
+            tracing_subscriber::EnvFilter::try_new(&level)
+                .map_err(|e| Loader::error("log_level", &origin, format!("invalid filter {level:?}: {e}")))?;
+            c.log_level = level;
+        }
+        let cert = l.string("tls.cert")?;
+        let key = l.string("tls.key")?;
+        c.tls = match (cert, key) {
+            (None, None) => None,
+            (Some((cert, _)), Some((key, _))) if cert.is_empty() && key.is_empty() => None,
+            (Some((cert, co)), Some((key, ko))) => {
+                for (k, path, origin) in [("tls.cert", &cert, &co), ("tls.key", &key, &ko)] {
+                    if !Path::new(path).is_file() {
+                        return Err(Loader::error(k, origin, format!("no such file {path:?}")));
+                    }
+                }
+                Some(TlsFiles { cert: cert.into(), key: key.into() })
+            }
+            (Some((_, origin)), None) => return Err(Loader::error("tls.key", &origin, "tls.cert is set, so tls.key must be too")),
+            (None, Some((_, origin))) => return Err(Loader::error("tls.cert", &origin, "tls.key is set, so tls.cert must be too")),
+        };
+        if let Some(key) = l.leftover_keys().into_iter().next() {
+            return Err(ConfigError::Key {
+                key,
+                origin: Origin::File(l.file.clone()).to_string(),
+                message: "unknown key".into(),
+            });
+        }
+        Ok(c)
+    }
+
+    /// Checks that the server has a Postgres to talk to.
+    pub fn require_backend(&self) -> Result<(), ConfigError> {
+        if self.postgres.is_none() && !self.embedded_postgres {
+            return Err(ConfigError::Key {
+                key: "postgres_url".into(),
+                origin: "not set".into(),
+                message: format!(
+                    "thermocline needs a Postgres: set postgres_url in the config file or {} \
+                     (e.g. postgres://127.0.0.1:5432/postgres), or pass --embedded-postgres",
+                    env_name("postgres_url")
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn one_line(e: &toml::de::Error) -> String {
+    let location = e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default();
+    format!("invalid TOML: {}{location}", e.message().trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml_text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("thermocline.toml");
+        std::fs::write(&path, toml_text).unwrap();
+        Config::load_from(Some(&path), env.iter().map(|(k, v)| (k.to_string(), v.to_string())), Vec::new())
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.admin_listen.unwrap().to_string(), DEFAULT_ADMIN_LISTEN);
+        assert!(c.postgres.is_none());
+        assert!(c.require_backend().is_err());
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let c = load(
+            "listen = \"127.0.0.1:1\"\nshutdown_timeout = \"5s\"\n",
+            &[("THERMOCLINE_LISTEN", "0.0.0.0:7000"), ("THERMOCLINE_POSTGRES_URL", "postgres://db:5433/app")],
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:7000");
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(c.postgres.unwrap().port, 5433);
+    }
+
+    #[test]
+    fn errors_name_the_key_on_one_line() {
+        let e = load("listen = 5\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("`listen`") && !e.contains('\n'), "{e}");
+        let e = load("", &[("THERMOCLINE_SHUTDOWN_TIMEOUT", "soon")]).unwrap_err().to_string();
+        assert!(e.contains("`shutdown_timeout`") && e.contains("THERMOCLINE_SHUTDOWN_TIMEOUT"), "{e}");
+        let e = load("lisen = \"x\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("`lisen`") && e.contains("unknown key"), "{e}");
+        let e = load("[tls]\ncert = \"/nonexistent\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("tls."), "{e}");
+        let e = load("listen = [\n", &[]).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "{e}");
+        let e = load("", &[("THERMOCLINE_POSTGRES_URL", "mysql://x")]).unwrap_err().to_string();
+        assert!(e.contains("`postgres_url`"), "{e}");
+    }
+
+    #[test]
+    fn sizes_take_units() {
+        assert_eq!(parse_size(&toml::Value::String("64MB".into())).unwrap(), 64 << 20);
+        assert_eq!(parse_size(&toml::Value::Integer(4096)).unwrap(), 4096);
+        assert!(parse_size(&toml::Value::String("12 parsecs".into())).is_err());
+    }
+}

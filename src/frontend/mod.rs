@@ -1,0 +1,111 @@
+//! What a client talks to: the startup phase (SSLRequest, GSSENCRequest,
+//! CancelRequest, StartupMessage), TLS, and the hand-over to the relay.
+//!
+//! Authentication is not done here: the StartupMessage goes to Postgres as
+//! the client sent it and the exchange that follows is relayed, so
+//! thermocline never sees or stores a password.
+
+pub(crate) mod cancel;
+pub(crate) mod session;
+pub(crate) mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use crate::protocol::startup::{read_startup, StartupError, StartupPacket};
+use crate::protocol::ErrorFields;
+use crate::server::Shared;
+use crate::stream::Stream;
+
+/// How long a client may take to send its startup packet (Postgres's
+/// `authentication_timeout` default).
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serves one client connection from accept to close.
+pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, conn_id: u64, shared: Arc<Shared>) {
+    let _ = tcp.set_nodelay(true);
+    let mut stream = Stream::Tcp(tcp);
+    let (raw, params) = loop {
+        let packet = match tokio::time::timeout(STARTUP_TIMEOUT, read_startup(&mut stream)).await {
+            Err(_) | Ok(Err(StartupError::Closed(_))) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "bad startup packet");
+                let _ = stream.write_all(&ErrorFields::fatal("08P01", e.to_string()).encode()).await;
+                return;
+            }
+            Ok(Ok(packet)) => packet,
+        };
+        match packet {
+            StartupPacket::SslRequest => {
+                stream = match (stream, &shared.client_tls) {
+                    (Stream::Tcp(mut tcp), Some(acceptor)) => {
+                        if tcp.write_all(b"S").await.is_err() {
+                            return;
+                        }
+                        match acceptor.accept(tcp).await {
+                            Ok(tls) => Stream::ServerTls(Box::new(tls)),
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                        }
+                    }
+                    (mut other, _) => {
+                        if other.write_all(b"N").await.is_err() {
+                            return;
+                        }
+                        other
+                    }
+                };
+            }
+            StartupPacket::GssEncRequest => {
+                if stream.write_all(b"N").await.is_err() {
+                    return;
+                }
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                if let Some(real) = shared.cancel_keys.lookup(pid, secret) {
+                    shared.cancel_backend(pid, real).await;
+                }
+                return;
+            }
+            StartupPacket::Startup { raw, params } => break (raw, params),
+        }
+    };
+    let param = |k| StartupPacket::param(&params, k).unwrap_or("");
+    let span = tracing::info_span!(
+        "conn",
+        conn_id,
+        user = param("user"),
+        db = if param("database").is_empty() { param("user") } else { param("database") },
+        application_name = param("application_name"),
+        tls = stream.is_tls(),
+    );
+    async move {
+        tracing::debug!(%peer, "client connected");
+        let mut backend = match crate::backend::connect(&shared.target, &shared.upstream_tls, shared.config.connect_timeout).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach Postgres");
+                let error = ErrorFields::fatal("08006", format!("{e}"))
+                    .with_hint("thermocline could not open a connection to Postgres for this session.");
+                let _ = stream.write_all(&error.encode()).await;
+                return;
+            }
+        };
+        if backend.write_all(&raw).await.is_err() {
+            let error = ErrorFields::fatal("08006", "lost the connection to Postgres during startup");
+            let _ = stream.write_all(&error.encode()).await;
+            return;
+        }
+        session::run(stream, backend, shared).await;
+        tracing::debug!("client disconnected");
+    }
+    .instrument(span)
+    .await
+}

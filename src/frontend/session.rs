@@ -1,0 +1,362 @@
+//! The relay: one client and its own Postgres connection, two directions
+//! driven concurrently, bytes forwarded as they arrive.
+//!
+//! Only message headers are read on the way; the few messages thermocline
+//! must see (Query, Parse, Sync, Terminate one way; authentication,
+//! BackendKeyData, ErrorResponse, ReadyForQuery the other) are held until
+//! complete. Both directions run at once so neither side can stall the other
+//! (a pipelining client and a busy Postgres never deadlock through us).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::protocol::{tag, ErrorFields, FrameScanner, Step};
+use crate::router::Route;
+use crate::server::{Phase, Shared};
+use crate::stream::{ReadHalf, Stream, WriteHalf};
+
+/// What a session tracks about its own traffic, shared by both directions.
+#[derive(Default)]
+struct State {
+    /// Queries, Syncs and function calls sent minus ReadyForQuery received:
+    /// above zero while Postgres owes the client an answer. Starts at one
+    /// for the startup exchange.
+    outstanding: AtomicI64,
+    /// Extended-protocol messages were sent since the last Sync.
+    unsynced: AtomicBool,
+    /// Part of a client message is buffered here.
+    client_partial: AtomicBool,
+    /// The first ReadyForQuery was seen: authentication is over.
+    ready: AtomicBool,
+    /// The last ErrorResponse from Postgres was FATAL or PANIC.
+    backend_said_fatal: AtomicBool,
+    /// No message toward the client is half written: one of ours may go next.
+    client_at_boundary: AtomicBool,
+    /// Likewise toward Postgres.
+    backend_at_boundary: AtomicBool,
+    /// Postgres's key for this session, once known (pid, secret).
+    backend_pid: AtomicI64,
+    backend_secret: AtomicI64,
+    /// The secret thermocline gave the client in place of Postgres's.
+    client_secret: AtomicI64,
+}
+
+impl State {
+    fn new() -> Self {
+        let s = State::default();
+        s.outstanding.store(1, Relaxed);
+        s.client_at_boundary.store(true, Relaxed);
+        s.backend_at_boundary.store(true, Relaxed);
+        s
+    }
+
+    /// Nothing is in flight: the session sits between statements.
+    fn idle(&self) -> bool {
+        self.ready.load(Relaxed)
+            && self.outstanding.load(Relaxed) <= 0
+            && !self.unsynced.load(Relaxed)
+            && !self.client_partial.load(Relaxed)
+    }
+
+    fn busy(&self) -> bool {
+        self.ready.load(Relaxed) && self.outstanding.load(Relaxed) > 0
+    }
+}
+
+/// Why a session ends.
+#[derive(Debug)]
+enum End {
+    /// The client said Terminate; it was passed on.
+    ClientTerminated,
+    /// The client closed its connection or it broke.
+    ClientGone,
+    /// The client broke the protocol in a way Postgres cannot be shown.
+    ClientInvalid(ErrorFields),
+    /// Postgres closed the connection or it broke.
+    BackendGone,
+    /// thermocline is shutting down.
+    Shutdown,
+}
+
+/// Relays one session until either side ends it.
+pub(crate) async fn run(client: Stream, backend: Stream, shared: Arc<Shared>) {
+    let (mut cr, mut cw) = client.split();
+    let (mut br, mut bw) = backend.split();
+    let state = State::new();
+    let mut phase = shared.phase();
+    let end = tokio::select! {
+        end = client_to_backend(&mut cr, &mut bw, &state, &shared) => end,
+        end = backend_to_client(&mut br, &mut cw, &state, &shared, &mut phase) => end,
+    };
+    tracing::debug!(?end, "session ends");
+    let finish = finish(&end, &mut cw, &mut bw, &state, &shared);
+    if tokio::time::timeout(Duration::from_secs(5), finish).await.is_err() {
+        tracing::debug!("closing writes timed out");
+    }
+    let (pid, secret) = (state.backend_pid.load(Relaxed), state.client_secret.load(Relaxed));
+    if pid != 0 {
+        shared.cancel_keys.remove(pid as i32, secret as i32);
+    }
+}
+
+/// The last words to each side, where they can still be said cleanly.
+async fn finish(end: &End, cw: &mut WriteHalf, bw: &mut WriteHalf, state: &State, shared: &Shared) {
+    let to_client = match end {
+        End::ClientTerminated | End::ClientGone => None,
+        End::ClientInvalid(e) => Some(e.clone()),
+        End::BackendGone if state.backend_said_fatal.load(Relaxed) => None,
+        End::BackendGone => Some(
+            ErrorFields::fatal("08006", "lost the connection to Postgres: server closed the connection unexpectedly")
+                .with_hint("Postgres may have terminated abnormally or been restarted; reconnect to continue."),
+        ),
+        End::Shutdown => Some(ErrorFields::fatal("57P01", "terminating connection because thermocline is shutting down")),
+    };
+    // A statement still running for a client that is gone is cancelled, so
+    // it stops using Postgres.
+    let backend_alive = !matches!(end, End::BackendGone | End::ClientTerminated);
+    if backend_alive && state.busy() {
+        let (pid, secret) = (state.backend_pid.load(Relaxed), state.backend_secret.load(Relaxed));
+        shared.cancel_backend(pid as i32, secret as i32).await;
+    }
+    if let Some(error) = to_client {
+        if state.client_at_boundary.load(Relaxed) {
+            let _ = cw.write_all(&error.encode()).await;
+            let _ = cw.flush().await;
+        }
+    }
+    let _ = cw.shutdown().await;
+    if backend_alive && state.backend_at_boundary.load(Relaxed) {
+        let _ = bw.write_all(&[tag::TERMINATE, 0, 0, 0, 4]).await;
+        let _ = bw.flush().await;
+    }
+    let _ = bw.shutdown().await;
+}
+
+/// Room to read into: at least `min_free`, or the whole of a message that
+/// must be held complete.
+fn reserve_for(buf: &mut BytesMut, min_free: usize) {
+    let mut want = min_free;
+    if buf.len() >= 5 {
+        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize + 1;
+        want = want.max(len.saturating_sub(buf.len()));
+    }
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want);
+    }
+}
+
+async fn write_through(w: &mut WriteHalf, bytes: &[u8], at_boundary: &AtomicBool, ends_at_boundary: bool) -> bool {
+    at_boundary.store(false, Relaxed);
+    if w.write_all(bytes).await.is_err() || w.flush().await.is_err() {
+        return false;
+    }
+    at_boundary.store(ends_at_boundary, Relaxed);
+    true
+}
+
+async fn client_to_backend(cr: &mut ReadHalf, bw: &mut WriteHalf, state: &State, shared: &Shared) -> End {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut scanner = FrameScanner::new(shared.config.max_message_size);
+    let held = |t: u8| matches!(t, tag::QUERY | tag::PARSE | tag::SYNC | tag::FUNCTION_CALL | tag::TERMINATE);
+    loop {
+        loop {
+            let step = scanner.scan(&buf, held, |m| match m[0] {
+                tag::QUERY | tag::PARSE => {
+                    if m[0] == tag::QUERY {
+                        state.outstanding.fetch_add(1, Relaxed);
+                        state.unsynced.store(false, Relaxed);
+                    } else {
+                        state.unsynced.store(true, Relaxed);
+                    }
+                    match shared.router.route(m) {
+                        Route::Relay => true,
+                    }
+                }
+                tag::SYNC | tag::FUNCTION_CALL => {
+                    state.outstanding.fetch_add(1, Relaxed);
+                    state.unsynced.store(false, Relaxed);
+                    true
+                }
+                // Terminate: handed over, forwarded last.
+                _ => false,
+            });
+            match step {
+                Step::Forward(n) => {
+                    if !write_through(bw, &buf[..n], &state.backend_at_boundary, scanner.at_boundary()).await {
+                        return End::BackendGone;
+                    }
+                    buf.advance(n);
+                }
+                Step::Message(n) => {
+                    // Only Terminate is handed over.
+                    let _ = write_through(bw, &buf[..n], &state.backend_at_boundary, true).await;
+                    return End::ClientTerminated;
+                }
+                Step::NeedMore => break,
+                Step::Invalid(len) => {
+                    tracing::debug!(len, "client message with an invalid length");
+                    return End::ClientInvalid(ErrorFields::fatal("08P01", "invalid message length"));
+                }
+            }
+        }
+        state.client_partial.store(!buf.is_empty(), Relaxed);
+        reserve_for(&mut buf, 8 * 1024);
+        match cr.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return End::ClientGone,
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn backend_to_client(
+    br: &mut ReadHalf,
+    cw: &mut WriteHalf,
+    state: &State,
+    shared: &Shared,
+    phase: &mut watch::Receiver<Phase>,
+) -> End {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    // Postgres is trusted to frame its own messages; the limit only guards
+    // against a corrupt stream.
+    let mut scanner = FrameScanner::new(i32::MAX as u32);
+    loop {
+        loop {
+            let ready = state.ready.load(Relaxed);
+            let held = |t: u8| {
+                t == tag::READY_FOR_QUERY
+                    || t == tag::ERROR_RESPONSE
+                    || (!ready && (t == tag::AUTHENTICATION || t == tag::BACKEND_KEY_DATA))
+            };
+            let step = scanner.scan(&buf, held, |m| match m[0] {
+                tag::READY_FOR_QUERY => {
+                    state.outstanding.fetch_sub(1, Relaxed);
+                    state.ready.store(true, Relaxed);
+                    state.backend_said_fatal.store(false, Relaxed);
+                    true
+                }
+                tag::ERROR_RESPONSE => {
+                    let body = &m[5..];
+                    let fatal = body.starts_with(b"SFATAL\0") || body.starts_with(b"SPANIC\0");
+                    state.backend_said_fatal.store(fatal, Relaxed);
+                    true
+                }
+                tag::AUTHENTICATION => sasl_mechanisms_without_plus(m).is_none(),
+                // BackendKeyData: handed over to be rewritten.
+                _ => false,
+            });
+            match step {
+                Step::Forward(n) => {
+                    if !write_through(cw, &buf[..n], &state.client_at_boundary, scanner.at_boundary()).await {
+                        return End::ClientGone;
+                    }
+                    buf.advance(n);
+                }
+                Step::Message(n) => {
+                    let rewritten = match buf[0] {
+                        tag::BACKEND_KEY_DATA => backend_key_data(&buf[..n], state, shared),
+                        _ => sasl_mechanisms_without_plus(&buf[..n]).unwrap_or_else(|| buf[..n].to_vec()),
+                    };
+                    if !write_through(cw, &rewritten, &state.client_at_boundary, true).await {
+                        return End::ClientGone;
+                    }
+                    buf.advance(n);
+                }
+                Step::NeedMore => break,
+                Step::Invalid(len) => {
+                    tracing::warn!(len, "Postgres sent a message with an invalid length");
+                    return End::BackendGone;
+                }
+            }
+        }
+        match *phase.borrow() {
+            Phase::Running => {}
+            Phase::Draining if !state.idle() => {}
+            Phase::Draining | Phase::Closing => return End::Shutdown,
+        }
+        reserve_for(&mut buf, 16 * 1024);
+        tokio::select! {
+            read = br.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => return End::BackendGone,
+                Ok(_) => {}
+            },
+            changed = phase.changed() => if changed.is_err() {
+                return End::Shutdown;
+            },
+        }
+    }
+}
+
+/// Replaces Postgres's cancel secret with one of ours, so the client never
+/// holds Postgres's key; the pid stays real (clients pass it to
+/// `pg_terminate_backend`).
+fn backend_key_data(message: &[u8], state: &State, shared: &Shared) -> Vec<u8> {
+    if message.len() != 13 {
+        return message.to_vec();
+    }
+    let pid = i32::from_be_bytes([message[5], message[6], message[7], message[8]]);
+    let secret = i32::from_be_bytes([message[9], message[10], message[11], message[12]]);
+    let ours = shared.cancel_keys.register(pid, secret);
+    state.backend_pid.store(pid.into(), Relaxed);
+    state.backend_secret.store(secret.into(), Relaxed);
+    state.client_secret.store(ours.into(), Relaxed);
+    let mut out = message.to_vec();
+    out[9..13].copy_from_slice(&ours.to_be_bytes());
+    out
+}
+
+const SASL: u32 = 10;
+const SCRAM_PLUS: &[u8] = b"SCRAM-SHA-256-PLUS";
+
+/// An AuthenticationSASL message without SCRAM-SHA-256-PLUS, or `None` if
+/// the message is not one that offers it. Channel binding ties SCRAM to one
+/// TLS connection; the client's connection is not Postgres's, so a client
+/// must never be offered it.
+fn sasl_mechanisms_without_plus(message: &[u8]) -> Option<Vec<u8>> {
+    if message.len() < 9 || u32::from_be_bytes([message[5], message[6], message[7], message[8]]) != SASL {
+        return None;
+    }
+    let list = &message[9..];
+    let names: Vec<&[u8]> = list.split(|b| *b == 0).filter(|n| !n.is_empty()).collect();
+    if !names.contains(&SCRAM_PLUS) {
+        return None;
+    }
+    let mut body = SASL.to_be_bytes().to_vec();
+    for name in names.into_iter().filter(|n| *n != SCRAM_PLUS) {
+        body.extend_from_slice(name);
+        body.push(0);
+    }
+    body.push(0);
+    let mut out = Vec::with_capacity(body.len() + 5);
+    crate::protocol::put_message(&mut out, tag::AUTHENTICATION, &body);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scram_plus_is_never_offered() {
+        let mut body = SASL.to_be_bytes().to_vec();
+        body.extend(b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
+        let mut m = Vec::new();
+        crate::protocol::put_message(&mut m, b'R', &body);
+        let out = sasl_mechanisms_without_plus(&m).unwrap();
+        let mut want_body = SASL.to_be_bytes().to_vec();
+        want_body.extend(b"SCRAM-SHA-256\0\0");
+        let mut want = Vec::new();
+        crate::protocol::put_message(&mut want, b'R', &want_body);
+        assert_eq!(out, want);
+
+        // Without -PLUS, and for other authentication requests, nothing changes.
+        assert!(sasl_mechanisms_without_plus(&want).is_none());
+        let mut md5 = Vec::new();
+        crate::protocol::put_message(&mut md5, b'R', &[0, 0, 0, 5, 1, 2, 3, 4]);
+        assert!(sasl_mechanisms_without_plus(&md5).is_none());
+    }
+}

@@ -1,0 +1,187 @@
+//! The `thermocline` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use thermocline::backend::embedded::{EmbeddedOptions, EmbeddedPostgres};
+use thermocline::backend::target::BackendTarget;
+use thermocline::config::{Config, LogFormat};
+
+/// A PostgreSQL-wire server that shows each tiered table whole: recent rows
+/// from PostgreSQL, history from Apache Iceberg.
+#[derive(Parser)]
+#[command(name = "thermocline", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve Postgres clients.
+    Serve(ServeArgs),
+    /// Check a config file (and the environment) and exit: 0 if valid, 2 if not.
+    CheckConfig {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The TOML config file (every key can also be set as THERMOCLINE_<KEY>).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address clients connect to [default: 127.0.0.1:6432].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Address of /health and /ready, or "off" [default: 127.0.0.1:9187].
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// The Postgres behind thermocline, e.g. postgres://127.0.0.1:5432/postgres?sslmode=disable.
+    #[arg(long)]
+    postgres_url: Option<String>,
+    /// Start a private Postgres from this machine's PostgreSQL binaries.
+    #[arg(long)]
+    embedded_postgres: bool,
+    /// Data directory for --embedded-postgres (default: a temporary one).
+    #[arg(long)]
+    embedded_postgres_dir: Option<PathBuf>,
+}
+
+fn load(file: Option<&std::path::Path>, flags: Vec<(&'static str, String)>) -> Result<Config, ExitCode> {
+    Config::load_with_flags(file, flags).map_err(|e| {
+        eprintln!("thermocline: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match load(config.as_deref(), Vec::new()) {
+            Ok(c) => match c.require_backend() {
+                Ok(()) => {
+                    println!("config is valid");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("thermocline: {e}");
+                    ExitCode::from(2)
+                }
+            },
+            Err(code) => code,
+        },
+        Command::Serve(args) => {
+            let mut flags = Vec::new();
+            if let Some(v) = args.listen {
+                flags.push(("listen", v));
+            }
+            if let Some(v) = args.admin_listen {
+                flags.push(("admin_listen", v));
+            }
+            if let Some(v) = args.postgres_url {
+                flags.push(("postgres_url", v));
+            }
+            if args.embedded_postgres {
+                flags.push(("embedded_postgres", "true".into()));
+            }
+            if let Some(v) = args.embedded_postgres_dir {
+                flags.push(("embedded_postgres_dir", v.display().to_string()));
+            }
+            let config = match load(args.config.as_deref(), flags) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if let Err(e) = config.require_backend() {
+                eprintln!("thermocline: {e}");
+                return ExitCode::from(2);
+            }
+            init_logging(&config);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("thermocline: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("thermocline: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(mut config: Config) -> anyhow::Result<()> {
+    // Kept alive until the server has stopped; dropping it stops Postgres.
+    let mut embedded = None;
+    if config.embedded_postgres && config.postgres.is_none() {
+        let options = EmbeddedOptions { data_dir: config.embedded_postgres_dir.clone(), ..Default::default() };
+        let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(options))
+            .await
+            .context("starting embedded Postgres")?
+            .context("starting embedded Postgres")?;
+        config.postgres = Some(BackendTarget::parse(&pg.url()).context("embedded Postgres URL")?);
+        embedded = Some(pg);
+    }
+    let target = config.postgres.clone().context("no Postgres configured")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (key `listen`)", config.listen))?;
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let admin = match config.admin_listen {
+        Some(addr) => {
+            let admin_listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (key `admin_listen`)"))?;
+            tracing::info!(addr = %admin_listener.local_addr()?, "admin endpoint: /health, /ready");
+            let mut stopped = stopping.clone();
+            let done = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            Some(tokio::spawn(thermocline::admin::run(admin_listener, target.clone(), stopping.clone(), done)))
+        }
+        None => None,
+    };
+    tracing::info!(listen = %listener.local_addr()?, postgres = %target, "thermocline is serving");
+    let shutdown = async move {
+        wait_for_signal().await;
+        let _ = stopping_tx.send(true);
+    };
+    thermocline::run(listener, config, shutdown).await?;
+    if let Some(admin) = admin {
+        admin.abort();
+    }
+    drop(embedded);
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

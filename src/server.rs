@@ -1,0 +1,121 @@
+//! The accept loop and what all sessions share; graceful shutdown.
+//!
+//! [`run`] serves until `shutdown` resolves, then stops accepting, lets
+//! sessions finish what they are running (up to `shutdown_timeout`), and
+//! closes the rest with SQLSTATE 57P01.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::target::BackendTarget;
+use crate::backend::{ConnectError, UpstreamTls};
+use crate::config::Config;
+use crate::frontend::cancel::CancelKeys;
+use crate::frontend::tls::TlsError;
+use crate::router::Router;
+
+/// Where the server is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    /// Not accepting; sessions close as soon as they are idle.
+    Draining,
+    /// The drain timeout passed: every session closes now.
+    Closing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("no Postgres configured (set postgres_url or use embedded_postgres)")]
+    NoBackend,
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    UpstreamTls(#[from] ConnectError),
+}
+
+/// What every session of one server shares.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) target: BackendTarget,
+    pub(crate) upstream_tls: UpstreamTls,
+    pub(crate) client_tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) cancel_keys: CancelKeys,
+    pub(crate) router: Router,
+    phase: watch::Sender<Phase>,
+}
+
+impl Shared {
+    pub(crate) fn phase(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
+    /// Sends a CancelRequest to Postgres on a new connection. Postgres
+    /// answers nothing, so neither does this.
+    pub(crate) async fn cancel_backend(&self, pid: i32, secret: i32) {
+        let timeout = self.config.connect_timeout;
+        match crate::backend::connect(&self.target, &self.upstream_tls, timeout).await {
+            Ok(mut link) => {
+                let _ = link.write_all(&crate::protocol::startup::cancel_request(pid, secret)).await;
+                let _ = link.flush().await;
+                let _ = link.shutdown().await;
+            }
+            Err(e) => tracing::warn!(error = %e, pid, "could not pass a cancel request to Postgres"),
+        }
+    }
+}
+
+/// Serves clients on `listener` until `shutdown` resolves.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let target = config.postgres.clone().ok_or(ServerError::NoBackend)?;
+    let upstream_tls = UpstreamTls::new(&target)?;
+    let client_tls = config.tls.as_ref().map(crate::frontend::tls::acceptor).transpose()?;
+    let (phase, _) = watch::channel(Phase::Running);
+    let shared = Arc::new(Shared {
+        config,
+        target,
+        upstream_tls,
+        client_tls,
+        cancel_keys: CancelKeys::default(),
+        router: Router,
+        phase,
+    });
+    let sessions = TaskTracker::new();
+    let conn_ids = AtomicU64::new(1);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let conn_id = conn_ids.fetch_add(1, Ordering::Relaxed);
+                    sessions.spawn(crate::frontend::handle(tcp, peer, conn_id, shared.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    sessions.close();
+    let open = sessions.len();
+    tracing::info!(open_sessions = open, timeout = ?shared.config.shutdown_timeout, "shutting down: draining sessions");
+    shared.phase.send_replace(Phase::Draining);
+    if tokio::time::timeout(shared.config.shutdown_timeout, sessions.wait()).await.is_err() {
+        tracing::info!(open_sessions = sessions.len(), "drain timeout passed: closing the remaining sessions");
+        shared.phase.send_replace(Phase::Closing);
+        let _ = tokio::time::timeout(Duration::from_secs(10), sessions.wait()).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
