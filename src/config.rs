@@ -78,11 +78,18 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("config key `{key}` ({origin}): {message}")]
-    Key { key: String, origin: String, message: String },
+    Key {
+        key: String,
+        origin: String,
+        message: String,
+    },
 }
 
 /// Where a value came from, for error messages.
@@ -126,7 +133,10 @@ impl Loader {
             None => self.table.remove(key),
         };
         if let Some(value) = self.flags.get(key) {
-            return Some((toml::Value::String(value.clone()), Origin::Flag(key.replace('_', "-"))));
+            return Some((
+                toml::Value::String(value.clone()),
+                Origin::Flag(key.replace('_', "-")),
+            ));
         }
         let var = env_name(key);
         if let Some(value) = self.env.get(&var) {
@@ -136,16 +146,22 @@ impl Loader {
     }
 
     fn error(key: &str, origin: &Origin, message: impl Into<String>) -> ConfigError {
-        ConfigError::Key { key: key.into(), origin: origin.to_string(), message: message.into() }
+        ConfigError::Key {
+            key: key.into(),
+            origin: origin.to_string(),
+            message: message.into(),
+        }
     }
 
     fn string(&mut self, key: &str) -> Result<Option<(String, Origin)>, ConfigError> {
         match self.take(key) {
             None => Ok(None),
             Some((toml::Value::String(s), origin)) => Ok(Some((s, origin))),
-            Some((other, origin)) => {
-                Err(Self::error(key, &origin, format!("expected a string, found {}", other.type_str())))
-            }
+            Some((other, origin)) => Err(Self::error(
+                key,
+                &origin,
+                format!("expected a string, found {}", other.type_str()),
+            )),
         }
     }
 
@@ -156,7 +172,9 @@ impl Loader {
     ) -> Result<Option<T>, ConfigError> {
         match self.take(key) {
             None => Ok(None),
-            Some((value, origin)) => parse(&value).map(Some).map_err(|m| Self::error(key, &origin, m)),
+            Some((value, origin)) => parse(&value)
+                .map(Some)
+                .map_err(|m| Self::error(key, &origin, m)),
         }
     }
 
@@ -164,7 +182,9 @@ impl Loader {
         let mut keys = Vec::new();
         for (k, v) in &self.table {
             match v {
-                toml::Value::Table(t) if k == "tls" => keys.extend(t.keys().map(|n| format!("{k}.{n}"))),
+                toml::Value::Table(t) if k == "tls" => {
+                    keys.extend(t.keys().map(|n| format!("{k}.{n}")))
+                }
                 _ => keys.push(k.clone()),
             }
         }
@@ -180,15 +200,22 @@ fn parse_bool(v: &toml::Value) -> Result<bool, String> {
             "false" | "off" | "no" | "0" => Ok(false),
             _ => Err(format!("expected true or false, found {s:?}")),
         },
-        other => Err(format!("expected true or false, found {}", other.type_str())),
+        other => Err(format!(
+            "expected true or false, found {}",
+            other.type_str()
+        )),
     }
 }
 
 fn parse_duration(v: &toml::Value) -> Result<Duration, String> {
     match v {
-        toml::Value::String(s) => humantime::parse_duration(s.trim())
-            .map_err(|e| format!("expected a duration such as \"30s\" or \"5m\", found {s:?} ({e})")),
-        other => Err(format!("expected a duration such as \"30s\", found {}", other.type_str())),
+        toml::Value::String(s) => humantime::parse_duration(s.trim()).map_err(|e| {
+            format!("expected a duration such as \"30s\" or \"5m\", found {s:?} ({e})")
+        }),
+        other => Err(format!(
+            "expected a duration such as \"30s\", found {}",
+            other.type_str()
+        )),
     }
 }
 
@@ -197,17 +224,30 @@ fn parse_size(v: &toml::Value) -> Result<u64, String> {
     let text = match v {
         toml::Value::Integer(n) if *n > 0 => return Ok(*n as u64),
         toml::Value::String(s) => s.trim().to_string(),
-        other => return Err(format!("expected a size such as \"64MB\", found {}", other.to_string())),
+        other => {
+            return Err(format!(
+                "expected a size such as \"64MB\", found {}",
+                other.to_string()
+            ));
+        }
     };
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits);
-    let number: u64 = number.parse().map_err(|_| format!("expected a size such as \"64MB\", found {text:?}"))?;
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a size such as \"64MB\", found {text:?}"))?;
     let factor: u64 = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 1,
         "KB" | "KIB" => 1 << 10,
         "MB" | "MIB" => 1 << 20,
         "GB" | "GIB" => 1 << 30,
-        _ => return Err(format!("unknown size unit in {text:?} (use B, kB, MB or GB)")),
+        _ => {
+            return Err(format!(
+                "unknown size unit in {text:?} (use B, kB, MB or GB)"
+            ));
+        }
     };
     number
         .checked_mul(factor)
@@ -217,10 +257,14 @@ fn parse_size(v: &toml::Value) -> Result<u64, String> {
 
 fn parse_addr(v: &toml::Value) -> Result<SocketAddr, String> {
     match v {
-        toml::Value::String(s) => {
-            s.trim().parse().map_err(|_| format!("expected an address such as \"127.0.0.1:6432\", found {s:?}"))
-        }
-        other => Err(format!("expected an address such as \"127.0.0.1:6432\", found {}", other.type_str())),
+        toml::Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| format!("expected an address such as \"127.0.0.1:6432\", found {s:?}")),
+        other => Err(format!(
+            "expected an address such as \"127.0.0.1:6432\", found {}",
+            other.type_str()
+        )),
     }
 }
 
@@ -232,8 +276,15 @@ impl Config {
 
     /// Reads the file (if any), the process environment and command-line
     /// values (key, value), which win over both.
-    pub fn load_with_flags(file: Option<&Path>, flags: Vec<(&'static str, String)>) -> Result<Self, ConfigError> {
-        Self::load_from(file, std::env::vars().filter(|(k, _)| k.starts_with("THERMOCLINE_")), flags)
+    pub fn load_with_flags(
+        file: Option<&Path>,
+        flags: Vec<(&'static str, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::load_from(
+            file,
+            std::env::vars().filter(|(k, _)| k.starts_with("THERMOCLINE_")),
+            flags,
+        )
     }
 
     /// Reads the file (if any) with the given `THERMOCLINE_*` variables and flags.
@@ -244,17 +295,26 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let (table, file) = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-                let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_path_buf(),
-                    message: one_line(&e),
+                    source,
                 })?;
+                let table: toml::Table =
+                    text.parse()
+                        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                            path: path.to_path_buf(),
+                            message: one_line(&e),
+                        })?;
                 (table, path.to_path_buf())
             }
             None => (toml::Table::new(), PathBuf::from("<no config file>")),
         };
-        let mut l = Loader { table, file, env: env.into_iter().collect(), flags: flags.into_iter().collect() };
+        let mut l = Loader {
+            table,
+            file,
+            env: env.into_iter().collect(),
+            flags: flags.into_iter().collect(),
+        };
         let mut c = Config::default();
 
         if let Some(addr) = l.parsed("listen", parse_addr)? {
@@ -263,13 +323,17 @@ impl Config {
         if let Some((s, origin)) = l.string("admin_listen")? {
             c.admin_listen = match s.trim() {
                 "" | "off" => None,
-                addr => Some(parse_addr(&toml::Value::String(addr.into())).map_err(|m| Loader::error("admin_listen", &origin, m))?),
+                addr => Some(
+                    parse_addr(&toml::Value::String(addr.into()))
+                        .map_err(|m| Loader::error("admin_listen", &origin, m))?,
+                ),
             };
         }
         if let Some((url, origin)) = l.string("postgres_url")? {
             if !url.trim().is_empty() {
-                let target = BackendTarget::parse(url.trim())
-                    .map_err(|e: TargetError| Loader::error("postgres_url", &origin, e.to_string()))?;
+                let target = BackendTarget::parse(url.trim()).map_err(|e: TargetError| {
+                    Loader::error("postgres_url", &origin, e.to_string())
+                })?;
                 c.postgres = Some(target);
             }
         }
@@ -288,7 +352,9 @@ impl Config {
         if let Some(n) = l.parsed("max_message_size", |v| {
             let n = parse_size(v)?;
             if n > DEFAULT_MAX_MESSAGE_SIZE {
-                return Err(format!("at most {DEFAULT_MAX_MESSAGE_SIZE} bytes (Postgres's own limit)"));
+                return Err(format!(
+                    "at most {DEFAULT_MAX_MESSAGE_SIZE} bytes (Postgres's own limit)"
+                ));
             }
             Ok(n.max(1024) as u32)
         })? {
@@ -298,12 +364,23 @@ impl Config {
             c.log_format = match f.trim() {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
-                other => return Err(Loader::error("log_format", &origin, format!("expected \"text\" or \"json\", found {other:?}"))),
+                other => {
+                    return Err(Loader::error(
+                        "log_format",
+                        &origin,
+                        format!("expected \"text\" or \"json\", found {other:?}"),
+                    ));
+                }
             };
         }
         if let Some((level, origin)) = l.string("log_level")? {
-            tracing_subscriber::EnvFilter::try_new(&level)
-                .map_err(|e| Loader::error("log_level", &origin, format!("invalid filter {level:?}: {e}")))?;
+            tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| {
+                Loader::error(
+                    "log_level",
+                    &origin,
+                    format!("invalid filter {level:?}: {e}"),
+                )
+            })?;
             c.log_level = level;
         }
         let cert = l.string("tls.cert")?;
@@ -317,10 +394,25 @@ impl Config {
                         return Err(Loader::error(k, origin, format!("no such file {path:?}")));
                     }
                 }
-                Some(TlsFiles { cert: cert.into(), key: key.into() })
+                Some(TlsFiles {
+                    cert: cert.into(),
+                    key: key.into(),
+                })
             }
-            (Some((_, origin)), None) => return Err(Loader::error("tls.key", &origin, "tls.cert is set, so tls.key must be too")),
-            (None, Some((_, origin))) => return Err(Loader::error("tls.cert", &origin, "tls.key is set, so tls.cert must be too")),
+            (Some((_, origin)), None) => {
+                return Err(Loader::error(
+                    "tls.key",
+                    &origin,
+                    "tls.cert is set, so tls.key must be too",
+                ));
+            }
+            (None, Some((_, origin))) => {
+                return Err(Loader::error(
+                    "tls.cert",
+                    &origin,
+                    "tls.key is set, so tls.cert must be too",
+                ));
+            }
         };
         if let Some(key) = l.leftover_keys().into_iter().next() {
             return Err(ConfigError::Key {
@@ -350,7 +442,10 @@ impl Config {
 }
 
 fn one_line(e: &toml::de::Error) -> String {
-    let location = e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default();
+    let location = e
+        .span()
+        .map(|s| format!(" (at byte {})", s.start))
+        .unwrap_or_default();
     format!("invalid TOML: {}{location}", e.message().trim())
 }
 
@@ -362,7 +457,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("thermocline.toml");
         std::fs::write(&path, toml_text).unwrap();
-        Config::load_from(Some(&path), env.iter().map(|(k, v)| (k.to_string(), v.to_string())), Vec::new())
+        Config::load_from(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            Vec::new(),
+        )
     }
 
     #[test]
@@ -378,7 +477,10 @@ mod tests {
     fn the_environment_overrides_the_file() {
         let c = load(
             "listen = \"127.0.0.1:1\"\nshutdown_timeout = \"5s\"\n",
-            &[("THERMOCLINE_LISTEN", "0.0.0.0:7000"), ("THERMOCLINE_POSTGRES_URL", "postgres://db:5433/app")],
+            &[
+                ("THERMOCLINE_LISTEN", "0.0.0.0:7000"),
+                ("THERMOCLINE_POSTGRES_URL", "postgres://db:5433/app"),
+            ],
         )
         .unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:7000");
@@ -390,21 +492,33 @@ mod tests {
     fn errors_name_the_key_on_one_line() {
         let e = load("listen = 5\n", &[]).unwrap_err().to_string();
         assert!(e.contains("`listen`") && !e.contains('\n'), "{e}");
-        let e = load("", &[("THERMOCLINE_SHUTDOWN_TIMEOUT", "soon")]).unwrap_err().to_string();
-        assert!(e.contains("`shutdown_timeout`") && e.contains("THERMOCLINE_SHUTDOWN_TIMEOUT"), "{e}");
+        let e = load("", &[("THERMOCLINE_SHUTDOWN_TIMEOUT", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`shutdown_timeout`") && e.contains("THERMOCLINE_SHUTDOWN_TIMEOUT"),
+            "{e}"
+        );
         let e = load("lisen = \"x\"\n", &[]).unwrap_err().to_string();
         assert!(e.contains("`lisen`") && e.contains("unknown key"), "{e}");
-        let e = load("[tls]\ncert = \"/nonexistent\"\n", &[]).unwrap_err().to_string();
+        let e = load("[tls]\ncert = \"/nonexistent\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tls."), "{e}");
         let e = load("listen = [\n", &[]).unwrap_err().to_string();
         assert!(!e.contains('\n'), "{e}");
-        let e = load("", &[("THERMOCLINE_POSTGRES_URL", "mysql://x")]).unwrap_err().to_string();
+        let e = load("", &[("THERMOCLINE_POSTGRES_URL", "mysql://x")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`postgres_url`"), "{e}");
     }
 
     #[test]
     fn sizes_take_units() {
-        assert_eq!(parse_size(&toml::Value::String("64MB".into())).unwrap(), 64 << 20);
+        assert_eq!(
+            parse_size(&toml::Value::String("64MB".into())).unwrap(),
+            64 << 20
+        );
         assert_eq!(parse_size(&toml::Value::Integer(4096)).unwrap(), 4096);
         assert!(parse_size(&toml::Value::String("12 parsecs".into())).is_err());
     }

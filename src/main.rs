@@ -52,7 +52,10 @@ struct ServeArgs {
     embedded_postgres_dir: Option<PathBuf>,
 }
 
-fn load(file: Option<&std::path::Path>, flags: Vec<(&'static str, String)>) -> Result<Config, ExitCode> {
+fn load(
+    file: Option<&std::path::Path>,
+    flags: Vec<(&'static str, String)>,
+) -> Result<Config, ExitCode> {
     Config::load_with_flags(file, flags).map_err(|e| {
         eprintln!("thermocline: {e}");
         ExitCode::from(2)
@@ -123,9 +126,15 @@ fn main() -> ExitCode {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
         LogFormat::Text => builder.init(),
     }
 }
@@ -134,7 +143,10 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     // Kept alive until the server has stopped; dropping it stops Postgres.
     let mut embedded = None;
     if config.embedded_postgres && config.postgres.is_none() {
-        let options = EmbeddedOptions { data_dir: config.embedded_postgres_dir.clone(), ..Default::default() };
+        let options = EmbeddedOptions {
+            data_dir: config.embedded_postgres_dir.clone(),
+            ..Default::default()
+        };
         let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(options))
             .await
             .context("starting embedded Postgres")?
@@ -157,7 +169,12 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
             let done = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            Some(tokio::spawn(thermocline::admin::run(admin_listener, target.clone(), stopping.clone(), done)))
+            Some(tokio::spawn(thermocline::admin::run(
+                admin_listener,
+                target.clone(),
+                stopping.clone(),
+                done,
+            )))
         }
         None => None,
     };
@@ -175,8 +192,11 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
 }
 
 async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return;
     };

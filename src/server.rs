@@ -5,8 +5,8 @@
 //! closes the rest with SQLSTATE 57P01.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -63,20 +63,32 @@ impl Shared {
         let timeout = self.config.connect_timeout;
         match crate::backend::connect(&self.target, &self.upstream_tls, timeout).await {
             Ok(mut link) => {
-                let _ = link.write_all(&crate::protocol::startup::cancel_request(pid, secret)).await;
+                let _ = link
+                    .write_all(&crate::protocol::startup::cancel_request(pid, secret))
+                    .await;
                 let _ = link.flush().await;
                 let _ = link.shutdown().await;
             }
-            Err(e) => tracing::warn!(error = %e, pid, "could not pass a cancel request to Postgres"),
+            Err(e) => {
+                tracing::warn!(error = %e, pid, "could not pass a cancel request to Postgres")
+            }
         }
     }
 }
 
 /// Serves clients on `listener` until `shutdown` resolves.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let target = config.postgres.clone().ok_or(ServerError::NoBackend)?;
     let upstream_tls = UpstreamTls::new(&target)?;
-    let client_tls = config.tls.as_ref().map(crate::frontend::tls::acceptor).transpose()?;
+    let client_tls = config
+        .tls
+        .as_ref()
+        .map(crate::frontend::tls::acceptor)
+        .transpose()?;
     let (phase, _) = watch::channel(Phase::Running);
     let shared = Arc::new(Shared {
         config,
@@ -111,8 +123,14 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let open = sessions.len();
     tracing::info!(open_sessions = open, timeout = ?shared.config.shutdown_timeout, "shutting down: draining sessions");
     shared.phase.send_replace(Phase::Draining);
-    if tokio::time::timeout(shared.config.shutdown_timeout, sessions.wait()).await.is_err() {
-        tracing::info!(open_sessions = sessions.len(), "drain timeout passed: closing the remaining sessions");
+    if tokio::time::timeout(shared.config.shutdown_timeout, sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            open_sessions = sessions.len(),
+            "drain timeout passed: closing the remaining sessions"
+        );
         shared.phase.send_replace(Phase::Closing);
         let _ = tokio::time::timeout(Duration::from_secs(10), sessions.wait()).await;
     }

@@ -12,8 +12,8 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::backend::target::BackendTarget;
 use crate::backend::UpstreamTls;
+use crate::backend::target::BackendTarget;
 
 struct AdminState {
     target: BackendTarget,
@@ -30,12 +30,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let tls = UpstreamTls::new(&target).map_err(std::io::Error::other)?;
-    let state = Arc::new(AdminState { target, tls, stopping });
+    let state = Arc::new(AdminState {
+        target,
+        tls,
+        stopping,
+    });
     let app = axum::Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .with_state(state);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn ready(State(state): State<Arc<AdminState>>) -> (StatusCode, String) {

@@ -16,13 +16,19 @@ use crate::stream::Stream;
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("could not connect to Postgres at {target}: {source}")]
-    Io { target: String, source: std::io::Error },
+    Io {
+        target: String,
+        source: std::io::Error,
+    },
     #[error("could not connect to Postgres at {target}: timed out after {after:?}")]
     Timeout { target: String, after: Duration },
     #[error("Postgres at {0} does not accept TLS, but sslmode requires it")]
     NoTls(String),
     #[error("TLS handshake with Postgres at {target} failed: {source}")]
-    Tls { target: String, source: std::io::Error },
+    Tls {
+        target: String,
+        source: std::io::Error,
+    },
     #[error("invalid TLS setting for Postgres: {0}")]
     TlsSetup(String),
 }
@@ -41,7 +47,12 @@ impl UpstreamTls {
             .with_safe_default_protocol_versions()
             .map_err(|e| ConnectError::TlsSetup(e.to_string()))?;
         let config = match target.sslmode {
-            SslMode::Disable => return Ok(Self { mode: SslMode::Disable, connector: None }),
+            SslMode::Disable => {
+                return Ok(Self {
+                    mode: SslMode::Disable,
+                    connector: None,
+                });
+            }
             SslMode::Prefer | SslMode::Require => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
@@ -50,11 +61,15 @@ impl UpstreamTls {
                 let mut roots = rustls::RootCertStore::empty();
                 match &target.sslrootcert {
                     Some(path) => {
-                        let pem = std::fs::read(path)
-                            .map_err(|e| ConnectError::TlsSetup(format!("sslrootcert {}: {e}", path.display())))?;
+                        let pem = std::fs::read(path).map_err(|e| {
+                            ConnectError::TlsSetup(format!("sslrootcert {}: {e}", path.display()))
+                        })?;
                         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                            let cert = cert.map_err(|e| ConnectError::TlsSetup(format!("sslrootcert: {e}")))?;
-                            roots.add(cert).map_err(|e| ConnectError::TlsSetup(format!("sslrootcert: {e}")))?;
+                            let cert = cert
+                                .map_err(|e| ConnectError::TlsSetup(format!("sslrootcert: {e}")))?;
+                            roots
+                                .add(cert)
+                                .map_err(|e| ConnectError::TlsSetup(format!("sslrootcert: {e}")))?;
                         }
                     }
                     None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -62,7 +77,10 @@ impl UpstreamTls {
                 builder.with_root_certificates(roots).with_no_client_auth()
             }
         };
-        Ok(Self { mode: target.sslmode, connector: Some(tokio_rustls::TlsConnector::from(Arc::new(config))) })
+        Ok(Self {
+            mode: target.sslmode,
+            connector: Some(tokio_rustls::TlsConnector::from(Arc::new(config))),
+        })
     }
 }
 
@@ -75,21 +93,32 @@ pub(crate) async fn connect(
     let name = target.to_string();
     match tokio::time::timeout(timeout, connect_inner(target, tls)).await {
         Ok(result) => result,
-        Err(_) => Err(ConnectError::Timeout { target: name, after: timeout }),
+        Err(_) => Err(ConnectError::Timeout {
+            target: name,
+            after: timeout,
+        }),
     }
 }
 
 async fn connect_inner(target: &BackendTarget, tls: &UpstreamTls) -> Result<Stream, ConnectError> {
-    let io_err = |source| ConnectError::Io { target: target.to_string(), source };
+    let io_err = |source| ConnectError::Io {
+        target: target.to_string(),
+        source,
+    };
     let host = match &target.host {
         Host::Unix(dir) => {
             let path = dir.join(format!(".s.PGSQL.{}", target.port));
             // Postgres offers no TLS on Unix sockets; libpq skips it too.
-            return UnixStream::connect(path).await.map(Stream::Unix).map_err(io_err);
+            return UnixStream::connect(path)
+                .await
+                .map(Stream::Unix)
+                .map_err(io_err);
         }
         Host::Tcp(host) => host,
     };
-    let mut tcp = TcpStream::connect((host.as_str(), target.port)).await.map_err(io_err)?;
+    let mut tcp = TcpStream::connect((host.as_str(), target.port))
+        .await
+        .map_err(io_err)?;
     tcp.set_nodelay(true).map_err(io_err)?;
     let Some(connector) = &tls.connector else {
         return Ok(Stream::Tcp(tcp));
@@ -105,7 +134,10 @@ async fn connect_inner(target: &BackendTarget, tls: &UpstreamTls) -> Result<Stre
     let stream = connector
         .connect(server_name, tcp)
         .await
-        .map_err(|source| ConnectError::Tls { target: target.to_string(), source })?;
+        .map_err(|source| ConnectError::Tls {
+            target: target.to_string(),
+            source,
+        })?;
     Ok(Stream::ClientTls(Box::new(stream)))
 }
 
@@ -132,7 +164,12 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -141,7 +178,12 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -25,7 +25,10 @@ pub enum EmbeddedError {
     )]
     NoUser,
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("{step} failed: {output}")]
     Command { step: String, output: String },
     #[error("embedded Postgres did not start within {0:?}; its log: {1}")]
@@ -87,7 +90,8 @@ fn run_as() -> Result<Option<RunAs>, EmbeddedError> {
 
 fn chown(path: &Path, who: Option<RunAs>) -> Result<(), EmbeddedError> {
     if let Some(who) = who {
-        std::os::unix::fs::chown(path, Some(who.uid), Some(who.gid)).map_err(io_err(format!("chown {}", path.display())))?;
+        std::os::unix::fs::chown(path, Some(who.uid), Some(who.gid))
+            .map_err(io_err(format!("chown {}", path.display())))?;
     }
     Ok(())
 }
@@ -121,7 +125,9 @@ pub fn find_bin_dir() -> Option<PathBuf> {
 
 fn free_port() -> Result<u16, EmbeddedError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"))?;
-    Ok(l.local_addr().map_err(io_err("finding a free port"))?.port())
+    Ok(l.local_addr()
+        .map_err(io_err("finding a free port"))?
+        .port())
 }
 
 fn run(step: &str, cmd: &mut Command) -> Result<(), EmbeddedError> {
@@ -131,7 +137,10 @@ fn run(step: &str, cmd: &mut Command) -> Result<(), EmbeddedError> {
     }
     let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stdout));
-    Err(EmbeddedError::Command { step: step.into(), output: text.trim().replace('\n', " | ") })
+    Err(EmbeddedError::Command {
+        step: step.into(),
+        output: text.trim().replace('\n', " | "),
+    })
 }
 
 fn as_user(cmd: &mut Command, who: Option<RunAs>) -> &mut Command {
@@ -154,7 +163,8 @@ impl EmbeddedPostgres {
         let who = run_as()?;
         let (temp, root) = match &options.data_dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(io_err(format!("creating {}", dir.display())))?;
                 (None, dir.clone())
             }
             None => {
@@ -168,18 +178,31 @@ impl EmbeddedPostgres {
             }
         };
         chown(&root, who)?;
-        let data_dir = if options.data_dir.is_some() { root.clone() } else { root.join("data") };
+        let data_dir = if options.data_dir.is_some() {
+            root.clone()
+        } else {
+            root.join("data")
+        };
         let socket_dir = root.join("socket");
         std::fs::create_dir_all(&socket_dir).map_err(io_err("creating the socket directory"))?;
         chown(&socket_dir, who)?;
 
         if !data_dir.join("PG_VERSION").is_file() {
-            std::fs::create_dir_all(&data_dir).map_err(io_err(format!("creating {}", data_dir.display())))?;
+            std::fs::create_dir_all(&data_dir)
+                .map_err(io_err(format!("creating {}", data_dir.display())))?;
             std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(io_err("setting data directory permissions"))?;
             chown(&data_dir, who)?;
             let mut initdb = Command::new(bin_dir.join("initdb"));
-            initdb.arg("-D").arg(&data_dir).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"]);
+            initdb.arg("-D").arg(&data_dir).args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ]);
             if options.no_fsync {
                 initdb.arg("--no-sync");
             }
@@ -190,7 +213,15 @@ impl EmbeddedPostgres {
         let mut last_error = None;
         for _ in 0..5 {
             let port = free_port()?;
-            match Self::launch(&bin_dir, &data_dir, &socket_dir, &log_path, port, &options, who) {
+            match Self::launch(
+                &bin_dir,
+                &data_dir,
+                &socket_dir,
+                &log_path,
+                port,
+                &options,
+                who,
+            ) {
                 Ok((pid, keeper)) => {
                     let mut pg = EmbeddedPostgres {
                         pid,
@@ -250,7 +281,14 @@ impl EmbeddedPostgres {
             .arg("-c")
             .arg("max_connections=300");
         if options.no_fsync {
-            cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+            cmd.args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]);
         }
         for setting in &options.settings {
             cmd.arg("-c").arg(setting);
@@ -283,7 +321,10 @@ impl EmbeddedPostgres {
             .map_err(io_err("starting the embedded Postgres keeper thread"))?;
         let pid = rx
             .recv()
-            .map_err(|_| EmbeddedError::Command { step: "postgres".into(), output: "did not start".into() })?
+            .map_err(|_| EmbeddedError::Command {
+                step: "postgres".into(),
+                output: "did not start".into(),
+            })?
             .map_err(io_err("starting postgres"))?;
         Ok((pid, keeper))
     }
@@ -297,7 +338,15 @@ impl EmbeddedPostgres {
                 break;
             }
             let ready = Command::new(self.bin_dir.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+                .args([
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
@@ -308,7 +357,10 @@ impl EmbeddedPostgres {
         }
         let log = std::fs::read_to_string(log_path).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(5).collect();
-        Err(EmbeddedError::NotReady(limit, tail.into_iter().rev().collect::<Vec<_>>().join(" | ")))
+        Err(EmbeddedError::NotReady(
+            limit,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+        ))
     }
 
     pub fn port(&self) -> u16 {
@@ -333,12 +385,17 @@ impl EmbeddedPostgres {
 
     /// `postgres_url` for this server (superuser `postgres`, trust auth).
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable", self.port)
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
     }
 
     /// Fast shutdown; waits for the server to exit.
     pub fn stop(&mut self) {
-        let Some(keeper) = self.keeper.take() else { return };
+        let Some(keeper) = self.keeper.take() else {
+            return;
+        };
         // SAFETY: signalling our own child process.
         unsafe { libc::kill(self.pid, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -362,10 +419,15 @@ impl Drop for EmbeddedPostgres {
 /// Removes temporary clusters left by processes that were killed before
 /// they could clean up (their Postgres died with them).
 fn remove_stale_temp_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_ours = entry.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX));
+        let is_ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(TEMP_PREFIX));
         if !is_ours {
             continue;
         }

@@ -5,4 +5,4 @@ pub(crate) mod connect;
 pub mod embedded;
 pub mod target;
 
-pub(crate) use connect::{connect, ConnectError, UpstreamTls};
+pub(crate) use connect::{ConnectError, UpstreamTls, connect};

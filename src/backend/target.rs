@@ -47,7 +47,9 @@ pub enum TargetError {
     Port(String),
     #[error("sslmode {0:?} is not supported (use disable, prefer, require or verify-full)")]
     SslMode(String),
-    #[error("unknown parameter {0:?} (known: host, port, dbname, user, password, sslmode, sslrootcert)")]
+    #[error(
+        "unknown parameter {0:?} (known: host, port, dbname, user, password, sslmode, sslrootcert)"
+    )]
     Param(String),
 }
 
@@ -57,7 +59,11 @@ impl BackendTarget {
             return Err(TargetError::Scheme(text.into()));
         }
         let url = url::Url::parse(text)?;
-        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
         let mut host = url.host_str().filter(|h| !h.is_empty()).map(|h| {
             // IPv6 literals come back bracketed.
             h.trim_start_matches('[').trim_end_matches(']').to_string()
@@ -72,7 +78,13 @@ impl BackendTarget {
             let value = value.into_owned();
             match key.as_ref() {
                 "host" => host = Some(value),
-                "port" => port = Some(value.parse().map_err(|_| TargetError::Port(value.clone()))?),
+                "port" => {
+                    port = Some(
+                        value
+                            .parse()
+                            .map_err(|_| TargetError::Port(value.clone()))?,
+                    )
+                }
                 "dbname" => dbname = Some(value),
                 "user" => user = Some(value),
                 "password" => password = Some(value),
@@ -96,7 +108,15 @@ impl BackendTarget {
             Some(h) => Host::Tcp(h),
             None => Host::Tcp("localhost".into()),
         };
-        Ok(Self { host, port: port.unwrap_or(5432), dbname, user, password, sslmode, sslrootcert })
+        Ok(Self {
+            host,
+            port: port.unwrap_or(5432),
+            dbname,
+            user,
+            password,
+            sslmode,
+            sslrootcert,
+        })
     }
 
     /// A libpq-style connection string for thermocline's own connections.
@@ -134,7 +154,8 @@ mod tests {
 
     #[test]
     fn parses_libpq_urls() {
-        let t = BackendTarget::parse("postgres://svc:p%40ss@db.internal:6543/app?sslmode=require").unwrap();
+        let t = BackendTarget::parse("postgres://svc:p%40ss@db.internal:6543/app?sslmode=require")
+            .unwrap();
         assert_eq!(t.host, Host::Tcp("db.internal".into()));
         assert_eq!(t.port, 6543);
         assert_eq!(t.dbname.as_deref(), Some("app"));
@@ -143,7 +164,8 @@ mod tests {
         assert_eq!(t.sslmode, SslMode::Require);
         assert_eq!(t.to_string(), "db.internal:6543");
 
-        let t = BackendTarget::parse("postgresql:///shop?host=/var/run/postgresql&port=5433").unwrap();
+        let t =
+            BackendTarget::parse("postgresql:///shop?host=/var/run/postgresql&port=5433").unwrap();
         assert_eq!(t.host, Host::Unix("/var/run/postgresql".into()));
         assert_eq!(t.port, 5433);
         assert_eq!(t.sslmode, SslMode::Prefer);
@@ -154,8 +176,17 @@ mod tests {
 
     #[test]
     fn rejects_what_it_cannot_honour() {
-        assert!(matches!(BackendTarget::parse("mysql://x"), Err(TargetError::Scheme(_))));
-        assert!(matches!(BackendTarget::parse("postgres://x/?sslmode=verify-ca"), Err(TargetError::SslMode(_))));
-        assert!(matches!(BackendTarget::parse("postgres://x/?gssencmode=x"), Err(TargetError::Param(_))));
+        assert!(matches!(
+            BackendTarget::parse("mysql://x"),
+            Err(TargetError::Scheme(_))
+        ));
+        assert!(matches!(
+            BackendTarget::parse("postgres://x/?sslmode=verify-ca"),
+            Err(TargetError::SslMode(_))
+        ));
+        assert!(matches!(
+            BackendTarget::parse("postgres://x/?gssencmode=x"),
+            Err(TargetError::Param(_))
+        ));
     }
 }

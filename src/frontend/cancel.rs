@@ -27,12 +27,19 @@ impl CancelKeys {
     }
 
     pub(crate) fn remove(&self, pid: i32, client_secret: i32) {
-        self.keys.lock().unwrap_or_else(|e| e.into_inner()).remove(&(pid, client_secret));
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(pid, client_secret));
     }
 
     /// Postgres's secret for a key a client presents, if it is one we gave.
     pub(crate) fn lookup(&self, pid: i32, client_secret: i32) -> Option<i32> {
-        self.keys.lock().unwrap_or_else(|e| e.into_inner()).get(&(pid, client_secret)).copied()
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(pid, client_secret))
+            .copied()
     }
 }
 

@@ -17,8 +17,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use crate::protocol::startup::{read_startup, StartupError, StartupPacket};
 use crate::protocol::ErrorFields;
+use crate::protocol::startup::{StartupError, StartupPacket, read_startup};
 use crate::server::Shared;
 use crate::stream::Stream;
 
@@ -35,7 +35,9 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, conn_id: u64, share
             Err(_) | Ok(Err(StartupError::Closed(_))) => return,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "bad startup packet");
-                let _ = stream.write_all(&ErrorFields::fatal("08P01", e.to_string()).encode()).await;
+                let _ = stream
+                    .write_all(&ErrorFields::fatal("08P01", e.to_string()).encode())
+                    .await;
                 return;
             }
             Ok(Ok(packet)) => packet,
@@ -82,24 +84,36 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, conn_id: u64, share
         "conn",
         conn_id,
         user = param("user"),
-        db = if param("database").is_empty() { param("user") } else { param("database") },
+        db = if param("database").is_empty() {
+            param("user")
+        } else {
+            param("database")
+        },
         application_name = param("application_name"),
         tls = stream.is_tls(),
     );
     async move {
         tracing::debug!(%peer, "client connected");
-        let mut backend = match crate::backend::connect(&shared.target, &shared.upstream_tls, shared.config.connect_timeout).await {
+        let mut backend = match crate::backend::connect(
+            &shared.target,
+            &shared.upstream_tls,
+            shared.config.connect_timeout,
+        )
+        .await
+        {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot reach Postgres");
-                let error = ErrorFields::fatal("08006", format!("{e}"))
-                    .with_hint("thermocline could not open a connection to Postgres for this session.");
+                let error = ErrorFields::fatal("08006", format!("{e}")).with_hint(
+                    "thermocline could not open a connection to Postgres for this session.",
+                );
                 let _ = stream.write_all(&error.encode()).await;
                 return;
             }
         };
         if backend.write_all(&raw).await.is_err() {
-            let error = ErrorFields::fatal("08006", "lost the connection to Postgres during startup");
+            let error =
+                ErrorFields::fatal("08006", "lost the connection to Postgres during startup");
             let _ = stream.write_all(&error.encode()).await;
             return;
         }

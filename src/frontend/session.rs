@@ -7,15 +7,15 @@
 //! complete. Both directions run at once so neither side can stall the other
 //! (a pipelining client and a busy Postgres never deadlock through us).
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::protocol::{tag, ErrorFields, FrameScanner, Step};
+use crate::protocol::{ErrorFields, FrameScanner, Step, tag};
 use crate::router::Route;
 use crate::server::{Phase, Shared};
 use crate::stream::{ReadHalf, Stream, WriteHalf};
@@ -95,10 +95,16 @@ pub(crate) async fn run(client: Stream, backend: Stream, shared: Arc<Shared>) {
     };
     tracing::debug!(?end, "session ends");
     let finish = finish(&end, &mut cw, &mut bw, &state, &shared);
-    if tokio::time::timeout(Duration::from_secs(5), finish).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), finish)
+        .await
+        .is_err()
+    {
         tracing::debug!("closing writes timed out");
     }
-    let (pid, secret) = (state.backend_pid.load(Relaxed), state.client_secret.load(Relaxed));
+    let (pid, secret) = (
+        state.backend_pid.load(Relaxed),
+        state.client_secret.load(Relaxed),
+    );
     if pid != 0 {
         shared.cancel_keys.remove(pid as i32, secret as i32);
     }
@@ -111,16 +117,27 @@ async fn finish(end: &End, cw: &mut WriteHalf, bw: &mut WriteHalf, state: &State
         End::ClientInvalid(e) => Some(e.clone()),
         End::BackendGone if state.backend_said_fatal.load(Relaxed) => None,
         End::BackendGone => Some(
-            ErrorFields::fatal("08006", "lost the connection to Postgres: server closed the connection unexpectedly")
-                .with_hint("Postgres may have terminated abnormally or been restarted; reconnect to continue."),
+            ErrorFields::fatal(
+                "08006",
+                "lost the connection to Postgres: server closed the connection unexpectedly",
+            )
+            .with_hint(
+                "Postgres may have terminated abnormally or been restarted; reconnect to continue.",
+            ),
         ),
-        End::Shutdown => Some(ErrorFields::fatal("57P01", "terminating connection because thermocline is shutting down")),
+        End::Shutdown => Some(ErrorFields::fatal(
+            "57P01",
+            "terminating connection because thermocline is shutting down",
+        )),
     };
     // A statement still running for a client that is gone is cancelled, so
     // it stops using Postgres.
     let backend_alive = !matches!(end, End::BackendGone | End::ClientTerminated);
     if backend_alive && state.busy() {
-        let (pid, secret) = (state.backend_pid.load(Relaxed), state.backend_secret.load(Relaxed));
+        let (pid, secret) = (
+            state.backend_pid.load(Relaxed),
+            state.backend_secret.load(Relaxed),
+        );
         shared.cancel_backend(pid as i32, secret as i32).await;
     }
     if let Some(error) = to_client {
@@ -150,7 +167,12 @@ fn reserve_for(buf: &mut BytesMut, min_free: usize) {
     }
 }
 
-async fn write_through(w: &mut WriteHalf, bytes: &[u8], at_boundary: &AtomicBool, ends_at_boundary: bool) -> bool {
+async fn write_through(
+    w: &mut WriteHalf,
+    bytes: &[u8],
+    at_boundary: &AtomicBool,
+    ends_at_boundary: bool,
+) -> bool {
     at_boundary.store(false, Relaxed);
     if w.write_all(bytes).await.is_err() || w.flush().await.is_err() {
         return false;
@@ -159,10 +181,20 @@ async fn write_through(w: &mut WriteHalf, bytes: &[u8], at_boundary: &AtomicBool
     true
 }
 
-async fn client_to_backend(cr: &mut ReadHalf, bw: &mut WriteHalf, state: &State, shared: &Shared) -> End {
+async fn client_to_backend(
+    cr: &mut ReadHalf,
+    bw: &mut WriteHalf,
+    state: &State,
+    shared: &Shared,
+) -> End {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut scanner = FrameScanner::new(shared.config.max_message_size);
-    let held = |t: u8| matches!(t, tag::QUERY | tag::PARSE | tag::SYNC | tag::FUNCTION_CALL | tag::TERMINATE);
+    let held = |t: u8| {
+        matches!(
+            t,
+            tag::QUERY | tag::PARSE | tag::SYNC | tag::FUNCTION_CALL | tag::TERMINATE
+        )
+    };
     loop {
         loop {
             let step = scanner.scan(&buf, held, |m| match m[0] {
@@ -187,7 +219,14 @@ async fn client_to_backend(cr: &mut ReadHalf, bw: &mut WriteHalf, state: &State,
             });
             match step {
                 Step::Forward(n) => {
-                    if !write_through(bw, &buf[..n], &state.backend_at_boundary, scanner.at_boundary()).await {
+                    if !write_through(
+                        bw,
+                        &buf[..n],
+                        &state.backend_at_boundary,
+                        scanner.at_boundary(),
+                    )
+                    .await
+                    {
                         return End::BackendGone;
                     }
                     buf.advance(n);
@@ -200,7 +239,10 @@ async fn client_to_backend(cr: &mut ReadHalf, bw: &mut WriteHalf, state: &State,
                 Step::NeedMore => break,
                 Step::Invalid(len) => {
                     tracing::debug!(len, "client message with an invalid length");
-                    return End::ClientInvalid(ErrorFields::fatal("08P01", "invalid message length"));
+                    return End::ClientInvalid(ErrorFields::fatal(
+                        "08P01",
+                        "invalid message length",
+                    ));
                 }
             }
         }
@@ -251,7 +293,14 @@ async fn backend_to_client(
             });
             match step {
                 Step::Forward(n) => {
-                    if !write_through(cw, &buf[..n], &state.client_at_boundary, scanner.at_boundary()).await {
+                    if !write_through(
+                        cw,
+                        &buf[..n],
+                        &state.client_at_boundary,
+                        scanner.at_boundary(),
+                    )
+                    .await
+                    {
                         return End::ClientGone;
                     }
                     buf.advance(n);
@@ -259,7 +308,8 @@ async fn backend_to_client(
                 Step::Message(n) => {
                     let rewritten = match buf[0] {
                         tag::BACKEND_KEY_DATA => backend_key_data(&buf[..n], state, shared),
-                        _ => sasl_mechanisms_without_plus(&buf[..n]).unwrap_or_else(|| buf[..n].to_vec()),
+                        _ => sasl_mechanisms_without_plus(&buf[..n])
+                            .unwrap_or_else(|| buf[..n].to_vec()),
                     };
                     if !write_through(cw, &rewritten, &state.client_at_boundary, true).await {
                         return End::ClientGone;
@@ -317,7 +367,9 @@ const SCRAM_PLUS: &[u8] = b"SCRAM-SHA-256-PLUS";
 /// TLS connection; the client's connection is not Postgres's, so a client
 /// must never be offered it.
 fn sasl_mechanisms_without_plus(message: &[u8]) -> Option<Vec<u8>> {
-    if message.len() < 9 || u32::from_be_bytes([message[5], message[6], message[7], message[8]]) != SASL {
+    if message.len() < 9
+        || u32::from_be_bytes([message[5], message[6], message[7], message[8]]) != SASL
+    {
         return None;
     }
     let list = &message[9..];

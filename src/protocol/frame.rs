@@ -31,7 +31,11 @@ pub(crate) struct FrameScanner {
 
 impl FrameScanner {
     pub(crate) fn new(max_len: u32) -> Self {
-        Self { remaining: 0, stopped: None, max_len }
+        Self {
+            remaining: 0,
+            stopped: None,
+            max_len,
+        }
     }
 
     /// True when the last forwarded byte ended a message.
@@ -66,22 +70,38 @@ impl FrameScanner {
                 pos += n;
                 self.remaining -= n;
                 if self.remaining > 0 {
-                    return Step::Forward(pos);
+                    return if pos > 0 {
+                        Step::Forward(pos)
+                    } else {
+                        Step::NeedMore
+                    };
                 }
             }
             let rest = &buf[pos..];
             if rest.len() < 5 {
-                return if pos > 0 { Step::Forward(pos) } else { Step::NeedMore };
+                return if pos > 0 {
+                    Step::Forward(pos)
+                } else {
+                    Step::NeedMore
+                };
             }
             let tag = rest[0];
             let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]);
             if !(4..=self.max_len).contains(&len) {
-                return if pos > 0 { Step::Forward(pos) } else { Step::Invalid(len) };
+                return if pos > 0 {
+                    Step::Forward(pos)
+                } else {
+                    Step::Invalid(len)
+                };
             }
             let total = len as usize + 1;
             if whole(tag) {
                 if rest.len() < total {
-                    return if pos > 0 { Step::Forward(pos) } else { Step::NeedMore };
+                    return if pos > 0 {
+                        Step::Forward(pos)
+                    } else {
+                        Step::NeedMore
+                    };
                 }
                 if !visit(&rest[..total]) {
                     if pos > 0 {
@@ -119,8 +139,20 @@ mod tests {
         // Three bytes into the first body: the first 8 bytes pass, then the rest.
         assert_eq!(s.scan(&buf[..8], |_| false, |_| true), Step::Forward(8));
         assert!(!s.at_boundary());
-        assert_eq!(s.scan(&buf[8..], |_| false, |_| true), Step::Forward(buf.len() - 8));
+        assert_eq!(
+            s.scan(&buf[8..], |_| false, |_| true),
+            Step::Forward(buf.len() - 8)
+        );
         assert!(s.at_boundary());
+    }
+
+    #[test]
+    fn an_empty_buffer_mid_message_needs_more() {
+        let mut s = FrameScanner::new(1 << 30);
+        let buf = msg(b'D', &[7; 100]);
+        assert_eq!(s.scan(&buf[..50], |_| false, |_| true), Step::Forward(50));
+        assert_eq!(s.scan(&[], |_| false, |_| true), Step::NeedMore);
+        assert_eq!(s.scan(&buf[50..], |_| false, |_| true), Step::Forward(55));
     }
 
     #[test]
@@ -132,16 +164,24 @@ mod tests {
         let mut seen = 0;
         // The ReadyForQuery is cut short: only the DataRow passes.
         let cut = buf.len() - 1;
-        let step = s.scan(&buf[..cut], |t| t == b'Z', |_| {
-            seen += 1;
-            true
-        });
+        let step = s.scan(
+            &buf[..cut],
+            |t| t == b'Z',
+            |_| {
+                seen += 1;
+                true
+            },
+        );
         assert_eq!(step, Step::Forward(8));
         assert_eq!(seen, 0);
-        let step = s.scan(&buf[8..], |t| t == b'Z', |m| {
-            seen += 1;
-            m == z.as_slice()
-        });
+        let step = s.scan(
+            &buf[8..],
+            |t| t == b'Z',
+            |m| {
+                seen += 1;
+                m == z.as_slice()
+            },
+        );
         assert_eq!(step, Step::Forward(6));
         assert_eq!(seen, 1);
     }
@@ -165,8 +205,14 @@ mod tests {
     #[test]
     fn impossible_lengths_are_reported() {
         let mut s = FrameScanner::new(100);
-        assert_eq!(s.scan(&[b'Q', 0, 0, 0, 3], |_| true, |_| true), Step::Invalid(3));
-        assert_eq!(s.scan(&[b'Q', 0, 0, 1, 0], |_| true, |_| true), Step::Invalid(256));
+        assert_eq!(
+            s.scan(&[b'Q', 0, 0, 0, 3], |_| true, |_| true),
+            Step::Invalid(3)
+        );
+        assert_eq!(
+            s.scan(&[b'Q', 0, 0, 1, 0], |_| true, |_| true),
+            Step::Invalid(256)
+        );
         assert_eq!(s.scan(&[b'Q', 0, 0], |_| true, |_| true), Step::NeedMore);
     }
 }

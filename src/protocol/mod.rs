@@ -46,7 +46,13 @@ pub(crate) struct ErrorFields {
 
 impl ErrorFields {
     pub(crate) fn fatal(code: &'static str, message: impl Into<String>) -> Self {
-        Self { severity: "FATAL", code, message: message.into(), detail: None, hint: None }
+        Self {
+            severity: "FATAL",
+            code,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
     }
 
     pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -86,7 +92,9 @@ mod tests {
 
     #[test]
     fn error_response_round_trips_its_code() {
-        let bytes = ErrorFields::fatal("57P01", "terminating connection").with_hint("retry").encode();
+        let bytes = ErrorFields::fatal("57P01", "terminating connection")
+            .with_hint("retry")
+            .encode();
         assert_eq!(bytes[0], b'E');
         let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
         assert_eq!(len + 1, bytes.len());

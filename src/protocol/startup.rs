@@ -14,10 +14,16 @@ const CANCEL_REQUEST: u32 = 80_877_102;
 pub(crate) enum StartupPacket {
     SslRequest,
     GssEncRequest,
-    Cancel { pid: i32, secret: i32 },
+    Cancel {
+        pid: i32,
+        secret: i32,
+    },
     /// A StartupMessage, kept as received so Postgres sees exactly what the
     /// client sent (protocol version included), plus its parameters.
-    Startup { raw: Vec<u8>, params: Vec<(String, String)> },
+    Startup {
+        raw: Vec<u8>,
+        params: Vec<(String, String)>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,19 +39,26 @@ pub(crate) enum StartupError {
 impl StartupPacket {
     /// The value of a startup parameter, e.g. `user` or `database`.
     pub(crate) fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-        params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
 /// Reads one startup-phase packet.
-pub(crate) async fn read_startup<R: AsyncRead + Unpin>(r: &mut R) -> Result<StartupPacket, StartupError> {
+pub(crate) async fn read_startup<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<StartupPacket, StartupError> {
     let len = r.read_u32().await.map_err(StartupError::Closed)? as usize;
     if !(8..=MAX_STARTUP_LEN).contains(&len) {
         return Err(StartupError::Length);
     }
     let mut raw = vec![0u8; len];
     raw[..4].copy_from_slice(&(len as u32).to_be_bytes());
-    r.read_exact(&mut raw[4..]).await.map_err(StartupError::Closed)?;
+    r.read_exact(&mut raw[4..])
+        .await
+        .map_err(StartupError::Closed)?;
     let code = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
     match code {
         SSL_REQUEST => Ok(StartupPacket::SslRequest),
@@ -58,7 +71,11 @@ pub(crate) async fn read_startup<R: AsyncRead + Unpin>(r: &mut R) -> Result<Star
         _ => {
             // Protocol 3.x: key/value pairs. Other versions are passed to
             // Postgres, which answers them as it always does.
-            let params = if code >> 16 == 3 { parse_params(&raw[8..])? } else { Vec::new() };
+            let params = if code >> 16 == 3 {
+                parse_params(&raw[8..])?
+            } else {
+                Vec::new()
+            };
             Ok(StartupPacket::Startup { raw, params })
         }
     }
@@ -67,13 +84,23 @@ pub(crate) async fn read_startup<R: AsyncRead + Unpin>(r: &mut R) -> Result<Star
 fn parse_params(mut body: &[u8]) -> Result<Vec<(String, String)>, StartupError> {
     let mut params = Vec::new();
     loop {
-        let key_end = body.iter().position(|b| *b == 0).ok_or(StartupError::Layout)?;
+        let key_end = body
+            .iter()
+            .position(|b| *b == 0)
+            .ok_or(StartupError::Layout)?;
         if key_end == 0 {
-            return if body.len() == 1 { Ok(params) } else { Err(StartupError::Layout) };
+            return if body.len() == 1 {
+                Ok(params)
+            } else {
+                Err(StartupError::Layout)
+            };
         }
         let key = String::from_utf8_lossy(&body[..key_end]).into_owned();
         body = &body[key_end + 1..];
-        let value_end = body.iter().position(|b| *b == 0).ok_or(StartupError::Layout)?;
+        let value_end = body
+            .iter()
+            .position(|b| *b == 0)
+            .ok_or(StartupError::Layout)?;
         let value = String::from_utf8_lossy(&body[..value_end]).into_owned();
         body = &body[value_end + 1..];
         params.push((key, value));
@@ -120,7 +147,9 @@ mod tests {
     async fn parses_a_startup_message() {
         let raw = startup(&[("user", "alice"), ("database", "shop")]);
         let packet = read_startup(&mut raw.as_slice()).await.unwrap();
-        let StartupPacket::Startup { raw: kept, params } = packet else { panic!("not a startup") };
+        let StartupPacket::Startup { raw: kept, params } = packet else {
+            panic!("not a startup")
+        };
         assert_eq!(kept, raw);
         assert_eq!(StartupPacket::param(&params, "user"), Some("alice"));
         assert_eq!(StartupPacket::param(&params, "database"), Some("shop"));
@@ -132,19 +161,31 @@ mod tests {
         raw.pop(); // no terminator
         let n = raw.len() as u32;
         raw[..4].copy_from_slice(&n.to_be_bytes());
-        assert!(matches!(read_startup(&mut raw.as_slice()).await, Err(StartupError::Layout)));
+        assert!(matches!(
+            read_startup(&mut raw.as_slice()).await,
+            Err(StartupError::Layout)
+        ));
         let huge = 1_000_000u32.to_be_bytes();
-        assert!(matches!(read_startup(&mut huge.as_slice()).await, Err(StartupError::Length)));
+        assert!(matches!(
+            read_startup(&mut huge.as_slice()).await,
+            Err(StartupError::Length)
+        ));
     }
 
     #[tokio::test]
     async fn recognises_requests() {
         let ssl = ssl_request();
-        assert!(matches!(read_startup(&mut ssl.as_slice()).await, Ok(StartupPacket::SslRequest)));
+        assert!(matches!(
+            read_startup(&mut ssl.as_slice()).await,
+            Ok(StartupPacket::SslRequest)
+        ));
         let cancel = cancel_request(42, -7);
         assert!(matches!(
             read_startup(&mut cancel.as_slice()).await,
-            Ok(StartupPacket::Cancel { pid: 42, secret: -7 })
+            Ok(StartupPacket::Cancel {
+                pid: 42,
+                secret: -7
+            })
         ));
     }
 }

@@ -1,0 +1,131 @@
+//! Test harness: one throwaway Postgres per test binary (initdb into a temp
+//! dir, random port), a fresh database per test, and thermocline started in
+//! process on 127.0.0.1:0 in front of it.
+#![allow(dead_code)]
+
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use thermocline::Config;
+use thermocline::backend::embedded::{EmbeddedOptions, EmbeddedPostgres};
+use thermocline::backend::target::BackendTarget;
+use tokio::sync::oneshot;
+
+static PG: OnceLock<EmbeddedPostgres> = OnceLock::new();
+
+/// The Postgres shared by this test binary.
+pub fn pg() -> &'static EmbeddedPostgres {
+    PG.get_or_init(|| {
+        let options = EmbeddedOptions {
+            no_fsync: true,
+            ..Default::default()
+        };
+        EmbeddedPostgres::start(options).expect("start the test Postgres")
+    })
+}
+
+/// A superuser connection to the test Postgres.
+pub async fn admin(dbname: &str) -> tokio_postgres::Client {
+    let pg = pg();
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(pg.port())
+        .user("postgres")
+        .dbname(dbname)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test Postgres");
+    tokio::spawn(conn);
+    client
+}
+
+/// Creates an empty database with a name unique in this binary.
+pub async fn fresh_db(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    admin("postgres")
+        .await
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create database");
+    name
+}
+
+/// thermocline serving in this process until dropped.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Starts thermocline in front of the test Postgres.
+    pub async fn start() -> Proxy {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts thermocline with the config adjusted by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Proxy {
+        let mut config = Config::default();
+        config.postgres = Some(BackendTarget::parse(&pg().url()).unwrap());
+        config.admin_listen = None;
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let done = tokio::spawn(async move {
+            thermocline::run(listener, config, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("thermocline runs");
+        });
+        Proxy {
+            addr,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    /// Begins a graceful shutdown (as SIGTERM does) and returns a handle
+    /// that completes when the server has stopped.
+    pub fn shutdown(&mut self) -> tokio::task::JoinHandle<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.done.take().expect("not shut down twice")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A tokio-postgres client connected to `port` (direct or through thermocline).
+pub async fn client(port: u16, user: &str, dbname: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .dbname(dbname)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+}
