@@ -52,6 +52,8 @@ pub struct EmbeddedOptions {
     pub no_fsync: bool,
     /// Extra `name=value` server settings.
     pub settings: Vec<String>,
+    /// Listen on this port instead of a free one.
+    pub port: Option<u16>,
 }
 
 /// A running private Postgres.
@@ -211,8 +213,12 @@ impl EmbeddedPostgres {
 
         let log_path = root.join("postgres.log");
         let mut last_error = None;
-        for _ in 0..5 {
-            let port = free_port()?;
+        let attempts = if options.port.is_some() { 1 } else { 5 };
+        for _ in 0..attempts {
+            let port = match options.port {
+                Some(port) => port,
+                None => free_port()?,
+            };
             match Self::launch(
                 &bin_dir,
                 &data_dir,
