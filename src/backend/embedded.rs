@@ -163,31 +163,21 @@ impl EmbeddedPostgres {
             None => find_bin_dir().ok_or(EmbeddedError::NoBinaries)?,
         };
         let who = run_as()?;
-        let (temp, root) = match &options.data_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(io_err(format!("creating {}", dir.display())))?;
-                (None, dir.clone())
-            }
-            None => {
-                remove_stale_temp_dirs();
-                let t = tempfile::Builder::new()
-                    .prefix(TEMP_PREFIX)
-                    .tempdir()
-                    .map_err(io_err("creating a temporary directory"))?;
-                let root = t.path().to_path_buf();
-                (Some(t), root)
-            }
-        };
+        // A private runtime directory holds the socket (and, for a temporary
+        // cluster, the data and the log); it goes away on stop.
+        remove_stale_temp_dirs();
+        let run_dir = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempdir()
+            .map_err(io_err("creating a temporary directory"))?;
+        let root = run_dir.path().to_path_buf();
         chown(&root, who)?;
-        let data_dir = if options.data_dir.is_some() {
-            root.clone()
-        } else {
-            root.join("data")
+        let socket_dir = root.clone();
+        let (data_dir, log_path) = match &options.data_dir {
+            Some(dir) => (dir.clone(), dir.join("postgres.log")),
+            None => (root.join("data"), root.join("postgres.log")),
         };
-        let socket_dir = root.join("socket");
-        std::fs::create_dir_all(&socket_dir).map_err(io_err("creating the socket directory"))?;
-        chown(&socket_dir, who)?;
+        let temp = Some(run_dir);
 
         if !data_dir.join("PG_VERSION").is_file() {
             std::fs::create_dir_all(&data_dir)
@@ -211,7 +201,6 @@ impl EmbeddedPostgres {
             run("initdb", as_user(&mut initdb, who))?;
         }
 
-        let log_path = root.join("postgres.log");
         let mut last_error = None;
         let attempts = if options.port.is_some() { 1 } else { 5 };
         for _ in 0..attempts {
