@@ -9,8 +9,10 @@ pub mod backend;
 pub mod config;
 /// What a client talks to: startup, TLS, cancel, the relay session.
 pub(crate) mod frontend;
-/// Message framing and the few messages thermocline writes itself.
-pub(crate) mod protocol;
+/// Message framing and the few messages thermocline writes itself
+/// (public for the benchmarks only).
+#[doc(hidden)]
+pub mod protocol;
 /// Decides where each statement is answered.
 pub(crate) mod router;
 /// The accept loop and graceful shutdown.

@@ -6,7 +6,7 @@
 
 /// What to do with the front of the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
+pub enum Step {
     /// Forward this many bytes from the start of the buffer unchanged.
     Forward(usize),
     /// A whole message of this many bytes (tag and length included) starts
@@ -20,7 +20,7 @@ pub(crate) enum Step {
 
 /// Frame state carried from one read to the next.
 #[derive(Debug)]
-pub(crate) struct FrameScanner {
+pub struct FrameScanner {
     /// Bytes of the current pass-through message still to forward.
     remaining: usize,
     /// A visited message the visitor stopped on, handed over on the next call.
@@ -30,7 +30,7 @@ pub(crate) struct FrameScanner {
 }
 
 impl FrameScanner {
-    pub(crate) fn new(max_len: u32) -> Self {
+    pub fn new(max_len: u32) -> Self {
         Self {
             remaining: 0,
             stopped: None,
@@ -39,7 +39,7 @@ impl FrameScanner {
     }
 
     /// True when the last forwarded byte ended a message.
-    pub(crate) fn at_boundary(&self) -> bool {
+    pub fn at_boundary(&self) -> bool {
         self.remaining == 0
     }
 
@@ -49,7 +49,7 @@ impl FrameScanner {
     /// forwarded; each is then shown to `visit`, which returns `true` to let
     /// it pass with the rest or `false` to have it handed over as
     /// [`Step::Message`]. A visited message is shown once.
-    pub(crate) fn scan(
+    pub fn scan(
         &mut self,
         buf: &[u8],
         whole: impl Fn(u8) -> bool,

@@ -4,10 +4,10 @@
 //! The relay never decodes rows; it only walks message headers (one tag byte
 //! and a length) so it knows where each message ends.
 
-pub(crate) mod frame;
+pub mod frame;
 pub(crate) mod startup;
 
-pub(crate) use frame::{FrameScanner, Step};
+pub use frame::{FrameScanner, Step};
 
 /// Message tags the relay looks at (see
 /// <https://www.postgresql.org/docs/15/protocol-message-formats.html>).
@@ -26,7 +26,7 @@ pub(crate) mod tag {
 }
 
 /// Appends a complete message: tag, length, body.
-pub(crate) fn put_message(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+pub fn put_message(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
     out.push(tag);
     out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
     out.extend_from_slice(body);
