@@ -1,0 +1,90 @@
+//! Real clients — psql, psycopg 3, asyncpg, node-postgres, pgjdbc — run the
+//! same session (tests/clients/) straight against Postgres and through
+//! thermocline, each on a fresh database; their transcripts must be
+//! identical. `tests/clients/install.sh` installs them (tests/run.sh calls it).
+
+mod common;
+
+use common::{Proxy, fresh_db, pg};
+
+async fn transcript(client: &str, port: u16, db: &str) -> String {
+    let out = tokio::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/run.sh"))
+        .arg(client)
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", "postgres")
+        .env("PGDATABASE", db)
+        .env("PGSSLMODE", "disable")
+        .output()
+        .await
+        .expect("run the client");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{client} failed against port {port}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs `client` both ways and compares. `expect` are strings the direct
+/// transcript must contain, so a session that stops exercising what it
+/// claims to (errors, cancel, COPY, binary results) fails here.
+async fn same_through_thermocline(client: &str, expect: &[&str]) {
+    let proxy = Proxy::start().await;
+    let (direct_db, proxied_db) = (fresh_db("direct").await, fresh_db("proxied").await);
+    let direct = transcript(client, pg().port(), &direct_db).await;
+    let proxied = transcript(client, proxy.port(), &proxied_db).await;
+    for want in expect {
+        assert!(
+            direct.contains(want),
+            "the {client} session no longer shows {want:?}:\n{direct}"
+        );
+    }
+    if direct != proxied {
+        let first = direct
+            .lines()
+            .zip(proxied.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        let window = |t: &str| {
+            t.lines()
+                .skip(first.saturating_sub(3))
+                .take(8)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        panic!(
+            "{client}: transcripts differ from line {}\n--- direct\n{}\n--- through thermocline\n{}",
+            first + 1,
+            window(&direct),
+            window(&proxied)
+        );
+    }
+}
+
+#[tokio::test]
+async fn psql() {
+    same_through_thermocline("psql", &["22012", "Table \"public.", "COPY"]).await;
+}
+
+#[tokio::test]
+async fn psycopg() {
+    same_through_thermocline("psycopg", &["22012", "57014"]).await;
+}
+
+#[tokio::test]
+async fn asyncpg() {
+    same_through_thermocline("asyncpg", &["22012", "returned within 5 s: True"]).await;
+}
+
+#[tokio::test]
+async fn node_postgres() {
+    same_through_thermocline("node-pg", &["22012"]).await;
+}
+
+#[tokio::test]
+async fn pgjdbc() {
+    same_through_thermocline("pgjdbc", &["22012", "57014"]).await;
+}
