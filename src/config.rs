@@ -42,6 +42,12 @@ pub struct Config {
     pub log_level: String,
     /// Certificate and key for TLS toward clients (PEM files).
     pub tls: Option<TlsFiles>,
+    /// The directory of tier definitions (one TOML file per tiered table).
+    pub catalog_dir: Option<PathBuf>,
+    /// The lake's warehouse directory: Iceberg catalog and data files.
+    pub lake_warehouse: Option<PathBuf>,
+    /// How often `serve` runs the mover; `None`: never (use `tier run`).
+    pub tier_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +76,9 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             tls: None,
+            catalog_dir: None,
+            lake_warehouse: None,
+            tier_interval: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -182,7 +191,7 @@ impl Loader {
         let mut keys = Vec::new();
         for (k, v) in &self.table {
             match v {
-                toml::Value::Table(t) if k == "tls" => {
+                toml::Value::Table(t) if k == "tls" || k == "lake" => {
                     keys.extend(t.keys().map(|n| format!("{k}.{n}")))
                 }
                 _ => keys.push(k.clone()),
@@ -414,6 +423,58 @@ impl Config {
                 ));
             }
         };
+        if let Some((dir, origin)) = l.string("catalog_dir")? {
+            if !dir.is_empty() {
+                if !Path::new(&dir).is_dir() {
+                    return Err(Loader::error(
+                        "catalog_dir",
+                        &origin,
+                        format!("no such directory {dir:?}"),
+                    ));
+                }
+                c.catalog_dir = Some(dir.into());
+            }
+        }
+        if let Some((kind, origin)) = l.string("lake.catalog")? {
+            match kind.trim() {
+                "" | "sql" => {}
+                "rest" | "glue" => {
+                    return Err(Loader::error(
+                        "lake.catalog",
+                        &origin,
+                        format!("the {kind} catalog is not supported yet; use \"sql\""),
+                    ));
+                }
+                other => {
+                    return Err(Loader::error(
+                        "lake.catalog",
+                        &origin,
+                        format!("expected \"sql\", \"rest\" or \"glue\", found {other:?}"),
+                    ));
+                }
+            }
+        }
+        if let Some((uri, origin)) = l.string("lake.uri")? {
+            if !uri.is_empty() {
+                return Err(Loader::error(
+                    "lake.uri",
+                    &origin,
+                    "the sql catalog keeps its catalog in lake.warehouse; lake.uri is for the rest catalog, which is not supported yet",
+                ));
+            }
+        }
+        if let Some((dir, _)) = l.string("lake.warehouse")? {
+            c.lake_warehouse = (!dir.is_empty()).then(|| PathBuf::from(dir));
+        }
+        if let Some((v, origin)) = l.string("tier_interval")? {
+            c.tier_interval = match v.trim() {
+                "off" | "" => None,
+                text => Some(
+                    parse_duration(&toml::Value::String(text.into()))
+                        .map_err(|m| Loader::error("tier_interval", &origin, m))?,
+                ),
+            };
+        }
         if let Some(key) = l.leftover_keys().into_iter().next() {
             return Err(ConfigError::Key {
                 key,

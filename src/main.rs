@@ -22,11 +22,32 @@ struct Cli {
 enum Command {
     /// Serve Postgres clients.
     Serve(ServeArgs),
+    /// Tiering: move rows older than each table's hot window to the lake.
+    Tier {
+        #[command(subcommand)]
+        action: TierCommand,
+    },
     /// Check a config file (and the environment) and exit: 0 if valid, 2 if not.
     CheckConfig {
         /// The TOML config file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TierCommand {
+    /// One pass of the mover over every tiered table (or one).
+    Run {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only this table (as in its tier definition, e.g. public.orders).
+        #[arg(long)]
+        table: Option<String>,
+        /// Report what would move, change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -78,6 +99,40 @@ fn main() -> ExitCode {
             },
             Err(code) => code,
         },
+        Command::Tier {
+            action:
+                TierCommand::Run {
+                    config,
+                    table,
+                    dry_run,
+                },
+        } => {
+            let config = match load(config.as_deref(), Vec::new()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if config.postgres.is_none() {
+                eprintln!(
+                    "thermocline: `tier run` needs postgres_url (or THERMOCLINE_POSTGRES_URL)"
+                );
+                return ExitCode::from(2);
+            }
+            init_logging(&config);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("thermocline: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(tier_run(config, table, dry_run)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("thermocline: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve(args) => {
             let mut flags = Vec::new();
             if let Some(v) = args.listen {
@@ -188,6 +243,56 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         admin.abort();
     }
     drop(embedded);
+    Ok(())
+}
+
+async fn tier_run(config: Config, only: Option<String>, dry_run: bool) -> anyhow::Result<()> {
+    let target = config.postgres.clone().context("no Postgres configured")?;
+    let federations = thermocline::server::load_tiers(&config, &target).await?;
+    if federations.is_empty() {
+        anyhow::bail!("no tiered tables: set catalog_dir to a directory of tier definitions");
+    }
+    let mut matched = false;
+    for (database, federation) in &federations {
+        for table in &federation.tables {
+            let name = format!("{}.{}", table.def.schema, table.def.table);
+            if only
+                .as_deref()
+                .is_some_and(|o| o != name && o != table.def.table && o != table.def.qualified())
+            {
+                continue;
+            }
+            matched = true;
+            let report = thermocline::tiering::mover::run_once(
+                &target,
+                &federation.lake,
+                table,
+                database,
+                dry_run,
+            )
+            .await
+            .with_context(|| format!("moving {name}"))?;
+            match report {
+                Some(r) => println!(
+                    "{}{}: {} rows {} ({} written to {} files), watermark {}",
+                    r.table,
+                    if dry_run { " (dry run)" } else { "" },
+                    r.rows_deleted,
+                    if dry_run { "would move" } else { "moved" },
+                    r.rows_written,
+                    r.files,
+                    thermocline::tiering::mover::time_literal(
+                        table.time_column().pg_type,
+                        r.watermark
+                    )
+                ),
+                None => println!("{name}: skipped, another mover holds it"),
+            }
+        }
+    }
+    if !matched {
+        anyhow::bail!("no tiered table named {:?}", only.unwrap_or_default());
+    }
     Ok(())
 }
 

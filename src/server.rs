@@ -4,6 +4,7 @@
 //! sessions finish what they are running (up to `shutdown_timeout`), and
 //! closes the rest with SQLSTATE 57P01.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,9 +18,10 @@ use tokio_util::task::TaskTracker;
 use crate::backend::target::BackendTarget;
 use crate::backend::{ConnectError, UpstreamTls};
 use crate::config::Config;
+use crate::federation::Federation;
 use crate::frontend::cancel::CancelKeys;
 use crate::frontend::tls::TlsError;
-use crate::router::Router;
+use crate::router::{Router, TieredName};
 
 /// Where the server is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +41,16 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     UpstreamTls(#[from] ConnectError),
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error(transparent)]
+    Tiering(#[from] crate::tiering::TieringError),
+    #[error(transparent)]
+    Lake(#[from] crate::lake::LakeError),
+    #[error(
+        "config key `lake.warehouse`: not set, but catalog_dir defines tiered tables (set lake.warehouse or THERMOCLINE_LAKE_WAREHOUSE)"
+    )]
+    NoWarehouse,
 }
 
 /// What every session of one server shares.
@@ -48,11 +60,31 @@ pub(crate) struct Shared {
     pub(crate) upstream_tls: UpstreamTls,
     pub(crate) client_tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) cancel_keys: CancelKeys,
-    pub(crate) router: Router,
+    /// Tiered tables and their lake, by database.
+    pub(crate) federations: HashMap<String, Federation>,
     phase: watch::Sender<Phase>,
 }
 
 impl Shared {
+    /// The routing rules and tiered tables for a session of `database`.
+    pub(crate) fn for_database(&self, database: &str) -> (Router, Option<Federation>) {
+        match self.federations.get(database) {
+            Some(f) => (
+                Router::new(
+                    f.tables
+                        .iter()
+                        .map(|t| TieredName {
+                            schema: t.def.schema.clone(),
+                            table: t.def.table.clone(),
+                        })
+                        .collect(),
+                ),
+                Some(f.clone()),
+            ),
+            None => (Router::default(), None),
+        }
+    }
+
     pub(crate) fn phase(&self) -> watch::Receiver<Phase> {
         self.phase.subscribe()
     }
@@ -89,6 +121,7 @@ pub async fn run(
         .as_ref()
         .map(crate::frontend::tls::acceptor)
         .transpose()?;
+    let federations = load_tiers(&config, &target).await?;
     let (phase, _) = watch::channel(Phase::Running);
     let shared = Arc::new(Shared {
         config,
@@ -96,7 +129,7 @@ pub async fn run(
         upstream_tls,
         client_tls,
         cancel_keys: CancelKeys::default(),
-        router: Router,
+        federations,
         phase,
     });
     let sessions = TaskTracker::new();
@@ -136,4 +169,50 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reads the tier definitions of `catalog_dir`, checks each against
+/// Postgres and makes sure its Iceberg table exists.
+pub async fn load_tiers(
+    config: &Config,
+    target: &BackendTarget,
+) -> Result<HashMap<String, Federation>, ServerError> {
+    let mut out: HashMap<String, Federation> = HashMap::new();
+    let Some(dir) = &config.catalog_dir else {
+        return Ok(out);
+    };
+    let defs = crate::catalog::load_dir(dir)?;
+    if defs.is_empty() {
+        return Ok(out);
+    }
+    let warehouse = config
+        .lake_warehouse
+        .as_ref()
+        .ok_or(ServerError::NoWarehouse)?;
+    let lake = crate::lake::Lake::open_local(warehouse).await?;
+    let default_db = default_database(target);
+    for def in defs {
+        let db = def.database_or(&default_db).to_string();
+        let client = crate::tiering::service_connection(target, &db).await?;
+        let table = crate::tiering::describe(&client, &def, &db).await?;
+        lake.ensure_table(&table).await?;
+        tracing::info!(table = %def.qualified(), database = %db, file = %def.file.display(), "tiered table");
+        out.entry(db)
+            .or_insert_with(|| Federation {
+                lake: lake.clone(),
+                tables: Vec::new(),
+            })
+            .tables
+            .push(std::sync::Arc::new(table));
+    }
+    Ok(out)
+}
+
+/// The database of `postgres_url`, as libpq would pick it.
+pub fn default_database(target: &BackendTarget) -> String {
+    target
+        .dbname
+        .clone()
+        .or_else(|| target.user.clone())
+        .unwrap_or_else(|| "postgres".into())
 }

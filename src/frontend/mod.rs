@@ -117,7 +117,13 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, conn_id: u64, share
             let _ = stream.write_all(&error.encode()).await;
             return;
         }
-        session::run(stream, backend, shared).await;
+        let database = if param("database").is_empty() {
+            param("user")
+        } else {
+            param("database")
+        };
+        let (router, federation) = shared.for_database(database);
+        session::run(stream, backend, shared.clone(), router, federation).await;
         tracing::debug!("client disconnected");
     }
     .instrument(span)

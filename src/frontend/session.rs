@@ -8,15 +8,17 @@
 //! (a pipelining client and a busy Postgres never deadlock through us).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::federation::link::PgLink;
+use crate::federation::{Federation, SessionSettings};
 use crate::protocol::{ErrorFields, FrameScanner, Step, tag};
-use crate::router::Route;
+use crate::router::{Route, Router};
 use crate::server::{Phase, Shared};
 use crate::stream::{ReadHalf, Stream, WriteHalf};
 
@@ -44,6 +46,10 @@ struct State {
     backend_secret: AtomicI64,
     /// The secret thermocline gave the client in place of Postgres's.
     client_secret: AtomicI64,
+    /// The transaction status of the last ReadyForQuery.
+    txn_status: AtomicU8,
+    /// TimeZone and DateStyle as Postgres last reported them.
+    settings: std::sync::Mutex<SessionSettings>,
 }
 
 impl State {
@@ -52,6 +58,7 @@ impl State {
         s.outstanding.store(1, Relaxed);
         s.client_at_boundary.store(true, Relaxed);
         s.backend_at_boundary.store(true, Relaxed);
+        s.txn_status.store(b'I', Relaxed);
         s
     }
 
@@ -83,15 +90,31 @@ enum End {
     Shutdown,
 }
 
+/// A federated statement handed from the client side to the backend side,
+/// which owns the reading half of the Postgres connection. The writing half
+/// travels with it and comes back in `done`.
+struct Job {
+    sql: String,
+    bw: WriteHalf,
+    done: oneshot::Sender<WriteHalf>,
+}
+
 /// Relays one session until either side ends it.
-pub(crate) async fn run(client: Stream, backend: Stream, shared: Arc<Shared>) {
+pub(crate) async fn run(
+    client: Stream,
+    backend: Stream,
+    shared: Arc<Shared>,
+    router: Router,
+    federation: Option<Federation>,
+) {
     let (mut cr, mut cw) = client.split();
     let (mut br, mut bw) = backend.split();
     let state = State::new();
     let mut phase = shared.phase();
+    let (jobs_tx, mut jobs_rx) = mpsc::channel::<Job>(1);
     let end = tokio::select! {
-        end = client_to_backend(&mut cr, &mut bw, &state, &shared) => end,
-        end = backend_to_client(&mut br, &mut cw, &state, &shared, &mut phase) => end,
+        end = client_to_backend(&mut cr, &mut bw, &state, &shared, &router, &jobs_tx) => end,
+        end = backend_to_client(&mut br, &mut cw, &state, &shared, &mut phase, &mut jobs_rx, federation.as_ref()) => end,
     };
     tracing::debug!(?end, "session ends");
     let finish = finish(&end, &mut cw, &mut bw, &state, &shared);
@@ -186,6 +209,8 @@ async fn client_to_backend(
     bw: &mut WriteHalf,
     state: &State,
     shared: &Shared,
+    router: &Router,
+    jobs: &mpsc::Sender<Job>,
 ) -> End {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut scanner = FrameScanner::new(shared.config.max_message_size);
@@ -198,17 +223,19 @@ async fn client_to_backend(
     loop {
         loop {
             let step = scanner.scan(&buf, held, |m| match m[0] {
-                tag::QUERY | tag::PARSE => {
-                    if m[0] == tag::QUERY {
-                        state.outstanding.fetch_add(1, Relaxed);
-                        state.unsynced.store(false, Relaxed);
-                    } else {
-                        state.unsynced.store(true, Relaxed);
+                tag::QUERY | tag::PARSE => match router.route(m) {
+                    Route::Relay => {
+                        if m[0] == tag::QUERY {
+                            state.outstanding.fetch_add(1, Relaxed);
+                            state.unsynced.store(false, Relaxed);
+                        } else {
+                            state.unsynced.store(true, Relaxed);
+                        }
+                        true
                     }
-                    match shared.router.route(m) {
-                        Route::Relay => true,
-                    }
-                }
+                    // Handed over: answered by thermocline.
+                    Route::Federate => false,
+                },
                 tag::SYNC | tag::FUNCTION_CALL => {
                     state.outstanding.fetch_add(1, Relaxed);
                     state.unsynced.store(false, Relaxed);
@@ -231,8 +258,29 @@ async fn client_to_backend(
                     }
                     buf.advance(n);
                 }
+                Step::Message(n) if buf[0] == tag::QUERY => {
+                    let sql = crate::router::sql_of(&buf[..n]).unwrap_or("").to_string();
+                    buf.advance(n);
+                    let (done, back) = oneshot::channel();
+                    let taken = std::mem::replace(bw, Box::new(tokio::io::sink()));
+                    if jobs
+                        .send(Job {
+                            sql,
+                            bw: taken,
+                            done,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return End::BackendGone;
+                    }
+                    match back.await {
+                        Ok(w) => *bw = w,
+                        Err(_) => return End::BackendGone,
+                    }
+                }
                 Step::Message(n) => {
-                    // Only Terminate is handed over.
+                    // Terminate: passed on last.
                     let _ = write_through(bw, &buf[..n], &state.backend_at_boundary, true).await;
                     return End::ClientTerminated;
                 }
@@ -261,7 +309,10 @@ async fn backend_to_client(
     state: &State,
     shared: &Shared,
     phase: &mut watch::Receiver<Phase>,
+    jobs: &mut mpsc::Receiver<Job>,
+    federation: Option<&Federation>,
 ) -> End {
+    let mut pending: Option<Job> = None;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     // Postgres is trusted to frame its own messages; the limit only guards
     // against a corrupt stream.
@@ -272,10 +323,18 @@ async fn backend_to_client(
             let held = |t: u8| {
                 t == tag::READY_FOR_QUERY
                     || t == tag::ERROR_RESPONSE
+                    || t == tag::PARAMETER_STATUS
                     || (!ready && (t == tag::AUTHENTICATION || t == tag::BACKEND_KEY_DATA))
             };
             let step = scanner.scan(&buf, held, |m| match m[0] {
+                tag::PARAMETER_STATUS => {
+                    remember_setting(state, &m[5..]);
+                    true
+                }
                 tag::READY_FOR_QUERY => {
+                    state
+                        .txn_status
+                        .store(m.get(5).copied().unwrap_or(b'I'), Relaxed);
                     state.outstanding.fetch_sub(1, Relaxed);
                     state.ready.store(true, Relaxed);
                     state.backend_said_fatal.store(false, Relaxed);
@@ -323,6 +382,36 @@ async fn backend_to_client(
                 }
             }
         }
+        // A federated statement runs once Postgres has answered everything
+        // sent before it.
+        if pending.is_some()
+            && state.ready.load(Relaxed)
+            && state.outstanding.load(Relaxed) <= 0
+            && scanner.at_boundary()
+        {
+            let job = pending.take().expect("checked");
+            let Some(federation) = federation else {
+                return End::BackendGone;
+            };
+            let settings = state.settings.lock().map(|s| s.clone()).unwrap_or_default();
+            let r = std::mem::replace(br, Box::new(tokio::io::empty()));
+            let link = PgLink::new(
+                r,
+                job.bw,
+                std::mem::take(&mut buf),
+                state.txn_status.load(Relaxed),
+            );
+            match crate::federation::answer_query(link, cw, &job.sql, federation, &settings).await {
+                Some(link) => {
+                    *br = link.r;
+                    buf = link.buf;
+                    state.txn_status.store(link.txn_status, Relaxed);
+                    let _ = job.done.send(link.w);
+                    continue;
+                }
+                None => return End::BackendGone,
+            }
+        }
         match *phase.borrow() {
             Phase::Running => {}
             Phase::Draining if !state.idle() => {}
@@ -330,6 +419,10 @@ async fn backend_to_client(
         }
         reserve_for(&mut buf, 16 * 1024);
         tokio::select! {
+            job = jobs.recv(), if pending.is_none() => match job {
+                Some(job) => pending = Some(job),
+                None => return End::ClientGone,
+            },
             read = br.read_buf(&mut buf) => match read {
                 Ok(0) | Err(_) => return End::BackendGone,
                 Ok(_) => {}
@@ -337,6 +430,22 @@ async fn backend_to_client(
             changed = phase.changed() => if changed.is_err() {
                 return End::Shutdown;
             },
+        }
+    }
+}
+
+/// Keeps the settings a federated statement needs from a ParameterStatus body.
+fn remember_setting(state: &State, body: &[u8]) {
+    let mut parts = body.split(|b| *b == 0);
+    let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let value = String::from_utf8_lossy(value).into_owned();
+    if let Ok(mut s) = state.settings.lock() {
+        match name {
+            b"TimeZone" => s.time_zone = value,
+            b"DateStyle" => s.date_style = value,
+            _ => {}
         }
     }
 }

@@ -23,6 +23,7 @@ pub(crate) mod tag {
     pub const BACKEND_KEY_DATA: u8 = b'K';
     pub const READY_FOR_QUERY: u8 = b'Z';
     pub const ERROR_RESPONSE: u8 = b'E';
+    pub const PARAMETER_STATUS: u8 = b'S';
 }
 
 /// Appends a complete message: tag, length, body.
@@ -48,6 +49,17 @@ impl ErrorFields {
     pub(crate) fn fatal(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             severity: "FATAL",
+            code,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
+    }
+
+    /// An ERROR: the statement fails, the session goes on.
+    pub(crate) fn error(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            severity: "ERROR",
             code,
             message: message.into(),
             detail: None,

@@ -1,0 +1,202 @@
+//! The session's own Postgres connection, borrowed from the relay while a
+//! federated statement runs: thermocline speaks to Postgres as a client
+//! here (simple queries, binary cursors), inside the client's transaction.
+//!
+//! Messages Postgres sends on its own (NOTIFY, ParameterStatus) while the
+//! link is borrowed are kept and handed to the client afterwards.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::stream::{ReadHalf, WriteHalf};
+
+/// One backend message: its tag and body.
+#[derive(Debug, Clone)]
+pub(crate) struct BackendMessage {
+    pub tag: u8,
+    pub body: bytes::Bytes,
+}
+
+impl BackendMessage {
+    /// The message as it travels on the wire.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 5);
+        crate::protocol::put_message(&mut out, self.tag, &self.body);
+        out
+    }
+
+    /// A field of an ErrorResponse or NoticeResponse.
+    pub(crate) fn field(&self, code: u8) -> Option<String> {
+        let mut rest = &self.body[..];
+        while let Some((&c, tail)) = rest.split_first() {
+            if c == 0 {
+                break;
+            }
+            let end = tail.iter().position(|b| *b == 0)?;
+            if c == code {
+                return Some(String::from_utf8_lossy(&tail[..end]).into_owned());
+            }
+            rest = &tail[end + 1..];
+        }
+        None
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LinkError {
+    /// Postgres answered with an error; its message is relayed as it is.
+    #[error("Postgres: {}", .0.field(b'M').unwrap_or_default())]
+    Postgres(BackendMessage),
+    #[error("lost the connection to Postgres")]
+    Gone,
+}
+
+/// The relay's two halves of the Postgres connection, and what was read
+/// ahead of the last message handled.
+pub(crate) struct PgLink {
+    pub(crate) r: ReadHalf,
+    pub(crate) w: WriteHalf,
+    pub(crate) buf: BytesMut,
+    /// Asynchronous messages to hand to the client later.
+    pub(crate) deferred: Vec<BackendMessage>,
+    /// The transaction status of the last ReadyForQuery.
+    pub(crate) txn_status: u8,
+}
+
+impl PgLink {
+    pub(crate) fn new(r: ReadHalf, w: WriteHalf, buf: BytesMut, txn_status: u8) -> Self {
+        Self {
+            r,
+            w,
+            buf,
+            deferred: Vec::new(),
+            txn_status,
+        }
+    }
+
+    pub(crate) async fn send(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
+        self.w.write_all(bytes).await.map_err(|_| LinkError::Gone)?;
+        self.w.flush().await.map_err(|_| LinkError::Gone)
+    }
+
+    /// The next complete message.
+    pub(crate) async fn recv(&mut self) -> Result<BackendMessage, LinkError> {
+        loop {
+            if self.buf.len() >= 5 {
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
+                    as usize;
+                if len < 4 {
+                    return Err(LinkError::Gone);
+                }
+                if self.buf.len() > len {
+                    let tag = self.buf[0];
+                    self.buf.advance(5);
+                    let body = self.buf.split_to(len - 4).freeze();
+                    return Ok(BackendMessage { tag, body });
+                }
+                self.buf.reserve(len + 1 - self.buf.len());
+            } else {
+                self.buf.reserve(8 * 1024);
+            }
+            match self.r.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return Err(LinkError::Gone),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Runs one simple query and returns its messages up to (not including)
+    /// ReadyForQuery. An ErrorResponse is returned as `LinkError::Postgres`
+    /// once Postgres is ready again.
+    pub(crate) async fn simple(&mut self, sql: &str) -> Result<Vec<BackendMessage>, LinkError> {
+        let mut q = Vec::with_capacity(sql.len() + 6);
+        let mut body = sql.as_bytes().to_vec();
+        body.push(0);
+        crate::protocol::put_message(&mut q, b'Q', &body);
+        self.send(&q).await?;
+        self.until_ready().await
+    }
+
+    /// Reads replies until ReadyForQuery.
+    pub(crate) async fn until_ready(&mut self) -> Result<Vec<BackendMessage>, LinkError> {
+        let mut out = Vec::new();
+        let mut error = None;
+        loop {
+            let m = self.recv().await?;
+            match m.tag {
+                b'Z' => {
+                    self.txn_status = m.body.first().copied().unwrap_or(b'I');
+                    return match error {
+                        Some(e) => Err(LinkError::Postgres(e)),
+                        None => Ok(out),
+                    };
+                }
+                b'E' => {
+                    if error.is_none() {
+                        error = Some(m)
+                    }
+                }
+                b'A' | b'S' => self.deferred.push(m),
+                b'N' => {}
+                _ => out.push(m),
+            }
+        }
+    }
+}
+
+/// A DataRow's fields: `None` for NULL.
+pub(crate) fn data_row_fields(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+    let n = i16::from_be_bytes(body.get(0..2)?.try_into().ok()?) as usize;
+    let mut fields = Vec::with_capacity(n);
+    let mut pos = 2;
+    for _ in 0..n {
+        let len = i32::from_be_bytes(body.get(pos..pos + 4)?.try_into().ok()?);
+        pos += 4;
+        if len < 0 {
+            fields.push(None);
+        } else {
+            let end = pos + len as usize;
+            fields.push(Some(body.get(pos..end)?));
+            pos = end;
+        }
+    }
+    Some(fields)
+}
+
+/// A RowDescription's columns.
+#[derive(Debug, Clone)]
+pub(crate) struct FieldDescription {
+    pub name: String,
+    pub table_oid: u32,
+    pub column: i16,
+    pub type_oid: u32,
+    pub type_size: i16,
+    pub typmod: i32,
+}
+
+pub(crate) fn row_description(body: &[u8]) -> Option<Vec<FieldDescription>> {
+    let n = i16::from_be_bytes(body.get(0..2)?.try_into().ok()?) as usize;
+    let mut out = Vec::with_capacity(n);
+    let mut pos = 2;
+    for _ in 0..n {
+        let end = pos + body.get(pos..)?.iter().position(|b| *b == 0)?;
+        let name = String::from_utf8_lossy(&body[pos..end]).into_owned();
+        pos = end + 1;
+        let f = body.get(pos..pos + 18)?;
+        out.push(FieldDescription {
+            name,
+            table_oid: u32::from_be_bytes(f[0..4].try_into().ok()?),
+            column: i16::from_be_bytes(f[4..6].try_into().ok()?),
+            type_oid: u32::from_be_bytes(f[6..10].try_into().ok()?),
+            type_size: i16::from_be_bytes(f[10..12].try_into().ok()?),
+            typmod: i32::from_be_bytes(f[12..16].try_into().ok()?),
+        });
+        pos += 18;
+    }
+    Some(out)
+}
+
+/// Quotes a string as a SQL literal (standard_conforming_strings on).
+pub(crate) fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}

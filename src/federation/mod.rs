@@ -1,0 +1,527 @@
+//! Federated statements: reads that need the cold tier, answered by
+//! thermocline on the session's own Postgres connection.
+//!
+//! Postgres describes, DataFusion executes: the statement is first parsed
+//! and described by Postgres (so syntax errors, privileges, column names,
+//! types and table OIDs are Postgres's own), then run by DataFusion over
+//! hot ∪ cold scans, and its rows written in Postgres's text format for the
+//! types Postgres described. Outside a transaction it runs in a read-only
+//! REPEATABLE READ transaction of its own, so all its hot scans share one
+//! snapshot.
+
+pub(crate) mod link;
+pub(crate) mod scan;
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::catalog::MemorySchemaProvider;
+use datafusion::common::{DataFusionError, TableReference};
+use datafusion::datasource::TableProvider;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::ast::{ObjectName, visit_relations};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+use crate::lake::Lake;
+use crate::pgtypes::TextSettings;
+use crate::protocol::ErrorFields;
+use crate::stream::WriteHalf;
+use crate::tiering::TieredTable;
+use crate::tiering::mover::KeySet;
+use link::{LinkError, PgLink, quote_literal, row_description};
+pub use scan::row_key;
+use scan::{FederatedTable, ScanContext, scan_columns};
+
+/// The tiered tables of one database and the lake holding their history.
+#[derive(Debug, Clone)]
+pub struct Federation {
+    pub lake: Lake,
+    pub tables: Vec<Arc<TieredTable>>,
+}
+
+/// The keys among `rows` of `batch` (a batch with all of `t`'s columns in
+/// order) that the cold tier already holds.
+pub async fn cold_keys(
+    table: &iceberg::table::Table,
+    t: &TieredTable,
+    batch: &datafusion::arrow::array::RecordBatch,
+    rows: &[usize],
+) -> Result<KeySet, crate::tiering::TieringError> {
+    scan::cold_keys_at(table, t, batch, &t.key, rows).await
+}
+
+/// Session settings a federated statement needs, as Postgres reported them.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionSettings {
+    pub time_zone: String,
+    pub date_style: String,
+    pub extra_float_digits: i32,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            time_zone: "UTC".into(),
+            date_style: "ISO, MDY".into(),
+            extra_float_digits: 1,
+        }
+    }
+}
+
+/// Output toward the client, written in large pieces.
+struct Out<'a> {
+    w: &'a mut WriteHalf,
+    buf: Vec<u8>,
+    ok: bool,
+}
+
+impl Out<'_> {
+    async fn flush_if_full(&mut self) {
+        if self.buf.len() >= 64 * 1024 {
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        if self.ok && !self.buf.is_empty() {
+            self.ok = self.w.write_all(&self.buf).await.is_ok() && self.w.flush().await.is_ok();
+        }
+        self.buf.clear();
+    }
+}
+
+/// Answers one simple-protocol statement. Returns the link for the relay to
+/// take back, or `None` when the connection to Postgres was lost.
+pub(crate) async fn answer_query(
+    link: PgLink,
+    cw: &mut WriteHalf,
+    sql: &str,
+    federation: &Federation,
+    settings: &SessionSettings,
+) -> Option<PgLink> {
+    let mut out = Out {
+        w: cw,
+        buf: Vec::with_capacity(64 * 1024),
+        ok: true,
+    };
+    let result = answer(link, &mut out, sql, federation, settings).await;
+    out.flush().await;
+    result
+}
+
+async fn answer(
+    mut link: PgLink,
+    out: &mut Out<'_>,
+    sql: &str,
+    federation: &Federation,
+    settings: &SessionSettings,
+) -> Option<PgLink> {
+    if link.txn_status == b'E' {
+        // Postgres answers 25P02 itself.
+        return relay_query(link, out, sql).await;
+    }
+    // Postgres describes the statement.
+    let mut msgs = Vec::new();
+    let mut body = vec![0u8];
+    body.extend_from_slice(sql.as_bytes());
+    body.extend_from_slice(&[0, 0, 0]);
+    crate::protocol::put_message(&mut msgs, b'P', &body);
+    crate::protocol::put_message(&mut msgs, b'D', b"S\0");
+    crate::protocol::put_message(&mut msgs, b'S', b"");
+    if link.send(&msgs).await.is_err() {
+        return None;
+    }
+    let described = match link.until_ready().await {
+        Ok(m) => m,
+        Err(LinkError::Postgres(e)) => {
+            out.buf.extend(e.encode());
+            finish(&mut link, out);
+            return Some(link);
+        }
+        Err(_) => return None,
+    };
+    let Some(row_desc) = described.iter().find(|m| m.tag == b'T').cloned() else {
+        return relay_query(link, out, sql).await;
+    };
+    let Some(fields) = row_description(&row_desc.body) else {
+        return None;
+    };
+    if settings.date_style.split(',').next().map(str::trim) != Some("ISO") {
+        let e = ErrorFields::error(
+            "0A000",
+            format!(
+                "reading the history of tiered tables needs DateStyle ISO, not {:?}",
+                settings.date_style
+            ),
+        );
+        out.buf.extend(e.encode());
+        finish(&mut link, out);
+        return Some(link);
+    }
+    let Some(tz) = crate::pgtypes::resolve_time_zone(&settings.time_zone) else {
+        let e = ErrorFields::error(
+            "0A000",
+            format!(
+                "reading the history of tiered tables needs a named time zone, not TimeZone {:?}",
+                settings.time_zone
+            ),
+        );
+        out.buf.extend(e.encode());
+        finish(&mut link, out);
+        return Some(link);
+    };
+    let own_transaction = link.txn_status == b'I';
+    if own_transaction {
+        match link
+            .simple("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+        {
+            Ok(_) => {}
+            Err(LinkError::Postgres(e)) => {
+                out.buf.extend(e.encode());
+                finish(&mut link, out);
+                return Some(link);
+            }
+            Err(_) => return None,
+        }
+    }
+    let shared = Arc::new(Mutex::new(link));
+    let ctx = Arc::new(ScanContext::new(shared.clone(), tz.name()));
+    let text = TextSettings {
+        time_zone: tz,
+        extra_float_digits: settings.extra_float_digits,
+    };
+    let outcome = execute(sql, &ctx, federation, &fields, &text, out).await;
+    // The scans are done with the link; take it back.
+    drop(ctx);
+    let mut link = match Arc::try_unwrap(shared) {
+        Ok(m) => m.into_inner(),
+        Err(_) => {
+            tracing::error!("a federated scan outlived its statement");
+            return None;
+        }
+    };
+    match outcome {
+        Ok(rows) => {
+            let mut tag = format!("SELECT {rows}").into_bytes();
+            tag.push(0);
+            crate::protocol::put_message(&mut out.buf, b'C', &tag);
+            if own_transaction {
+                if link.simple("COMMIT").await.is_err() {
+                    return None;
+                }
+            } else {
+                close_cursors(&mut link, out).await?;
+            }
+        }
+        Err(error) => {
+            let gone = matches!(&error, Failure::Link(LinkError::Gone));
+            out.buf.extend(error.encode());
+            if gone {
+                return None;
+            }
+            if own_transaction {
+                if link.simple("ROLLBACK").await.is_err() {
+                    return None;
+                }
+            } else {
+                // As in Postgres, an error aborts the client's transaction.
+                let _ = link
+                    .simple("DO $thermocline$BEGIN RAISE EXCEPTION 'statement failed'; END$thermocline$")
+                    .await;
+            }
+        }
+    }
+    finish(&mut link, out);
+    Some(link)
+}
+
+/// Closes the cursors a statement opened inside the client's transaction.
+async fn close_cursors(link: &mut PgLink, _out: &mut Out<'_>) -> Option<()> {
+    match link
+        .simple("SELECT name FROM pg_catalog.pg_cursors WHERE name LIKE 'thermocline\\_c%'")
+        .await
+    {
+        Ok(rows) => {
+            for m in rows.iter().filter(|m| m.tag == b'D') {
+                if let Some(fields) = link::data_row_fields(&m.body)
+                    && let Some(Some(name)) = fields.first()
+                {
+                    let name = String::from_utf8_lossy(name).into_owned();
+                    if link.simple(&format!("CLOSE {name}")).await.is_err() {
+                        return None;
+                    }
+                }
+            }
+            Some(())
+        }
+        Err(LinkError::Gone) => None,
+        Err(_) => Some(()),
+    }
+}
+
+/// Ends the client's statement: messages Postgres sent meanwhile, then
+/// ReadyForQuery with the transaction status Postgres reports.
+fn finish(link: &mut PgLink, out: &mut Out<'_>) {
+    for m in link.deferred.drain(..) {
+        out.buf.extend(m.encode());
+    }
+    crate::protocol::put_message(&mut out.buf, b'Z', &[link.txn_status]);
+}
+
+/// Sends the statement to Postgres as the client sent it and passes every
+/// reply on.
+async fn relay_query(mut link: PgLink, out: &mut Out<'_>, sql: &str) -> Option<PgLink> {
+    let mut q = Vec::new();
+    let mut body = sql.as_bytes().to_vec();
+    body.push(0);
+    crate::protocol::put_message(&mut q, b'Q', &body);
+    link.send(&q).await.ok()?;
+    loop {
+        let m = link.recv().await.ok()?;
+        out.buf.extend(m.encode());
+        out.flush_if_full().await;
+        if m.tag == b'Z' {
+            link.txn_status = m.body.first().copied().unwrap_or(b'I');
+            return Some(link);
+        }
+    }
+}
+
+/// Why a federated statement failed.
+enum Failure {
+    Link(LinkError),
+    DataFusion(DataFusionError),
+    Ours(ErrorFields),
+}
+
+impl Failure {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Failure::Link(LinkError::Postgres(m)) => m.encode(),
+            Failure::Link(e) => ErrorFields::error("08006", e.to_string()).encode(),
+            Failure::Ours(e) => e.encode(),
+            Failure::DataFusion(e) => {
+                let root = e.find_root();
+                if let DataFusionError::External(inner) = root
+                    && let Some(LinkError::Postgres(m)) = inner.downcast_ref::<LinkError>()
+                {
+                    return m.encode();
+                }
+                let (code, message) = match root {
+                    DataFusionError::ResourcesExhausted(m) => {
+                        ("53200", format!("out of memory: {m}"))
+                    }
+                    DataFusionError::NotImplemented(m) | DataFusionError::Plan(m) => (
+                        "0A000",
+                        format!(
+                            "this statement over the history of a tiered table is not supported yet: {m}"
+                        ),
+                    ),
+                    DataFusionError::ArrowError(e, _) => ("22000", e.to_string()),
+                    other => ("XX000", other.to_string()),
+                };
+                tracing::debug!(error = %e, "federated statement failed");
+                ErrorFields::error(code, message).encode()
+            }
+        }
+    }
+}
+
+impl From<DataFusionError> for Failure {
+    fn from(e: DataFusionError) -> Self {
+        Failure::DataFusion(e)
+    }
+}
+
+impl From<LinkError> for Failure {
+    fn from(e: LinkError) -> Self {
+        Failure::Link(e)
+    }
+}
+
+/// Plans and runs the statement; writes RowDescription and DataRows.
+/// Returns the number of rows.
+async fn execute(
+    sql: &str,
+    ctx: &Arc<ScanContext>,
+    federation: &Federation,
+    fields: &[link::FieldDescription],
+    text: &TextSettings,
+    out: &mut Out<'_>,
+) -> Result<u64, Failure> {
+    let config = SessionConfig::new()
+        .with_target_partitions(2)
+        .with_information_schema(false)
+        .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
+        .set_str("datafusion.execution.time_zone", ctx.time_zone.as_ref());
+    let session = SessionContext::new_with_config(config);
+    register_tables(sql, ctx, federation, &session).await?;
+    let df = session.sql(sql).await?;
+    let schema = df.schema().inner().clone();
+    if schema.fields().len() != fields.len() {
+        return Err(Failure::Ours(ErrorFields::error(
+            "XX000",
+            "the federated plan does not have the columns Postgres described",
+        )));
+    }
+    let mut stream = df.execute_stream().await?;
+    let mut row_desc = Vec::new();
+    put_row_description(&mut row_desc, fields);
+    out.buf.extend(row_desc);
+    let mut rows = 0u64;
+    let mut row_buf = Vec::with_capacity(256);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        for r in 0..batch.num_rows() {
+            row_buf.clear();
+            row_buf.extend_from_slice(&(fields.len() as i16).to_be_bytes());
+            for (c, f) in batch.columns().iter().zip(fields) {
+                let len_at = row_buf.len();
+                row_buf.extend_from_slice(&[0, 0, 0, 0]);
+                let present =
+                    crate::pgtypes::write_text(&mut row_buf, c.as_ref(), r, f.type_oid, text)
+                        .map_err(|e| Failure::Ours(ErrorFields::error("0A000", e.to_string())))?;
+                let len: i32 = if present {
+                    (row_buf.len() - len_at - 4) as i32
+                } else {
+                    -1
+                };
+                row_buf[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+            }
+            crate::protocol::put_message(&mut out.buf, b'D', &row_buf);
+            rows += 1;
+        }
+        out.flush_if_full().await;
+        if !out.ok {
+            break;
+        }
+    }
+    Ok(rows)
+}
+
+fn put_row_description(out: &mut Vec<u8>, fields: &[link::FieldDescription]) {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(fields.len() as i16).to_be_bytes());
+    for f in fields {
+        body.extend_from_slice(f.name.as_bytes());
+        body.push(0);
+        body.extend_from_slice(&f.table_oid.to_be_bytes());
+        body.extend_from_slice(&f.column.to_be_bytes());
+        body.extend_from_slice(&f.type_oid.to_be_bytes());
+        body.extend_from_slice(&f.type_size.to_be_bytes());
+        body.extend_from_slice(&f.typmod.to_be_bytes());
+        body.extend_from_slice(&0i16.to_be_bytes());
+    }
+    crate::protocol::put_message(out, b'T', &body);
+}
+
+/// Registers every table the statement names: tiered tables as hot ∪ cold,
+/// others as Postgres scans. Names are resolved by Postgres against the
+/// session's search_path.
+async fn register_tables(
+    sql: &str,
+    ctx: &Arc<ScanContext>,
+    federation: &Federation,
+    session: &SessionContext,
+) -> Result<(), Failure> {
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .map_err(|e| Failure::Ours(ErrorFields::error("42601", e.to_string())))?;
+    let mut names: Vec<ObjectName> = Vec::new();
+    for s in &statements {
+        let _ = visit_relations(s, |n: &ObjectName| {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    for name in names {
+        let written = name.to_string();
+        let query = format!(
+            "SELECT n.nspname, c.relname, a.attname, a.atttypid, a.atttypmod, \
+                    pg_catalog.format_type(a.atttypid, a.atttypmod) \
+             FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             WHERE c.oid = pg_catalog.to_regclass({}) ORDER BY a.attnum",
+            quote_literal(&written)
+        );
+        let rows = {
+            let mut link = ctx.link.lock().await;
+            link.simple(&query).await?
+        };
+        let mut columns = Vec::new();
+        let mut place = None;
+        for m in rows.iter().filter(|m| m.tag == b'D') {
+            let Some(f) = link::data_row_fields(&m.body) else {
+                continue;
+            };
+            let text = |i: usize| {
+                f.get(i)
+                    .copied()
+                    .flatten()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            place = Some((text(0), text(1)));
+            columns.push((
+                text(2),
+                text(3).parse::<u32>().unwrap_or(0),
+                text(4).parse::<i32>().unwrap_or(-1),
+                text(5),
+            ));
+        }
+        // A CTE or a name Postgres does not know: nothing to register
+        // (Postgres already accepted the statement, so it is a CTE).
+        let Some((schema, table)) = place else {
+            continue;
+        };
+        let tiered = federation
+            .tables
+            .iter()
+            .find(|t| t.def.schema == schema && t.def.table == table)
+            .cloned();
+        let qualified = format!(
+            "{}.{}",
+            crate::catalog::quote_ident(&schema),
+            crate::catalog::quote_ident(&table)
+        );
+        let provider: Arc<dyn TableProvider> = Arc::new(FederatedTable::new(
+            ctx.clone(),
+            qualified,
+            scan_columns(&columns),
+            tiered.map(|t| (t, federation.lake.clone())),
+        ));
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|p| match p.as_ident() {
+                Some(i) if i.quote_style.is_some() => i.value.clone(),
+                Some(i) => i.value.to_lowercase(),
+                None => p.to_string(),
+            })
+            .collect();
+        let reference = match parts.as_slice() {
+            [t] => TableReference::partial("public", t.as_str()),
+            [s, t] | [_, s, t] => TableReference::partial(s.as_str(), t.as_str()),
+            _ => continue,
+        };
+        if let Some(s) = reference.schema()
+            && session
+                .catalog("datafusion")
+                .and_then(|c| c.schema(s))
+                .is_none()
+            && let Some(c) = session.catalog("datafusion")
+        {
+            c.register_schema(s, Arc::new(MemorySchemaProvider::new()))?;
+        }
+        let _ = session.deregister_table(reference.clone());
+        session.register_table(reference, provider)?;
+    }
+    Ok(())
+}

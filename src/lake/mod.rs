@@ -1,0 +1,242 @@
+//! The cold tier: an Iceberg catalog (SQL catalog on SQLite and a local
+//! warehouse directory), the Iceberg form of each tiered table, and the
+//! watermark each snapshot the mover commits records.
+//!
+//! Invariant: a snapshot written by the mover carries `thermocline.watermark`
+//! (microseconds since 1970, UTC): every row older than it had been moved
+//! when the snapshot was committed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use iceberg::io::LocalFsStorageFactory;
+use iceberg::spec::{
+    NestedField, NullOrder, PrimitiveType, Schema, SortDirection, SortField, SortOrder, Transform,
+    Type, UnboundPartitionSpec,
+};
+use iceberg::table::Table;
+use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
+use iceberg_catalog_sql::{
+    SQL_CATALOG_PROP_BIND_STYLE, SQL_CATALOG_PROP_URI, SQL_CATALOG_PROP_WAREHOUSE, SqlBindStyle,
+    SqlCatalog, SqlCatalogBuilder,
+};
+
+use crate::catalog::PartitionBy;
+use crate::pgtypes::PgType;
+use crate::tiering::TieredTable;
+
+/// Snapshot summary key: the watermark W, microseconds since 1970 (UTC).
+pub const WATERMARK_KEY: &str = "thermocline.watermark";
+/// Snapshot summary key: the id of the move that wrote the snapshot.
+pub const BATCH_KEY: &str = "thermocline.batch";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("cannot create the lake directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("Iceberg: {0}")]
+    Iceberg(#[from] iceberg::Error),
+    #[error(
+        "the Iceberg table {0} has no column {1:?}, which Postgres has; schema changes are not propagated yet"
+    )]
+    SchemaDrift(String, String),
+}
+
+/// The lake: one Iceberg catalog.
+#[derive(Clone)]
+pub struct Lake {
+    catalog: Arc<SqlCatalog>,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lake")
+    }
+}
+
+impl Lake {
+    /// Opens (creating on first use) the SQL catalog `catalog.db` and the
+    /// data files under `warehouse`.
+    pub async fn open_local(warehouse: &Path) -> Result<Self, LakeError> {
+        std::fs::create_dir_all(warehouse).map_err(|source| LakeError::Dir {
+            path: warehouse.to_path_buf(),
+            source,
+        })?;
+        let warehouse = warehouse.canonicalize().map_err(|source| LakeError::Dir {
+            path: warehouse.to_path_buf(),
+            source,
+        })?;
+        let db = warehouse.join("catalog.db");
+        let props = HashMap::from([
+            (
+                SQL_CATALOG_PROP_URI.to_string(),
+                format!("sqlite://{}?mode=rwc", db.display()),
+            ),
+            (
+                SQL_CATALOG_PROP_WAREHOUSE.to_string(),
+                warehouse.display().to_string(),
+            ),
+            (
+                SQL_CATALOG_PROP_BIND_STYLE.to_string(),
+                SqlBindStyle::QMark.to_string(),
+            ),
+        ]);
+        let catalog = SqlCatalogBuilder::default()
+            .with_storage_factory(Arc::new(LocalFsStorageFactory))
+            .load("thermocline", props)
+            .await?;
+        Ok(Self {
+            catalog: Arc::new(catalog),
+        })
+    }
+
+    pub fn catalog(&self) -> &SqlCatalog {
+        &self.catalog
+    }
+
+    fn ident(t: &TieredTable) -> TableIdent {
+        TableIdent::new(
+            NamespaceIdent::new(t.def.lake_namespace.clone()),
+            t.def.lake_table.clone(),
+        )
+    }
+
+    /// The Iceberg table of `t`, created when missing, with the columns
+    /// Postgres describes, partitioned and sorted by the time column.
+    pub async fn ensure_table(&self, t: &TieredTable) -> Result<Table, LakeError> {
+        let ident = Self::ident(t);
+        if self.catalog.table_exists(&ident).await? {
+            let table = self.catalog.load_table(&ident).await?;
+            let schema = table.metadata().current_schema();
+            for c in &t.columns {
+                if schema.field_by_name(&c.name).is_none() {
+                    return Err(LakeError::SchemaDrift(ident.to_string(), c.name.clone()));
+                }
+            }
+            return Ok(table);
+        }
+        let ns = ident.namespace().clone();
+        if !self.catalog.namespace_exists(&ns).await? {
+            match self.catalog.create_namespace(&ns, HashMap::new()).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NamespaceAlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let fields = t
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let ty = iceberg_type(c.pg_type)?;
+                let id = i as i32 + 1;
+                Ok(if c.not_null {
+                    NestedField::required(id, &c.name, ty)
+                } else {
+                    NestedField::optional(id, &c.name, ty)
+                }
+                .into())
+            })
+            .collect::<Result<Vec<_>, iceberg::Error>>()?;
+        let schema = Schema::builder()
+            .with_schema_id(0)
+            .with_fields(fields)
+            .build()?;
+        let time_id = t.time_index as i32 + 1;
+        let transform = match t.def.partition_by {
+            PartitionBy::Hour => Transform::Hour,
+            PartitionBy::Day => Transform::Day,
+            PartitionBy::Month => Transform::Month,
+            PartitionBy::Year => Transform::Year,
+        };
+        let spec = UnboundPartitionSpec::builder()
+            .add_partition_field(
+                time_id,
+                format!("{}_{}", t.def.time_column, t.def.partition_by.as_str()),
+                transform,
+            )?
+            .build();
+        let order = SortOrder::builder()
+            .with_sort_field(
+                SortField::builder()
+                    .source_id(time_id)
+                    .transform(Transform::Identity)
+                    .direction(SortDirection::Ascending)
+                    .null_order(NullOrder::First)
+                    .build(),
+            )
+            .build_unbound()?;
+        let creation = TableCreation::builder()
+            .name(t.def.lake_table.clone())
+            .schema(schema)
+            .partition_spec(spec)
+            .sort_order(order)
+            .properties([(
+                "write.parquet.compression-codec".to_string(),
+                "zstd".to_string(),
+            )])
+            .build();
+        match self.catalog.create_table(&ns, creation).await {
+            Ok(table) => Ok(table),
+            Err(e) if e.kind() == ErrorKind::TableAlreadyExists => {
+                Ok(self.catalog.load_table(&ident).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The table as the catalog holds it now.
+    pub async fn load(&self, t: &TieredTable) -> Result<Option<Table>, LakeError> {
+        match self.catalog.load_table(&Self::ident(t)).await {
+            Ok(table) => Ok(Some(table)),
+            Err(e)
+                if e.kind() == ErrorKind::TableNotFound
+                    || e.kind() == ErrorKind::NamespaceNotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The watermark of the table's current snapshot: the newest one a move
+/// recorded, walking back over snapshots that record none. `None`: nothing
+/// was ever moved.
+pub fn watermark(table: &Table) -> Option<i64> {
+    let metadata = table.metadata();
+    let mut current = metadata.current_snapshot().cloned();
+    while let Some(s) = current {
+        if let Some(w) = s.summary().additional_properties.get(WATERMARK_KEY) {
+            return w.parse().ok();
+        }
+        current = s
+            .parent_snapshot_id()
+            .and_then(|p| metadata.snapshot_by_id(p).cloned());
+    }
+    None
+}
+
+/// The Iceberg type that holds a Postgres type exactly.
+pub fn iceberg_type(t: PgType) -> Result<Type, iceberg::Error> {
+    let p = |t| Ok(Type::Primitive(t));
+    match t {
+        PgType::Bool => p(PrimitiveType::Boolean),
+        PgType::Int2 | PgType::Int4 => p(PrimitiveType::Int),
+        PgType::Int8 => p(PrimitiveType::Long),
+        PgType::Float4 => p(PrimitiveType::Float),
+        PgType::Float8 => p(PrimitiveType::Double),
+        PgType::Numeric(precision, scale) => Type::decimal(precision as u32, scale as u32),
+        PgType::Text(_) | PgType::Json | PgType::Jsonb => p(PrimitiveType::String),
+        PgType::Bytea => p(PrimitiveType::Binary),
+        PgType::Uuid => p(PrimitiveType::Uuid),
+        PgType::Date => p(PrimitiveType::Date),
+        PgType::Time => p(PrimitiveType::Time),
+        PgType::Timestamp => p(PrimitiveType::Timestamp),
+        PgType::Timestamptz => p(PrimitiveType::Timestamptz),
+    }
+}

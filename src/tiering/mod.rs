@@ -1,0 +1,207 @@
+//! Tiered tables as Postgres describes them, and the mover that takes aged
+//! rows from Postgres to Iceberg.
+//!
+//! A definition from `catalog/` becomes a [`TieredTable`] only after
+//! Postgres confirms it: the table exists, its time column has a time type,
+//! it has a primary key (stragglers are deduplicated by it) and every column
+//! type can be held exactly in the cold tier.
+
+pub mod mover;
+
+use std::sync::Arc;
+
+use crate::backend::target::BackendTarget;
+use crate::backend::{UpstreamTls, connect};
+use crate::catalog::TierDef;
+use crate::pgtypes::{PgType, TypeError};
+
+/// A column of a tiered table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub pg_type: PgType,
+    pub not_null: bool,
+}
+
+/// A tier definition checked against Postgres.
+#[derive(Debug, Clone)]
+pub struct TieredTable {
+    pub def: TierDef,
+    /// The table's columns in attnum order (dropped ones left out).
+    pub columns: Vec<Column>,
+    /// Index of the time column in `columns`.
+    pub time_index: usize,
+    /// Indexes of the primary key's columns in `columns`.
+    pub key: Vec<usize>,
+}
+
+impl TieredTable {
+    pub fn time_column(&self) -> &Column {
+        &self.columns[self.time_index]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TieringError {
+    #[error("{file}: key `table`: table {table} does not exist in database {database:?}")]
+    NoTable {
+        file: String,
+        table: String,
+        database: String,
+    },
+    #[error("{file}: key `time_column`: {message}")]
+    TimeColumn { file: String, message: String },
+    #[error(
+        "{file}: key `table`: {table} has no primary key; tiered tables need one (stragglers are matched by it)"
+    )]
+    NoKey { file: String, table: String },
+    #[error("{file}: key `table`: column {column:?} of {table}: {source}")]
+    ColumnType {
+        file: String,
+        table: String,
+        column: String,
+        source: TypeError,
+    },
+    #[error("Postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("cannot connect to Postgres: {0}")]
+    Connect(String),
+    #[error(transparent)]
+    Lake(#[from] crate::lake::LakeError),
+    #[error("Iceberg: {0}")]
+    Iceberg(#[from] iceberg::Error),
+    #[error("{0}")]
+    Data(String),
+}
+
+/// Opens a service connection (thermocline's own work: describing tables,
+/// moving rows) with the user and password of `postgres_url`.
+pub async fn service_connection(
+    target: &BackendTarget,
+    database: &str,
+) -> Result<tokio_postgres::Client, TieringError> {
+    let tls = UpstreamTls::new(target).map_err(|e| TieringError::Connect(e.to_string()))?;
+    let stream = connect(target, &tls, std::time::Duration::from_secs(10))
+        .await
+        .map_err(|e| TieringError::Connect(e.to_string()))?;
+    let mut config = tokio_postgres::Config::new();
+    config
+        .user(target.user.as_deref().unwrap_or("postgres"))
+        .dbname(database)
+        .application_name("thermocline");
+    if let Some(p) = &target.password {
+        config.password(p);
+    }
+    let (client, conn) = config
+        .connect_raw(stream, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| TieringError::Connect(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "service connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Checks a definition against Postgres and reads its columns.
+pub async fn describe(
+    client: &tokio_postgres::Client,
+    def: &TierDef,
+    database: &str,
+) -> Result<TieredTable, TieringError> {
+    let file = def.file.display().to_string();
+    let qualified = def.qualified();
+    let rows = client
+        .query(
+            "SELECT a.attname, a.atttypid::int8, a.atttypmod, a.attnotnull, \
+                    pg_catalog.format_type(a.atttypid, a.atttypmod), \
+                    coalesce(a.attnum = ANY (i.indkey::int2[]), false) \
+             FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p') \
+             ORDER BY a.attnum",
+            &[&def.schema, &def.table],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Err(TieringError::NoTable {
+            file,
+            table: qualified,
+            database: database.to_string(),
+        });
+    }
+    let mut columns = Vec::with_capacity(rows.len());
+    let mut key = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let name: String = row.get(0);
+        let type_oid: i64 = row.get(1);
+        let typmod: i32 = row.get(2);
+        let type_name: String = row.get(4);
+        let pg_type = PgType::from_oid(type_oid as u32, typmod, &type_name).map_err(|source| {
+            TieringError::ColumnType {
+                file: file.clone(),
+                table: qualified.clone(),
+                column: name.clone(),
+                source,
+            }
+        })?;
+        if row.get::<_, bool>(5) {
+            key.push(i);
+        }
+        columns.push(Column {
+            name,
+            pg_type,
+            not_null: row.get(3),
+        });
+    }
+    let time_index = columns
+        .iter()
+        .position(|c| c.name == def.time_column)
+        .ok_or_else(|| TieringError::TimeColumn {
+            file: file.clone(),
+            message: format!("{qualified} has no column {:?}", def.time_column),
+        })?;
+    if !matches!(
+        columns[time_index].pg_type,
+        PgType::Timestamptz | PgType::Timestamp | PgType::Date
+    ) {
+        return Err(TieringError::TimeColumn {
+            file,
+            message: format!(
+                "column {:?} must be timestamptz, timestamp or date",
+                def.time_column
+            ),
+        });
+    }
+    if key.is_empty() {
+        return Err(TieringError::NoKey {
+            file,
+            table: qualified,
+        });
+    }
+    Ok(TieredTable {
+        def: def.clone(),
+        columns,
+        time_index,
+        key,
+    })
+}
+
+/// The tiered tables of one server, by database.
+#[derive(Debug, Default)]
+pub struct Tiers {
+    pub tables: Vec<Arc<TieredTable>>,
+    /// The database a definition without `database` applies to.
+    pub default_database: String,
+}
+
+impl Tiers {
+    pub fn for_database<'a>(&'a self, db: &'a str) -> impl Iterator<Item = &'a Arc<TieredTable>> {
+        self.tables
+            .iter()
+            .filter(move |t| t.def.database_or(&self.default_database) == db)
+    }
+}

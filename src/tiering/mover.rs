@@ -1,0 +1,451 @@
+//! One pass of the mover for one table, following the boundary contract:
+//!
+//! 1. in one Postgres transaction, holding the table's advisory lock,
+//!    `DELETE … WHERE time < W RETURNING *` streamed out with binary COPY;
+//! 2. the rows written as Parquet, sorted by time, partitioned per the
+//!    definition, zstd-compressed;
+//! 3. an Iceberg snapshot committed that records W and a batch id;
+//! 4. only then the Postgres transaction committed.
+//!
+//! A crash before 4 rolls the delete back: the rows are then in Postgres and
+//! (if 3 happened) in Iceberg; readers return them once by matching keys,
+//! and the next pass deletes them without writing them a second time.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use datafusion::arrow::array::BooleanArray;
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::compute::{SortOptions, cast, filter_record_batch, sort_to_indices, take};
+use datafusion::arrow::datatypes::{Schema as ArrowSchema, SchemaRef};
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use futures::StreamExt;
+use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
+use iceberg::spec::{DataFile, DataFileFormat};
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::partitioning::PartitioningWriter;
+use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
+
+use super::{TieredTable, TieringError};
+use crate::backend::target::BackendTarget;
+use crate::catalog::quote_ident;
+use crate::lake::{BATCH_KEY, Lake, WATERMARK_KEY, watermark};
+use crate::pgtypes::PgType;
+
+/// Rows decoded before they are sorted and written: bounds the mover's memory.
+const CHUNK_ROWS: usize = 256 * 1024;
+
+/// What one pass did.
+#[derive(Debug, Clone)]
+pub struct MoveReport {
+    pub table: String,
+    /// Rows deleted from Postgres.
+    pub rows_deleted: u64,
+    /// Rows written to Iceberg (fewer when some were already there).
+    pub rows_written: u64,
+    pub files: usize,
+    /// The watermark now in force, microseconds since 1970.
+    pub watermark: i64,
+    /// The Iceberg snapshot committed, if any.
+    pub snapshot_id: Option<i64>,
+}
+
+/// Where a pass stops, for crash tests: the mover exits the process at
+/// this step when `THERMOCLINE_MOVER_STOP_AT` names it.
+fn stop_point(step: &str) {
+    if std::env::var("THERMOCLINE_MOVER_STOP_AT").is_ok_and(|s| s == step) {
+        tracing::warn!(
+            step,
+            "stopping the mover here as THERMOCLINE_MOVER_STOP_AT asks"
+        );
+        std::process::exit(137);
+    }
+}
+
+/// Moves the rows of `t` older than its hot window. Returns `None` when
+/// another mover holds the table.
+pub async fn run_once(
+    target: &BackendTarget,
+    lake: &Lake,
+    t: &TieredTable,
+    database: &str,
+    dry_run: bool,
+) -> Result<Option<MoveReport>, TieringError> {
+    let mut client = super::service_connection(target, database).await?;
+    let table = lake.ensure_table(t).await?;
+    let tx = client.transaction().await?;
+    let lock_name = format!("thermocline.mover:{database}.{}", t.def.qualified());
+    let locked: bool = tx
+        .query_one(
+            "SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended($1, 0))",
+            &[&lock_name],
+        )
+        .await?
+        .get(0);
+    if !locked {
+        return Ok(None);
+    }
+    let window_secs = t.def.hot_window.as_secs() as i64;
+    let time = t.time_column();
+    let now_w: i64 = match time.pg_type {
+        PgType::Date => tx
+            .query_one(
+                "SELECT ((current_date - ($1::int8 / 86400)::int4) - date '1970-01-01')::int8 * 86400000000",
+                &[&window_secs],
+            )
+            .await?
+            .get(0),
+        PgType::Timestamp => tx
+            .query_one(
+                "SELECT floor(extract(epoch FROM localtimestamp - make_interval(secs => $1::int8)))::int8 * 1000000",
+                &[&window_secs],
+            )
+            .await?
+            .get(0),
+        _ => tx
+            .query_one(
+                "SELECT floor(extract(epoch FROM now() - make_interval(secs => $1::int8)))::int8 * 1000000",
+                &[&window_secs],
+            )
+            .await?
+            .get(0),
+    };
+    let previous = watermark(&table);
+    let w = previous.map_or(now_w, |p| p.max(now_w));
+    let literal = time_literal(time.pg_type, w);
+    let columns: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let verb = if dry_run { "SELECT" } else { "DELETE" };
+    let copy = if dry_run {
+        format!(
+            "COPY (SELECT {} FROM {} WHERE {} < {literal}) TO STDOUT (FORMAT binary)",
+            columns.join(", "),
+            t.def.qualified(),
+            quote_ident(&time.name)
+        )
+    } else {
+        format!(
+            "COPY (DELETE FROM {} WHERE {} < {literal} RETURNING {}) TO STDOUT (FORMAT binary)",
+            t.def.qualified(),
+            quote_ident(&time.name),
+            columns.join(", ")
+        )
+    };
+    tracing::debug!(table = %t.def.qualified(), verb, watermark = w, "moving rows");
+    let stream = tx.copy_out(copy.as_str()).await?;
+    stop_point("after-delete");
+
+    let target_schema = Arc::new(schema_to_arrow_schema(table.metadata().current_schema())?);
+    let mut decoder = CopyDecoder::new(t);
+    let mut writer = FileWriter::new(&table)?;
+    let mut rows_deleted = 0u64;
+    let mut rows_written = 0u64;
+    futures::pin_mut!(stream);
+    while let Some(chunk) = stream.next().await {
+        decoder.push(&chunk?)?;
+        if decoder.rows >= CHUNK_ROWS {
+            let batch = decoder.finish()?;
+            rows_deleted += batch.num_rows() as u64;
+            let batch = drop_already_moved(&table, t, batch, previous).await?;
+            rows_written += batch.num_rows() as u64;
+            writer.write(t, &target_schema, batch).await?;
+            stop_point("mid-write");
+        }
+    }
+    let batch = decoder.finish()?;
+    rows_deleted += batch.num_rows() as u64;
+    let batch = drop_already_moved(&table, t, batch, previous).await?;
+    rows_written += batch.num_rows() as u64;
+    writer.write(t, &target_schema, batch).await?;
+    let files = writer.close().await?;
+    let file_count = files.len();
+    if dry_run {
+        tx.rollback().await?;
+        return Ok(Some(MoveReport {
+            table: t.def.qualified(),
+            rows_deleted,
+            rows_written,
+            files: file_count,
+            watermark: w,
+            snapshot_id: None,
+        }));
+    }
+    let mut snapshot_id = None;
+    if rows_deleted > 0 || previous.is_none_or(|p| p < w) {
+        let batch_id = uuid::Uuid::now_v7().to_string();
+        let txn = Transaction::new(&table);
+        let txn = txn
+            .fast_append()
+            .add_data_files(files)
+            .set_snapshot_properties(HashMap::from([
+                (WATERMARK_KEY.to_string(), w.to_string()),
+                (BATCH_KEY.to_string(), batch_id),
+            ]))
+            .apply(txn)?;
+        let committed = txn.commit(lake.catalog()).await?;
+        snapshot_id = committed.metadata().current_snapshot_id();
+        stop_point("after-iceberg-commit");
+    }
+    tx.commit().await?;
+    Ok(Some(MoveReport {
+        table: t.def.qualified(),
+        rows_deleted,
+        rows_written,
+        files: file_count,
+        watermark: w,
+        snapshot_id,
+    }))
+}
+
+/// A SQL literal for a watermark against a time column of type `t`.
+pub fn time_literal(t: PgType, w_us: i64) -> String {
+    let dt = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(w_us).unwrap_or_default();
+    match t {
+        PgType::Date => format!("'{}'::date", dt.format("%Y-%m-%d")),
+        PgType::Timestamp => format!("'{}'::timestamp", dt.format("%Y-%m-%d %H:%M:%S%.6f")),
+        _ => format!("'{}+00'::timestamptz", dt.format("%Y-%m-%d %H:%M:%S%.6f")),
+    }
+}
+
+/// The time column's value in microseconds since 1970 (dates at midnight).
+pub fn time_micros(array: &ArrayRef, row: usize) -> Option<i64> {
+    use datafusion::arrow::array::{Array, Date32Array, TimestampMicrosecondArray};
+    if array.is_null(row) {
+        return None;
+    }
+    if let Some(a) = array.as_any().downcast_ref::<TimestampMicrosecondArray>() {
+        return Some(a.value(row));
+    }
+    if let Some(a) = array.as_any().downcast_ref::<Date32Array>() {
+        return Some(a.value(row) as i64 * 86_400_000_000);
+    }
+    None
+}
+
+/// Rows older than the previous watermark may have been written by a pass
+/// whose Postgres commit never happened: drop those whose key the cold tier
+/// already holds.
+async fn drop_already_moved(
+    table: &Table,
+    t: &TieredTable,
+    batch: RecordBatch,
+    previous: Option<i64>,
+) -> Result<RecordBatch, TieringError> {
+    let Some(previous) = previous else {
+        return Ok(batch);
+    };
+    let time = batch.column(t.time_index);
+    let old: Vec<usize> = (0..batch.num_rows())
+        .filter(|&r| time_micros(time, r).is_some_and(|v| v < previous))
+        .collect();
+    if old.is_empty() {
+        return Ok(batch);
+    }
+    let keys = crate::federation::cold_keys(table, t, &batch, &old).await?;
+    if keys.is_empty() {
+        return Ok(batch);
+    }
+    let keep: BooleanArray = (0..batch.num_rows())
+        .map(|r| Some(!keys.contains(&crate::federation::row_key(&batch, &t.key, r))))
+        .collect();
+    tracing::info!(
+        table = %t.def.qualified(),
+        rows = keys.len(),
+        "rows already in the cold tier were not written again"
+    );
+    filter_record_batch(&batch, &keep).map_err(|e| TieringError::Data(e.to_string()))
+}
+
+/// Decodes binary COPY output into Arrow arrays of each column's [`PgType`].
+struct CopyDecoder<'a> {
+    t: &'a TieredTable,
+    buf: BytesMut,
+    header_done: bool,
+    builders: Vec<Box<dyn datafusion::arrow::array::ArrayBuilder>>,
+    rows: usize,
+}
+
+impl<'a> CopyDecoder<'a> {
+    fn new(t: &'a TieredTable) -> Self {
+        Self {
+            t,
+            buf: BytesMut::new(),
+            header_done: false,
+            builders: t.columns.iter().map(|c| c.pg_type.builder(1024)).collect(),
+            rows: 0,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> Result<(), TieringError> {
+        self.buf.extend_from_slice(chunk);
+        let bad = |m: &str| TieringError::Data(format!("binary COPY from Postgres: {m}"));
+        if !self.header_done {
+            if self.buf.len() < 19 {
+                return Ok(());
+            }
+            if &self.buf[..11] != b"PGCOPY\n\xff\r\n\0" {
+                return Err(bad("bad signature"));
+            }
+            let ext = u32::from_be_bytes(self.buf[15..19].try_into().expect("4 bytes")) as usize;
+            if self.buf.len() < 19 + ext {
+                return Ok(());
+            }
+            self.buf.advance(19 + ext);
+            self.header_done = true;
+        }
+        loop {
+            // Find the end of one tuple without consuming it.
+            if self.buf.len() < 2 {
+                return Ok(());
+            }
+            let n = i16::from_be_bytes([self.buf[0], self.buf[1]]);
+            if n == -1 {
+                self.buf.advance(2);
+                return Ok(());
+            }
+            if n as usize != self.t.columns.len() {
+                return Err(bad("unexpected field count"));
+            }
+            let mut pos = 2;
+            let mut spans = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                if self.buf.len() < pos + 4 {
+                    return Ok(());
+                }
+                let len = i32::from_be_bytes(self.buf[pos..pos + 4].try_into().expect("4 bytes"));
+                pos += 4;
+                if len < 0 {
+                    spans.push(None);
+                } else {
+                    let end = pos + len as usize;
+                    if self.buf.len() < end {
+                        return Ok(());
+                    }
+                    spans.push(Some((pos, end)));
+                    pos = end;
+                }
+            }
+            for ((c, b), span) in self.t.columns.iter().zip(&mut self.builders).zip(spans) {
+                c.pg_type
+                    .append_binary(b.as_mut(), span.map(|(s, e)| &self.buf[s..e]))
+                    .map_err(|e| bad(&format!("column {:?}: {e}", c.name)))?;
+            }
+            self.rows += 1;
+            self.buf.advance(pos);
+        }
+    }
+
+    /// The rows decoded so far, as one batch with the columns' Arrow types.
+    fn finish(&mut self) -> Result<RecordBatch, TieringError> {
+        let fields: Vec<_> = self
+            .t
+            .columns
+            .iter()
+            .map(|c| {
+                datafusion::arrow::datatypes::Field::new(&c.name, c.pg_type.arrow(), !c.not_null)
+            })
+            .collect();
+        let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
+        self.rows = 0;
+        RecordBatch::try_new(Arc::new(ArrowSchema::new(fields)), arrays)
+            .map_err(|e| TieringError::Data(e.to_string()))
+    }
+}
+
+/// Writes batches as Parquet data files, one fanout writer per pass.
+struct FileWriter {
+    writer: Option<
+        FanoutWriter<
+            DataFileWriterBuilder<
+                ParquetWriterBuilder,
+                DefaultLocationGenerator,
+                DefaultFileNameGenerator,
+            >,
+        >,
+    >,
+    splitter: RecordBatchPartitionSplitter,
+}
+
+impl FileWriter {
+    fn new(table: &Table) -> Result<Self, TieringError> {
+        let md = table.metadata();
+        let schema = md.current_schema().clone();
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).expect("valid level"),
+            ))
+            .build();
+        let rolling = RollingFileWriterBuilder::new(
+            ParquetWriterBuilder::new(props, schema.clone()),
+            256 * 1024 * 1024,
+            table.file_io().clone(),
+            DefaultLocationGenerator::new(md)?,
+            DefaultFileNameGenerator::new(
+                uuid::Uuid::now_v7().to_string(),
+                None,
+                DataFileFormat::Parquet,
+            ),
+        );
+        let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
+            schema,
+            md.default_partition_spec().clone(),
+        )?;
+        Ok(Self {
+            writer: Some(FanoutWriter::new(DataFileWriterBuilder::new(rolling))),
+            splitter,
+        })
+    }
+
+    /// Sorts `batch` by time and hands it to the partition writers.
+    async fn write(
+        &mut self,
+        t: &TieredTable,
+        target: &SchemaRef,
+        batch: RecordBatch,
+    ) -> Result<(), TieringError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let data = |e: datafusion::arrow::error::ArrowError| TieringError::Data(e.to_string());
+        let order = sort_to_indices(
+            batch.column(t.time_index),
+            Some(SortOptions {
+                descending: false,
+                nulls_first: true,
+            }),
+            None,
+        )
+        .map_err(data)?;
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(target.fields())
+            .map(|(c, f)| cast(&take(c, &order, None)?, f.data_type()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(data)?;
+        let batch = RecordBatch::try_new(target.clone(), columns).map_err(data)?;
+        let writer = self.writer.as_mut().expect("not closed");
+        for (key, part) in self.splitter.split(&batch)? {
+            writer.write(key, part).await?;
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<Vec<DataFile>, TieringError> {
+        match self.writer.take() {
+            Some(w) => Ok(w.close().await?),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Keys as comparable strings, for matching stragglers against cold rows.
+pub type KeySet = HashSet<String>;
