@@ -1,0 +1,343 @@
+//! Tiered tables, differentially: the same rows are loaded into an oracle
+//! database (every row in Postgres) and into a tiered database, whose aged
+//! rows the mover takes to Iceberg; every query must answer the same
+//! through thermocline as the oracle does directly — rows, column names,
+//! and SQLSTATEs.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Proxy, admin, client, fresh_db, pg};
+use thermocline::Config;
+use thermocline::backend::target::BackendTarget;
+use tokio_postgres::SimpleQueryMessage;
+
+const SCHEMA: &str = "
+    CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, region text NOT NULL);
+    CREATE TABLE orders (
+        id bigint PRIMARY KEY,
+        created_at timestamptz NOT NULL,
+        customer_id int NOT NULL,
+        amount numeric(12,2),
+        status text NOT NULL,
+        note varchar(40),
+        score float8,
+        day date NOT NULL,
+        flag bool
+    );";
+
+/// Rows spread over two years before `anchor`, the same in both databases.
+fn data(anchor: &str) -> String {
+    format!(
+        "INSERT INTO customers SELECT i, 'customer ' || i, (ARRAY['north','south','east','west'])[1 + i % 4]
+           FROM generate_series(1, 20) i;
+         INSERT INTO orders
+         SELECT i,
+                '{anchor}'::timestamptz - (i * interval '7 hours 13 minutes 7.5 seconds'),
+                1 + i % 20,
+                CASE WHEN i % 11 = 0 THEN NULL ELSE round((i * 37 % 10000) / 100.0, 2) END,
+                (ARRAY['new','paid','shipped','returned'])[1 + i % 4],
+                CASE WHEN i % 5 = 0 THEN NULL ELSE 'note ' || (i % 13) END,
+                CASE WHEN i % 7 = 0 THEN NULL ELSE i * 0.1 END,
+                ('{anchor}'::timestamptz - (i * interval '7 hours 13 minutes 7.5 seconds'))::date,
+                CASE WHEN i % 3 = 0 THEN NULL ELSE i % 2 = 0 END
+           FROM generate_series(1, 2400) i;"
+    )
+}
+
+struct Setup {
+    oracle: String,
+    tiered: String,
+    config: Config,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+async fn setup() -> Setup {
+    let oracle = fresh_db("oracle").await;
+    let tiered = fresh_db("tiered").await;
+    let anchor: String = admin("postgres")
+        .await
+        .query_one("SELECT (date_trunc('second', now()))::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for db in [&oracle, &tiered] {
+        let c = admin(db).await;
+        c.batch_execute(SCHEMA).await.unwrap();
+        c.batch_execute(&data(&anchor)).await.unwrap();
+    }
+    let catalog = tempfile::tempdir().unwrap();
+    let warehouse = tempfile::tempdir().unwrap();
+    std::fs::write(
+        catalog.path().join("orders.toml"),
+        format!(
+            "table = \"public.orders\"\ntime_column = \"created_at\"\nhot_window = \"30 days\"\n\
+             cold_retention = \"730 days\"\npartition_by = \"month\"\ndatabase = \"{tiered}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut config = Config::default();
+    config.postgres = Some(BackendTarget::parse(&pg().url()).unwrap());
+    config.admin_listen = None;
+    config.catalog_dir = Some(catalog.path().to_path_buf());
+    config.lake_warehouse = Some(warehouse.path().to_path_buf());
+    config.tier_interval = None;
+    Setup {
+        oracle,
+        tiered,
+        config,
+        _dirs: (catalog, warehouse),
+    }
+}
+
+/// One pass of the mover, through the library.
+async fn move_rows(s: &Setup) -> u64 {
+    let target = s.config.postgres.clone().unwrap();
+    let feds = thermocline::server::load_tiers(&s.config, &target)
+        .await
+        .unwrap();
+    let fed = &feds[&s.tiered];
+    let report =
+        thermocline::tiering::mover::run_once(&target, &fed.lake, &fed.tables[0], &s.tiered, false)
+            .await
+            .unwrap()
+            .expect("no other mover");
+    report.rows_deleted
+}
+
+async fn hot_count(db: &str) -> i64 {
+    admin(db)
+        .await
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A statement's answer: column names, rows as text, or the SQLSTATE.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Rows(Vec<String>, Vec<Vec<Option<String>>>),
+    Error(String),
+}
+
+async fn ask(c: &tokio_postgres::Client, sql: &str) -> Answer {
+    match c.simple_query(sql).await {
+        Ok(msgs) => {
+            let mut names = Vec::new();
+            let mut rows = Vec::new();
+            for m in msgs {
+                match m {
+                    SimpleQueryMessage::RowDescription(cols) => {
+                        names = cols.iter().map(|c| c.name().to_string()).collect();
+                    }
+                    SimpleQueryMessage::Row(r) => {
+                        if names.is_empty() {
+                            names = r.columns().iter().map(|c| c.name().to_string()).collect();
+                        }
+                        rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
+                    }
+                    _ => {}
+                }
+            }
+            if !sql.to_lowercase().contains("order by") {
+                rows.sort();
+            }
+            Answer::Rows(names, rows)
+        }
+        Err(e) => Answer::Error(
+            e.as_db_error()
+                .map(|d| d.code().code().to_string())
+                .unwrap_or_else(|| e.to_string()),
+        ),
+    }
+}
+
+const QUERIES: &[&str] = &[
+    "SELECT count(*) FROM orders",
+    "SELECT count(*), sum(amount), min(created_at), max(created_at), min(day), max(day) FROM orders",
+    "SELECT id, created_at, amount, status, note, score, day, flag FROM orders WHERE id % 97 = 0 ORDER BY id",
+    "SELECT * FROM orders WHERE id = 42",
+    "SELECT * FROM orders WHERE id IN (7, 1500, 2399)",
+    "SELECT status, count(*), sum(amount), max(amount) FROM orders GROUP BY status ORDER BY status",
+    "SELECT date_trunc('month', created_at) AS month, count(*) FROM orders GROUP BY 1 ORDER BY 1",
+    "SELECT c.region, count(*), sum(o.amount) FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY c.region ORDER BY 1",
+    "SELECT id, amount FROM orders WHERE created_at < now() - interval '200 days' AND amount > 50 ORDER BY id LIMIT 20",
+    "SELECT id, score FROM orders WHERE customer_id IN (1, 2, 3) AND score IS NOT NULL ORDER BY id DESC LIMIT 30",
+    "SELECT count(*) FROM orders WHERE note IS NULL OR flag",
+    "-- a dashboard's comment\nSELECT max(amount) FROM \"public\".\"orders\" WHERE status = 'shipped'",
+    "WITH big AS (SELECT * FROM orders WHERE amount > 90) SELECT count(*), min(id) FROM big",
+    "SELECT count(*) FROM orders WHERE day BETWEEN '2025-06-01' AND '2025-12-31'",
+    "SELECT id FROM orders WHERE id > 2390 UNION ALL SELECT id FROM customers ORDER BY 1",
+    "SELECT nosuch FROM orders",
+    "SELECT count(*) FROM orders WHERE created_at > now() - interval '10 days'",
+];
+
+async fn same_answers(s: &Setup, proxy: &Proxy, queries: &[&str]) {
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    for sql in queries {
+        let want = ask(&direct, sql).await;
+        let got = ask(&through, sql).await;
+        assert_eq!(got, want, "through thermocline vs the oracle for:\n{sql}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_equal_the_oracle_across_both_tiers() {
+    let s = setup().await;
+    let before = hot_count(&s.tiered).await;
+    let moved = move_rows(&s).await;
+    assert!(
+        moved > 2000,
+        "most rows are older than 30 days: moved {moved}"
+    );
+    assert_eq!(hot_count(&s.tiered).await, before - moved as i64);
+
+    let proxy = Proxy::start_with({
+        let c = s.config.clone();
+        move |config| *config = c
+    })
+    .await;
+    same_answers(&s, &proxy, QUERIES).await;
+
+    // A late row older than the window lands in Postgres: it is a straggler,
+    // returned once; so is a row newer than the window.
+    for db in [&s.oracle, &s.tiered] {
+        admin(db)
+            .await
+            .batch_execute(
+                "INSERT INTO orders VALUES (100001, now() - interval '400 days', 3, 12.34, 'late', NULL, 0.5, current_date - 400, true);
+                 INSERT INTO orders VALUES (100002, now() - interval '1 day', 4, 1.00, 'new', 'fresh', NULL, current_date - 1, false);",
+            )
+            .await
+            .unwrap();
+    }
+    same_answers(&s, &proxy, QUERIES).await;
+
+    // Another pass moves the straggler; answers stay the same.
+    assert_eq!(move_rows(&s).await, 1);
+    same_answers(&s, &proxy, QUERIES).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_time_zone_shapes_answers() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = Proxy::start_with({
+        let c = s.config.clone();
+        move |config| *config = c
+    })
+    .await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    for zone in ["America/New_York", "Asia/Kolkata", "UTC"] {
+        let set = format!("SET TimeZone = '{zone}'");
+        direct.batch_execute(&set).await.unwrap();
+        through.batch_execute(&set).await.unwrap();
+        for sql in [
+            "SELECT min(created_at), max(created_at) FROM orders",
+            "SELECT date_trunc('day', created_at) AS d, count(*) FROM orders GROUP BY 1 ORDER BY 1 LIMIT 40",
+            "SELECT id, created_at FROM orders WHERE id % 400 = 0 ORDER BY id",
+        ] {
+            assert_eq!(
+                ask(&through, sql).await,
+                ask(&direct, sql).await,
+                "{zone}: {sql}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_see_their_own_writes_and_errors_abort_them() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = Proxy::start_with({
+        let c = s.config.clone();
+        move |config| *config = c
+    })
+    .await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let script = [
+        "BEGIN",
+        "INSERT INTO orders VALUES (200001, now() - interval '500 days', 1, 5.00, 'txn', NULL, NULL, current_date - 500, NULL)",
+        "SELECT count(*), sum(amount) FROM orders",
+        "SELECT id, status FROM orders WHERE status = 'txn'",
+        "SELECT nosuch FROM orders",
+        "SELECT count(*) FROM orders",
+        "ROLLBACK",
+        "SELECT count(*) FROM orders WHERE status = 'txn'",
+    ];
+    for sql in script {
+        assert_eq!(ask(&through, sql).await, ask(&direct, sql).await, "{sql}");
+    }
+}
+
+/// The mover killed after its Iceberg commit and before its Postgres
+/// commit: the moved rows are then in both tiers, and must still be
+/// counted once; the next pass finishes without writing them twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mover_killed_between_its_two_commits_loses_and_duplicates_nothing() {
+    let s = setup().await;
+    let config_file = s
+        ._dirs
+        .0
+        .path()
+        .parent()
+        .unwrap()
+        .join(format!("{}.toml", s.tiered));
+    write_config(&config_file, &s);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"))
+        .args(["tier", "run", "--config"])
+        .arg(&config_file)
+        .env("THERMOCLINE_MOVER_STOP_AT", "after-iceberg-commit")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The delete was rolled back: every row is still hot, most are also cold.
+    assert_eq!(hot_count(&s.tiered).await, hot_count(&s.oracle).await);
+
+    let proxy = Proxy::start_with({
+        let c = s.config.clone();
+        move |config| *config = c
+    })
+    .await;
+    same_answers(&s, &proxy, &QUERIES[..8]).await;
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"))
+        .args(["tier", "run", "--config"])
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("written to"), "{report}");
+    assert!(hot_count(&s.tiered).await < 100);
+    same_answers(&s, &proxy, QUERIES).await;
+    std::fs::remove_file(config_file).ok();
+}
+
+fn write_config(path: &Path, s: &Setup) {
+    std::fs::write(
+        path,
+        format!(
+            "postgres_url = \"{}\"\ncatalog_dir = \"{}\"\n[lake]\nwarehouse = \"{}\"\n",
+            pg().url(),
+            s.config.catalog_dir.as_ref().unwrap().display(),
+            s.config.lake_warehouse.as_ref().unwrap().display()
+        ),
+    )
+    .unwrap();
+}
