@@ -132,6 +132,11 @@ pub async fn run(
         federations,
         phase,
     });
+    let mover = shared
+        .config
+        .tier_interval
+        .filter(|_| !shared.federations.is_empty())
+        .map(|every| tokio::spawn(mover_loop(shared.clone(), every)));
     let sessions = TaskTracker::new();
     let conn_ids = AtomicU64::new(1);
     tokio::pin!(shutdown);
@@ -167,8 +172,50 @@ pub async fn run(
         shared.phase.send_replace(Phase::Closing);
         let _ = tokio::time::timeout(Duration::from_secs(10), sessions.wait()).await;
     }
+    if let Some(mover) = mover {
+        mover.abort();
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs the mover over every tiered table every `every`. A failed pass is
+/// logged and retried on the next tick; a pass another replica holds the
+/// lock for is skipped.
+async fn mover_loop(shared: Arc<Shared>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for (database, federation) in &shared.federations {
+            for table in &federation.tables {
+                match crate::tiering::mover::run_once(
+                    &shared.target,
+                    &federation.lake,
+                    table,
+                    database,
+                    false,
+                )
+                .await
+                {
+                    Ok(Some(r)) => tracing::info!(
+                        table = %r.table,
+                        rows = r.rows_deleted,
+                        written = r.rows_written,
+                        files = r.files,
+                        watermark = r.watermark,
+                        "moved rows to the lake"
+                    ),
+                    Ok(None) => {
+                        tracing::debug!(table = %table.def.qualified(), "another mover holds the table")
+                    }
+                    Err(e) => {
+                        tracing::warn!(table = %table.def.qualified(), error = %e, "moving rows failed")
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Reads the tier definitions of `catalog_dir`, checks each against

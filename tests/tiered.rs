@@ -171,6 +171,7 @@ const QUERIES: &[&str] = &[
     "SELECT count(*) FROM orders WHERE day BETWEEN '2025-06-01' AND '2025-12-31'",
     "SELECT id FROM orders WHERE id > 2390 UNION ALL SELECT id FROM customers ORDER BY 1",
     "SELECT nosuch FROM orders",
+    "SELECT count(*) FROM orders WHERE amount / 0 > 1",
     "SELECT count(*) FROM orders WHERE created_at > now() - interval '10 days'",
 ];
 
@@ -267,6 +268,7 @@ async fn transactions_see_their_own_writes_and_errors_abort_them() {
         "SELECT count(*), sum(amount) FROM orders",
         "SELECT id, status FROM orders WHERE status = 'txn'",
         "SELECT nosuch FROM orders",
+        "SELECT count(*) FROM orders WHERE amount / 0 > 1",
         "SELECT count(*) FROM orders",
         "ROLLBACK",
         "SELECT count(*) FROM orders WHERE status = 'txn'",

@@ -198,11 +198,22 @@ async fn answer(
     let outcome = execute(sql, &ctx, federation, &fields, &text, out).await;
     // The scans are done with the link; take it back.
     drop(ctx);
-    let mut link = match Arc::try_unwrap(shared) {
-        Ok(m) => m.into_inner(),
-        Err(_) => {
-            tracing::error!("a federated scan outlived its statement");
-            return None;
+    // Executor tasks end when their stream is dropped, but an aborted task
+    // lets go of the link only when it next runs: wait for them briefly.
+    let mut shared = shared;
+    let mut waited = 0;
+    let mut link = loop {
+        match Arc::try_unwrap(shared) {
+            Ok(m) => break m.into_inner(),
+            Err(still_shared) if waited < 5_000 => {
+                shared = still_shared;
+                waited += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            Err(_) => {
+                tracing::error!("a federated scan outlived its statement");
+                return None;
+            }
         }
     };
     match outcome {
@@ -322,7 +333,12 @@ impl Failure {
                             "this statement over the history of a tiered table is not supported yet: {m}"
                         ),
                     ),
-                    DataFusionError::ArrowError(e, _) => ("22000", e.to_string()),
+                    DataFusionError::ArrowError(e, _) => match e.as_ref() {
+                        datafusion::arrow::error::ArrowError::DivideByZero => {
+                            ("22012", "division by zero".to_string())
+                        }
+                        other => ("22000", other.to_string()),
+                    },
                     other => ("XX000", other.to_string()),
                 };
                 tracing::debug!(error = %e, "federated statement failed");
@@ -369,6 +385,7 @@ async fn execute(
             "the federated plan does not have the columns Postgres described",
         )));
     }
+    check_numeric_scales(sql, &schema, fields)?;
     let mut stream = df.execute_stream().await?;
     let mut row_desc = Vec::new();
     put_row_description(&mut row_desc, fields);
@@ -402,6 +419,44 @@ async fn execute(
         }
     }
     Ok(rows)
+}
+
+/// Refuses numeric results whose scale may differ from Postgres's: a
+/// numeric column of declared scale must come out with that scale, and a
+/// computed numeric (typmod -1) is trusted only when the statement divides
+/// nothing (Postgres picks a division's scale from its operands' values,
+/// DataFusion from their types).
+fn check_numeric_scales(
+    sql: &str,
+    schema: &datafusion::arrow::datatypes::Schema,
+    fields: &[link::FieldDescription],
+) -> Result<(), Failure> {
+    use datafusion::arrow::datatypes::DataType;
+    let refuse = |name: &str| {
+        Err(Failure::Ours(ErrorFields::error(
+            "0A000",
+            format!(
+                "column {name:?}: exact numeric results of this kind over the history of a tiered table are not supported yet"
+            ),
+        )))
+    };
+    let divides = sql.contains('/');
+    for (f, field) in fields.iter().zip(schema.fields()) {
+        if f.type_oid != crate::pgtypes::oid::NUMERIC {
+            continue;
+        }
+        if let DataType::Decimal128(_, scale) = field.data_type() {
+            if f.typmod >= 4 {
+                let declared = ((f.typmod - 4) & 0x7ff) as i8;
+                if declared != *scale {
+                    return refuse(&f.name);
+                }
+            } else if divides {
+                return refuse(&f.name);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn put_row_description(out: &mut Vec<u8>, fields: &[link::FieldDescription]) {

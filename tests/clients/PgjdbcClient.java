@@ -334,7 +334,8 @@ public class PgjdbcClient {
         }
         long deadline = System.nanoTime() + 5_000_000_000L;
         while (true) {
-            PGNotification[] ns = pg.getNotifications(got.size() < expected ? 100 : 0);
+            // 0 would block until a notification arrives: never wait less than 1 ms.
+            PGNotification[] ns = pg.getNotifications(got.size() < expected ? 100 : 1);
             if (ns != null) {
                 for (PGNotification n : ns) {
                     got.add(n);
