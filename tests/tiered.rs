@@ -343,3 +343,157 @@ fn write_config(path: &Path, s: &Setup) {
     )
     .unwrap();
 }
+
+/// Extended-protocol scripts sent byte for byte to the oracle and through
+/// thermocline: every reply message must be identical (binary results too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_replies_are_identical() {
+    use common::wire::{RawConn, bind, describe, execute, flush, normalize, parse, sync};
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = Proxy::start_with({
+        let c = s.config.clone();
+        move |config| *config = c
+    })
+    .await;
+    let cols = "id, created_at, amount, status, note, score, day, flag";
+    let ts: Vec<u8> = {
+        // 2025-06-01 00:00:00+00 in microseconds since 2000-01-01.
+        let us: i64 = (1_748_736_000 - 946_684_800) * 1_000_000;
+        us.to_be_bytes().to_vec()
+    };
+    let scripts: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        (
+            "unnamed, untyped text parameter, binary results",
+            vec![
+                parse(
+                    "",
+                    &format!("SELECT {cols} FROM orders WHERE id % $1 = 0 ORDER BY id"),
+                    &[],
+                ),
+                bind("", "", &[0], &[Some(b"97")], &[1]),
+                describe(b'P', ""),
+                execute("", 0),
+                sync(),
+            ],
+        ),
+        (
+            "text results",
+            vec![
+                parse(
+                    "",
+                    &format!("SELECT {cols} FROM orders WHERE id % $1 = 0 ORDER BY id"),
+                    &[],
+                ),
+                bind("", "", &[0], &[Some(b"131")], &[0]),
+                describe(b'P', ""),
+                execute("", 0),
+                sync(),
+            ],
+        ),
+        (
+            "named statement, binary timestamptz parameter, executed twice",
+            vec![
+                parse(
+                    "s1",
+                    "SELECT count(*), sum(amount), min(day) FROM orders WHERE created_at < $1",
+                    &[1184],
+                ),
+                describe(b'S', "s1"),
+                bind("", "s1", &[1], &[Some(&ts)], &[1]),
+                execute("", 0),
+                bind("", "s1", &[1], &[None], &[0]),
+                execute("", 0),
+                sync(),
+            ],
+        ),
+        (
+            "a portal read five rows at a time",
+            vec![
+                parse(
+                    "s2",
+                    "SELECT id, amount FROM orders WHERE amount > $1 ORDER BY id",
+                    &[],
+                ),
+                bind("p", "s2", &[0], &[Some(b"95.5")], &[1, 0]),
+                execute("p", 5),
+                execute("p", 5),
+                execute("p", 0),
+                execute("p", 0),
+                sync(),
+            ],
+        ),
+        (
+            "Parse and Describe, Flush, then Bind and Execute (asyncpg's order)",
+            vec![
+                parse(
+                    "s3",
+                    "SELECT status, count(*) FROM orders WHERE day >= $1 GROUP BY status ORDER BY status",
+                    &[],
+                ),
+                describe(b'S', "s3"),
+                flush(),
+            ],
+        ),
+        (
+            "…continued",
+            vec![
+                bind("", "s3", &[0], &[Some(b"2025-01-01")], &[1]),
+                execute("", 0),
+                sync(),
+            ],
+        ),
+        (
+            "an error at Parse skips the federated Execute",
+            vec![
+                parse("", "SELECT nosuch FROM orders WHERE id = $1", &[]),
+                bind("", "", &[0], &[Some(b"1")], &[0]),
+                execute("", 0),
+                sync(),
+            ],
+        ),
+        (
+            "a relayed statement and a federated one in one pipeline",
+            vec![
+                parse("", "SELECT 1 AS one", &[]),
+                bind("", "", &[], &[], &[]),
+                execute("", 0),
+                parse("", "SELECT max(id) FROM orders WHERE id < $1", &[20]),
+                bind("", "", &[1], &[Some(&500i64.to_be_bytes())], &[1]),
+                describe(b'P', ""),
+                execute("", 0),
+                sync(),
+            ],
+        ),
+    ];
+    let (mut direct, _) = RawConn::connect(pg().port(), "postgres", &s.oracle).await;
+    let (mut through, _) = RawConn::connect(proxy.port(), "postgres", &s.tiered).await;
+    for (what, script) in scripts {
+        let bytes: Vec<u8> = script.concat();
+        direct.send(&bytes).await;
+        through.send(&bytes).await;
+        let (want, got) = if bytes.ends_with(&sync()) {
+            (direct.until_ready(1).await, through.until_ready(1).await)
+        } else {
+            let wait = std::time::Duration::from_millis(500);
+            (direct.drain(wait).await, through.drain(wait).await)
+        };
+        assert!(!want.is_empty(), "{what}: no reply from Postgres");
+        let (got, want) = (normalize(&got), normalize(&want));
+        if got != want {
+            let first = got
+                .iter()
+                .zip(&want)
+                .position(|(a, b)| a != b)
+                .unwrap_or(got.len().min(want.len()));
+            panic!(
+                "{what}: replies differ at message {first} of {} (Postgres) / {} (thermocline)\n\
+                 Postgres:    {:?}\nthermocline: {:?}",
+                want.len(),
+                got.len(),
+                &want[first.saturating_sub(1)..(first + 2).min(want.len())],
+                &got[first.saturating_sub(1)..(first + 2).min(got.len())],
+            );
+        }
+    }
+}

@@ -117,6 +117,39 @@ impl PgLink {
         self.until_ready().await
     }
 
+    /// Sends extended-protocol messages and a Flush, then reads replies
+    /// until `terminals` of them have completed (ParseComplete,
+    /// BindComplete, CloseComplete, NoData, RowDescription,
+    /// CommandComplete, EmptyQueryResponse, PortalSuspended). An
+    /// ErrorResponse ends it early: Postgres then skips what follows until
+    /// the client's Sync.
+    pub(crate) async fn extended(
+        &mut self,
+        messages: &[u8],
+        terminals: usize,
+    ) -> Result<Vec<BackendMessage>, LinkError> {
+        let mut bytes = messages.to_vec();
+        crate::protocol::put_message(&mut bytes, b'H', b"");
+        self.send(&bytes).await?;
+        let mut out = Vec::new();
+        let mut done = 0;
+        while done < terminals {
+            let m = self.recv().await?;
+            match m.tag {
+                b'E' => return Err(LinkError::Postgres(m)),
+                b'A' | b'S' => self.deferred.push(m),
+                b'N' => {}
+                t => {
+                    if matches!(t, b'1' | b'2' | b'3' | b'n' | b'T' | b'C' | b'I' | b's') {
+                        done += 1;
+                    }
+                    out.push(m);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads replies until ReadyForQuery.
     pub(crate) async fn until_ready(&mut self) -> Result<Vec<BackendMessage>, LinkError> {
         let mut out = Vec::new();
@@ -199,4 +232,130 @@ pub(crate) fn row_description(body: &[u8]) -> Option<Vec<FieldDescription>> {
 /// Quotes a string as a SQL literal (standard_conforming_strings on).
 pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Frontend messages thermocline sends on its own.
+pub(crate) mod frontend {
+    use crate::protocol::put_message;
+
+    pub(crate) fn parse(out: &mut Vec<u8>, name: &str, sql: &str) {
+        let mut body = Vec::with_capacity(sql.len() + name.len() + 4);
+        body.extend_from_slice(name.as_bytes());
+        body.push(0);
+        body.extend_from_slice(sql.as_bytes());
+        body.extend_from_slice(&[0, 0, 0]);
+        put_message(out, b'P', &body);
+    }
+
+    /// Bind without parameters, every result column in binary.
+    pub(crate) fn bind_binary(out: &mut Vec<u8>, portal: &str, statement: &str) {
+        let mut body = Vec::new();
+        body.extend_from_slice(portal.as_bytes());
+        body.push(0);
+        body.extend_from_slice(statement.as_bytes());
+        body.push(0);
+        body.extend_from_slice(&[0, 0, 0, 0, 0, 1, 0, 1]);
+        put_message(out, b'B', &body);
+    }
+
+    pub(crate) fn execute(out: &mut Vec<u8>, portal: &str, max_rows: i32) {
+        let mut body = portal.as_bytes().to_vec();
+        body.push(0);
+        body.extend_from_slice(&max_rows.to_be_bytes());
+        put_message(out, b'E', &body);
+    }
+
+    pub(crate) fn describe(out: &mut Vec<u8>, kind: u8, name: &str) {
+        let mut body = vec![kind];
+        body.extend_from_slice(name.as_bytes());
+        body.push(0);
+        put_message(out, b'D', &body);
+    }
+
+    pub(crate) fn close(out: &mut Vec<u8>, kind: u8, name: &str) {
+        let mut body = vec![kind];
+        body.extend_from_slice(name.as_bytes());
+        body.push(0);
+        put_message(out, b'C', &body);
+    }
+}
+
+/// A Bind message, decoded.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Bind {
+    /// Format of each parameter (0 text, 1 binary), expanded to one per value.
+    pub param_formats: Vec<i16>,
+    pub params: Vec<Option<Vec<u8>>>,
+    /// Result format codes as sent: none (all text), one (for all), or one per column.
+    pub result_formats: Vec<i16>,
+}
+
+impl Bind {
+    /// Decodes a Bind body (after tag and length).
+    pub(crate) fn decode(body: &[u8]) -> Option<Bind> {
+        let mut pos = 0;
+        let cstr = |pos: &mut usize| -> Option<String> {
+            let end = *pos + body.get(*pos..)?.iter().position(|b| *b == 0)?;
+            let s = String::from_utf8_lossy(&body[*pos..end]).into_owned();
+            *pos = end + 1;
+            Some(s)
+        };
+        let i16_at = |pos: &mut usize| -> Option<i16> {
+            let v = i16::from_be_bytes(body.get(*pos..*pos + 2)?.try_into().ok()?);
+            *pos += 2;
+            Some(v)
+        };
+        // Portal and statement names: the session tracks those itself.
+        cstr(&mut pos)?;
+        cstr(&mut pos)?;
+        let nfmt = i16_at(&mut pos)? as usize;
+        let mut formats = Vec::with_capacity(nfmt);
+        for _ in 0..nfmt {
+            formats.push(i16_at(&mut pos)?);
+        }
+        let nparams = i16_at(&mut pos)? as usize;
+        let mut params = Vec::with_capacity(nparams);
+        for _ in 0..nparams {
+            let len = i32::from_be_bytes(body.get(pos..pos + 4)?.try_into().ok()?);
+            pos += 4;
+            if len < 0 {
+                params.push(None);
+            } else {
+                params.push(Some(body.get(pos..pos + len as usize)?.to_vec()));
+                pos += len as usize;
+            }
+        }
+        let param_formats = (0..nparams)
+            .map(|i| match formats.len() {
+                0 => 0,
+                1 => formats[0],
+                _ => formats.get(i).copied().unwrap_or(0),
+            })
+            .collect();
+        let nres = i16_at(&mut pos)? as usize;
+        let mut result_formats = Vec::with_capacity(nres);
+        for _ in 0..nres {
+            result_formats.push(i16_at(&mut pos)?);
+        }
+        Some(Bind {
+            param_formats,
+            params,
+            result_formats,
+        })
+    }
+
+    /// The format of result column `i`.
+    pub(crate) fn result_format(&self, i: usize) -> i16 {
+        match self.result_formats.len() {
+            0 => 0,
+            1 => self.result_formats[0],
+            _ => self.result_formats.get(i).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// A NUL-terminated string at the start of `body`, and the rest.
+pub(crate) fn cstr(body: &[u8]) -> Option<(&str, &[u8])> {
+    let end = body.iter().position(|b| *b == 0)?;
+    Some((std::str::from_utf8(&body[..end]).ok()?, &body[end + 1..]))
 }

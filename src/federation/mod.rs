@@ -9,6 +9,7 @@
 //! REPEATABLE READ transaction of its own, so all its hot scans share one
 //! snapshot.
 
+pub(crate) mod extended;
 pub(crate) mod link;
 pub(crate) mod scan;
 
@@ -195,26 +196,21 @@ async fn answer(
         time_zone: tz,
         extra_float_digits: settings.extra_float_digits,
     };
-    let outcome = execute(sql, &ctx, federation, &fields, &text, out).await;
+    let run = Run {
+        sql,
+        fields: &fields,
+        formats: Vec::new(),
+        params: Vec::new(),
+        row_description: true,
+        limit: None,
+    };
+    let outcome = execute(&run, &ctx, federation, &text, out)
+        .await
+        .map(|(rows, _)| rows);
     // The scans are done with the link; take it back.
     drop(ctx);
-    // Executor tasks end when their stream is dropped, but an aborted task
-    // lets go of the link only when it next runs: wait for them briefly.
-    let mut shared = shared;
-    let mut waited = 0;
-    let mut link = loop {
-        match Arc::try_unwrap(shared) {
-            Ok(m) => break m.into_inner(),
-            Err(still_shared) if waited < 5_000 => {
-                shared = still_shared;
-                waited += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
-            Err(_) => {
-                tracing::error!("a federated scan outlived its statement");
-                return None;
-            }
-        }
+    let Some(mut link) = take_back(shared).await else {
+        return None;
     };
     match outcome {
         Ok(rows) => {
@@ -249,6 +245,24 @@ async fn answer(
     }
     finish(&mut link, out);
     Some(link)
+}
+
+/// The link back from the scans of a finished statement. Executor tasks
+/// end when their stream is dropped, but an aborted task lets go of the
+/// link only when it next runs: wait for them briefly.
+async fn take_back(shared: Arc<Mutex<PgLink>>) -> Option<PgLink> {
+    let mut shared = shared;
+    for _ in 0..5_000 {
+        match Arc::try_unwrap(shared) {
+            Ok(m) => return Some(m.into_inner()),
+            Err(still_shared) => {
+                shared = still_shared;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+    }
+    tracing::error!("a federated scan outlived its statement");
+    None
 }
 
 /// Closes the cursors a statement opened inside the client's transaction.
@@ -360,16 +374,35 @@ impl From<LinkError> for Failure {
     }
 }
 
-/// Plans and runs the statement; writes RowDescription and DataRows.
-/// Returns the number of rows.
+/// What to run and how to answer.
+pub(crate) struct Run<'a> {
+    pub sql: &'a str,
+    /// The columns as Postgres described them.
+    pub fields: &'a [link::FieldDescription],
+    /// Per column: 0 text, 1 binary.
+    pub formats: Vec<i16>,
+    /// `$n` values, typed as Postgres inferred them.
+    pub params: Vec<datafusion::common::ScalarValue>,
+    /// Send RowDescription first (simple protocol).
+    pub row_description: bool,
+    /// Rows to send now (Execute's row limit); the rest are returned.
+    pub limit: Option<usize>,
+}
+
+/// Rows a statement produced beyond an Execute's row limit, as DataRow
+/// messages, kept for the portal's next Execute.
+pub(crate) type Remainder = std::collections::VecDeque<Vec<u8>>;
+
+/// Plans and runs the statement; writes RowDescription (if asked) and
+/// DataRows. Returns the rows sent and those held back by the limit.
 async fn execute(
-    sql: &str,
+    run: &Run<'_>,
     ctx: &Arc<ScanContext>,
     federation: &Federation,
-    fields: &[link::FieldDescription],
     text: &TextSettings,
     out: &mut Out<'_>,
-) -> Result<u64, Failure> {
+) -> Result<(u64, Remainder), Failure> {
+    let (sql, fields) = (run.sql, run.fields);
     let config = SessionConfig::new()
         .with_target_partitions(2)
         .with_information_schema(false)
@@ -377,7 +410,19 @@ async fn execute(
         .set_str("datafusion.execution.time_zone", ctx.time_zone.as_ref());
     let session = SessionContext::new_with_config(config);
     register_tables(sql, ctx, federation, &session).await?;
-    let df = session.sql(sql).await?;
+    let mut df = session.sql(sql).await?;
+    if !run.params.is_empty() {
+        let inferred = df.logical_plan().get_parameter_types()?;
+        let mut values = Vec::with_capacity(run.params.len());
+        for (i, v) in run.params.iter().enumerate() {
+            let v = match inferred.get(&format!("${}", i + 1)) {
+                Some(Some(t)) if t != &v.data_type() => v.cast_to(t)?,
+                _ => v.clone(),
+            };
+            values.push(v);
+        }
+        df = df.with_param_values(values)?;
+    }
     let schema = df.schema().inner().clone();
     if schema.fields().len() != fields.len() {
         return Err(Failure::Ours(ErrorFields::error(
@@ -387,22 +432,29 @@ async fn execute(
     }
     check_numeric_scales(sql, &schema, fields)?;
     let mut stream = df.execute_stream().await?;
-    let mut row_desc = Vec::new();
-    put_row_description(&mut row_desc, fields);
-    out.buf.extend(row_desc);
+    if run.row_description {
+        let mut row_desc = Vec::new();
+        put_row_description(&mut row_desc, fields);
+        out.buf.extend(row_desc);
+    }
     let mut rows = 0u64;
+    let mut held = Remainder::new();
     let mut row_buf = Vec::with_capacity(256);
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         for r in 0..batch.num_rows() {
             row_buf.clear();
             row_buf.extend_from_slice(&(fields.len() as i16).to_be_bytes());
-            for (c, f) in batch.columns().iter().zip(fields) {
+            for (i, (c, f)) in batch.columns().iter().zip(fields).enumerate() {
                 let len_at = row_buf.len();
                 row_buf.extend_from_slice(&[0, 0, 0, 0]);
-                let present =
+                let written = if run.formats.get(i) == Some(&1) {
+                    crate::pgtypes::write_binary(&mut row_buf, c.as_ref(), r, f.type_oid)
+                } else {
                     crate::pgtypes::write_text(&mut row_buf, c.as_ref(), r, f.type_oid, text)
-                        .map_err(|e| Failure::Ours(ErrorFields::error("0A000", e.to_string())))?;
+                };
+                let present = written
+                    .map_err(|e| Failure::Ours(ErrorFields::error("0A000", e.to_string())))?;
                 let len: i32 = if present {
                     (row_buf.len() - len_at - 4) as i32
                 } else {
@@ -410,15 +462,21 @@ async fn execute(
                 };
                 row_buf[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
             }
-            crate::protocol::put_message(&mut out.buf, b'D', &row_buf);
-            rows += 1;
+            if run.limit.is_some_and(|l| rows as usize >= l) {
+                let mut m = Vec::with_capacity(row_buf.len() + 5);
+                crate::protocol::put_message(&mut m, b'D', &row_buf);
+                held.push_back(m);
+            } else {
+                crate::protocol::put_message(&mut out.buf, b'D', &row_buf);
+                rows += 1;
+            }
         }
         out.flush_if_full().await;
         if !out.ok {
             break;
         }
     }
-    Ok(rows)
+    Ok((rows, held))
 }
 
 /// Refuses numeric results whose scale may differ from Postgres's: a

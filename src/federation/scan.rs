@@ -53,7 +53,16 @@ pub(crate) struct ScanContext {
     pub time_zone: Arc<str>,
     /// For EXPLAIN: what each scan sent to Postgres and read from Iceberg.
     pub trace: std::sync::Mutex<Vec<String>>,
+    /// Inside an extended-protocol exchange: hot scans are named portals
+    /// (no Sync may be sent), not cursors.
+    pub extended: bool,
+    /// Statements and portals opened in extended mode, to close at the end.
+    pub portals: std::sync::Mutex<Vec<(String, String)>>,
 }
+
+/// Names of thermocline's own statements and portals, unique per process
+/// so that one left behind by a failed statement never collides.
+static NEXT_PORTAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl ScanContext {
     pub(crate) fn new(link: SharedLink, time_zone: &str) -> Self {
@@ -63,6 +72,8 @@ impl ScanContext {
             next_cursor: AtomicU32::new(1),
             time_zone: time_zone.into(),
             trace: Default::default(),
+            extended: false,
+            portals: Default::default(),
         }
     }
 }
@@ -198,25 +209,42 @@ impl TableProvider for FederatedTable {
             sql.push_str(" WHERE ");
             sql.push_str(&wheres.join(" AND "));
         }
-        let cursor = format!(
-            "thermocline_c{}",
-            self.ctx.next_cursor.fetch_add(1, Ordering::Relaxed)
-        );
-        // The cursor first: its snapshot is taken now, before the Iceberg
-        // snapshot is chosen below.
-        {
+        // The cursor (or portal) first: its snapshot is taken now, before
+        // the Iceberg snapshot is chosen below.
+        let cursor = if self.ctx.extended {
+            let n = NEXT_PORTAL.fetch_add(1, Ordering::Relaxed);
+            let (statement, portal) = (format!("thermocline_s{n}"), format!("thermocline_p{n}"));
+            let mut msgs = Vec::new();
+            super::link::frontend::parse(&mut msgs, &statement, &sql);
+            super::link::frontend::bind_binary(&mut msgs, &portal, &statement);
+            {
+                let mut link = self.ctx.link.lock().await;
+                link.extended(&msgs, 2).await.map_err(link_error)?;
+            }
+            self.ctx
+                .portals
+                .lock()
+                .expect("not poisoned")
+                .push((statement, portal.clone()));
+            Fetch::Portal(portal)
+        } else {
+            let cursor = format!(
+                "thermocline_c{}",
+                self.ctx.next_cursor.fetch_add(1, Ordering::Relaxed)
+            );
             let mut link = self.ctx.link.lock().await;
             link.simple(&format!(
                 "DECLARE {cursor} BINARY NO SCROLL CURSOR FOR {sql}"
             ))
             .await
             .map_err(link_error)?;
-        }
-        self.ctx
-            .cursors
-            .lock()
-            .expect("not poisoned")
-            .push(cursor.clone());
+            self.ctx
+                .cursors
+                .lock()
+                .expect("not poisoned")
+                .push(cursor.clone());
+            Fetch::Cursor(cursor)
+        };
         self.ctx
             .trace
             .lock()
@@ -319,11 +347,19 @@ struct Split {
     t: Arc<TieredTable>,
 }
 
+/// How hot rows are read: a binary cursor (simple protocol) or a named
+/// portal executed a batch at a time (extended protocol).
+#[derive(Debug, Clone)]
+enum Fetch {
+    Cursor(String),
+    Portal(String),
+}
+
 /// The hot rows: FETCHes from a binary cursor, stragglers checked.
 #[derive(Debug)]
 struct HotPartition {
     ctx: Arc<ScanContext>,
-    cursor: String,
+    cursor: Fetch,
     columns: Vec<ScanColumn>,
     read_schema: SchemaRef,
     out_schema: SchemaRef,
@@ -339,7 +375,7 @@ impl PartitionStream for HotPartition {
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         struct State {
             ctx: Arc<ScanContext>,
-            fetch: String,
+            fetch: Fetch,
             columns: Vec<ScanColumn>,
             read_schema: SchemaRef,
             out_schema: SchemaRef,
@@ -349,7 +385,7 @@ impl PartitionStream for HotPartition {
         }
         let state = State {
             ctx: self.ctx.clone(),
-            fetch: format!("FETCH FORWARD {FETCH_ROWS} FROM {}", self.cursor),
+            fetch: self.cursor.clone(),
             columns: self.columns.clone(),
             read_schema: self.read_schema.clone(),
             out_schema: self.out_schema.clone(),
@@ -364,7 +400,17 @@ impl PartitionStream for HotPartition {
             let result = async {
                 let messages = {
                     let mut link = s.ctx.link.lock().await;
-                    link.simple(&s.fetch).await.map_err(link_error)?
+                    match &s.fetch {
+                        Fetch::Cursor(c) => link
+                            .simple(&format!("FETCH FORWARD {FETCH_ROWS} FROM {c}"))
+                            .await
+                            .map_err(link_error)?,
+                        Fetch::Portal(p) => {
+                            let mut msgs = Vec::new();
+                            super::link::frontend::execute(&mut msgs, p, FETCH_ROWS as i32);
+                            link.extended(&msgs, 1).await.map_err(link_error)?
+                        }
+                    }
                 };
                 let mut builders: Vec<_> = s
                     .columns

@@ -7,6 +7,7 @@
 //! complete. Both directions run at once so neither side can stall the other
 //! (a pipelining client and a busy Postgres never deadlock through us).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering::Relaxed};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::federation::extended::{self, ExecuteJob, Suspended};
 use crate::federation::link::PgLink;
 use crate::federation::{Federation, SessionSettings};
 use crate::protocol::{ErrorFields, FrameScanner, Step, tag};
@@ -50,6 +52,13 @@ struct State {
     txn_status: AtomicU8,
     /// TimeZone and DateStyle as Postgres last reported them.
     settings: std::sync::Mutex<SessionSettings>,
+    /// Extended-protocol messages forwarded whose last reply has not come
+    /// back yet (tracked only in sessions with tiered tables).
+    ext_pending: AtomicI64,
+    /// An error since the last Sync: Postgres skips messages until Sync.
+    ext_failed: AtomicBool,
+    /// Rows of federated portals suspended by a row limit.
+    suspended: std::sync::Mutex<Suspended>,
 }
 
 impl State {
@@ -68,6 +77,13 @@ impl State {
             && self.outstanding.load(Relaxed) <= 0
             && !self.unsynced.load(Relaxed)
             && !self.client_partial.load(Relaxed)
+    }
+
+    /// A portal was bound anew or closed: its held rows are stale.
+    fn forget_portal(&self, portal: &str) {
+        if let Ok(mut s) = self.suspended.lock() {
+            s.remove(portal);
+        }
     }
 
     fn busy(&self) -> bool {
@@ -94,9 +110,16 @@ enum End {
 /// which owns the reading half of the Postgres connection. The writing half
 /// travels with it and comes back in `done`.
 struct Job {
-    sql: String,
+    work: Work,
     bw: WriteHalf,
     done: oneshot::Sender<WriteHalf>,
+}
+
+enum Work {
+    /// A simple Query.
+    Query(String),
+    /// An Execute of a portal of a federated statement.
+    Execute(ExecuteJob),
 }
 
 /// Relays one session until either side ends it.
@@ -214,35 +237,101 @@ async fn client_to_backend(
 ) -> End {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut scanner = FrameScanner::new(shared.config.max_message_size);
+    // With tiered tables, extended-protocol messages are followed too:
+    // which statements and portals are federated, and how many replies
+    // Postgres owes before a federated Execute may run.
+    let tracking = router.active();
     let held = |t: u8| {
         matches!(
             t,
             tag::QUERY | tag::PARSE | tag::SYNC | tag::FUNCTION_CALL | tag::TERMINATE
-        )
+        ) || (tracking && matches!(t, tag::BIND | tag::EXECUTE | tag::CLOSE | tag::DESCRIBE))
     };
+    // Federated statements (name → SQL) and portals (name → statement, Bind body).
+    let mut statements: HashMap<String, String> = HashMap::new();
+    let mut portals: HashMap<String, (String, Vec<u8>)> = HashMap::new();
     loop {
         loop {
-            let step = scanner.scan(&buf, held, |m| match m[0] {
-                tag::QUERY | tag::PARSE => match router.route(m) {
-                    Route::Relay => {
-                        if m[0] == tag::QUERY {
+            let step = scanner.scan(&buf, held, |m| {
+                let body = &m[5..];
+                match m[0] {
+                    tag::QUERY => match router.route(m) {
+                        Route::Relay => {
                             state.outstanding.fetch_add(1, Relaxed);
                             state.unsynced.store(false, Relaxed);
-                        } else {
-                            state.unsynced.store(true, Relaxed);
+                            // A simple query drops the unnamed statement and portal.
+                            statements.remove("");
+                            portals.remove("");
+                            true
+                        }
+                        // Handed over: answered by thermocline.
+                        Route::Federate => false,
+                    },
+                    tag::PARSE => {
+                        state.unsynced.store(true, Relaxed);
+                        if tracking {
+                            state.ext_pending.fetch_add(1, Relaxed);
+                            if let Some((name, sql)) = extended::parse_message(body) {
+                                match router.route(m) {
+                                    Route::Federate => {
+                                        statements.insert(name.to_string(), sql.to_string());
+                                    }
+                                    Route::Relay => {
+                                        statements.remove(name);
+                                    }
+                                }
+                            }
                         }
                         true
                     }
-                    // Handed over: answered by thermocline.
-                    Route::Federate => false,
-                },
-                tag::SYNC | tag::FUNCTION_CALL => {
-                    state.outstanding.fetch_add(1, Relaxed);
-                    state.unsynced.store(false, Relaxed);
-                    true
+                    tag::BIND => {
+                        state.unsynced.store(true, Relaxed);
+                        state.ext_pending.fetch_add(1, Relaxed);
+                        if let Some((portal, statement)) = extended::bind_names(body) {
+                            state.forget_portal(portal);
+                            if statements.contains_key(statement) {
+                                portals.insert(
+                                    portal.to_string(),
+                                    (statement.to_string(), body.to_vec()),
+                                );
+                            } else {
+                                portals.remove(portal);
+                            }
+                        }
+                        true
+                    }
+                    tag::EXECUTE => {
+                        state.unsynced.store(true, Relaxed);
+                        let federated = extended::execute_message(body)
+                            .is_some_and(|(portal, _)| portals.contains_key(portal));
+                        if !federated {
+                            state.ext_pending.fetch_add(1, Relaxed);
+                        }
+                        !federated
+                    }
+                    tag::CLOSE | tag::DESCRIBE => {
+                        state.unsynced.store(true, Relaxed);
+                        state.ext_pending.fetch_add(1, Relaxed);
+                        if m[0] == tag::CLOSE
+                            && let Some((kind, name)) = extended::close_message(body)
+                        {
+                            if kind == b'S' {
+                                statements.remove(name);
+                            } else {
+                                portals.remove(name);
+                                state.forget_portal(name);
+                            }
+                        }
+                        true
+                    }
+                    tag::SYNC | tag::FUNCTION_CALL => {
+                        state.outstanding.fetch_add(1, Relaxed);
+                        state.unsynced.store(false, Relaxed);
+                        true
+                    }
+                    // Terminate: handed over, forwarded last.
+                    _ => false,
                 }
-                // Terminate: handed over, forwarded last.
-                _ => false,
             });
             match step {
                 Step::Forward(n) => {
@@ -258,14 +347,39 @@ async fn client_to_backend(
                     }
                     buf.advance(n);
                 }
-                Step::Message(n) if buf[0] == tag::QUERY => {
-                    let sql = crate::router::sql_of(&buf[..n]).unwrap_or("").to_string();
+                Step::Message(n) if buf[0] == tag::QUERY || buf[0] == tag::EXECUTE => {
+                    let work = if buf[0] == tag::QUERY {
+                        Work::Query(crate::router::sql_of(&buf[..n]).unwrap_or("").to_string())
+                    } else {
+                        let Some((portal, max_rows)) = extended::execute_message(&buf[5..n]) else {
+                            return End::ClientInvalid(ErrorFields::fatal(
+                                "08P01",
+                                "invalid Execute message",
+                            ));
+                        };
+                        let (statement, bind) = portals.get(portal).cloned().unwrap_or_default();
+                        let sql = statements.get(&statement).cloned().unwrap_or_default();
+                        // Postgres holds replies until a Flush or Sync: ask for
+                        // them, so the Execute can run once they are in.
+                        if !write_through(bw, &[b'H', 0, 0, 0, 4], &state.backend_at_boundary, true)
+                            .await
+                        {
+                            return End::BackendGone;
+                        }
+                        Work::Execute(ExecuteJob {
+                            portal: portal.to_string(),
+                            max_rows,
+                            statement,
+                            sql,
+                            bind,
+                        })
+                    };
                     buf.advance(n);
                     let (done, back) = oneshot::channel();
                     let taken = std::mem::replace(bw, Box::new(tokio::io::sink()));
                     if jobs
                         .send(Job {
-                            sql,
+                            work,
                             bw: taken,
                             done,
                         })
@@ -313,6 +427,7 @@ async fn backend_to_client(
     federation: Option<&Federation>,
 ) -> End {
     let mut pending: Option<Job> = None;
+    let tracking = federation.is_some();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     // Postgres is trusted to frame its own messages; the limit only guards
     // against a corrupt stream.
@@ -324,6 +439,7 @@ async fn backend_to_client(
                 t == tag::READY_FOR_QUERY
                     || t == tag::ERROR_RESPONSE
                     || t == tag::PARAMETER_STATUS
+                    || (tracking && is_extended_reply_end(t))
                     || (!ready && (t == tag::AUTHENTICATION || t == tag::BACKEND_KEY_DATA))
             };
             let step = scanner.scan(&buf, held, |m| match m[0] {
@@ -331,16 +447,33 @@ async fn backend_to_client(
                     remember_setting(state, &m[5..]);
                     true
                 }
+                t if tracking && is_extended_reply_end(t) => {
+                    let _ = state
+                        .ext_pending
+                        .fetch_update(Relaxed, Relaxed, |n| Some((n - 1).max(0)));
+                    true
+                }
                 tag::READY_FOR_QUERY => {
-                    state
-                        .txn_status
-                        .store(m.get(5).copied().unwrap_or(b'I'), Relaxed);
+                    let status = m.get(5).copied().unwrap_or(b'I');
+                    state.txn_status.store(status, Relaxed);
+                    state.ext_pending.store(0, Relaxed);
+                    state.ext_failed.store(false, Relaxed);
+                    if status == b'I' && tracking {
+                        // Portals end with their transaction.
+                        if let Ok(mut s) = state.suspended.lock() {
+                            s.clear();
+                        }
+                    }
                     state.outstanding.fetch_sub(1, Relaxed);
                     state.ready.store(true, Relaxed);
                     state.backend_said_fatal.store(false, Relaxed);
                     true
                 }
                 tag::ERROR_RESPONSE => {
+                    if state.unsynced.load(Relaxed) || state.ext_pending.load(Relaxed) > 0 {
+                        state.ext_failed.store(true, Relaxed);
+                        state.ext_pending.store(0, Relaxed);
+                    }
                     let body = &m[5..];
                     let fatal = body.starts_with(b"SFATAL\0") || body.starts_with(b"SPANIC\0");
                     state.backend_said_fatal.store(fatal, Relaxed);
@@ -387,12 +520,19 @@ async fn backend_to_client(
         if pending.is_some()
             && state.ready.load(Relaxed)
             && state.outstanding.load(Relaxed) <= 0
+            && state.ext_pending.load(Relaxed) <= 0
             && scanner.at_boundary()
         {
             let job = pending.take().expect("checked");
             let Some(federation) = federation else {
                 return End::BackendGone;
             };
+            if matches!(job.work, Work::Execute(_)) && state.ext_failed.load(Relaxed) {
+                // Postgres skips everything up to the Sync after an error;
+                // so does a federated Execute.
+                let _ = job.done.send(job.bw);
+                continue;
+            }
             let settings = state.settings.lock().map(|s| s.clone()).unwrap_or_default();
             let r = std::mem::replace(br, Box::new(tokio::io::empty()));
             let link = PgLink::new(
@@ -401,7 +541,32 @@ async fn backend_to_client(
                 std::mem::take(&mut buf),
                 state.txn_status.load(Relaxed),
             );
-            match crate::federation::answer_query(link, cw, &job.sql, federation, &settings).await {
+            let answered = match &job.work {
+                Work::Query(sql) => {
+                    crate::federation::answer_query(link, cw, sql, federation, &settings).await
+                }
+                Work::Execute(e) => {
+                    let mut suspended = state
+                        .suspended
+                        .lock()
+                        .map(|mut s| std::mem::take(&mut *s))
+                        .unwrap_or_default();
+                    let link = extended::answer_execute(
+                        link,
+                        cw,
+                        e,
+                        federation,
+                        &settings,
+                        &mut suspended,
+                    )
+                    .await;
+                    if let Ok(mut s) = state.suspended.lock() {
+                        *s = suspended;
+                    }
+                    link
+                }
+            };
+            match answered {
                 Some(link) => {
                     *br = link.r;
                     buf = link.buf;
@@ -432,6 +597,14 @@ async fn backend_to_client(
             },
         }
     }
+}
+
+/// Backend messages that complete the reply to one extended-protocol
+/// message: ParseComplete, BindComplete, CloseComplete, NoData,
+/// RowDescription (after a Describe), CommandComplete, EmptyQueryResponse,
+/// PortalSuspended.
+fn is_extended_reply_end(t: u8) -> bool {
+    matches!(t, b'1' | b'2' | b'3' | b'n' | b'T' | b'C' | b'I' | b's')
 }
 
 /// Keeps the settings a federated statement needs from a ParameterStatus body.

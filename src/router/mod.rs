@@ -57,11 +57,12 @@ impl Router {
     }
 
     fn route_slow(&self, message: &[u8]) -> Route {
-        // Only simple queries are federated so far; see `sql_of`.
-        if message.first() != Some(&b'Q') {
-            return Route::Relay;
-        }
-        let Some(sql) = sql_of(message) else {
+        let sql = match message.first() {
+            Some(&b'Q') => sql_of(message),
+            Some(&b'P') => parse_sql_of(message),
+            _ => None,
+        };
+        let Some(sql) = sql else {
             return Route::Relay;
         };
         if !self.may_name_tiered(sql) {
@@ -71,6 +72,12 @@ impl Router {
             Some(_) => Route::Federate,
             None => Route::Relay,
         }
+    }
+
+    /// True when this session has tiered tables: only then are extended-
+    /// protocol messages looked at.
+    pub(crate) fn active(&self) -> bool {
+        !self.needles.is_empty()
     }
 
     fn may_name_tiered(&self, sql: &str) -> bool {
@@ -141,6 +148,15 @@ fn fold(ident: &Ident) -> String {
     }
 }
 
+/// The SQL text of a Parse message (name, then query).
+pub(crate) fn parse_sql_of(message: &[u8]) -> Option<&str> {
+    let body = message.get(5..)?;
+    let name_end = body.iter().position(|b| *b == 0)?;
+    let rest = &body[name_end + 1..];
+    let sql_end = rest.iter().position(|b| *b == 0)?;
+    std::str::from_utf8(&rest[..sql_end]).ok()
+}
+
 /// The SQL text of a Query message.
 pub(crate) fn sql_of(message: &[u8]) -> Option<&str> {
     let body = message.get(5..)?;
@@ -185,6 +201,20 @@ mod tests {
         ] {
             assert_eq!(r.route(&q(sql)), Route::Federate, "{sql}");
         }
+    }
+
+    #[test]
+    fn federates_prepared_reads() {
+        let mut m = Vec::new();
+        crate::protocol::put_message(
+            &mut m,
+            b'P',
+            b"s1\0SELECT * FROM orders WHERE id = $1\0\0\0",
+        );
+        assert_eq!(router().route(&m), Route::Federate);
+        let mut m = Vec::new();
+        crate::protocol::put_message(&mut m, b'P', b"\0INSERT INTO orders VALUES ($1)\0\0\0");
+        assert_eq!(router().route(&m), Route::Relay);
     }
 
     #[test]

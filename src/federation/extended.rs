@@ -1,0 +1,393 @@
+//! Federated statements over the extended query protocol.
+//!
+//! Parse, Bind, Describe and Close of a federated statement go to Postgres
+//! as the client sent them, so Postgres prepares, types and describes it
+//! (ParameterDescription, RowDescription with the client's result formats,
+//! every error). Only Execute is answered here: the statement runs over
+//! both tiers with the portal's parameters, and its rows are written in the
+//! portal's result formats. An Execute with a row limit sends that many
+//! rows and PortalSuspended; the rest wait for the portal's next Execute.
+//!
+//! No Sync is sent while the client's pipeline is open: hot scans are named
+//! portals executed a batch at a time, in the client's (implicit or
+//! explicit) transaction.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::ScalarValue;
+use tokio::sync::Mutex;
+
+use super::link::{Bind, LinkError, PgLink, frontend, row_description};
+use super::scan::ScanContext;
+use super::{Failure, Federation, Out, Remainder, Run, SessionSettings, execute};
+use crate::pgtypes::{PgType, TextSettings, oid};
+use crate::protocol::ErrorFields;
+use crate::stream::WriteHalf;
+
+/// An Execute of a portal bound to a federated statement.
+#[derive(Debug)]
+pub(crate) struct ExecuteJob {
+    pub portal: String,
+    pub max_rows: i32,
+    pub statement: String,
+    pub sql: String,
+    /// The Bind message body that created the portal.
+    pub bind: Vec<u8>,
+}
+
+/// Portals suspended by a row limit: the rows still to send.
+pub(crate) type Suspended = HashMap<String, Remainder>;
+
+/// Answers one Execute. Returns the link, or `None` if Postgres is gone.
+pub(crate) async fn answer_execute(
+    link: PgLink,
+    cw: &mut WriteHalf,
+    job: &ExecuteJob,
+    federation: &Federation,
+    settings: &SessionSettings,
+    suspended: &mut Suspended,
+) -> Option<PgLink> {
+    let mut out = Out {
+        w: cw,
+        buf: Vec::with_capacity(64 * 1024),
+        ok: true,
+    };
+    let link = answer(link, &mut out, job, federation, settings, suspended).await;
+    out.flush().await;
+    link
+}
+
+/// Sends up to `max_rows` held rows, then PortalSuspended or CommandComplete.
+fn send_rows(out: &mut Out<'_>, rows: &mut Remainder, max_rows: i32, already: u64) {
+    let mut sent = already;
+    while max_rows <= 0 || (sent as i64) < max_rows as i64 {
+        match rows.pop_front() {
+            Some(m) => {
+                out.buf.extend(m);
+                sent += 1;
+            }
+            None => break,
+        }
+    }
+    if rows.is_empty() {
+        let mut tag = format!("SELECT {sent}").into_bytes();
+        tag.push(0);
+        crate::protocol::put_message(&mut out.buf, b'C', &tag);
+    } else {
+        crate::protocol::put_message(&mut out.buf, b's', b"");
+    }
+}
+
+async fn answer(
+    mut link: PgLink,
+    out: &mut Out<'_>,
+    job: &ExecuteJob,
+    federation: &Federation,
+    settings: &SessionSettings,
+    suspended: &mut Suspended,
+) -> Option<PgLink> {
+    // The rest of a portal suspended by an earlier Execute.
+    // (An empty one has run to completion: Postgres answers "SELECT 0".)
+    if let Some(rows) = suspended.get_mut(&job.portal) {
+        send_rows(out, rows, job.max_rows, 0);
+        forward_deferred(&mut link, out);
+        return Some(link);
+    }
+    let Some(bind) = Bind::decode(&job.bind) else {
+        return fail(
+            link,
+            out,
+            ErrorFields::error("08P01", "invalid Bind message"),
+        )
+        .await;
+    };
+    // Postgres describes the statement: parameter types and columns.
+    let mut msgs = Vec::new();
+    frontend::describe(&mut msgs, b'S', &job.statement);
+    let described = match link.extended(&msgs, 1).await {
+        Ok(m) => m,
+        Err(LinkError::Postgres(e)) => {
+            out.buf.extend(e.encode());
+            return Some(link);
+        }
+        Err(_) => return None,
+    };
+    let param_types: Vec<u32> = described
+        .iter()
+        .find(|m| m.tag == b't')
+        .map(|m| {
+            m.body
+                .get(2..)
+                .unwrap_or_default()
+                .chunks_exact(4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(fields) = described
+        .iter()
+        .find(|m| m.tag == b'T')
+        .and_then(|m| row_description(&m.body))
+    else {
+        // Not a row-returning statement after all: Postgres runs it.
+        return relay_execute(link, out, job).await;
+    };
+    if settings.date_style.split(',').next().map(str::trim) != Some("ISO") {
+        let e = ErrorFields::error(
+            "0A000",
+            format!(
+                "reading the history of tiered tables needs DateStyle ISO, not {:?}",
+                settings.date_style
+            ),
+        );
+        return fail(link, out, e).await;
+    }
+    let Some(tz) = crate::pgtypes::resolve_time_zone(&settings.time_zone) else {
+        let e = ErrorFields::error(
+            "0A000",
+            format!(
+                "reading the history of tiered tables needs a named time zone, not TimeZone {:?}",
+                settings.time_zone
+            ),
+        );
+        return fail(link, out, e).await;
+    };
+    let mut params = Vec::with_capacity(bind.params.len());
+    for (i, value) in bind.params.iter().enumerate() {
+        let type_oid = param_types.get(i).copied().unwrap_or(0);
+        let format = bind.param_formats.get(i).copied().unwrap_or(0);
+        match param_scalar(type_oid, format, value.as_deref(), tz.name()) {
+            Ok(v) => params.push(v),
+            Err(message) => {
+                return fail(link, out, ErrorFields::error("22P02", message)).await;
+            }
+        }
+    }
+    let shared = Arc::new(Mutex::new(link));
+    let mut ctx = ScanContext::new(shared.clone(), tz.name());
+    ctx.extended = true;
+    let ctx = Arc::new(ctx);
+    let run = Run {
+        sql: &job.sql,
+        fields: &fields,
+        formats: (0..fields.len()).map(|i| bind.result_format(i)).collect(),
+        params,
+        row_description: false,
+        limit: (job.max_rows > 0).then_some(job.max_rows as usize),
+    };
+    let text = TextSettings {
+        time_zone: tz,
+        extra_float_digits: settings.extra_float_digits,
+    };
+    let outcome = execute(&run, &ctx, federation, &text, out).await;
+    let opened: Vec<(String, String)> = std::mem::take(&mut *ctx.portals.lock().ok()?);
+    drop(ctx);
+    let mut link = super::take_back(shared).await?;
+    match outcome {
+        Ok((rows, mut held)) => {
+            if close_portals(&mut link, &opened).await.is_err() {
+                return None;
+            }
+            if held.is_empty() {
+                let mut tag = format!("SELECT {rows}").into_bytes();
+                tag.push(0);
+                crate::protocol::put_message(&mut out.buf, b'C', &tag);
+            } else {
+                crate::protocol::put_message(&mut out.buf, b's', b"");
+            }
+            // Kept even when empty: the portal has run to completion.
+            suspended.insert(job.portal.clone(), std::mem::take(&mut held));
+            forward_deferred(&mut link, out);
+            Some(link)
+        }
+        Err(Failure::Link(LinkError::Postgres(e))) => {
+            // Postgres failed the statement and now skips to the Sync.
+            out.buf.extend(e.encode());
+            Some(link)
+        }
+        Err(Failure::Link(_)) => None,
+        Err(other) => {
+            if close_portals(&mut link, &opened).await.is_err() {
+                return None;
+            }
+            let bytes = other.encode();
+            fail_raw(link, out, bytes).await
+        }
+    }
+}
+
+/// Closes thermocline's own statements and portals of one Execute.
+async fn close_portals(link: &mut PgLink, opened: &[(String, String)]) -> Result<(), LinkError> {
+    if opened.is_empty() {
+        return Ok(());
+    }
+    let mut msgs = Vec::new();
+    for (statement, portal) in opened {
+        frontend::close(&mut msgs, b'P', portal);
+        frontend::close(&mut msgs, b'S', statement);
+    }
+    match link.extended(&msgs, opened.len() * 2).await {
+        Ok(_) | Err(LinkError::Postgres(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn forward_deferred(link: &mut PgLink, out: &mut Out<'_>) {
+    for m in link.deferred.drain(..) {
+        out.buf.extend(m.encode());
+    }
+}
+
+/// Reports an error of ours for this Execute and puts Postgres in the state
+/// an error leaves it in: skipping messages until the client's Sync.
+async fn fail(link: PgLink, out: &mut Out<'_>, error: ErrorFields) -> Option<PgLink> {
+    fail_raw(link, out, error.encode()).await
+}
+
+async fn fail_raw(mut link: PgLink, out: &mut Out<'_>, error: Vec<u8>) -> Option<PgLink> {
+    let mut msgs = Vec::new();
+    // A named statement that fails to parse: the client's unnamed one stays.
+    frontend::parse(
+        &mut msgs,
+        "thermocline_fail",
+        "thermocline: statement failed",
+    );
+    match link.extended(&msgs, 1).await {
+        Err(LinkError::Postgres(_)) => {}
+        Ok(_) => {}
+        Err(_) => return None,
+    }
+    out.buf.extend(error);
+    forward_deferred(&mut link, out);
+    Some(link)
+}
+
+/// Sends the client's Execute to Postgres and passes its replies on.
+async fn relay_execute(mut link: PgLink, out: &mut Out<'_>, job: &ExecuteJob) -> Option<PgLink> {
+    let mut msgs = Vec::new();
+    frontend::execute(&mut msgs, &job.portal, job.max_rows);
+    let mut bytes = msgs;
+    crate::protocol::put_message(&mut bytes, b'H', b"");
+    link.send(&bytes).await.ok()?;
+    loop {
+        let m = link.recv().await.ok()?;
+        out.buf.extend(m.encode());
+        out.flush_if_full().await;
+        if matches!(m.tag, b'C' | b'I' | b's' | b'E') {
+            return Some(link);
+        }
+    }
+}
+
+/// A bound parameter as a DataFusion value of the type Postgres inferred.
+fn param_scalar(
+    type_oid: u32,
+    format: i16,
+    value: Option<&[u8]>,
+    tz: &str,
+) -> Result<ScalarValue, String> {
+    let pg_type = match type_oid {
+        oid::NUMERIC => None,
+        0 => Some(PgType::Text(oid::TEXT)),
+        t => Some(
+            PgType::from_oid(t, -1, &format!("type {t}"))
+                .map_err(|e| format!("parameter of {e}"))?,
+        ),
+    };
+    let target = |t: PgType| match t {
+        PgType::Timestamptz => DataType::Timestamp(TimeUnit::Microsecond, Some(tz.into())),
+        other => other.arrow(),
+    };
+    let Some(value) = value else {
+        return Ok(match pg_type {
+            Some(t) => ScalarValue::try_from(target(t)).map_err(|e| e.to_string())?,
+            None => ScalarValue::Decimal128(None, 38, 0),
+        });
+    };
+    if format == 1 {
+        let Some(t) = pg_type else {
+            // numeric: its display scale is in the value.
+            let scale = value
+                .get(6..8)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]) as i8)
+                .ok_or("invalid numeric parameter")?;
+            let v = crate::pgtypes::numeric_value(value, scale).map_err(|e| e.to_string())?;
+            return Ok(ScalarValue::Decimal128(Some(v), 38, scale));
+        };
+        let mut b = t.builder(1);
+        t.append_binary(b.as_mut(), Some(value))
+            .map_err(|e| format!("parameter: {e}"))?;
+        let array = b.finish();
+        let v = ScalarValue::try_from_array(array.as_ref(), 0).map_err(|e| e.to_string())?;
+        return v.cast_to(&target(t)).map_err(|e| e.to_string());
+    }
+    let text = std::str::from_utf8(value).map_err(|_| "parameter is not valid UTF-8")?;
+    let invalid = |what: &str| format!("invalid input syntax for type {what}: \"{text}\"");
+    Ok(match pg_type {
+        None => {
+            let t = text.trim();
+            let scale = t.split_once('.').map_or(0, |(_, f)| f.len());
+            let digits: String = t.chars().filter(|c| *c != '.').collect();
+            let v: i128 = digits.parse().map_err(|_| invalid("numeric"))?;
+            ScalarValue::Decimal128(Some(v), 38, scale as i8)
+        }
+        Some(PgType::Bool) => match text.trim().to_ascii_lowercase().as_str() {
+            "t" | "true" | "yes" | "y" | "on" | "1" => ScalarValue::Boolean(Some(true)),
+            "f" | "false" | "no" | "n" | "off" | "0" => ScalarValue::Boolean(Some(false)),
+            _ => return Err(invalid("boolean")),
+        },
+        Some(PgType::Int2) => {
+            ScalarValue::Int16(Some(text.trim().parse().map_err(|_| invalid("smallint"))?))
+        }
+        Some(PgType::Int4) => {
+            ScalarValue::Int32(Some(text.trim().parse().map_err(|_| invalid("integer"))?))
+        }
+        Some(PgType::Int8) => {
+            ScalarValue::Int64(Some(text.trim().parse().map_err(|_| invalid("bigint"))?))
+        }
+        Some(PgType::Float4) => {
+            ScalarValue::Float32(Some(text.trim().parse().map_err(|_| invalid("real"))?))
+        }
+        Some(PgType::Float8) => ScalarValue::Float64(Some(
+            text.trim()
+                .parse()
+                .map_err(|_| invalid("double precision"))?,
+        )),
+        Some(PgType::Text(_) | PgType::Json | PgType::Jsonb) => {
+            ScalarValue::Utf8(Some(text.to_string()))
+        }
+        Some(t) => ScalarValue::Utf8(Some(text.to_string()))
+            .cast_to(&target(t))
+            .map_err(|_| invalid(&format!("{:?}", t).to_lowercase()))?,
+    })
+}
+
+/// Takes the statement's SQL and types from a Parse body.
+pub(crate) fn parse_message(body: &[u8]) -> Option<(&str, &str)> {
+    let (name, rest) = super::link::cstr(body)?;
+    let (sql, _) = super::link::cstr(rest)?;
+    Some((name, sql))
+}
+
+/// Statement and portal names in a Bind body.
+pub(crate) fn bind_names(body: &[u8]) -> Option<(&str, &str)> {
+    let (portal, rest) = super::link::cstr(body)?;
+    let (statement, _) = super::link::cstr(rest)?;
+    Some((portal, statement))
+}
+
+/// The portal name and row limit of an Execute body.
+pub(crate) fn execute_message(body: &[u8]) -> Option<(&str, i32)> {
+    let (portal, rest) = super::link::cstr(body)?;
+    let max = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    Some((portal, max))
+}
+
+/// Kind and name of a Close or Describe body.
+pub(crate) fn close_message(body: &[u8]) -> Option<(u8, &str)> {
+    let (&kind, rest) = body.split_first()?;
+    let (name, _) = super::link::cstr(rest)?;
+    Some((kind, name))
+}
