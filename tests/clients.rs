@@ -5,28 +5,7 @@
 
 mod common;
 
-use common::{Proxy, fresh_db, pg};
-
-async fn transcript(client: &str, port: u16, db: &str) -> String {
-    let out = tokio::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/run.sh"))
-        .arg(client)
-        .env("PGHOST", "127.0.0.1")
-        .env("PGPORT", port.to_string())
-        .env("PGUSER", "postgres")
-        .env("PGDATABASE", db)
-        .env("PGSSLMODE", "disable")
-        .output()
-        .await
-        .expect("run the client");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{client} failed against port {port}:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+use common::{Proxy, fresh_db, pg, transcript};
 
 /// Runs `client` both ways and compares. `expect` are strings the direct
 /// transcript must contain, so a session that stops exercising what it

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Proxy, admin, client, fresh_db, pg};
+use common::{Proxy, admin, client, fresh_db, pg, transcript};
 use thermocline::Config;
 use thermocline::backend::target::BackendTarget;
 use tokio_postgres::SimpleQueryMessage;
@@ -493,6 +493,54 @@ async fn extended_protocol_replies_are_identical() {
                 got.len(),
                 &want[first.saturating_sub(1)..(first + 2).min(want.len())],
                 &got[first.saturating_sub(1)..(first + 2).min(got.len())],
+            );
+        }
+    }
+}
+
+/// Real drivers — psql, psycopg 3 (text and binary), asyncpg, node-postgres,
+/// pgjdbc past its prepare threshold — read the tiered table through
+/// thermocline and print what they decoded: the same as from the oracle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clients_read_both_tiers() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = Proxy::start_with({
+        let c = s.config.clone();
+        move |config| *config = c
+    })
+    .await;
+    for client in [
+        "psql-tiered",
+        "psycopg-tiered",
+        "asyncpg-tiered",
+        "node-pg-tiered",
+        "pgjdbc-tiered",
+    ] {
+        let want = transcript(client, pg().port(), &s.oracle).await;
+        let got = transcript(client, proxy.port(), &s.tiered).await;
+        assert!(
+            want.lines().count() > 40,
+            "{client}: a short transcript:\n{want}"
+        );
+        if got != want {
+            let first = want
+                .lines()
+                .zip(got.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            let window = |t: &str| {
+                t.lines()
+                    .skip(first.saturating_sub(2))
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            panic!(
+                "{client}: transcripts differ from line {}\n--- oracle\n{}\n--- through thermocline\n{}",
+                first + 1,
+                window(&want),
+                window(&got)
             );
         }
     }

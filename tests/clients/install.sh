@@ -92,14 +92,14 @@ fi
 
 # --- pgjdbc client ----------------------------------------------------------
 JAVA_OUT="$TOOLS/java"
-java_stamp="$(hash_of "$HERE/PgjdbcClient.java" "$JDBC_JAR")"
-if [ -f "$JAVA_OUT/PgjdbcClient.class" ] && [ "$(cat "$JAVA_OUT/.thermocline-stamp" 2>/dev/null)" = "$java_stamp" ]; then
+java_stamp="$(hash_of "$HERE/PgjdbcClient.java" "$HERE/tiered/TieredPgjdbc.java" "$JDBC_JAR")"
+if [ -f "$JAVA_OUT/PgjdbcClient.class" ] && [ -f "$JAVA_OUT/TieredPgjdbc.class" ] && [ "$(cat "$JAVA_OUT/.thermocline-stamp" 2>/dev/null)" = "$java_stamp" ]; then
     :
 else
     log "compiling PgjdbcClient.java into $JAVA_OUT"
     rm -rf "$JAVA_OUT"
     mkdir -p "$JAVA_OUT"
-    javac -nowarn -encoding UTF-8 -cp "$JDBC_JAR" -d "$JAVA_OUT" "$HERE/PgjdbcClient.java" >&2
+    javac -nowarn -encoding UTF-8 -cp "$JDBC_JAR" -d "$JAVA_OUT" "$HERE/PgjdbcClient.java" "$HERE/tiered/TieredPgjdbc.java" >&2
     printf '%s\n' "$java_stamp" > "$JAVA_OUT/.thermocline-stamp"
 fi
 

@@ -5,6 +5,10 @@
 #
 #   tests/clients/run.sh CLIENT      CLIENT: psql | psycopg | asyncpg | node-pg | pgjdbc
 #
+# With a -tiered suffix the client instead reads the orders and customers
+# tables of tests/clients/tiered/ (made by tests/tiered.rs), a database
+# whose orders table may be tiered.
+#
 # The transcript is deterministic for a fresh, empty database on a given
 # server, so the same client run against PostgreSQL directly and through
 # thermocline must print the same bytes. SQL errors, notices and the like are
@@ -17,7 +21,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TOOLS="${THERMOCLINE_TOOLS:-$HOME/.cache/thermocline-tools}"
 JDBC_JAR=/usr/share/java/postgresql.jar
-CLIENTS="psql psycopg asyncpg node-pg pgjdbc"
+CLIENTS="psql psycopg asyncpg node-pg pgjdbc psql-tiered psycopg-tiered asyncpg-tiered node-pg-tiered pgjdbc-tiered"
 
 die() { printf 'run.sh: %s\n' "$*" >&2; exit 2; }
 missing() { die "$1 is not installed: run $HERE/install.sh first"; }
@@ -40,7 +44,29 @@ python_client() {
     local py="$TOOLS/venv/bin/python"
     [ -x "$py" ] || missing "the Python venv ($TOOLS/venv)"
     "$py" -c 'import psycopg, asyncpg' 2>/dev/null || missing "psycopg/asyncpg (in $TOOLS/venv)"
-    exec "$py" -u "$HERE/$1"
+    exec "$py" -u "$HERE/$1" "${@:2}"
+}
+
+java_ready() {
+    command -v java >/dev/null || missing "java"
+    [ -f "$JDBC_JAR" ] || missing "pgjdbc ($JDBC_JAR, Debian package libpostgresql-jdbc-java)"
+    [ -f "$TOOLS/java/PgjdbcClient.class" ] || missing "the compiled pgjdbc client ($TOOLS/java)"
+    [ "$(cat "$TOOLS/java/.thermocline-stamp" 2>/dev/null)" = "$(hash_of "$HERE/PgjdbcClient.java" "$HERE/tiered/TieredPgjdbc.java" "$JDBC_JAR")" ] \
+        || die "$TOOLS/java is older than the Java clients: run $HERE/install.sh"
+    case "$PGHOST" in
+    /*) die "pgjdbc speaks TCP only; PGHOST is a socket directory ($PGHOST)" ;;
+    esac
+}
+
+JAVA_OPTS=(-Xshare:auto -XX:+UseSerialGC -XX:TieredStopAtLevel=1
+    -Duser.timezone=UTC -Duser.language=en -Duser.country=US -Dfile.encoding=UTF-8)
+
+node_ready() {
+    command -v node >/dev/null || missing "node"
+    [ -f "$HERE/node/node_modules/pg/package.json" ] || missing "node-postgres ($HERE/node/node_modules)"
+    [ "$(cat "$HERE/node/node_modules/.thermocline-stamp" 2>/dev/null)" = \
+      "$(hash_of "$HERE/node/package.json" "$HERE/node/package-lock.json")" ] \
+        || die "$HERE/node/node_modules does not match package-lock.json: run $HERE/install.sh"
 }
 
 case "$CLIENT" in
@@ -61,25 +87,30 @@ asyncpg)
     python_client asyncpg_client.py
     ;;
 node-pg)
-    command -v node >/dev/null || missing "node"
-    [ -f "$HERE/node/node_modules/pg/package.json" ] || missing "node-postgres ($HERE/node/node_modules)"
-    [ "$(cat "$HERE/node/node_modules/.thermocline-stamp" 2>/dev/null)" = \
-      "$(hash_of "$HERE/node/package.json" "$HERE/node/package-lock.json")" ] \
-        || die "$HERE/node/node_modules does not match package-lock.json: run $HERE/install.sh"
+    node_ready
     NODE_PATH="$HERE/node/node_modules" exec node --no-deprecation "$HERE/node_pg_client.js"
     ;;
 pgjdbc)
-    command -v java >/dev/null || missing "java"
-    [ -f "$JDBC_JAR" ] || missing "pgjdbc ($JDBC_JAR, Debian package libpostgresql-jdbc-java)"
-    [ -f "$TOOLS/java/PgjdbcClient.class" ] || missing "the compiled pgjdbc client ($TOOLS/java)"
-    [ "$(cat "$TOOLS/java/.thermocline-stamp" 2>/dev/null)" = "$(hash_of "$HERE/PgjdbcClient.java" "$JDBC_JAR")" ] \
-        || die "$TOOLS/java/PgjdbcClient.class is older than PgjdbcClient.java: run $HERE/install.sh"
-    case "$PGHOST" in
-    /*) die "pgjdbc speaks TCP only; PGHOST is a socket directory ($PGHOST)" ;;
-    esac
-    exec java -Xshare:auto -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
-        -Duser.timezone=UTC -Duser.language=en -Duser.country=US -Dfile.encoding=UTF-8 \
-        -cp "$TOOLS/java:$JDBC_JAR" PgjdbcClient
+    java_ready
+    exec java "${JAVA_OPTS[@]}" -cp "$TOOLS/java:$JDBC_JAR" PgjdbcClient
+    ;;
+psql-tiered)
+    command -v psql >/dev/null || missing "psql (Debian package postgresql-client)"
+    PAGER=cat psql -X -a -v ON_ERROR_STOP=0 <"$HERE/tiered/psql_session.sql" 2>&1
+    ;;
+psycopg-tiered)
+    python_client tiered/python_client.py psycopg
+    ;;
+asyncpg-tiered)
+    python_client tiered/python_client.py asyncpg
+    ;;
+node-pg-tiered)
+    node_ready
+    NODE_PATH="$HERE/node/node_modules" exec node --no-deprecation "$HERE/tiered/node_client.js"
+    ;;
+pgjdbc-tiered)
+    java_ready
+    exec java "${JAVA_OPTS[@]}" -cp "$TOOLS/java:$JDBC_JAR" TieredPgjdbc "$HERE/tiered"
     ;;
 *)
     die "unknown client '$CLIENT' (one of: $CLIENTS)"

@@ -129,3 +129,26 @@ pub async fn client(port: u16, user: &str, dbname: &str) -> tokio_postgres::Clie
     tokio::spawn(conn);
     client
 }
+
+/// Runs one real client (tests/clients/run.sh CLIENT) against `port` and
+/// database `db`, and returns its transcript.
+pub async fn transcript(client: &str, port: u16, db: &str) -> String {
+    let out = tokio::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/run.sh"))
+        .arg(client)
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", "postgres")
+        .env("PGDATABASE", db)
+        .env("PGSSLMODE", "disable")
+        .output()
+        .await
+        .expect("run the client");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{client} failed against port {port}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

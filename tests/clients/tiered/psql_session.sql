@@ -1,0 +1,10 @@
+-- Reads of a tiered table with psql (simple protocol, text results).
+SELECT count(*), sum(amount), min(created_at), max(day) FROM orders;
+SELECT id, created_at, amount, status, note, score, day, flag FROM orders WHERE id % 97 = 0 ORDER BY id;
+SELECT status, count(*), sum(amount) FROM orders WHERE created_at < '2025-06-01 00:00:00+00' GROUP BY status ORDER BY status;
+SELECT date_trunc('month', created_at) AS m, count(*) FROM orders GROUP BY 1 ORDER BY 1;
+SELECT o.id, c.name, o.amount FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id < 15 ORDER BY o.id;
+\x on
+SELECT * FROM orders WHERE id = 42;
+\x off
+SELECT count(*) FROM orders WHERE nosuch = 1;
