@@ -76,6 +76,8 @@ impl Shared {
                         .map(|t| TieredName {
                             schema: t.def.schema.clone(),
                             table: t.def.table.clone(),
+                            time_column: t.def.time_column.clone(),
+                            hot_window: t.def.hot_window,
                         })
                         .collect(),
                 ),

@@ -545,3 +545,60 @@ async fn real_clients_read_both_tiers() {
         }
     }
 }
+
+/// EXPLAIN of a federated read shows the SQL sent to Postgres (with the
+/// filter pushed down), the Iceberg snapshot and watermark, and the plan;
+/// EXPLAIN ANALYZE runs it and counts the rows the oracle counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_the_route_the_pushed_sql_and_the_watermark() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = Proxy::start_with({
+        let c = s.config.clone();
+        move |config| *config = c
+    })
+    .await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let lines = |msgs: Vec<SimpleQueryMessage>| -> Vec<String> {
+        msgs.into_iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .collect()
+    };
+    let plan = lines(
+        through
+            .simple_query("EXPLAIN SELECT id FROM orders WHERE status = 'paid' AND id > 100")
+            .await
+            .unwrap(),
+    )
+    .join("\n");
+    for want in [
+        "Federated read",
+        "Postgres: SELECT",
+        "WHERE (status = 'paid') AND (id > 100)",
+        "Iceberg: public.orders snapshot",
+        "watermark '",
+        "Plan:",
+    ] {
+        assert!(plan.contains(want), "EXPLAIN lacks {want:?}:\n{plan}");
+    }
+    let analyzed = lines(
+        through
+            .simple_query("EXPLAIN ANALYZE SELECT id FROM orders WHERE status = 'paid'")
+            .await
+            .unwrap(),
+    )
+    .join("\n");
+    let oracle: i64 = admin(&s.oracle)
+        .await
+        .query_one("SELECT count(*) FROM orders WHERE status = 'paid'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        analyzed.contains(&format!("Rows: {oracle} ")),
+        "EXPLAIN ANALYZE should count {oracle} rows:\n{analyzed}"
+    );
+}

@@ -204,9 +204,12 @@ async fn answer(
         row_description: true,
         limit: None,
     };
-    let outcome = execute(&run, &ctx, federation, &text, out)
-        .await
-        .map(|(rows, _)| rows);
+    let outcome = match explain_of(sql) {
+        Some((inner, analyze)) => explain(&inner, analyze, &ctx, federation, &fields, out).await,
+        None => execute(&run, &ctx, federation, &text, out)
+            .await
+            .map(|(rows, _)| rows),
+    };
     // The scans are done with the link; take it back.
     drop(ctx);
     let Some(mut link) = take_back(shared).await else {
@@ -214,7 +217,12 @@ async fn answer(
     };
     match outcome {
         Ok(rows) => {
-            let mut tag = format!("SELECT {rows}").into_bytes();
+            let verb = if explain_of(sql).is_some() {
+                "EXPLAIN".to_string()
+            } else {
+                format!("SELECT {rows}")
+            };
+            let mut tag = verb.into_bytes();
             tag.push(0);
             crate::protocol::put_message(&mut out.buf, b'C', &tag);
             if own_transaction {
@@ -477,6 +485,91 @@ async fn execute(
         }
     }
     Ok((rows, held))
+}
+
+/// For `EXPLAIN [ANALYZE] <read>`: the read's SQL and whether to run it.
+fn explain_of(sql: &str) -> Option<(String, bool)> {
+    use datafusion::sql::sqlparser::ast::{Statement, UtilityOption};
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let [
+        Statement::Explain {
+            statement,
+            analyze,
+            options,
+            ..
+        },
+    ] = statements.as_slice()
+    else {
+        return None;
+    };
+    let analyze = *analyze
+        || options.iter().flatten().any(|o: &UtilityOption| {
+            o.name.value.eq_ignore_ascii_case("analyze")
+                && o.arg.as_ref().is_none_or(|a| {
+                    !matches!(a.to_string().to_lowercase().as_str(), "false" | "off" | "0")
+                })
+        });
+    Some((statement.to_string(), analyze))
+}
+
+/// Answers EXPLAIN of a federated read: the route, what each scan sent to
+/// Postgres, the Iceberg snapshot and watermark read, and DataFusion's plan
+/// (with rows and time per operator after ANALYZE). One text column, as
+/// Postgres's EXPLAIN.
+async fn explain(
+    sql: &str,
+    analyze: bool,
+    ctx: &Arc<ScanContext>,
+    federation: &Federation,
+    fields: &[link::FieldDescription],
+    out: &mut Out<'_>,
+) -> Result<u64, Failure> {
+    use datafusion::physical_plan::display::DisplayableExecutionPlan;
+    let config = SessionConfig::new()
+        .with_target_partitions(2)
+        .with_information_schema(false)
+        .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
+        .set_str("datafusion.execution.time_zone", ctx.time_zone.as_ref());
+    let session = SessionContext::new_with_config(config);
+    register_tables(sql, ctx, federation, &session).await?;
+    let df = session.sql(sql).await?;
+    let task = df.task_ctx();
+    let plan = df.create_physical_plan().await?;
+    let mut lines = vec![
+        "Federated read (thermocline): hot rows from Postgres, history from Iceberg".to_string(),
+    ];
+    for t in ctx.trace.lock().map(|t| t.clone()).unwrap_or_default() {
+        lines.push(format!("  {t}"));
+    }
+    let shown = if analyze {
+        let started = std::time::Instant::now();
+        let batches = datafusion::physical_plan::collect(plan.clone(), Arc::new(task)).await?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        lines.push(format!(
+            "  Rows: {rows}  Execution time: {:.3} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        ));
+        DisplayableExecutionPlan::with_metrics(plan.as_ref())
+            .indent(true)
+            .to_string()
+    } else {
+        DisplayableExecutionPlan::new(plan.as_ref())
+            .indent(true)
+            .to_string()
+    };
+    lines.push("  Plan:".to_string());
+    lines.extend(shown.lines().map(|l| format!("    {l}")));
+    let mut row_desc = Vec::new();
+    put_row_description(&mut row_desc, fields);
+    out.buf.extend(row_desc);
+    for line in &lines {
+        let mut row = Vec::with_capacity(line.len() + 6);
+        row.extend_from_slice(&1i16.to_be_bytes());
+        row.extend_from_slice(&(line.len() as i32).to_be_bytes());
+        row.extend_from_slice(line.as_bytes());
+        crate::protocol::put_message(&mut out.buf, b'D', &row);
+    }
+    Ok(lines.len() as u64)
 }
 
 /// Refuses numeric results whose scale may differ from Postgres's: a

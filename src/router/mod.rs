@@ -9,7 +9,8 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::sql::sqlparser::ast::{
-    Ident, ObjectName, ObjectNamePart, SetExpr, Statement, visit_relations,
+    BinaryOperator, Expr, Ident, ObjectName, ObjectNamePart, SetExpr, Statement, TableFactor,
+    visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -28,6 +29,10 @@ pub(crate) enum Route {
 pub(crate) struct TieredName {
     pub schema: String,
     pub table: String,
+    /// The time column and hot window, for the fast path: a read bounded
+    /// to the hot window needs no cold rows.
+    pub time_column: String,
+    pub hot_window: std::time::Duration,
 }
 
 /// The routing rules of one session: the tiered tables of its database.
@@ -68,9 +73,14 @@ impl Router {
         if !self.may_name_tiered(sql) {
             return Route::Relay;
         }
+        // EXPLAIN is answered for simple queries only; prepared, it is
+        // Postgres's plan of the hot tier.
+        if message[0] == b'P' && is_explain(sql) {
+            return Route::Relay;
+        }
         match self.classify(sql) {
-            Some(_) => Route::Federate,
-            None => Route::Relay,
+            Some(_) if !self.inside_hot_window(sql) => Route::Federate,
+            _ => Route::Relay,
         }
     }
 
@@ -91,8 +101,14 @@ impl Router {
         let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
         let mut found = Vec::new();
         for statement in &statements {
-            let Statement::Query(query) = statement else {
-                continue;
+            // EXPLAIN of a read is answered with the federated plan.
+            let query = match statement {
+                Statement::Query(query) => query,
+                Statement::Explain { statement, .. } => match statement.as_ref() {
+                    Statement::Query(query) => query,
+                    _ => continue,
+                },
+                _ => continue,
             };
             // SELECT … FOR UPDATE/SHARE needs Postgres's row locks; SELECT
             // INTO creates a table. Both stay with Postgres.
@@ -114,6 +130,81 @@ impl Router {
             });
         }
         if found.is_empty() { None } else { Some(found) }
+    }
+
+    /// The fast path: a single-table read of a tiered table whose WHERE
+    /// requires `time >= now() - interval '…'` (or `>`, or BETWEEN) with an
+    /// interval shorter than the hot window. Every row it can return is
+    /// still in Postgres (the mover only takes rows older than
+    /// `now() - hot_window`), so it is relayed untouched.
+    fn inside_hot_window(&self, sql: &str) -> bool {
+        let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+            return false;
+        };
+        let [Statement::Query(query)] = statements.as_slice() else {
+            return false;
+        };
+        if query.with.is_some() {
+            return false;
+        }
+        let SetExpr::Select(select) = query.body.as_ref() else {
+            return false;
+        };
+        let [from] = select.from.as_slice() else {
+            return false;
+        };
+        if !from.joins.is_empty() {
+            return false;
+        }
+        let TableFactor::Table { name, alias, .. } = &from.relation else {
+            return false;
+        };
+        let Some(table) = self.match_name(name) else {
+            return false;
+        };
+        // The tiered table must be the statement's only reference to a
+        // tiered table (none in subqueries).
+        let mut refs = 0;
+        let _ = visit_relations(&statements[0], |n: &ObjectName| {
+            if self.match_name(n).is_some() {
+                refs += 1;
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        if refs != 1 {
+            return false;
+        }
+        let qualifier = alias
+            .as_ref()
+            .map(|a| fold(&a.name))
+            .unwrap_or_else(|| table.table.clone());
+        let is_time = |e: &Expr| match e {
+            Expr::Identifier(i) => fold(i) == table.time_column,
+            Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+                [q, c] => fold(q) == qualifier && fold(c) == table.time_column,
+                _ => false,
+            },
+            _ => false,
+        };
+        let recent = |e: &Expr| recent_bound(e).is_some_and(|d| d < table.hot_window);
+        let mut conjuncts = Vec::new();
+        if let Some(w) = &select.selection {
+            split_and(w, &mut conjuncts);
+        }
+        conjuncts.iter().any(|c| match c {
+            Expr::BinaryOp { left, op, right } => match op {
+                BinaryOperator::Gt | BinaryOperator::GtEq => is_time(left) && recent(right),
+                BinaryOperator::Lt | BinaryOperator::LtEq => recent(left) && is_time(right),
+                _ => false,
+            },
+            Expr::Between {
+                expr,
+                negated: false,
+                low,
+                ..
+            } => is_time(expr) && recent(low),
+            _ => false,
+        })
     }
 
     /// The tiered table a name in a statement may refer to. An unqualified
@@ -138,6 +229,72 @@ impl Router {
             .iter()
             .find(|t| &t.table == table && schema.is_none_or(|s| *s == t.schema))
     }
+}
+
+/// True when the statement is an EXPLAIN.
+pub(crate) fn is_explain(sql: &str) -> bool {
+    matches!(
+        Parser::parse_sql(&PostgreSqlDialect {}, sql).as_deref(),
+        Ok([Statement::Explain { .. }])
+    )
+}
+
+/// The top-level AND terms of a condition.
+fn split_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            split_and(left, out);
+            split_and(right, out);
+        }
+        Expr::Nested(inner) => split_and(inner, out),
+        other => out.push(other),
+    }
+}
+
+/// For `now() - interval '7 days'` (also `current_timestamp`, and
+/// `'7 days'::interval`), how far back it reaches.
+fn recent_bound(e: &Expr) -> Option<std::time::Duration> {
+    let Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Minus,
+        right,
+    } = e
+    else {
+        return None;
+    };
+    let now = left.to_string().to_ascii_lowercase();
+    if !matches!(
+        now.as_str(),
+        "now()" | "current_timestamp" | "pg_catalog.now()"
+    ) {
+        return None;
+    }
+    let text = match right.as_ref() {
+        Expr::Interval(i) => {
+            let Expr::Value(v) = i.value.as_ref() else {
+                return None;
+            };
+            let s = v.value.clone().into_string()?;
+            match &i.leading_field {
+                Some(unit) => format!("{s} {unit}"),
+                None => s,
+            }
+        }
+        Expr::Cast {
+            expr, data_type, ..
+        } if data_type.to_string().eq_ignore_ascii_case("interval") => {
+            let Expr::Value(v) = expr.as_ref() else {
+                return None;
+            };
+            v.value.clone().into_string()?
+        }
+        _ => return None,
+    };
+    crate::catalog::parse_window(&text.to_ascii_lowercase()).ok()
 }
 
 /// An identifier as Postgres reads it: unquoted names fold to lower case.
@@ -180,6 +337,8 @@ mod tests {
         Router::new(vec![TieredName {
             schema: "public".into(),
             table: "orders".into(),
+            time_column: "created_at".into(),
+            hot_window: std::time::Duration::from_secs(30 * 86_400),
         }])
     }
 
@@ -198,6 +357,33 @@ mod tests {
             "SELECT * FROM customers c JOIN public.orders o ON o.customer_id = c.id",
             "SELECT 1 WHERE EXISTS (SELECT 1 FROM orders)",
             "SELECT * FROM other UNION ALL SELECT * FROM orders",
+            "EXPLAIN SELECT count(*) FROM orders",
+            "EXPLAIN (ANALYZE, COSTS OFF) SELECT count(*) FROM orders",
+        ] {
+            assert_eq!(r.route(&q(sql)), Route::Federate, "{sql}");
+        }
+    }
+
+    #[test]
+    fn relays_reads_bounded_to_the_hot_window() {
+        let r = router();
+        for sql in [
+            "SELECT count(*) FROM orders WHERE created_at >= now() - interval '7 days'",
+            "SELECT * FROM orders o WHERE o.status = 'new' AND o.created_at > now() - '1 day'::interval",
+            "SELECT * FROM public.orders WHERE (created_at BETWEEN current_timestamp - interval '29 days' AND now())",
+            "SELECT id FROM orders WHERE now() - interval '2 hours' < created_at ORDER BY id",
+        ] {
+            assert_eq!(r.route(&q(sql)), Route::Relay, "{sql}");
+        }
+        for sql in [
+            // Longer than the hot window, or not a bound on the time column.
+            "SELECT count(*) FROM orders WHERE created_at >= now() - interval '31 days'",
+            "SELECT count(*) FROM orders WHERE created_at >= now() - interval '30 days'",
+            "SELECT count(*) FROM orders WHERE created_at <= now() - interval '7 days'",
+            "SELECT count(*) FROM orders WHERE created_at >= now() - interval '7 days' OR id = 1",
+            "SELECT count(*) FROM orders o JOIN orders p ON p.id = o.id WHERE o.created_at >= now() - interval '1 day'",
+            "SELECT count(*) FROM orders WHERE id IN (SELECT id FROM orders) AND created_at >= now() - interval '1 day'",
+            "SELECT count(*) FROM orders o WHERE x.created_at >= now() - interval '1 day'",
         ] {
             assert_eq!(r.route(&q(sql)), Route::Federate, "{sql}");
         }
