@@ -359,7 +359,11 @@ impl Config {
             c.shutdown_timeout = d;
         }
         if let Some(n) = l.parsed("max_message_size", |v| {
-            let n = parse_size(v)?;
+            // "1GB" is Postgres's own limit, one byte less than 2^30.
+            let n = match parse_size(v)? {
+                n if n == 1 << 30 => DEFAULT_MAX_MESSAGE_SIZE,
+                n => n,
+            };
             if n > DEFAULT_MAX_MESSAGE_SIZE {
                 return Err(format!(
                     "at most {DEFAULT_MAX_MESSAGE_SIZE} bytes (Postgres's own limit)"

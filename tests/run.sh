@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs thermocline's whole test suite. Installs what the tests need first,
 # when it is missing: PostgreSQL (server and psql), openssl, and the real
-# clients the suite drives (psycopg, asyncpg, node-postgres, pgjdbc).
+# clients the suite drives (psycopg, asyncpg, node-postgres, pgjdbc); the
+# Helm chart check installs helm, PyYAML and hadolint for itself.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,3 +25,6 @@ fi
 bash tests/clients/install.sh
 
 cargo test "$@"
+
+# The Helm chart and the Dockerfile: rendered, linted and cross-checked.
+bash tests/helm/check.sh

@@ -602,3 +602,119 @@ async fn explain_shows_the_route_the_pushed_sql_and_the_watermark() {
         "EXPLAIN ANALYZE should count {oracle} rows:\n{analyzed}"
     );
 }
+
+/// The differential corpus: BI tools' shapes (tests/tiered_corpus.sql,
+/// one statement per line) must answer exactly as the oracle does, through
+/// a text client (simple protocol) and a binary one (extended protocol,
+/// binary results, compared message by message). Statements thermocline
+/// cannot yet run exactly must fail with 0A000, never answer differently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corpus_matches_the_oracle_in_text_and_binary() {
+    use common::wire::{RawConn, bind, describe, execute, normalize, parse, sync};
+    let s = setup().await;
+    move_rows(&s).await;
+    // Rows straddling the boundary and a straggler, the same in both databases.
+    let now: String = admin(&s.oracle)
+        .await
+        .query_one("SELECT now()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for db in [&s.oracle, &s.tiered] {
+        admin(db)
+            .await
+            .batch_execute(&format!(
+                "INSERT INTO orders VALUES (100001, '{now}'::timestamptz - interval '400 days', 3, 12.34, 'late', NULL, 0.5, '{now}'::date - 400, true);
+                 INSERT INTO orders SELECT 100100 + i, '{now}'::timestamptz - interval '30 days' + i * interval '1 minute', 1 + i % 20, i, 'edge', NULL, NULL, '{now}'::date - 30, NULL
+                   FROM generate_series(-30, 30) i;"
+            ))
+            .await
+            .unwrap();
+    }
+    let proxy = Proxy::start_with({
+        let c = s.config.clone();
+        move |config| *config = c
+    })
+    .await;
+    let corpus = include_str!("tiered_corpus.sql");
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let (mut wire_direct, _) = RawConn::connect(pg().port(), "postgres", &s.oracle).await;
+    let (mut wire_through, _) = RawConn::connect(proxy.port(), "postgres", &s.tiered).await;
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for line in corpus.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with("--") {
+            continue;
+        }
+        count += 1;
+        let (unsupported, sql) = match line.strip_prefix("UNSUPPORTED ") {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        let want = ask(&direct, sql).await;
+        let got = ask(&through, sql).await;
+        if unsupported {
+            if got != Answer::Error("0A000".into()) {
+                failures.push(format!("{sql}\n  expected 0A000, got {got:?}"));
+            }
+            continue;
+        }
+        if got != want {
+            failures.push(format!(
+                "{sql}\n  text: oracle {want:?}\n        thermocline {got:?}"
+            ));
+            continue;
+        }
+        let script = [
+            parse("", sql, &[]),
+            bind("", "", &[], &[], &[1]),
+            describe(b'P', ""),
+            execute("", 0),
+            sync(),
+        ]
+        .concat();
+        wire_direct.send(&script).await;
+        wire_through.send(&script).await;
+        // Errors compare by severity, SQLSTATE and message: Postgres's also
+        // name its own source file and line.
+        let essential = |msgs: Vec<common::wire::Msg>| -> Vec<common::wire::Msg> {
+            normalize(&msgs)
+                .into_iter()
+                .map(|mut m| {
+                    if m.tag == b'E' {
+                        m.body = [b'S', b'C', b'M']
+                            .iter()
+                            .map(|c| m.field(*c).unwrap_or_default())
+                            .collect::<Vec<_>>()
+                            .join("|")
+                            .into_bytes();
+                    }
+                    m
+                })
+                .collect()
+        };
+        let mut want = essential(wire_direct.until_ready(1).await);
+        let mut got = essential(wire_through.until_ready(1).await);
+        if !sql.to_lowercase().contains("order by") {
+            want.sort_by(|a, b| (a.tag, &a.body).cmp(&(b.tag, &b.body)));
+            got.sort_by(|a, b| (a.tag, &a.body).cmp(&(b.tag, &b.body)));
+        }
+        if got != want {
+            let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0);
+            failures.push(format!(
+                "{sql}\n  binary: oracle {:?}\n          thermocline {:?}",
+                want.get(at),
+                got.get(at)
+            ));
+        }
+    }
+    assert!(count >= 100, "the corpus has only {count} statements");
+    assert!(
+        failures.is_empty(),
+        "{} of {count} statements differ from the oracle:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

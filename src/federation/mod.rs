@@ -9,6 +9,7 @@
 //! REPEATABLE READ transaction of its own, so all its hot scans share one
 //! snapshot.
 
+pub(crate) mod exactness;
 pub(crate) mod extended;
 pub(crate) mod link;
 pub(crate) mod scan;
@@ -349,6 +350,12 @@ impl Failure {
                     DataFusionError::ResourcesExhausted(m) => {
                         ("53200", format!("out of memory: {m}"))
                     }
+                    DataFusionError::SchemaError(e, _) => (
+                        "0A000",
+                        format!(
+                            "this statement over the history of a tiered table is not supported yet: {e}"
+                        ),
+                    ),
                     DataFusionError::NotImplemented(m) | DataFusionError::Plan(m) => (
                         "0A000",
                         format!(
@@ -411,6 +418,10 @@ async fn execute(
     out: &mut Out<'_>,
 ) -> Result<(u64, Remainder), Failure> {
     let (sql, fields) = (run.sql, run.fields);
+    if let Ok([statement]) = Parser::parse_sql(&PostgreSqlDialect {}, sql).as_deref() {
+        exactness::check(statement, fields)
+            .map_err(|m| Failure::Ours(ErrorFields::error("0A000", m)))?;
+    }
     let config = SessionConfig::new()
         .with_target_partitions(2)
         .with_information_schema(false)
@@ -438,7 +449,7 @@ async fn execute(
             "the federated plan does not have the columns Postgres described",
         )));
     }
-    check_numeric_scales(sql, &schema, fields)?;
+    check_numeric_scales(&schema, fields)?;
     let mut stream = df.execute_stream().await?;
     if run.row_description {
         let mut row_desc = Vec::new();
@@ -572,39 +583,28 @@ async fn explain(
     Ok(lines.len() as u64)
 }
 
-/// Refuses numeric results whose scale may differ from Postgres's: a
-/// numeric column of declared scale must come out with that scale, and a
-/// computed numeric (typmod -1) is trusted only when the statement divides
-/// nothing (Postgres picks a division's scale from its operands' values,
-/// DataFusion from their types).
+/// Refuses a numeric column of declared scale that would come out with
+/// another scale.
 fn check_numeric_scales(
-    sql: &str,
     schema: &datafusion::arrow::datatypes::Schema,
     fields: &[link::FieldDescription],
 ) -> Result<(), Failure> {
     use datafusion::arrow::datatypes::DataType;
-    let refuse = |name: &str| {
-        Err(Failure::Ours(ErrorFields::error(
-            "0A000",
-            format!(
-                "column {name:?}: exact numeric results of this kind over the history of a tiered table are not supported yet"
-            ),
-        )))
-    };
-    let divides = sql.contains('/');
     for (f, field) in fields.iter().zip(schema.fields()) {
-        if f.type_oid != crate::pgtypes::oid::NUMERIC {
+        if f.type_oid != crate::pgtypes::oid::NUMERIC || f.typmod < 4 {
             continue;
         }
-        if let DataType::Decimal128(_, scale) = field.data_type() {
-            if f.typmod >= 4 {
-                let declared = ((f.typmod - 4) & 0x7ff) as i8;
-                if declared != *scale {
-                    return refuse(&f.name);
-                }
-            } else if divides {
-                return refuse(&f.name);
-            }
+        let declared = ((f.typmod - 4) & 0x7ff) as i8;
+        if let DataType::Decimal128(_, scale) = field.data_type()
+            && declared != *scale
+        {
+            return Err(Failure::Ours(ErrorFields::error(
+                "0A000",
+                format!(
+                    "column {:?}: numeric({}) results computed over the history of a tiered table are not supported yet",
+                    f.name, declared
+                ),
+            )));
         }
     }
     Ok(())

@@ -841,14 +841,10 @@ fn with_zone(text: String, tz: &Option<Arc<str>>) -> String {
 pub(crate) fn scan_columns(rows: &[(String, u32, i32, String)]) -> Vec<ScanColumn> {
     rows.iter()
         .filter_map(|(name, oid, typmod, type_name)| {
-            let pg_type = PgType::from_oid(*oid, *typmod, type_name)
-                .or_else(|e| match (*oid, e) {
-                    // Unbounded numeric reads exactly only if its values fit;
-                    // scale 10 of 38 digits holds what tables usually keep.
-                    (crate::pgtypes::oid::NUMERIC, _) => Ok(PgType::Numeric(38, 10)),
-                    (_, e) => Err(e),
-                })
-                .ok()?;
+            // A column of a type the executor cannot carry exactly (an
+            // unbounded numeric, an array, …) is left out: a statement
+            // that uses it fails to plan, with 0A000.
+            let pg_type = PgType::from_oid(*oid, *typmod, type_name).ok()?;
             Some(ScanColumn {
                 name: name.clone(),
                 pg_type,

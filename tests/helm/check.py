@@ -389,6 +389,9 @@ def main() -> int:
     for name, args in scenarios:
         r = run([a.helm, "lint", "--strict", str(chart), *args])
         check(f"{name}: helm lint --strict", [] if r.returncode == 0 else (r.stdout + r.stderr).strip().splitlines())
+        r = run([a.helm, "install", "rel", str(chart), "--namespace", "ns", "--dry-run=client", *args])
+        check(f"{name}: helm install --dry-run=client renders NOTES.txt",
+              [] if r.returncode == 0 and "\nNOTES:\n" in r.stdout else (r.stdout[-2000:] + r.stderr).strip().splitlines())
         r = helm_template(a.helm, chart, args)
         if r.returncode != 0:
             check(f"{name}: helm template", r.stderr.strip().splitlines())

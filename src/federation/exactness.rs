@@ -1,0 +1,170 @@
+//! What the executor may answer: a federated statement runs only when its
+//! answer is certain to equal Postgres's, and is refused with 0A000
+//! otherwise — never answered differently.
+//!
+//! Two checks, before anything runs: every function is one whose results
+//! match Postgres's for the types involved, and every `numeric` column whose
+//! scale Postgres picks per value (typmod -1) is a plain column or a
+//! sum/min/max of one (whose scale is the column's).
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    DateTimeField, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, SelectItem, SetExpr,
+    Statement, visit_expressions,
+};
+
+use super::link::FieldDescription;
+use crate::pgtypes::oid;
+
+/// Functions whose results equal Postgres's for the column types a tiered
+/// table holds. Anything else is refused (for example `avg`, which Postgres
+/// computes in numeric; `round`, whose ties differ for float8; `to_char`
+/// and `to_timestamp`, whose format strings differ).
+const FUNCTIONS: &[&str] = &[
+    "count",
+    "sum",
+    "min",
+    "max",
+    "bool_and",
+    "bool_or",
+    "every",
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
+    "upper",
+    "lower",
+    "length",
+    "char_length",
+    "character_length",
+    "abs",
+    "date_trunc",
+    "now",
+    "current_date",
+    "current_timestamp",
+    "left",
+    "right",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "replace",
+    "strpos",
+    "concat",
+    "row_number",
+    "rank",
+    "dense_rank",
+    "lag",
+    "lead",
+    "first_value",
+    "last_value",
+];
+
+/// `extract` fields whose Postgres result (numeric) is always integral.
+fn integral_field(field: &DateTimeField) -> bool {
+    matches!(
+        field,
+        DateTimeField::Year
+            | DateTimeField::Month
+            | DateTimeField::Day
+            | DateTimeField::Hour
+            | DateTimeField::Minute
+            | DateTimeField::Quarter
+            | DateTimeField::Dow
+            | DateTimeField::Doy
+            | DateTimeField::Isodow
+    )
+}
+
+fn refuse(message: String) -> Result<(), String> {
+    Err(format!(
+        "{message} is not supported yet in reads of the history of a tiered table"
+    ))
+}
+
+/// Checks a statement about to be federated. `Err` carries the message of
+/// a 0A000 error.
+pub(crate) fn check(statement: &Statement, fields: &[FieldDescription]) -> Result<(), String> {
+    let mut verdict = Ok(());
+    let _ = visit_expressions(statement, |e: &Expr| {
+        let v = match e {
+            Expr::Function(f) => {
+                let name = f
+                    .name
+                    .0
+                    .last()
+                    .map(|p| p.to_string().trim_matches('"').to_lowercase())
+                    .unwrap_or_default();
+                if FUNCTIONS.contains(&name.as_str()) {
+                    Ok(())
+                } else {
+                    refuse(format!("function {name}()"))
+                }
+            }
+            Expr::Extract { field, .. } if !integral_field(field) => {
+                refuse(format!("extract({field} from …)"))
+            }
+            _ => Ok(()),
+        };
+        match v {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(m) => {
+                verdict = Err(m);
+                ControlFlow::Break(())
+            }
+        }
+    });
+    verdict?;
+    for (i, f) in fields.iter().enumerate() {
+        if f.type_oid == oid::NUMERIC && f.typmod < 0 && !plain_numeric(statement, i) {
+            return refuse(format!("a computed numeric column ({:?})", f.name));
+        }
+    }
+    Ok(())
+}
+
+/// True when output column `i` of the statement is a column reference or a
+/// sum/min/max of one.
+fn plain_numeric(statement: &Statement, i: usize) -> bool {
+    let query = match statement {
+        Statement::Query(q) => q,
+        Statement::Explain { .. } => return true,
+        _ => return false,
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    if select.projection.iter().any(|p| {
+        matches!(
+            p,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    }) {
+        return false;
+    }
+    let expr = match select.projection.get(i) {
+        Some(SelectItem::UnnamedExpr(e)) | Some(SelectItem::ExprWithAlias { expr: e, .. }) => e,
+        _ => return false,
+    };
+    plain(expr)
+}
+
+/// A column reference, or sum/min/max (windowed too) of a plain expression:
+/// its numeric scale is the column's.
+fn plain(e: &Expr) -> bool {
+    match e {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
+        Expr::Nested(inner) => plain(inner),
+        Expr::Function(f) => {
+            let name = f.name.to_string().to_lowercase();
+            let FunctionArguments::List(args) = &f.args else {
+                return false;
+            };
+            matches!(name.as_str(), "sum" | "min" | "max")
+                && args.args.len() == 1
+                && matches!(&args.args[0], FunctionArg::Unnamed(FunctionArgExpr::Expr(a)) if plain(a))
+                && f.filter.is_none()
+        }
+        _ => false,
+    }
+}
