@@ -73,11 +73,21 @@ impl Shared {
                 Router::new(
                     f.tables
                         .iter()
-                        .map(|t| TieredName {
-                            schema: t.def.schema.clone(),
-                            table: t.def.table.clone(),
-                            time_column: t.def.time_column.clone(),
-                            hot_window: t.def.hot_window,
+                        .flat_map(|t| {
+                            let table = TieredName {
+                                schema: t.def.schema.clone(),
+                                table: t.def.table.clone(),
+                                time_column: t.def.time_column.clone(),
+                                hot_window: t.def.hot_window,
+                            };
+                            // Views over it: no time column, no fast path.
+                            let views = t.views.iter().map(|(schema, name)| TieredName {
+                                schema: schema.clone(),
+                                table: name.clone(),
+                                time_column: String::new(),
+                                hot_window: Duration::ZERO,
+                            });
+                            std::iter::once(table).chain(views)
                         })
                         .collect(),
                 ),

@@ -25,7 +25,11 @@ const SCHEMA: &str = "
         score float8,
         day date NOT NULL,
         flag bool
-    );";
+    );
+    CREATE VIEW paid_orders AS SELECT id, amount, created_at, customer_id FROM orders WHERE status = 'paid';
+    CREATE VIEW paid_by_month AS
+        SELECT date_trunc('month', created_at) AS month, count(*) AS n, sum(amount) AS total
+        FROM paid_orders GROUP BY 1;";
 
 /// Rows spread over two years before `anchor`, the same in both databases.
 fn data(anchor: &str) -> String {

@@ -128,6 +128,13 @@ SELECT date_trunc('month', created_at) AS m, SUM(SUM(amount)) OVER (ORDER BY dat
 SELECT id, lag(id) OVER (ORDER BY id), lead(id) OVER (ORDER BY id) FROM orders WHERE id < 12 ORDER BY id
 UNSUPPORTED SELECT status, count(*), count(*) * 100 / sum(count(*)) OVER () FROM orders GROUP BY status ORDER BY status
 
+-- Views over the tiered table (and a view over that view)
+SELECT count(*), sum(amount) FROM paid_orders
+SELECT * FROM paid_orders WHERE id < 40 ORDER BY id
+SELECT month, n FROM paid_by_month ORDER BY month
+UNSUPPORTED SELECT * FROM paid_by_month ORDER BY month
+SELECT c.region, sum(p.amount) FROM paid_orders p JOIN customers c ON c.id = p.customer_id GROUP BY 1 ORDER BY 1
+
 -- Errors are Postgres's
 SELECT nosuch FROM orders
 SELECT count(*) FROM orders WHERE amount / 0 > 1

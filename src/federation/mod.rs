@@ -635,8 +635,32 @@ async fn register_tables(
     federation: &Federation,
     session: &SessionContext,
 ) -> Result<(), Failure> {
+    register_tables_at(sql, ctx, federation, session, 0).await
+}
+
+/// `depth`: how many views deep `sql` is (a view's definition names tables
+/// and views of its own).
+async fn register_tables_at(
+    sql: &str,
+    ctx: &Arc<ScanContext>,
+    federation: &Federation,
+    session: &SessionContext,
+    depth: usize,
+) -> Result<(), Failure> {
+    if depth > 8 {
+        return Err(Failure::Ours(ErrorFields::error(
+            "0A000",
+            "views nested more than 8 deep over a tiered table are not supported",
+        )));
+    }
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
         .map_err(|e| Failure::Ours(ErrorFields::error("42601", e.to_string())))?;
+    if depth > 0
+        && let [statement] = statements.as_slice()
+    {
+        exactness::check(statement, &[])
+            .map_err(|m| Failure::Ours(ErrorFields::error("0A000", m)))?;
+    }
     let mut names: Vec<ObjectName> = Vec::new();
     for s in &statements {
         let _ = visit_relations(s, |n: &ObjectName| {
@@ -650,7 +674,8 @@ async fn register_tables(
         let written = name.to_string();
         let query = format!(
             "SELECT n.nspname, c.relname, a.attname, a.atttypid, a.atttypmod, \
-                    pg_catalog.format_type(a.atttypid, a.atttypmod) \
+                    pg_catalog.format_type(a.atttypid, a.atttypmod), c.relkind, \
+                    CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid, true) END \
              FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
@@ -663,6 +688,7 @@ async fn register_tables(
         };
         let mut columns = Vec::new();
         let mut place = None;
+        let mut view_def = None;
         for m in rows.iter().filter(|m| m.tag == b'D') {
             let Some(f) = link::data_row_fields(&m.body) else {
                 continue;
@@ -675,6 +701,9 @@ async fn register_tables(
                     .unwrap_or_default()
             };
             place = Some((text(0), text(1)));
+            if text(6) == "v" {
+                view_def = Some(text(7));
+            }
             columns.push((
                 text(2),
                 text(3).parse::<u32>().unwrap_or(0),
@@ -697,12 +726,29 @@ async fn register_tables(
             crate::catalog::quote_ident(&schema),
             crate::catalog::quote_ident(&table)
         );
-        let provider: Arc<dyn TableProvider> = Arc::new(FederatedTable::new(
-            ctx.clone(),
-            qualified,
-            scan_columns(&columns),
-            tiered.map(|t| (t, federation.lake.clone())),
-        ));
+        let provider: Arc<dyn TableProvider> = match view_def {
+            // A view: its definition, planned over the same providers, so
+            // a view over a tiered table reads both tiers too.
+            Some(def) => {
+                let def = def.trim().trim_end_matches(';').to_string();
+                Box::pin(register_tables_at(
+                    &def,
+                    ctx,
+                    federation,
+                    session,
+                    depth + 1,
+                ))
+                .await?;
+                let plan = session.sql(&def).await?.into_unoptimized_plan();
+                Arc::new(datafusion::catalog::view::ViewTable::new(plan, Some(def)))
+            }
+            None => Arc::new(FederatedTable::new(
+                ctx.clone(),
+                qualified,
+                scan_columns(&columns),
+                tiered.map(|t| (t, federation.lake.clone())),
+            )),
+        };
         let parts: Vec<String> = name
             .0
             .iter()

@@ -33,6 +33,9 @@ pub struct TieredTable {
     pub time_index: usize,
     /// Indexes of the primary key's columns in `columns`.
     pub key: Vec<usize>,
+    /// Views that read the table, directly or through other views, as
+    /// (schema, name): reads of them are federated too.
+    pub views: Vec<(String, String)>,
 }
 
 impl TieredTable {
@@ -182,11 +185,33 @@ pub async fn describe(
             table: qualified,
         });
     }
+    let views = client
+        .query(
+            "WITH RECURSIVE dependents(oid) AS ( \
+                 SELECT c.oid FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2 \
+               UNION \
+                 SELECT r.ev_class FROM pg_catalog.pg_depend d \
+                 JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
+                 JOIN dependents p ON d.refobjid = p.oid \
+                 WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass AND r.ev_class <> p.oid) \
+             SELECT n.nspname, c.relname FROM dependents x \
+             JOIN pg_catalog.pg_class c ON c.oid = x.oid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'v' ORDER BY 1, 2",
+            &[&def.schema, &def.table],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect();
     Ok(TieredTable {
         def: def.clone(),
         columns,
         time_index,
         key,
+        views,
     })
 }
 

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# The end-to-end benchmark of tiered tables: N rows over two years in one
+# Postgres table (orders_all), and the same rows in a tiered table (orders,
+# 30 days hot, the rest moved to Iceberg by `thermocline tier run`), queried
+# directly and through thermocline in one run. Prints one table of median
+# times and ratios, and thermocline's peak RSS.
+#
+#   benches/tiered_bench.sh [--rows N] [--runs K] [--thermocline PATH] [--keep-workdir]
+#
+# Defaults: 10,000,000 rows, 5 runs per query (the median is shown). Needs
+# PostgreSQL 15 server binaries and psql; builds thermocline in release mode
+# when no binary is given or found.
+set -euo pipefail
+
+ROWS=10000000
+RUNS=5
+THERMOCLINE_BIN=""
+KEEP=0
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+    --rows) ROWS="$2"; shift 2 ;;
+    --runs) RUNS="$2"; shift 2 ;;
+    --thermocline) THERMOCLINE_BIN="$2"; shift 2 ;;
+    --keep-workdir) KEEP=1; shift ;;
+    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "tiered_bench: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+PG_BIN="${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}"
+[[ -x "$PG_BIN/postgres" ]] || { echo "tiered_bench: PostgreSQL server binaries not found (set PG_BIN)" >&2; exit 1; }
+PSQL="$PG_BIN/psql"
+
+log() { printf 'tiered_bench: %s\n' "$*" >&2; }
+
+if [[ -z "$THERMOCLINE_BIN" ]]; then
+    target="${CARGO_TARGET_DIR:-$REPO/target}"
+    THERMOCLINE_BIN="$target/release/thermocline"
+    if [[ ! -x "$THERMOCLINE_BIN" ]]; then
+        log "building thermocline in release mode (the first build takes a while)"
+        (cd "$REPO" && cargo build --release --bin thermocline)
+    fi
+fi
+
+WORK="$(mktemp -d /tmp/tiered-bench.XXXXXX)"
+chmod 755 "$WORK"
+PG_PID="" TC_PID=""
+cleanup() {
+    [[ -n "$TC_PID" ]] && kill "$TC_PID" 2>/dev/null || true
+    if [[ -n "$PG_PID" ]]; then as_pg "$PG_BIN/pg_ctl" -D "$WORK/pgdata" -m fast stop >/dev/null 2>&1 || true; fi
+    if [[ $KEEP == 0 ]]; then rm -rf "$WORK"; else log "kept $WORK"; fi
+}
+trap cleanup EXIT
+
+if [[ $EUID -eq 0 ]]; then
+    as_pg() { runuser -u postgres -- "$@"; }
+    chown postgres "$WORK"
+else
+    as_pg() { "$@"; }
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PG_PORT="$(free_port)"
+TC_PORT="$(free_port)"
+
+log "starting Postgres on 127.0.0.1:$PG_PORT"
+as_pg "$PG_BIN/initdb" -D "$WORK/pgdata" -U postgres -A trust >/dev/null
+as_pg "$PG_BIN/pg_ctl" -D "$WORK/pgdata" -l "$WORK/postgres.log" -w \
+    -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=1GB -c max_wal_size=4GB -c work_mem=64MB" start >/dev/null
+PG_PID=1
+pg() { "$PSQL" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench -v ON_ERROR_STOP=1 "$@"; }
+"$PSQL" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c "CREATE DATABASE bench"
+
+log "loading $ROWS rows over two years into orders_all and orders"
+started=$(date +%s)
+pg <<SQL
+CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, region text NOT NULL);
+INSERT INTO customers SELECT i, 'customer ' || i, (ARRAY['north','south','east','west'])[1 + i % 4] FROM generate_series(1, 1000) i;
+CREATE TABLE orders_all (
+    id bigint PRIMARY KEY,
+    created_at timestamptz NOT NULL,
+    customer_id int NOT NULL,
+    amount numeric(12,2) NOT NULL,
+    status text NOT NULL
+);
+INSERT INTO orders_all
+SELECT i, now() - (i::float8 / $ROWS) * interval '730 days', 1 + i % 1000,
+       (i * 37 % 100000) / 100.0, (ARRAY['new','paid','shipped','returned'])[1 + i % 4]
+  FROM generate_series(1, $ROWS) i;
+CREATE INDEX ON orders_all (created_at);
+CREATE TABLE orders (LIKE orders_all INCLUDING ALL);
+INSERT INTO orders SELECT * FROM orders_all;
+VACUUM ANALYZE;
+SQL
+log "loaded in $(( $(date +%s) - started )) s"
+
+mkdir -p "$WORK/catalog" "$WORK/lake"
+cat > "$WORK/catalog/orders.toml" <<TOML
+table = "public.orders"
+time_column = "created_at"
+hot_window = "30 days"
+partition_by = "month"
+TOML
+cat > "$WORK/thermocline.toml" <<TOML
+listen = "127.0.0.1:$TC_PORT"
+admin_listen = "off"
+postgres_url = "postgres://postgres@127.0.0.1:$PG_PORT/bench?sslmode=disable"
+catalog_dir = "$WORK/catalog"
+tier_interval = "off"
+log_level = "warn"
+[lake]
+warehouse = "$WORK/lake"
+TOML
+
+log "moving rows older than 30 days to Iceberg"
+started=$(date +%s)
+"$THERMOCLINE_BIN" tier run --config "$WORK/thermocline.toml" >&2
+MOVE_SECS=$(( $(date +%s) - started ))
+pg -c "VACUUM ANALYZE orders"
+
+"$THERMOCLINE_BIN" serve --config "$WORK/thermocline.toml" 2>"$WORK/thermocline.log" &
+TC_PID=$!
+for _ in $(seq 300); do
+    "$PSQL" -X -q -h 127.0.0.1 -p "$TC_PORT" -U postgres -d bench -c 'select 1' >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+# time_ms PORT SQL: the median of RUNS runs, in milliseconds.
+time_ms() {
+    local port="$1" sql="$2" i
+    for i in $(seq "$RUNS"); do
+        "$PSQL" -X -h 127.0.0.1 -p "$port" -U postgres -d bench -v ON_ERROR_STOP=1 \
+            -c '\timing on' -c "$sql" 2>&1 | awk '/^Time:/ { print $2 }'
+    done | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+
+declare -a NAMES QUERIES
+NAMES+=("full-history monthly aggregate")
+QUERIES+=("SELECT date_trunc('month', created_at) AS m, count(*), sum(amount) FROM TBL GROUP BY 1 ORDER BY 1")
+NAMES+=("last 7 days")
+QUERIES+=("SELECT count(*), sum(amount) FROM TBL WHERE created_at >= now() - interval '7 days'")
+NAMES+=("primary-key lookup")
+QUERIES+=("SELECT * FROM TBL WHERE id = $(( ROWS / 2 + 7 ))")
+NAMES+=("one-year range filter")
+QUERIES+=("SELECT count(*), sum(amount) FROM TBL WHERE created_at >= now() - interval '400 days' AND created_at < now() - interval '35 days'")
+NAMES+=("join with a dimension, by region")
+QUERIES+=("SELECT c.region, count(*), sum(o.amount) FROM TBL o JOIN customers c ON c.id = o.customer_id GROUP BY 1 ORDER BY 1")
+
+printf '\n%d rows, 30 days hot; moved to Iceberg in %d s; median of %d runs\n\n' "$ROWS" "$MOVE_SECS" "$RUNS"
+printf '%-34s %14s %16s %8s\n' "query" "Postgres (ms)" "thermocline (ms)" "ratio"
+for i in "${!NAMES[@]}"; do
+    direct=$(time_ms "$PG_PORT" "${QUERIES[$i]//TBL/orders_all}")
+    through=$(time_ms "$TC_PORT" "${QUERIES[$i]//TBL/orders}")
+    ratio=$(awk -v a="$direct" -v b="$through" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
+    printf '%-34s %14s %16s %8s\n' "${NAMES[$i]}" "$direct" "$through" "$ratio"
+done
+rss=$(awk '/VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$TC_PID/status")
+printf '\nratio: Postgres time / thermocline time (above 1: thermocline is faster)\n'
+printf 'thermocline peak RSS: %s\n' "$rss"
