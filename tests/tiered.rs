@@ -722,3 +722,45 @@ async fn corpus_matches_the_oracle_in_text_and_binary() {
         failures.join("\n")
     );
 }
+
+/// A CancelRequest stops a federated read while DataFusion is working (the
+/// client gets 57014, as from Postgres) and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_federated_read_and_the_session_goes_on() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = Proxy::start_with({
+        let c = s.config.clone();
+        move |config| *config = c
+    })
+    .await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let token = through.cancel_token();
+    let started = std::time::Instant::now();
+    let (result, ()) = tokio::join!(
+        through.simple_query(
+            "SELECT count(*) FROM orders a, orders b, customers c WHERE a.id <> b.id AND c.id <> a.customer_id"
+        ),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        }
+    );
+    let error = result.expect_err("the statement was cancelled");
+    assert_eq!(
+        error.as_db_error().map(|e| e.code().code()),
+        Some("57014"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "cancel took {:?}",
+        started.elapsed()
+    );
+    let want = ask(
+        &client(pg().port(), "postgres", &s.oracle).await,
+        "SELECT count(*) FROM orders",
+    )
+    .await;
+    assert_eq!(ask(&through, "SELECT count(*) FROM orders").await, want);
+}

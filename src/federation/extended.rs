@@ -22,6 +22,7 @@ use tokio::sync::Mutex;
 use super::link::{Bind, LinkError, PgLink, frontend, row_description};
 use super::scan::ScanContext;
 use super::{Failure, Federation, Out, Remainder, Run, SessionSettings, execute};
+use crate::frontend::cancel::SessionCancel;
 use crate::pgtypes::{PgType, TextSettings, oid};
 use crate::protocol::ErrorFields;
 use crate::stream::WriteHalf;
@@ -48,13 +49,14 @@ pub(crate) async fn answer_execute(
     federation: &Federation,
     settings: &SessionSettings,
     suspended: &mut Suspended,
+    cancel: &SessionCancel,
 ) -> Option<PgLink> {
     let mut out = Out {
         w: cw,
         buf: Vec::with_capacity(64 * 1024),
         ok: true,
     };
-    let link = answer(link, &mut out, job, federation, settings, suspended).await;
+    let link = answer(link, &mut out, job, federation, settings, suspended, cancel).await;
     out.flush().await;
     link
 }
@@ -87,6 +89,7 @@ async fn answer(
     federation: &Federation,
     settings: &SessionSettings,
     suspended: &mut Suspended,
+    cancel: &SessionCancel,
 ) -> Option<PgLink> {
     // The rest of a portal suspended by an earlier Execute.
     // (An empty one has run to completion: Postgres answers "SELECT 0".)
@@ -181,10 +184,17 @@ async fn answer(
         time_zone: tz,
         extra_float_digits: settings.extra_float_digits,
     };
-    let outcome = execute(&run, &ctx, federation, &text, out).await;
+    let seen = cancel.count();
+    let outcome = tokio::select! {
+        r = execute(&run, &ctx, federation, &text, out) => r,
+        () = cancel.after(seen) => Err(super::cancelled()),
+    };
     let opened: Vec<(String, String)> = std::mem::take(&mut *ctx.portals.lock().ok()?);
     drop(ctx);
     let mut link = super::take_back(shared).await?;
+    if link.recover().await.is_err() {
+        return None;
+    }
     match outcome {
         Ok((rows, mut held)) => {
             if close_portals(&mut link, &opened).await.is_err() {
@@ -229,7 +239,7 @@ async fn close_portals(link: &mut PgLink, opened: &[(String, String)]) -> Result
         frontend::close(&mut msgs, b'S', statement);
     }
     match link.extended(&msgs, opened.len() * 2).await {
-        Ok(_) | Err(LinkError::Postgres(_)) => Ok(()),
+        Ok(_) | Err(LinkError::Postgres(_) | LinkError::Skipped) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -255,8 +265,7 @@ async fn fail_raw(mut link: PgLink, out: &mut Out<'_>, error: Vec<u8>) -> Option
         "thermocline: statement failed",
     );
     match link.extended(&msgs, 1).await {
-        Err(LinkError::Postgres(_)) => {}
-        Ok(_) => {}
+        Ok(_) | Err(LinkError::Postgres(_) | LinkError::Skipped) => {}
         Err(_) => return None,
     }
     out.buf.extend(error);

@@ -49,6 +49,10 @@ pub(crate) enum LinkError {
     Postgres(BackendMessage),
     #[error("lost the connection to Postgres")]
     Gone,
+    /// An error earlier in the client's pipeline: Postgres skips every
+    /// extended-protocol message until the Sync, so none was sent.
+    #[error("Postgres is skipping messages until Sync")]
+    Skipped,
 }
 
 /// The relay's two halves of the Postgres connection, and what was read
@@ -61,6 +65,21 @@ pub(crate) struct PgLink {
     pub(crate) deferred: Vec<BackendMessage>,
     /// The transaction status of the last ReadyForQuery.
     pub(crate) txn_status: u8,
+    /// Replies still owed for a request whose reader was dropped midway
+    /// (a cancelled statement): read and discarded by [`PgLink::recover`].
+    owed: Owed,
+    /// An ErrorResponse arrived in the extended protocol: Postgres skips
+    /// messages until the next Sync.
+    skipping: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    Nothing,
+    /// Everything up to ReadyForQuery.
+    UntilReady,
+    /// This many completed extended-protocol replies (or an error).
+    Terminals(usize),
 }
 
 impl PgLink {
@@ -71,6 +90,24 @@ impl PgLink {
             buf,
             deferred: Vec::new(),
             txn_status,
+            owed: Owed::Nothing,
+            skipping: false,
+        }
+    }
+
+    /// Reads and drops what Postgres still owes for a request whose reader
+    /// went away, so the link is at a message boundary again.
+    pub(crate) async fn recover(&mut self) -> Result<(), LinkError> {
+        match self.owed {
+            Owed::Nothing => Ok(()),
+            Owed::UntilReady => match self.until_ready().await {
+                Ok(_) | Err(LinkError::Postgres(_)) => Ok(()),
+                Err(e) => Err(e),
+            },
+            Owed::Terminals(n) => match self.read_terminals(n).await {
+                Ok(_) | Err(LinkError::Postgres(_)) => Ok(()),
+                Err(e) => Err(e),
+            },
         }
     }
 
@@ -113,6 +150,7 @@ impl PgLink {
         let mut body = sql.as_bytes().to_vec();
         body.push(0);
         crate::protocol::put_message(&mut q, b'Q', &body);
+        self.owed = Owed::UntilReady;
         self.send(&q).await?;
         self.until_ready().await
     }
@@ -128,15 +166,28 @@ impl PgLink {
         messages: &[u8],
         terminals: usize,
     ) -> Result<Vec<BackendMessage>, LinkError> {
+        if self.skipping {
+            return Err(LinkError::Skipped);
+        }
         let mut bytes = messages.to_vec();
         crate::protocol::put_message(&mut bytes, b'H', b"");
+        self.owed = Owed::Terminals(terminals);
         self.send(&bytes).await?;
+        self.read_terminals(terminals).await
+    }
+
+    async fn read_terminals(&mut self, terminals: usize) -> Result<Vec<BackendMessage>, LinkError> {
         let mut out = Vec::new();
         let mut done = 0;
         while done < terminals {
+            self.owed = Owed::Terminals(terminals - done);
             let m = self.recv().await?;
             match m.tag {
-                b'E' => return Err(LinkError::Postgres(m)),
+                b'E' => {
+                    self.owed = Owed::Nothing;
+                    self.skipping = true;
+                    return Err(LinkError::Postgres(m));
+                }
                 b'A' | b'S' => self.deferred.push(m),
                 b'N' => {}
                 t => {
@@ -147,6 +198,7 @@ impl PgLink {
                 }
             }
         }
+        self.owed = Owed::Nothing;
         Ok(out)
     }
 
@@ -158,6 +210,8 @@ impl PgLink {
             let m = self.recv().await?;
             match m.tag {
                 b'Z' => {
+                    self.owed = Owed::Nothing;
+                    self.skipping = false;
                     self.txn_status = m.body.first().copied().unwrap_or(b'I');
                     return match error {
                         Some(e) => Err(LinkError::Postgres(e)),

@@ -28,6 +28,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
+use crate::frontend::cancel::SessionCancel;
 use crate::lake::Lake;
 use crate::pgtypes::TextSettings;
 use crate::protocol::ErrorFields;
@@ -104,13 +105,14 @@ pub(crate) async fn answer_query(
     sql: &str,
     federation: &Federation,
     settings: &SessionSettings,
+    cancel: &SessionCancel,
 ) -> Option<PgLink> {
     let mut out = Out {
         w: cw,
         buf: Vec::with_capacity(64 * 1024),
         ok: true,
     };
-    let result = answer(link, &mut out, sql, federation, settings).await;
+    let result = answer(link, &mut out, sql, federation, settings, cancel).await;
     out.flush().await;
     result
 }
@@ -121,6 +123,7 @@ async fn answer(
     sql: &str,
     federation: &Federation,
     settings: &SessionSettings,
+    cancel: &SessionCancel,
 ) -> Option<PgLink> {
     if link.txn_status == b'E' {
         // Postgres answers 25P02 itself.
@@ -205,17 +208,29 @@ async fn answer(
         row_description: true,
         limit: None,
     };
-    let outcome = match explain_of(sql) {
-        Some((inner, analyze)) => explain(&inner, analyze, &ctx, federation, &fields, out).await,
-        None => execute(&run, &ctx, federation, &text, out)
-            .await
-            .map(|(rows, _)| rows),
+    let seen = cancel.count();
+    let work = async {
+        match explain_of(sql) {
+            Some((inner, analyze)) => {
+                explain(&inner, analyze, &ctx, federation, &fields, out).await
+            }
+            None => execute(&run, &ctx, federation, &text, out)
+                .await
+                .map(|(rows, _)| rows),
+        }
+    };
+    let outcome = tokio::select! {
+        r = work => r,
+        () = cancel.after(seen) => Err(cancelled()),
     };
     // The scans are done with the link; take it back.
     drop(ctx);
     let Some(mut link) = take_back(shared).await else {
         return None;
     };
+    if link.recover().await.is_err() {
+        return None;
+    }
     match outcome {
         Ok(rows) => {
             let verb = if explain_of(sql).is_some() {
@@ -254,6 +269,14 @@ async fn answer(
     }
     finish(&mut link, out);
     Some(link)
+}
+
+/// The error of a statement stopped by a CancelRequest, as Postgres words it.
+fn cancelled() -> Failure {
+    Failure::Ours(ErrorFields::error(
+        "57014",
+        "canceling statement due to user request",
+    ))
 }
 
 /// The link back from the scans of a finished statement. Executor tasks

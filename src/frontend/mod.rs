@@ -71,7 +71,8 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, conn_id: u64, share
                 }
             }
             StartupPacket::Cancel { pid, secret } => {
-                if let Some(real) = shared.cancel_keys.lookup(pid, secret) {
+                if let Some((real, session)) = shared.cancel_keys.lookup(pid, secret) {
+                    session.request();
                     shared.cancel_backend(pid, real).await;
                 }
                 return;

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::federation::extended::{self, ExecuteJob, Suspended};
 use crate::federation::link::PgLink;
 use crate::federation::{Federation, SessionSettings};
+use crate::frontend::cancel::SessionCancel;
 use crate::protocol::{ErrorFields, FrameScanner, Step, tag};
 use crate::router::{Route, Router};
 use crate::server::{Phase, Shared};
@@ -59,6 +60,8 @@ struct State {
     ext_failed: AtomicBool,
     /// Rows of federated portals suspended by a row limit.
     suspended: std::sync::Mutex<Suspended>,
+    /// Set by a CancelRequest for this session.
+    cancel: Arc<SessionCancel>,
 }
 
 impl State {
@@ -543,7 +546,15 @@ async fn backend_to_client(
             );
             let answered = match &job.work {
                 Work::Query(sql) => {
-                    crate::federation::answer_query(link, cw, sql, federation, &settings).await
+                    crate::federation::answer_query(
+                        link,
+                        cw,
+                        sql,
+                        federation,
+                        &settings,
+                        &state.cancel,
+                    )
+                    .await
                 }
                 Work::Execute(e) => {
                     let mut suspended = state
@@ -558,6 +569,7 @@ async fn backend_to_client(
                         federation,
                         &settings,
                         &mut suspended,
+                        &state.cancel,
                     )
                     .await;
                     if let Ok(mut s) = state.suspended.lock() {
@@ -632,7 +644,9 @@ fn backend_key_data(message: &[u8], state: &State, shared: &Shared) -> Vec<u8> {
     }
     let pid = i32::from_be_bytes([message[5], message[6], message[7], message[8]]);
     let secret = i32::from_be_bytes([message[9], message[10], message[11], message[12]]);
-    let ours = shared.cancel_keys.register(pid, secret);
+    let ours = shared
+        .cancel_keys
+        .register(pid, secret, state.cancel.clone());
     state.backend_pid.store(pid.into(), Relaxed);
     state.backend_secret.store(secret.into(), Relaxed);
     state.client_secret.store(ours.into(), Relaxed);
