@@ -22,6 +22,17 @@ struct Cli {
 enum Command {
     /// Serve Postgres clients.
     Serve(ServeArgs),
+    /// Try it: a private Postgres with a sample `orders` table (two years of
+    /// rows, 30 days hot, the rest in a local Iceberg lake) served on
+    /// 127.0.0.1:6432.
+    Demo {
+        /// Rows in the sample orders table.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Address to serve on.
+        #[arg(long, default_value = "127.0.0.1:6432")]
+        listen: String,
+    },
     /// Tiering: move rows older than each table's hot window to the lake.
     Tier {
         #[command(subcommand)]
@@ -86,6 +97,27 @@ fn load(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo { rows, listen } => {
+            let config = match load(None, vec![("listen", listen)]) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging(&config);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("thermocline: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(demo(config, rows)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("thermocline: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::CheckConfig { config } => match load(config.as_deref(), Vec::new()) {
             Ok(c) => match c.require_backend() {
                 Ok(()) => {
@@ -183,6 +215,7 @@ fn init_logging(config: &Config) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder
@@ -243,6 +276,97 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         admin.abort();
     }
     drop(embedded);
+    Ok(())
+}
+
+/// `thermocline demo`: sample data, one pass of the mover, then serve.
+async fn demo(mut config: Config, rows: u64) -> anyhow::Result<()> {
+    let scratch = tempfile::Builder::new()
+        .prefix("thermocline-demo")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    eprintln!("thermocline demo: starting a private Postgres");
+    let pg = tokio::task::spawn_blocking(|| EmbeddedPostgres::start(EmbeddedOptions::default()))
+        .await
+        .context("starting embedded Postgres")?
+        .context("starting embedded Postgres")?;
+    let target = BackendTarget::parse(&pg.url()).context("embedded Postgres URL")?;
+    let client = thermocline::tiering::service_connection(&target, "postgres").await?;
+    eprintln!("thermocline demo: loading {rows} orders over two years");
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, region text NOT NULL);
+             INSERT INTO customers
+             SELECT i, 'customer ' || i, (ARRAY['north', 'south', 'east', 'west'])[1 + i % 4]
+               FROM generate_series(1, 1000) i;
+             CREATE TABLE orders (
+                 id bigint PRIMARY KEY,
+                 created_at timestamptz NOT NULL,
+                 customer_id int NOT NULL REFERENCES customers,
+                 amount numeric(12,2) NOT NULL,
+                 status text NOT NULL
+             );
+             INSERT INTO orders
+             SELECT i, now() - (i::float8 / {rows}) * interval '730 days', 1 + (i * 7919) % 1000,
+                    ((i * 37) % 50000) / 100.0 + 1,
+                    (ARRAY['new', 'paid', 'shipped', 'returned'])[1 + i % 4]
+               FROM generate_series(1, {rows}) i;
+             CREATE INDEX ON orders (created_at);
+             ANALYZE;"
+        ))
+        .await
+        .context("loading the sample data")?;
+    let catalog = scratch.path().join("catalog");
+    std::fs::create_dir_all(&catalog)?;
+    std::fs::write(
+        catalog.join("orders.toml"),
+        "table = \"public.orders\"\ntime_column = \"created_at\"\nhot_window = \"30 days\"\npartition_by = \"month\"\n",
+    )?;
+    config.postgres = Some(target.clone());
+    config.catalog_dir = Some(catalog);
+    config.lake_warehouse = Some(scratch.path().join("lake"));
+    config.admin_listen = None;
+    let federations = thermocline::server::load_tiers(&config, &target).await?;
+    let federation = federations
+        .get("postgres")
+        .context("the demo table is tiered")?;
+    eprintln!("thermocline demo: moving rows older than 30 days to the lake");
+    if let Some(r) = thermocline::tiering::mover::run_once(
+        &target,
+        &federation.lake,
+        &federation.tables[0],
+        "postgres",
+        false,
+    )
+    .await?
+    {
+        eprintln!(
+            "thermocline demo: {} rows moved to {} Parquet files; {} rows stay in Postgres",
+            r.rows_deleted,
+            r.files,
+            rows.saturating_sub(r.rows_deleted)
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    println!(
+        "\nthermocline is serving the demo on {addr}. Connect with:\n\n    psql \"host={} port={} user=postgres dbname=postgres\"\n",
+        addr.ip(),
+        addr.port()
+    );
+    println!("Queries worth trying (orders holds two years; only 30 days are in Postgres):\n");
+    println!("    SELECT date_trunc('month', created_at) AS month, count(*), sum(amount)");
+    println!("      FROM orders GROUP BY 1 ORDER BY 1;");
+    println!("    SELECT c.region, count(*), sum(o.amount) FROM orders o");
+    println!("      JOIN customers c ON c.id = o.customer_id GROUP BY 1 ORDER BY 1;");
+    println!("    EXPLAIN SELECT * FROM orders WHERE id = 4242;\n");
+    println!("Stop with Ctrl-C.");
+    config.tier_interval = Some(std::time::Duration::from_secs(300));
+    thermocline::run(listener, config, wait_for_signal()).await?;
+    drop(pg);
+    drop(scratch);
     Ok(())
 }
 

@@ -764,3 +764,83 @@ async fn cancel_stops_a_federated_read_and_the_session_goes_on() {
     .await;
     assert_eq!(ask(&through, "SELECT count(*) FROM orders").await, want);
 }
+
+/// Privileges are Postgres's: a role that may not read the table gets
+/// 42501 through thermocline too, and no cold row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_without_select_gets_postgres_error() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let role = format!("reader_{}", std::process::id());
+    admin("postgres")
+        .await
+        .batch_execute(&format!(
+            "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN CREATE ROLE {role} LOGIN; END IF; END$$"
+        ))
+        .await
+        .unwrap();
+    for db in [&s.oracle, &s.tiered] {
+        admin(db)
+            .await
+            .batch_execute(&format!("GRANT SELECT ON customers TO {role}"))
+            .await
+            .unwrap();
+    }
+    let proxy = Proxy::start_with({
+        let c = s.config.clone();
+        move |config| *config = c
+    })
+    .await;
+    let direct = client(pg().port(), &role, &s.oracle).await;
+    let through = client(proxy.port(), &role, &s.tiered).await;
+    for sql in [
+        "SELECT count(*) FROM orders",
+        "SELECT c.name, o.amount FROM customers c JOIN orders o ON o.customer_id = c.id",
+        "SELECT count(*) FROM customers",
+    ] {
+        assert_eq!(ask(&through, sql).await, ask(&direct, sql).await, "{sql}");
+    }
+    assert_eq!(
+        ask(&through, "SELECT count(*) FROM orders").await,
+        Answer::Error("42501".into())
+    );
+}
+
+/// With the lake unreadable, federated reads fail with an error naming the
+/// tier; relayed statements go on; reads work again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_lake_fails_federated_reads_only() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = Proxy::start_with({
+        let c = s.config.clone();
+        move |config| *config = c
+    })
+    .await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let warehouse = s.config.lake_warehouse.clone().unwrap();
+    let (tables, hidden) = (warehouse.join("public"), warehouse.join("public.away"));
+    std::fs::rename(&tables, &hidden).unwrap();
+    let e = through
+        .simple_query("SELECT count(*) FROM orders")
+        .await
+        .expect_err("the lake is gone");
+    let db = e.as_db_error().expect("an error from the server");
+    assert_eq!(db.code().code(), "HV00N", "{db:?}");
+    assert!(
+        db.message().contains("cold tier of public.orders"),
+        "{}",
+        db.message()
+    );
+    assert_eq!(
+        ask(&through, "SELECT count(*) FROM customers").await,
+        Answer::Rows(vec!["count".into()], vec![vec![Some("20".into())]])
+    );
+    std::fs::rename(&hidden, &tables).unwrap();
+    let want = ask(
+        &client(pg().port(), "postgres", &s.oracle).await,
+        "SELECT count(*) FROM orders",
+    )
+    .await;
+    assert_eq!(ask(&through, "SELECT count(*) FROM orders").await, want);
+}

@@ -364,10 +364,15 @@ impl Failure {
             Failure::Ours(e) => e.encode(),
             Failure::DataFusion(e) => {
                 let root = e.find_root();
-                if let DataFusionError::External(inner) = root
-                    && let Some(LinkError::Postgres(m)) = inner.downcast_ref::<LinkError>()
-                {
-                    return m.encode();
+                if let DataFusionError::External(inner) = root {
+                    if let Some(LinkError::Postgres(m)) = inner.downcast_ref::<LinkError>() {
+                        return m.encode();
+                    }
+                    if let Some(e) = inner.downcast_ref::<scan::ColdTierUnavailable>() {
+                        // As a foreign-data wrapper reports a server it cannot reach.
+                        tracing::warn!(error = %e, "cold tier unavailable");
+                        return ErrorFields::error("HV00N", e.to_string()).encode();
+                    }
                 }
                 let (code, message) = match root {
                     DataFusionError::ResourcesExhausted(m) => {

@@ -263,10 +263,13 @@ impl TableProvider for FederatedTable {
         let mut cold_part: Option<Arc<dyn PartitionStream>> = None;
         let mut split = None;
         if let Some((t, lake)) = &self.tiered {
-            let table = lake
-                .load(t)
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let table = lake.load(t).await.map_err(|e| {
+                DataFusionError::External(Box::new(ColdTierUnavailable {
+                    table: t.def.qualified(),
+                    lake_table: format!("{}.{}", t.def.lake_namespace, t.def.lake_table),
+                    message: e.to_string(),
+                }))
+            })?;
             let w = table.as_ref().and_then(crate::lake::watermark);
             let time_pos = read.iter().position(|&i| i == t.time_index).expect("read");
             let key_pos: Vec<usize> = t
@@ -330,6 +333,15 @@ impl TableProvider for FederatedTable {
             None,
         )?))
     }
+}
+
+/// The lake could not be read for a tiered table.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the cold tier of {table} (Iceberg table {lake_table}): {message}")]
+pub(crate) struct ColdTierUnavailable {
+    pub table: String,
+    pub lake_table: String,
+    pub message: String,
 }
 
 fn link_error(e: LinkError) -> DataFusionError {

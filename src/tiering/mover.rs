@@ -179,7 +179,9 @@ pub async fn run_once(
         }));
     }
     let mut snapshot_id = None;
-    if rows_deleted > 0 || previous.is_none_or(|p| p < w) {
+    // A pass that moved nothing commits nothing: the watermark stays, and
+    // the lake gains no empty snapshot every interval.
+    if rows_deleted > 0 {
         let batch_id = uuid::Uuid::now_v7().to_string();
         let txn = Transaction::new(&table);
         let txn = txn
