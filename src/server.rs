@@ -60,15 +60,24 @@ pub(crate) struct Shared {
     pub(crate) upstream_tls: UpstreamTls,
     pub(crate) client_tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) cancel_keys: CancelKeys,
-    /// Tiered tables and their lake, by database.
-    pub(crate) federations: HashMap<String, Federation>,
+    /// Tiered tables and their lake, by database; replaced whole when the
+    /// tier definitions are reloaded (SIGHUP). Sessions keep the set they
+    /// started with.
+    federations: std::sync::RwLock<Arc<HashMap<String, Federation>>>,
     phase: watch::Sender<Phase>,
 }
 
 impl Shared {
     /// The routing rules and tiered tables for a session of `database`.
+    pub(crate) fn federations(&self) -> Arc<HashMap<String, Federation>> {
+        self.federations
+            .read()
+            .map(|f| f.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
     pub(crate) fn for_database(&self, database: &str) -> (Router, Option<Federation>) {
-        match self.federations.get(database) {
+        match self.federations().get(database) {
             Some(f) => (
                 Router::new(
                     f.tables
@@ -141,14 +150,14 @@ pub async fn run(
         upstream_tls,
         client_tls,
         cancel_keys: CancelKeys::default(),
-        federations,
+        federations: std::sync::RwLock::new(Arc::new(federations)),
         phase,
     });
     let mover = shared
         .config
         .tier_interval
-        .filter(|_| !shared.federations.is_empty())
         .map(|every| tokio::spawn(mover_loop(shared.clone(), every)));
+    let reloader = tokio::spawn(reload_on_sighup(shared.clone()));
     let sessions = TaskTracker::new();
     let conn_ids = AtomicU64::new(1);
     tokio::pin!(shutdown);
@@ -187,6 +196,7 @@ pub async fn run(
     if let Some(mover) = mover {
         mover.abort();
     }
+    reloader.abort();
     tracing::info!("stopped");
     Ok(())
 }
@@ -199,7 +209,7 @@ async fn mover_loop(shared: Arc<Shared>, every: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        for (database, federation) in &shared.federations {
+        for (database, federation) in shared.federations().iter() {
             for table in &federation.tables {
                 match crate::tiering::mover::run_once(
                     &shared.target,
@@ -225,6 +235,29 @@ async fn mover_loop(shared: Arc<Shared>, every: Duration) {
                         tracing::warn!(table = %table.def.qualified(), error = %e, "moving rows failed")
                     }
                 }
+            }
+        }
+    }
+}
+
+/// On SIGHUP, reads the tier definitions again. New sessions use the new
+/// set; a set that fails its checks is logged and the old one kept.
+async fn reload_on_sighup(shared: Arc<Shared>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        match load_tiers(&shared.config, &shared.target).await {
+            Ok(federations) => {
+                let tables: usize = federations.values().map(|f| f.tables.len()).sum();
+                if let Ok(mut f) = shared.federations.write() {
+                    *f = Arc::new(federations);
+                }
+                tracing::info!(tables, "tier definitions reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "tier definitions not reloaded; the previous ones stay")
             }
         }
     }

@@ -844,3 +844,88 @@ async fn an_unreachable_lake_fails_federated_reads_only() {
     .await;
     assert_eq!(ask(&through, "SELECT count(*) FROM orders").await, want);
 }
+
+/// SIGHUP reloads the tier definitions: a table defined after start is read
+/// over both tiers by sessions that start after the reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_tier_definitions() {
+    use std::io::BufRead;
+    let s = setup().await;
+    move_rows(&s).await;
+    let later = tempfile::tempdir().unwrap();
+    let config_file = later.path().join("thermocline.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::create_dir(later.path().join("catalog")).unwrap();
+    std::fs::write(
+        &config_file,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"off\"\npostgres_url = \"{}\"\ncatalog_dir = \"{}\"\ntier_interval = \"off\"\n[lake]\nwarehouse = \"{}\"\n",
+            pg().url(),
+            later.path().join("catalog").display(),
+            s.config.lake_warehouse.as_ref().unwrap().display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"))
+        .args(["serve", "--config"])
+        .arg(&config_file)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    async fn wait_for(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            match tokio::time::timeout(std::time::Duration::from_secs(1), rx.recv()).await {
+                Ok(Some(line)) if line.contains(what) => return,
+                Ok(None) => panic!("thermocline exited before {what:?}"),
+                _ => {}
+            }
+        }
+        panic!("no {what:?} within 60 s");
+    }
+    wait_for(&mut rx, "thermocline is serving").await;
+    let oracle = ask(
+        &client(pg().port(), "postgres", &s.oracle).await,
+        "SELECT count(*) FROM orders",
+    )
+    .await;
+    let hot_only = ask(
+        &client(port, "postgres", &s.tiered).await,
+        "SELECT count(*) FROM orders",
+    )
+    .await;
+    assert_ne!(
+        hot_only, oracle,
+        "before the reload the table is not tiered"
+    );
+    std::fs::copy(
+        s.config.catalog_dir.as_ref().unwrap().join("orders.toml"),
+        later.path().join("catalog/orders.toml"),
+    )
+    .unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    wait_for(&mut rx, "tier definitions reloaded").await;
+    let whole = ask(
+        &client(port, "postgres", &s.tiered).await,
+        "SELECT count(*) FROM orders",
+    )
+    .await;
+    assert_eq!(whole, oracle);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}
