@@ -929,3 +929,69 @@ async fn sighup_reloads_tier_definitions() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
 }
+
+/// The lake is open: pyiceberg, another Iceberg implementation, reads the
+/// table the mover wrote and finds exactly the rows that left Postgres, and
+/// the watermark in the snapshot summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyiceberg_reads_the_lake() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let sums =
+        "SELECT count(*)::text || ' ' || sum(id)::text || ' ' || sum(amount)::text FROM orders";
+    let all: String = admin(&s.oracle)
+        .await
+        .query_one(sums, &[])
+        .await
+        .unwrap()
+        .get(0);
+    let hot: String = admin(&s.tiered)
+        .await
+        .query_one(sums, &[])
+        .await
+        .unwrap()
+        .get(0);
+    let parse = |t: &str| -> (i64, i64, f64) {
+        let v: Vec<&str> = t.split(' ').collect();
+        (
+            v[0].parse().unwrap(),
+            v[1].parse().unwrap(),
+            v[2].parse().unwrap(),
+        )
+    };
+    let (all, hot) = (parse(&all), parse(&hot));
+    let tools = std::env::var("THERMOCLINE_TOOLS").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/thermocline-tools",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    let out = std::process::Command::new(format!("{tools}/venv/bin/python"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/pyiceberg_read.py"
+        ))
+        .arg(
+            s.config
+                .lake_warehouse
+                .as_ref()
+                .unwrap()
+                .canonicalize()
+                .unwrap(),
+        )
+        .arg("public.orders")
+        .output()
+        .expect("run pyiceberg (tests/clients/install.sh installs it)");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Vec<&str> = printed.split_whitespace().collect();
+    assert_eq!(v[0].parse::<i64>().unwrap(), all.0 - hot.0, "{printed}");
+    assert_eq!(v[1].parse::<i64>().unwrap(), all.1 - hot.1, "{printed}");
+    let cold_amount: f64 = v[2].parse().unwrap();
+    assert!((cold_amount - (all.2 - hot.2)).abs() < 0.005, "{printed}");
+    assert!(v[3].parse::<i64>().unwrap() > 0, "watermark in {printed}");
+}

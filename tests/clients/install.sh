@@ -63,7 +63,7 @@ fi
 VENV="$TOOLS/venv"
 py_stamp="$(hash_of "$HERE/requirements.txt")"
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.thermocline-stamp" 2>/dev/null)" = "$py_stamp" ] \
-    && "$VENV/bin/python" -c 'import psycopg, asyncpg' 2>/dev/null; then
+    && "$VENV/bin/python" -c 'import psycopg, asyncpg, pyiceberg' 2>/dev/null; then
     :
 else
     log "creating Python venv in $VENV"
@@ -74,7 +74,7 @@ else
         /usr/bin/python3 -m venv "$VENV" >&2
     fi
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$HERE/requirements.txt" >&2
-    "$VENV/bin/python" -c 'import psycopg, asyncpg' || die "psycopg/asyncpg do not import after install"
+    "$VENV/bin/python" -c 'import psycopg, asyncpg, pyiceberg' || die "psycopg/asyncpg do not import after install"
     printf '%s\n' "$py_stamp" > "$VENV/.thermocline-stamp"
 fi
 
