@@ -835,6 +835,24 @@ fn shortest_to_pg(out: &mut Vec<u8>, sci: &str, fixed_limit: i32) {
     }
 }
 
+/// The zone name the executor gives timestamptz values: a fixed `+00:00`
+/// for the zones that are UTC (Arrow's fixed offsets are much cheaper to
+/// bucket by than named zones), the zone's own name otherwise.
+pub fn executor_zone(tz: chrono_tz::Tz) -> &'static str {
+    let utc = matches!(
+        tz,
+        chrono_tz::UTC
+            | chrono_tz::Etc::UTC
+            | chrono_tz::Etc::UCT
+            | chrono_tz::Etc::Universal
+            | chrono_tz::Etc::Zulu
+            | chrono_tz::Etc::GMT
+            | chrono_tz::GMT
+            | chrono_tz::Etc::Greenwich
+    );
+    if utc { "+00:00" } else { tz.name() }
+}
+
 /// Resolves a Postgres `TimeZone` setting to a zone, where it names one
 /// the IANA database knows (`UTC`, `Europe/Berlin`, `Etc/GMT+5`).
 pub fn resolve_time_zone(name: &str) -> Option<chrono_tz::Tz> {

@@ -161,7 +161,12 @@ async fn answer(
     for (i, value) in bind.params.iter().enumerate() {
         let type_oid = param_types.get(i).copied().unwrap_or(0);
         let format = bind.param_formats.get(i).copied().unwrap_or(0);
-        match param_scalar(type_oid, format, value.as_deref(), tz.name()) {
+        match param_scalar(
+            type_oid,
+            format,
+            value.as_deref(),
+            crate::pgtypes::executor_zone(tz),
+        ) {
             Ok(v) => params.push(v),
             Err(message) => {
                 return fail(link, out, ErrorFields::error("22P02", message)).await;
@@ -169,7 +174,7 @@ async fn answer(
         }
     }
     let shared = Arc::new(Mutex::new(link));
-    let mut ctx = ScanContext::new(shared.clone(), tz.name());
+    let mut ctx = ScanContext::new(shared.clone(), crate::pgtypes::executor_zone(tz));
     ctx.extended = true;
     let ctx = Arc::new(ctx);
     let run = Run {

@@ -195,7 +195,10 @@ async fn answer(
         }
     }
     let shared = Arc::new(Mutex::new(link));
-    let ctx = Arc::new(ScanContext::new(shared.clone(), tz.name()));
+    let ctx = Arc::new(ScanContext::new(
+        shared.clone(),
+        crate::pgtypes::executor_zone(tz),
+    ));
     let text = TextSettings {
         time_zone: tz,
         extra_float_digits: settings.extra_float_digits,
