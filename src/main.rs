@@ -103,20 +103,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_logging(&config);
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("thermocline: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(demo(config, rows)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("thermocline: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            run_to_end(demo(config, rows))
         }
         Command::CheckConfig { config } => match load(config.as_deref(), Vec::new()) {
             Ok(c) => match c.require_backend() {
@@ -150,20 +137,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             init_logging(&config);
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("thermocline: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(tier_run(config, table, dry_run)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("thermocline: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            run_to_end(tier_run(config, table, dry_run))
         }
         Command::Serve(args) => {
             let mut flags = Vec::new();
@@ -191,21 +165,27 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             init_logging(&config);
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("thermocline: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(serve(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("thermocline: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            run_to_end(serve(config))
+        }
+    }
+}
+
+/// Runs a command on a new runtime; an error is logged and printed, and
+/// the process exits 1.
+fn run_to_end(command: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("thermocline: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("thermocline: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Proxy, fresh_db, pg, transcript};
+use common::{Proxy, assert_same_transcript, fresh_db, pg, transcript};
 
 /// Runs `client` both ways and compares. `expect` are strings the direct
 /// transcript must contain, so a session that stops exercising what it
@@ -21,26 +21,7 @@ async fn same_through_thermocline(client: &str, expect: &[&str]) {
             "the {client} session no longer shows {want:?}:\n{direct}"
         );
     }
-    if direct != proxied {
-        let first = direct
-            .lines()
-            .zip(proxied.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(0);
-        let window = |t: &str| {
-            t.lines()
-                .skip(first.saturating_sub(3))
-                .take(8)
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
-        panic!(
-            "{client}: transcripts differ from line {}\n--- direct\n{}\n--- through thermocline\n{}",
-            first + 1,
-            window(&direct),
-            window(&proxied)
-        );
-    }
+    assert_same_transcript(client, &direct, &proxied);
 }
 
 #[tokio::test]

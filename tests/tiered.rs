@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Proxy, admin, client, fresh_db, pg, transcript};
+use common::{Proxy, admin, assert_same_transcript, client, fresh_db, pg, transcript};
 use thermocline::Config;
 use thermocline::backend::target::BackendTarget;
 use tokio_postgres::SimpleQueryMessage;
@@ -93,6 +93,12 @@ async fn setup() -> Setup {
         config,
         _dirs: (catalog, warehouse),
     }
+}
+
+/// thermocline in front of the test Postgres, with the tiered table.
+async fn serve(s: &Setup) -> Proxy {
+    let c = s.config.clone();
+    Proxy::start_with(move |config| *config = c).await
 }
 
 /// One pass of the mover, through the library.
@@ -200,11 +206,7 @@ async fn reads_equal_the_oracle_across_both_tiers() {
     );
     assert_eq!(hot_count(&s.tiered).await, before - moved as i64);
 
-    let proxy = Proxy::start_with({
-        let c = s.config.clone();
-        move |config| *config = c
-    })
-    .await;
+    let proxy = serve(&s).await;
     same_answers(&s, &proxy, QUERIES).await;
 
     // A late row older than the window lands in Postgres: it is a straggler,
@@ -230,11 +232,7 @@ async fn reads_equal_the_oracle_across_both_tiers() {
 async fn the_session_time_zone_shapes_answers() {
     let s = setup().await;
     move_rows(&s).await;
-    let proxy = Proxy::start_with({
-        let c = s.config.clone();
-        move |config| *config = c
-    })
-    .await;
+    let proxy = serve(&s).await;
     let direct = client(pg().port(), "postgres", &s.oracle).await;
     let through = client(proxy.port(), "postgres", &s.tiered).await;
     for zone in ["America/New_York", "Asia/Kolkata", "UTC"] {
@@ -259,11 +257,7 @@ async fn the_session_time_zone_shapes_answers() {
 async fn transactions_see_their_own_writes_and_errors_abort_them() {
     let s = setup().await;
     move_rows(&s).await;
-    let proxy = Proxy::start_with({
-        let c = s.config.clone();
-        move |config| *config = c
-    })
-    .await;
+    let proxy = serve(&s).await;
     let direct = client(pg().port(), "postgres", &s.oracle).await;
     let through = client(proxy.port(), "postgres", &s.tiered).await;
     let script = [
@@ -311,11 +305,7 @@ async fn a_mover_killed_between_its_two_commits_loses_and_duplicates_nothing() {
     // The delete was rolled back: every row is still hot, most are also cold.
     assert_eq!(hot_count(&s.tiered).await, hot_count(&s.oracle).await);
 
-    let proxy = Proxy::start_with({
-        let c = s.config.clone();
-        move |config| *config = c
-    })
-    .await;
+    let proxy = serve(&s).await;
     same_answers(&s, &proxy, &QUERIES[..8]).await;
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"))
@@ -355,11 +345,7 @@ async fn extended_protocol_replies_are_identical() {
     use common::wire::{RawConn, bind, describe, execute, flush, normalize, parse, sync};
     let s = setup().await;
     move_rows(&s).await;
-    let proxy = Proxy::start_with({
-        let c = s.config.clone();
-        move |config| *config = c
-    })
-    .await;
+    let proxy = serve(&s).await;
     let cols = "id, created_at, amount, status, note, score, day, flag";
     let ts: Vec<u8> = {
         // 2025-06-01 00:00:00+00 in microseconds since 2000-01-01.
@@ -509,11 +495,7 @@ async fn extended_protocol_replies_are_identical() {
 async fn real_clients_read_both_tiers() {
     let s = setup().await;
     move_rows(&s).await;
-    let proxy = Proxy::start_with({
-        let c = s.config.clone();
-        move |config| *config = c
-    })
-    .await;
+    let proxy = serve(&s).await;
     for client in [
         "psql-tiered",
         "psycopg-tiered",
@@ -527,26 +509,7 @@ async fn real_clients_read_both_tiers() {
             want.lines().count() > 40,
             "{client}: a short transcript:\n{want}"
         );
-        if got != want {
-            let first = want
-                .lines()
-                .zip(got.lines())
-                .position(|(a, b)| a != b)
-                .unwrap_or(0);
-            let window = |t: &str| {
-                t.lines()
-                    .skip(first.saturating_sub(2))
-                    .take(5)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            };
-            panic!(
-                "{client}: transcripts differ from line {}\n--- oracle\n{}\n--- through thermocline\n{}",
-                first + 1,
-                window(&want),
-                window(&got)
-            );
-        }
+        assert_same_transcript(client, &want, &got);
     }
 }
 
@@ -557,11 +520,7 @@ async fn real_clients_read_both_tiers() {
 async fn explain_shows_the_route_the_pushed_sql_and_the_watermark() {
     let s = setup().await;
     move_rows(&s).await;
-    let proxy = Proxy::start_with({
-        let c = s.config.clone();
-        move |config| *config = c
-    })
-    .await;
+    let proxy = serve(&s).await;
     let through = client(proxy.port(), "postgres", &s.tiered).await;
     let lines = |msgs: Vec<SimpleQueryMessage>| -> Vec<String> {
         msgs.into_iter()
@@ -635,11 +594,7 @@ async fn corpus_matches_the_oracle_in_text_and_binary() {
             .await
             .unwrap();
     }
-    let proxy = Proxy::start_with({
-        let c = s.config.clone();
-        move |config| *config = c
-    })
-    .await;
+    let proxy = serve(&s).await;
     let corpus = include_str!("tiered_corpus.sql");
     let direct = client(pg().port(), "postgres", &s.oracle).await;
     let through = client(proxy.port(), "postgres", &s.tiered).await;
@@ -729,11 +684,7 @@ async fn corpus_matches_the_oracle_in_text_and_binary() {
 async fn cancel_stops_a_federated_read_and_the_session_goes_on() {
     let s = setup().await;
     move_rows(&s).await;
-    let proxy = Proxy::start_with({
-        let c = s.config.clone();
-        move |config| *config = c
-    })
-    .await;
+    let proxy = serve(&s).await;
     let through = client(proxy.port(), "postgres", &s.tiered).await;
     let token = through.cancel_token();
     let started = std::time::Instant::now();
@@ -786,11 +737,7 @@ async fn a_role_without_select_gets_postgres_error() {
             .await
             .unwrap();
     }
-    let proxy = Proxy::start_with({
-        let c = s.config.clone();
-        move |config| *config = c
-    })
-    .await;
+    let proxy = serve(&s).await;
     let direct = client(pg().port(), &role, &s.oracle).await;
     let through = client(proxy.port(), &role, &s.tiered).await;
     for sql in [
@@ -812,11 +759,7 @@ async fn a_role_without_select_gets_postgres_error() {
 async fn an_unreachable_lake_fails_federated_reads_only() {
     let s = setup().await;
     move_rows(&s).await;
-    let proxy = Proxy::start_with({
-        let c = s.config.clone();
-        move |config| *config = c
-    })
-    .await;
+    let proxy = serve(&s).await;
     let through = client(proxy.port(), "postgres", &s.tiered).await;
     let warehouse = s.config.lake_warehouse.clone().unwrap();
     let (tables, hidden) = (warehouse.join("public"), warehouse.join("public.away"));

@@ -137,25 +137,9 @@ async fn answer(
         // Not a row-returning statement after all: Postgres runs it.
         return relay_execute(link, out, job).await;
     };
-    if settings.date_style.split(',').next().map(str::trim) != Some("ISO") {
-        let e = ErrorFields::error(
-            "0A000",
-            format!(
-                "reading the history of tiered tables needs DateStyle ISO, not {:?}",
-                settings.date_style
-            ),
-        );
-        return fail(link, out, e).await;
-    }
-    let Some(tz) = crate::pgtypes::resolve_time_zone(&settings.time_zone) else {
-        let e = ErrorFields::error(
-            "0A000",
-            format!(
-                "reading the history of tiered tables needs a named time zone, not TimeZone {:?}",
-                settings.time_zone
-            ),
-        );
-        return fail(link, out, e).await;
+    let tz = match settings.zone() {
+        Ok(tz) => tz,
+        Err(e) => return fail(link, out, e).await,
     };
     let mut params = Vec::with_capacity(bind.params.len());
     for (i, value) in bind.params.iter().enumerate() {

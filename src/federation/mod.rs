@@ -65,6 +65,31 @@ pub(crate) struct SessionSettings {
     pub extra_float_digits: i32,
 }
 
+impl SessionSettings {
+    /// The session's time zone, when the executor can write Postgres's text
+    /// for these settings: DateStyle ISO and a named TimeZone.
+    pub(crate) fn zone(&self) -> Result<chrono_tz::Tz, ErrorFields> {
+        if self.date_style.split(',').next().map(str::trim) != Some("ISO") {
+            return Err(ErrorFields::error(
+                "0A000",
+                format!(
+                    "reading the history of tiered tables needs DateStyle ISO, not {:?}",
+                    self.date_style
+                ),
+            ));
+        }
+        crate::pgtypes::resolve_time_zone(&self.time_zone).ok_or_else(|| {
+            ErrorFields::error(
+                "0A000",
+                format!(
+                    "reading the history of tiered tables needs a named time zone, not TimeZone {:?}",
+                    self.time_zone
+                ),
+            )
+        })
+    }
+}
+
 impl Default for SessionSettings {
     fn default() -> Self {
         Self {
@@ -155,29 +180,13 @@ async fn answer(
     let Some(fields) = row_description(&row_desc.body) else {
         return None;
     };
-    if settings.date_style.split(',').next().map(str::trim) != Some("ISO") {
-        let e = ErrorFields::error(
-            "0A000",
-            format!(
-                "reading the history of tiered tables needs DateStyle ISO, not {:?}",
-                settings.date_style
-            ),
-        );
-        out.buf.extend(e.encode());
-        finish(&mut link, out);
-        return Some(link);
-    }
-    let Some(tz) = crate::pgtypes::resolve_time_zone(&settings.time_zone) else {
-        let e = ErrorFields::error(
-            "0A000",
-            format!(
-                "reading the history of tiered tables needs a named time zone, not TimeZone {:?}",
-                settings.time_zone
-            ),
-        );
-        out.buf.extend(e.encode());
-        finish(&mut link, out);
-        return Some(link);
+    let tz = match settings.zone() {
+        Ok(tz) => tz,
+        Err(e) => {
+            out.buf.extend(e.encode());
+            finish(&mut link, out);
+            return Some(link);
+        }
     };
     let own_transaction = link.txn_status == b'I';
     if own_transaction {

@@ -152,3 +152,28 @@ pub async fn transcript(client: &str, port: u16, db: &str) -> String {
     );
     stdout
 }
+
+/// Fails, showing where, unless two transcripts of `client` are identical.
+pub fn assert_same_transcript(client: &str, want: &str, got: &str) {
+    if got == want {
+        return;
+    }
+    let first = want
+        .lines()
+        .zip(got.lines())
+        .position(|(a, b)| a != b)
+        .unwrap_or(0);
+    let window = |t: &str| {
+        t.lines()
+            .skip(first.saturating_sub(3))
+            .take(8)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    panic!(
+        "{client}: transcripts differ from line {}\n--- expected\n{}\n--- through thermocline\n{}",
+        first + 1,
+        window(want),
+        window(got)
+    );
+}
