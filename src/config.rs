@@ -48,6 +48,8 @@ pub struct Config {
     pub lake_warehouse: Option<PathBuf>,
     /// How often `serve` runs the mover; `None`: never (use `tier run`).
     pub tier_interval: Option<Duration>,
+    /// Memory all federated statements together may use, in bytes.
+    pub executor_memory: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +81,7 @@ impl Default for Config {
             catalog_dir: None,
             lake_warehouse: None,
             tier_interval: Some(Duration::from_secs(300)),
+            executor_memory: 1 << 30,
         }
     }
 }
@@ -478,6 +481,15 @@ impl Config {
                         .map_err(|m| Loader::error("tier_interval", &origin, m))?,
                 ),
             };
+        }
+        if let Some(n) = l.parsed("executor_memory", |v| {
+            let n = parse_size(v)?;
+            if n < 16 << 20 {
+                return Err("at least 16MB".into());
+            }
+            Ok(n)
+        })? {
+            c.executor_memory = n;
         }
         if let Some(key) = l.leftover_keys().into_iter().next() {
             return Err(ConfigError::Key {

@@ -51,6 +51,8 @@ pub enum ServerError {
         "config key `lake.warehouse`: not set, but catalog_dir defines tiered tables (set lake.warehouse or THERMOCLINE_LAKE_WAREHOUSE)"
     )]
     NoWarehouse,
+    #[error("cannot set up the executor: {0}")]
+    Executor(String),
 }
 
 /// What every session of one server shares.
@@ -282,6 +284,7 @@ pub async fn load_tiers(
         .as_ref()
         .ok_or(ServerError::NoWarehouse)?;
     let lake = crate::lake::Lake::open_local(warehouse).await?;
+    let runtime = executor_runtime(config)?;
     let default_db = default_database(target);
     for def in defs {
         let db = def.database_or(&default_db).to_string();
@@ -293,11 +296,28 @@ pub async fn load_tiers(
             .or_insert_with(|| Federation {
                 lake: lake.clone(),
                 tables: Vec::new(),
+                runtime: runtime.clone(),
             })
             .tables
             .push(std::sync::Arc::new(table));
     }
     Ok(out)
+}
+
+/// The executor's memory pool (`executor_memory`, shared by all federated
+/// statements; operators spill to temporary files before a statement fails
+/// with 53200).
+fn executor_runtime(
+    config: &Config,
+) -> Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>, ServerError> {
+    use datafusion::execution::memory_pool::FairSpillPool;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(
+            config.executor_memory as usize,
+        )))
+        .build_arc()
+        .map_err(|e| ServerError::Executor(e.to_string()))
 }
 
 /// The database of `postgres_url`, as libpq would pick it.

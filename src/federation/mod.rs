@@ -40,10 +40,21 @@ pub use scan::row_key;
 use scan::{FederatedTable, ScanContext, scan_columns};
 
 /// The tiered tables of one database and the lake holding their history.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Federation {
     pub lake: Lake,
     pub tables: Vec<Arc<TieredTable>>,
+    /// The executor's memory pool and spill files, shared by every
+    /// federated statement of the server.
+    pub runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+}
+
+impl std::fmt::Debug for Federation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Federation")
+            .field("tables", &self.tables.len())
+            .finish()
+    }
 }
 
 /// The keys among `rows` of `batch` (a batch with all of `t`'s columns in
@@ -462,12 +473,7 @@ async fn execute(
         exactness::check(statement, fields)
             .map_err(|m| Failure::Ours(ErrorFields::error("0A000", m)))?;
     }
-    let config = SessionConfig::new()
-        .with_target_partitions(2)
-        .with_information_schema(false)
-        .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
-        .set_str("datafusion.execution.time_zone", ctx.time_zone.as_ref());
-    let session = SessionContext::new_with_config(config);
+    let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
     let mut df = session.sql(sql).await?;
     if !run.params.is_empty() {
@@ -576,12 +582,7 @@ async fn explain(
     out: &mut Out<'_>,
 ) -> Result<u64, Failure> {
     use datafusion::physical_plan::display::DisplayableExecutionPlan;
-    let config = SessionConfig::new()
-        .with_target_partitions(2)
-        .with_information_schema(false)
-        .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
-        .set_str("datafusion.execution.time_zone", ctx.time_zone.as_ref());
-    let session = SessionContext::new_with_config(config);
+    let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
     let df = session.sql(sql).await?;
     let task = df.task_ctx();
@@ -664,6 +665,17 @@ fn put_row_description(out: &mut Vec<u8>, fields: &[link::FieldDescription]) {
         body.extend_from_slice(&0i16.to_be_bytes());
     }
     crate::protocol::put_message(out, b'T', &body);
+}
+
+/// A DataFusion session for one statement: Postgres's SQL dialect, the
+/// session's time zone, and the server's shared memory pool.
+fn plan_session(ctx: &ScanContext, federation: &Federation) -> SessionContext {
+    let config = SessionConfig::new()
+        .with_target_partitions(2)
+        .with_information_schema(false)
+        .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
+        .set_str("datafusion.execution.time_zone", ctx.time_zone.as_ref());
+    SessionContext::new_with_config_rt(config, federation.runtime.clone())
 }
 
 /// Registers every table the statement names: tiered tables as hot ∪ cold,
