@@ -41,8 +41,16 @@ use crate::catalog::quote_ident;
 use crate::lake::{BATCH_KEY, Lake, WATERMARK_KEY, watermark};
 use crate::pgtypes::PgType;
 
-/// Rows decoded before they are sorted and written: bounds the mover's memory.
-const CHUNK_ROWS: usize = 256 * 1024;
+/// Rows decoded before they are sorted and written: bounds the mover's
+/// memory. `THERMOCLINE_MOVER_CHUNK_ROWS` lowers it (crash tests use it to
+/// stop a pass between two chunks).
+fn chunk_rows() -> usize {
+    std::env::var("THERMOCLINE_MOVER_CHUNK_ROWS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(256 * 1024)
+}
 
 /// What one pass did.
 #[derive(Debug, Clone)]
@@ -144,6 +152,7 @@ pub async fn run_once(
     stop_point("after-delete");
 
     let target_schema = Arc::new(schema_to_arrow_schema(table.metadata().current_schema())?);
+    let chunk_limit = chunk_rows();
     let mut decoder = CopyDecoder::new(t);
     let mut writer = FileWriter::new(&table)?;
     let mut rows_deleted = 0u64;
@@ -151,7 +160,7 @@ pub async fn run_once(
     futures::pin_mut!(stream);
     while let Some(chunk) = stream.next().await {
         decoder.push(&chunk?)?;
-        if decoder.rows >= CHUNK_ROWS {
+        if decoder.rows >= chunk_limit {
             let batch = decoder.finish()?;
             rows_deleted += batch.num_rows() as u64;
             let batch = drop_already_moved(&table, t, batch, previous).await?;
@@ -167,6 +176,7 @@ pub async fn run_once(
     writer.write(t, &target_schema, batch).await?;
     let files = writer.close().await?;
     let file_count = files.len();
+    stop_point("before-iceberg-commit");
     if dry_run {
         tx.rollback().await?;
         return Ok(Some(MoveReport {
