@@ -222,18 +222,25 @@ async fn mover_loop(shared: Arc<Shared>, every: Duration) {
                 )
                 .await
                 {
-                    Ok(Some(r)) => tracing::info!(
+                    Ok(Some(r)) => {
+                        crate::admin::metrics::METRICS.tier_pass(
+                            &r.table,
+                            Some((r.rows_deleted, r.files as u64, r.watermark)),
+                        );
+                        tracing::info!(
                         table = %r.table,
                         rows = r.rows_deleted,
                         written = r.rows_written,
                         files = r.files,
                         watermark = r.watermark,
                         "moved rows to the lake"
-                    ),
+                        )
+                    }
                     Ok(None) => {
                         tracing::debug!(table = %table.def.qualified(), "another mover holds the table")
                     }
                     Err(e) => {
+                        crate::admin::metrics::METRICS.tier_pass(&table.def.qualified(), None);
                         tracing::warn!(table = %table.def.qualified(), error = %e, "moving rows failed")
                     }
                 }
@@ -312,10 +319,14 @@ fn executor_runtime(
 ) -> Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>, ServerError> {
     use datafusion::execution::memory_pool::FairSpillPool;
     use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    let pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool> =
+        Arc::new(FairSpillPool::new(config.executor_memory as usize));
+    *crate::admin::metrics::METRICS
+        .executor_pool
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(pool.clone());
     RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(
-            config.executor_memory as usize,
-        )))
+        .with_memory_pool(pool)
         .build_arc()
         .map_err(|e| ServerError::Executor(e.to_string()))
 }

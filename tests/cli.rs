@@ -153,6 +153,25 @@ fn serve_with_embedded_postgres_then_sigterm() {
     );
     assert!(http_get(&admin, "/health").starts_with("HTTP/1.1 200"));
     assert!(http_get(&admin, "/ready").starts_with("HTTP/1.1 200"));
+    // /metrics is Prometheus text, and counts the statement just relayed.
+    let metrics = http_get(&admin, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    let body = metrics.split("\r\n\r\n").nth(1).unwrap_or_default();
+    for line in body
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (name, value) = line.rsplit_once(' ').expect("name value");
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+        assert!(name.starts_with("thermocline_"), "{line}");
+    }
+    let relayed = body
+        .lines()
+        .find(|l| l.starts_with("thermocline_statements_total{route=\"relay\"}"))
+        .and_then(|l| l.rsplit_once(' '))
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .expect("relay counter");
+    assert!(relayed >= 1, "{body}");
 
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());

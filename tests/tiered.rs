@@ -985,3 +985,31 @@ async fn pyiceberg_reads_the_lake() {
     assert!((cold_amount - (all.2 - hot.2)).abs() < 0.005, "{printed}");
     assert!(v[3].parse::<i64>().unwrap() > 0, "watermark in {printed}");
 }
+
+/// Federated statements are counted and timed in /metrics' figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_statements_show_in_metrics() {
+    use thermocline::admin::metrics::METRICS;
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = serve(&s).await;
+    let before = METRICS
+        .statements_federated
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    ask(&through, "SELECT count(*) FROM orders").await;
+    ask(&through, "SELECT nosuch FROM orders").await;
+    let after = METRICS
+        .statements_federated
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(after >= before + 2, "{before} -> {after}");
+    let text = METRICS.render();
+    assert!(
+        text.contains("thermocline_federated_duration_seconds_bucket{le=\"+Inf\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE thermocline_federated_errors_total counter"),
+        "{text}"
+    );
+}

@@ -1,6 +1,8 @@
-//! The admin HTTP endpoint: `/health` (the process serves) and `/ready`
+//! The admin HTTP endpoint: `/health` (the process serves), `/ready`
 //! (Postgres is reachable and thermocline is not shutting down), for load
-//! balancers and Kubernetes probes.
+//! balancers and Kubernetes probes, and `/metrics` (Prometheus).
+
+pub mod metrics;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,6 +40,15 @@ pub async fn run(
     let app = axum::Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    metrics::METRICS.render(),
+                )
+            }),
+        )
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -55,9 +55,13 @@ pub(crate) async fn answer_execute(
         w: cw,
         buf: Vec::with_capacity(64 * 1024),
         ok: true,
+        failed: false,
     };
-    let link = answer(link, &mut out, job, federation, settings, suspended, cancel).await;
+    let mut link = answer(link, &mut out, job, federation, settings, suspended, cancel).await;
     out.flush().await;
+    if let Some(link) = link.as_mut() {
+        link.statement_failed = out.failed;
+    }
     link
 }
 
@@ -112,7 +116,7 @@ async fn answer(
     let described = match link.extended(&msgs, 1).await {
         Ok(m) => m,
         Err(LinkError::Postgres(e)) => {
-            out.buf.extend(e.encode());
+            out.error(e.encode());
             return Some(link);
         }
         Err(_) => return None,
@@ -203,7 +207,7 @@ async fn answer(
         }
         Err(Failure::Link(LinkError::Postgres(e))) => {
             // Postgres failed the statement and now skips to the Sync.
-            out.buf.extend(e.encode());
+            out.error(e.encode());
             Some(link)
         }
         Err(Failure::Link(_)) => None,
@@ -257,7 +261,7 @@ async fn fail_raw(mut link: PgLink, out: &mut Out<'_>, error: Vec<u8>) -> Option
         Ok(_) | Err(LinkError::Postgres(_) | LinkError::Skipped) => {}
         Err(_) => return None,
     }
-    out.buf.extend(error);
+    out.error(error);
     forward_deferred(&mut link, out);
     Some(link)
 }

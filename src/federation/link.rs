@@ -71,6 +71,8 @@ pub(crate) struct PgLink {
     /// An ErrorResponse arrived in the extended protocol: Postgres skips
     /// messages until the next Sync.
     skipping: bool,
+    /// The statement answered on this link ended with an error (metrics).
+    pub(crate) statement_failed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +94,7 @@ impl PgLink {
             txn_status,
             owed: Owed::Nothing,
             skipping: false,
+            statement_failed: false,
         }
     }
 

@@ -116,9 +116,16 @@ struct Out<'a> {
     w: &'a mut WriteHalf,
     buf: Vec<u8>,
     ok: bool,
+    /// An ErrorResponse was written.
+    failed: bool,
 }
 
 impl Out<'_> {
+    fn error(&mut self, message: Vec<u8>) {
+        self.failed = true;
+        self.buf.extend(message);
+    }
+
     async fn flush_if_full(&mut self) {
         if self.buf.len() >= 64 * 1024 {
             self.flush().await;
@@ -147,9 +154,13 @@ pub(crate) async fn answer_query(
         w: cw,
         buf: Vec::with_capacity(64 * 1024),
         ok: true,
+        failed: false,
     };
-    let result = answer(link, &mut out, sql, federation, settings, cancel).await;
+    let mut result = answer(link, &mut out, sql, federation, settings, cancel).await;
     out.flush().await;
+    if let Some(link) = result.as_mut() {
+        link.statement_failed = out.failed;
+    }
     result
 }
 
@@ -179,7 +190,7 @@ async fn answer(
     let described = match link.until_ready().await {
         Ok(m) => m,
         Err(LinkError::Postgres(e)) => {
-            out.buf.extend(e.encode());
+            out.error(e.encode());
             finish(&mut link, out);
             return Some(link);
         }
@@ -194,7 +205,7 @@ async fn answer(
     let tz = match settings.zone() {
         Ok(tz) => tz,
         Err(e) => {
-            out.buf.extend(e.encode());
+            out.error(e.encode());
             finish(&mut link, out);
             return Some(link);
         }
@@ -207,7 +218,7 @@ async fn answer(
         {
             Ok(_) => {}
             Err(LinkError::Postgres(e)) => {
-                out.buf.extend(e.encode());
+                out.error(e.encode());
                 finish(&mut link, out);
                 return Some(link);
             }
@@ -274,7 +285,7 @@ async fn answer(
         }
         Err(error) => {
             let gone = matches!(&error, Failure::Link(LinkError::Gone));
-            out.buf.extend(error.encode());
+            out.error(error.encode());
             if gone {
                 return None;
             }

@@ -28,6 +28,18 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Serves one client connection from accept to close.
 pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, conn_id: u64, shared: Arc<Shared>) {
+    use crate::admin::metrics::METRICS;
+    use std::sync::atomic::Ordering::Relaxed;
+    /// Counts the connection as open until it is dropped.
+    struct Open;
+    impl Drop for Open {
+        fn drop(&mut self) {
+            METRICS.connections_current.fetch_sub(1, Relaxed);
+        }
+    }
+    METRICS.connections_total.fetch_add(1, Relaxed);
+    METRICS.connections_current.fetch_add(1, Relaxed);
+    let _open = Open;
     let _ = tcp.set_nodelay(true);
     let mut stream = Stream::Tcp(tcp);
     let (raw, params) = loop {

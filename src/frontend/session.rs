@@ -16,6 +16,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::admin::metrics::METRICS;
 use crate::federation::extended::{self, ExecuteJob, Suspended};
 use crate::federation::link::PgLink;
 use crate::federation::{Federation, SessionSettings};
@@ -260,6 +261,7 @@ async fn client_to_backend(
                 match m[0] {
                     tag::QUERY => match router.route(m) {
                         Route::Relay => {
+                            METRICS.statements_relayed.fetch_add(1, Relaxed);
                             state.outstanding.fetch_add(1, Relaxed);
                             state.unsynced.store(false, Relaxed);
                             // A simple query drops the unnamed statement and portal.
@@ -271,6 +273,7 @@ async fn client_to_backend(
                         Route::Federate => false,
                     },
                     tag::PARSE => {
+                        METRICS.statements_relayed.fetch_add(1, Relaxed);
                         state.unsynced.store(true, Relaxed);
                         if tracking {
                             state.ext_pending.fetch_add(1, Relaxed);
@@ -544,6 +547,7 @@ async fn backend_to_client(
                 std::mem::take(&mut buf),
                 state.txn_status.load(Relaxed),
             );
+            let started = std::time::Instant::now();
             let answered = match &job.work {
                 Work::Query(sql) => {
                     crate::federation::answer_query(
@@ -578,6 +582,8 @@ async fn backend_to_client(
                     link
                 }
             };
+            let failed = answered.as_ref().is_none_or(|l| l.statement_failed);
+            METRICS.federated(started.elapsed(), failed);
             match answered {
                 Some(link) => {
                     *br = link.r;
