@@ -253,7 +253,14 @@ fn demo_serves_a_tiered_sample() {
         }
     }
     let printed = printed.join("\n");
-    assert!(printed.contains(&format!("port={port}")), "{printed}");
+    if !printed.contains(&format!("port={port}")) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "demo printed:\n{printed}\n{}",
+            drain_err.join().unwrap().join("\n")
+        );
+    }
     let psql = |sql: &str| {
         let out = Command::new("psql")
             .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &port.to_string()])

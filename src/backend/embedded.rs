@@ -432,8 +432,10 @@ fn remove_stale_temp_dirs() {
                 .lines()
                 .next()
                 .and_then(|l| l.trim().parse::<i32>().ok())
+                // A negative pid is a standalone backend's, such as initdb's
+                // bootstrap run in a cluster being created right now.
                 // SAFETY: signal 0 only checks that the process exists.
-                .is_some_and(|pid| unsafe { libc::kill(pid, 0) } != 0),
+                .is_some_and(|pid| unsafe { libc::kill(pid.abs(), 0) } != 0),
             // No server ever ran, or it stopped: stale once old enough not
             // to be a cluster another process is initialising right now.
             Err(_) => entry

@@ -390,10 +390,13 @@ impl FileWriter {
     fn new(table: &Table) -> Result<Self, TieringError> {
         let md = table.metadata();
         let schema = md.current_schema().clone();
+        // Row groups of 64k rows: a lookup by key (or a narrow time range)
+        // reads one small group instead of a whole file-sized one.
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(
                 ZstdLevel::try_new(3).expect("valid level"),
             ))
+            .set_max_row_group_size(64 * 1024)
             .build();
         let rolling = RollingFileWriterBuilder::new(
             ParquetWriterBuilder::new(props, schema.clone()),
