@@ -237,10 +237,7 @@ fn parse_size(v: &toml::Value) -> Result<u64, String> {
         toml::Value::Integer(n) if *n > 0 => return Ok(*n as u64),
         toml::Value::String(s) => s.trim().to_string(),
         other => {
-            return Err(format!(
-                "expected a size such as \"64MB\", found {}",
-                other.to_string()
-            ));
+            return Err(format!("expected a size such as \"64MB\", found {}", other));
         }
     };
     let digits = text
@@ -341,13 +338,12 @@ impl Config {
                 ),
             };
         }
-        if let Some((url, origin)) = l.string("postgres_url")? {
-            if !url.trim().is_empty() {
-                let target = BackendTarget::parse(url.trim()).map_err(|e: TargetError| {
-                    Loader::error("postgres_url", &origin, e.to_string())
-                })?;
-                c.postgres = Some(target);
-            }
+        if let Some((url, origin)) = l.string("postgres_url")?
+            && !url.trim().is_empty()
+        {
+            let target = BackendTarget::parse(url.trim())
+                .map_err(|e: TargetError| Loader::error("postgres_url", &origin, e.to_string()))?;
+            c.postgres = Some(target);
         }
         if let Some(b) = l.parsed("embedded_postgres", parse_bool)? {
             c.embedded_postgres = b;
@@ -430,17 +426,17 @@ impl Config {
                 ));
             }
         };
-        if let Some((dir, origin)) = l.string("catalog_dir")? {
-            if !dir.is_empty() {
-                if !Path::new(&dir).is_dir() {
-                    return Err(Loader::error(
-                        "catalog_dir",
-                        &origin,
-                        format!("no such directory {dir:?}"),
-                    ));
-                }
-                c.catalog_dir = Some(dir.into());
+        if let Some((dir, origin)) = l.string("catalog_dir")?
+            && !dir.is_empty()
+        {
+            if !Path::new(&dir).is_dir() {
+                return Err(Loader::error(
+                    "catalog_dir",
+                    &origin,
+                    format!("no such directory {dir:?}"),
+                ));
             }
+            c.catalog_dir = Some(dir.into());
         }
         if let Some((kind, origin)) = l.string("lake.catalog")? {
             match kind.trim() {
@@ -461,14 +457,14 @@ impl Config {
                 }
             }
         }
-        if let Some((uri, origin)) = l.string("lake.uri")? {
-            if !uri.is_empty() {
-                return Err(Loader::error(
-                    "lake.uri",
-                    &origin,
-                    "the sql catalog keeps its catalog in lake.warehouse; lake.uri is for the rest catalog, which is not supported yet",
-                ));
-            }
+        if let Some((uri, origin)) = l.string("lake.uri")?
+            && !uri.is_empty()
+        {
+            return Err(Loader::error(
+                "lake.uri",
+                &origin,
+                "the sql catalog keeps its catalog in lake.warehouse; lake.uri is for the rest catalog, which is not supported yet",
+            ));
         }
         if let Some((dir, _)) = l.string("lake.warehouse")? {
             c.lake_warehouse = (!dir.is_empty()).then(|| PathBuf::from(dir));

@@ -215,10 +215,13 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
             data_dir: config.embedded_postgres_dir.clone(),
             ..Default::default()
         };
-        let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(options))
-            .await
-            .context("starting embedded Postgres")?
-            .context("starting embedded Postgres")?;
+        let pg = tokio::task::spawn_blocking(move || {
+            ensure_postgres_binaries();
+            EmbeddedPostgres::start(options)
+        })
+        .await
+        .context("starting embedded Postgres")?
+        .context("starting embedded Postgres")?;
         config.postgres = Some(BackendTarget::parse(&pg.url()).context("embedded Postgres URL")?);
         embedded = Some(pg);
     }
@@ -259,6 +262,33 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Installs PostgreSQL from the machine's packages when no server binaries
+/// are found and this runs as root with apt-get (a fresh Debian machine or
+/// container), so `demo` and `serve --embedded-postgres` work there as is.
+fn ensure_postgres_binaries() {
+    use std::process::Command;
+    if thermocline::backend::embedded::find_bin_dir().is_some()
+        || unsafe { libc::geteuid() } != 0
+        || Command::new("apt-get").arg("--version").output().is_err()
+    {
+        return;
+    }
+    eprintln!(
+        "thermocline: no PostgreSQL server binaries found; installing Debian's postgresql package"
+    );
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "postgresql"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let _ = Command::new("apt-get").args(["update", "-q"]).status();
+        install();
+    }
+}
+
 /// `thermocline demo`: sample data, one pass of the mover, then serve.
 async fn demo(mut config: Config, rows: u64) -> anyhow::Result<()> {
     let scratch = tempfile::Builder::new()
@@ -266,10 +296,13 @@ async fn demo(mut config: Config, rows: u64) -> anyhow::Result<()> {
         .tempdir()
         .context("creating a temporary directory")?;
     eprintln!("thermocline demo: starting a private Postgres");
-    let pg = tokio::task::spawn_blocking(|| EmbeddedPostgres::start(EmbeddedOptions::default()))
-        .await
-        .context("starting embedded Postgres")?
-        .context("starting embedded Postgres")?;
+    let pg = tokio::task::spawn_blocking(|| {
+        ensure_postgres_binaries();
+        EmbeddedPostgres::start(EmbeddedOptions::default())
+    })
+    .await
+    .context("starting embedded Postgres")?
+    .context("starting embedded Postgres")?;
     let target = BackendTarget::parse(&pg.url()).context("embedded Postgres URL")?;
     let client = thermocline::tiering::service_connection(&target, "postgres").await?;
     eprintln!("thermocline demo: loading {rows} orders over two years");

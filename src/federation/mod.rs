@@ -199,9 +199,7 @@ async fn answer(
     let Some(row_desc) = described.iter().find(|m| m.tag == b'T').cloned() else {
         return relay_query(link, out, sql).await;
     };
-    let Some(fields) = row_description(&row_desc.body) else {
-        return None;
-    };
+    let fields = row_description(&row_desc.body)?;
     let tz = match settings.zone() {
         Ok(tz) => tz,
         Err(e) => {
@@ -259,9 +257,7 @@ async fn answer(
     };
     // The scans are done with the link; take it back.
     drop(ctx);
-    let Some(mut link) = take_back(shared).await else {
-        return None;
-    };
+    let mut link = take_back(shared).await?;
     if link.recover().await.is_err() {
         return None;
     }

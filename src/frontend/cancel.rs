@@ -41,11 +41,13 @@ impl SessionCancel {
     }
 }
 
+/// Postgres's secret for a session, and the session's own cancel signal.
+type KeyEntry = (i32, Arc<SessionCancel>);
+
 #[derive(Default)]
 pub(crate) struct CancelKeys {
-    /// (pid, secret given to the client) → Postgres's secret and the
-    /// session's own cancel signal.
-    keys: Mutex<HashMap<(i32, i32), (i32, Arc<SessionCancel>)>>,
+    /// (pid, secret given to the client) → the session's entry.
+    keys: Mutex<HashMap<(i32, i32), KeyEntry>>,
 }
 
 impl CancelKeys {

@@ -190,11 +190,11 @@ async fn finish(end: &End, cw: &mut WriteHalf, bw: &mut WriteHalf, state: &State
         );
         shared.cancel_backend(pid as i32, secret as i32).await;
     }
-    if let Some(error) = to_client {
-        if state.client_at_boundary.load(Relaxed) {
-            let _ = cw.write_all(&error.encode()).await;
-            let _ = cw.flush().await;
-        }
+    if let Some(error) = to_client
+        && state.client_at_boundary.load(Relaxed)
+    {
+        let _ = cw.write_all(&error.encode()).await;
+        let _ = cw.flush().await;
     }
     let _ = cw.shutdown().await;
     if backend_alive && state.backend_at_boundary.load(Relaxed) {

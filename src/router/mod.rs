@@ -118,13 +118,12 @@ impl Router {
                 return None;
             }
             let _ = visit_relations(statement, |name: &ObjectName| {
-                if let Some(t) = self.match_name(name) {
-                    if !found
+                if let Some(t) = self.match_name(name)
+                    && !found
                         .iter()
                         .any(|f: &TieredName| f.schema == t.schema && f.table == t.table)
-                    {
-                        found.push(t.clone());
-                    }
+                {
+                    found.push(t.clone());
                 }
                 ControlFlow::<()>::Continue(())
             });

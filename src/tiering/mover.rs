@@ -396,7 +396,7 @@ impl FileWriter {
             .set_compression(Compression::ZSTD(
                 ZstdLevel::try_new(3).expect("valid level"),
             ))
-            .set_max_row_group_size(64 * 1024)
+            .set_max_row_group_row_count(Some(64 * 1024))
             .build();
         let rolling = RollingFileWriterBuilder::new(
             ParquetWriterBuilder::new(props, schema.clone()),
