@@ -50,6 +50,8 @@ pub struct Config {
     pub tier_interval: Option<Duration>,
     /// Memory all federated statements together may use, in bytes.
     pub executor_memory: u64,
+    /// Client sessions served at once; 0: no limit.
+    pub max_client_connections: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +84,7 @@ impl Default for Config {
             lake_warehouse: None,
             tier_interval: Some(Duration::from_secs(300)),
             executor_memory: 1 << 30,
+            max_client_connections: 1000,
         }
     }
 }
@@ -486,6 +489,19 @@ impl Config {
             Ok(n)
         })? {
             c.executor_memory = n;
+        }
+        if let Some(n) = l.parsed("max_client_connections", |v| match v {
+            toml::Value::Integer(n) if *n >= 0 => Ok(*n as usize),
+            toml::Value::String(s) => s
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| format!("expected a number of connections, found {s:?}")),
+            other => Err(format!(
+                "expected a number of connections, found {}",
+                other.type_str()
+            )),
+        })? {
+            c.max_client_connections = n;
         }
         if let Some(key) = l.leftover_keys().into_iter().next() {
             return Err(ConfigError::Key {

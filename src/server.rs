@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) upstream_tls: UpstreamTls,
     pub(crate) client_tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) cancel_keys: CancelKeys,
+    /// Client sessions past their startup packet, for `max_client_connections`.
+    pub(crate) clients: std::sync::atomic::AtomicUsize,
     /// Tiered tables and their lake, by database; replaced whole when the
     /// tier definitions are reloaded (SIGHUP). Sessions keep the set they
     /// started with.
@@ -152,6 +154,7 @@ pub async fn run(
         upstream_tls,
         client_tls,
         cancel_keys: CancelKeys::default(),
+        clients: std::sync::atomic::AtomicUsize::new(0),
         federations: std::sync::RwLock::new(Arc::new(federations)),
         phase,
     });

@@ -269,3 +269,51 @@ async fn shutdown_timeout_closes_long_statements() {
     })
     .await;
 }
+
+/// Past max_client_connections a client is refused with FATAL 53300, as
+/// Postgres refuses it; the sessions already open carry on, and a slot
+/// freed by a closed session is taken by the next client.
+#[tokio::test]
+async fn too_many_clients_are_refused_with_53300() {
+    let proxy = Proxy::start_with(|c| c.max_client_connections = 2).await;
+    let db = fresh_db("limit").await;
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(proxy.port())
+        .user("postgres")
+        .dbname(&db);
+    let connect = || config.connect(tokio_postgres::NoTls);
+    let (a, conn_a) = connect().await.unwrap();
+    tokio::spawn(conn_a);
+    let (b, conn_b) = connect().await.unwrap();
+    let b_task = tokio::spawn(conn_b);
+    let Err(refused) = connect().await else {
+        panic!("a third client was let in");
+    };
+    assert_eq!(
+        refused
+            .as_db_error()
+            .map(|e| (e.code().code(), e.message())),
+        Some(("53300", "sorry, too many clients already")),
+        "{refused}"
+    );
+    assert_eq!(a.simple_query("SELECT 1").await.unwrap().len(), 3);
+    assert_eq!(b.simple_query("SELECT 2").await.unwrap().len(), 3);
+    drop(b);
+    let _ = b_task.await;
+    // The slot is freed once the server has seen the session end.
+    let mut next = connect().await;
+    for _ in 0..100 {
+        if next.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        next = connect().await;
+    }
+    let Ok((c, conn_c)) = next else {
+        panic!("the slot of a closed session was not freed");
+    };
+    tokio::spawn(conn_c);
+    assert_eq!(c.simple_query("SELECT 3").await.unwrap().len(), 3);
+}

@@ -19,6 +19,7 @@ const BUCKETS: [f64; 12] = [
 pub struct Metrics {
     pub connections_current: AtomicI64,
     pub connections_total: AtomicU64,
+    pub connections_rejected: AtomicU64,
     pub statements_relayed: AtomicU64,
     pub statements_federated: AtomicU64,
     pub federated_errors: AtomicU64,
@@ -102,6 +103,12 @@ impl Metrics {
             "counter",
             "Client connections accepted.",
             &one(self.connections_total.load(Relaxed).to_string()),
+        );
+        metric(
+            "thermocline_connections_rejected_total",
+            "counter",
+            "Client connections refused by max_client_connections (53300).",
+            &one(self.connections_rejected.load(Relaxed).to_string()),
         );
         metric(
             "thermocline_statements_total",

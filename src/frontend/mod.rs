@@ -26,6 +26,27 @@ use crate::stream::Stream;
 /// `authentication_timeout` default).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// One of `max_client_connections`, held for the session's life.
+struct ClientSlot(Arc<Shared>);
+
+impl ClientSlot {
+    fn take(shared: &Arc<Shared>) -> Option<ClientSlot> {
+        use std::sync::atomic::Ordering::AcqRel;
+        let max = shared.config.max_client_connections;
+        let taken = shared.clients.fetch_add(1, AcqRel) + 1;
+        let slot = ClientSlot(shared.clone());
+        (max == 0 || taken <= max).then_some(slot)
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0
+            .clients
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Serves one client connection from accept to close.
 pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, conn_id: u64, shared: Arc<Shared>) {
     use crate::admin::metrics::METRICS;
@@ -90,6 +111,17 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, conn_id: u64, share
                 return;
             }
             StartupPacket::Startup { raw, params } => break (raw, params),
+        }
+    };
+    // Over the limit: refused as Postgres refuses, after the startup
+    // packet so the client can read why.
+    let _slot = match ClientSlot::take(&shared) {
+        Some(slot) => slot,
+        None => {
+            METRICS.connections_rejected.fetch_add(1, Relaxed);
+            let error = ErrorFields::fatal("53300", "sorry, too many clients already");
+            let _ = stream.write_all(&error.encode()).await;
+            return;
         }
     };
     let param = |k| StartupPacket::param(&params, k).unwrap_or("");
