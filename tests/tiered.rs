@@ -1013,3 +1013,37 @@ async fn federated_statements_show_in_metrics() {
         "{text}"
     );
 }
+
+/// A statement prepared before the boundary moves returns the right rows
+/// after it moves: each Execute reads the lake's current snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_statement_stays_right_when_the_boundary_moves() {
+    let s = setup().await;
+    let proxy = serve(&s).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let sql = "SELECT count(*), sum(amount)::text FROM orders WHERE id > $1";
+    let (here, there) = (
+        through.prepare(sql).await.unwrap(),
+        direct.prepare(sql).await.unwrap(),
+    );
+    for min in [0i64, 1000] {
+        let a = through.query_one(&here, &[&min]).await.unwrap();
+        let b = direct.query_one(&there, &[&min]).await.unwrap();
+        assert_eq!(
+            (a.get::<_, i64>(0), a.get::<_, Option<String>>(1)),
+            (b.get::<_, i64>(0), b.get::<_, Option<String>>(1))
+        );
+    }
+    // Rows move to the lake; the same prepared statement, again.
+    assert!(move_rows(&s).await > 2000);
+    for min in [0i64, 1000, 2300] {
+        let a = through.query_one(&here, &[&min]).await.unwrap();
+        let b = direct.query_one(&there, &[&min]).await.unwrap();
+        assert_eq!(
+            (a.get::<_, i64>(0), a.get::<_, Option<String>>(1)),
+            (b.get::<_, i64>(0), b.get::<_, Option<String>>(1)),
+            "after the move, id > {min}"
+        );
+    }
+}
