@@ -344,6 +344,19 @@ pub(crate) struct ColdTierUnavailable {
     pub message: String,
 }
 
+/// An error reading the lake, as the client sees it: naming the tier.
+fn cold_error(names: &(String, String), e: DataFusionError) -> DataFusionError {
+    match e {
+        // A memory limit is not the lake's failure.
+        DataFusionError::ResourcesExhausted(_) => e,
+        e => DataFusionError::External(Box::new(ColdTierUnavailable {
+            table: names.0.clone(),
+            lake_table: names.1.clone(),
+            message: e.to_string(),
+        })),
+    }
+}
+
 fn link_error(e: LinkError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
@@ -588,6 +601,8 @@ pub(crate) async fn cold_keys_at(
 /// by `time < W`, cast to the executor's types.
 #[derive(Debug)]
 struct ColdPartition {
+    /// `schema.table` and the Iceberg table, for errors.
+    names: (String, String),
     plan: Arc<dyn ExecutionPlan>,
     /// For each output column, its position in the plan's output.
     out_pos: Vec<usize>,
@@ -638,11 +653,17 @@ async fn cold_partition(
             ));
         }
     }
+    let names = (
+        t.def.qualified(),
+        format!("{}.{}", t.def.lake_namespace, t.def.lake_table),
+    );
     let plan = provider
         .scan(state, Some(&projection), &pushed, None)
-        .await?;
+        .await
+        .map_err(|e| cold_error(&names, e))?;
     let _ = tz;
     Ok(ColdPartition {
+        names,
         plan,
         out_pos: (0..out_schema.fields().len()).collect(),
         time_pos,
@@ -676,9 +697,11 @@ impl PartitionStream for ColdPartition {
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let schema = self.out_schema.clone();
         let (out_pos, time_pos, w) = (self.out_pos.clone(), self.time_pos, self.w);
+        let names = self.names.clone();
         let input = match self.plan.execute(0, ctx) {
             Ok(s) => s,
             Err(e) => {
+                let e = cold_error(&names, e);
                 return Box::pin(RecordBatchStreamAdapter::new(
                     schema,
                     futures::stream::once(async move { Err(e) }),
@@ -687,7 +710,7 @@ impl PartitionStream for ColdPartition {
         };
         let out = schema.clone();
         let stream = input.map(move |batch| {
-            let batch = batch?;
+            let batch = batch.map_err(|e| cold_error(&names, e))?;
             let time = batch.column(time_pos);
             let time = cast(time, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
             let keep: BooleanArray = (0..batch.num_rows())

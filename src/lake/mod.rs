@@ -26,6 +26,9 @@ use crate::catalog::PartitionBy;
 use crate::pgtypes::PgType;
 use crate::tiering::TieredTable;
 
+/// The catalog's name in its SQL tables (other engines must use it too).
+pub const CATALOG_NAME: &str = "thermocline";
+
 /// Snapshot summary key: the watermark W, microseconds since 1970 (UTC).
 pub const WATERMARK_KEY: &str = "thermocline.watermark";
 /// Snapshot summary key: the id of the move that wrote the snapshot.
@@ -40,6 +43,8 @@ pub enum LakeError {
     },
     #[error("Iceberg: {0}")]
     Iceberg(#[from] iceberg::Error),
+    #[error("reading the lake's catalog: {0}")]
+    Pointer(String),
     #[error(
         "the Iceberg table {0} has no column {1:?}, which Postgres has; schema changes are not propagated yet"
     )]
@@ -50,6 +55,12 @@ pub enum LakeError {
 #[derive(Clone)]
 pub struct Lake {
     catalog: Arc<SqlCatalog>,
+    /// The catalog database, read directly to see whether a table's current
+    /// metadata file is still the one cached.
+    pointers: sqlx::SqlitePool,
+    /// Tables as last loaded, by identifier. A cached table keeps its
+    /// manifests in memory, so reading a snapshot again reads no metadata.
+    tables: Arc<std::sync::Mutex<HashMap<TableIdent, Table>>>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -87,10 +98,21 @@ impl Lake {
         ]);
         let catalog = SqlCatalogBuilder::default()
             .with_storage_factory(Arc::new(LocalFsStorageFactory))
-            .load("thermocline", props)
+            .load(CATALOG_NAME, props)
             .await?;
+        let pointers = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&db)
+                    .read_only(true),
+            )
+            .await
+            .map_err(|e| LakeError::Pointer(e.to_string()))?;
         Ok(Self {
             catalog: Arc::new(catalog),
+            pointers,
+            tables: Default::default(),
         })
     }
 
@@ -189,10 +211,36 @@ impl Lake {
         }
     }
 
-    /// The table as the catalog holds it now.
+    /// The table as the catalog holds it now: the cached one while the
+    /// catalog still points at its metadata file.
     pub async fn load(&self, t: &TieredTable) -> Result<Option<Table>, LakeError> {
-        match self.catalog.load_table(&Self::ident(t)).await {
-            Ok(table) => Ok(Some(table)),
+        let ident = Self::ident(t);
+        let current: Option<String> = sqlx::query_scalar(
+            "SELECT metadata_location FROM iceberg_tables \
+             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
+        )
+        .bind(CATALOG_NAME)
+        .bind(ident.namespace().join("."))
+        .bind(ident.name())
+        .fetch_optional(&self.pointers)
+        .await
+        // Busy or unreadable: the catalog itself decides below.
+        .unwrap_or_default();
+        if let Some(location) = &current {
+            let cached = self.tables.lock().ok().and_then(|c| c.get(&ident).cloned());
+            if let Some(table) = cached
+                && table.metadata_location() == Some(location.as_str())
+            {
+                return Ok(Some(table));
+            }
+        }
+        match self.catalog.load_table(&ident).await {
+            Ok(table) => {
+                if let Ok(mut c) = self.tables.lock() {
+                    c.insert(ident, table.clone());
+                }
+                Ok(Some(table))
+            }
             Err(e)
                 if e.kind() == ErrorKind::TableNotFound
                     || e.kind() == ErrorKind::NamespaceNotFound =>
