@@ -1,7 +1,7 @@
 //! thermocline: a PostgreSQL-wire server that makes a table whole across a
 //! hot tier (recent rows, in PostgreSQL) and a cold tier (history, in Iceberg).
 
-/// HTTP health and readiness endpoints.
+/// HTTP health, readiness and metrics endpoints.
 pub mod admin;
 /// The Postgres behind thermocline: its address, links to it, the embedded one.
 pub mod backend;
