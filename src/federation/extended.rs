@@ -51,12 +51,7 @@ pub(crate) async fn answer_execute(
     suspended: &mut Suspended,
     cancel: &SessionCancel,
 ) -> Option<PgLink> {
-    let mut out = Out {
-        w: cw,
-        buf: Vec::with_capacity(64 * 1024),
-        ok: true,
-        failed: false,
-    };
+    let mut out = Out::new(cw);
     let mut link = answer(link, &mut out, job, federation, settings, suspended, cancel).await;
     out.flush().await;
     if let Some(link) = link.as_mut() {

@@ -120,7 +120,16 @@ struct Out<'a> {
     failed: bool,
 }
 
-impl Out<'_> {
+impl<'a> Out<'a> {
+    fn new(w: &'a mut WriteHalf) -> Self {
+        Out {
+            w,
+            buf: Vec::with_capacity(64 * 1024),
+            ok: true,
+            failed: false,
+        }
+    }
+
     fn error(&mut self, message: Vec<u8>) {
         self.failed = true;
         self.buf.extend(message);
@@ -150,12 +159,7 @@ pub(crate) async fn answer_query(
     settings: &SessionSettings,
     cancel: &SessionCancel,
 ) -> Option<PgLink> {
-    let mut out = Out {
-        w: cw,
-        buf: Vec::with_capacity(64 * 1024),
-        ok: true,
-        failed: false,
-    };
+    let mut out = Out::new(cw);
     let mut result = answer(link, &mut out, sql, federation, settings, cancel).await;
     out.flush().await;
     if let Some(link) = result.as_mut() {
