@@ -9,9 +9,12 @@
 //! REPEATABLE READ transaction of its own, so all its hot scans share one
 //! snapshot.
 
+mod cold;
 pub(crate) mod exactness;
+mod explain;
 pub(crate) mod extended;
 pub(crate) mod link;
+mod pushdown;
 pub(crate) mod scan;
 
 use std::ops::ControlFlow;
@@ -35,8 +38,9 @@ use crate::protocol::ErrorFields;
 use crate::stream::WriteHalf;
 use crate::tiering::TieredTable;
 use crate::tiering::mover::KeySet;
+pub use cold::row_key;
+use explain::{explain, explain_of};
 use link::{LinkError, PgLink, quote_literal, row_description};
-pub use scan::row_key;
 use scan::{FederatedTable, ScanContext, scan_columns};
 
 /// The tiered tables of one database and the lake holding their history.
@@ -65,7 +69,7 @@ pub async fn cold_keys(
     batch: &datafusion::arrow::array::RecordBatch,
     rows: &[usize],
 ) -> Result<KeySet, crate::tiering::TieringError> {
-    scan::cold_keys_at(table, t, batch, &t.key, rows).await
+    cold::cold_keys_at(table, t, batch, &t.key, rows).await
 }
 
 /// Session settings a federated statement needs, as Postgres reported them.
@@ -402,7 +406,7 @@ impl Failure {
                     if let Some(LinkError::Postgres(m)) = inner.downcast_ref::<LinkError>() {
                         return m.encode();
                     }
-                    if let Some(e) = inner.downcast_ref::<scan::ColdTierUnavailable>() {
+                    if let Some(e) = inner.downcast_ref::<cold::ColdTierUnavailable>() {
                         // As a foreign-data wrapper reports a server it cannot reach.
                         tracing::warn!(error = %e, "cold tier unavailable");
                         return ErrorFields::error("HV00N", e.to_string()).encode();
@@ -553,86 +557,6 @@ async fn execute(
         }
     }
     Ok((rows, held))
-}
-
-/// For `EXPLAIN [ANALYZE] <read>`: the read's SQL and whether to run it.
-fn explain_of(sql: &str) -> Option<(String, bool)> {
-    use datafusion::sql::sqlparser::ast::{Statement, UtilityOption};
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
-    let [
-        Statement::Explain {
-            statement,
-            analyze,
-            options,
-            ..
-        },
-    ] = statements.as_slice()
-    else {
-        return None;
-    };
-    let analyze = *analyze
-        || options.iter().flatten().any(|o: &UtilityOption| {
-            o.name.value.eq_ignore_ascii_case("analyze")
-                && o.arg.as_ref().is_none_or(|a| {
-                    !matches!(a.to_string().to_lowercase().as_str(), "false" | "off" | "0")
-                })
-        });
-    Some((statement.to_string(), analyze))
-}
-
-/// Answers EXPLAIN of a federated read: the route, what each scan sent to
-/// Postgres, the Iceberg snapshot and watermark read, and DataFusion's plan
-/// (with rows and time per operator after ANALYZE). One text column, as
-/// Postgres's EXPLAIN.
-async fn explain(
-    sql: &str,
-    analyze: bool,
-    ctx: &Arc<ScanContext>,
-    federation: &Federation,
-    fields: &[link::FieldDescription],
-    out: &mut Out<'_>,
-) -> Result<u64, Failure> {
-    use datafusion::physical_plan::display::DisplayableExecutionPlan;
-    let session = plan_session(ctx, federation);
-    register_tables(sql, ctx, federation, &session).await?;
-    let df = session.sql(sql).await?;
-    let task = df.task_ctx();
-    let plan = df.create_physical_plan().await?;
-    let mut lines = vec![
-        "Federated read (thermocline): hot rows from Postgres, history from Iceberg".to_string(),
-    ];
-    for t in ctx.trace.lock().map(|t| t.clone()).unwrap_or_default() {
-        lines.push(format!("  {t}"));
-    }
-    let shown = if analyze {
-        let started = std::time::Instant::now();
-        let batches = datafusion::physical_plan::collect(plan.clone(), Arc::new(task)).await?;
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        lines.push(format!(
-            "  Rows: {rows}  Execution time: {:.3} ms",
-            started.elapsed().as_secs_f64() * 1000.0
-        ));
-        DisplayableExecutionPlan::with_metrics(plan.as_ref())
-            .indent(true)
-            .to_string()
-    } else {
-        DisplayableExecutionPlan::new(plan.as_ref())
-            .indent(true)
-            .to_string()
-    };
-    lines.push("  Plan:".to_string());
-    lines.extend(shown.lines().map(|l| format!("    {l}")));
-    let mut row_desc = Vec::new();
-    put_row_description(&mut row_desc, fields);
-    out.buf.extend(row_desc);
-    for line in &lines {
-        let mut row = Vec::with_capacity(line.len() + 6);
-        row.extend_from_slice(&1i16.to_be_bytes());
-        row.extend_from_slice(&(line.len() as i32).to_be_bytes());
-        row.extend_from_slice(line.as_bytes());
-        crate::protocol::put_message(&mut out.buf, b'D', &row);
-    }
-    Ok(lines.len() as u64)
 }
 
 /// Refuses a numeric column of declared scale that would come out with

@@ -1,0 +1,268 @@
+//! The cold side of a tiered table's scan: the Iceberg scan pruned by the
+//! watermark and by simple filters, cast to the executor's types; and the
+//! key lookups that tell which stragglers the lake already holds.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use futures::StreamExt;
+use iceberg::table::Table;
+use iceberg_datafusion::IcebergStaticTableProvider;
+
+use super::scan::ScanColumn;
+use crate::pgtypes::PgType;
+use crate::tiering::TieredTable;
+
+/// The lake could not be read for a tiered table.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the cold tier of {table} (Iceberg table {lake_table}): {message}")]
+pub(crate) struct ColdTierUnavailable {
+    pub table: String,
+    pub lake_table: String,
+    pub message: String,
+}
+
+/// An error reading the lake, as the client sees it: naming the tier.
+fn cold_error(names: &(String, String), e: DataFusionError) -> DataFusionError {
+    match e {
+        // A memory limit is not the lake's failure.
+        DataFusionError::ResourcesExhausted(_) => e,
+        e => DataFusionError::External(Box::new(ColdTierUnavailable {
+            table: names.0.clone(),
+            lake_table: names.1.clone(),
+            message: e.to_string(),
+        })),
+    }
+}
+/// A row's key as one comparable string.
+pub fn row_key(batch: &RecordBatch, key_pos: &[usize], row: usize) -> String {
+    let mut out = String::new();
+    for &k in key_pos {
+        let v = ScalarValue::try_from_array(batch.column(k).as_ref(), row)
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        out.push_str(&v);
+        out.push('\u{1f}');
+    }
+    out
+}
+
+/// The keys among `rows` of `batch` (whose key columns are at `key_pos`)
+/// that the cold tier holds.
+pub(crate) async fn cold_keys_at(
+    table: &Table,
+    t: &TieredTable,
+    batch: &RecordBatch,
+    key_pos: &[usize],
+    rows: &[usize],
+) -> std::result::Result<crate::tiering::mover::KeySet, crate::tiering::TieringError> {
+    use crate::tiering::TieringError;
+    let data = |e: DataFusionError| TieringError::Data(e.to_string());
+    let provider = IcebergStaticTableProvider::try_new_from_table(table.clone()).await?;
+    let cold_schema = provider.schema();
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_table("cold", Arc::new(provider))
+        .map_err(data)?;
+    let mut df = ctx.table("cold").await.map_err(data)?;
+    let mut selected = Vec::new();
+    for (&k, &pos) in t.key.iter().zip(key_pos) {
+        let name = &t.columns[k].name;
+        let field = cold_schema
+            .field_with_name(name)
+            .map_err(|e| TieringError::Data(e.to_string()))?;
+        let mut values = Vec::with_capacity(rows.len());
+        for &r in rows {
+            let v = ScalarValue::try_from_array(batch.column(pos).as_ref(), r).map_err(data)?;
+            values.push(datafusion::prelude::lit(
+                v.cast_to(field.data_type()).map_err(data)?,
+            ));
+        }
+        let column =
+            datafusion::prelude::Expr::Column(datafusion::common::Column::new_unqualified(name));
+        df = df
+            .filter(column.clone().in_list(values, false))
+            .map_err(data)?;
+        selected.push(column);
+    }
+    let batches = df
+        .select(selected)
+        .map_err(data)?
+        .collect()
+        .await
+        .map_err(data)?;
+    let mut keys = crate::tiering::mover::KeySet::new();
+    let positions: Vec<usize> = (0..t.key.len()).collect();
+    for b in batches {
+        // Cold key columns back to the hot side's types, so keys compare equal.
+        let cols = b
+            .columns()
+            .iter()
+            .zip(&t.key)
+            .map(|(c, &k)| cast(c, &t.columns[k].pg_type.arrow()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| TieringError::Data(e.to_string()))?;
+        let fields: Vec<Field> = t
+            .key
+            .iter()
+            .map(|&k| Field::new(&t.columns[k].name, t.columns[k].pg_type.arrow(), true))
+            .collect();
+        let b = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
+            .map_err(|e| TieringError::Data(e.to_string()))?;
+        for r in 0..b.num_rows() {
+            keys.insert(row_key(&b, &positions, r));
+        }
+    }
+    Ok(keys)
+}
+
+/// The cold rows: the Iceberg scan, pruned by the statement's filters and
+/// by `time < W`, cast to the executor's types.
+#[derive(Debug)]
+pub(super) struct ColdPartition {
+    /// `schema.table` and the Iceberg table, for errors.
+    names: (String, String),
+    plan: Arc<dyn ExecutionPlan>,
+    /// For each output column, its position in the plan's output.
+    out_pos: Vec<usize>,
+    time_pos: usize,
+    w: i64,
+    out_schema: SchemaRef,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn cold_partition(
+    state: &dyn Session,
+    table: &Table,
+    t: &TieredTable,
+    read: &[ScanColumn],
+    filters: &[Expr],
+    w: i64,
+    time_pos: usize,
+    tz: &str,
+    out_schema: SchemaRef,
+) -> Result<ColdPartition> {
+    let provider = IcebergStaticTableProvider::try_new_from_table(table.clone())
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let cold_schema = provider.schema();
+    let projection = read
+        .iter()
+        .map(|c| cold_schema.index_of(&c.name))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    // Pruning only: rows are filtered again below and above the scan.
+    let mut pushed: Vec<Expr> = Vec::new();
+    let time = &t.time_column().name;
+    let w_literal = match t.time_column().pg_type {
+        PgType::Date => ScalarValue::Date32(Some(w.div_euclid(86_400_000_000) as i32)),
+        PgType::Timestamp => ScalarValue::TimestampMicrosecond(Some(w), None),
+        _ => ScalarValue::TimestampMicrosecond(Some(w), Some("+00:00".into())),
+    };
+    pushed.push(Expr::BinaryExpr(BinaryExpr::new(
+        Box::new(Expr::Column(datafusion::common::Column::new_unqualified(
+            time,
+        ))),
+        Operator::Lt,
+        Box::new(Expr::Literal(w_literal, None)),
+    )));
+    for f in filters {
+        if is_plain_filter(f) {
+            pushed.push(datafusion::logical_expr::expr_rewriter::unnormalize_col(
+                f.clone(),
+            ));
+        }
+    }
+    let names = (
+        t.def.qualified(),
+        format!("{}.{}", t.def.lake_namespace, t.def.lake_table),
+    );
+    let plan = provider
+        .scan(state, Some(&projection), &pushed, None)
+        .await
+        .map_err(|e| cold_error(&names, e))?;
+    let _ = tz;
+    Ok(ColdPartition {
+        names,
+        plan,
+        out_pos: (0..out_schema.fields().len()).collect(),
+        time_pos,
+        w,
+        out_schema,
+    })
+}
+
+/// Filters safe to hand to the Iceberg scan for pruning: comparisons of
+/// columns with literals whose types Iceberg reads the same way.
+fn is_plain_filter(e: &Expr) -> bool {
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            matches!(op, Operator::And) && is_plain_filter(left) && is_plain_filter(right)
+                || matches!(
+                    op,
+                    Operator::Eq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+                ) && matches!(left.as_ref(), Expr::Column(_))
+                    && matches!(right.as_ref(), Expr::Literal(v, _) if matches!(v,
+                        ScalarValue::Int32(Some(_)) | ScalarValue::Int64(Some(_)) | ScalarValue::Date32(Some(_))))
+        }
+        _ => false,
+    }
+}
+
+impl PartitionStream for ColdPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.out_schema
+    }
+
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let schema = self.out_schema.clone();
+        let (out_pos, time_pos, w) = (self.out_pos.clone(), self.time_pos, self.w);
+        let names = self.names.clone();
+        let input = match self.plan.execute(0, ctx) {
+            Ok(s) => s,
+            Err(e) => {
+                let e = cold_error(&names, e);
+                return Box::pin(RecordBatchStreamAdapter::new(
+                    schema,
+                    futures::stream::once(async move { Err(e) }),
+                ));
+            }
+        };
+        let out = schema.clone();
+        let stream = input.map(move |batch| {
+            let batch = batch.map_err(|e| cold_error(&names, e))?;
+            let time = batch.column(time_pos);
+            let time = cast(time, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+            let keep: BooleanArray = (0..batch.num_rows())
+                .map(|r| {
+                    Some(
+                        !time.is_null(r)
+                            && time
+                                .as_any()
+                                .downcast_ref::<datafusion::arrow::array::TimestampMicrosecondArray>()
+                                .is_some_and(|a| a.value(r) < w),
+                    )
+                })
+                .collect();
+            let batch = filter_record_batch(&batch, &keep)?;
+            let columns = out_pos
+                .iter()
+                .zip(out.fields())
+                .map(|(&p, f)| cast(batch.column(p), f.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(RecordBatch::try_new_with_options(
+                out.clone(),
+                columns,
+                &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+            )?)
+        });
+        Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+    }
+}

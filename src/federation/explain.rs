@@ -1,0 +1,92 @@
+//! EXPLAIN of a federated read, answered by thermocline: the route, the SQL
+//! each hot scan sent to Postgres, the Iceberg snapshot and watermark read,
+//! and DataFusion's plan (run, with rows and time per operator, for
+//! EXPLAIN ANALYZE).
+
+use std::sync::Arc;
+
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::scan::ScanContext;
+use super::{Failure, Federation, Out, link, plan_session, put_row_description, register_tables};
+
+/// For `EXPLAIN [ANALYZE] <read>`: the read's SQL and whether to run it.
+pub(super) fn explain_of(sql: &str) -> Option<(String, bool)> {
+    use datafusion::sql::sqlparser::ast::{Statement, UtilityOption};
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let [
+        Statement::Explain {
+            statement,
+            analyze,
+            options,
+            ..
+        },
+    ] = statements.as_slice()
+    else {
+        return None;
+    };
+    let analyze = *analyze
+        || options.iter().flatten().any(|o: &UtilityOption| {
+            o.name.value.eq_ignore_ascii_case("analyze")
+                && o.arg.as_ref().is_none_or(|a| {
+                    !matches!(a.to_string().to_lowercase().as_str(), "false" | "off" | "0")
+                })
+        });
+    Some((statement.to_string(), analyze))
+}
+
+/// Answers EXPLAIN of a federated read: the route, what each scan sent to
+/// Postgres, the Iceberg snapshot and watermark read, and DataFusion's plan
+/// (with rows and time per operator after ANALYZE). One text column, as
+/// Postgres's EXPLAIN.
+pub(super) async fn explain(
+    sql: &str,
+    analyze: bool,
+    ctx: &Arc<ScanContext>,
+    federation: &Federation,
+    fields: &[link::FieldDescription],
+    out: &mut Out<'_>,
+) -> Result<u64, Failure> {
+    use datafusion::physical_plan::display::DisplayableExecutionPlan;
+    let session = plan_session(ctx, federation);
+    register_tables(sql, ctx, federation, &session).await?;
+    let df = session.sql(sql).await?;
+    let task = df.task_ctx();
+    let plan = df.create_physical_plan().await?;
+    let mut lines = vec![
+        "Federated read (thermocline): hot rows from Postgres, history from Iceberg".to_string(),
+    ];
+    for t in ctx.trace.lock().map(|t| t.clone()).unwrap_or_default() {
+        lines.push(format!("  {t}"));
+    }
+    let shown = if analyze {
+        let started = std::time::Instant::now();
+        let batches = datafusion::physical_plan::collect(plan.clone(), Arc::new(task)).await?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        lines.push(format!(
+            "  Rows: {rows}  Execution time: {:.3} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        ));
+        DisplayableExecutionPlan::with_metrics(plan.as_ref())
+            .indent(true)
+            .to_string()
+    } else {
+        DisplayableExecutionPlan::new(plan.as_ref())
+            .indent(true)
+            .to_string()
+    };
+    lines.push("  Plan:".to_string());
+    lines.extend(shown.lines().map(|l| format!("    {l}")));
+    let mut row_desc = Vec::new();
+    put_row_description(&mut row_desc, fields);
+    out.buf.extend(row_desc);
+    for line in &lines {
+        let mut row = Vec::with_capacity(line.len() + 6);
+        row.extend_from_slice(&1i16.to_be_bytes());
+        row.extend_from_slice(&(line.len() as i32).to_be_bytes());
+        row.extend_from_slice(line.as_bytes());
+        crate::protocol::put_message(&mut out.buf, b'D', &row);
+    }
+    Ok(lines.len() as u64)
+}

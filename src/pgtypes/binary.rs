@@ -1,0 +1,220 @@
+//! Arrow values in Postgres's binary format, as `*send` functions write
+//! them: big-endian integers and floats, 2000-based dates and timestamps,
+//! numeric as base-10000 digits.
+
+use datafusion::arrow::array::{
+    Array, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
+    Float32Array, Float64Array, Int16Array, Int32Array, Int64Array, LargeStringArray, StringArray,
+    StringViewArray, Time64MicrosecondArray, UInt32Array, UInt64Array,
+};
+
+use super::{EncodeError, PG_EPOCH_OFFSET_DAYS, PG_EPOCH_OFFSET_US, oid, timestamp_micros};
+
+/// Writes the value at `row` of `array` in Postgres's binary format for
+/// the type `pg_type`, or returns `false` for NULL.
+pub fn write_binary(
+    out: &mut Vec<u8>,
+    array: &dyn Array,
+    row: usize,
+    pg_type: u32,
+) -> Result<bool, EncodeError> {
+    if array.is_null(row) {
+        return Ok(false);
+    }
+    let mismatch = || EncodeError::Mismatch {
+        arrow: array.data_type().to_string(),
+        pg_type,
+    };
+    let any = array.as_any();
+    let int = || -> Option<i128> {
+        if let Some(a) = any.downcast_ref::<Int16Array>() {
+            return Some(a.value(row) as i128);
+        }
+        if let Some(a) = any.downcast_ref::<Int32Array>() {
+            return Some(a.value(row) as i128);
+        }
+        if let Some(a) = any.downcast_ref::<Int64Array>() {
+            return Some(a.value(row) as i128);
+        }
+        if let Some(a) = any.downcast_ref::<UInt32Array>() {
+            return Some(a.value(row) as i128);
+        }
+        if let Some(a) = any.downcast_ref::<UInt64Array>() {
+            return Some(a.value(row) as i128);
+        }
+        None
+    };
+    match pg_type {
+        oid::INT2 => {
+            let v = i16::try_from(int().ok_or_else(mismatch)?)
+                .map_err(|_| EncodeError::OutOfRange("smallint"))?;
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        oid::INT4 => {
+            let v = i32::try_from(int().ok_or_else(mismatch)?)
+                .map_err(|_| EncodeError::OutOfRange("integer"))?;
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        oid::INT8 => {
+            let v = i64::try_from(int().ok_or_else(mismatch)?)
+                .map_err(|_| EncodeError::OutOfRange("bigint"))?;
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        oid::OID => {
+            let v = u32::try_from(int().ok_or_else(mismatch)?)
+                .map_err(|_| EncodeError::OutOfRange("oid"))?;
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        oid::NUMERIC => {
+            let (v, scale) = match any.downcast_ref::<Decimal128Array>() {
+                Some(a) => (a.value(row), a.scale()),
+                None => (int().ok_or_else(mismatch)?, 0),
+            };
+            write_numeric_binary(out, v, scale);
+        }
+        oid::FLOAT8 => {
+            let v = if let Some(a) = any.downcast_ref::<Float64Array>() {
+                a.value(row)
+            } else if let Some(a) = any.downcast_ref::<Float32Array>() {
+                a.value(row) as f64
+            } else {
+                return Err(mismatch());
+            };
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        oid::FLOAT4 => {
+            let a = any.downcast_ref::<Float32Array>().ok_or_else(mismatch)?;
+            out.extend_from_slice(&a.value(row).to_be_bytes());
+        }
+        oid::BOOL => {
+            let a = any.downcast_ref::<BooleanArray>().ok_or_else(mismatch)?;
+            out.push(a.value(row) as u8);
+        }
+        oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::JSON | oid::JSONB => {
+            if pg_type == oid::JSONB {
+                out.push(1);
+            }
+            if let Some(a) = any.downcast_ref::<StringArray>() {
+                out.extend_from_slice(a.value(row).as_bytes());
+            } else if let Some(a) = any.downcast_ref::<StringViewArray>() {
+                out.extend_from_slice(a.value(row).as_bytes());
+            } else if let Some(a) = any.downcast_ref::<LargeStringArray>() {
+                out.extend_from_slice(a.value(row).as_bytes());
+            } else {
+                return Err(mismatch());
+            }
+        }
+        oid::BYTEA => {
+            let a = any.downcast_ref::<BinaryArray>().ok_or_else(mismatch)?;
+            out.extend_from_slice(a.value(row));
+        }
+        oid::UUID => {
+            let a = any
+                .downcast_ref::<FixedSizeBinaryArray>()
+                .ok_or_else(mismatch)?;
+            out.extend_from_slice(a.value(row));
+        }
+        oid::DATE => {
+            let a = any.downcast_ref::<Date32Array>().ok_or_else(mismatch)?;
+            out.extend_from_slice(&(a.value(row) - PG_EPOCH_OFFSET_DAYS).to_be_bytes());
+        }
+        oid::TIME => {
+            let a = any
+                .downcast_ref::<Time64MicrosecondArray>()
+                .ok_or_else(mismatch)?;
+            out.extend_from_slice(&a.value(row).to_be_bytes());
+        }
+        oid::TIMESTAMP | oid::TIMESTAMPTZ => {
+            let us = timestamp_micros(array, row).ok_or_else(mismatch)?;
+            out.extend_from_slice(&(us - PG_EPOCH_OFFSET_US).to_be_bytes());
+        }
+        _ => return Err(mismatch()),
+    }
+    Ok(true)
+}
+
+/// A decimal (`value` scaled by 10^`scale`) in numeric's binary format:
+/// base-10000 digits, weight, sign and display scale.
+pub fn write_numeric_binary(out: &mut Vec<u8>, value: i128, scale: i8) {
+    let (value, scale) = if scale < 0 {
+        (value * 10i128.pow((-scale) as u32), 0u32)
+    } else {
+        (value, scale as u32)
+    };
+    let negative = value < 0;
+    let digits = value.unsigned_abs().to_string();
+    let (int_part, frac_part) = if digits.len() > scale as usize {
+        digits.split_at(digits.len() - scale as usize)
+    } else {
+        ("", digits.as_str())
+    };
+    let frac = format!("{:0>width$}", frac_part, width = scale as usize);
+    let int_padded = format!("{}{}", "0".repeat((4 - int_part.len() % 4) % 4), int_part);
+    let frac_padded = format!("{}{}", frac, "0".repeat((4 - frac.len() % 4) % 4));
+    let mut groups: Vec<u16> = Vec::new();
+    for chunk in int_padded
+        .as_bytes()
+        .chunks(4)
+        .chain(frac_padded.as_bytes().chunks(4))
+    {
+        groups.push(
+            std::str::from_utf8(chunk)
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0),
+        );
+    }
+    let mut weight = (int_padded.len() / 4) as i32 - 1;
+    // Leading zero groups move the weight down; trailing ones are dropped.
+    let lead = groups.iter().take_while(|g| **g == 0).count();
+    groups.drain(..lead);
+    weight -= lead as i32;
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    if groups.is_empty() {
+        weight = 0;
+    }
+    out.extend_from_slice(&(groups.len() as i16).to_be_bytes());
+    out.extend_from_slice(&(weight as i16).to_be_bytes());
+    out.extend_from_slice(
+        &(if negative && !groups.is_empty() {
+            0x4000u16
+        } else {
+            0
+        })
+        .to_be_bytes(),
+    );
+    out.extend_from_slice(&(scale as u16).to_be_bytes());
+    for g in groups {
+        out.extend_from_slice(&g.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pgtypes::numeric_value;
+
+    #[test]
+    fn numeric_binary_round_trips() {
+        for (v, scale) in [
+            (12_345_600i128, 4i8),
+            (-5, 2),
+            (0, 2),
+            (7, 0),
+            (100_000_000, 0),
+            (1, 6),
+            (-123_456_789_012, 3),
+        ] {
+            let mut out = Vec::new();
+            write_numeric_binary(&mut out, v, scale);
+            assert_eq!(numeric_value(&out, scale).unwrap(), v, "{v} scale {scale}");
+            assert_eq!(u16::from_be_bytes([out[6], out[7]]), scale as u16);
+        }
+        // 1234.5600 as Postgres sends numeric(10,4).
+        let mut out = Vec::new();
+        write_numeric_binary(&mut out, 12_345_600, 4);
+        assert_eq!(out, [0, 2, 0, 0, 0, 0, 0, 4, 0x04, 0xd2, 0x15, 0xe0]);
+    }
+}

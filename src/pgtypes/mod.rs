@@ -1,0 +1,370 @@
+//! Postgres types as thermocline carries them: which Postgres types a tiered
+//! table may hold, their Arrow form, Postgres's binary format decoded into
+//! Arrow arrays, and Arrow values written back in Postgres's text format.
+//!
+//! Every conversion is exact or refused: a value that cannot be carried
+//! without change is an error, never an approximation.
+
+use datafusion::arrow::array::{
+    Array, ArrayBuilder, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
+    FixedSizeBinaryBuilder, Float32Builder, Float64Builder, Int16Builder, Int32Builder,
+    Int64Builder, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder, TimestampMillisecondArray, TimestampNanosecondArray,
+    TimestampSecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+
+mod binary;
+mod text;
+
+pub use binary::{write_binary, write_numeric_binary};
+pub use text::{TextSettings, executor_zone, resolve_time_zone, write_decimal, write_text};
+
+/// Microseconds between 1970-01-01 and 2000-01-01, Postgres's epoch.
+pub const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+/// Days between 1970-01-01 and 2000-01-01.
+pub const PG_EPOCH_OFFSET_DAYS: i32 = 10_957;
+
+/// Type OIDs (`pg_type.oid`), as Postgres numbers them.
+pub mod oid {
+    pub const BOOL: u32 = 16;
+    pub const BYTEA: u32 = 17;
+    pub const INT8: u32 = 20;
+    pub const INT2: u32 = 21;
+    pub const INT4: u32 = 23;
+    pub const TEXT: u32 = 25;
+    pub const OID: u32 = 26;
+    pub const JSON: u32 = 114;
+    pub const FLOAT4: u32 = 700;
+    pub const FLOAT8: u32 = 701;
+    pub const BPCHAR: u32 = 1042;
+    pub const VARCHAR: u32 = 1043;
+    pub const DATE: u32 = 1082;
+    pub const TIME: u32 = 1083;
+    pub const TIMESTAMP: u32 = 1114;
+    pub const TIMESTAMPTZ: u32 = 1184;
+    pub const INTERVAL: u32 = 1186;
+    pub const NUMERIC: u32 = 1700;
+    pub const UUID: u32 = 2950;
+    pub const JSONB: u32 = 3802;
+    pub const NAME: u32 = 19;
+}
+
+/// A column type a tiered table may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgType {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    /// `numeric(precision, scale)`, precision at most 38.
+    Numeric(u8, i8),
+    /// text, varchar, char(n), name: (the type's OID).
+    Text(u32),
+    Json,
+    Jsonb,
+    Bytea,
+    Uuid,
+    Date,
+    Time,
+    Timestamp,
+    Timestamptz,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TypeError {
+    #[error("type {0} cannot be stored in the cold tier")]
+    Unsupported(String),
+    #[error(
+        "numeric without a precision (or with more than 38 digits) cannot be stored in the cold tier exactly; declare it as numeric(p, s) with p <= 38"
+    )]
+    UnboundedNumeric,
+    #[error("invalid {0} value in Postgres's binary format")]
+    Malformed(&'static str),
+    #[error("{0} values such as infinity cannot be stored in the cold tier")]
+    Infinite(&'static str),
+}
+
+impl PgType {
+    /// The type of a column with this OID and typmod (`atttypmod`).
+    pub fn from_oid(type_oid: u32, typmod: i32, type_name: &str) -> Result<Self, TypeError> {
+        Ok(match type_oid {
+            oid::BOOL => PgType::Bool,
+            oid::INT2 => PgType::Int2,
+            oid::INT4 => PgType::Int4,
+            oid::INT8 => PgType::Int8,
+            oid::FLOAT4 => PgType::Float4,
+            oid::FLOAT8 => PgType::Float8,
+            oid::NUMERIC => {
+                if typmod < 4 {
+                    return Err(TypeError::UnboundedNumeric);
+                }
+                let t = typmod - 4;
+                let precision = (t >> 16) & 0xffff;
+                let scale = ((t & 0x7ff) ^ 1024) - 1024;
+                if !(1..=38).contains(&precision) || scale < 0 || scale > precision {
+                    return Err(TypeError::UnboundedNumeric);
+                }
+                PgType::Numeric(precision as u8, scale as i8)
+            }
+            oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME => PgType::Text(type_oid),
+            oid::JSON => PgType::Json,
+            oid::JSONB => PgType::Jsonb,
+            oid::BYTEA => PgType::Bytea,
+            oid::UUID => PgType::Uuid,
+            oid::DATE => PgType::Date,
+            oid::TIME => PgType::Time,
+            oid::TIMESTAMP => PgType::Timestamp,
+            oid::TIMESTAMPTZ => PgType::Timestamptz,
+            _ => return Err(TypeError::Unsupported(type_name.to_string())),
+        })
+    }
+
+    /// The Arrow type that holds this type's values exactly. `timestamptz`
+    /// is an instant in UTC.
+    pub fn arrow(self) -> DataType {
+        match self {
+            PgType::Bool => DataType::Boolean,
+            PgType::Int2 => DataType::Int16,
+            PgType::Int4 => DataType::Int32,
+            PgType::Int8 => DataType::Int64,
+            PgType::Float4 => DataType::Float32,
+            PgType::Float8 => DataType::Float64,
+            PgType::Numeric(p, s) => DataType::Decimal128(p, s),
+            PgType::Text(_) | PgType::Json | PgType::Jsonb => DataType::Utf8,
+            PgType::Bytea => DataType::Binary,
+            PgType::Uuid => DataType::FixedSizeBinary(16),
+            PgType::Date => DataType::Date32,
+            PgType::Time => DataType::Time64(TimeUnit::Microsecond),
+            PgType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            PgType::Timestamptz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        }
+    }
+
+    /// A builder for [`PgType::arrow`] arrays.
+    pub fn builder(self, capacity: usize) -> Box<dyn ArrayBuilder> {
+        match self {
+            PgType::Bool => Box::new(BooleanBuilder::with_capacity(capacity)),
+            PgType::Int2 => Box::new(Int16Builder::with_capacity(capacity)),
+            PgType::Int4 => Box::new(Int32Builder::with_capacity(capacity)),
+            PgType::Int8 => Box::new(Int64Builder::with_capacity(capacity)),
+            PgType::Float4 => Box::new(Float32Builder::with_capacity(capacity)),
+            PgType::Float8 => Box::new(Float64Builder::with_capacity(capacity)),
+            PgType::Numeric(p, s) => Box::new(
+                Decimal128Builder::with_capacity(capacity)
+                    .with_data_type(DataType::Decimal128(p, s)),
+            ),
+            PgType::Text(_) | PgType::Json | PgType::Jsonb => {
+                Box::new(StringBuilder::with_capacity(capacity, capacity * 16))
+            }
+            PgType::Bytea => Box::new(BinaryBuilder::with_capacity(capacity, capacity * 16)),
+            PgType::Uuid => Box::new(FixedSizeBinaryBuilder::with_capacity(capacity, 16)),
+            PgType::Date => Box::new(Date32Builder::with_capacity(capacity)),
+            PgType::Time => Box::new(Time64MicrosecondBuilder::with_capacity(capacity)),
+            PgType::Timestamp => Box::new(TimestampMicrosecondBuilder::with_capacity(capacity)),
+            PgType::Timestamptz => {
+                Box::new(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"))
+            }
+        }
+    }
+
+    /// Appends one value in Postgres's binary format (`None`: NULL).
+    pub fn append_binary(
+        self,
+        builder: &mut dyn ArrayBuilder,
+        value: Option<&[u8]>,
+    ) -> Result<(), TypeError> {
+        fn b<T: 'static>(builder: &mut dyn ArrayBuilder) -> &mut T {
+            builder
+                .as_any_mut()
+                .downcast_mut::<T>()
+                .expect("builder made by PgType::builder")
+        }
+        fn fixed<const N: usize>(v: &[u8], what: &'static str) -> Result<[u8; N], TypeError> {
+            v.try_into().map_err(|_| TypeError::Malformed(what))
+        }
+        match self {
+            PgType::Bool => b::<BooleanBuilder>(builder).append_option(
+                value
+                    .map(|v| fixed::<1>(v, "bool").map(|x| x[0] != 0))
+                    .transpose()?,
+            ),
+            PgType::Int2 => b::<Int16Builder>(builder).append_option(
+                value
+                    .map(|v| fixed::<2>(v, "int2").map(i16::from_be_bytes))
+                    .transpose()?,
+            ),
+            PgType::Int4 => b::<Int32Builder>(builder).append_option(
+                value
+                    .map(|v| fixed::<4>(v, "int4").map(i32::from_be_bytes))
+                    .transpose()?,
+            ),
+            PgType::Int8 => b::<Int64Builder>(builder).append_option(
+                value
+                    .map(|v| fixed::<8>(v, "int8").map(i64::from_be_bytes))
+                    .transpose()?,
+            ),
+            PgType::Float4 => b::<Float32Builder>(builder).append_option(
+                value
+                    .map(|v| fixed::<4>(v, "float4").map(f32::from_be_bytes))
+                    .transpose()?,
+            ),
+            PgType::Float8 => b::<Float64Builder>(builder).append_option(
+                value
+                    .map(|v| fixed::<8>(v, "float8").map(f64::from_be_bytes))
+                    .transpose()?,
+            ),
+            PgType::Numeric(_, s) => b::<Decimal128Builder>(builder)
+                .append_option(value.map(|v| numeric_from_binary(v, s)).transpose()?),
+            PgType::Text(_) | PgType::Json => {
+                let s = value
+                    .map(|v| std::str::from_utf8(v).map_err(|_| TypeError::Malformed("text")))
+                    .transpose()?;
+                b::<StringBuilder>(builder).append_option(s)
+            }
+            PgType::Jsonb => {
+                let s = value
+                    .map(|v| match v.split_first() {
+                        Some((1, rest)) => {
+                            std::str::from_utf8(rest).map_err(|_| TypeError::Malformed("jsonb"))
+                        }
+                        _ => Err(TypeError::Malformed("jsonb")),
+                    })
+                    .transpose()?;
+                b::<StringBuilder>(builder).append_option(s)
+            }
+            PgType::Bytea => b::<BinaryBuilder>(builder).append_option(value),
+            PgType::Uuid => {
+                let bb = b::<FixedSizeBinaryBuilder>(builder);
+                match value {
+                    Some(v) if v.len() == 16 => bb
+                        .append_value(v)
+                        .map_err(|_| TypeError::Malformed("uuid"))?,
+                    Some(_) => return Err(TypeError::Malformed("uuid")),
+                    None => bb.append_null(),
+                }
+            }
+            PgType::Date => {
+                let d = value
+                    .map(|v| {
+                        let days = i32::from_be_bytes(fixed::<4>(v, "date")?);
+                        if days == i32::MAX || days == i32::MIN {
+                            return Err(TypeError::Infinite("date"));
+                        }
+                        Ok(days + PG_EPOCH_OFFSET_DAYS)
+                    })
+                    .transpose()?;
+                b::<Date32Builder>(builder).append_option(d)
+            }
+            PgType::Time => b::<Time64MicrosecondBuilder>(builder).append_option(
+                value
+                    .map(|v| fixed::<8>(v, "time").map(i64::from_be_bytes))
+                    .transpose()?,
+            ),
+            PgType::Timestamp | PgType::Timestamptz => {
+                let t = value
+                    .map(|v| {
+                        let us = i64::from_be_bytes(fixed::<8>(v, "timestamp")?);
+                        if us == i64::MAX || us == i64::MIN {
+                            return Err(TypeError::Infinite("timestamp"));
+                        }
+                        Ok(us + PG_EPOCH_OFFSET_US)
+                    })
+                    .transpose()?;
+                b::<TimestampMicrosecondBuilder>(builder).append_option(t)
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `numeric` in binary format as an integer scaled by 10^`scale`.
+pub fn numeric_value(v: &[u8], scale: i8) -> Result<i128, TypeError> {
+    numeric_from_binary(v, scale)
+}
+
+fn numeric_from_binary(v: &[u8], scale: i8) -> Result<i128, TypeError> {
+    const BAD: TypeError = TypeError::Malformed("numeric");
+    if v.len() < 8 {
+        return Err(BAD);
+    }
+    let ndigits = i16::from_be_bytes([v[0], v[1]]) as usize;
+    let weight = i16::from_be_bytes([v[2], v[3]]) as i32;
+    let sign = u16::from_be_bytes([v[4], v[5]]);
+    if v.len() != 8 + 2 * ndigits {
+        return Err(BAD);
+    }
+    if sign == 0xC000 {
+        return Err(TypeError::Infinite("numeric NaN"));
+    }
+    if sign == 0xD000 || sign == 0xF000 {
+        return Err(TypeError::Infinite("numeric"));
+    }
+    // value = sum(digit[i] * 10000^(weight - i)); scaled = value * 10^scale.
+    let mut acc: i128 = 0;
+    let scale = scale as i32;
+    for i in 0..ndigits {
+        let d = u16::from_be_bytes([v[8 + 2 * i], v[9 + 2 * i]]) as i128;
+        let exp10 = 4 * (weight - i as i32) + scale;
+        let term = if exp10 >= 0 {
+            10i128
+                .checked_pow(exp10 as u32)
+                .and_then(|p| d.checked_mul(p))
+                .ok_or(BAD)?
+        } else {
+            // Digits below the column's scale are zero for values Postgres
+            // stored in numeric(p, s).
+            let p = 10i128.checked_pow((-exp10) as u32).ok_or(BAD)?;
+            if d % p != 0 {
+                return Err(BAD);
+            }
+            d / p
+        };
+        acc = acc.checked_add(term).ok_or(BAD)?;
+    }
+    Ok(if sign == 0x4000 { -acc } else { acc })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("cannot return a value of type {arrow} as Postgres type {pg_type}")]
+    Mismatch { arrow: String, pg_type: u32 },
+    #[error("{0} is out of range for Postgres")]
+    OutOfRange(&'static str),
+}
+
+/// Microseconds since 1970 of a timestamp array value of any unit.
+fn timestamp_micros(array: &dyn Array, row: usize) -> Option<i64> {
+    let any = array.as_any();
+    if let Some(a) = any.downcast_ref::<TimestampMicrosecondArray>() {
+        return Some(a.value(row));
+    }
+    if let Some(a) = any.downcast_ref::<TimestampNanosecondArray>() {
+        return Some(a.value(row).div_euclid(1000));
+    }
+    if let Some(a) = any.downcast_ref::<TimestampMillisecondArray>() {
+        return a.value(row).checked_mul(1000);
+    }
+    if let Some(a) = any.downcast_ref::<TimestampSecondArray>() {
+        return a.value(row).checked_mul(1_000_000);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_binary_decodes_exactly() {
+        // 1234.5600 as Postgres sends numeric(10,4): digits [1234, 5600], weight 0, dscale 4.
+        let v = [0, 2, 0, 0, 0, 0, 0, 4, 0x04, 0xd2, 0x15, 0xe0];
+        assert_eq!(numeric_from_binary(&v, 4).unwrap(), 12_345_600);
+        assert_eq!(numeric_from_binary(&v, 2).unwrap(), 123_456);
+        // -0.05: digits [500], weight -1, sign negative.
+        let v = [0, 1, 0xff, 0xff, 0x40, 0, 0, 2, 0x01, 0xf4];
+        assert_eq!(numeric_from_binary(&v, 2).unwrap(), -5);
+    }
+}
