@@ -138,7 +138,6 @@ pub(super) struct ColdPartition {
     out_schema: SchemaRef,
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn cold_partition(
     state: &dyn Session,
     table: &Table,
@@ -146,10 +145,12 @@ pub(super) async fn cold_partition(
     read: &[ScanColumn],
     filters: &[Expr],
     w: i64,
-    time_pos: usize,
-    tz: &str,
     out_schema: SchemaRef,
 ) -> Result<ColdPartition> {
+    let time_pos = read
+        .iter()
+        .position(|c| c.name == t.time_column().name)
+        .ok_or_else(|| DataFusionError::Internal("the time column is always read".into()))?;
     let provider = IcebergStaticTableProvider::try_new_from_table(table.clone())
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
@@ -188,7 +189,6 @@ pub(super) async fn cold_partition(
         .scan(state, Some(&projection), &pushed, None)
         .await
         .map_err(|e| cold_error(&names, e))?;
-    let _ = tz;
     Ok(ColdPartition {
         names,
         plan,

@@ -248,11 +248,12 @@ async fn answer(
         row_description: true,
         limit: None,
     };
+    let explained = explain_of(sql);
     let seen = cancel.count();
     let work = async {
-        match explain_of(sql) {
+        match &explained {
             Some((inner, analyze)) => {
-                explain(&inner, analyze, &ctx, federation, &fields, out).await
+                explain(inner, *analyze, &ctx, federation, &fields, out).await
             }
             None => execute(&run, &ctx, federation, &text, out)
                 .await
@@ -271,7 +272,7 @@ async fn answer(
     }
     match outcome {
         Ok(rows) => {
-            let verb = if explain_of(sql).is_some() {
+            let verb = if explained.is_some() {
                 "EXPLAIN".to_string()
             } else {
                 format!("SELECT {rows}")
@@ -284,7 +285,7 @@ async fn answer(
                     return None;
                 }
             } else {
-                close_cursors(&mut link, out).await?;
+                close_cursors(&mut link).await?;
             }
         }
         Err(error) => {
@@ -336,7 +337,7 @@ async fn take_back(shared: Arc<Mutex<PgLink>>) -> Option<PgLink> {
 }
 
 /// Closes the cursors a statement opened inside the client's transaction.
-async fn close_cursors(link: &mut PgLink, _out: &mut Out<'_>) -> Option<()> {
+async fn close_cursors(link: &mut PgLink) -> Option<()> {
     match link
         .simple("SELECT name FROM pg_catalog.pg_cursors WHERE name LIKE 'thermocline\\_c%'")
         .await

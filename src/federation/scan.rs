@@ -289,8 +289,6 @@ impl TableProvider for FederatedTable {
                         &read_columns,
                         filters,
                         w,
-                        time_pos,
-                        &self.ctx.time_zone,
                         out_schema.clone(),
                     )
                     .await?,

@@ -444,8 +444,9 @@ async fn backend_to_client(
             let held = |t: u8| {
                 t == tag::READY_FOR_QUERY
                     || t == tag::ERROR_RESPONSE
-                    || t == tag::PARAMETER_STATUS
-                    || (tracking && is_extended_reply_end(t))
+                    // Only sessions that may federate need to see settings
+                    // and count extended-protocol replies.
+                    || (tracking && (t == tag::PARAMETER_STATUS || is_extended_reply_end(t)))
                     || (!ready && (t == tag::AUTHENTICATION || t == tag::BACKEND_KEY_DATA))
             };
             let step = scanner.scan(&buf, held, |m| match m[0] {

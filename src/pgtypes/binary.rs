@@ -4,11 +4,13 @@
 
 use datafusion::arrow::array::{
     Array, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
-    Float32Array, Float64Array, Int16Array, Int32Array, Int64Array, LargeStringArray, StringArray,
-    StringViewArray, Time64MicrosecondArray, UInt32Array, UInt64Array,
+    Float32Array, Float64Array, Time64MicrosecondArray,
 };
 
-use super::{EncodeError, PG_EPOCH_OFFSET_DAYS, PG_EPOCH_OFFSET_US, oid, timestamp_micros};
+use super::{
+    EncodeError, PG_EPOCH_OFFSET_DAYS, PG_EPOCH_OFFSET_US, int_value, oid, str_value,
+    timestamp_micros,
+};
 
 /// Writes the value at `row` of `array` in Postgres's binary format for
 /// the type `pg_type`, or returns `false` for NULL.
@@ -26,24 +28,7 @@ pub fn write_binary(
         pg_type,
     };
     let any = array.as_any();
-    let int = || -> Option<i128> {
-        if let Some(a) = any.downcast_ref::<Int16Array>() {
-            return Some(a.value(row) as i128);
-        }
-        if let Some(a) = any.downcast_ref::<Int32Array>() {
-            return Some(a.value(row) as i128);
-        }
-        if let Some(a) = any.downcast_ref::<Int64Array>() {
-            return Some(a.value(row) as i128);
-        }
-        if let Some(a) = any.downcast_ref::<UInt32Array>() {
-            return Some(a.value(row) as i128);
-        }
-        if let Some(a) = any.downcast_ref::<UInt64Array>() {
-            return Some(a.value(row) as i128);
-        }
-        None
-    };
+    let int = || int_value(array, row);
     match pg_type {
         oid::INT2 => {
             let v = i16::try_from(int().ok_or_else(mismatch)?)
@@ -94,15 +79,8 @@ pub fn write_binary(
             if pg_type == oid::JSONB {
                 out.push(1);
             }
-            if let Some(a) = any.downcast_ref::<StringArray>() {
-                out.extend_from_slice(a.value(row).as_bytes());
-            } else if let Some(a) = any.downcast_ref::<StringViewArray>() {
-                out.extend_from_slice(a.value(row).as_bytes());
-            } else if let Some(a) = any.downcast_ref::<LargeStringArray>() {
-                out.extend_from_slice(a.value(row).as_bytes());
-            } else {
-                return Err(mismatch());
-            }
+            let v = str_value(array, row).ok_or_else(mismatch)?;
+            out.extend_from_slice(v.as_bytes());
         }
         oid::BYTEA => {
             let a = any.downcast_ref::<BinaryArray>().ok_or_else(mismatch)?;

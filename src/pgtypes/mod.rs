@@ -335,6 +335,41 @@ pub enum EncodeError {
     OutOfRange(&'static str),
 }
 
+/// An integer array's value at `row`, whatever its width.
+fn int_value(array: &dyn Array, row: usize) -> Option<i128> {
+    use datafusion::arrow::array::{Int16Array, Int32Array, Int64Array, UInt32Array, UInt64Array};
+    let any = array.as_any();
+    if let Some(a) = any.downcast_ref::<Int16Array>() {
+        return Some(a.value(row) as i128);
+    }
+    if let Some(a) = any.downcast_ref::<Int32Array>() {
+        return Some(a.value(row) as i128);
+    }
+    if let Some(a) = any.downcast_ref::<Int64Array>() {
+        return Some(a.value(row) as i128);
+    }
+    if let Some(a) = any.downcast_ref::<UInt32Array>() {
+        return Some(a.value(row) as i128);
+    }
+    if let Some(a) = any.downcast_ref::<UInt64Array>() {
+        return Some(a.value(row) as i128);
+    }
+    None
+}
+
+/// A string array's value at `row`, whatever its layout.
+fn str_value(array: &dyn Array, row: usize) -> Option<&str> {
+    use datafusion::arrow::array::{LargeStringArray, StringArray, StringViewArray};
+    let any = array.as_any();
+    if let Some(a) = any.downcast_ref::<StringArray>() {
+        return Some(a.value(row));
+    }
+    if let Some(a) = any.downcast_ref::<StringViewArray>() {
+        return Some(a.value(row));
+    }
+    any.downcast_ref::<LargeStringArray>().map(|a| a.value(row))
+}
+
 /// Microseconds since 1970 of a timestamp array value of any unit.
 fn timestamp_micros(array: &dyn Array, row: usize) -> Option<i64> {
     let any = array.as_any();

@@ -4,11 +4,10 @@
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 use datafusion::arrow::array::{
     Array, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
-    Float32Array, Float64Array, Int16Array, Int32Array, Int64Array, LargeStringArray, StringArray,
-    StringViewArray, Time64MicrosecondArray, UInt32Array, UInt64Array,
+    Float32Array, Float64Array, Time64MicrosecondArray,
 };
 
-use super::{EncodeError, oid, timestamp_micros};
+use super::{EncodeError, int_value, oid, str_value, timestamp_micros};
 
 /// The session settings that shape Postgres's text output.
 #[derive(Debug, Clone)]
@@ -46,21 +45,17 @@ pub fn write_text(
         pg_type,
     };
     let any = array.as_any();
-    macro_rules! int {
-        ($($t:ty),*) => {{
-            $(if let Some(a) = any.downcast_ref::<$t>() {
-                let _ = write!(out, "{}", a.value(row));
-                return Ok(true);
-            })*
-        }};
-    }
     match pg_type {
         oid::INT2 | oid::INT4 | oid::INT8 | oid::OID => {
-            int!(Int16Array, Int32Array, Int64Array, UInt32Array, UInt64Array);
-            Err(mismatch())
+            let v = int_value(array, row).ok_or_else(mismatch)?;
+            let _ = write!(out, "{v}");
+            Ok(true)
         }
         oid::NUMERIC => {
-            int!(Int16Array, Int32Array, Int64Array, UInt32Array, UInt64Array);
+            if let Some(v) = int_value(array, row) {
+                let _ = write!(out, "{v}");
+                return Ok(true);
+            }
             if let Some(a) = any.downcast_ref::<Decimal128Array>() {
                 write_decimal(out, a.value(row), a.scale());
                 return Ok(true);
@@ -91,15 +86,8 @@ pub fn write_text(
             Ok(true)
         }
         oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::JSON | oid::JSONB => {
-            if let Some(a) = any.downcast_ref::<StringArray>() {
-                out.extend_from_slice(a.value(row).as_bytes());
-            } else if let Some(a) = any.downcast_ref::<StringViewArray>() {
-                out.extend_from_slice(a.value(row).as_bytes());
-            } else if let Some(a) = any.downcast_ref::<LargeStringArray>() {
-                out.extend_from_slice(a.value(row).as_bytes());
-            } else {
-                return Err(mismatch());
-            }
+            let v = str_value(array, row).ok_or_else(mismatch)?;
+            out.extend_from_slice(v.as_bytes());
             Ok(true)
         }
         oid::BYTEA => {

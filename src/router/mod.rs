@@ -73,14 +73,20 @@ impl Router {
         if !self.may_name_tiered(sql) {
             return Route::Relay;
         }
+        // Parsed once; a statement Postgres would reject is relayed so
+        // that Postgres reports it.
+        let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+            return Route::Relay;
+        };
         // EXPLAIN is answered for simple queries only; prepared, it is
         // Postgres's plan of the hot tier.
-        if message[0] == b'P' && is_explain(sql) {
+        if message[0] == b'P' && matches!(statements.as_slice(), [Statement::Explain { .. }]) {
             return Route::Relay;
         }
-        match self.classify(sql) {
-            Some(_) if !self.inside_hot_window(sql) => Route::Federate,
-            _ => Route::Relay,
+        if self.reads_tiered(&statements) && !self.inside_hot_window(&statements) {
+            Route::Federate
+        } else {
+            Route::Relay
         }
     }
 
@@ -95,13 +101,13 @@ impl Router {
         self.needles.iter().any(|n| lower.contains(n.as_str()))
     }
 
-    /// The tiered tables a read statement needs, or `None` when it should be
-    /// relayed: not a plain read, a locking read, or no tiered table named.
-    pub(crate) fn classify(&self, sql: &str) -> Option<Vec<TieredName>> {
-        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
-        let mut found = Vec::new();
-        for statement in &statements {
-            // EXPLAIN of a read is answered with the federated plan.
+    /// True when the statements read a tiered table and are plain reads
+    /// (a locking `SELECT … FOR UPDATE/SHARE` needs Postgres's row locks and
+    /// `SELECT INTO` creates a table: both stay with Postgres). EXPLAIN of
+    /// a read is answered with the federated plan.
+    fn reads_tiered(&self, statements: &[Statement]) -> bool {
+        let mut found = false;
+        for statement in statements {
             let query = match statement {
                 Statement::Query(query) => query,
                 Statement::Explain { statement, .. } => match statement.as_ref() {
@@ -110,25 +116,17 @@ impl Router {
                 },
                 _ => continue,
             };
-            // SELECT … FOR UPDATE/SHARE needs Postgres's row locks; SELECT
-            // INTO creates a table. Both stay with Postgres.
             if !query.locks.is_empty()
                 || matches!(query.body.as_ref(), SetExpr::Select(s) if s.into.is_some())
             {
-                return None;
+                return false;
             }
             let _ = visit_relations(statement, |name: &ObjectName| {
-                if let Some(t) = self.match_name(name)
-                    && !found
-                        .iter()
-                        .any(|f: &TieredName| f.schema == t.schema && f.table == t.table)
-                {
-                    found.push(t.clone());
-                }
+                found |= self.match_name(name).is_some();
                 ControlFlow::<()>::Continue(())
             });
         }
-        if found.is_empty() { None } else { Some(found) }
+        found
     }
 
     /// The fast path: a single-table read of a tiered table whose WHERE
@@ -136,11 +134,8 @@ impl Router {
     /// interval shorter than the hot window. Every row it can return is
     /// still in Postgres (the mover only takes rows older than
     /// `now() - hot_window`), so it is relayed untouched.
-    fn inside_hot_window(&self, sql: &str) -> bool {
-        let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
-            return false;
-        };
-        let [Statement::Query(query)] = statements.as_slice() else {
+    fn inside_hot_window(&self, statements: &[Statement]) -> bool {
+        let [statement @ Statement::Query(query)] = statements else {
             return false;
         };
         if query.with.is_some() {
@@ -164,7 +159,7 @@ impl Router {
         // The tiered table must be the statement's only reference to a
         // tiered table (none in subqueries).
         let mut refs = 0;
-        let _ = visit_relations(&statements[0], |n: &ObjectName| {
+        let _ = visit_relations(statement, |n: &ObjectName| {
             if self.match_name(n).is_some() {
                 refs += 1;
             }
@@ -228,14 +223,6 @@ impl Router {
             .iter()
             .find(|t| &t.table == table && schema.is_none_or(|s| *s == t.schema))
     }
-}
-
-/// True when the statement is an EXPLAIN.
-pub(crate) fn is_explain(sql: &str) -> bool {
-    matches!(
-        Parser::parse_sql(&PostgreSqlDialect {}, sql).as_deref(),
-        Ok([Statement::Explain { .. }])
-    )
 }
 
 /// The top-level AND terms of a condition.
