@@ -50,8 +50,36 @@ pub struct Config {
     pub tier_interval: Option<Duration>,
     /// Memory all federated statements together may use, in bytes.
     pub executor_memory: u64,
+    /// Memory one federated statement may use; `None`: half of `executor_memory`.
+    pub statement_memory: Option<u64>,
     /// Client sessions served at once; 0: no limit.
     pub max_client_connections: usize,
+    /// Federated statements run at once; the rest wait in a queue. 0: no limit.
+    pub max_federated_statements: usize,
+    /// How long a federated statement may wait in that queue before it
+    /// fails with 53000.
+    pub federated_queue_timeout: Duration,
+    /// A session idle outside a transaction this long is closed (57P05);
+    /// `None`: never.
+    pub idle_session_timeout: Option<Duration>,
+    /// Statements that take longer are logged at warn level; `None`: none.
+    pub slow_statement_threshold: Option<Duration>,
+    /// Where this configuration was read from, to read it again on SIGHUP.
+    pub source: Option<ConfigSource>,
+}
+
+/// The file and command-line values a configuration was loaded from.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub file: Option<PathBuf>,
+    pub flags: Vec<(&'static str, String)>,
+}
+
+impl ConfigSource {
+    /// Loads the configuration again, with the current environment.
+    pub fn reload(&self) -> Result<Config, ConfigError> {
+        Config::load_with_flags(self.file.as_deref(), self.flags.clone())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +112,13 @@ impl Default for Config {
             lake_warehouse: None,
             tier_interval: Some(Duration::from_secs(300)),
             executor_memory: 1 << 30,
+            statement_memory: None,
             max_client_connections: 1000,
+            max_federated_statements: 8,
+            federated_queue_timeout: Duration::from_secs(30),
+            idle_session_timeout: None,
+            slow_statement_threshold: Some(Duration::from_secs(1)),
+            source: None,
         }
     }
 }
@@ -234,6 +268,30 @@ fn parse_duration(v: &toml::Value) -> Result<Duration, String> {
     }
 }
 
+/// A duration, or `"off"` (also `"0"`) for none.
+fn parse_optional_duration(v: &toml::Value) -> Result<Option<Duration>, String> {
+    match v {
+        toml::Value::String(s) if matches!(s.trim(), "off" | "0" | "") => Ok(None),
+        toml::Value::Integer(0) => Ok(None),
+        other => parse_duration(other).map(|d| (!d.is_zero()).then_some(d)),
+    }
+}
+
+/// A count such as a number of connections; 0 means no limit.
+fn parse_count(v: &toml::Value) -> Result<usize, String> {
+    match v {
+        toml::Value::Integer(n) if *n >= 0 => Ok(*n as usize),
+        toml::Value::String(s) => s
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| format!("expected a whole number (0 for no limit), found {s:?}")),
+        other => Err(format!(
+            "expected a whole number (0 for no limit), found {}",
+            other.type_str()
+        )),
+    }
+}
+
 /// Sizes: a number of bytes, or a string with a unit (`"64MB"`, `"1GB"`).
 fn parse_size(v: &toml::Value) -> Result<u64, String> {
     let text = match v {
@@ -292,11 +350,17 @@ impl Config {
         file: Option<&Path>,
         flags: Vec<(&'static str, String)>,
     ) -> Result<Self, ConfigError> {
-        Self::load_from(
+        let source = ConfigSource {
+            file: file.map(Path::to_path_buf),
+            flags: flags.clone(),
+        };
+        let mut c = Self::load_from(
             file,
             std::env::vars().filter(|(k, _)| k.starts_with("THERMOCLINE_")),
             flags,
-        )
+        )?;
+        c.source = Some(source);
+        Ok(c)
     }
 
     /// Reads the file (if any) with the given `THERMOCLINE_*` variables and flags.
@@ -490,18 +554,29 @@ impl Config {
         })? {
             c.executor_memory = n;
         }
-        if let Some(n) = l.parsed("max_client_connections", |v| match v {
-            toml::Value::Integer(n) if *n >= 0 => Ok(*n as usize),
-            toml::Value::String(s) => s
-                .trim()
-                .parse::<usize>()
-                .map_err(|_| format!("expected a number of connections, found {s:?}")),
-            other => Err(format!(
-                "expected a number of connections, found {}",
-                other.type_str()
-            )),
+        if let Some(n) = l.parsed("statement_memory", |v| {
+            let n = parse_size(v)?;
+            if n < 8 << 20 {
+                return Err("at least 8MB".into());
+            }
+            Ok(n)
         })? {
+            c.statement_memory = Some(n);
+        }
+        if let Some(n) = l.parsed("max_client_connections", parse_count)? {
             c.max_client_connections = n;
+        }
+        if let Some(n) = l.parsed("max_federated_statements", parse_count)? {
+            c.max_federated_statements = n;
+        }
+        if let Some(d) = l.parsed("federated_queue_timeout", parse_duration)? {
+            c.federated_queue_timeout = d;
+        }
+        if let Some(d) = l.parsed("idle_session_timeout", parse_optional_duration)? {
+            c.idle_session_timeout = d;
+        }
+        if let Some(d) = l.parsed("slow_statement_threshold", parse_optional_duration)? {
+            c.slow_statement_threshold = d;
         }
         if let Some(key) = l.leftover_keys().into_iter().next() {
             return Err(ConfigError::Key {
@@ -511,6 +586,13 @@ impl Config {
             });
         }
         Ok(c)
+    }
+
+    /// The most memory one federated statement may use.
+    pub fn statement_memory(&self) -> u64 {
+        self.statement_memory
+            .unwrap_or(self.executor_memory / 2)
+            .min(self.executor_memory)
     }
 
     /// Checks that the server has a Postgres to talk to.

@@ -15,6 +15,10 @@ pub mod federation;
 pub(crate) mod frontend;
 /// The cold tier: Iceberg catalog and tables.
 pub mod lake;
+/// Limits that protect the server, reloadable on SIGHUP.
+pub mod limits;
+/// Text or JSON logs to stderr, with a reloadable level.
+pub mod logging;
 /// Postgres types: binary decoding into Arrow, text encoding out of it.
 pub mod pgtypes;
 /// Message framing and the few messages thermocline writes itself

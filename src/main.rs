@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use thermocline::backend::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use thermocline::backend::target::BackendTarget;
-use thermocline::config::{Config, LogFormat};
+use thermocline::config::Config;
 
 /// A PostgreSQL-wire server that shows each tiered table whole: recent rows
 /// from PostgreSQL, history from Apache Iceberg.
@@ -102,7 +102,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_logging(&config);
+            thermocline::logging::init(&config);
             run_to_end(demo(config, rows))
         }
         Command::CheckConfig { config } => match load(config.as_deref(), Vec::new()) {
@@ -136,7 +136,7 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
-            init_logging(&config);
+            thermocline::logging::init(&config);
             run_to_end(tier_run(config, table, dry_run))
         }
         Command::Serve(args) => {
@@ -164,7 +164,7 @@ fn main() -> ExitCode {
                 eprintln!("thermocline: {e}");
                 return ExitCode::from(2);
             }
-            init_logging(&config);
+            thermocline::logging::init(&config);
             run_to_end(serve(config))
         }
     }
@@ -187,23 +187,6 @@ fn run_to_end(command: impl std::future::Future<Output = anyhow::Result<()>>) ->
             eprintln!("thermocline: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init(),
-        LogFormat::Text => builder.init(),
     }
 }
 

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::federation::Federation;
 use crate::frontend::cancel::CancelKeys;
 use crate::frontend::tls::TlsError;
+use crate::limits::Limits;
 use crate::router::{Router, TieredName};
 
 /// Where the server is in its life.
@@ -64,6 +65,10 @@ pub(crate) struct Shared {
     pub(crate) cancel_keys: CancelKeys,
     /// Client sessions past their startup packet, for `max_client_connections`.
     pub(crate) clients: std::sync::atomic::AtomicUsize,
+    /// The limits, changed in place by a reload.
+    pub(crate) limits: Arc<Limits>,
+    /// Sessions and recent statements, for the system views.
+    pub(crate) activity: Arc<crate::admin::activity::Activity>,
     /// Tiered tables and their lake, by database; replaced whole when the
     /// tier definitions are reloaded (SIGHUP). Sessions keep the set they
     /// started with.
@@ -114,9 +119,12 @@ impl Shared {
         self.phase.subscribe()
     }
 
-    /// Sends a CancelRequest to Postgres on a new connection. Postgres
-    /// answers nothing, so neither does this.
+    /// Sends a CancelRequest to Postgres on a new connection, and returns
+    /// once Postgres has closed it (it has then signalled the backend), so
+    /// a client that waits for its own cancel connection to close, as
+    /// drivers do, knows the cancel has been delivered.
     pub(crate) async fn cancel_backend(&self, pid: i32, secret: i32) {
+        use tokio::io::AsyncReadExt;
         let timeout = self.config.connect_timeout;
         match crate::backend::connect(&self.target, &self.upstream_tls, timeout).await {
             Ok(mut link) => {
@@ -124,6 +132,13 @@ impl Shared {
                     .write_all(&crate::protocol::startup::cancel_request(pid, secret))
                     .await;
                 let _ = link.flush().await;
+                let mut rest = [0u8; 64];
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    while let Ok(n) = link.read(&mut rest).await
+                        && n > 0
+                    {}
+                })
+                .await;
                 let _ = link.shutdown().await;
             }
             Err(e) => {
@@ -146,7 +161,8 @@ pub async fn run(
         .as_ref()
         .map(crate::frontend::tls::acceptor)
         .transpose()?;
-    let federations = load_tiers(&config, &target).await?;
+    let limits = Arc::new(Limits::new(&config));
+    let federations = load_tiers_with(&config, &target, &limits).await?;
     let (phase, _) = watch::channel(Phase::Running);
     let shared = Arc::new(Shared {
         config,
@@ -155,6 +171,8 @@ pub async fn run(
         client_tls,
         cancel_keys: CancelKeys::default(),
         clients: std::sync::atomic::AtomicUsize::new(0),
+        limits,
+        activity: Default::default(),
         federations: std::sync::RwLock::new(Arc::new(federations)),
         phase,
     });
@@ -226,10 +244,8 @@ async fn mover_loop(shared: Arc<Shared>, every: Duration) {
                 .await
                 {
                     Ok(Some(r)) => {
-                        crate::admin::metrics::METRICS.tier_pass(
-                            &r.table,
-                            Some((r.rows_deleted, r.files as u64, r.watermark)),
-                        );
+                        crate::admin::metrics::METRICS
+                            .tier_pass(&r.table, Ok((r.rows_deleted, r.files as u64, r.watermark)));
                         tracing::info!(
                         table = %r.table,
                         rows = r.rows_deleted,
@@ -243,7 +259,8 @@ async fn mover_loop(shared: Arc<Shared>, every: Duration) {
                         tracing::debug!(table = %table.def.qualified(), "another mover holds the table")
                     }
                     Err(e) => {
-                        crate::admin::metrics::METRICS.tier_pass(&table.def.qualified(), None);
+                        crate::admin::metrics::METRICS
+                            .tier_pass(&table.def.qualified(), Err(e.to_string()));
                         tracing::warn!(table = %table.def.qualified(), error = %e, "moving rows failed")
                     }
                 }
@@ -252,15 +269,43 @@ async fn mover_loop(shared: Arc<Shared>, every: Duration) {
     }
 }
 
-/// On SIGHUP, reads the tier definitions again. New sessions use the new
-/// set; a set that fails its checks is logged and the old one kept.
+/// On SIGHUP, reads the configuration again (when it came from a file or
+/// the environment) and applies what can change while serving: the limits
+/// and the log level. Then reads the tier definitions again. New sessions
+/// use the new tier set; a set that fails its checks is logged and the old
+/// one kept. Open sessions are not interrupted.
 async fn reload_on_sighup(shared: Arc<Shared>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hangup.recv().await.is_some() {
-        match load_tiers(&shared.config, &shared.target).await {
+        if let Some(source) = &shared.config.source {
+            match source.reload() {
+                Ok(new) => {
+                    shared.limits.apply(&new);
+                    if let Err(e) = crate::logging::set_level(&new.log_level) {
+                        tracing::error!(error = %e, "log_level not changed");
+                    }
+                    for key in needs_restart(&shared.config, &new) {
+                        tracing::warn!(
+                            key,
+                            "changed in the config, but takes effect only after a restart"
+                        );
+                    }
+                    tracing::info!(
+                        max_client_connections = new.max_client_connections,
+                        max_federated_statements = new.max_federated_statements,
+                        log_level = %new.log_level,
+                        "configuration reloaded"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration not reloaded; the previous one stays")
+                }
+            }
+        }
+        match load_tiers_with(&shared.config, &shared.target, &shared.limits).await {
             Ok(federations) => {
                 let tables: usize = federations.values().map(|f| f.tables.len()).sum();
                 if let Ok(mut f) = shared.federations.write() {
@@ -275,11 +320,53 @@ async fn reload_on_sighup(shared: Arc<Shared>) {
     }
 }
 
+/// Keys whose new value a reload cannot apply.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut check = |key, same: bool| {
+        if !same {
+            keys.push(key)
+        }
+    };
+    check("listen", old.listen == new.listen);
+    check("admin_listen", old.admin_listen == new.admin_listen);
+    check(
+        "postgres_url",
+        new.postgres.is_none() || old.postgres == new.postgres,
+    );
+    check("log_format", old.log_format == new.log_format);
+    check("catalog_dir", old.catalog_dir == new.catalog_dir);
+    check("lake.warehouse", old.lake_warehouse == new.lake_warehouse);
+    check("tier_interval", old.tier_interval == new.tier_interval);
+    check(
+        "executor_memory",
+        old.executor_memory == new.executor_memory,
+    );
+    check(
+        "max_message_size",
+        old.max_message_size == new.max_message_size,
+    );
+    check(
+        "tls",
+        old.tls.as_ref().map(|t| (&t.cert, &t.key)) == new.tls.as_ref().map(|t| (&t.cert, &t.key)),
+    );
+    keys
+}
+
 /// Reads the tier definitions of `catalog_dir`, checks each against
 /// Postgres and makes sure its Iceberg table exists.
 pub async fn load_tiers(
     config: &Config,
     target: &BackendTarget,
+) -> Result<HashMap<String, Federation>, ServerError> {
+    load_tiers_with(config, target, &Arc::new(Limits::new(config))).await
+}
+
+/// [`load_tiers`], for a server whose limits are `limits`.
+async fn load_tiers_with(
+    config: &Config,
+    target: &BackendTarget,
+    limits: &Arc<Limits>,
 ) -> Result<HashMap<String, Federation>, ServerError> {
     let mut out: HashMap<String, Federation> = HashMap::new();
     let Some(dir) = &config.catalog_dir else {
@@ -307,6 +394,7 @@ pub async fn load_tiers(
                 lake: lake.clone(),
                 tables: Vec::new(),
                 runtime: runtime.clone(),
+                limits: limits.clone(),
             })
             .tables
             .push(std::sync::Arc::new(table));

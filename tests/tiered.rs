@@ -989,27 +989,25 @@ async fn pyiceberg_reads_the_lake() {
 /// Federated statements are counted and timed in /metrics' figures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn federated_statements_show_in_metrics() {
-    use thermocline::admin::metrics::METRICS;
+    use thermocline::admin::metrics::{METRICS, RouteLabel};
     let s = setup().await;
     move_rows(&s).await;
     let proxy = serve(&s).await;
-    let before = METRICS
-        .statements_federated
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let before = METRICS.statements(RouteLabel::Federated);
     let through = client(proxy.port(), "postgres", &s.tiered).await;
     ask(&through, "SELECT count(*) FROM orders").await;
     ask(&through, "SELECT nosuch FROM orders").await;
-    let after = METRICS
-        .statements_federated
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let after = METRICS.statements(RouteLabel::Federated);
     assert!(after >= before + 2, "{before} -> {after}");
     let text = METRICS.render();
     assert!(
-        text.contains("thermocline_federated_duration_seconds_bucket{le=\"+Inf\"}"),
+        text.contains(
+            "thermocline_statement_duration_seconds_bucket{route=\"federated\",le=\"+Inf\"}"
+        ),
         "{text}"
     );
     assert!(
-        text.contains("# TYPE thermocline_federated_errors_total counter"),
+        text.contains("# TYPE thermocline_statement_errors_total counter"),
         "{text}"
     );
 }
@@ -1046,4 +1044,129 @@ async fn a_prepared_statement_stays_right_when_the_boundary_moves() {
             "after the move, id > {min}"
         );
     }
+}
+
+/// `thermocline.tiers` shows each tiered table's two tiers; its hot and
+/// cold row counts add up to what the oracle holds, and its watermark is
+/// the one the mover recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tiers_view_adds_up_to_the_oracle() {
+    let s = setup().await;
+    let moved = move_rows(&s).await;
+    let proxy = serve(&s).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let all: i64 = direct
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Extended protocol, with a parameter, as BI tools ask.
+    let row = through
+        .query_one(
+            "SELECT table_name, time_column, hot_window::text, hot_rows, cold_rows, cold_files, \
+                    watermark IS NOT NULL AND watermark <= now() - hot_window, snapshot_id IS NOT NULL, state \
+             FROM thermocline.tiers WHERE table_name = $1",
+            &[&"public.orders"],
+        )
+        .await
+        .unwrap();
+    let (hot, cold): (i64, i64) = (row.get(3), row.get(4));
+    assert_eq!(row.get::<_, String>(1), "created_at");
+    assert_eq!(row.get::<_, String>(2), "30 days");
+    assert_eq!(hot, hot_count(&s.tiered).await);
+    assert_eq!(cold, moved as i64);
+    assert_eq!(hot + cold, all, "the tiers add up to the oracle's rows");
+    assert!(row.get::<_, i64>(5) > 0);
+    assert!(row.get::<_, bool>(6), "watermark recorded");
+    assert!(row.get::<_, bool>(7), "snapshot recorded");
+    // The simple protocol, joined with a real table.
+    let joined = ask(
+        &through,
+        "SELECT t.table_name, c.relname FROM thermocline.tiers t \
+         JOIN pg_class c ON c.relname = split_part(t.table_name, '.', 2)",
+    )
+    .await;
+    assert_eq!(
+        joined,
+        Answer::Rows(
+            vec!["table_name".into(), "relname".into()],
+            vec![vec![Some("public.orders".into()), Some("orders".into())]]
+        )
+    );
+}
+
+/// With max_federated_statements = 1, a second federated statement waits
+/// for the first and fails with 53000 after federated_queue_timeout;
+/// relayed statements are not held; once the first ends, the next runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_statements_queue_and_time_out() {
+    let mut s = setup().await;
+    move_rows(&s).await;
+    s.config.max_federated_statements = 1;
+    s.config.federated_queue_timeout = std::time::Duration::from_millis(500);
+    let proxy = serve(&s).await;
+    // Holding a lock on the table keeps the first federated statement
+    // running (its Postgres side waits for the lock).
+    let locker = admin(&s.tiered).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let first = client(proxy.port(), "postgres", &s.tiered).await;
+    let second = client(proxy.port(), "postgres", &s.tiered).await;
+    let running = tokio::spawn(async move { ask(&first, "SELECT count(*) FROM orders").await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        ask(&second, "SELECT count(*) FROM orders").await,
+        Answer::Error("53000".into())
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(450));
+    assert_eq!(
+        ask(&second, "SELECT 1 AS one").await,
+        Answer::Rows(vec!["one".into()], vec![vec![Some("1".into())]])
+    );
+    locker.batch_execute("COMMIT").await.unwrap();
+    let oracle = ask(
+        &client(pg().port(), "postgres", &s.oracle).await,
+        "SELECT count(*) FROM orders",
+    )
+    .await;
+    assert_eq!(running.await.unwrap(), oracle);
+    assert_eq!(ask(&second, "SELECT count(*) FROM orders").await, oracle);
+}
+
+/// With a small executor_memory, a statement that needs more than the
+/// pool (a hash join whose build side cannot spill) fails with 53200, while a
+/// small statement running beside it succeeds, and so does the greedy
+/// session's next statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_greedy_statement_gets_53200_while_a_small_one_succeeds() {
+    let mut s = setup().await;
+    move_rows(&s).await;
+    s.config.executor_memory = 64 << 20;
+    let proxy = serve(&s).await;
+    let greedy = client(proxy.port(), "postgres", &s.tiered).await;
+    let small = client(proxy.port(), "postgres", &s.tiered).await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let small_sql =
+        "SELECT status, count(*), sum(amount) FROM orders GROUP BY status ORDER BY status";
+    let want = ask(&direct, small_sql).await;
+    let (big, beside) = tokio::join!(
+        ask(
+            &greedy,
+            "SELECT count(*) FROM \
+               (SELECT a.id * 100000 + b.id AS k FROM orders a, orders b) x \
+               JOIN (SELECT a.id * 100000 + b.id AS k FROM orders a, orders b) y \
+               ON x.k = y.k"
+        ),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            ask(&small, small_sql).await
+        }
+    );
+    assert_eq!(big, Answer::Error("53200".into()));
+    assert_eq!(beside, want);
+    assert_eq!(ask(&greedy, small_sql).await, want);
 }

@@ -10,21 +10,61 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
-/// Upper bounds (seconds) of the federated-statement duration histogram.
-const BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+/// Upper bounds (seconds) of the statement duration histograms.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
 ];
+
+/// Where a statement was answered, as `/metrics` and the system views label it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteLabel {
+    /// Passed to Postgres as the client sent it.
+    Relay = 0,
+    /// Read over both tiers by thermocline.
+    Federated = 1,
+    /// A system view (`thermocline.*`), answered from thermocline's own figures.
+    Local = 2,
+}
+
+impl RouteLabel {
+    const ALL: [RouteLabel; 3] = [RouteLabel::Relay, RouteLabel::Federated, RouteLabel::Local];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteLabel::Relay => "relay",
+            RouteLabel::Federated => "federated",
+            RouteLabel::Local => "local",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+    errors: AtomicU64,
+}
 
 #[derive(Default)]
 pub struct Metrics {
     pub connections_current: AtomicI64,
     pub connections_total: AtomicU64,
     pub connections_rejected: AtomicU64,
-    pub statements_relayed: AtomicU64,
-    pub statements_federated: AtomicU64,
-    pub federated_errors: AtomicU64,
-    federated_seconds_sum_us: AtomicU64,
-    federated_buckets: [AtomicU64; BUCKETS.len()],
+    /// Sessions closed by `idle_session_timeout`.
+    pub idle_timeouts: AtomicU64,
+    /// Bytes read from clients and written to them.
+    pub bytes_from_clients: AtomicU64,
+    pub bytes_to_clients: AtomicU64,
+    /// Per route (indexed by `RouteLabel as usize`).
+    statements: [Histogram; 3],
+    pub slow_statements: AtomicU64,
+    /// ErrorResponses sent to clients, by SQLSTATE class.
+    error_classes: Mutex<BTreeMap<[u8; 2], u64>>,
+    /// Federated statements running now, and waiting for a place.
+    pub federated_running: AtomicI64,
+    pub federated_queued: AtomicI64,
+    pub federated_queue_timeouts: AtomicU64,
     /// Per tiered table: rows moved, passes, failed passes, watermark.
     tiers: Mutex<BTreeMap<String, TierFigures>>,
     /// The executor's memory pool, once there is one.
@@ -32,48 +72,74 @@ pub struct Metrics {
         Mutex<Option<std::sync::Arc<dyn datafusion::execution::memory_pool::MemoryPool>>>,
 }
 
-#[derive(Default, Clone, Copy)]
-struct TierFigures {
-    rows_moved: u64,
-    files_written: u64,
-    passes: u64,
-    failures: u64,
-    watermark_us: i64,
+#[derive(Default, Clone)]
+pub struct TierFigures {
+    pub rows_moved: u64,
+    pub files_written: u64,
+    pub passes: u64,
+    pub failures: u64,
+    pub watermark_us: i64,
+    /// When this process last ran a pass over the table, and how it ended.
+    pub last_run: Option<std::time::SystemTime>,
+    pub last_error: Option<String>,
 }
 
 /// The process's metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
 impl Metrics {
-    /// A federated statement ended after `took`.
-    pub fn federated(&self, took: Duration, failed: bool) {
-        self.statements_federated.fetch_add(1, Relaxed);
+    /// A statement answered by `route` ended after `took`.
+    pub fn statement(&self, route: RouteLabel, took: Duration, failed: bool) {
+        let h = &self.statements[route as usize];
+        h.count.fetch_add(1, Relaxed);
         if failed {
-            self.federated_errors.fetch_add(1, Relaxed);
+            h.errors.fetch_add(1, Relaxed);
         }
+        h.sum_us.fetch_add(took.as_micros() as u64, Relaxed);
         let secs = took.as_secs_f64();
-        self.federated_seconds_sum_us
-            .fetch_add(took.as_micros() as u64, Relaxed);
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                self.federated_buckets[i].fetch_add(1, Relaxed);
+        if let Some(i) = BUCKETS.iter().position(|le| secs <= *le) {
+            h.buckets[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Statements answered by `route` so far.
+    pub fn statements(&self, route: RouteLabel) -> u64 {
+        self.statements[route as usize].count.load(Relaxed)
+    }
+
+    /// An ErrorResponse with this SQLSTATE went to a client.
+    pub fn error_sent(&self, sqlstate: &[u8]) {
+        if let [a, b, ..] = sqlstate {
+            let mut classes = self.error_classes.lock().unwrap_or_else(|e| e.into_inner());
+            *classes.entry([*a, *b]).or_default() += 1;
+        }
+    }
+
+    /// A pass of the mover over `table` ended: rows and files moved and
+    /// the watermark, or why it failed.
+    pub fn tier_pass(&self, table: &str, outcome: Result<(u64, u64, i64), String>) {
+        let mut tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
+        let t = tiers.entry(table.to_string()).or_default();
+        t.passes += 1;
+        t.last_run = Some(std::time::SystemTime::now());
+        match outcome {
+            Ok((rows, files, watermark)) => {
+                t.rows_moved += rows;
+                t.files_written += files;
+                t.watermark_us = t.watermark_us.max(watermark);
+                t.last_error = None;
+            }
+            Err(e) => {
+                t.failures += 1;
+                t.last_error = Some(e);
             }
         }
     }
 
-    /// A pass of the mover over `table` ended.
-    pub fn tier_pass(&self, table: &str, moved: Option<(u64, u64, i64)>) {
-        let mut tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
-        let t = tiers.entry(table.to_string()).or_default();
-        t.passes += 1;
-        match moved {
-            Some((rows, files, watermark)) => {
-                t.rows_moved += rows;
-                t.files_written += files;
-                t.watermark_us = t.watermark_us.max(watermark);
-            }
-            None => t.failures += 1,
-        }
+    /// This process's figures for the mover of `table`.
+    pub fn tier_figures(&self, table: &str) -> Option<TierFigures> {
+        let tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
+        tiers.get(table).cloned()
     }
 
     /// The exposition text.
@@ -110,52 +176,119 @@ impl Metrics {
             "Client connections refused by max_client_connections (53300).",
             &one(self.connections_rejected.load(Relaxed).to_string()),
         );
+        let by_route = |f: &dyn Fn(&Histogram) -> String| -> Vec<(String, String)> {
+            RouteLabel::ALL
+                .iter()
+                .map(|r| {
+                    (
+                        format!("{{route=\"{}\"}}", r.as_str()),
+                        f(&self.statements[*r as usize]),
+                    )
+                })
+                .collect()
+        };
         metric(
             "thermocline_statements_total",
             "counter",
-            "Statements (simple queries and Parse messages) by where they were answered.",
-            &[
-                (
-                    "{route=\"relay\"}".into(),
-                    self.statements_relayed.load(Relaxed).to_string(),
-                ),
-                (
-                    "{route=\"federated\"}".into(),
-                    self.statements_federated.load(Relaxed).to_string(),
-                ),
-            ],
+            "Statements (a simple query, or an extended-protocol exchange up to Sync) by where they were answered.",
+            &by_route(&|h| h.count.load(Relaxed).to_string()),
         );
         metric(
-            "thermocline_federated_errors_total",
+            "thermocline_statement_errors_total",
             "counter",
-            "Federated statements that ended with an error.",
-            &one(self.federated_errors.load(Relaxed).to_string()),
+            "Statements that ended with an error, by where they were answered.",
+            &by_route(&|h| h.errors.load(Relaxed).to_string()),
         );
-        let mut hist: Vec<(String, String)> = BUCKETS
+        let mut hist = Vec::new();
+        for r in RouteLabel::ALL {
+            let h = &self.statements[r as usize];
+            let mut cumulative = 0;
+            for (le, n) in BUCKETS.iter().zip(&h.buckets) {
+                cumulative += n.load(Relaxed);
+                hist.push((
+                    format!("_bucket{{route=\"{}\",le=\"{le}\"}}", r.as_str()),
+                    cumulative.to_string(),
+                ));
+            }
+            let count = h.count.load(Relaxed);
+            hist.push((
+                format!("_bucket{{route=\"{}\",le=\"+Inf\"}}", r.as_str()),
+                count.to_string(),
+            ));
+            hist.push((
+                format!("_sum{{route=\"{}\"}}", r.as_str()),
+                format!("{}", h.sum_us.load(Relaxed) as f64 / 1e6),
+            ));
+            hist.push((
+                format!("_count{{route=\"{}\"}}", r.as_str()),
+                count.to_string(),
+            ));
+        }
+        metric(
+            "thermocline_statement_duration_seconds",
+            "histogram",
+            "Time from a statement's arrival to its ReadyForQuery, by where it was answered.",
+            &hist,
+        );
+        metric(
+            "thermocline_slow_statements_total",
+            "counter",
+            "Statements slower than slow_statement_threshold (each is logged).",
+            &one(self.slow_statements.load(Relaxed).to_string()),
+        );
+        let classes: Vec<(String, String)> = self
+            .error_classes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .zip(&self.federated_buckets)
-            .map(|(le, n)| {
+            .map(|(c, n)| {
                 (
-                    format!("_bucket{{le=\"{le}\"}}"),
-                    n.load(Relaxed).to_string(),
+                    format!("{{class=\"{}\"}}", String::from_utf8_lossy(c)),
+                    n.to_string(),
                 )
             })
             .collect();
-        let count = self.statements_federated.load(Relaxed);
-        hist.push(("_bucket{le=\"+Inf\"}".into(), count.to_string()));
-        hist.push((
-            "_sum".into(),
-            format!(
-                "{}",
-                self.federated_seconds_sum_us.load(Relaxed) as f64 / 1e6
-            ),
-        ));
-        hist.push(("_count".into(), count.to_string()));
         metric(
-            "thermocline_federated_duration_seconds",
-            "histogram",
-            "Time to answer a federated statement (an Execute, for prepared ones).",
-            &hist,
+            "thermocline_errors_total",
+            "counter",
+            "Errors sent to clients (Postgres's and thermocline's), by SQLSTATE class.",
+            &classes,
+        );
+        metric(
+            "thermocline_client_bytes_received_total",
+            "counter",
+            "Bytes read from clients.",
+            &one(self.bytes_from_clients.load(Relaxed).to_string()),
+        );
+        metric(
+            "thermocline_client_bytes_sent_total",
+            "counter",
+            "Bytes written to clients.",
+            &one(self.bytes_to_clients.load(Relaxed).to_string()),
+        );
+        metric(
+            "thermocline_idle_session_timeouts_total",
+            "counter",
+            "Sessions closed by idle_session_timeout.",
+            &one(self.idle_timeouts.load(Relaxed).to_string()),
+        );
+        metric(
+            "thermocline_federated_running",
+            "gauge",
+            "Federated statements running now (at most max_federated_statements).",
+            &one(self.federated_running.load(Relaxed).to_string()),
+        );
+        metric(
+            "thermocline_federated_queued",
+            "gauge",
+            "Federated statements waiting for a place now.",
+            &one(self.federated_queued.load(Relaxed).to_string()),
+        );
+        metric(
+            "thermocline_federated_queue_timeouts_total",
+            "counter",
+            "Federated statements that waited federated_queue_timeout and failed (53000).",
+            &one(self.federated_queue_timeouts.load(Relaxed).to_string()),
         );
         if let Some(bytes) = executor_memory_in_use {
             metric(

@@ -2,7 +2,9 @@
 //! (Postgres is reachable and thermocline is not shutting down), for load
 //! balancers and Kubernetes probes, and `/metrics` (Prometheus).
 
+pub mod activity;
 pub mod metrics;
+pub(crate) mod views;
 
 use std::future::Future;
 use std::sync::Arc;

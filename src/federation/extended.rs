@@ -156,6 +156,10 @@ async fn answer(
             }
         }
     }
+    let _slot = match federation.limits.federated_slot(cancel).await {
+        Ok(slot) => slot,
+        Err(e) => return fail(link, out, e).await,
+    };
     let shared = Arc::new(Mutex::new(link));
     let mut ctx = ScanContext::new(shared.clone(), crate::pgtypes::executor_zone(tz));
     ctx.extended = true;

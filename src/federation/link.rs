@@ -72,7 +72,7 @@ pub(crate) struct PgLink {
     /// messages until the next Sync.
     skipping: bool,
     /// The statement answered on this link ended with an error (metrics).
-    pub(crate) statement_failed: bool,
+    pub(crate) statement_failed: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +94,7 @@ impl PgLink {
             txn_status,
             owed: Owed::Nothing,
             skipping: false,
-            statement_failed: false,
+            statement_failed: None,
         }
     }
 

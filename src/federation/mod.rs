@@ -14,6 +14,7 @@ pub(crate) mod exactness;
 mod explain;
 pub(crate) mod extended;
 pub(crate) mod link;
+mod memory;
 mod pushdown;
 pub(crate) mod scan;
 
@@ -51,6 +52,8 @@ pub struct Federation {
     /// The executor's memory pool and spill files, shared by every
     /// federated statement of the server.
     pub runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    /// The server's limits: how many federated statements run at once.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -120,8 +123,8 @@ struct Out<'a> {
     w: &'a mut WriteHalf,
     buf: Vec<u8>,
     ok: bool,
-    /// An ErrorResponse was written.
-    failed: bool,
+    /// The SQLSTATE of the ErrorResponse written, if one was.
+    failed: Option<String>,
 }
 
 impl<'a> Out<'a> {
@@ -130,12 +133,14 @@ impl<'a> Out<'a> {
             w,
             buf: Vec::with_capacity(64 * 1024),
             ok: true,
-            failed: false,
+            failed: None,
         }
     }
 
     fn error(&mut self, message: Vec<u8>) {
-        self.failed = true;
+        let code = crate::protocol::error_code(&message).unwrap_or(b"XX000");
+        crate::admin::metrics::METRICS.error_sent(code);
+        self.failed = Some(String::from_utf8_lossy(code).into_owned());
         self.buf.extend(message);
     }
 
@@ -147,6 +152,9 @@ impl<'a> Out<'a> {
 
     async fn flush(&mut self) {
         if self.ok && !self.buf.is_empty() {
+            crate::admin::metrics::METRICS
+                .bytes_to_clients
+                .fetch_add(self.buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
             self.ok = self.w.write_all(&self.buf).await.is_ok() && self.w.flush().await.is_ok();
         }
         self.buf.clear();
@@ -184,6 +192,18 @@ async fn answer(
         // Postgres answers 25P02 itself.
         return relay_query(link, out, sql).await;
     }
+    // One of max_federated_statements, for all of the statement's work.
+    let _slot = match federation.limits.federated_slot(cancel).await {
+        Ok(slot) => slot,
+        Err(e) => {
+            out.error(e.encode());
+            if link.txn_status != b'I' && abort_transaction(&mut link).await.is_none() {
+                return None;
+            }
+            finish(&mut link, out);
+            return Some(link);
+        }
+    };
     // Postgres describes the statement.
     let mut msgs = Vec::new();
     let mut body = vec![0u8];
@@ -299,15 +319,24 @@ async fn answer(
                     return None;
                 }
             } else {
-                // As in Postgres, an error aborts the client's transaction.
-                let _ = link
-                    .simple("DO $thermocline$BEGIN RAISE EXCEPTION 'statement failed'; END$thermocline$")
-                    .await;
+                abort_transaction(&mut link).await?;
             }
         }
     }
     finish(&mut link, out);
     Some(link)
+}
+
+/// As in Postgres, an error aborts the client's transaction: make
+/// Postgres's transaction fail too. `None`: the link is gone.
+async fn abort_transaction(link: &mut PgLink) -> Option<()> {
+    match link
+        .simple("DO $thermocline$BEGIN RAISE EXCEPTION 'statement failed'; END$thermocline$")
+        .await
+    {
+        Err(LinkError::Gone) => None,
+        _ => Some(()),
+    }
 }
 
 /// The error of a statement stopped by a CancelRequest, as Postgres words it.
@@ -604,14 +633,29 @@ fn put_row_description(out: &mut Vec<u8>, fields: &[link::FieldDescription]) {
 }
 
 /// A DataFusion session for one statement: Postgres's SQL dialect, the
-/// session's time zone, and the server's shared memory pool.
+/// session's time zone, and its share of the server's memory pool.
 fn plan_session(ctx: &ScanContext, federation: &Federation) -> SessionContext {
     let config = SessionConfig::new()
         .with_target_partitions(2)
         .with_information_schema(false)
         .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
-        .set_str("datafusion.execution.time_zone", ctx.time_zone.as_ref());
-    SessionContext::new_with_config_rt(config, federation.runtime.clone())
+        .set_str("datafusion.execution.time_zone", ctx.time_zone.as_ref())
+        // Sorts set memory aside for merging their spill files: a part of
+        // the statement's share, not DataFusion's fixed 10 MB.
+        .set_usize(
+            "datafusion.execution.sort_spill_reservation_bytes",
+            (federation.limits.statement_memory() / 8).min(10 << 20),
+        );
+    let shared = &federation.runtime;
+    let pool = Arc::new(memory::StatementPool::new(
+        shared.memory_pool.clone(),
+        federation.limits.statement_memory(),
+    ));
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(shared)
+        .with_memory_pool(pool)
+        .build_arc()
+        .unwrap_or_else(|_| shared.clone());
+    SessionContext::new_with_config_rt(config, runtime)
 }
 
 /// Registers every table the statement names: tiered tables as hot ∪ cold,

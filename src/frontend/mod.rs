@@ -32,7 +32,7 @@ struct ClientSlot(Arc<Shared>);
 impl ClientSlot {
     fn take(shared: &Arc<Shared>) -> Option<ClientSlot> {
         use std::sync::atomic::Ordering::AcqRel;
-        let max = shared.config.max_client_connections;
+        let max = shared.limits.max_clients();
         let taken = shared.clients.fetch_add(1, AcqRel) + 1;
         let slot = ClientSlot(shared.clone());
         (max == 0 || taken <= max).then_some(slot)
@@ -168,7 +168,21 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, conn_id: u64, share
             param("database")
         };
         let (router, federation) = shared.for_database(database);
-        session::run(stream, backend, shared.clone(), router, federation).await;
+        let info = Arc::new(crate::admin::activity::SessionInfo::new(
+            conn_id,
+            param("user"),
+            database,
+            param("application_name"),
+            peer.to_string(),
+            stream.is_tls(),
+        ));
+        let _registered = shared.activity.register(info.clone());
+        let session = session::Session {
+            router,
+            federation,
+            info,
+        };
+        session::run(stream, backend, shared.clone(), session).await;
         tracing::debug!("client disconnected");
     }
     .instrument(span)

@@ -16,7 +16,9 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::admin::metrics::METRICS;
+use crate::admin::activity::{SessionInfo, statement_text};
+use crate::admin::metrics::{METRICS, RouteLabel};
+use crate::admin::views;
 use crate::federation::extended::{self, ExecuteJob, Suspended};
 use crate::federation::link::PgLink;
 use crate::federation::{Federation, SessionSettings};
@@ -27,7 +29,6 @@ use crate::server::{Phase, Shared};
 use crate::stream::{ReadHalf, Stream, WriteHalf};
 
 /// What a session tracks about its own traffic, shared by both directions.
-#[derive(Default)]
 struct State {
     /// Queries, Syncs and function calls sent minus ReadyForQuery received:
     /// above zero while Postgres owes the client an answer. Starts at one
@@ -63,11 +64,40 @@ struct State {
     suspended: std::sync::Mutex<Suspended>,
     /// Set by a CancelRequest for this session.
     cancel: Arc<SessionCancel>,
+    /// What the system views show of this session; its running statements.
+    info: Arc<SessionInfo>,
+    /// The SQLSTATE of the first error of the statement now answered.
+    error_code: std::sync::Mutex<Option<String>>,
+    /// When the session started, and the last time (ms after it) either
+    /// side said something, for `idle_session_timeout`.
+    started: std::time::Instant,
+    last_active_ms: std::sync::atomic::AtomicU64,
 }
 
 impl State {
-    fn new() -> Self {
-        let s = State::default();
+    fn new(info: Arc<SessionInfo>) -> Self {
+        let s = State {
+            outstanding: Default::default(),
+            unsynced: Default::default(),
+            client_partial: Default::default(),
+            ready: Default::default(),
+            backend_said_fatal: Default::default(),
+            client_at_boundary: Default::default(),
+            backend_at_boundary: Default::default(),
+            backend_pid: Default::default(),
+            backend_secret: Default::default(),
+            client_secret: Default::default(),
+            txn_status: Default::default(),
+            settings: Default::default(),
+            ext_pending: Default::default(),
+            ext_failed: Default::default(),
+            suspended: Default::default(),
+            cancel: Default::default(),
+            info,
+            error_code: Default::default(),
+            started: std::time::Instant::now(),
+            last_active_ms: Default::default(),
+        };
         s.outstanding.store(1, Relaxed);
         s.client_at_boundary.store(true, Relaxed);
         s.backend_at_boundary.store(true, Relaxed);
@@ -90,6 +120,19 @@ impl State {
         }
     }
 
+    /// Something was sent or answered just now.
+    fn touch(&self) {
+        self.last_active_ms
+            .store(self.started.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    /// How long since either side last said something.
+    fn quiet_for(&self) -> Duration {
+        self.started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_active_ms.load(Relaxed)))
+    }
+
     fn busy(&self) -> bool {
         self.ready.load(Relaxed) && self.outstanding.load(Relaxed) > 0
     }
@@ -108,6 +151,8 @@ enum End {
     BackendGone,
     /// thermocline is shutting down.
     Shutdown,
+    /// The session sat idle outside a transaction for `idle_session_timeout`.
+    IdleTimeout,
 }
 
 /// A federated statement handed from the client side to the backend side,
@@ -126,17 +171,23 @@ enum Work {
     Execute(ExecuteJob),
 }
 
+/// What a session is given at its start.
+pub(crate) struct Session {
+    pub router: Router,
+    pub federation: Option<Federation>,
+    pub info: Arc<SessionInfo>,
+}
+
 /// Relays one session until either side ends it.
-pub(crate) async fn run(
-    client: Stream,
-    backend: Stream,
-    shared: Arc<Shared>,
-    router: Router,
-    federation: Option<Federation>,
-) {
+pub(crate) async fn run(client: Stream, backend: Stream, shared: Arc<Shared>, session: Session) {
+    let Session {
+        router,
+        federation,
+        info,
+    } = session;
     let (mut cr, mut cw) = client.split();
     let (mut br, mut bw) = backend.split();
-    let state = State::new();
+    let state = State::new(info);
     let mut phase = shared.phase();
     let (jobs_tx, mut jobs_rx) = mpsc::channel::<Job>(1);
     let end = tokio::select! {
@@ -178,6 +229,10 @@ async fn finish(end: &End, cw: &mut WriteHalf, bw: &mut WriteHalf, state: &State
         End::Shutdown => Some(ErrorFields::fatal(
             "57P01",
             "terminating connection because thermocline is shutting down",
+        )),
+        End::IdleTimeout => Some(ErrorFields::fatal(
+            "57P05",
+            "terminating connection due to idle-session timeout",
         )),
     };
     // A statement still running for a client that is gone is cancelled, so
@@ -254,37 +309,68 @@ async fn client_to_backend(
     // Federated statements (name → SQL) and portals (name → statement, Bind body).
     let mut statements: HashMap<String, String> = HashMap::new();
     let mut portals: HashMap<String, (String, Vec<u8>)> = HashMap::new();
+    // The extended-protocol exchange since the last Sync: whether it is
+    // recorded as running yet, and where it is answered.
+    let mut batch_begun = false;
+    let mut batch_route = RouteLabel::Relay;
     loop {
         loop {
+            // A statement naming a system view, to rewrite before it goes on.
+            let mut local: Option<crate::admin::views::ViewQuery> = None;
             let step = scanner.scan(&buf, held, |m| {
                 let body = &m[5..];
                 match m[0] {
-                    tag::QUERY => match router.route(m) {
-                        Route::Relay => {
-                            METRICS.statements_relayed.fetch_add(1, Relaxed);
-                            state.outstanding.fetch_add(1, Relaxed);
-                            state.unsynced.store(false, Relaxed);
-                            // A simple query drops the unnamed statement and portal.
-                            statements.remove("");
-                            portals.remove("");
-                            true
+                    tag::QUERY => {
+                        let sql = crate::router::sql_of(m).unwrap_or("");
+                        if views::may_name_view(sql)
+                            && let Some(q) = views::find(sql)
+                        {
+                            local = Some(q);
+                            return false;
                         }
-                        // Handed over: answered by thermocline.
-                        Route::Federate => false,
-                    },
+                        match router.route(m) {
+                            Route::Relay => {
+                                state.info.begin(RouteLabel::Relay, statement_text(sql));
+                                state.outstanding.fetch_add(1, Relaxed);
+                                state.unsynced.store(false, Relaxed);
+                                // A simple query drops the unnamed statement and portal.
+                                statements.remove("");
+                                portals.remove("");
+                                true
+                            }
+                            // Handed over: answered by thermocline.
+                            Route::Federate => false,
+                        }
+                    }
                     tag::PARSE => {
-                        METRICS.statements_relayed.fetch_add(1, Relaxed);
                         state.unsynced.store(true, Relaxed);
                         if tracking {
                             state.ext_pending.fetch_add(1, Relaxed);
-                            if let Some((name, sql)) = extended::parse_message(body) {
-                                match router.route(m) {
-                                    Route::Federate => {
-                                        statements.insert(name.to_string(), sql.to_string());
-                                    }
-                                    Route::Relay => {
-                                        statements.remove(name);
-                                    }
+                        }
+                        let Some((name, sql)) = extended::parse_message(body) else {
+                            return true;
+                        };
+                        if !batch_begun {
+                            // The exchange is under way from its first Parse.
+                            state.info.begin(RouteLabel::Relay, statement_text(sql));
+                            batch_begun = true;
+                        }
+                        if views::may_name_view(sql)
+                            && let Some(q) = views::find(sql)
+                        {
+                            statements.remove(name);
+                            batch_route = RouteLabel::Local;
+                            state.info.settle(RouteLabel::Local);
+                            local = Some(q);
+                            return false;
+                        }
+                        if tracking {
+                            match router.route(m) {
+                                Route::Federate => {
+                                    statements.insert(name.to_string(), sql.to_string());
+                                }
+                                Route::Relay => {
+                                    statements.remove(name);
                                 }
                             }
                         }
@@ -310,7 +396,9 @@ async fn client_to_backend(
                         state.unsynced.store(true, Relaxed);
                         let federated = extended::execute_message(body)
                             .is_some_and(|(portal, _)| portals.contains_key(portal));
-                        if !federated {
+                        if federated {
+                            batch_route = RouteLabel::Federated;
+                        } else {
                             state.ext_pending.fetch_add(1, Relaxed);
                         }
                         !federated
@@ -331,6 +419,16 @@ async fn client_to_backend(
                         true
                     }
                     tag::SYNC | tag::FUNCTION_CALL => {
+                        let route = std::mem::replace(&mut batch_route, RouteLabel::Relay);
+                        if m[0] == tag::FUNCTION_CALL {
+                            state
+                                .info
+                                .begin(RouteLabel::Relay, "<function call>".into());
+                        } else if std::mem::take(&mut batch_begun) {
+                            state.info.settle(route);
+                        } else {
+                            state.info.begin(route, "".into());
+                        }
                         state.outstanding.fetch_add(1, Relaxed);
                         state.unsynced.store(false, Relaxed);
                         true
@@ -349,6 +447,45 @@ async fn client_to_backend(
                     )
                     .await
                     {
+                        return End::BackendGone;
+                    }
+                    buf.advance(n);
+                }
+                Step::Message(n) if local.is_some() => {
+                    let q = local.take().expect("checked");
+                    if buf[0] == tag::QUERY {
+                        let sql = crate::router::sql_of(&buf[..n]).unwrap_or("");
+                        state.info.begin(RouteLabel::Local, statement_text(sql));
+                    }
+                    let rewritten = views::rewrite(q, shared, &state.info.database).await;
+                    let mut message = Vec::with_capacity(rewritten.len() + 64);
+                    if buf[0] == tag::QUERY {
+                        state.outstanding.fetch_add(1, Relaxed);
+                        state.unsynced.store(false, Relaxed);
+                        statements.remove("");
+                        portals.remove("");
+                        let mut body = rewritten.into_bytes();
+                        body.push(0);
+                        crate::protocol::put_message(&mut message, tag::QUERY, &body);
+                    } else {
+                        // Parse: the same name and parameter types, the new text.
+                        let body = &buf[5..n];
+                        let Some((name, sql)) = extended::parse_message(body) else {
+                            return End::ClientInvalid(ErrorFields::fatal(
+                                "08P01",
+                                "invalid Parse message",
+                            ));
+                        };
+                        let types = &body[name.len() + sql.len() + 2..];
+                        let mut new_body = Vec::with_capacity(rewritten.len() + 64);
+                        new_body.extend_from_slice(name.as_bytes());
+                        new_body.push(0);
+                        new_body.extend_from_slice(rewritten.as_bytes());
+                        new_body.push(0);
+                        new_body.extend_from_slice(types);
+                        crate::protocol::put_message(&mut message, tag::PARSE, &new_body);
+                    }
+                    if !write_through(bw, &message, &state.backend_at_boundary, true).await {
                         return End::BackendGone;
                     }
                     buf.advance(n);
@@ -416,9 +553,35 @@ async fn client_to_backend(
         }
         state.client_partial.store(!buf.is_empty(), Relaxed);
         reserve_for(&mut buf, 8 * 1024);
-        match cr.read_buf(&mut buf).await {
+        let read = loop {
+            let Some(limit) = shared.limits.idle_session_timeout() else {
+                break cr.read_buf(&mut buf).await;
+            };
+            let idle =
+                |empty: bool| empty && state.idle() && state.txn_status.load(Relaxed) == b'I';
+            // Busy or in a transaction: look again after a whole period.
+            let wait = if idle(buf.is_empty()) {
+                limit.saturating_sub(state.quiet_for())
+            } else {
+                limit
+            };
+            match tokio::time::timeout(wait.max(Duration::from_millis(1)), cr.read_buf(&mut buf))
+                .await
+            {
+                Ok(read) => break read,
+                Err(_) if idle(buf.is_empty()) && state.quiet_for() >= limit => {
+                    METRICS.idle_timeouts.fetch_add(1, Relaxed);
+                    return End::IdleTimeout;
+                }
+                Err(_) => {}
+            }
+        };
+        match read {
             Ok(0) | Err(_) => return End::ClientGone,
-            Ok(_) => {}
+            Ok(n) => {
+                state.touch();
+                METRICS.bytes_from_clients.fetch_add(n as u64, Relaxed);
+            }
         }
     }
 }
@@ -463,6 +626,20 @@ async fn backend_to_client(
                 tag::READY_FOR_QUERY => {
                     let status = m.get(5).copied().unwrap_or(b'I');
                     state.txn_status.store(status, Relaxed);
+                    state.info.txn_status.store(status, Relaxed);
+                    state.touch();
+                    // The statement it ends (none for the startup exchange).
+                    if state.ready.load(Relaxed)
+                        && let Some(running) = state.info.end()
+                    {
+                        let code = state.error_code.lock().ok().and_then(|mut c| c.take());
+                        shared.activity.finished(
+                            &state.info,
+                            running,
+                            code,
+                            shared.limits.slow_statement_threshold(),
+                        );
+                    }
                     state.ext_pending.store(0, Relaxed);
                     state.ext_failed.store(false, Relaxed);
                     if status == b'I' && tracking {
@@ -482,6 +659,14 @@ async fn backend_to_client(
                         state.ext_pending.store(0, Relaxed);
                     }
                     let body = &m[5..];
+                    if let Some(code) = crate::protocol::error_code(body) {
+                        METRICS.error_sent(code);
+                        if let Ok(mut c) = state.error_code.lock()
+                            && c.is_none()
+                        {
+                            *c = Some(String::from_utf8_lossy(code).into_owned());
+                        }
+                    }
                     let fatal = body.starts_with(b"SFATAL\0") || body.starts_with(b"SPANIC\0");
                     state.backend_said_fatal.store(fatal, Relaxed);
                     true
@@ -492,6 +677,7 @@ async fn backend_to_client(
             });
             match step {
                 Step::Forward(n) => {
+                    METRICS.bytes_to_clients.fetch_add(n as u64, Relaxed);
                     if !write_through(
                         cw,
                         &buf[..n],
@@ -505,6 +691,7 @@ async fn backend_to_client(
                     buf.advance(n);
                 }
                 Step::Message(n) => {
+                    METRICS.bytes_to_clients.fetch_add(n as u64, Relaxed);
                     let rewritten = match buf[0] {
                         tag::BACKEND_KEY_DATA => backend_key_data(&buf[..n], state, shared),
                         _ => sasl_mechanisms_without_plus(&buf[..n])
@@ -548,9 +735,9 @@ async fn backend_to_client(
                 std::mem::take(&mut buf),
                 state.txn_status.load(Relaxed),
             );
-            let started = std::time::Instant::now();
             let answered = match &job.work {
                 Work::Query(sql) => {
+                    state.info.begin(RouteLabel::Federated, statement_text(sql));
                     crate::federation::answer_query(
                         link,
                         cw,
@@ -583,8 +770,28 @@ async fn backend_to_client(
                     link
                 }
             };
-            let failed = answered.as_ref().is_none_or(|l| l.statement_failed);
-            METRICS.federated(started.elapsed(), failed);
+            if matches!(job.work, Work::Query(_))
+                && let Some(running) = state.info.end()
+            {
+                let code = match &answered {
+                    Some(link) => link.statement_failed.clone(),
+                    None => Some("08006".into()),
+                };
+                shared.activity.finished(
+                    &state.info,
+                    running,
+                    code,
+                    shared.limits.slow_statement_threshold(),
+                );
+            } else if let Some(link) = &answered
+                && let Some(code) = &link.statement_failed
+                && let Ok(mut c) = state.error_code.lock()
+                && c.is_none()
+            {
+                // An Execute: its error belongs to the exchange up to Sync.
+                *c = Some(code.clone());
+            }
+            state.touch();
             match answered {
                 Some(link) => {
                     *br = link.r;
@@ -655,6 +862,7 @@ fn backend_key_data(message: &[u8], state: &State, shared: &Shared) -> Vec<u8> {
         .cancel_keys
         .register(pid, secret, state.cancel.clone());
     state.backend_pid.store(pid.into(), Relaxed);
+    state.info.backend_pid.store(pid, Relaxed);
     state.backend_secret.store(secret.into(), Relaxed);
     state.client_secret.store(ours.into(), Relaxed);
     let mut out = message.to_vec();

@@ -37,6 +37,26 @@ pub fn put_message(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
+/// The SQLSTATE (`C` field) of an ErrorResponse, given whole (tag and
+/// length included) or as its body.
+pub(crate) fn error_code(message: &[u8]) -> Option<&[u8]> {
+    let mut fields = match message.first() {
+        Some(b'E') if message.len() > 5 => &message[5..],
+        _ => message,
+    };
+    while let Some((&kind, rest)) = fields.split_first() {
+        if kind == 0 {
+            return None;
+        }
+        let end = rest.iter().position(|b| *b == 0)?;
+        if kind == b'C' {
+            return Some(&rest[..end]);
+        }
+        fields = &rest[end + 1..];
+    }
+    None
+}
+
 /// An ErrorResponse (or NoticeResponse) written by thermocline itself.
 ///
 /// Errors that come from Postgres are never rebuilt: their bytes are relayed.
