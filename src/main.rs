@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use thermocline::backend::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use thermocline::backend::target::BackendTarget;
 use thermocline::config::Config;
+use thermocline::tiering::TieredTable;
 
 /// A PostgreSQL-wire server that shows each tiered table whole: recent rows
 /// from PostgreSQL, history from Apache Iceberg.
@@ -59,6 +60,16 @@ enum TierCommand {
         /// Report what would move, change nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Check every partition of the lake against what the mover wrote and
+    /// against Postgres; exit 1 on any mismatch.
+    Verify {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only this table (as in its tier definition, e.g. public.orders).
+        #[arg(long)]
+        table: Option<String>,
     },
 }
 
@@ -138,6 +149,22 @@ fn main() -> ExitCode {
             }
             thermocline::logging::init(&config);
             run_to_end(tier_run(config, table, dry_run))
+        }
+        Command::Tier {
+            action: TierCommand::Verify { config, table },
+        } => {
+            let config = match load(config.as_deref(), Vec::new()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if config.postgres.is_none() {
+                eprintln!(
+                    "thermocline: `tier verify` needs postgres_url (or THERMOCLINE_POSTGRES_URL)"
+                );
+                return ExitCode::from(2);
+            }
+            thermocline::logging::init(&config);
+            run_to_end(tier_verify(config, table))
         }
         Command::Serve(args) => {
             let mut flags = Vec::new();
@@ -366,52 +393,134 @@ async fn demo(mut config: Config, rows: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn tier_run(config: Config, only: Option<String>, dry_run: bool) -> anyhow::Result<()> {
-    let target = config.postgres.clone().context("no Postgres configured")?;
-    let federations = thermocline::server::load_tiers(&config, &target).await?;
+/// The tiered tables `only` names (all when `None`), with their database
+/// and lake.
+fn selected<'a>(
+    federations: &'a std::collections::HashMap<String, thermocline::federation::Federation>,
+    only: Option<&str>,
+) -> anyhow::Result<
+    Vec<(
+        &'a str,
+        &'a thermocline::federation::Federation,
+        &'a TieredTable,
+    )>,
+> {
     if federations.is_empty() {
         anyhow::bail!("no tiered tables: set catalog_dir to a directory of tier definitions");
     }
-    let mut matched = false;
-    for (database, federation) in &federations {
+    let mut out = Vec::new();
+    for (database, federation) in federations {
         for table in &federation.tables {
             let name = format!("{}.{}", table.def.schema, table.def.table);
-            if only
-                .as_deref()
-                .is_some_and(|o| o != name && o != table.def.table && o != table.def.qualified())
+            if only.is_some_and(|o| o != name && o != table.def.table && o != table.def.qualified())
             {
                 continue;
             }
-            matched = true;
-            let report = thermocline::tiering::mover::run_once(
-                &target,
-                &federation.lake,
-                table,
-                database,
-                dry_run,
-            )
-            .await
-            .with_context(|| format!("moving {name}"))?;
-            match report {
-                Some(r) => println!(
-                    "{}{}: {} rows {} ({} written to {} files), watermark {}",
-                    r.table,
-                    if dry_run { " (dry run)" } else { "" },
-                    r.rows_deleted,
-                    if dry_run { "would move" } else { "moved" },
-                    r.rows_written,
-                    r.files,
-                    thermocline::tiering::mover::time_literal(
-                        table.time_column().pg_type,
-                        r.watermark
-                    )
-                ),
-                None => println!("{name}: skipped, another mover holds it"),
-            }
+            out.push((database.as_str(), federation, table.as_ref()));
         }
     }
-    if !matched {
+    if out.is_empty() {
         anyhow::bail!("no tiered table named {:?}", only.unwrap_or_default());
+    }
+    Ok(out)
+}
+
+async fn tier_run(config: Config, only: Option<String>, dry_run: bool) -> anyhow::Result<()> {
+    let target = config.postgres.clone().context("no Postgres configured")?;
+    let federations = thermocline::server::load_tiers(&config, &target).await?;
+    for (database, federation, table) in selected(&federations, only.as_deref())? {
+        let name = table.def.qualified();
+        let report = thermocline::tiering::mover::run_once(
+            &target,
+            &federation.lake,
+            table,
+            database,
+            dry_run,
+        )
+        .await
+        .with_context(|| format!("moving {name}"))?;
+        match report {
+            Some(r) => println!(
+                "{}{}: {} rows {} ({} written to {} files), watermark {}",
+                r.table,
+                if dry_run { " (dry run)" } else { "" },
+                r.rows_deleted,
+                if dry_run { "would move" } else { "moved" },
+                r.rows_written,
+                r.files,
+                thermocline::tiering::mover::time_literal(table.time_column().pg_type, r.watermark)
+            ),
+            None => println!("{name}: skipped, another mover holds it"),
+        }
+    }
+    Ok(())
+}
+
+async fn tier_verify(config: Config, only: Option<String>) -> anyhow::Result<()> {
+    let target = config.postgres.clone().context("no Postgres configured")?;
+    let federations = thermocline::server::load_tiers(&config, &target).await?;
+    let mut mismatches = 0;
+    for (database, federation, table) in selected(&federations, only.as_deref())? {
+        let r = thermocline::tiering::verify::verify(&target, &federation.lake, table, database)
+            .await
+            .with_context(|| format!("verifying {}", table.def.qualified()))?;
+        let watermark = r
+            .watermark
+            .map_or("none (nothing moved yet)".to_string(), |w| {
+                thermocline::tiering::mover::time_literal(table.time_column().pg_type, w)
+            });
+        println!(
+            "{}: watermark {watermark}, snapshot {}",
+            r.table,
+            r.snapshot_id.map_or("none".into(), |s| s.to_string())
+        );
+        println!(
+            "  {:<14} {:>6} {:>14} {:>12} {:>9} {:>12} {:>8}  status",
+            "partition", "files", "manifest rows", "lake rows", "checksum", "stragglers", "in both"
+        );
+        for p in &r.partitions {
+            let checksum = match &p.recorded {
+                None => "n/a",
+                Some(want) if *want == p.lake => "ok",
+                Some(_) => "DIFFERS",
+            };
+            println!(
+                "  {:<14} {:>6} {:>14} {:>12} {:>9} {:>12} {:>8}  {}",
+                p.label,
+                p.files,
+                p.manifest_rows,
+                p.lake.rows,
+                checksum,
+                p.stragglers,
+                p.in_both,
+                if p.problems.is_empty() {
+                    "ok".to_string()
+                } else {
+                    p.problems.join("; ")
+                }
+            );
+        }
+        for problem in &r.problems {
+            println!("  {problem}");
+        }
+        let lake_rows: u64 = r.partitions.iter().map(|p| p.lake.rows).sum();
+        let in_both: u64 = r.partitions.iter().map(|p| p.in_both).sum();
+        println!(
+            "  {} partitions, {lake_rows} rows in the lake, {} mismatches{}",
+            r.partitions.len(),
+            r.mismatches(),
+            if in_both > 0 {
+                format!(
+                    "; {in_both} rows are in both tiers after an interrupted pass (read once; the next pass removes them from Postgres)"
+                )
+            } else {
+                String::new()
+            }
+        );
+        mismatches += r.mismatches();
+    }
+    if mismatches > 0 {
+        anyhow::bail!("verify found {mismatches} mismatches");
     }
     Ok(())
 }

@@ -292,15 +292,23 @@ async fn a_mover_killed_at_every_step_loses_and_duplicates_nothing() {
         .unwrap()
         .join(format!("{}.toml", s.tiered));
     write_config(&config_file, &s);
-    let tier_run = |stop_at: Option<&str>| {
+    let file = config_file.clone();
+    let tier_run = move |stop_at: Option<&str>| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"));
         cmd.args(["tier", "run", "--config"])
-            .arg(&config_file)
+            .arg(&file)
             .env("THERMOCLINE_MOVER_CHUNK_ROWS", "500");
         if let Some(step) = stop_at {
             cmd.env("THERMOCLINE_MOVER_STOP_AT", step);
         }
         cmd.output().unwrap()
+    };
+    let tier_verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"))
+            .args(["tier", "verify", "--config"])
+            .arg(&config_file)
+            .output()
+            .unwrap()
     };
     let proxy = serve(&s).await;
     let mut next_id = 300_000;
@@ -310,6 +318,7 @@ async fn a_mover_killed_at_every_step_loses_and_duplicates_nothing() {
         .await
         .unwrap()
         .get(0);
+    let mut reads = 0;
     for step in [
         "after-iceberg-commit",
         "after-delete",
@@ -331,7 +340,77 @@ async fn a_mover_killed_at_every_step_loses_and_duplicates_nothing() {
                 .unwrap();
         }
         next_id += 1000;
-        let out = tier_run(Some(step));
+        // While the mover runs and is killed, a writer keeps committing
+        // rows (recent and late) and a reader keeps counting through
+        // thermocline: every count lies between the rows committed before
+        // it started and those committed when it ended, with no id twice.
+        let base = hot_count(&s.oracle).await;
+        let committed = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (committed, stop, dbs) = (
+                committed.clone(),
+                stop.clone(),
+                (s.tiered.clone(), s.oracle.clone()),
+            );
+            let now = now.clone();
+            let first = next_id;
+            tokio::spawn(async move {
+                let (tiered, oracle) = (admin(&dbs.0).await, admin(&dbs.1).await);
+                let mut id = first;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let row = format!(
+                        "INSERT INTO orders VALUES ({id}, '{now}'::timestamptz - {} * interval '1 day', 1, 1.00, 'during', NULL, NULL, DATE '2025-01-01', NULL)",
+                        [0, 45, 400][(id % 3) as usize]
+                    );
+                    tiered.batch_execute(&row).await.unwrap();
+                    committed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    oracle.batch_execute(&row).await.unwrap();
+                    id += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                id
+            })
+        };
+        let reader = {
+            let (committed, stop, port, db) = (
+                committed.clone(),
+                stop.clone(),
+                proxy.port(),
+                s.tiered.clone(),
+            );
+            tokio::spawn(async move {
+                let through = client(port, "postgres", &db).await;
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let low = base + committed.load(std::sync::atomic::Ordering::SeqCst);
+                    let row = through
+                        .query_one("SELECT count(*), count(DISTINCT id) FROM orders", &[])
+                        .await
+                        .unwrap();
+                    let high = base + committed.load(std::sync::atomic::Ordering::SeqCst);
+                    seen.push((low, row.get::<_, i64>(0), row.get::<_, i64>(1), high));
+                }
+                seen
+            })
+        };
+        let out = {
+            let run = tier_run.clone();
+            tokio::task::spawn_blocking(move || run(Some(step)))
+                .await
+                .unwrap()
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        next_id = writer.await.unwrap() + 1000;
+        for (low, count, distinct, high) in reader.await.unwrap() {
+            assert_eq!(count, distinct, "{step}: an id counted twice");
+            assert!(
+                low <= count && count <= high,
+                "{step}: counted {count}, but {low}..={high} rows were committed"
+            );
+            reads += 1;
+        }
         assert_eq!(
             out.status.code(),
             Some(137),
@@ -345,7 +424,18 @@ async fn a_mover_killed_at_every_step_loses_and_duplicates_nothing() {
             "{step}"
         );
         same_answers(&s, &proxy, &QUERIES[..8]).await;
+        // The lake holds exactly what was written; rows of an interrupted
+        // pass in both tiers are reported, not counted as mismatches.
+        let verified = tier_verify();
+        assert!(
+            verified.status.success(),
+            "{step}: {}{}",
+            String::from_utf8_lossy(&verified.stdout),
+            String::from_utf8_lossy(&verified.stderr)
+        );
     }
+    assert!(reads >= 5, "the reader counted {reads} times");
+    println!("crash test: 5 crashes, {reads} concurrent counts, every one exact");
     let out = tier_run(None);
     assert!(
         out.status.success(),
@@ -354,6 +444,13 @@ async fn a_mover_killed_at_every_step_loses_and_duplicates_nothing() {
     );
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(report.contains("written to"), "{report}");
+    let verified = tier_verify();
+    let printed = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{printed}");
+    assert!(
+        printed.contains(" 0 mismatches") && !printed.contains("in both tiers"),
+        "{printed}"
+    );
     assert!(hot_count(&s.tiered).await < hot_count(&s.oracle).await / 10);
     same_answers(&s, &proxy, QUERIES).await;
     // Every row is in exactly one tier: the cold tier holds no duplicate
@@ -1169,4 +1266,70 @@ async fn a_greedy_statement_gets_53200_while_a_small_one_succeeds() {
     assert_eq!(big, Answer::Error("53200".into()));
     assert_eq!(beside, want);
     assert_eq!(ask(&greedy, small_sql).await, want);
+}
+
+/// `tier verify` passes on a lake the mover wrote, and fails, naming the
+/// partition, when a data file is swapped for another or cut short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tier_verify_finds_a_corrupted_lake() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let config_file = s._dirs.0.path().join("verify.toml.conf");
+    write_config(&config_file, &s);
+    let verify = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"))
+            .args(["tier", "verify", "--config"])
+            .arg(&config_file)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, printed) = verify();
+    assert!(ok, "{printed}");
+    assert!(printed.contains(" 0 mismatches"), "{printed}");
+    // Each month of the lake is a partition checked against the mover's record.
+    let months = printed.lines().filter(|l| l.contains(" ok")).count();
+    assert!(months >= 20, "{printed}");
+
+    let mut files = Vec::new();
+    let mut dirs = vec![s.config.lake_warehouse.clone().unwrap()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    assert!(files.len() >= 2);
+    let (a, b) = (files[0].clone(), files[files.len() - 1].clone());
+    let (bytes_a, bytes_b) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    // Two valid files swapped: rows in the wrong partitions, counts off.
+    std::fs::write(&a, &bytes_b).unwrap();
+    std::fs::write(&b, &bytes_a).unwrap();
+    let (ok, printed) = verify();
+    assert!(!ok, "a swapped lake must fail:\n{printed}");
+    assert!(
+        printed.contains("outside their file's partition"),
+        "{printed}"
+    );
+    std::fs::write(&b, &bytes_b).unwrap();
+    // A file cut short.
+    std::fs::write(&a, &bytes_a[..bytes_a.len() / 2]).unwrap();
+    let (ok, printed) = verify();
+    assert!(!ok, "a truncated file must fail:\n{printed}");
+    assert!(printed.contains("cannot read"), "{printed}");
+    std::fs::write(&a, &bytes_a).unwrap();
+    let (ok, printed) = verify();
+    assert!(ok, "restored: {printed}");
 }

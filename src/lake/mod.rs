@@ -33,6 +33,9 @@ pub const CATALOG_NAME: &str = "thermocline";
 pub const WATERMARK_KEY: &str = "thermocline.watermark";
 /// Snapshot summary key: the id of the move that wrote the snapshot.
 pub const BATCH_KEY: &str = "thermocline.batch";
+/// Snapshot summary key: per partition, the rows the pass wrote and their
+/// checksum (`tier verify` compares them with what the lake holds).
+pub const CHECKSUMS_KEY: &str = "thermocline.checksums";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {

@@ -7,6 +7,7 @@
 //! type can be held exactly in the cold tier.
 
 pub mod mover;
+pub mod verify;
 
 use std::sync::Arc;
 

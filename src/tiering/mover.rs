@@ -35,10 +35,11 @@ use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 
+use super::verify::{Tally, encode_checksums, tally_by_partition};
 use super::{TieredTable, TieringError};
 use crate::backend::target::BackendTarget;
 use crate::catalog::quote_ident;
-use crate::lake::{BATCH_KEY, Lake, WATERMARK_KEY, watermark};
+use crate::lake::{BATCH_KEY, CHECKSUMS_KEY, Lake, WATERMARK_KEY, watermark};
 use crate::pgtypes::PgType;
 
 /// Rows decoded before they are sorted and written: bounds the mover's
@@ -133,12 +134,7 @@ pub async fn run_once(
     let columns: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
     let verb = if dry_run { "SELECT" } else { "DELETE" };
     let copy = if dry_run {
-        format!(
-            "COPY (SELECT {} FROM {} WHERE {} < {literal}) TO STDOUT (FORMAT binary)",
-            columns.join(", "),
-            t.def.qualified(),
-            quote_ident(&time.name)
-        )
+        select_copy(t, w)
     } else {
         format!(
             "COPY (DELETE FROM {} WHERE {} < {literal} RETURNING {}) TO STDOUT (FORMAT binary)",
@@ -174,6 +170,7 @@ pub async fn run_once(
     let batch = drop_already_moved(&table, t, batch, previous).await?;
     rows_written += batch.num_rows() as u64;
     writer.write(t, &target_schema, batch).await?;
+    let checksums = std::mem::take(&mut writer.checksums);
     let files = writer.close().await?;
     let file_count = files.len();
     stop_point("before-iceberg-commit");
@@ -200,6 +197,7 @@ pub async fn run_once(
             .set_snapshot_properties(HashMap::from([
                 (WATERMARK_KEY.to_string(), w.to_string()),
                 (BATCH_KEY.to_string(), batch_id),
+                (CHECKSUMS_KEY.to_string(), encode_checksums(&checksums)),
             ]))
             .apply(txn)?;
         let committed = txn.commit(lake.catalog()).await?;
@@ -215,6 +213,37 @@ pub async fn run_once(
         watermark: w,
         snapshot_id,
     }))
+}
+
+/// A binary COPY of the rows of `t` older than `w`, left in place.
+pub(crate) fn select_copy(t: &TieredTable, w: i64) -> String {
+    let time = t.time_column();
+    let columns: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    format!(
+        "COPY (SELECT {} FROM {} WHERE {} < {}) TO STDOUT (FORMAT binary)",
+        columns.join(", "),
+        t.def.qualified(),
+        quote_ident(&time.name),
+        time_literal(time.pg_type, w)
+    )
+}
+
+/// Decodes a whole binary COPY of all of `t`'s columns into batches.
+pub(crate) async fn decode_copy(
+    t: &TieredTable,
+    stream: tokio_postgres::CopyOutStream,
+) -> Result<Vec<RecordBatch>, TieringError> {
+    let mut decoder = CopyDecoder::new(t);
+    let mut out = Vec::new();
+    futures::pin_mut!(stream);
+    while let Some(chunk) = stream.next().await {
+        decoder.push(&chunk?)?;
+        if decoder.rows >= chunk_rows() {
+            out.push(decoder.finish()?);
+        }
+    }
+    out.push(decoder.finish()?);
+    Ok(out)
 }
 
 /// A SQL literal for a watermark against a time column of type `t`.
@@ -384,6 +413,8 @@ struct FileWriter {
         >,
     >,
     splitter: RecordBatchPartitionSplitter,
+    /// What was written, per partition, for `tier verify`.
+    checksums: std::collections::BTreeMap<i64, Tally>,
 }
 
 impl FileWriter {
@@ -416,6 +447,7 @@ impl FileWriter {
         Ok(Self {
             writer: Some(FanoutWriter::new(DataFileWriterBuilder::new(rolling))),
             splitter,
+            checksums: Default::default(),
         })
     }
 
@@ -447,6 +479,9 @@ impl FileWriter {
             .collect::<Result<Vec<_>, _>>()
             .map_err(data)?;
         let batch = RecordBatch::try_new(target.clone(), columns).map_err(data)?;
+        for (p, tally) in tally_by_partition(&batch, t.time_index, t.def.partition_by)? {
+            self.checksums.entry(p).or_default().add(tally);
+        }
         let writer = self.writer.as_mut().expect("not closed");
         for (key, part) in self.splitter.split(&batch)? {
             writer.write(key, part).await?;

@@ -1,0 +1,473 @@
+//! `thermocline tier verify`: checks, partition by partition, that the lake
+//! holds what the mover wrote and that no row is invisible or counted twice.
+//!
+//! For every partition of the lake's current snapshot it reads every data
+//! file and compares:
+//! - the rows read with the row counts the manifests record;
+//! - a checksum of the rows read with the checksum the mover recorded in
+//!   its snapshots' summaries when it wrote them (count and an
+//!   order-independent sum of row hashes, per partition);
+//! - each row's time with its file's partition (a row in the wrong
+//!   partition would be pruned away) and with the watermark W (a cold row
+//!   at or after W would never be read).
+//!
+//! On the Postgres side it counts, per partition, the rows older than W
+//! still in Postgres (stragglers) and how many of them the lake holds too;
+//! those are read once and deleted by the next pass, so they are reported,
+//! not counted as mismatches.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use iceberg::spec::{Literal, ManifestStatus, PrimitiveLiteral, Struct};
+use iceberg::table::Table;
+
+use super::{TieredTable, TieringError};
+use crate::backend::target::BackendTarget;
+use crate::catalog::PartitionBy;
+use crate::lake::{CHECKSUMS_KEY, Lake, watermark};
+
+/// Rows and an order-independent checksum of a set of rows.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub rows: u64,
+    pub sum: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, other: Tally) {
+        self.rows += other.rows;
+        self.sum = self.sum.wrapping_add(other.sum);
+    }
+}
+
+/// Per-partition checksums, as kept in a snapshot summary:
+/// `partition=rows:sum;…` with the partition's transform value.
+pub fn encode_checksums(sums: &BTreeMap<i64, Tally>) -> String {
+    sums.iter()
+        .map(|(p, t)| format!("{p}={}:{:x}", t.rows, t.sum))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+fn decode_checksums(text: &str) -> Option<BTreeMap<i64, Tally>> {
+    let mut out = BTreeMap::new();
+    for part in text.split(';').filter(|p| !p.is_empty()) {
+        let (p, rest) = part.split_once('=')?;
+        let (rows, sum) = rest.split_once(':')?;
+        out.insert(
+            p.parse().ok()?,
+            Tally {
+                rows: rows.parse().ok()?,
+                sum: u64::from_str_radix(sum, 16).ok()?,
+            },
+        );
+    }
+    Some(out)
+}
+
+/// The partition transform's value of a partition tuple (`None` for a
+/// tuple that is not one integer, as the mover never writes).
+pub fn partition_value(s: &Struct) -> Option<i64> {
+    match s.fields() {
+        [Some(Literal::Primitive(PrimitiveLiteral::Int(v)))] => Some(*v as i64),
+        [Some(Literal::Primitive(PrimitiveLiteral::Long(v)))] => Some(*v),
+        _ => None,
+    }
+}
+
+/// The partition transform of a time (microseconds since 1970, as stored):
+/// hours, days, months or years since 1970, as Iceberg defines them.
+pub fn transform(by: PartitionBy, micros: i64) -> i64 {
+    use chrono::Datelike;
+    let t = chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
+    match by {
+        PartitionBy::Hour => micros.div_euclid(3_600_000_000),
+        PartitionBy::Day => micros.div_euclid(86_400_000_000),
+        PartitionBy::Month => (t.year() as i64 - 1970) * 12 + t.month0() as i64,
+        PartitionBy::Year => t.year() as i64 - 1970,
+    }
+}
+
+/// A partition's transform value as people read it.
+pub fn partition_label(by: PartitionBy, value: i64) -> String {
+    let micros = match by {
+        PartitionBy::Hour => value * 3_600_000_000,
+        PartitionBy::Day => value * 86_400_000_000,
+        PartitionBy::Month => {
+            let (y, m) = (1970 + value.div_euclid(12), value.rem_euclid(12) + 1);
+            return format!("{y:04}-{m:02}");
+        }
+        PartitionBy::Year => return format!("{:04}", 1970 + value),
+    };
+    let t = chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
+    match by {
+        PartitionBy::Hour => t.format("%Y-%m-%dT%H").to_string(),
+        _ => t.format("%Y-%m-%d").to_string(),
+    }
+}
+
+/// Hashes of each row of `batch` (FNV-1a over Arrow's row encoding, which
+/// is the same for equal values of the same types).
+pub fn row_hashes(batch: &RecordBatch) -> Result<Vec<u64>, TieringError> {
+    let data = |e: datafusion::arrow::error::ArrowError| TieringError::Data(e.to_string());
+    let converter = RowConverter::new(
+        batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect(),
+    )
+    .map_err(data)?;
+    let rows = converter.convert_columns(batch.columns()).map_err(data)?;
+    Ok((0..rows.num_rows())
+        .map(|i| {
+            rows.row(i)
+                .as_ref()
+                .iter()
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+                })
+        })
+        .collect())
+}
+
+/// The checksums of `batch`'s rows, per partition of their time column.
+pub fn tally_by_partition(
+    batch: &RecordBatch,
+    time_index: usize,
+    by: PartitionBy,
+) -> Result<BTreeMap<i64, Tally>, TieringError> {
+    let hashes = row_hashes(batch)?;
+    let time = batch.column(time_index);
+    let mut out: BTreeMap<i64, Tally> = BTreeMap::new();
+    for (r, h) in hashes.into_iter().enumerate() {
+        let p = super::mover::time_micros(time, r).map_or(i64::MIN, |m| transform(by, m));
+        out.entry(p).or_default().add(Tally { rows: 1, sum: h });
+    }
+    Ok(out)
+}
+
+/// One partition's findings.
+#[derive(Debug, Default, Clone)]
+pub struct PartitionCheck {
+    pub label: String,
+    pub files: usize,
+    /// Rows the manifests record, and rows read from the files.
+    pub manifest_rows: u64,
+    pub lake: Tally,
+    /// What the mover recorded writing, when it did.
+    pub recorded: Option<Tally>,
+    /// Lake rows whose time belongs to another partition, or is at or after W.
+    pub misplaced: u64,
+    pub after_watermark: u64,
+    /// Rows older than W still in Postgres, and how many the lake holds too.
+    pub stragglers: u64,
+    pub in_both: u64,
+    pub problems: Vec<String>,
+}
+
+/// What `tier verify` found for one table.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub table: String,
+    pub watermark: Option<i64>,
+    pub snapshot_id: Option<i64>,
+    pub partitions: Vec<PartitionCheck>,
+    /// Problems not tied to one partition.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn mismatches(&self) -> usize {
+        self.problems.len()
+            + self
+                .partitions
+                .iter()
+                .map(|p| p.problems.len())
+                .sum::<usize>()
+    }
+}
+
+/// Verifies one tiered table.
+pub async fn verify(
+    target: &BackendTarget,
+    lake: &Lake,
+    t: &TieredTable,
+    database: &str,
+) -> Result<VerifyReport, TieringError> {
+    let by = t.def.partition_by;
+    let mut report = VerifyReport {
+        table: t.def.qualified(),
+        ..Default::default()
+    };
+    let Some(table) = lake.load(t).await? else {
+        return Ok(report);
+    };
+    let w = watermark(&table);
+    report.watermark = w;
+    let metadata = table.metadata();
+    let Some(snapshot) = metadata.current_snapshot().cloned() else {
+        return Ok(report);
+    };
+    report.snapshot_id = Some(snapshot.snapshot_id());
+    let recorded = recorded_checksums(&table);
+    let mut parts: BTreeMap<i64, PartitionCheck> = BTreeMap::new();
+    let target_schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(
+        metadata.current_schema(),
+    )?);
+
+    // Straggler keys, to find those the lake holds too.
+    let stragglers = match w {
+        Some(w) => hot_before(target, t, database, w).await?,
+        None => Vec::new(),
+    };
+    let mut straggler_keys: HashSet<String> = HashSet::new();
+    for b in &stragglers {
+        let positions: Vec<usize> = t.key.clone();
+        let time = b.column(t.time_index);
+        for r in 0..b.num_rows() {
+            straggler_keys.insert(crate::federation::row_key(b, &positions, r));
+            let p = super::mover::time_micros(time, r).map_or(i64::MIN, |m| transform(by, m));
+            parts.entry(p).or_default().stragglers += 1;
+        }
+    }
+
+    let list = table.manifest_list_reader(&snapshot).load().await?;
+    for manifest_file in list.entries() {
+        let manifest = manifest_file.load_manifest(table.file_io()).await?;
+        for entry in manifest.entries() {
+            if entry.status() == ManifestStatus::Deleted {
+                continue;
+            }
+            let file = entry.data_file();
+            let Some(p) = partition_value(file.partition()) else {
+                report.problems.push(format!(
+                    "data file {} has a partition thermocline does not write",
+                    file.file_path()
+                ));
+                continue;
+            };
+            let check = parts.entry(p).or_default();
+            check.files += 1;
+            check.manifest_rows += file.record_count();
+            let read = read_file(&table, file.file_path(), &target_schema).await;
+            let batches = match read {
+                Ok(b) => b,
+                Err(e) => {
+                    check
+                        .problems
+                        .push(format!("cannot read {}: {e}", file.file_path()));
+                    continue;
+                }
+            };
+            let mut file_rows = 0u64;
+            for b in &batches {
+                file_rows += b.num_rows() as u64;
+                let time = b.column(t.time_index);
+                for r in 0..b.num_rows() {
+                    let Some(m) = super::mover::time_micros(time, r) else {
+                        check.misplaced += 1;
+                        continue;
+                    };
+                    if transform(by, m) != p {
+                        check.misplaced += 1;
+                    }
+                    if w.is_some_and(|w| m >= w) {
+                        check.after_watermark += 1;
+                    }
+                }
+                if !straggler_keys.is_empty() {
+                    let key_positions: Vec<usize> = t.key.clone();
+                    let hot_typed = to_hot_types(t, b)?;
+                    for r in 0..b.num_rows() {
+                        if straggler_keys.contains(&crate::federation::row_key(
+                            &hot_typed,
+                            &key_positions,
+                            r,
+                        )) {
+                            check.in_both += 1;
+                        }
+                    }
+                }
+                for h in row_hashes(b)? {
+                    check.lake.add(Tally { rows: 1, sum: h });
+                }
+            }
+            if file_rows != file.record_count() {
+                check.problems.push(format!(
+                    "{} holds {file_rows} rows; the manifest records {}",
+                    file.file_path(),
+                    file.record_count()
+                ));
+            }
+        }
+    }
+    for (p, check) in parts.iter_mut() {
+        check.label = partition_label(by, *p);
+        if let Some(recorded) = &recorded {
+            let want = recorded.get(p).copied().unwrap_or_default();
+            check.recorded = Some(want);
+            if want != check.lake {
+                check.problems.push(format!(
+                    "the lake holds {} rows (checksum {:x}); the mover wrote {} (checksum {:x})",
+                    check.lake.rows, check.lake.sum, want.rows, want.sum
+                ));
+            }
+        }
+        if check.misplaced > 0 {
+            check.problems.push(format!(
+                "{} rows lie outside their file's partition",
+                check.misplaced
+            ));
+        }
+        if check.after_watermark > 0 {
+            check.problems.push(format!(
+                "{} rows are at or after the watermark and would never be read",
+                check.after_watermark
+            ));
+        }
+    }
+    if let Some(recorded) = &recorded {
+        for (p, want) in recorded {
+            if !parts.contains_key(p) && want.rows > 0 {
+                report.problems.push(format!(
+                    "partition {}: the mover wrote {} rows; the lake holds none",
+                    partition_label(by, *p),
+                    want.rows
+                ));
+            }
+        }
+    }
+    report.partitions = parts.into_values().collect();
+    Ok(report)
+}
+
+/// The per-partition checksums recorded by every snapshot the current one
+/// descends from; `None` when some snapshot that added rows recorded none
+/// (written before checksums were kept).
+fn recorded_checksums(table: &Table) -> Option<BTreeMap<i64, Tally>> {
+    let metadata = table.metadata();
+    let mut out: BTreeMap<i64, Tally> = BTreeMap::new();
+    let mut current = metadata.current_snapshot().cloned();
+    while let Some(s) = current {
+        let summary = &s.summary().additional_properties;
+        match summary.get(CHECKSUMS_KEY).and_then(|c| decode_checksums(c)) {
+            Some(sums) => {
+                for (p, t) in sums {
+                    out.entry(p).or_default().add(t);
+                }
+            }
+            None => {
+                let added = summary
+                    .get("added-records")
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+                if added > 0 {
+                    return None;
+                }
+            }
+        }
+        current = s
+            .parent_snapshot_id()
+            .and_then(|p| metadata.snapshot_by_id(p).cloned());
+    }
+    Some(out)
+}
+
+/// A data file's rows, with the table's Arrow types.
+async fn read_file(
+    table: &Table,
+    path: &str,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>, String> {
+    let bytes = table
+        .file_io()
+        .new_input(path)
+        .map_err(|e| e.to_string())?
+        .read()
+        .await
+        .map_err(|e| e.to_string())?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| e.to_string())?
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for f in schema.fields() {
+            let c = batch
+                .column_by_name(f.name())
+                .ok_or_else(|| format!("column {:?} is missing", f.name()))?;
+            columns.push(cast(c, f.data_type()).map_err(|e| e.to_string())?);
+        }
+        out.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+/// A lake batch with the hot side's Arrow types, so keys compare equal.
+fn to_hot_types(t: &TieredTable, b: &RecordBatch) -> Result<RecordBatch, TieringError> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let columns = b
+        .columns()
+        .iter()
+        .zip(&t.columns)
+        .map(|(c, col)| cast(c, &col.pg_type.arrow()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TieringError::Data(e.to_string()))?;
+    let fields: Vec<Field> = t
+        .columns
+        .iter()
+        .map(|c| Field::new(&c.name, c.pg_type.arrow(), true))
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| TieringError::Data(e.to_string()))
+}
+
+/// The rows of `t` older than `w` still in Postgres.
+async fn hot_before(
+    target: &BackendTarget,
+    t: &TieredTable,
+    database: &str,
+    w: i64,
+) -> Result<Vec<RecordBatch>, TieringError> {
+    let client = super::service_connection(target, database).await?;
+    let copy = super::mover::select_copy(t, w);
+    let stream = client.copy_out(copy.as_str()).await?;
+    super::mover::decode_copy(t, stream).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksums_round_trip_and_transforms_match_iceberg() {
+        let mut sums = BTreeMap::new();
+        sums.insert(
+            671,
+            Tally {
+                rows: 3,
+                sum: 0xdead,
+            },
+        );
+        sums.insert(-2, Tally { rows: 1, sum: 1 });
+        assert_eq!(decode_checksums(&encode_checksums(&sums)), Some(sums));
+        // 2025-12-31T23:59:59Z and 1969-12-31T23:00:00Z.
+        let late_2025 = 1_767_225_599_000_000;
+        assert_eq!(transform(PartitionBy::Month, late_2025), 55 * 12 + 11);
+        assert_eq!(transform(PartitionBy::Year, late_2025), 55);
+        assert_eq!(transform(PartitionBy::Day, -3_600_000_000), -1);
+        assert_eq!(transform(PartitionBy::Hour, -3_600_000_000), -1);
+        assert_eq!(partition_label(PartitionBy::Month, 55 * 12 + 11), "2025-12");
+        assert_eq!(partition_label(PartitionBy::Day, -1), "1969-12-31");
+    }
+}
