@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::Mutex;
 
 struct Args {
@@ -159,9 +160,9 @@ async fn run_client(
         return;
     };
     let mut local: BTreeMap<Kind, Tally> = BTreeMap::new();
+    let mut rng = StdRng::from_os_rng();
     while !stop.load(Ordering::Relaxed) {
         let (kind, think) = {
-            let mut rng = rand::rng();
             let roll: f64 = rng.random();
             let kind = if roll < a.federated / 2.0 {
                 Kind::FederatedLookup
@@ -176,16 +177,17 @@ async fn run_client(
             };
             (kind, rng.random_range(0..=2 * a.think_ms))
         };
+        let (customer, order, from): (i32, i64, i32) = (
+            rng.random_range(1..=1000),
+            rng.random_range(1..=a.max_id),
+            rng.random_range(60..700),
+        );
         let started = Instant::now();
         let result: Result<(), tokio_postgres::Error> = async {
-            let mut rng = rand::rng();
             match kind {
-                Kind::RelayLookup => {
-                    let id: i32 = rng.random_range(1..=1000);
-                    client.query_opt(&lookup, &[&id]).await.map(|_| ())
-                }
+                Kind::RelayLookup => client.query_opt(&lookup, &[&customer]).await.map(|_| ()),
                 Kind::RelayWrite => {
-                    let id: i32 = rng.random_range(1..=1000);
+                    let id = customer;
                     client
                         .batch_execute(&format!(
                             "BEGIN; UPDATE customers SET visits = visits + 1 WHERE id = {id}; COMMIT"
@@ -198,12 +200,11 @@ async fn run_client(
                     )
                     .await
                     .map(|_| ()),
-                Kind::FederatedLookup => {
-                    let id: i64 = rng.random_range(1..=a.max_id);
-                    client.query_opt(&federated_lookup, &[&id]).await.map(|_| ())
-                }
+                Kind::FederatedLookup => client
+                    .query_opt(&federated_lookup, &[&order])
+                    .await
+                    .map(|_| ()),
                 Kind::FederatedRange => {
-                    let from: i32 = rng.random_range(60..700);
                     client
                         .simple_query(&format!(
                             "SELECT status, count(*), sum(amount) FROM orders \

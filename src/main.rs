@@ -105,6 +105,18 @@ fn load(
     })
 }
 
+/// The configuration of a `tier` command, which needs a Postgres; logging
+/// started.
+fn load_for_tier(file: Option<&std::path::Path>, verb: &str) -> Result<Config, ExitCode> {
+    let config = load(file, Vec::new())?;
+    if config.postgres.is_none() {
+        eprintln!("thermocline: `tier {verb}` needs postgres_url (or THERMOCLINE_POSTGRES_URL)");
+        return Err(ExitCode::from(2));
+    }
+    thermocline::logging::init(&config);
+    Ok(config)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -136,36 +148,16 @@ fn main() -> ExitCode {
                     table,
                     dry_run,
                 },
-        } => {
-            let config = match load(config.as_deref(), Vec::new()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            if config.postgres.is_none() {
-                eprintln!(
-                    "thermocline: `tier run` needs postgres_url (or THERMOCLINE_POSTGRES_URL)"
-                );
-                return ExitCode::from(2);
-            }
-            thermocline::logging::init(&config);
-            run_to_end(tier_run(config, table, dry_run))
-        }
+        } => match load_for_tier(config.as_deref(), "run") {
+            Ok(config) => run_to_end(tier_run(config, table, dry_run)),
+            Err(code) => code,
+        },
         Command::Tier {
             action: TierCommand::Verify { config, table },
-        } => {
-            let config = match load(config.as_deref(), Vec::new()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            if config.postgres.is_none() {
-                eprintln!(
-                    "thermocline: `tier verify` needs postgres_url (or THERMOCLINE_POSTGRES_URL)"
-                );
-                return ExitCode::from(2);
-            }
-            thermocline::logging::init(&config);
-            run_to_end(tier_verify(config, table))
-        }
+        } => match load_for_tier(config.as_deref(), "verify") {
+            Ok(config) => run_to_end(tier_verify(config, table)),
+            Err(code) => code,
+        },
         Command::Serve(args) => {
             let mut flags = Vec::new();
             if let Some(v) = args.listen {

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::time::Duration;
 
 use common::wire::{RawConn, query};
-use common::{Proxy, client, fresh_db, pg};
+use common::{Proxy, ServeProcess, client, fresh_db, pg};
 use tokio_postgres::SimpleQueryMessage;
 
 fn rows(msgs: Vec<SimpleQueryMessage>) -> Vec<Vec<Option<String>>> {
@@ -207,46 +206,8 @@ async fn sighup_changes_limits_live_and_logs_are_json() {
     };
     write_config(2, "info");
     let db = fresh_db("sighup").await;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"))
-        .args(["serve", "--config"])
-        .arg(&config_file)
-        .env_remove("RUST_LOG")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let mut log: Vec<String> = Vec::new();
-    async fn wait_for(
-        rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-        log: &mut Vec<String>,
-        what: &str,
-    ) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while std::time::Instant::now() < deadline {
-            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-                Ok(Some(line)) => {
-                    let found = line.contains(what);
-                    log.push(line);
-                    if found {
-                        return;
-                    }
-                }
-                Ok(None) => panic!("thermocline exited before {what:?}: {log:#?}"),
-                Err(_) => {}
-            }
-        }
-        panic!("no {what:?} within 60 s: {log:#?}");
-    }
-    wait_for(&mut rx, &mut log, "thermocline is serving").await;
+    let mut server = ServeProcess::start(&config_file, None);
+    server.wait_for("thermocline is serving").await;
 
     let connect = || {
         let mut c = tokio_postgres::Config::new();
@@ -266,11 +227,11 @@ async fn sighup_changes_limits_live_and_logs_are_json() {
     a.simple_query("SELECT pg_sleep(0.1), 'hunter2-secret'")
         .await
         .unwrap();
-    wait_for(&mut rx, &mut log, "slow statement").await;
+    server.wait_for("slow statement").await;
 
     write_config(3, "info,thermocline=debug");
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-    wait_for(&mut rx, &mut log, "configuration reloaded").await;
+    server.signal(libc::SIGHUP);
+    server.wait_for("configuration reloaded").await;
     let (c, conn) = connect().await.expect("the raised limit lets a third in");
     tokio::spawn(conn);
     for client in [&a, &b, &c] {
@@ -283,13 +244,9 @@ async fn sighup_changes_limits_live_and_logs_are_json() {
     b.simple_query("SELECT 'another-secret' AS x")
         .await
         .unwrap();
-    wait_for(&mut rx, &mut log, "statement done").await;
+    server.wait_for("statement done").await;
 
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
-    while let Ok(line) = rx.try_recv() {
-        log.push(line);
-    }
+    let log = server.stop();
 
     let mut slow = None;
     let mut done = 0;

@@ -8,7 +8,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{Proxy, admin, assert_same_transcript, client, fresh_db, pg, transcript};
+use common::{
+    Proxy, ServeProcess, admin, assert_same_transcript, client, fresh_db, pg, transcript,
+};
 use thermocline::Config;
 use thermocline::backend::target::BackendTarget;
 use tokio_postgres::SimpleQueryMessage;
@@ -936,7 +938,6 @@ async fn an_unreachable_lake_fails_federated_reads_only() {
 /// over both tiers by sessions that start after the reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_tier_definitions() {
-    use std::io::BufRead;
     let s = setup().await;
     move_rows(&s).await;
     let later = tempfile::tempdir().unwrap();
@@ -957,35 +958,8 @@ async fn sighup_reloads_tier_definitions() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"))
-        .args(["serve", "--config"])
-        .arg(&config_file)
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    async fn wait_for(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, what: &str) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::time::Instant::now() < deadline {
-            match tokio::time::timeout(std::time::Duration::from_secs(1), rx.recv()).await {
-                Ok(Some(line)) if line.contains(what) => return,
-                Ok(None) => panic!("thermocline exited before {what:?}"),
-                _ => {}
-            }
-        }
-        panic!("no {what:?} within 60 s");
-    }
-    wait_for(&mut rx, "thermocline is serving").await;
+    let mut server = ServeProcess::start(&config_file, Some("info"));
+    server.wait_for("thermocline is serving").await;
     let oracle = ask(
         &client(pg().port(), "postgres", &s.oracle).await,
         "SELECT count(*) FROM orders",
@@ -1005,16 +979,15 @@ async fn sighup_reloads_tier_definitions() {
         later.path().join("catalog/orders.toml"),
     )
     .unwrap();
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-    wait_for(&mut rx, "tier definitions reloaded").await;
+    server.signal(libc::SIGHUP);
+    server.wait_for("tier definitions reloaded").await;
     let whole = ask(
         &client(port, "postgres", &s.tiered).await,
         "SELECT count(*) FROM orders",
     )
     .await;
     assert_eq!(whole, oracle);
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
+    server.stop();
 }
 
 /// The lake is open: pyiceberg, another Iceberg implementation, reads the

@@ -177,3 +177,76 @@ pub fn assert_same_transcript(client: &str, want: &str, got: &str) {
         window(got)
     );
 }
+
+/// `thermocline serve --config FILE` as a process of its own, its stderr
+/// collected line by line.
+pub struct ServeProcess {
+    child: std::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Every line read so far.
+    pub log: Vec<String>,
+}
+
+impl ServeProcess {
+    /// Starts it with `RUST_LOG` set to `rust_log`, or unset when `None`.
+    pub fn start(config_file: &std::path::Path, rust_log: Option<&str>) -> ServeProcess {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"));
+        cmd.args(["serve", "--config"])
+            .arg(config_file)
+            .stderr(std::process::Stdio::piped());
+        match rust_log {
+            Some(level) => cmd.env("RUST_LOG", level),
+            None => cmd.env_remove("RUST_LOG"),
+        };
+        let mut child = cmd.spawn().expect("start thermocline");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        let stderr = child.stderr.take().expect("piped stderr");
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        ServeProcess {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Reads lines until one contains `what` (60 s at most).
+    pub async fn wait_for(&mut self, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            match tokio::time::timeout(std::time::Duration::from_secs(1), self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    let found = line.contains(what);
+                    self.log.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Ok(None) => panic!("thermocline exited before {what:?}: {:#?}", self.log),
+                Err(_) => {}
+            }
+        }
+        panic!("no {what:?} within 60 s: {:#?}", self.log);
+    }
+
+    pub fn signal(&self, signal: i32) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Stops it with SIGTERM and returns every line it wrote.
+    pub fn stop(mut self) -> Vec<String> {
+        self.signal(libc::SIGTERM);
+        let _ = self.child.wait();
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        self.log
+    }
+}
