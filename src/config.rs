@@ -48,6 +48,9 @@ pub struct Config {
     pub lake_warehouse: Option<PathBuf>,
     /// How often `serve` runs the mover; `None`: never (use `tier run`).
     pub tier_interval: Option<Duration>,
+    /// How often `serve` maintains the lake (snapshot expiry, orphan
+    /// files); `None`: never (use `tier maintain`).
+    pub maintain_interval: Option<Duration>,
     /// Memory all federated statements together may use, in bytes.
     pub executor_memory: u64,
     /// Memory one federated statement may use; `None`: half of `executor_memory`.
@@ -111,6 +114,7 @@ impl Default for Config {
             catalog_dir: None,
             lake_warehouse: None,
             tier_interval: Some(Duration::from_secs(300)),
+            maintain_interval: Some(Duration::from_secs(3600)),
             executor_memory: 1 << 30,
             statement_memory: None,
             max_client_connections: 1000,
@@ -544,6 +548,9 @@ impl Config {
                         .map_err(|m| Loader::error("tier_interval", &origin, m))?,
                 ),
             };
+        }
+        if let Some(d) = l.parsed("maintain_interval", parse_optional_duration)? {
+            c.maintain_interval = d;
         }
         if let Some(n) = l.parsed("executor_memory", |v| {
             let n = parse_size(v)?;

@@ -61,6 +61,28 @@ enum TierCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Lake maintenance: expire old snapshots and remove files nothing
+    /// refers to (what expiry freed, and the files of crashed passes).
+    Maintain {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only this table (as in its tier definition, e.g. public.orders).
+        #[arg(long)]
+        table: Option<String>,
+        /// Snapshots younger than this are kept.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        snapshot_age: std::time::Duration,
+        /// The newest snapshots kept whatever their age (at least 1).
+        #[arg(long, default_value_t = 10)]
+        keep_snapshots: usize,
+        /// Unreferenced files younger than this are kept.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        orphan_age: std::time::Duration,
+        /// Report what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Check every partition of the lake against what the mover wrote and
     /// against Postgres; exit 1 on any mismatch.
     Verify {
@@ -150,6 +172,28 @@ fn main() -> ExitCode {
                 },
         } => match load_for_tier(config.as_deref(), "run") {
             Ok(config) => run_to_end(tier_run(config, table, dry_run)),
+            Err(code) => code,
+        },
+        Command::Tier {
+            action:
+                TierCommand::Maintain {
+                    config,
+                    table,
+                    snapshot_age,
+                    keep_snapshots,
+                    orphan_age,
+                    dry_run,
+                },
+        } => match load_for_tier(config.as_deref(), "maintain") {
+            Ok(config) => {
+                let options = thermocline::tiering::maintain::MaintainOptions {
+                    snapshot_age,
+                    keep_snapshots,
+                    orphan_age,
+                    dry_run,
+                };
+                run_to_end(tier_maintain(config, table, options))
+            }
             Err(code) => code,
         },
         Command::Tier {
@@ -443,6 +487,46 @@ async fn tier_run(config: Config, only: Option<String>, dry_run: bool) -> anyhow
                 thermocline::tiering::mover::time_literal(table.time_column().pg_type, r.watermark)
             ),
             None => println!("{name}: skipped, another mover holds it"),
+        }
+    }
+    Ok(())
+}
+
+async fn tier_maintain(
+    config: Config,
+    only: Option<String>,
+    options: thermocline::tiering::maintain::MaintainOptions,
+) -> anyhow::Result<()> {
+    let target = config.postgres.clone().context("no Postgres configured")?;
+    let federations = thermocline::server::load_tiers(&config, &target).await?;
+    for (database, federation, table) in selected(&federations, only.as_deref())? {
+        let name = table.def.qualified();
+        let report = thermocline::tiering::maintain::maintain(
+            &target,
+            &federation.lake,
+            table,
+            database,
+            &options,
+        )
+        .await
+        .with_context(|| format!("maintaining {name}"))?;
+        match report {
+            Some(r) => println!(
+                "{}{}: {} of {} snapshots expired; {} unreferenced files ({} bytes) {}; {} younger than --orphan-age kept",
+                r.table,
+                if options.dry_run { " (dry run)" } else { "" },
+                r.snapshots_expired,
+                r.snapshots_before,
+                r.orphans_removed,
+                r.orphan_bytes,
+                if options.dry_run {
+                    "would be removed"
+                } else {
+                    "removed"
+                },
+                r.orphans_young
+            ),
+            None => println!("{name}: skipped, a mover holds it"),
         }
     }
     Ok(())

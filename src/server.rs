@@ -230,8 +230,17 @@ pub async fn run(
 async fn mover_loop(shared: Arc<Shared>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut maintained = std::time::Instant::now();
     loop {
         tick.tick().await;
+        if shared
+            .config
+            .maintain_interval
+            .is_some_and(|m| maintained.elapsed() >= m)
+        {
+            maintained = std::time::Instant::now();
+            maintain_all(&shared).await;
+        }
         for (database, federation) in shared.federations().iter() {
             for table in &federation.tables {
                 match crate::tiering::mover::run_once(
@@ -263,6 +272,36 @@ async fn mover_loop(shared: Arc<Shared>, every: Duration) {
                             .tier_pass(&table.def.qualified(), Err(e.to_string()));
                         tracing::warn!(table = %table.def.qualified(), error = %e, "moving rows failed")
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Lake maintenance over every tiered table, with the default options.
+async fn maintain_all(shared: &Shared) {
+    let options = crate::tiering::maintain::MaintainOptions::default();
+    for (database, federation) in shared.federations().iter() {
+        for table in &federation.tables {
+            match crate::tiering::maintain::maintain(
+                &shared.target,
+                &federation.lake,
+                table,
+                database,
+                &options,
+            )
+            .await
+            {
+                Ok(Some(r)) => tracing::info!(
+                    table = %r.table,
+                    snapshots_expired = r.snapshots_expired,
+                    orphans_removed = r.orphans_removed,
+                    orphan_bytes = r.orphan_bytes,
+                    "maintained the lake"
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(table = %table.def.qualified(), error = %e, "lake maintenance failed")
                 }
             }
         }
@@ -338,6 +377,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     check("catalog_dir", old.catalog_dir == new.catalog_dir);
     check("lake.warehouse", old.lake_warehouse == new.lake_warehouse);
     check("tier_interval", old.tier_interval == new.tier_interval);
+    check(
+        "maintain_interval",
+        old.maintain_interval == new.maintain_interval,
+    );
     check(
         "executor_memory",
         old.executor_memory == new.executor_memory,

@@ -68,9 +68,27 @@ pub struct MoveReport {
     pub snapshot_id: Option<i64>,
 }
 
+/// Takes the table's advisory lock for the rest of `tx`: one mover (or
+/// maintenance run) per table across every thermocline. False when
+/// another holds it.
+pub(crate) async fn lock_table(
+    tx: &tokio_postgres::Transaction<'_>,
+    t: &TieredTable,
+    database: &str,
+) -> Result<bool, TieringError> {
+    let lock_name = format!("thermocline.mover:{database}.{}", t.def.qualified());
+    Ok(tx
+        .query_one(
+            "SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended($1, 0))",
+            &[&lock_name],
+        )
+        .await?
+        .get(0))
+}
+
 /// Where a pass stops, for crash tests: the mover exits the process at
 /// this step when `THERMOCLINE_MOVER_STOP_AT` names it.
-fn stop_point(step: &str) {
+pub(crate) fn stop_point(step: &str) {
     if std::env::var("THERMOCLINE_MOVER_STOP_AT").is_ok_and(|s| s == step) {
         tracing::warn!(
             step,
@@ -92,15 +110,7 @@ pub async fn run_once(
     let mut client = super::service_connection(target, database).await?;
     let table = lake.ensure_table(t).await?;
     let tx = client.transaction().await?;
-    let lock_name = format!("thermocline.mover:{database}.{}", t.def.qualified());
-    let locked: bool = tx
-        .query_one(
-            "SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended($1, 0))",
-            &[&lock_name],
-        )
-        .await?
-        .get(0);
-    if !locked {
+    if !lock_table(&tx, t, database).await? {
         return Ok(None);
     }
     let window_secs = t.def.hot_window.as_secs() as i64;
@@ -170,7 +180,13 @@ pub async fn run_once(
     let batch = drop_already_moved(&table, t, batch, previous).await?;
     rows_written += batch.num_rows() as u64;
     writer.write(t, &target_schema, batch).await?;
-    let checksums = std::mem::take(&mut writer.checksums);
+    // Running totals: what the lake held before this pass, plus the pass.
+    let checksums = super::verify::recorded_checksums(&table).map(|mut totals| {
+        for (p, tally) in std::mem::take(&mut writer.checksums) {
+            totals.entry(p).or_default().add(tally);
+        }
+        totals
+    });
     let files = writer.close().await?;
     let file_count = files.len();
     stop_point("before-iceberg-commit");
@@ -194,11 +210,15 @@ pub async fn run_once(
         let txn = txn
             .fast_append()
             .add_data_files(files)
-            .set_snapshot_properties(HashMap::from([
-                (WATERMARK_KEY.to_string(), w.to_string()),
-                (BATCH_KEY.to_string(), batch_id),
-                (CHECKSUMS_KEY.to_string(), encode_checksums(&checksums)),
-            ]))
+            .set_snapshot_properties(
+                [
+                    (WATERMARK_KEY.to_string(), w.to_string()),
+                    (BATCH_KEY.to_string(), batch_id),
+                ]
+                .into_iter()
+                .chain(checksums.map(|c| (CHECKSUMS_KEY.to_string(), encode_checksums(&c))))
+                .collect::<HashMap<_, _>>(),
+            )
             .apply(txn)?;
         let committed = txn.commit(lake.catalog()).await?;
         snapshot_id = committed.metadata().current_snapshot_id();

@@ -5,8 +5,8 @@
 //! file and compares:
 //! - the rows read with the row counts the manifests record;
 //! - a checksum of the rows read with the checksum the mover recorded in
-//!   its snapshots' summaries when it wrote them (count and an
-//!   order-independent sum of row hashes, per partition);
+//!   the snapshot's summary (per partition, the count and an
+//!   order-independent sum of the hashes of every row it ever wrote);
 //! - each row's time with its file's partition (a row in the wrong
 //!   partition would be pruned away) and with the watermark W (a cold row
 //!   at or after W would never be read).
@@ -46,7 +46,7 @@ impl Tally {
     }
 }
 
-/// Per-partition checksums, as kept in a snapshot summary:
+/// Per-partition checksums, as kept in a snapshot summary (running totals):
 /// `partition=rows:sum;…` with the partition's transform value.
 pub fn encode_checksums(sums: &BTreeMap<i64, Tally>) -> String {
     sums.iter()
@@ -349,36 +349,20 @@ pub async fn verify(
     Ok(report)
 }
 
-/// The per-partition checksums recorded by every snapshot the current one
-/// descends from; `None` when some snapshot that added rows recorded none
-/// (written before checksums were kept).
-fn recorded_checksums(table: &Table) -> Option<BTreeMap<i64, Tally>> {
-    let metadata = table.metadata();
-    let mut out: BTreeMap<i64, Tally> = BTreeMap::new();
-    let mut current = metadata.current_snapshot().cloned();
-    while let Some(s) = current {
-        let summary = &s.summary().additional_properties;
-        match summary.get(CHECKSUMS_KEY).and_then(|c| decode_checksums(c)) {
-            Some(sums) => {
-                for (p, t) in sums {
-                    out.entry(p).or_default().add(t);
-                }
-            }
-            None => {
-                let added = summary
-                    .get("added-records")
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .unwrap_or(0);
-                if added > 0 {
-                    return None;
-                }
-            }
-        }
-        current = s
-            .parent_snapshot_id()
-            .and_then(|p| metadata.snapshot_by_id(p).cloned());
+/// The per-partition checksums of every row the lake's current snapshot
+/// holds, as the mover recorded them (each pass records the running
+/// totals, so expiring old snapshots loses nothing); `None` when rows were
+/// written without them.
+pub fn recorded_checksums(table: &Table) -> Option<BTreeMap<i64, Tally>> {
+    let Some(s) = table.metadata().current_snapshot() else {
+        return Some(BTreeMap::new());
+    };
+    let summary = &s.summary().additional_properties;
+    match summary.get(CHECKSUMS_KEY) {
+        Some(text) => decode_checksums(text),
+        None if summary.get("total-records").is_none_or(|n| n == "0") => Some(BTreeMap::new()),
+        None => None,
     }
-    Some(out)
 }
 
 /// A data file's rows, with the table's Arrow types.

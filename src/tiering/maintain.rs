@@ -1,0 +1,201 @@
+//! Lake maintenance for one tiered table: snapshot expiry and orphan-file
+//! removal, under the mover's advisory lock so no pass runs meanwhile.
+//!
+//! - **Expiry** drops snapshots older than `snapshot_age` beyond the
+//!   newest `keep_snapshots`. The lake only ever appends, so the current
+//!   snapshot still lists every data file; what expiry frees is old
+//!   manifest lists and manifests.
+//! - **Orphans** are files under the table's location that neither the
+//!   current metadata, its metadata log, nor any remaining snapshot
+//!   (manifest list, manifests, data files) refers to: what expiry freed,
+//!   and the Parquet files of passes that crashed before their Iceberg
+//!   commit. Only files older than `orphan_age` are removed, so files a
+//!   writer outside thermocline is still producing are left alone.
+//!
+//! Removing a file nothing refers to cannot change what any read returns,
+//! so a maintenance run stopped at any point leaves a consistent lake.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+
+use super::{TieredTable, TieringError};
+use crate::backend::target::BackendTarget;
+use crate::lake::Lake;
+
+/// What a maintenance run may remove.
+#[derive(Debug, Clone)]
+pub struct MaintainOptions {
+    /// Snapshots younger than this are kept.
+    pub snapshot_age: Duration,
+    /// The newest snapshots kept whatever their age (at least 1).
+    pub keep_snapshots: usize,
+    /// Unreferenced files younger than this are kept.
+    pub orphan_age: Duration,
+    /// Report, remove nothing.
+    pub dry_run: bool,
+}
+
+impl Default for MaintainOptions {
+    fn default() -> Self {
+        Self {
+            snapshot_age: Duration::from_secs(7 * 86_400),
+            keep_snapshots: 10,
+            orphan_age: Duration::from_secs(3_600),
+            dry_run: false,
+        }
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default)]
+pub struct MaintainReport {
+    pub table: String,
+    pub snapshots_before: usize,
+    pub snapshots_expired: usize,
+    pub orphans_removed: usize,
+    pub orphan_bytes: u64,
+    /// Unreferenced files left because they are younger than `orphan_age`.
+    pub orphans_young: usize,
+}
+
+/// Maintains the lake table of `t`. `None`: a mover holds the table.
+pub async fn maintain(
+    target: &BackendTarget,
+    lake: &Lake,
+    t: &TieredTable,
+    database: &str,
+    options: &MaintainOptions,
+) -> Result<Option<MaintainReport>, TieringError> {
+    let mut client = super::service_connection(target, database).await?;
+    let tx = client.transaction().await?;
+    if !super::mover::lock_table(&tx, t, database).await? {
+        return Ok(None);
+    }
+    let mut report = MaintainReport {
+        table: t.def.qualified(),
+        ..Default::default()
+    };
+    let Some(mut table) = lake.load(t).await? else {
+        return Ok(Some(report));
+    };
+    report.snapshots_before = table.metadata().snapshots().count();
+    let keep = options.keep_snapshots.max(1);
+    if report.snapshots_before > keep && !options.dry_run {
+        let cutoff = SystemTime::now()
+            .checked_sub(options.snapshot_age)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let txn = Transaction::new(&table);
+        let txn = txn
+            .expire_snapshots()
+            .expire_older_than_ms(cutoff)
+            .retain_last(keep)
+            .apply(txn)?;
+        table = txn.commit(lake.catalog()).await?;
+        report.snapshots_expired = report.snapshots_before - table.metadata().snapshots().count();
+    }
+    let referenced = referenced_files(&table).await?;
+    let root = local_path(table.metadata().location());
+    let now = SystemTime::now();
+    let files = files_under(&root);
+    // Never remove anything when the metadata's paths and the files on
+    // disk do not line up (a moved warehouse, say): every file would look
+    // unreferenced.
+    let matched = files
+        .iter()
+        .filter(|(p, _, _)| referenced.contains(p))
+        .count();
+    if matched == 0 && !files.is_empty() && !referenced.is_empty() {
+        return Err(TieringError::Data(format!(
+            "none of the files under {} is one the table's metadata names; nothing removed",
+            root.display()
+        )));
+    }
+    let mut removed_one = false;
+    for (path, size, modified) in files {
+        if referenced.contains(&path) {
+            continue;
+        }
+        let age = now.duration_since(modified).unwrap_or_default();
+        if age < options.orphan_age {
+            report.orphans_young += 1;
+            continue;
+        }
+        if !options.dry_run {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove an orphan file");
+                continue;
+            }
+            if !removed_one {
+                removed_one = true;
+                super::mover::stop_point("mid-cleanup");
+            }
+        }
+        report.orphans_removed += 1;
+        report.orphan_bytes += size;
+    }
+    tx.commit().await?;
+    Ok(Some(report))
+}
+
+/// Every file the table's metadata refers to, as local paths.
+async fn referenced_files(table: &Table) -> Result<HashSet<PathBuf>, TieringError> {
+    let metadata = table.metadata();
+    let mut out = HashSet::new();
+    if let Some(current) = table.metadata_location() {
+        out.insert(local_path(current));
+    }
+    for entry in metadata.metadata_log() {
+        out.insert(local_path(&entry.metadata_file));
+    }
+    for snapshot in metadata.snapshots() {
+        out.insert(local_path(snapshot.manifest_list()));
+        let list = table.manifest_list_reader(snapshot).load().await?;
+        for manifest_file in list.entries() {
+            out.insert(local_path(&manifest_file.manifest_path));
+            let manifest = manifest_file.load_manifest(table.file_io()).await?;
+            for entry in manifest.entries() {
+                out.insert(local_path(entry.data_file().file_path()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A location of the local warehouse as a path.
+fn local_path(location: &str) -> PathBuf {
+    PathBuf::from(
+        location
+            .strip_prefix("file://")
+            .or_else(|| location.strip_prefix("file:"))
+            .unwrap_or(location),
+    )
+}
+
+/// Every file below `root`: path, size, modification time.
+fn files_under(root: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            } else if meta.is_file() {
+                let modified = meta.modified().unwrap_or_else(|_| SystemTime::now());
+                out.push((entry.path(), meta.len(), modified));
+            }
+        }
+    }
+    out
+}
