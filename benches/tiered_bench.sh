@@ -27,50 +27,10 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-REPO="$(cd "$(dirname "$0")/.." && pwd)"
-PG_BIN="${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}"
-[[ -x "$PG_BIN/postgres" ]] || { echo "tiered_bench: PostgreSQL server binaries not found (set PG_BIN)" >&2; exit 1; }
-PSQL="$PG_BIN/psql"
-
-log() { printf 'tiered_bench: %s\n' "$*" >&2; }
-
-if [[ -z "$THERMOCLINE_BIN" ]]; then
-    target="${CARGO_TARGET_DIR:-$REPO/target}"
-    THERMOCLINE_BIN="$target/release/thermocline"
-    if [[ ! -x "$THERMOCLINE_BIN" ]]; then
-        log "building thermocline in release mode (the first build takes a while)"
-        (cd "$REPO" && cargo build --release --bin thermocline)
-    fi
-fi
-
-WORK="$(mktemp -d /tmp/tiered-bench.XXXXXX)"
-chmod 755 "$WORK"
-PG_PID="" TC_PID=""
-cleanup() {
-    [[ -n "$TC_PID" ]] && kill "$TC_PID" 2>/dev/null || true
-    if [[ -n "$PG_PID" ]]; then as_pg "$PG_BIN/pg_ctl" -D "$WORK/pgdata" -m fast stop >/dev/null 2>&1 || true; fi
-    if [[ $KEEP == 0 ]]; then rm -rf "$WORK"; else log "kept $WORK"; fi
-}
-trap cleanup EXIT
-
-if [[ $EUID -eq 0 ]]; then
-    as_pg() { runuser -u postgres -- "$@"; }
-    chown postgres "$WORK"
-else
-    as_pg() { "$@"; }
-fi
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PG_PORT="$(free_port)"
-TC_PORT="$(free_port)"
-
-log "starting Postgres on 127.0.0.1:$PG_PORT"
-as_pg "$PG_BIN/initdb" -D "$WORK/pgdata" -U postgres -A trust >/dev/null
-as_pg "$PG_BIN/pg_ctl" -D "$WORK/pgdata" -l "$WORK/postgres.log" -w \
-    -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=1GB -c max_wal_size=4GB -c work_mem=64MB" start >/dev/null
-PG_PID=1
-pg() { "$PSQL" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench -v ON_ERROR_STOP=1 "$@"; }
-"$PSQL" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c "CREATE DATABASE bench"
+NAME=tiered_bench
+# shellcheck source=benches/lib.sh
+source "$(dirname "$0")/lib.sh"
+start_postgres -c shared_buffers=1GB -c max_wal_size=4GB -c work_mem=64MB
 
 log "loading $ROWS rows over two years into orders_all and orders"
 started=$(date +%s)
@@ -95,23 +55,7 @@ VACUUM ANALYZE;
 SQL
 log "loaded in $(( $(date +%s) - started )) s"
 
-mkdir -p "$WORK/catalog" "$WORK/lake"
-cat > "$WORK/catalog/orders.toml" <<TOML
-table = "public.orders"
-time_column = "created_at"
-hot_window = "30 days"
-partition_by = "month"
-TOML
-cat > "$WORK/thermocline.toml" <<TOML
-listen = "127.0.0.1:$TC_PORT"
-admin_listen = "off"
-postgres_url = "postgres://postgres@127.0.0.1:$PG_PORT/bench?sslmode=disable"
-catalog_dir = "$WORK/catalog"
-tier_interval = "off"
-log_level = "warn"
-[lake]
-warehouse = "$WORK/lake"
-TOML
+write_config
 
 log "moving rows older than 30 days to Iceberg"
 started=$(date +%s)
@@ -122,12 +66,7 @@ MOVE_SECS=$(( $(date +%s) - started ))
 # keeps the hot table at its 30 days: compact it once to measure that.
 pg -c "VACUUM FULL ANALYZE orders"
 
-"$THERMOCLINE_BIN" serve --config "$WORK/thermocline.toml" 2>"$WORK/thermocline.log" &
-TC_PID=$!
-for _ in $(seq 300); do
-    "$PSQL" -X -q -h 127.0.0.1 -p "$TC_PORT" -U postgres -d bench -c 'select 1' >/dev/null 2>&1 && break
-    sleep 0.1
-done
+serve
 
 # time_ms PORT SQL: the median of RUNS runs, in milliseconds.
 time_ms() {
