@@ -56,6 +56,28 @@ impl Limits {
             .store(millis(config.slow_statement_threshold), Relaxed);
         self.statement_memory
             .store(config.statement_memory() as usize, Relaxed);
+        let secs = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64());
+        METRICS.set_limits(vec![
+            (
+                "max_client_connections",
+                config.max_client_connections as f64,
+            ),
+            (
+                "max_federated_statements",
+                config.max_federated_statements as f64,
+            ),
+            (
+                "federated_queue_timeout",
+                config.federated_queue_timeout.as_secs_f64(),
+            ),
+            ("idle_session_timeout", secs(config.idle_session_timeout)),
+            (
+                "slow_statement_threshold",
+                secs(config.slow_statement_threshold),
+            ),
+            ("executor_memory", config.executor_memory as f64),
+            ("statement_memory", config.statement_memory() as f64),
+        ]);
         // A raised limit lets waiting statements in now.
         self.freed.notify_waiters();
     }

@@ -132,6 +132,31 @@ async fn system_views_show_sessions_and_recent_statements() {
         assert!(a.query_one(&prepared, &[]).await.unwrap().get::<_, i64>(0) >= 2);
     }
     b.batch_execute("COMMIT").await.unwrap();
+    // As in pg_stat_activity, a role sees the statement texts of its own
+    // sessions only (superusers and pg_read_all_stats see all).
+    common::admin(&db)
+        .await
+        .batch_execute("CREATE ROLE viewer LOGIN")
+        .await
+        .unwrap();
+    let viewer = client(proxy.port(), "viewer", &db).await;
+    viewer.simple_query("SELECT 'mine' AS own").await.unwrap();
+    let seen = rows(
+        viewer
+            .simple_query(
+                "SELECT user_name, bool_or(statement IS NOT NULL) FROM thermocline.statements \
+                 WHERE database = current_database() GROUP BY 1 ORDER BY 1",
+            )
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        seen,
+        vec![
+            vec![want("postgres"), want("f")],
+            vec![want("viewer"), want("t")]
+        ]
+    );
     // A view name inside a string is not a view.
     assert_eq!(
         rows(

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub federated_running: AtomicI64,
     pub federated_queued: AtomicI64,
     pub federated_queue_timeouts: AtomicU64,
+    /// The limits in force (name, value), as last set or reloaded.
+    limits: Mutex<Vec<(&'static str, f64)>>,
     /// Per tiered table: rows moved, passes, failed passes, watermark.
     tiers: Mutex<BTreeMap<String, TierFigures>>,
     /// The executor's memory pool, once there is one.
@@ -134,6 +136,11 @@ impl Metrics {
                 t.last_error = Some(e);
             }
         }
+    }
+
+    /// The limits now in force, for `thermocline_limit`.
+    pub fn set_limits(&self, limits: Vec<(&'static str, f64)>) {
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
     }
 
     /// This process's figures for the mover of `table`.
@@ -271,6 +278,19 @@ impl Metrics {
             "counter",
             "Sessions closed by idle_session_timeout.",
             &one(self.idle_timeouts.load(Relaxed).to_string()),
+        );
+        let limits: Vec<(String, String)> = self
+            .limits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, v)| (format!("{{name=\"{name}\"}}"), v.to_string()))
+            .collect();
+        metric(
+            "thermocline_limit",
+            "gauge",
+            "The limits in force (0: none); durations in seconds, sizes in bytes. SIGHUP changes them.",
+            &limits,
         );
         metric(
             "thermocline_federated_running",

@@ -229,7 +229,20 @@ fn rows_query(view: View, rows: Vec<Row>) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    format!("SELECT * FROM (VALUES {values}) AS v({names})")
+    // As pg_stat_activity does, statement texts of other users' sessions
+    // show only to members of pg_read_all_stats (and superusers).
+    let select = columns
+        .iter()
+        .map(|(n, _)| match *n {
+            "statement" => "CASE WHEN v.user_name = session_user \
+                 OR pg_catalog.pg_has_role(session_user, 'pg_read_all_stats', 'MEMBER') \
+                 THEN v.statement END AS statement"
+                .to_string(),
+            n => format!("v.{n}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("SELECT {select} FROM (VALUES {values}) AS v({names})")
 }
 
 /// A string literal that reads the same whatever standard_conforming_strings is.
