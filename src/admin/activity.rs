@@ -15,6 +15,9 @@ use super::metrics::{METRICS, RouteLabel};
 
 /// Statements kept for `thermocline.statements`.
 pub const RECENT: usize = 1000;
+/// The recent statements are kept in this many parts, by session, so
+/// sessions finishing statements at once rarely wait for each other.
+const SHARDS: usize = 16;
 /// The longest statement text kept, in bytes.
 pub const MAX_TEXT: usize = 1024;
 
@@ -22,7 +25,7 @@ pub const MAX_TEXT: usize = 1024;
 #[derive(Default)]
 pub struct Activity {
     sessions: Mutex<BTreeMap<u64, Arc<SessionInfo>>>,
-    recent: Mutex<VecDeque<StatementRecord>>,
+    recent: [Mutex<VecDeque<StatementRecord>>; SHARDS],
 }
 
 /// One client session, as the views show it.
@@ -180,14 +183,24 @@ impl Activity {
             .collect()
     }
 
-    /// The most recent statements, oldest first.
+    /// The most recent statements (about [`RECENT`]), oldest first.
     pub fn recent(&self) -> Vec<StatementRecord> {
-        self.recent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let mut all: Vec<StatementRecord> = self
+            .recent
             .iter()
-            .cloned()
-            .collect()
+            .flat_map(|shard| {
+                shard
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort_by_key(|r| r.started_at);
+        let keep = all.len().saturating_sub(RECENT);
+        all.drain(..keep);
+        all
     }
 
     /// A statement of `session` ended: counted, timed, kept, and logged
@@ -232,7 +245,9 @@ impl Activity {
             sqlstate,
             text: running.text,
         };
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut recent = self.recent[session.conn_id as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if recent.len() >= RECENT {
             recent.pop_front();
         }
