@@ -53,6 +53,27 @@ start_postgres() {
 # pg [psql args]: psql on database bench, stopping at the first error.
 pg() { "$PSQL" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench -v ON_ERROR_STOP=1 "$@"; }
 
+# load_sample ROWS TABLE: customers (1000 rows) and TABLE, ROWS orders
+# spread evenly over the last two years, indexed on created_at.
+load_sample() {
+    pg <<SQL
+CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, region text NOT NULL, visits bigint NOT NULL DEFAULT 0);
+INSERT INTO customers SELECT i, 'customer ' || i, (ARRAY['north','south','east','west'])[1 + i % 4] FROM generate_series(1, 1000) i;
+CREATE TABLE $2 (
+    id bigint PRIMARY KEY,
+    created_at timestamptz NOT NULL,
+    customer_id int NOT NULL,
+    amount numeric(12,2) NOT NULL,
+    status text NOT NULL
+);
+INSERT INTO $2
+SELECT i, now() - (i::float8 / $1) * interval '730 days', 1 + i % 1000,
+       (i * 37 % 100000) / 100.0, (ARRAY['new','paid','shipped','returned'])[1 + i % 4]
+  FROM generate_series(1, $1) i;
+CREATE INDEX ON $2 (created_at);
+SQL
+}
+
 # write_config [extra TOML lines]: $WORK/thermocline.toml serving on
 # TC_PORT, with public.orders tiered (30 days hot, monthly partitions).
 write_config() {

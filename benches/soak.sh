@@ -40,23 +40,8 @@ log "building the soak driver"
 (cd "$REPO" && cargo bench --bench soak --no-run 2>&1 | tail -1) >&2
 
 start_postgres -c shared_buffers=512MB -c max_connections=$(( CLIENTS + 100 ))
-pg <<SQL
-CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, region text NOT NULL, visits bigint NOT NULL DEFAULT 0);
-INSERT INTO customers SELECT i, 'customer ' || i, (ARRAY['north','south','east','west'])[1 + i % 4] FROM generate_series(1, 1000) i;
-CREATE TABLE orders (
-    id bigint PRIMARY KEY,
-    created_at timestamptz NOT NULL,
-    customer_id int NOT NULL,
-    amount numeric(12,2) NOT NULL,
-    status text NOT NULL
-);
-INSERT INTO orders
-SELECT i, now() - (i::float8 / $ROWS) * interval '730 days', 1 + i % 1000,
-       (i * 37 % 100000) / 100.0, (ARRAY['new','paid','shipped','returned'])[1 + i % 4]
-  FROM generate_series(1, $ROWS) i;
-CREATE INDEX ON orders (created_at);
-VACUUM ANALYZE;
-SQL
+load_sample "$ROWS" orders
+pg -c "VACUUM ANALYZE"
 
 write_config "max_client_connections = $(( CLIENTS + 50 ))" 'federated_queue_timeout = "120s"'
 

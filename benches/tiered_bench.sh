@@ -34,21 +34,8 @@ start_postgres -c shared_buffers=1GB -c max_wal_size=4GB -c work_mem=64MB
 
 log "loading $ROWS rows over two years into orders_all and orders"
 started=$(date +%s)
+load_sample "$ROWS" orders_all
 pg <<SQL
-CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, region text NOT NULL);
-INSERT INTO customers SELECT i, 'customer ' || i, (ARRAY['north','south','east','west'])[1 + i % 4] FROM generate_series(1, 1000) i;
-CREATE TABLE orders_all (
-    id bigint PRIMARY KEY,
-    created_at timestamptz NOT NULL,
-    customer_id int NOT NULL,
-    amount numeric(12,2) NOT NULL,
-    status text NOT NULL
-);
-INSERT INTO orders_all
-SELECT i, now() - (i::float8 / $ROWS) * interval '730 days', 1 + i % 1000,
-       (i * 37 % 100000) / 100.0, (ARRAY['new','paid','shipped','returned'])[1 + i % 4]
-  FROM generate_series(1, $ROWS) i;
-CREATE INDEX ON orders_all (created_at);
 CREATE TABLE orders (LIKE orders_all INCLUDING ALL);
 INSERT INTO orders SELECT * FROM orders_all;
 VACUUM ANALYZE;
