@@ -253,8 +253,10 @@ async fn mover_loop(shared: Arc<Shared>, every: Duration) {
                 .await
                 {
                     Ok(Some(r)) => {
-                        crate::admin::metrics::METRICS
-                            .tier_pass(&r.table, Ok((r.rows_deleted, r.files as u64, r.watermark)));
+                        crate::admin::metrics::METRICS.tier_pass(
+                            &r.table,
+                            Ok((r.rows_deleted, r.rows_written, r.files as u64, r.watermark)),
+                        );
                         tracing::info!(
                         table = %r.table,
                         rows = r.rows_deleted,
@@ -292,13 +294,21 @@ async fn maintain_all(shared: &Shared) {
             )
             .await
             {
-                Ok(Some(r)) => tracing::info!(
-                    table = %r.table,
-                    snapshots_expired = r.snapshots_expired,
-                    orphans_removed = r.orphans_removed,
-                    orphan_bytes = r.orphan_bytes,
-                    "maintained the lake"
-                ),
+                Ok(Some(r)) => {
+                    crate::admin::metrics::METRICS.maintained(
+                        &r.table,
+                        r.snapshots_expired as u64,
+                        r.orphans_removed as u64,
+                        r.orphan_bytes,
+                    );
+                    tracing::info!(
+                        table = %r.table,
+                        snapshots_expired = r.snapshots_expired,
+                        orphans_removed = r.orphans_removed,
+                        orphan_bytes = r.orphan_bytes,
+                        "maintained the lake"
+                    )
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(table = %table.def.qualified(), error = %e, "lake maintenance failed")

@@ -44,6 +44,9 @@ async fn system_views_show_sessions_and_recent_statements() {
         .await
         .unwrap();
     assert!(a.simple_query("SELECT 1/0").await.is_err());
+    // The client sees the error before its ReadyForQuery; wait for a whole
+    // reply so that statement is over, not still in flight.
+    a.simple_query("SELECT 2").await.unwrap();
 
     // Extended protocol, as drivers and BI tools ask.
     let sessions = a

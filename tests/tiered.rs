@@ -1166,7 +1166,22 @@ async fn federated_statements_queue_and_time_out() {
     let first = client(proxy.port(), "postgres", &s.tiered).await;
     let second = client(proxy.port(), "postgres", &s.tiered).await;
     let running = tokio::spawn(async move { ask(&first, "SELECT count(*) FROM orders").await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The first holds the only place once Postgres makes it wait for the lock.
+    let watcher = admin("postgres").await;
+    for _ in 0..600 {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+                &[&s.tiered],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let started = std::time::Instant::now();
     assert_eq!(
         ask(&second, "SELECT count(*) FROM orders").await,

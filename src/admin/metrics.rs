@@ -84,6 +84,12 @@ pub struct TierFigures {
     /// When this process last ran a pass over the table, and how it ended.
     pub last_run: Option<std::time::SystemTime>,
     pub last_error: Option<String>,
+    /// Rows a pass found already in the lake (from an interrupted pass).
+    pub rows_already_moved: u64,
+    /// Lake maintenance: snapshots expired, orphan files and bytes removed.
+    pub snapshots_expired: u64,
+    pub orphans_removed: u64,
+    pub orphan_bytes_removed: u64,
 }
 
 /// The process's metrics.
@@ -119,14 +125,15 @@ impl Metrics {
 
     /// A pass of the mover over `table` ended: rows and files moved and
     /// the watermark, or why it failed.
-    pub fn tier_pass(&self, table: &str, outcome: Result<(u64, u64, i64), String>) {
+    pub fn tier_pass(&self, table: &str, outcome: Result<(u64, u64, u64, i64), String>) {
         let mut tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
         let t = tiers.entry(table.to_string()).or_default();
         t.passes += 1;
         t.last_run = Some(std::time::SystemTime::now());
         match outcome {
-            Ok((rows, files, watermark)) => {
+            Ok((rows, written, files, watermark)) => {
                 t.rows_moved += rows;
+                t.rows_already_moved += rows.saturating_sub(written);
                 t.files_written += files;
                 t.watermark_us = t.watermark_us.max(watermark);
                 t.last_error = None;
@@ -141,6 +148,15 @@ impl Metrics {
     /// The limits now in force, for `thermocline_limit`.
     pub fn set_limits(&self, limits: Vec<(&'static str, f64)>) {
         *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
+    }
+
+    /// A maintenance run over `table` ended.
+    pub fn maintained(&self, table: &str, snapshots: u64, orphans: u64, bytes: u64) {
+        let mut tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
+        let t = tiers.entry(table.to_string()).or_default();
+        t.snapshots_expired += snapshots;
+        t.orphans_removed += orphans;
+        t.orphan_bytes_removed += bytes;
     }
 
     /// This process's figures for the mover of `table`.
@@ -319,7 +335,7 @@ impl Metrics {
             );
         }
         let tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let per = |f: fn(&TierFigures) -> String| -> Vec<(String, String)> {
+        let per = |f: &dyn Fn(&TierFigures) -> String| -> Vec<(String, String)> {
             tiers
                 .iter()
                 .map(|(table, t)| {
@@ -334,31 +350,64 @@ impl Metrics {
             "thermocline_tier_rows_moved_total",
             "counter",
             "Rows the mover took from Postgres to the lake.",
-            &per(|t| t.rows_moved.to_string()),
+            &per(&|t| t.rows_moved.to_string()),
         );
         metric(
             "thermocline_tier_files_written_total",
             "counter",
             "Parquet files the mover wrote.",
-            &per(|t| t.files_written.to_string()),
+            &per(&|t| t.files_written.to_string()),
         );
         metric(
             "thermocline_tier_passes_total",
             "counter",
             "Passes of the mover.",
-            &per(|t| t.passes.to_string()),
+            &per(&|t| t.passes.to_string()),
         );
         metric(
             "thermocline_tier_failures_total",
             "counter",
             "Passes of the mover that failed.",
-            &per(|t| t.failures.to_string()),
+            &per(&|t| t.failures.to_string()),
         );
         metric(
             "thermocline_tier_watermark_seconds",
             "gauge",
             "The watermark: rows older than this are in the lake (Unix time).",
-            &per(|t| format!("{}", t.watermark_us as f64 / 1e6)),
+            &per(&|t| format!("{}", t.watermark_us as f64 / 1e6)),
+        );
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        metric(
+            "thermocline_tier_lag_seconds",
+            "gauge",
+            "Now minus the watermark: how far back Postgres still holds rows (the hot window plus the time since the last pass).",
+            &per(&|t| format!("{}", (now_us - t.watermark_us).max(0) as f64 / 1e6)),
+        );
+        metric(
+            "thermocline_tier_rows_already_moved_total",
+            "counter",
+            "Rows a pass deleted from Postgres without writing them again: the lake held them from an interrupted pass.",
+            &per(&|t| t.rows_already_moved.to_string()),
+        );
+        metric(
+            "thermocline_lake_snapshots_expired_total",
+            "counter",
+            "Lake snapshots expired by maintenance.",
+            &per(&|t| t.snapshots_expired.to_string()),
+        );
+        metric(
+            "thermocline_lake_orphan_files_removed_total",
+            "counter",
+            "Unreferenced lake files removed by maintenance.",
+            &per(&|t| t.orphans_removed.to_string()),
+        );
+        metric(
+            "thermocline_lake_orphan_bytes_removed_total",
+            "counter",
+            "Bytes of unreferenced lake files removed by maintenance.",
+            &per(&|t| t.orphan_bytes_removed.to_string()),
         );
         out
     }
