@@ -408,4 +408,20 @@ mod tests {
         );
         assert_eq!(mask_literals("SELECT 'é', 'ü'"), "SELECT ?, ?");
     }
+
+    #[test]
+    fn masking_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let pieces = [
+            "'", "\"", "$", "$1", "$a$", "E'", "\\", "é", "日本", "1", ".5", "e-", "x", " ", "''",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let n = rng.random_range(0..12);
+            let text: String = (0..n)
+                .map(|_| pieces[rng.random_range(0..pieces.len())])
+                .collect();
+            let _ = mask_literals(&text);
+        }
+    }
 }
