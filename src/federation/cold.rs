@@ -131,8 +131,10 @@ pub(super) struct ColdPartition {
     /// `schema.table` and the Iceberg table, for errors.
     names: (String, String),
     plan: Arc<dyn ExecutionPlan>,
-    /// For each output column, its position in the plan's output.
-    out_pos: Vec<usize>,
+    /// For each output column, its position in the plan's output; `None`
+    /// for a column the lake does not hold yet (added in Postgres since
+    /// the last move): it reads NULL.
+    out_pos: Vec<Option<usize>>,
     time_pos: usize,
     w: i64,
     out_schema: SchemaRef,
@@ -147,18 +149,30 @@ pub(super) async fn cold_partition(
     w: i64,
     out_schema: SchemaRef,
 ) -> Result<ColdPartition> {
-    let time_pos = read
-        .iter()
-        .position(|c| c.name == t.time_column().name)
-        .ok_or_else(|| DataFusionError::Internal("the time column is always read".into()))?;
     let provider = IcebergStaticTableProvider::try_new_from_table(table.clone())
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
     let cold_schema = provider.schema();
-    let projection = read
+    let found: Vec<Option<usize>> = read
         .iter()
-        .map(|c| cold_schema.index_of(&c.name))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+        .map(|c| cold_schema.index_of(&c.name).ok())
+        .collect();
+    let projection: Vec<usize> = found.iter().flatten().copied().collect();
+    let mut next = 0;
+    let out_pos: Vec<Option<usize>> = found
+        .iter()
+        .map(|f| {
+            f.map(|_| {
+                next += 1;
+                next - 1
+            })
+        })
+        .collect();
+    let time_pos = read
+        .iter()
+        .position(|c| c.name == t.time_column().name)
+        .and_then(|i| out_pos[i])
+        .ok_or_else(|| DataFusionError::Internal("the time column is always read".into()))?;
     // Pruning only: rows are filtered again below and above the scan.
     let mut pushed: Vec<Expr> = Vec::new();
     let time = &t.time_column().name;
@@ -175,7 +189,11 @@ pub(super) async fn cold_partition(
         Box::new(Expr::Literal(w_literal, None)),
     )));
     for f in filters {
-        if is_plain_filter(f) {
+        let known = f
+            .column_refs()
+            .iter()
+            .all(|c| cold_schema.index_of(&c.name).is_ok());
+        if known && is_plain_filter(f) {
             pushed.push(datafusion::logical_expr::expr_rewriter::unnormalize_col(
                 f.clone(),
             ));
@@ -192,7 +210,7 @@ pub(super) async fn cold_partition(
     Ok(ColdPartition {
         names,
         plan,
-        out_pos: (0..out_schema.fields().len()).collect(),
+        out_pos,
         time_pos,
         w,
         out_schema,
@@ -255,7 +273,13 @@ impl PartitionStream for ColdPartition {
             let columns = out_pos
                 .iter()
                 .zip(out.fields())
-                .map(|(&p, f)| cast(batch.column(p), f.data_type()))
+                .map(|(p, f)| match p {
+                    Some(p) => cast(batch.column(*p), f.data_type()),
+                    None => Ok(datafusion::arrow::array::new_null_array(
+                        f.data_type(),
+                        batch.num_rows(),
+                    )),
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             Ok(RecordBatch::try_new_with_options(
                 out.clone(),

@@ -77,6 +77,10 @@ pub enum TieringError {
     Iceberg(#[from] iceberg::Error),
     #[error("{0}")]
     Data(String),
+    #[error(
+        "{table}: {change}; moving stops until the lake's table matches Postgres again (reads of both tiers go on)"
+    )]
+    SchemaChange { table: String, change: String },
 }
 
 /// Opens a service connection (thermocline's own work: describing tables,

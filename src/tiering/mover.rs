@@ -108,11 +108,16 @@ pub async fn run_once(
     dry_run: bool,
 ) -> Result<Option<MoveReport>, TieringError> {
     let mut client = super::service_connection(target, database).await?;
+    // The table as Postgres has it now: columns may have been added since
+    // the definitions were loaded.
+    let fresh = super::describe(&client, &t.def, database).await?;
+    let t = &fresh;
     let table = lake.ensure_table(t).await?;
     let tx = client.transaction().await?;
     if !lock_table(&tx, t, database).await? {
         return Ok(None);
     }
+    let table = evolve(lake, table, t).await?;
     let window_secs = t.def.hot_window.as_secs() as i64;
     let time = t.time_column();
     let now_w: i64 = match time.pg_type {
@@ -233,6 +238,53 @@ pub async fn run_once(
         watermark: w,
         snapshot_id,
     }))
+}
+
+/// Brings the lake's schema in line with Postgres's before a pass: a
+/// column added in Postgres is added to the lake (older rows read NULL).
+/// A column dropped, renamed or retyped in Postgres is refused: the pass
+/// stops with [`TieringError::SchemaChange`].
+async fn evolve(lake: &Lake, table: Table, t: &TieredTable) -> Result<Table, TieringError> {
+    let schema = table.metadata().current_schema().clone();
+    let lake_fields = schema.as_struct().fields();
+    let change = |change: String| TieringError::SchemaChange {
+        table: t.def.qualified(),
+        change,
+    };
+    for (i, f) in lake_fields.iter().enumerate() {
+        let Some(c) = t.columns.get(i).filter(|c| c.name == f.name) else {
+            return Err(change(format!(
+                "column {:?} was dropped, renamed or moved in Postgres; only added columns are followed",
+                f.name
+            )));
+        };
+        if *f.field_type != crate::lake::iceberg_type(c.pg_type)? {
+            return Err(change(format!(
+                "column {:?} changed type in Postgres; only added columns are followed",
+                f.name
+            )));
+        }
+    }
+    let added = &t.columns[lake_fields.len().min(t.columns.len())..];
+    if added.is_empty() {
+        return Ok(table);
+    }
+    let txn = Transaction::new(&table);
+    let mut action = txn.update_schema();
+    for c in added {
+        action = action.add_column(iceberg::transaction::AddColumn::optional(
+            &c.name,
+            crate::lake::iceberg_type(c.pg_type)?,
+        ));
+    }
+    let txn = action.apply(txn)?;
+    let table = txn.commit(lake.catalog()).await?;
+    tracing::info!(
+        table = %t.def.qualified(),
+        columns = ?added.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        "columns added in Postgres added to the lake"
+    );
+    Ok(table)
 }
 
 /// A binary COPY of the rows of `t` older than `w`, left in place.

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -112,30 +112,31 @@ pub fn partition_label(by: PartitionBy, value: i64) -> String {
     }
 }
 
-/// Hashes of each row of `batch` (FNV-1a over Arrow's row encoding, which
-/// is the same for equal values of the same types).
+/// Hashes of each row of `batch`: per non-NULL value, FNV-1a over its
+/// column's name and Arrow's row encoding of the value, summed. A column
+/// added later (NULL in older rows) leaves older rows' hashes unchanged.
 pub fn row_hashes(batch: &RecordBatch) -> Result<Vec<u64>, TieringError> {
     let data = |e: datafusion::arrow::error::ArrowError| TieringError::Data(e.to_string());
-    let converter = RowConverter::new(
-        batch
-            .schema()
-            .fields()
+    let fnv = |h: u64, bytes: &[u8]| {
+        bytes
             .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect(),
-    )
-    .map_err(data)?;
-    let rows = converter.convert_columns(batch.columns()).map_err(data)?;
-    Ok((0..rows.num_rows())
-        .map(|i| {
-            rows.row(i)
-                .as_ref()
-                .iter()
-                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                    (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
-                })
-        })
-        .collect())
+            .fold(h, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
+    };
+    let mut hashes = vec![0u64; batch.num_rows()];
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let converter =
+            RowConverter::new(vec![SortField::new(field.data_type().clone())]).map_err(data)?;
+        let rows = converter
+            .convert_columns(std::slice::from_ref(column))
+            .map_err(data)?;
+        let seed = fnv(0xcbf2_9ce4_8422_2325, field.name().as_bytes());
+        for (r, h) in hashes.iter_mut().enumerate() {
+            if column.is_valid(r) {
+                *h = h.wrapping_add(fnv(seed, rows.row(r).as_ref()));
+            }
+        }
+    }
+    Ok(hashes)
 }
 
 /// The checksums of `batch`'s rows, per partition of their time column.
@@ -387,10 +388,12 @@ async fn read_file(
         let batch = batch.map_err(|e| e.to_string())?;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         for f in schema.fields() {
-            let c = batch
-                .column_by_name(f.name())
-                .ok_or_else(|| format!("column {:?} is missing", f.name()))?;
-            columns.push(cast(c, f.data_type()).map_err(|e| e.to_string())?);
+            // A column added after the file was written reads NULL.
+            let c = match batch.column_by_name(f.name()) {
+                Some(c) => cast(c, f.data_type()).map_err(|e| e.to_string())?,
+                None => datafusion::arrow::array::new_null_array(f.data_type(), batch.num_rows()),
+            };
+            columns.push(c);
         }
         out.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?);
     }
