@@ -213,16 +213,12 @@ async fn reads_equal_the_oracle_across_both_tiers() {
 
     // A late row older than the window lands in Postgres: it is a straggler,
     // returned once; so is a row newer than the window.
-    for db in [&s.oracle, &s.tiered] {
-        admin(db)
-            .await
-            .batch_execute(
-                "INSERT INTO orders VALUES (100001, now() - interval '400 days', 3, 12.34, 'late', NULL, 0.5, current_date - 400, true);
+    in_both(
+        &s,
+        "INSERT INTO orders VALUES (100001, now() - interval '400 days', 3, 12.34, 'late', NULL, 0.5, current_date - 400, true);
                  INSERT INTO orders VALUES (100002, now() - interval '1 day', 4, 1.00, 'new', 'fresh', NULL, current_date - 1, false);",
-            )
-            .await
-            .unwrap();
-    }
+    )
+    .await;
     same_answers(&s, &proxy, QUERIES).await;
 
     // Another pass moves the straggler; answers stay the same.
@@ -314,12 +310,7 @@ async fn a_mover_killed_at_every_step_loses_and_duplicates_nothing() {
     };
     let proxy = serve(&s).await;
     let mut next_id = 300_000;
-    let now: String = admin(&s.oracle)
-        .await
-        .query_one("SELECT now()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let now = oracle_now(&s).await;
     let mut reads = 0;
     for step in [
         "after-iceberg-commit",
@@ -330,17 +321,15 @@ async fn a_mover_killed_at_every_step_loses_and_duplicates_nothing() {
     ] {
         // A writer's rows since the last pass: recent ones and late ones
         // (older than the hot window, some older than the watermark).
-        for db in [&s.oracle, &s.tiered] {
-            admin(db)
-                .await
-                .batch_execute(&format!(
+        in_both(
+            &s,
+            &format!(
                     "INSERT INTO orders SELECT i, '{now}'::timestamptz - (i % 9) * interval '40 days', 1 + i % 20, i % 97, 'written', NULL, NULL, DATE '2025-01-01', NULL
                        FROM generate_series({next_id}, {}) i",
                     next_id + 29
-                ))
-                .await
-                .unwrap();
-        }
+                ),
+        )
+        .await;
         next_id += 1000;
         // While the mover runs and is killed, a writer keeps committing
         // rows (recent and late) and a reader keeps counting through
@@ -723,23 +712,16 @@ async fn corpus_matches_the_oracle_in_text_and_binary() {
     let s = setup().await;
     move_rows(&s).await;
     // Rows straddling the boundary and a straggler, the same in both databases.
-    let now: String = admin(&s.oracle)
-        .await
-        .query_one("SELECT now()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    for db in [&s.oracle, &s.tiered] {
-        admin(db)
-            .await
-            .batch_execute(&format!(
+    let now = oracle_now(&s).await;
+    in_both(
+        &s,
+        &format!(
                 "INSERT INTO orders VALUES (100001, '{now}'::timestamptz - interval '400 days', 3, 12.34, 'late', NULL, 0.5, '{now}'::date - 400, true);
                  INSERT INTO orders SELECT 100100 + i, '{now}'::timestamptz - interval '30 days' + i * interval '1 minute', 1 + i % 20, i, 'edge', NULL, NULL, '{now}'::date - 30, NULL
                    FROM generate_series(-30, 30) i;"
-            ))
-            .await
-            .unwrap();
-    }
+            ),
+    )
+    .await;
     let proxy = serve(&s).await;
     let corpus = include_str!("tiered_corpus.sql");
     let direct = client(pg().port(), "postgres", &s.oracle).await;
@@ -876,13 +858,7 @@ async fn a_role_without_select_gets_postgres_error() {
         ))
         .await
         .unwrap();
-    for db in [&s.oracle, &s.tiered] {
-        admin(db)
-            .await
-            .batch_execute(&format!("GRANT SELECT ON customers TO {role}"))
-            .await
-            .unwrap();
-    }
+    in_both(&s, &format!("GRANT SELECT ON customers TO {role}")).await;
     let proxy = serve(&s).await;
     let direct = client(pg().port(), &role, &s.oracle).await;
     let through = client(proxy.port(), &role, &s.tiered).await;
@@ -1245,19 +1221,8 @@ async fn tier_verify_finds_a_corrupted_lake() {
     let config_file = s._dirs.0.path().join("verify.toml.conf");
     write_config(&config_file, &s);
     let verify = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"))
-            .args(["tier", "verify", "--config"])
-            .arg(&config_file)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        let (code, printed) = cli(&config_file, &["tier", "verify"], None);
+        (code == Some(0), printed)
     };
     let (ok, printed) = verify();
     assert!(ok, "{printed}");
@@ -1266,18 +1231,7 @@ async fn tier_verify_finds_a_corrupted_lake() {
     let months = printed.lines().filter(|l| l.contains(" ok")).count();
     assert!(months >= 20, "{printed}");
 
-    let mut files = Vec::new();
-    let mut dirs = vec![s.config.lake_warehouse.clone().unwrap()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                files.push(p);
-            }
-        }
-    }
+    let mut files = parquet_files_of(&s);
     files.sort();
     assert!(files.len() >= 2);
     let (a, b) = (files[0].clone(), files[files.len() - 1].clone());
@@ -1345,41 +1299,9 @@ async fn tier_maintain_expires_snapshots_and_removes_orphans() {
     let s = setup().await;
     let config_file = s._dirs.0.path().join("maintain.conf");
     write_config(&config_file, &s);
-    let thermocline = |args: &[&str], stop_at: Option<&str>| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"));
-        cmd.args(args).arg("--config").arg(&config_file);
-        if let Some(step) = stop_at {
-            cmd.env("THERMOCLINE_MOVER_STOP_AT", step);
-        }
-        let out = cmd.output().unwrap();
-        let printed = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), printed)
-    };
-    let parquet_files = || {
-        let mut n = 0;
-        let mut dirs = vec![s.config.lake_warehouse.clone().unwrap()];
-        while let Some(d) = dirs.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    dirs.push(p);
-                } else if p.extension().is_some_and(|x| x == "parquet") {
-                    n += 1;
-                }
-            }
-        }
-        n
-    };
-    let now: String = admin(&s.oracle)
-        .await
-        .query_one("SELECT now()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let thermocline = |args: &[&str], stop_at: Option<&str>| cli(&config_file, args, stop_at);
+    let parquet_files = || parquet_files_of(&s).len();
+    let now = oracle_now(&s).await;
     let late_rows = |first: i64| {
         format!(
             "INSERT INTO orders SELECT i, '{now}'::timestamptz - (40 + i % 300) * interval '1 day', 1, 2.00, 'late', NULL, NULL, DATE '2025-01-01', NULL
@@ -1390,25 +1312,13 @@ async fn tier_maintain_expires_snapshots_and_removes_orphans() {
     // Four passes, each with late rows to move: four snapshots.
     for pass in 0..4 {
         if pass > 0 {
-            for db in [&s.oracle, &s.tiered] {
-                admin(db)
-                    .await
-                    .batch_execute(&late_rows(500_000 + pass * 100))
-                    .await
-                    .unwrap();
-            }
+            in_both(&s, &late_rows(500_000 + pass * 100)).await;
         }
         let (code, printed) = thermocline(&["tier", "run"], None);
         assert_eq!(code, Some(0), "{printed}");
     }
     // A pass that dies before its Iceberg commit leaves its files behind.
-    for db in [&s.oracle, &s.tiered] {
-        admin(db)
-            .await
-            .batch_execute(&late_rows(600_000))
-            .await
-            .unwrap();
-    }
+    in_both(&s, &late_rows(600_000)).await;
     let before = parquet_files();
     let (code, printed) = thermocline(&["tier", "run"], Some("before-iceberg-commit"));
     assert_eq!(code, Some(137), "{printed}");
@@ -1476,23 +1386,16 @@ async fn added_columns_reach_the_lake_and_dropped_ones_stop_the_mover() {
     let s = setup().await;
     move_rows(&s).await;
     let proxy = serve(&s).await;
-    let now: String = admin(&s.oracle)
-        .await
-        .query_one("SELECT now()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    for db in [&s.oracle, &s.tiered] {
-        admin(db)
-            .await
-            .batch_execute(&format!(
+    let now = oracle_now(&s).await;
+    in_both(
+        &s,
+        &format!(
                 "ALTER TABLE orders ADD COLUMN priority int, ADD COLUMN tag text;
                  INSERT INTO orders SELECT i, '{now}'::timestamptz - (i % 5) * interval '20 days', 2, 3.00, 'evolved', NULL, NULL, DATE '2025-02-01', true, i % 3, 'tag ' || i
                    FROM generate_series(700000, 700039) i;"
-            ))
-            .await
-            .unwrap();
-    }
+            ),
+    )
+    .await;
     let queries = [
         "SELECT * FROM orders WHERE id % 50 = 0 OR id >= 700000 ORDER BY id",
         "SELECT priority, count(*), count(tag) FROM orders GROUP BY priority ORDER BY priority",
@@ -1507,37 +1410,23 @@ async fn added_columns_reach_the_lake_and_dropped_ones_stop_the_mover() {
     let config_file = s._dirs.0.path().join("evolve.conf");
     write_config(&config_file, &s);
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"))
-            .args(args)
-            .arg("--config")
-            .arg(&config_file)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        let (code, printed) = cli(&config_file, args, None);
+        (code == Some(0), printed)
     };
     let (ok, printed) = run(&["tier", "verify"]);
     assert!(ok && printed.contains(" 0 mismatches"), "{printed}");
     pyiceberg_reads_the_cold_rows(&s).await;
 
     // Dropping a column is not followed: the mover stops, reads go on.
-    for db in [&s.oracle, &s.tiered] {
-        admin(db)
-            .await
-            .batch_execute(&format!(
+    in_both(
+        &s,
+        &format!(
                 "ALTER TABLE orders DROP COLUMN note;
                  INSERT INTO orders SELECT i, '{now}'::timestamptz - interval '90 days', 2, 3.00, 'after drop', NULL, DATE '2025-02-01', true, 1, 'x'
                    FROM generate_series(800000, 800009) i;"
-            ))
-            .await
-            .unwrap();
-    }
+            ),
+    )
+    .await;
     let (ok, printed) = run(&["tier", "run"]);
     assert!(!ok, "{printed}");
     assert!(
@@ -1553,4 +1442,56 @@ async fn added_columns_reach_the_lake_and_dropped_ones_stop_the_mover() {
         ],
     )
     .await;
+}
+
+/// The oracle's `now()`, as text: rows written relative to it are the
+/// same in both databases.
+async fn oracle_now(s: &Setup) -> String {
+    admin(&s.oracle)
+        .await
+        .query_one("SELECT now()::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Runs the same statements in the oracle and the tiered database.
+async fn in_both(s: &Setup, sql: &str) {
+    for db in [&s.oracle, &s.tiered] {
+        admin(db).await.batch_execute(sql).await.unwrap();
+    }
+}
+
+/// `thermocline ARGS --config FILE`, stopped at `stop_at` if given: its exit
+/// code and everything it printed.
+fn cli(config_file: &Path, args: &[&str], stop_at: Option<&str>) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"));
+    cmd.args(args).arg("--config").arg(config_file);
+    if let Some(step) = stop_at {
+        cmd.env("THERMOCLINE_MOVER_STOP_AT", step);
+    }
+    let out = cmd.output().unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), printed)
+}
+
+/// The Parquet files under the lake's warehouse.
+fn parquet_files_of(s: &Setup) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![s.config.lake_warehouse.clone().unwrap()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                files.push(p);
+            }
+        }
+    }
+    files
 }
