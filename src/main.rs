@@ -477,13 +477,14 @@ async fn tier_run(config: Config, only: Option<String>, dry_run: bool) -> anyhow
         .with_context(|| format!("moving {name}"))?;
         match report {
             Some(r) => println!(
-                "{}{}: {} rows {} ({} written to {} files), watermark {}",
+                "{}{}: {} rows {} ({} written to {} files; {} late, older than the previous watermark), watermark {}",
                 r.table,
                 if dry_run { " (dry run)" } else { "" },
                 r.rows_deleted,
                 if dry_run { "would move" } else { "moved" },
                 r.rows_written,
                 r.files,
+                r.late_rows,
                 thermocline::tiering::mover::time_literal(table.time_column().pg_type, r.watermark)
             ),
             None => println!("{name}: skipped, another mover holds it"),

@@ -253,10 +253,7 @@ async fn mover_loop(shared: Arc<Shared>, every: Duration) {
                 .await
                 {
                     Ok(Some(r)) => {
-                        crate::admin::metrics::METRICS.tier_pass(
-                            &r.table,
-                            Ok((r.rows_deleted, r.rows_written, r.files as u64, r.watermark)),
-                        );
+                        crate::admin::metrics::METRICS.tier_pass(&r.table, Ok(&r));
                         tracing::info!(
                         table = %r.table,
                         rows = r.rows_deleted,

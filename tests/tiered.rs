@@ -435,6 +435,14 @@ async fn a_mover_killed_at_every_step_loses_and_duplicates_nothing() {
     );
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(report.contains("written to"), "{report}");
+    // Rows the writer dated before the watermark are counted as late.
+    let late: u64 = report
+        .split("; ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a late-row count");
+    assert!(late > 0, "{report}");
     let verified = tier_verify();
     let printed = String::from_utf8_lossy(&verified.stdout);
     assert!(verified.status.success(), "{printed}");

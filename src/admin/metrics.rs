@@ -86,6 +86,8 @@ pub struct TierFigures {
     pub last_error: Option<String>,
     /// Rows a pass found already in the lake (from an interrupted pass).
     pub rows_already_moved: u64,
+    /// Rows moved that were older than the previous watermark (late rows).
+    pub late_rows: u64,
     /// Lake maintenance: snapshots expired, orphan files and bytes removed.
     pub snapshots_expired: u64,
     pub orphans_removed: u64,
@@ -125,15 +127,22 @@ impl Metrics {
 
     /// A pass of the mover over `table` ended: rows and files moved and
     /// the watermark, or why it failed.
-    pub fn tier_pass(&self, table: &str, outcome: Result<(u64, u64, u64, i64), String>) {
+    pub fn tier_pass(
+        &self,
+        table: &str,
+        outcome: Result<&crate::tiering::mover::MoveReport, String>,
+    ) {
         let mut tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
         let t = tiers.entry(table.to_string()).or_default();
         t.passes += 1;
         t.last_run = Some(std::time::SystemTime::now());
         match outcome {
-            Ok((rows, written, files, watermark)) => {
+            Ok(r) => {
+                let (rows, written, files, watermark) =
+                    (r.rows_deleted, r.rows_written, r.files as u64, r.watermark);
                 t.rows_moved += rows;
                 t.rows_already_moved += rows.saturating_sub(written);
+                t.late_rows += r.late_rows;
                 t.files_written += files;
                 t.watermark_us = t.watermark_us.max(watermark);
                 t.last_error = None;
@@ -390,6 +399,12 @@ impl Metrics {
             "counter",
             "Rows a pass deleted from Postgres without writing them again: the lake held them from an interrupted pass.",
             &per(&|t| t.rows_already_moved.to_string()),
+        );
+        metric(
+            "thermocline_tier_late_rows_total",
+            "counter",
+            "Rows moved that were older than the previous watermark: written to Postgres after their time had moved to the lake.",
+            &per(&|t| t.late_rows.to_string()),
         );
         metric(
             "thermocline_lake_snapshots_expired_total",

@@ -66,6 +66,9 @@ pub struct MoveReport {
     pub watermark: i64,
     /// The Iceberg snapshot committed, if any.
     pub snapshot_id: Option<i64>,
+    /// Rows older than the previous watermark: written to Postgres after
+    /// their time had already moved to the lake (late rows).
+    pub late_rows: u64,
 }
 
 /// Takes the table's advisory lock for the rest of `tx`: one mover (or
@@ -168,12 +171,14 @@ pub async fn run_once(
     let mut writer = FileWriter::new(&table)?;
     let mut rows_deleted = 0u64;
     let mut rows_written = 0u64;
+    let mut late_rows = 0u64;
     futures::pin_mut!(stream);
     while let Some(chunk) = stream.next().await {
         decoder.push(&chunk?)?;
         if decoder.rows >= chunk_limit {
             let batch = decoder.finish()?;
             rows_deleted += batch.num_rows() as u64;
+            late_rows += count_late(t, &batch, previous);
             let batch = drop_already_moved(&table, t, batch, previous).await?;
             rows_written += batch.num_rows() as u64;
             writer.write(t, &target_schema, batch).await?;
@@ -182,6 +187,7 @@ pub async fn run_once(
     }
     let batch = decoder.finish()?;
     rows_deleted += batch.num_rows() as u64;
+    late_rows += count_late(t, &batch, previous);
     let batch = drop_already_moved(&table, t, batch, previous).await?;
     rows_written += batch.num_rows() as u64;
     writer.write(t, &target_schema, batch).await?;
@@ -204,6 +210,7 @@ pub async fn run_once(
             files: file_count,
             watermark: w,
             snapshot_id: None,
+            late_rows,
         }));
     }
     let mut snapshot_id = None;
@@ -237,6 +244,7 @@ pub async fn run_once(
         files: file_count,
         watermark: w,
         snapshot_id,
+        late_rows,
     }))
 }
 
@@ -341,6 +349,17 @@ pub fn time_micros(array: &ArrayRef, row: usize) -> Option<i64> {
         return Some(a.value(row) as i64 * 86_400_000_000);
     }
     None
+}
+
+/// Rows of `batch` older than the previous watermark.
+fn count_late(t: &TieredTable, batch: &RecordBatch, previous: Option<i64>) -> u64 {
+    let Some(previous) = previous else {
+        return 0;
+    };
+    let time = batch.column(t.time_index);
+    (0..batch.num_rows())
+        .filter(|&r| time_micros(time, r).is_some_and(|v| v < previous))
+        .count() as u64
 }
 
 /// Rows older than the previous watermark may have been written by a pass
