@@ -34,7 +34,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:6432")]
         listen: String,
     },
-    /// Tiering: move rows older than each table's hot window to the lake.
+    /// Tiering: move rows older than each table's hot window to the lake,
+    /// maintain the lake, verify it.
     Tier {
         #[command(subcommand)]
         action: TierCommand,
