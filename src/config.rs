@@ -540,14 +540,8 @@ impl Config {
         if let Some((dir, _)) = l.string("lake.warehouse")? {
             c.lake_warehouse = (!dir.is_empty()).then(|| PathBuf::from(dir));
         }
-        if let Some((v, origin)) = l.string("tier_interval")? {
-            c.tier_interval = match v.trim() {
-                "off" | "" => None,
-                text => Some(
-                    parse_duration(&toml::Value::String(text.into()))
-                        .map_err(|m| Loader::error("tier_interval", &origin, m))?,
-                ),
-            };
+        if let Some(d) = l.parsed("tier_interval", parse_optional_duration)? {
+            c.tier_interval = d;
         }
         if let Some(d) = l.parsed("maintain_interval", parse_optional_duration)? {
             c.maintain_interval = d;

@@ -81,6 +81,23 @@ pub fn statement_text(sql: &str) -> Arc<str> {
     sql[..end].into()
 }
 
+impl Default for SessionInfo {
+    fn default() -> Self {
+        SessionInfo {
+            conn_id: 0,
+            user: "".into(),
+            database: "".into(),
+            application_name: String::new(),
+            client_addr: String::new(),
+            tls: false,
+            connected_at: SystemTime::now(),
+            backend_pid: AtomicI32::new(0),
+            txn_status: AtomicU8::new(b'I'),
+            running: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
 impl SessionInfo {
     pub fn new(
         conn_id: u64,
@@ -97,10 +114,7 @@ impl SessionInfo {
             application_name: application_name.into(),
             client_addr,
             tls,
-            connected_at: SystemTime::now(),
-            backend_pid: AtomicI32::new(0),
-            txn_status: AtomicU8::new(b'I'),
-            running: Mutex::new(VecDeque::new()),
+            ..Default::default()
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::{cast, filter_record_batch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -103,20 +103,8 @@ pub(crate) async fn cold_keys_at(
     let positions: Vec<usize> = (0..t.key.len()).collect();
     for b in batches {
         // Cold key columns back to the hot side's types, so keys compare equal.
-        let cols = b
-            .columns()
-            .iter()
-            .zip(&t.key)
-            .map(|(c, &k)| cast(c, &t.columns[k].pg_type.arrow()))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| TieringError::Data(e.to_string()))?;
-        let fields: Vec<Field> = t
-            .key
-            .iter()
-            .map(|&k| Field::new(&t.columns[k].name, t.columns[k].pg_type.arrow(), true))
-            .collect();
-        let b = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
-            .map_err(|e| TieringError::Data(e.to_string()))?;
+        let key_columns: Vec<_> = t.key.iter().map(|&k| &t.columns[k]).collect();
+        let b = crate::tiering::with_hot_types(&b, &key_columns)?;
         for r in 0..b.num_rows() {
             keys.insert(row_key(&b, &positions, r));
         }

@@ -52,12 +52,8 @@ pub(crate) async fn answer_execute(
     cancel: &SessionCancel,
 ) -> Option<PgLink> {
     let mut out = Out::new(cw);
-    let mut link = answer(link, &mut out, job, federation, settings, suspended, cancel).await;
-    out.flush().await;
-    if let Some(link) = link.as_mut() {
-        link.statement_failed = out.failed;
-    }
-    link
+    let link = answer(link, &mut out, job, federation, settings, suspended, cancel).await;
+    out.finish(link).await
 }
 
 /// Sends up to `max_rows` held rows, then PortalSuspended or CommandComplete.

@@ -150,9 +150,7 @@ impl PgLink {
     /// once Postgres is ready again.
     pub(crate) async fn simple(&mut self, sql: &str) -> Result<Vec<BackendMessage>, LinkError> {
         let mut q = Vec::with_capacity(sql.len() + 6);
-        let mut body = sql.as_bytes().to_vec();
-        body.push(0);
-        crate::protocol::put_message(&mut q, b'Q', &body);
+        frontend::query(&mut q, sql);
         self.owed = Owed::UntilReady;
         self.send(&q).await?;
         self.until_ready().await
@@ -286,21 +284,40 @@ pub(crate) fn row_description(body: &[u8]) -> Option<Vec<FieldDescription>> {
     Some(out)
 }
 
-/// Quotes a string as a SQL literal (standard_conforming_strings on).
+/// Quotes a string as a SQL literal that reads the same whatever
+/// standard_conforming_strings is (`E'…'` when it holds a backslash).
 pub(crate) fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    if s.contains('\\') {
+        format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
+    }
 }
 
 /// Frontend messages thermocline sends on its own.
 pub(crate) mod frontend {
     use crate::protocol::put_message;
 
+    pub(crate) fn query(out: &mut Vec<u8>, sql: &str) {
+        let mut body = Vec::with_capacity(sql.len() + 1);
+        body.extend_from_slice(sql.as_bytes());
+        body.push(0);
+        put_message(out, b'Q', &body);
+    }
+
+    /// Parse with no parameter types given.
     pub(crate) fn parse(out: &mut Vec<u8>, name: &str, sql: &str) {
-        let mut body = Vec::with_capacity(sql.len() + name.len() + 4);
+        parse_typed(out, name, sql, &[0, 0]);
+    }
+
+    /// Parse with `types` as a Parse body holds them: a count, then OIDs.
+    pub(crate) fn parse_typed(out: &mut Vec<u8>, name: &str, sql: &str, types: &[u8]) {
+        let mut body = Vec::with_capacity(sql.len() + name.len() + types.len() + 2);
         body.extend_from_slice(name.as_bytes());
         body.push(0);
         body.extend_from_slice(sql.as_bytes());
-        body.extend_from_slice(&[0, 0, 0]);
+        body.push(0);
+        body.extend_from_slice(types);
         put_message(out, b'P', &body);
     }
 
@@ -415,4 +432,15 @@ impl Bind {
 pub(crate) fn cstr(body: &[u8]) -> Option<(&str, &[u8])> {
     let end = body.iter().position(|b| *b == 0)?;
     Some((std::str::from_utf8(&body[..end]).ok()?, &body[end + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote_literal;
+
+    #[test]
+    fn literals_read_the_same_whatever_standard_conforming_strings_is() {
+        assert_eq!(quote_literal("a'b\\c"), "E'a''b\\\\c'");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
 }

@@ -150,6 +150,15 @@ impl<'a> Out<'a> {
         }
     }
 
+    /// Writes what is left and records on the link whether the statement
+    /// failed.
+    async fn finish(mut self, link: Option<PgLink>) -> Option<PgLink> {
+        self.flush().await;
+        let mut link = link?;
+        link.statement_failed = self.failed.take();
+        Some(link)
+    }
+
     async fn flush(&mut self) {
         if self.ok && !self.buf.is_empty() {
             crate::admin::metrics::METRICS
@@ -172,12 +181,8 @@ pub(crate) async fn answer_query(
     cancel: &SessionCancel,
 ) -> Option<PgLink> {
     let mut out = Out::new(cw);
-    let mut result = answer(link, &mut out, sql, federation, settings, cancel).await;
-    out.flush().await;
-    if let Some(link) = result.as_mut() {
-        link.statement_failed = out.failed;
-    }
-    result
+    let link = answer(link, &mut out, sql, federation, settings, cancel).await;
+    out.finish(link).await
 }
 
 async fn answer(
@@ -206,11 +211,8 @@ async fn answer(
     };
     // Postgres describes the statement.
     let mut msgs = Vec::new();
-    let mut body = vec![0u8];
-    body.extend_from_slice(sql.as_bytes());
-    body.extend_from_slice(&[0, 0, 0]);
-    crate::protocol::put_message(&mut msgs, b'P', &body);
-    crate::protocol::put_message(&mut msgs, b'D', b"S\0");
+    link::frontend::parse(&mut msgs, "", sql);
+    link::frontend::describe(&mut msgs, b'S', "");
     crate::protocol::put_message(&mut msgs, b'S', b"");
     if link.send(&msgs).await.is_err() {
         return None;
@@ -402,9 +404,7 @@ fn finish(link: &mut PgLink, out: &mut Out<'_>) {
 /// reply on.
 async fn relay_query(mut link: PgLink, out: &mut Out<'_>, sql: &str) -> Option<PgLink> {
     let mut q = Vec::new();
-    let mut body = sql.as_bytes().to_vec();
-    body.push(0);
-    crate::protocol::put_message(&mut q, b'Q', &body);
+    link::frontend::query(&mut q, sql);
     link.send(&q).await.ok()?;
     loop {
         let m = link.recv().await.ok()?;

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -20,7 +20,7 @@ use crate::admin::activity::{SessionInfo, statement_text};
 use crate::admin::metrics::{METRICS, RouteLabel};
 use crate::admin::views;
 use crate::federation::extended::{self, ExecuteJob, Suspended};
-use crate::federation::link::PgLink;
+use crate::federation::link::{PgLink, frontend};
 use crate::federation::{Federation, SessionSettings};
 use crate::frontend::cancel::SessionCancel;
 use crate::protocol::{ErrorFields, FrameScanner, Step, tag};
@@ -29,6 +29,7 @@ use crate::server::{Phase, Shared};
 use crate::stream::{ReadHalf, Stream, WriteHalf};
 
 /// What a session tracks about its own traffic, shared by both directions.
+#[derive(Default)]
 struct State {
     /// Queries, Syncs and function calls sent minus ReadyForQuery received:
     /// above zero while Postgres owes the client an answer. Starts at one
@@ -46,13 +47,10 @@ struct State {
     client_at_boundary: AtomicBool,
     /// Likewise toward Postgres.
     backend_at_boundary: AtomicBool,
-    /// Postgres's key for this session, once known (pid, secret).
-    backend_pid: AtomicI64,
+    /// Postgres's secret for this session, once known (the pid is in `info`).
     backend_secret: AtomicI64,
     /// The secret thermocline gave the client in place of Postgres's.
     client_secret: AtomicI64,
-    /// The transaction status of the last ReadyForQuery.
-    txn_status: AtomicU8,
     /// TimeZone and DateStyle as Postgres last reported them.
     settings: std::sync::Mutex<SessionSettings>,
     /// Extended-protocol messages forwarded whose last reply has not come
@@ -68,40 +66,25 @@ struct State {
     info: Arc<SessionInfo>,
     /// The SQLSTATE of the first error of the statement now answered.
     error_code: std::sync::Mutex<Option<String>>,
-    /// When the session started, and the last time (ms after it) either
-    /// side said something, for `idle_session_timeout`.
-    started: std::time::Instant,
+    /// When either side last said something (ms after [`EPOCH`]), for
+    /// `idle_session_timeout`.
     last_active_ms: std::sync::atomic::AtomicU64,
 }
+
+/// The origin of the sessions' activity clocks.
+static EPOCH: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
 
 impl State {
     fn new(info: Arc<SessionInfo>) -> Self {
         let s = State {
-            outstanding: Default::default(),
-            unsynced: Default::default(),
-            client_partial: Default::default(),
-            ready: Default::default(),
-            backend_said_fatal: Default::default(),
-            client_at_boundary: Default::default(),
-            backend_at_boundary: Default::default(),
-            backend_pid: Default::default(),
-            backend_secret: Default::default(),
-            client_secret: Default::default(),
-            txn_status: Default::default(),
-            settings: Default::default(),
-            ext_pending: Default::default(),
-            ext_failed: Default::default(),
-            suspended: Default::default(),
-            cancel: Default::default(),
             info,
-            error_code: Default::default(),
-            started: std::time::Instant::now(),
-            last_active_ms: Default::default(),
+            ..Default::default()
         };
         s.outstanding.store(1, Relaxed);
         s.client_at_boundary.store(true, Relaxed);
         s.backend_at_boundary.store(true, Relaxed);
-        s.txn_status.store(b'I', Relaxed);
+        s.touch();
         s
     }
 
@@ -123,12 +106,12 @@ impl State {
     /// Something was sent or answered just now.
     fn touch(&self) {
         self.last_active_ms
-            .store(self.started.elapsed().as_millis() as u64, Relaxed);
+            .store(EPOCH.elapsed().as_millis() as u64, Relaxed);
     }
 
     /// How long since either side last said something.
     fn quiet_for(&self) -> Duration {
-        self.started
+        EPOCH
             .elapsed()
             .saturating_sub(Duration::from_millis(self.last_active_ms.load(Relaxed)))
     }
@@ -203,11 +186,11 @@ pub(crate) async fn run(client: Stream, backend: Stream, shared: Arc<Shared>, se
         tracing::debug!("closing writes timed out");
     }
     let (pid, secret) = (
-        state.backend_pid.load(Relaxed),
+        state.info.backend_pid.load(Relaxed),
         state.client_secret.load(Relaxed),
     );
     if pid != 0 {
-        shared.cancel_keys.remove(pid as i32, secret as i32);
+        shared.cancel_keys.remove(pid, secret as i32);
     }
 }
 
@@ -240,10 +223,10 @@ async fn finish(end: &End, cw: &mut WriteHalf, bw: &mut WriteHalf, state: &State
     let backend_alive = !matches!(end, End::BackendGone | End::ClientTerminated);
     if backend_alive && state.busy() {
         let (pid, secret) = (
-            state.backend_pid.load(Relaxed),
+            state.info.backend_pid.load(Relaxed),
             state.backend_secret.load(Relaxed),
         );
-        shared.cancel_backend(pid as i32, secret as i32).await;
+        shared.cancel_backend(pid, secret as i32).await;
     }
     if let Some(error) = to_client
         && state.client_at_boundary.load(Relaxed)
@@ -464,9 +447,7 @@ async fn client_to_backend(
                         state.unsynced.store(false, Relaxed);
                         statements.remove("");
                         portals.remove("");
-                        let mut body = rewritten.into_bytes();
-                        body.push(0);
-                        crate::protocol::put_message(&mut message, tag::QUERY, &body);
+                        frontend::query(&mut message, &rewritten);
                     } else {
                         // Parse: the same name and parameter types, the new text.
                         let body = &buf[5..n];
@@ -477,13 +458,7 @@ async fn client_to_backend(
                             ));
                         };
                         let types = &body[name.len() + sql.len() + 2..];
-                        let mut new_body = Vec::with_capacity(rewritten.len() + 64);
-                        new_body.extend_from_slice(name.as_bytes());
-                        new_body.push(0);
-                        new_body.extend_from_slice(rewritten.as_bytes());
-                        new_body.push(0);
-                        new_body.extend_from_slice(types);
-                        crate::protocol::put_message(&mut message, tag::PARSE, &new_body);
+                        frontend::parse_typed(&mut message, name, &rewritten, types);
                     }
                     if !write_through(bw, &message, &state.backend_at_boundary, true).await {
                         return End::BackendGone;
@@ -558,7 +533,7 @@ async fn client_to_backend(
                 break cr.read_buf(&mut buf).await;
             };
             let idle =
-                |empty: bool| empty && state.idle() && state.txn_status.load(Relaxed) == b'I';
+                |empty: bool| empty && state.idle() && state.info.txn_status.load(Relaxed) == b'I';
             // Busy or in a transaction: look again after a whole period.
             let wait = if idle(buf.is_empty()) {
                 limit.saturating_sub(state.quiet_for())
@@ -625,7 +600,6 @@ async fn backend_to_client(
                 }
                 tag::READY_FOR_QUERY => {
                     let status = m.get(5).copied().unwrap_or(b'I');
-                    state.txn_status.store(status, Relaxed);
                     state.info.txn_status.store(status, Relaxed);
                     state.touch();
                     // The statement it ends (none for the startup exchange).
@@ -733,7 +707,7 @@ async fn backend_to_client(
                 r,
                 job.bw,
                 std::mem::take(&mut buf),
-                state.txn_status.load(Relaxed),
+                state.info.txn_status.load(Relaxed),
             );
             let answered = match &job.work {
                 Work::Query(sql) => {
@@ -796,7 +770,7 @@ async fn backend_to_client(
                 Some(link) => {
                     *br = link.r;
                     buf = link.buf;
-                    state.txn_status.store(link.txn_status, Relaxed);
+                    state.info.txn_status.store(link.txn_status, Relaxed);
                     let _ = job.done.send(link.w);
                     continue;
                 }
@@ -861,7 +835,6 @@ fn backend_key_data(message: &[u8], state: &State, shared: &Shared) -> Vec<u8> {
     let ours = shared
         .cancel_keys
         .register(pid, secret, state.cancel.clone());
-    state.backend_pid.store(pid.into(), Relaxed);
     state.info.backend_pid.store(pid, Relaxed);
     state.backend_secret.store(secret.into(), Relaxed);
     state.client_secret.store(ours.into(), Relaxed);

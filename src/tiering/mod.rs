@@ -83,6 +83,29 @@ pub enum TieringError {
     SchemaChange { table: String, change: String },
 }
 
+/// `batch` (a lake batch holding `columns`, in order) with the hot side's
+/// Arrow types, so its values compare equal to those read from Postgres.
+pub(crate) fn with_hot_types(
+    batch: &datafusion::arrow::array::RecordBatch,
+    columns: &[&Column],
+) -> Result<datafusion::arrow::array::RecordBatch, TieringError> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let data = |e: datafusion::arrow::error::ArrowError| TieringError::Data(e.to_string());
+    let arrays = batch
+        .columns()
+        .iter()
+        .zip(columns)
+        .map(|(a, c)| datafusion::arrow::compute::cast(a, &c.pg_type.arrow()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(data)?;
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|c| Field::new(&c.name, c.pg_type.arrow(), true))
+        .collect();
+    datafusion::arrow::array::RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        .map_err(data)
+}
+
 /// Opens a service connection (thermocline's own work: describing tables,
 /// moving rows) with the user and password of `postgres_url`.
 pub async fn service_connection(

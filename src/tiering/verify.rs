@@ -286,7 +286,8 @@ pub async fn verify(
                 }
                 if !straggler_keys.is_empty() {
                     let key_positions: Vec<usize> = t.key.clone();
-                    let hot_typed = to_hot_types(t, b)?;
+                    let hot_typed =
+                        super::with_hot_types(b, &t.columns.iter().collect::<Vec<_>>())?;
                     for r in 0..b.num_rows() {
                         if straggler_keys.contains(&crate::federation::row_key(
                             &hot_typed,
@@ -398,25 +399,6 @@ async fn read_file(
         out.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?);
     }
     Ok(out)
-}
-
-/// A lake batch with the hot side's Arrow types, so keys compare equal.
-fn to_hot_types(t: &TieredTable, b: &RecordBatch) -> Result<RecordBatch, TieringError> {
-    use datafusion::arrow::datatypes::{Field, Schema};
-    let columns = b
-        .columns()
-        .iter()
-        .zip(&t.columns)
-        .map(|(c, col)| cast(c, &col.pg_type.arrow()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TieringError::Data(e.to_string()))?;
-    let fields: Vec<Field> = t
-        .columns
-        .iter()
-        .map(|c| Field::new(&c.name, c.pg_type.arrow(), true))
-        .collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| TieringError::Data(e.to_string()))
 }
 
 /// The rows of `t` older than `w` still in Postgres.
