@@ -55,6 +55,8 @@ pub struct Config {
     pub executor_memory: u64,
     /// Memory one federated statement may use; `None`: half of `executor_memory`.
     pub statement_memory: Option<u64>,
+    /// Bytes of cold partial results kept for reuse; 0 turns the cache off.
+    pub cache_memory: u64,
     /// Client sessions served at once; 0: no limit.
     pub max_client_connections: usize,
     /// Federated statements run at once; the rest wait in a queue. 0: no limit.
@@ -116,6 +118,7 @@ impl Default for Config {
             tier_interval: Some(Duration::from_secs(300)),
             maintain_interval: Some(Duration::from_secs(3600)),
             executor_memory: 1 << 30,
+            cache_memory: 256 << 20,
             statement_memory: None,
             max_client_connections: 1000,
             max_federated_statements: 8,
@@ -563,6 +566,9 @@ impl Config {
             Ok(n)
         })? {
             c.statement_memory = Some(n);
+        }
+        if let Some(n) = l.parsed("cache_memory", parse_size)? {
+            c.cache_memory = n;
         }
         if let Some(n) = l.parsed("max_client_connections", parse_count)? {
             c.max_client_connections = n;

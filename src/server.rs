@@ -19,6 +19,7 @@ use crate::backend::target::BackendTarget;
 use crate::backend::{ConnectError, UpstreamTls};
 use crate::config::Config;
 use crate::federation::Federation;
+use crate::federation::cache::ColdCache;
 use crate::frontend::cancel::CancelKeys;
 use crate::frontend::tls::TlsError;
 use crate::limits::Limits;
@@ -67,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) clients: std::sync::atomic::AtomicUsize,
     /// The limits, changed in place by a reload.
     pub(crate) limits: Arc<Limits>,
+    /// Cold partial results, kept across reloads.
+    pub(crate) cache: Arc<ColdCache>,
     /// Sessions and recent statements, for the system views.
     pub(crate) activity: Arc<crate::admin::activity::Activity>,
     /// Tiered tables and their lake, by database; replaced whole when the
@@ -162,7 +165,12 @@ pub async fn run(
         .map(crate::frontend::tls::acceptor)
         .transpose()?;
     let limits = Arc::new(Limits::new(&config));
-    let federations = load_tiers_with(&config, &target, &limits).await?;
+    let cache = Arc::new(ColdCache::new(config.cache_memory));
+    *crate::admin::metrics::METRICS
+        .cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(cache.clone());
+    let federations = load_tiers_with(&config, &target, &limits, &cache).await?;
     let (phase, _) = watch::channel(Phase::Running);
     let shared = Arc::new(Shared {
         config,
@@ -172,6 +180,7 @@ pub async fn run(
         cancel_keys: CancelKeys::default(),
         clients: std::sync::atomic::AtomicUsize::new(0),
         limits,
+        cache,
         activity: Default::default(),
         federations: std::sync::RwLock::new(Arc::new(federations)),
         phase,
@@ -351,7 +360,14 @@ async fn reload_on_sighup(shared: Arc<Shared>) {
                 }
             }
         }
-        match load_tiers_with(&shared.config, &shared.target, &shared.limits).await {
+        match load_tiers_with(
+            &shared.config,
+            &shared.target,
+            &shared.limits,
+            &shared.cache,
+        )
+        .await
+        {
             Ok(federations) => {
                 let tables: usize = federations.values().map(|f| f.tables.len()).sum();
                 if let Ok(mut f) = shared.federations.write() {
@@ -392,6 +408,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         "executor_memory",
         old.executor_memory == new.executor_memory,
     );
+    check("cache_memory", old.cache_memory == new.cache_memory);
     check(
         "max_message_size",
         old.max_message_size == new.max_message_size,
@@ -409,7 +426,13 @@ pub async fn load_tiers(
     config: &Config,
     target: &BackendTarget,
 ) -> Result<HashMap<String, Federation>, ServerError> {
-    load_tiers_with(config, target, &Arc::new(Limits::new(config))).await
+    load_tiers_with(
+        config,
+        target,
+        &Arc::new(Limits::new(config)),
+        &Arc::new(ColdCache::new(config.cache_memory)),
+    )
+    .await
 }
 
 /// [`load_tiers`], for a server whose limits are `limits`.
@@ -417,6 +440,7 @@ async fn load_tiers_with(
     config: &Config,
     target: &BackendTarget,
     limits: &Arc<Limits>,
+    cache: &Arc<ColdCache>,
 ) -> Result<HashMap<String, Federation>, ServerError> {
     let mut out: HashMap<String, Federation> = HashMap::new();
     let Some(dir) = &config.catalog_dir else {
@@ -445,6 +469,7 @@ async fn load_tiers_with(
                 tables: Vec::new(),
                 runtime: runtime.clone(),
                 limits: limits.clone(),
+                cache: cache.clone(),
             })
             .tables
             .push(std::sync::Arc::new(table));

@@ -69,6 +69,8 @@ pub struct Metrics {
     limits: Mutex<Vec<(&'static str, f64)>>,
     /// Per tiered table: rows moved, passes, failed passes, watermark.
     tiers: Mutex<BTreeMap<String, TierFigures>>,
+    /// The cache of cold partial results, once there is one.
+    pub cache: Mutex<Option<std::sync::Arc<crate::federation::cache::ColdCache>>>,
     /// The executor's memory pool, once there is one.
     pub executor_pool:
         Mutex<Option<std::sync::Arc<dyn datafusion::execution::memory_pool::MemoryPool>>>,
@@ -335,6 +337,40 @@ impl Metrics {
             "Federated statements that waited federated_queue_timeout and failed (53000).",
             &one(self.federated_queue_timeouts.load(Relaxed).to_string()),
         );
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(c) = cache {
+            let kind = |v: u64| vec![("{kind=\"cold_partial\"}".to_string(), v.to_string())];
+            metric(
+                "thermocline_cache_hits_total",
+                "counter",
+                "Cold halves of federated statements answered from the cache.",
+                &kind(c.hits.load(Relaxed)),
+            );
+            metric(
+                "thermocline_cache_misses_total",
+                "counter",
+                "Cold halves of federated statements computed (and kept when small enough).",
+                &kind(c.misses.load(Relaxed)),
+            );
+            metric(
+                "thermocline_cache_evictions_total",
+                "counter",
+                "Cache entries evicted to stay within cache_memory.",
+                &kind(c.evictions.load(Relaxed)),
+            );
+            metric(
+                "thermocline_cache_bytes",
+                "gauge",
+                "Bytes the cache holds now (at most cache_memory).",
+                &kind(c.weighted_size()),
+            );
+            metric(
+                "thermocline_cache_entries",
+                "gauge",
+                "Entries the cache holds now.",
+                &kind(c.entry_count()),
+            );
+        }
         if let Some(bytes) = executor_memory_in_use {
             metric(
                 "thermocline_executor_memory_bytes",

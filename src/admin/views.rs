@@ -1,5 +1,6 @@
-//! The system views: `thermocline.sessions`, `thermocline.statements` and
-//! `thermocline.tiers`, answered from thermocline's own figures.
+//! The system views: `thermocline.sessions`, `thermocline.statements`,
+//! `thermocline.tiers` and `thermocline.cache`, answered from thermocline's
+//! own figures.
 //!
 //! A statement naming one is rewritten before it goes to Postgres: each
 //! view becomes a derived table of typed `VALUES` holding what thermocline
@@ -28,6 +29,7 @@ pub(crate) enum View {
     Sessions,
     Statements,
     Tiers,
+    Cache,
 }
 
 impl View {
@@ -36,6 +38,7 @@ impl View {
             "sessions" => Some(View::Sessions),
             "statements" => Some(View::Statements),
             "tiers" => Some(View::Tiers),
+            "cache" => Some(View::Cache),
             _ => None,
         }
     }
@@ -45,6 +48,7 @@ impl View {
             View::Sessions => "sessions",
             View::Statements => "statements",
             View::Tiers => "tiers",
+            View::Cache => "cache",
         }
     }
 
@@ -91,6 +95,17 @@ impl View {
                 ("last_run", "timestamptz"),
                 ("state", "text"),
                 ("last_error", "text"),
+            ],
+            View::Cache => &[
+                ("kind", "text"),
+                ("source", "text"),
+                ("user_name", "text"),
+                ("statement", "text"),
+                ("rows", "bigint"),
+                ("bytes", "bigint"),
+                ("hits", "bigint"),
+                ("created_at", "timestamptz"),
+                ("compute_ms", "double precision"),
             ],
         }
     }
@@ -149,6 +164,7 @@ pub(crate) async fn rewrite(q: ViewQuery, shared: &Shared, database: &str) -> St
             View::Sessions => sessions(shared),
             View::Statements => statements(shared),
             View::Tiers => tiers(shared, database).await,
+            View::Cache => cache(shared).await,
         };
         bodies.push((*v, rows_query(*v, rows)));
     }
@@ -374,6 +390,33 @@ async fn tiers(shared: &Shared, database: &str) -> Vec<Row> {
         ]);
     }
     rows
+}
+
+/// One row per entry of the cache of cold partial results.
+async fn cache(shared: &Shared) -> Vec<Row> {
+    shared
+        .cache
+        .entries()
+        .await
+        .iter()
+        .map(|p| {
+            vec![
+                Some(literal("cold partial")),
+                Some(literal(&p.source)),
+                Some(literal(&p.user)),
+                Some(literal(&p.statement)),
+                Some(p.rows.to_string()),
+                Some(p.bytes.to_string()),
+                Some(
+                    p.hits
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        .to_string(),
+                ),
+                Some(time(p.created)),
+                Some(format!("{}", p.compute.as_secs_f64() * 1000.0)),
+            ]
+        })
+        .collect()
 }
 
 #[cfg(test)]

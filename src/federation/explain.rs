@@ -9,7 +9,9 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::scan::ScanContext;
-use super::{Failure, Federation, Out, link, plan_session, put_row_description, register_tables};
+use super::{
+    Failure, Federation, Out, link, plan_session, put_row_description, register_tables, with_cache,
+};
 
 /// For `EXPLAIN [ANALYZE] <read>`: the read's SQL and whether to run it.
 pub(super) fn explain_of(sql: &str) -> Option<(String, bool)> {
@@ -46,6 +48,7 @@ pub(super) async fn explain(
     ctx: &Arc<ScanContext>,
     federation: &Federation,
     fields: &[link::FieldDescription],
+    user: &str,
     out: &mut Out<'_>,
 ) -> Result<u64, Failure> {
     use datafusion::physical_plan::display::DisplayableExecutionPlan;
@@ -54,6 +57,7 @@ pub(super) async fn explain(
     let df = session.sql(sql).await?;
     let task = df.task_ctx();
     let plan = df.create_physical_plan().await?;
+    let plan = with_cache(plan, ctx, federation, sql, &[], user)?;
     let mut lines = vec![
         "Federated read (thermocline): hot rows from Postgres, history from Iceberg".to_string(),
     ];

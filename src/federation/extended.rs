@@ -167,6 +167,7 @@ async fn answer(
         params,
         row_description: false,
         limit: (job.max_rows > 0).then_some(job.max_rows as usize),
+        user: &settings.user,
     };
     let text = TextSettings {
         time_zone: tz,

@@ -9,11 +9,13 @@
 //! REPEATABLE READ transaction of its own, so all its hot scans share one
 //! snapshot.
 
+pub(crate) mod cache;
 mod cold;
 pub(crate) mod exactness;
 mod explain;
 pub(crate) mod extended;
 pub(crate) mod link;
+pub(crate) mod matview;
 mod memory;
 mod pushdown;
 pub(crate) mod scan;
@@ -54,6 +56,8 @@ pub struct Federation {
     pub runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
     /// The server's limits: how many federated statements run at once.
     pub limits: Arc<crate::limits::Limits>,
+    /// Cold partial results, shared by every database of the server.
+    pub cache: Arc<cache::ColdCache>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -81,6 +85,8 @@ pub(crate) struct SessionSettings {
     pub time_zone: String,
     pub date_style: String,
     pub extra_float_digits: i32,
+    /// The session's role (`session_authorization`).
+    pub user: String,
 }
 
 impl SessionSettings {
@@ -114,6 +120,7 @@ impl Default for SessionSettings {
             time_zone: "UTC".into(),
             date_style: "ISO, MDY".into(),
             extra_float_digits: 1,
+            user: String::new(),
         }
     }
 }
@@ -197,6 +204,9 @@ async fn answer(
         // Postgres answers 25P02 itself.
         return relay_query(link, out, sql).await;
     }
+    if matview::may_be_command(sql) {
+        return matview::answer(link, out, sql, federation, settings, cancel).await;
+    }
     // One of max_federated_statements, for all of the statement's work.
     let _slot = match federation.limits.federated_slot(cancel).await {
         Ok(slot) => slot,
@@ -269,13 +279,23 @@ async fn answer(
         params: Vec::new(),
         row_description: true,
         limit: None,
+        user: &settings.user,
     };
     let explained = explain_of(sql);
     let seen = cancel.count();
     let work = async {
         match &explained {
             Some((inner, analyze)) => {
-                explain(inner, *analyze, &ctx, federation, &fields, out).await
+                explain(
+                    inner,
+                    *analyze,
+                    &ctx,
+                    federation,
+                    &fields,
+                    &settings.user,
+                    out,
+                )
+                .await
             }
             None => execute(&run, &ctx, federation, &text, out)
                 .await
@@ -498,6 +518,8 @@ pub(crate) struct Run<'a> {
     pub row_description: bool,
     /// Rows to send now (Execute's row limit); the rest are returned.
     pub limit: Option<usize>,
+    /// The session's role, shown with the cache entries it computed.
+    pub user: &'a str,
 }
 
 /// Rows a statement produced beyond an Execute's row limit, as DataRow
@@ -514,9 +536,11 @@ async fn execute(
     out: &mut Out<'_>,
 ) -> Result<(u64, Remainder), Failure> {
     let (sql, fields) = (run.sql, run.fields);
+    let mut normalized = None;
     if let Ok([statement]) = Parser::parse_sql(&PostgreSqlDialect {}, sql).as_deref() {
         exactness::check(statement, fields)
             .map_err(|m| Failure::Ours(ErrorFields::error("0A000", m)))?;
+        normalized = Some(statement.to_string());
     }
     let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
@@ -541,7 +565,17 @@ async fn execute(
         )));
     }
     check_numeric_scales(&schema, fields)?;
-    let mut stream = df.execute_stream().await?;
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let plan = with_cache(
+        plan,
+        ctx,
+        federation,
+        normalized.as_deref().unwrap_or(sql),
+        &run.params,
+        run.user,
+    )?;
+    let mut stream = datafusion::physical_plan::execute_stream(plan, task)?;
     if run.row_description {
         let mut row_desc = Vec::new();
         put_row_description(&mut row_desc, fields);
@@ -587,6 +621,30 @@ async fn execute(
         }
     }
     Ok((rows, held))
+}
+
+/// The plan with its cold halves read through the cache of cold partial
+/// results. `sql`: the statement as the SQL parser writes it back.
+fn with_cache(
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    ctx: &ScanContext,
+    federation: &Federation,
+    sql: &str,
+    params: &[datafusion::common::ScalarValue],
+    user: &str,
+) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>, DataFusionError> {
+    let leaves = ctx.leaves.lock().map(|l| l.clone()).unwrap_or_default();
+    cache::rewrite(
+        plan,
+        &leaves,
+        &federation.cache,
+        &cache::Statement {
+            sql,
+            params,
+            time_zone: &ctx.time_zone,
+            user,
+        },
+    )
 }
 
 /// Refuses a numeric column of declared scale that would come out with

@@ -55,6 +55,8 @@ pub(crate) struct ScanContext {
     pub extended: bool,
     /// Statements and portals opened in extended mode, to close at the end.
     pub portals: std::sync::Mutex<Vec<(String, String)>>,
+    /// The tiered scans planned, for the cache of cold partial results.
+    pub leaves: std::sync::Mutex<Vec<Arc<super::cache::TieredLeaf>>>,
 }
 
 /// Names of thermocline's own statements and portals, unique per process
@@ -71,6 +73,7 @@ impl ScanContext {
             trace: Default::default(),
             extended: false,
             portals: Default::default(),
+            leaves: Default::default(),
         }
     }
 }
@@ -257,7 +260,7 @@ impl TableProvider for FederatedTable {
         let read_columns: Vec<ScanColumn> = read.iter().map(|&i| self.columns[i].clone()).collect();
         // Positions of the output, time and key columns within `read`.
         let out_pos: Vec<usize> = (0..output.len()).collect();
-        let mut cold_part: Option<Arc<dyn PartitionStream>> = None;
+        let mut cold_part: Option<(Arc<dyn PartitionStream>, String, String)> = None;
         let mut split = None;
         if let Some((t, lake)) = &self.tiered {
             let table = lake.load(t).await.map_err(|e| {
@@ -281,7 +284,7 @@ impl TableProvider for FederatedTable {
                     table.metadata().current_snapshot_id().unwrap_or_default(),
                     crate::tiering::mover::time_literal(t.time_column().pg_type, w)
                 ));
-                cold_part = Some(Arc::new(
+                let partition: Arc<dyn PartitionStream> = Arc::new(
                     cold_partition(
                         state,
                         &table,
@@ -292,6 +295,17 @@ impl TableProvider for FederatedTable {
                         out_schema.clone(),
                     )
                     .await?,
+                );
+                let snapshot = table.metadata().current_snapshot_id().unwrap_or_default();
+                let names: Vec<&str> = read_columns.iter().map(|c| c.name.as_str()).collect();
+                cold_part = Some((
+                    partition,
+                    format!("{}@{snapshot}", table.identifier()),
+                    format!(
+                        "{} snapshot {snapshot} watermark {w} columns {names:?} types {:?} filters {filters:?}",
+                        table.metadata().location(),
+                        out_schema.fields()
+                    ),
                 ));
                 split = Some(Split {
                     w,
@@ -317,8 +331,19 @@ impl TableProvider for FederatedTable {
             out_pos,
             split: split.map(Arc::new),
         };
-        let mut parts: Vec<Arc<dyn PartitionStream>> = vec![Arc::new(hot)];
-        parts.extend(cold_part);
+        let hot: Arc<dyn PartitionStream> = Arc::new(hot);
+        let mut parts = vec![hot.clone()];
+        if let Some((cold, source, reads)) = cold_part {
+            parts.push(cold.clone());
+            self.ctx.leaves.lock().expect("not poisoned").push(Arc::new(
+                super::cache::TieredLeaf {
+                    hot: super::cache::address(&hot),
+                    cold: super::cache::address(&cold),
+                    source,
+                    reads,
+                },
+            ));
+        }
         Ok(Arc::new(StreamingTableExec::try_new(
             out_schema,
             parts,

@@ -296,10 +296,12 @@ async fn client_to_backend(
     // recorded as running yet, and where it is answered.
     let mut batch_begun = false;
     let mut batch_route = RouteLabel::Relay;
+    // A statement naming a system view, to rewrite before it goes on. Kept
+    // across scans: the scanner hands a message over only after forwarding
+    // what preceded it.
+    let mut local: Option<crate::admin::views::ViewQuery> = None;
     loop {
         loop {
-            // A statement naming a system view, to rewrite before it goes on.
-            let mut local: Option<crate::admin::views::ViewQuery> = None;
             let step = scanner.scan(&buf, held, |m| {
                 let body = &m[5..];
                 match m[0] {
@@ -818,6 +820,7 @@ fn remember_setting(state: &State, body: &[u8]) {
         match name {
             b"TimeZone" => s.time_zone = value,
             b"DateStyle" => s.date_style = value,
+            b"session_authorization" => s.user = value,
             _ => {}
         }
     }

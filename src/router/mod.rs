@@ -70,6 +70,11 @@ impl Router {
         let Some(sql) = sql else {
             return Route::Relay;
         };
+        // Materialized views are looked at whatever they name: a refresh
+        // names the view only.
+        if message[0] == b'Q' && crate::federation::matview::may_be_command(sql) {
+            return Route::Federate;
+        }
         if !self.may_name_tiered(sql) {
             return Route::Relay;
         }

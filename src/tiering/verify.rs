@@ -94,6 +94,25 @@ pub fn transform(by: PartitionBy, micros: i64) -> i64 {
     }
 }
 
+/// Where a partition begins, in microseconds since 1970 (UTC).
+pub fn partition_start(by: PartitionBy, value: i64) -> i64 {
+    match by {
+        PartitionBy::Hour => value * 3_600_000_000,
+        PartitionBy::Day => value * 86_400_000_000,
+        PartitionBy::Month | PartitionBy::Year => {
+            let months = if by == PartitionBy::Month {
+                value
+            } else {
+                value * 12
+            };
+            let (y, m) = (1970 + months.div_euclid(12), months.rem_euclid(12) + 1);
+            chrono::NaiveDate::from_ymd_opt(y as i32, m as u32, 1)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map_or(0, |t| t.and_utc().timestamp_micros())
+        }
+    }
+}
+
 /// A partition's transform value as people read it.
 pub fn partition_label(by: PartitionBy, value: i64) -> String {
     let micros = match by {

@@ -3,6 +3,7 @@
 //! process on 127.0.0.1:0 in front of it.
 #![allow(dead_code)]
 
+pub mod tiered;
 pub mod wire;
 
 use std::net::SocketAddr;

@@ -1,0 +1,349 @@
+//! The cache of cold partial results, differentially: cached answers equal
+//! the oracle's (a Postgres holding every row) on every statement, right
+//! after hot writes and after the mover commits a new snapshot; identical
+//! statements compute once; the cache stays within its bound.
+
+mod common;
+
+use common::tiered::{Answer, ask, in_both, move_rows, same_answers, serve, setup};
+use common::{admin, client, pg};
+
+/// Aggregates and scans whose cold halves the cache keeps.
+const CACHED: &[&str] = &[
+    "SELECT count(*) FROM orders",
+    "SELECT count(*), sum(amount), count(note), min(created_at), max(created_at), min(day), max(day) FROM orders",
+    "SELECT status, count(*), sum(amount), max(amount) FROM orders GROUP BY status ORDER BY status",
+    "SELECT date_trunc('month', created_at) AS month, count(*), sum(amount) FROM orders GROUP BY 1 ORDER BY 1",
+    "SELECT customer_id, count(DISTINCT status), max(score), sum(amount) FROM orders WHERE amount > 20 GROUP BY 1 ORDER BY 1",
+    "SELECT id, created_at, amount, status, note, score, day, flag FROM orders WHERE id % 97 = 0 ORDER BY id",
+    "SELECT * FROM orders WHERE id IN (7, 1500, 2399)",
+    "SELECT status, count(*) FROM orders WHERE created_at < now() - interval '200 days' GROUP BY 1 ORDER BY 1",
+    "SELECT day, count(*) FROM orders WHERE day >= '2025-01-01' GROUP BY 1 HAVING count(*) > 2 ORDER BY 1",
+];
+
+/// The rows of `thermocline.cache`, as (statement, hits).
+async fn cache_entries(c: &tokio_postgres::Client) -> Vec<(String, i64)> {
+    c.query(
+        "SELECT statement, hits FROM thermocline.cache ORDER BY statement",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_answers_stay_fresh() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = serve(&s).await;
+    // First runs fill the cache; second runs are answered from it.
+    same_answers(&s, &proxy, CACHED).await;
+    same_answers(&s, &proxy, CACHED).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let entries = cache_entries(&through).await;
+    // A statement reading now() computes another cold half each time (its
+    // filter moves); every other one was answered from the cache.
+    let fixed: Vec<_> = entries
+        .iter()
+        .filter(|(s, _)| !s.contains("now()"))
+        .collect();
+    assert!(
+        fixed.len() == CACHED.len() - 1 && fixed.iter().all(|(_, hits)| *hits >= 1),
+        "every statement's cold half is cached and was hit: {entries:?}"
+    );
+    let plan = match ask(&through, &format!("EXPLAIN ANALYZE {}", CACHED[3])).await {
+        Answer::Rows(_, rows) => rows
+            .into_iter()
+            .map(|r| r[0].clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Answer::Error(e) => panic!("EXPLAIN ANALYZE failed: {e}"),
+    };
+    assert!(
+        plan.contains("ColdCacheExec") && plan.contains("hit: answered from the cache"),
+        "EXPLAIN ANALYZE shows the cold half came from the cache:\n{plan}"
+    );
+
+    // A row inserted now, one updated, one deleted, and a late row older
+    // than the window (at the same times in both databases): the very next
+    // statements see them.
+    in_both(
+        &s,
+        "INSERT INTO orders SELECT 100001, max(created_at) - interval '400 days', 3, 12.34, 'late', NULL, 0.5, max(day) - 400, true FROM orders;
+         INSERT INTO orders SELECT 100002, max(created_at) + interval '1 second', 4, 1.00, 'new', 'fresh', NULL, max(day), false FROM orders;
+         UPDATE orders SET amount = amount + 1 WHERE id = (SELECT min(id) FROM orders);
+         DELETE FROM orders WHERE id = (SELECT min(id) + 1 FROM orders);",
+    )
+    .await;
+    same_answers(&s, &proxy, CACHED).await;
+
+    // The mover commits a new snapshot: still exact.
+    assert!(move_rows(&s).await >= 1, "the late row moves");
+    same_answers(&s, &proxy, CACHED).await;
+    same_answers(&s, &proxy, CACHED).await;
+
+    // Parameters are part of the key: the same prepared statement with
+    // other values answers for those values.
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let sql = "SELECT status, count(*), sum(amount)::text FROM orders WHERE customer_id = $1 GROUP BY 1 ORDER BY 1";
+    for round in 0..2 {
+        for customer in [1i32, 2, 3, 1] {
+            let want: Vec<(String, i64, Option<String>)> = direct
+                .query(sql, &[&customer])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            let got: Vec<(String, i64, Option<String>)> = through
+                .query(sql, &[&customer])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            assert_eq!(got, want, "round {round}, customer_id = {customer}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_statements_compute_once() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = serve(&s).await;
+    let sql = "SELECT date_trunc('week', created_at) AS week, status, count(*), sum(amount), max(score) \
+               FROM orders GROUP BY 1, 2 ORDER BY 1, 2";
+    let want = ask(&client(pg().port(), "postgres", &s.oracle).await, sql).await;
+    let mut sessions = Vec::new();
+    for _ in 0..32 {
+        sessions.push(client(proxy.port(), "postgres", &s.tiered).await);
+    }
+    let answers = futures::future::join_all(sessions.iter().map(|c| ask(c, sql))).await;
+    for (i, got) in answers.into_iter().enumerate() {
+        assert_eq!(got, want, "session {i}");
+    }
+    // One entry, computed once: the 31 others were answered from it.
+    let entries = cache_entries(&sessions[0]).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].1, 31, "{entries:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_stays_within_its_bound() {
+    let mut s = setup().await;
+    move_rows(&s).await;
+    let bound = 64 << 10;
+    s.config.cache_memory = bound;
+    let proxy = serve(&s).await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    // 200 distinct statements whose cold halves together need several
+    // times the bound.
+    let mut kept_bytes = 0i64;
+    for customer in 1..=20 {
+        for month in 0..10 {
+            let sql = format!(
+                "SELECT status, day, count(*), sum(amount) FROM orders \
+                 WHERE customer_id = {customer} AND created_at < now() - interval '{month} months' \
+                 GROUP BY 1, 2 ORDER BY 1, 2"
+            );
+            assert_eq!(ask(&through, &sql).await, ask(&direct, &sql).await, "{sql}");
+            let row = through
+                .query_one(
+                    "SELECT coalesce(sum(bytes), 0)::bigint, count(*) FROM thermocline.cache",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let (bytes, entries): (i64, i64) = (row.get(0), row.get(1));
+            assert!(
+                bytes <= bound as i64,
+                "the cache holds {bytes} bytes in {entries} entries, over its bound of {bound}"
+            );
+            kept_bytes = kept_bytes.max(bytes);
+        }
+    }
+    let entries: i64 = through
+        .query_one("SELECT count(*) FROM thermocline.cache", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        entries > 0 && entries < 200 && kept_bytes > 0,
+        "the cache kept some entries and evicted others: {entries} entries"
+    );
+}
+
+/// Rows of `sql` as text, in the order given.
+async fn rows_of(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    match ask(c, sql).await {
+        Answer::Rows(_, rows) => rows,
+        Answer::Error(e) => panic!("{sql}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn materialized_views_hold_the_whole_history() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = serve(&s).await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let views = [
+        // By month: refreshed incrementally.
+        "CREATE MATERIALIZED VIEW by_month AS SELECT date_trunc('month', created_at) AS month, status, \
+         count(*) AS n, sum(amount) AS total, max(score) AS top FROM orders WHERE flag IS NOT NULL GROUP BY 1, 2",
+        // By status: recomputed whole.
+        "CREATE MATERIALIZED VIEW by_status AS SELECT status, count(*) AS n, min(created_at) AS first \
+         FROM orders GROUP BY status",
+    ];
+    for v in views {
+        direct.batch_execute(v).await.unwrap();
+        let created = through.simple_query(v).await.unwrap();
+        assert!(
+            matches!(created.last(), Some(tokio_postgres::SimpleQueryMessage::CommandComplete(n)) if *n > 0),
+            "CREATE MATERIALIZED VIEW reports its rows: {v}"
+        );
+    }
+    let compare = |label: &'static str| {
+        let (direct, through) = (&direct, &through);
+        async move {
+            for sql in [
+                "SELECT * FROM by_month ORDER BY 1, 2",
+                "SELECT * FROM by_status ORDER BY 1",
+            ] {
+                assert_eq!(
+                    rows_of(through, sql).await,
+                    rows_of(direct, sql).await,
+                    "{label}: {sql}"
+                );
+            }
+        }
+    };
+    compare("created").await;
+    // A real table: catalog tools list it, and it takes indexes.
+    let kind: i8 = admin(&s.tiered)
+        .await
+        .query_one(
+            "SELECT relkind FROM pg_class WHERE relname = 'by_month'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kind as u8, b'r');
+    through
+        .batch_execute("CREATE INDEX ON by_month (month)")
+        .await
+        .unwrap();
+
+    // New, changed, removed and late rows; then a refresh.
+    let changes = "INSERT INTO orders SELECT 100001, max(created_at) - interval '400 days', 3, 12.34, 'late', NULL, 0.5, max(day) - 400, true FROM orders;
+         INSERT INTO orders SELECT 100002, max(created_at) + interval '1 second', 4, 1.00, 'new', 'fresh', NULL, max(day), false FROM orders;
+         UPDATE orders SET amount = amount + 1 WHERE id = (SELECT min(id) FROM orders);
+         DELETE FROM orders WHERE id = (SELECT min(id) + 1 FROM orders);";
+    in_both(&s, changes).await;
+    let refresh = |concurrently: bool| {
+        let (direct, through) = (&direct, &through);
+        async move {
+            for v in ["by_month", "by_status"] {
+                direct
+                    .batch_execute(&format!("REFRESH MATERIALIZED VIEW {v}"))
+                    .await
+                    .unwrap();
+                let how = if concurrently { "CONCURRENTLY " } else { "" };
+                through
+                    .batch_execute(&format!("REFRESH MATERIALIZED VIEW {how}{v}"))
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    refresh(true).await;
+    compare("after hot changes").await;
+    let kinds: Vec<(String, String)> = through
+        .query(
+            "SELECT view_name, last_refresh_kind FROM thermocline.materialized_views ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("by_month".to_string(), "incremental".to_string()),
+            ("by_status".to_string(), "full".to_string())
+        ]
+    );
+
+    // A late row arrives and the mover takes it to the lake before the next
+    // refresh: its month is recomputed all the same.
+    in_both(
+        &s,
+        "INSERT INTO orders SELECT 100003, max(created_at) - interval '300 days', 5, 99.99, 'late', NULL, NULL, max(day) - 300, false FROM orders",
+    )
+    .await;
+    assert!(move_rows(&s).await >= 1);
+    refresh(false).await;
+    compare("after the mover").await;
+    refresh(false).await;
+    compare("unchanged").await;
+
+    // In a transaction that rolls back, the refresh is undone too.
+    for step in [
+        "BEGIN",
+        "INSERT INTO orders VALUES (100004, now(), 1, 1.00, 'pending', NULL, NULL, current_date, true)",
+        "REFRESH MATERIALIZED VIEW by_status",
+    ] {
+        through.batch_execute(step).await.unwrap();
+    }
+    assert_eq!(
+        rows_of(&through, "SELECT n FROM by_status WHERE status = 'pending'").await,
+        vec![vec![Some("1".to_string())]],
+        "the refresh sees the transaction's own writes"
+    );
+    through.batch_execute("ROLLBACK").await.unwrap();
+    compare("rolled back").await;
+
+    // Dropped: the table and its definition.
+    through
+        .batch_execute("DROP MATERIALIZED VIEW by_month, by_status")
+        .await
+        .unwrap();
+    let left: i64 = admin(&s.tiered)
+        .await
+        .query_one(
+            "SELECT (SELECT count(*) FROM thermocline.materialized_views) + \
+                    (SELECT count(*) FROM pg_class WHERE relname IN ('by_month', 'by_status'))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+
+    // A view over no tiered table stays Postgres's own.
+    through
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW regions AS SELECT region, count(*) FROM customers GROUP BY 1",
+        )
+        .await
+        .unwrap();
+    let kind: i8 = admin(&s.tiered)
+        .await
+        .query_one(
+            "SELECT relkind FROM pg_class WHERE relname = 'regions'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kind as u8, b'm');
+}

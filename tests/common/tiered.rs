@@ -1,0 +1,186 @@
+//! Tiered tables for tests: the same rows in an oracle database (every row
+//! in Postgres) and a tiered database whose aged rows the mover takes to
+//! Iceberg, and the means to compare their answers.
+
+use thermocline::Config;
+use thermocline::backend::target::BackendTarget;
+use tokio_postgres::SimpleQueryMessage;
+
+use super::{Proxy, admin, client, fresh_db, pg};
+
+pub const SCHEMA: &str = "
+    CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, region text NOT NULL);
+    CREATE TABLE orders (
+        id bigint PRIMARY KEY,
+        created_at timestamptz NOT NULL,
+        customer_id int NOT NULL,
+        amount numeric(12,2),
+        status text NOT NULL,
+        note varchar(40),
+        score float8,
+        day date NOT NULL,
+        flag bool
+    );
+    CREATE VIEW paid_orders AS SELECT id, amount, created_at, customer_id FROM orders WHERE status = 'paid';
+    CREATE VIEW paid_by_month AS
+        SELECT date_trunc('month', created_at) AS month, count(*) AS n, sum(amount) AS total
+        FROM paid_orders GROUP BY 1;";
+
+/// Rows spread over two years before `anchor`, the same in both databases.
+pub fn data(anchor: &str) -> String {
+    format!(
+        "INSERT INTO customers SELECT i, 'customer ' || i, (ARRAY['north','south','east','west'])[1 + i % 4]
+           FROM generate_series(1, 20) i;
+         INSERT INTO orders
+         SELECT i,
+                '{anchor}'::timestamptz - (i * interval '7 hours 13 minutes 7.5 seconds'),
+                1 + i % 20,
+                CASE WHEN i % 11 = 0 THEN NULL ELSE round((i * 37 % 10000) / 100.0, 2) END,
+                (ARRAY['new','paid','shipped','returned'])[1 + i % 4],
+                CASE WHEN i % 5 = 0 THEN NULL ELSE 'note ' || (i % 13) END,
+                CASE WHEN i % 7 = 0 THEN NULL ELSE i * 0.1 END,
+                ('{anchor}'::timestamptz - (i * interval '7 hours 13 minutes 7.5 seconds'))::date,
+                CASE WHEN i % 3 = 0 THEN NULL ELSE i % 2 = 0 END
+           FROM generate_series(1, 2400) i;"
+    )
+}
+
+pub struct Setup {
+    pub oracle: String,
+    pub tiered: String,
+    pub config: Config,
+    pub _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+pub async fn setup() -> Setup {
+    let oracle = fresh_db("oracle").await;
+    let tiered = fresh_db("tiered").await;
+    let anchor: String = admin("postgres")
+        .await
+        .query_one("SELECT (date_trunc('second', now()))::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for db in [&oracle, &tiered] {
+        let c = admin(db).await;
+        c.batch_execute(SCHEMA).await.unwrap();
+        c.batch_execute(&data(&anchor)).await.unwrap();
+    }
+    let catalog = tempfile::tempdir().unwrap();
+    let warehouse = tempfile::tempdir().unwrap();
+    std::fs::write(
+        catalog.path().join("orders.toml"),
+        format!(
+            "table = \"public.orders\"\ntime_column = \"created_at\"\nhot_window = \"30 days\"\n\
+             cold_retention = \"730 days\"\npartition_by = \"month\"\ndatabase = \"{tiered}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut config = Config::default();
+    config.postgres = Some(BackendTarget::parse(&pg().url()).unwrap());
+    config.admin_listen = None;
+    config.catalog_dir = Some(catalog.path().to_path_buf());
+    config.lake_warehouse = Some(warehouse.path().to_path_buf());
+    config.tier_interval = None;
+    Setup {
+        oracle,
+        tiered,
+        config,
+        _dirs: (catalog, warehouse),
+    }
+}
+
+/// thermocline in front of the test Postgres, with the tiered table.
+pub async fn serve(s: &Setup) -> Proxy {
+    let c = s.config.clone();
+    Proxy::start_with(move |config| *config = c).await
+}
+
+/// One pass of the mover, through the library.
+pub async fn move_rows(s: &Setup) -> u64 {
+    let target = s.config.postgres.clone().unwrap();
+    let feds = thermocline::server::load_tiers(&s.config, &target)
+        .await
+        .unwrap();
+    let fed = &feds[&s.tiered];
+    let report =
+        thermocline::tiering::mover::run_once(&target, &fed.lake, &fed.tables[0], &s.tiered, false)
+            .await
+            .unwrap()
+            .expect("no other mover");
+    report.rows_deleted
+}
+
+pub async fn hot_count(db: &str) -> i64 {
+    admin(db)
+        .await
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A statement's answer: column names, rows as text, or the SQLSTATE.
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    Rows(Vec<String>, Vec<Vec<Option<String>>>),
+    Error(String),
+}
+
+pub async fn ask(c: &tokio_postgres::Client, sql: &str) -> Answer {
+    match c.simple_query(sql).await {
+        Ok(msgs) => {
+            let mut names = Vec::new();
+            let mut rows = Vec::new();
+            for m in msgs {
+                match m {
+                    SimpleQueryMessage::RowDescription(cols) => {
+                        names = cols.iter().map(|c| c.name().to_string()).collect();
+                    }
+                    SimpleQueryMessage::Row(r) => {
+                        if names.is_empty() {
+                            names = r.columns().iter().map(|c| c.name().to_string()).collect();
+                        }
+                        rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
+                    }
+                    _ => {}
+                }
+            }
+            if !sql.to_lowercase().contains("order by") {
+                rows.sort();
+            }
+            Answer::Rows(names, rows)
+        }
+        Err(e) => Answer::Error(
+            e.as_db_error()
+                .map(|d| d.code().code().to_string())
+                .unwrap_or_else(|| e.to_string()),
+        ),
+    }
+}
+
+pub async fn same_answers(s: &Setup, proxy: &Proxy, queries: &[&str]) {
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    for sql in queries {
+        let want = ask(&direct, sql).await;
+        let got = ask(&through, sql).await;
+        assert_eq!(got, want, "through thermocline vs the oracle for:\n{sql}");
+    }
+}
+
+pub async fn oracle_now(s: &Setup) -> String {
+    admin(&s.oracle)
+        .await
+        .query_one("SELECT now()::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Runs the same statements in the oracle and the tiered database.
+pub async fn in_both(s: &Setup, sql: &str) {
+    for db in [&s.oracle, &s.tiered] {
+        admin(db).await.batch_execute(sql).await.unwrap();
+    }
+}
