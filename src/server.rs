@@ -190,6 +190,10 @@ pub async fn run(
         .tier_interval
         .map(|every| tokio::spawn(mover_loop(shared.clone(), every)));
     let reloader = tokio::spawn(reload_on_sighup(shared.clone()));
+    let refresher = match listener.local_addr() {
+        Ok(addr) => Some(tokio::spawn(refresh_loop(shared.clone(), addr))),
+        Err(_) => None,
+    };
     let sessions = TaskTracker::new();
     let conn_ids = AtomicU64::new(1);
     tokio::pin!(shutdown);
@@ -227,6 +231,9 @@ pub async fn run(
     }
     if let Some(mover) = mover {
         mover.abort();
+    }
+    if let Some(refresher) = refresher {
+        refresher.abort();
     }
     reloader.abort();
     tracing::info!("stopped");
@@ -281,6 +288,36 @@ async fn mover_loop(shared: Arc<Shared>, every: Duration) {
                         tracing::warn!(table = %table.def.qualified(), error = %e, "moving rows failed")
                     }
                 }
+            }
+        }
+    }
+}
+
+/// How often the server looks for materialized views due for refresh.
+const REFRESH_CHECK: Duration = Duration::from_secs(2);
+
+/// Refreshes materialized views over tiered tables whose
+/// `thermocline.refresh_interval` has passed, in every database with tiered
+/// tables, through this server (listening at `addr`).
+async fn refresh_loop(shared: Arc<Shared>, addr: std::net::SocketAddr) {
+    let addr = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
+    let mut tick = tokio::time::interval(REFRESH_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !matches!(*shared.phase.borrow(), Phase::Running) {
+            continue;
+        }
+        let databases: Vec<String> = shared.federations().keys().cloned().collect();
+        for database in databases {
+            if let Err(e) =
+                crate::federation::matview::refresh_due(&shared.target, &database, addr).await
+            {
+                tracing::debug!(database, error = %e, "cannot look for materialized views to refresh");
             }
         }
     }

@@ -347,3 +347,57 @@ async fn materialized_views_hold_the_whole_history() {
         .get(0);
     assert_eq!(kind as u8, b'm');
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn materialized_views_refresh_on_their_interval() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = serve(&s).await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let query = "SELECT date_trunc('day', created_at) AS day, count(*) AS n, sum(amount) AS total FROM orders GROUP BY 1";
+    direct
+        .batch_execute(&format!("CREATE MATERIALIZED VIEW daily AS {query}"))
+        .await
+        .unwrap();
+    through
+        .batch_execute(&format!(
+            "CREATE MATERIALIZED VIEW daily WITH (thermocline.refresh_interval = '1 second') AS {query}"
+        ))
+        .await
+        .unwrap();
+    in_both(
+        &s,
+        "INSERT INTO orders SELECT 100001, max(created_at) + interval '1 second', 4, 1.00, 'new', 'fresh', NULL, max(day), false FROM orders",
+    )
+    .await;
+    direct
+        .batch_execute("REFRESH MATERIALIZED VIEW daily")
+        .await
+        .unwrap();
+    let want = rows_of(&direct, "SELECT * FROM daily ORDER BY 1").await;
+    // The server refreshes it by itself, soon.
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = rows_of(&through, "SELECT * FROM daily ORDER BY 1").await;
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(got, want, "the view was refreshed on its interval");
+    let refreshes: Vec<(String, Option<String>)> = through
+        .query(
+            "SELECT last_refresh_kind, refresh_interval::text FROM thermocline.materialized_views",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        refreshes,
+        vec![("incremental".to_string(), Some("00:00:01".to_string()))]
+    );
+}

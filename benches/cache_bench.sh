@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The benchmark of the cache and of materialized views over a tiered table:
+# N rows over two years in one Postgres table (orders_all) and in a tiered
+# table (orders, 30 days hot, the rest moved to Iceberg). One run prints:
+#
+#   - the full-history monthly aggregate, all in Postgres, through a
+#     thermocline without cache (cache_memory = 0), and through one with its
+#     cache warm; a new row is inserted before each cached run, and the last
+#     answer is checked against Postgres's;
+#   - a monthly materialized view after one more day of rows: incremental
+#     REFRESH against a full computation (CREATE of the same view).
+#
+#   benches/cache_bench.sh [--rows N] [--runs K] [--thermocline PATH] [--keep-workdir]
+#
+# Defaults: 10,000,000 rows, 5 runs per figure (the median is shown). Needs
+# PostgreSQL 15 server binaries and psql; builds thermocline in release mode
+# when no binary is given or found.
+set -euo pipefail
+
+ROWS=10000000
+RUNS=5
+THERMOCLINE_BIN=""
+KEEP=0
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+    --rows) ROWS="$2"; shift 2 ;;
+    --runs) RUNS="$2"; shift 2 ;;
+    --thermocline) THERMOCLINE_BIN="$2"; shift 2 ;;
+    --keep-workdir) KEEP=1; shift ;;
+    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "cache_bench: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+NAME=cache_bench
+# shellcheck source=benches/lib.sh
+source "$(dirname "$0")/lib.sh"
+start_postgres -c shared_buffers=1GB -c max_wal_size=4GB -c work_mem=64MB
+
+log "loading $ROWS rows over two years into orders_all and orders"
+load_sample "$ROWS" orders_all
+pg <<SQL
+CREATE TABLE orders (LIKE orders_all INCLUDING ALL);
+INSERT INTO orders SELECT * FROM orders_all;
+VACUUM ANALYZE;
+SQL
+
+write_config
+log "moving rows older than 30 days to Iceberg"
+"$THERMOCLINE_BIN" tier run --config "$WORK/thermocline.toml" >&2
+pg -c "VACUUM FULL ANALYZE orders"
+serve
+
+# A second thermocline, without cache, on the same Postgres and lake.
+NOCACHE_PORT="$(free_port)"
+sed -e "s/127.0.0.1:$TC_PORT/127.0.0.1:$NOCACHE_PORT/" -e 's/^log_level = .*/&\ncache_memory = "0"/' \
+    "$WORK/thermocline.toml" > "$WORK/nocache.toml"
+"$THERMOCLINE_BIN" serve --config "$WORK/nocache.toml" 2>"$WORK/nocache.log" &
+NOCACHE_PID=$!
+trap 'kill "$NOCACHE_PID" 2>/dev/null || true; cleanup' EXIT
+for _ in $(seq 300); do
+    "$PSQL" -X -q -h 127.0.0.1 -p "$NOCACHE_PORT" -U postgres -d bench -c 'select 1' >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+# run PORT SQL...: psql on database bench, one -c per statement, timing on.
+run() {
+    local port="$1"; shift
+    local args=()
+    for s in "$@"; do args+=(-c "$s"); done
+    "$PSQL" -X -h 127.0.0.1 -p "$port" -U postgres -d bench -v ON_ERROR_STOP=1 -c '\timing on' "${args[@]}"
+}
+# last_ms: the last "Time:" psql printed, in milliseconds.
+last_ms() { awk '/^Time:/ { t = $2 } END { print t }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "-" }'; }
+
+MONTHLY="SELECT date_trunc('month', created_at) AS m, count(*), sum(amount) FROM TBL GROUP BY 1 ORDER BY 1"
+# new_row I: the I-th row inserted while measuring, for TBL.
+new_row() { printf "INSERT INTO TBL VALUES (%d, now(), 7, 12.34, 'new')" $(( ROWS + $1 )); }
+
+log "full-history monthly aggregate"
+direct=$(for _ in $(seq "$RUNS"); do run "$PG_PORT" "${MONTHLY//TBL/orders_all}" | last_ms; done | median)
+uncached=$(for _ in $(seq "$RUNS"); do run "$NOCACHE_PORT" "${MONTHLY//TBL/orders}" | last_ms; done | median)
+run "$TC_PORT" "${MONTHLY//TBL/orders}" >/dev/null
+cached=$(for i in $(seq "$RUNS"); do
+    row=$(new_row "$i")
+    run "$PG_PORT" "${row//TBL/orders_all}" >/dev/null
+    run "$TC_PORT" "${row//TBL/orders}" "${MONTHLY//TBL/orders}" | last_ms
+done | median)
+if diff <(run "$PG_PORT" "${MONTHLY//TBL/orders_all}" | grep -v '^Time') \
+        <(run "$TC_PORT" "${MONTHLY//TBL/orders}" | grep -v '^Time') >/dev/null; then
+    same=yes
+else
+    same=NO
+fi
+
+log "materialized view: one more day of rows, then REFRESH"
+VIEW="SELECT date_trunc('month', created_at) AS month, count(*) AS n, sum(amount) AS total FROM orders GROUP BY 1"
+run "$NOCACHE_PORT" "CREATE MATERIALIZED VIEW monthly AS $VIEW" >/dev/null
+DAY=$(( ROWS / 730 ))
+pg -c "INSERT INTO orders SELECT $(( ROWS + 1000 )) + i, now() - (i::float8 / $DAY) * interval '1 day', 1 + i % 1000,
+              (i * 37 % 100000) / 100.0, 'paid' FROM generate_series(1, $DAY) i"
+incremental=$(for _ in $(seq "$RUNS"); do run "$NOCACHE_PORT" "REFRESH MATERIALIZED VIEW monthly" | last_ms; done | median)
+full=$(for _ in $(seq "$RUNS"); do
+    run "$NOCACHE_PORT" "DROP MATERIALIZED VIEW IF EXISTS monthly_full" "CREATE MATERIALIZED VIEW monthly_full AS $VIEW" | last_ms
+done | median)
+if diff <(run "$TC_PORT" "SELECT * FROM monthly ORDER BY 1" | grep -v '^Time') \
+        <(run "$TC_PORT" "SELECT * FROM monthly_full ORDER BY 1" | grep -v '^Time') >/dev/null; then
+    view_same=yes
+else
+    view_same=NO
+fi
+kind=$(pg -At -c "SELECT last_refresh_kind FROM thermocline.materialized_views WHERE view_name = 'monthly'")
+
+printf '\n%d rows, 30 days hot; median of %d runs\n\n' "$ROWS" "$RUNS"
+printf '%-52s %12s %10s\n' "full-history monthly aggregate" "time (ms)" "speed-up"
+printf '%-52s %12s %10s\n' "all in Postgres" "$direct" "1.0x"
+printf '%-52s %12s %10s\n' "thermocline, no cache" "$uncached" "$(ratio "$direct" "$uncached")"
+printf '%-52s %12s %10s\n' "thermocline, fresh-cached (a row inserted before each)" "$cached" "$(ratio "$direct" "$cached")"
+printf '%-52s %12s\n' "fresh-cached vs no cache" "$(ratio "$uncached" "$cached")"
+printf '%-52s %12s\n' "cached answer equals Postgres's" "$same"
+printf '\n%-52s %12s\n' "monthly materialized view, +1 day of rows" "time (ms)"
+printf '%-52s %12s\n' "full computation (CREATE)" "$full"
+printf '%-52s %12s\n' "REFRESH ($kind)" "$incremental"
+printf '%-52s %12s\n' "incremental / full" "$(awk -v a="$incremental" -v b="$full" 'BEGIN { printf "1/%.1f", b / a }')"
+printf '%-52s %12s\n' "refreshed view equals a fresh one" "$view_same"
+rss=$(awk '/VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$TC_PID/status")
+printf '\nthermocline (cached) peak RSS: %s\n' "$rss"
