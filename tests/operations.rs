@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::wire::{RawConn, query};
+use common::wire::{RawConn, bind, close, execute, parse, query, sync};
 use common::{Proxy, ServeProcess, client, fresh_db, pg};
 use tokio_postgres::SimpleQueryMessage;
 
@@ -174,6 +174,47 @@ async fn system_views_show_sessions_and_recent_statements() {
 /// With idle_session_timeout, a session idle outside a transaction is
 /// closed with FATAL 57P05, as Postgres closes it; a session inside a
 /// transaction or running a long statement is not.
+/// A Parse naming a system view that arrives in one packet behind other
+/// messages (as a driver sends a Close of its last statement and its next
+/// query together) is rewritten like any other, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_view_behind_other_messages_in_one_packet() {
+    let proxy = Proxy::start().await;
+    let db = fresh_db("packet").await;
+    let (mut conn, _) = RawConn::connect(proxy.port(), "postgres", &db).await;
+    let mut packet = Vec::new();
+    for m in [
+        parse("s1", "SELECT 1", &[]),
+        bind("", "s1", &[], &[], &[]),
+        execute("", 0),
+        sync(),
+        close(b'S', "s1"),
+        sync(),
+        parse("", "SELECT count(*) >= 0 FROM thermocline.statements", &[]),
+        bind("", "", &[], &[], &[]),
+        execute("", 0),
+        sync(),
+        query("SELECT 'still here'"),
+    ] {
+        packet.extend(m);
+    }
+    conn.send(&packet).await;
+    let replies = conn.until_ready(4).await;
+    let tags: Vec<u8> = replies.iter().map(|m| m.tag).collect();
+    assert_eq!(
+        tags,
+        b"12DCZ3Z12DCZTDCZ".to_vec(),
+        "every exchange answered in order: {:?}",
+        String::from_utf8_lossy(&tags)
+    );
+    let rows: Vec<&[u8]> = replies
+        .iter()
+        .filter(|m| m.tag == b'D')
+        .map(|m| &m.body[6..])
+        .collect();
+    assert_eq!(rows, vec![&b"1"[..], b"t", b"still here"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_are_closed_with_57p05() {
     let proxy =
