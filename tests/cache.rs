@@ -66,6 +66,12 @@ async fn cached_answers_stay_fresh() {
         plan.contains("ColdCacheExec") && plan.contains("hit: answered from the cache"),
         "EXPLAIN ANALYZE shows the cold half came from the cache:\n{plan}"
     );
+    assert!(
+        plan.contains("Postgres (partial aggregate): SELECT (date_trunc('month', created_at))")
+            && plan.contains("GROUP BY 1")
+            && plan.contains("Postgres (stragglers): SELECT"),
+        "the hot half's partial aggregate is Postgres's:\n{plan}"
+    );
 
     // A row inserted now, one updated, one deleted, and a late row older
     // than the window (at the same times in both databases): the very next

@@ -41,6 +41,8 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use futures::{StreamExt, TryStreamExt};
+
+use super::scan::ScanContext;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 
@@ -298,6 +300,8 @@ pub(crate) struct TieredLeaf {
     /// Everything the cold partition's rows depend on: the lake table's
     /// location, snapshot, watermark, columns and pruning filters.
     pub reads: String,
+    /// How to read the hot rows in parts.
+    pub recipe: super::scan::HotRecipe,
 }
 
 /// What a statement's cold halves are keyed by besides their own plan.
@@ -309,14 +313,16 @@ pub(crate) struct Statement<'a> {
 }
 
 /// The plan with each tiered scan's cold half, up to and including its
-/// partial aggregate, read through the cache.
+/// partial aggregate, read through the cache; and the hot half of a partial
+/// aggregate computed by Postgres where it can be.
 pub(crate) fn rewrite(
     plan: Arc<dyn ExecutionPlan>,
+    ctx: &Arc<ScanContext>,
     leaves: &[Arc<TieredLeaf>],
     cache: &Arc<ColdCache>,
     statement: &Statement<'_>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    if leaves.is_empty() || cache.capacity == 0 {
+    if leaves.is_empty() {
         return Ok(plan);
     }
     let prefix = format!(
@@ -326,6 +332,7 @@ pub(crate) fn rewrite(
         statement.time_zone
     );
     let rewriter = Rewriter {
+        ctx,
         leaves,
         cache,
         prefix,
@@ -336,6 +343,7 @@ pub(crate) fn rewrite(
 }
 
 struct Rewriter<'a> {
+    ctx: &'a Arc<ScanContext>,
     leaves: &'a [Arc<TieredLeaf>],
     cache: &'a Arc<ColdCache>,
     prefix: String,
@@ -359,11 +367,20 @@ impl Rewriter<'_> {
             && let Some(described) = describe_aggregate(agg)
             && let Some(h) = self.split(agg.input())?
         {
-            let hot = plan.clone().with_new_children(vec![h.hot])?;
+            let pushed = self.hot_aggregate(agg, &h)?;
+            if pushed.is_none() && self.cache.capacity == 0 {
+                return Ok(plan);
+            }
+            let hot = match pushed {
+                Some(hot) => hot,
+                None => plan.clone().with_new_children(vec![h.hot])?,
+            };
             let cold = plan.clone().with_new_children(vec![h.cold])?;
             return self.united(hot, cold, &h.leaf, format!("{}\n{described}", h.key));
         }
-        if let Some(h) = self.split(&plan)? {
+        if self.cache.capacity > 0
+            && let Some(h) = self.split(&plan)?
+        {
             return self.united(h.hot, h.cold, &h.leaf, h.key);
         }
         let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
@@ -377,6 +394,40 @@ impl Rewriter<'_> {
         plan.with_new_children(rewritten)
     }
 
+    /// The hot half of `agg`: Postgres's partial aggregate of the rows at or
+    /// after the watermark, with the executor's of the stragglers; `None`
+    /// when an expression does not translate or the statement's hot
+    /// queries do not share one snapshot.
+    fn hot_aggregate(
+        &self,
+        agg: &AggregateExec,
+        h: &Halves,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        if !self.ctx.fixed_snapshot {
+            return Ok(None);
+        }
+        let Some(translated) = super::hotagg::translate(agg) else {
+            return Ok(None);
+        };
+        let (aggregated, sql) = h.leaf.recipe.aggregate(self.ctx, &translated);
+        let (stragglers, straggler_sql) = h.leaf.recipe.stragglers(self.ctx);
+        if let Ok(mut trace) = self.ctx.trace.lock() {
+            trace.push(format!("Postgres (partial aggregate): {sql}"));
+            trace.push(format!("Postgres (stragglers): {straggler_sql}"));
+        }
+        let aggregated: Arc<dyn ExecutionPlan> = Arc::new(StreamingTableExec::try_new(
+            translated.schema.clone(),
+            vec![aggregated],
+            None,
+            Vec::<datafusion::physical_expr::LexOrdering>::new(),
+            false,
+            None,
+        )?);
+        let stragglers = replace_leaf(agg.input(), &stragglers)?;
+        let stragglers = Arc::new(agg.clone()).with_new_children(vec![stragglers])?;
+        Ok(Some(UnionExec::try_new(vec![aggregated, stragglers])?))
+    }
+
     fn united(
         &self,
         hot: Arc<dyn ExecutionPlan>,
@@ -384,6 +435,9 @@ impl Rewriter<'_> {
         leaf: &TieredLeaf,
         key: String,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if self.cache.capacity == 0 {
+            return UnionExec::try_new(vec![hot, cold]);
+        }
         let cached = Arc::new(ColdCacheExec::new(
             cold,
             format!("{}\n{key}", self.prefix),
@@ -451,6 +505,33 @@ impl Rewriter<'_> {
             key: format!("{}\n{described}", h.key),
         }))
     }
+}
+
+/// `plan` (row-by-row operators over a tiered scan) over `partition` in
+/// place of the scan's partitions.
+fn replace_leaf(
+    plan: &Arc<dyn ExecutionPlan>,
+    partition: &Arc<dyn PartitionStream>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if let Some(s) = plan.as_any().downcast_ref::<StreamingTableExec>() {
+        let projection = s.projection().as_ref().map(|p| p.to_vec());
+        return Ok(Arc::new(StreamingTableExec::try_new(
+            s.partition_schema().clone(),
+            vec![partition.clone()],
+            projection.as_ref(),
+            s.projected_output_ordering(),
+            s.is_infinite(),
+            s.limit(),
+        )?));
+    }
+    let children = plan.children();
+    let [child] = children.as_slice() else {
+        return Err(DataFusionError::Internal(
+            "a tiered scan's chain has one input per operator".into(),
+        ));
+    };
+    plan.clone()
+        .with_new_children(vec![replace_leaf(child, partition)?])
 }
 
 /// Where a partition lives, to recognize it in a plan.

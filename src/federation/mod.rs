@@ -14,6 +14,7 @@ mod cold;
 pub(crate) mod exactness;
 mod explain;
 pub(crate) mod extended;
+mod hotagg;
 pub(crate) mod link;
 pub(crate) mod matview;
 mod memory;
@@ -264,10 +265,9 @@ async fn answer(
         }
     }
     let shared = Arc::new(Mutex::new(link));
-    let ctx = Arc::new(ScanContext::new(
-        shared.clone(),
-        crate::pgtypes::executor_zone(tz),
-    ));
+    let mut ctx = ScanContext::new(shared.clone(), crate::pgtypes::executor_zone(tz));
+    ctx.fixed_snapshot = own_transaction;
+    let ctx = Arc::new(ctx);
     let text = TextSettings {
         time_zone: tz,
         extra_float_digits: settings.extra_float_digits,
@@ -627,7 +627,7 @@ async fn execute(
 /// results. `sql`: the statement as the SQL parser writes it back.
 fn with_cache(
     plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
-    ctx: &ScanContext,
+    ctx: &Arc<ScanContext>,
     federation: &Federation,
     sql: &str,
     params: &[datafusion::common::ScalarValue],
@@ -636,6 +636,7 @@ fn with_cache(
     let leaves = ctx.leaves.lock().map(|l| l.clone()).unwrap_or_default();
     cache::rewrite(
         plan,
+        ctx,
         &leaves,
         &federation.cache,
         &cache::Statement {

@@ -98,7 +98,7 @@ pub(crate) fn to_pg_sql(e: &Expr, columns: &[ScanColumn]) -> Option<String> {
     }
 }
 
-fn literal_sql(v: &ScalarValue) -> Option<String> {
+pub(crate) fn literal_sql(v: &ScalarValue) -> Option<String> {
     use ScalarValue::*;
     let ts = |us: i64| {
         chrono::DateTime::<chrono::Utc>::from_timestamp_micros(us)

@@ -57,6 +57,10 @@ pub(crate) struct ScanContext {
     pub portals: std::sync::Mutex<Vec<(String, String)>>,
     /// The tiered scans planned, for the cache of cold partial results.
     pub leaves: std::sync::Mutex<Vec<Arc<super::cache::TieredLeaf>>>,
+    /// Every query of the statement on the connection sees one snapshot
+    /// (its own REPEATABLE READ transaction): hot queries may then run
+    /// after the lake was read.
+    pub fixed_snapshot: bool,
 }
 
 /// Names of thermocline's own statements and portals, unique per process
@@ -74,6 +78,7 @@ impl ScanContext {
             extended: false,
             portals: Default::default(),
             leaves: Default::default(),
+            fixed_snapshot: false,
         }
     }
 }
@@ -211,40 +216,7 @@ impl TableProvider for FederatedTable {
         }
         // The cursor (or portal) first: its snapshot is taken now, before
         // the Iceberg snapshot is chosen below.
-        let cursor = if self.ctx.extended {
-            let n = NEXT_PORTAL.fetch_add(1, Ordering::Relaxed);
-            let (statement, portal) = (format!("thermocline_s{n}"), format!("thermocline_p{n}"));
-            let mut msgs = Vec::new();
-            super::link::frontend::parse(&mut msgs, &statement, &sql);
-            super::link::frontend::bind_binary(&mut msgs, &portal, &statement);
-            {
-                let mut link = self.ctx.link.lock().await;
-                link.extended(&msgs, 2).await.map_err(link_error)?;
-            }
-            self.ctx
-                .portals
-                .lock()
-                .expect("not poisoned")
-                .push((statement, portal.clone()));
-            Fetch::Portal(portal)
-        } else {
-            let cursor = format!(
-                "thermocline_c{}",
-                self.ctx.next_cursor.fetch_add(1, Ordering::Relaxed)
-            );
-            let mut link = self.ctx.link.lock().await;
-            link.simple(&format!(
-                "DECLARE {cursor} BINARY NO SCROLL CURSOR FOR {sql}"
-            ))
-            .await
-            .map_err(link_error)?;
-            self.ctx
-                .cursors
-                .lock()
-                .expect("not poisoned")
-                .push(cursor.clone());
-            Fetch::Cursor(cursor)
-        };
+        let cursor = open(&self.ctx, &sql).await?;
         self.ctx
             .trace
             .lock()
@@ -316,31 +288,47 @@ impl TableProvider for FederatedTable {
                 });
             }
         }
+        let read_schema = schema_of(
+            &read
+                .iter()
+                .map(|&i| self.columns[i].clone())
+                .collect::<Vec<_>>(),
+            &self.ctx.time_zone,
+        );
+        let split = split.map(Arc::new);
         let hot = HotPartition {
             ctx: self.ctx.clone(),
             cursor,
-            columns: read_columns,
-            read_schema: schema_of(
-                &read
-                    .iter()
-                    .map(|&i| self.columns[i].clone())
-                    .collect::<Vec<_>>(),
-                &self.ctx.time_zone,
-            ),
+            columns: read_columns.clone(),
+            read_schema: read_schema.clone(),
             out_schema: out_schema.clone(),
-            out_pos,
-            split: split.map(Arc::new),
+            out_pos: out_pos.clone(),
+            split: split.clone(),
         };
         let hot: Arc<dyn PartitionStream> = Arc::new(hot);
         let mut parts = vec![hot.clone()];
-        if let Some((cold, source, reads)) = cold_part {
+        if let (Some((cold, source, reads)), Some(split)) = (cold_part, split) {
             parts.push(cold.clone());
+            let time = split.t.time_column();
+            let recipe = HotRecipe {
+                qualified: self.qualified.clone(),
+                list,
+                wheres,
+                time: quote_ident(&time.name),
+                w: crate::tiering::mover::time_literal(time.pg_type, split.w),
+                columns: read_columns,
+                read_schema,
+                out_schema: out_schema.clone(),
+                out_pos,
+                split,
+            };
             self.ctx.leaves.lock().expect("not poisoned").push(Arc::new(
                 super::cache::TieredLeaf {
                     hot: super::cache::address(&hot),
                     cold: super::cache::address(&cold),
                     source,
                     reads,
+                    recipe,
                 },
             ));
         }
@@ -352,6 +340,128 @@ impl TableProvider for FederatedTable {
             false,
             None,
         )?))
+    }
+}
+
+/// How a tiered table's hot rows are read, kept to read them again in
+/// parts: the stragglers alone, or an aggregate of the rest computed by
+/// Postgres.
+#[derive(Debug)]
+pub(crate) struct HotRecipe {
+    qualified: String,
+    /// The columns read, as a select list.
+    list: String,
+    /// The filters pushed to Postgres.
+    wheres: Vec<String>,
+    /// The time column, quoted, and the watermark as a literal.
+    time: String,
+    w: String,
+    columns: Vec<ScanColumn>,
+    read_schema: SchemaRef,
+    out_schema: SchemaRef,
+    out_pos: Vec<usize>,
+    split: Arc<Split>,
+}
+
+impl HotRecipe {
+    fn query(&self, select: &str, condition: String, more: &[String], tail: &str) -> String {
+        let mut conditions = self.wheres.clone();
+        conditions.push(condition);
+        conditions.extend(more.iter().cloned());
+        format!(
+            "SELECT {select} FROM {} WHERE {}{tail}",
+            self.qualified,
+            conditions.join(" AND ")
+        )
+    }
+
+    /// The hot rows before the watermark, those the lake holds dropped;
+    /// with the query that reads them.
+    pub(crate) fn stragglers(&self, ctx: &Arc<ScanContext>) -> (Arc<dyn PartitionStream>, String) {
+        let sql = self.query(&self.list, format!("{} < {}", self.time, self.w), &[], "");
+        let p = HotPartition {
+            ctx: ctx.clone(),
+            cursor: Fetch::Open(sql.clone()),
+            columns: self.columns.clone(),
+            read_schema: self.read_schema.clone(),
+            out_schema: self.out_schema.clone(),
+            out_pos: self.out_pos.clone(),
+            split: Some(self.split.clone()),
+        };
+        (Arc::new(p), sql)
+    }
+
+    /// The partial aggregate `agg` of the hot rows at or after the
+    /// watermark, computed by Postgres; with its query.
+    pub(crate) fn aggregate(
+        &self,
+        ctx: &Arc<ScanContext>,
+        agg: &super::hotagg::HotAggregate,
+    ) -> (Arc<dyn PartitionStream>, String) {
+        let group_by = if agg.groups == 0 {
+            String::new()
+        } else {
+            format!(
+                " GROUP BY {}",
+                (1..=agg.groups)
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let sql = self.query(
+            &agg.select,
+            format!("{} >= {}", self.time, self.w),
+            &agg.filters,
+            &group_by,
+        );
+        let p = HotPartition {
+            ctx: ctx.clone(),
+            cursor: Fetch::Open(sql.clone()),
+            columns: agg.columns.clone(),
+            read_schema: agg.schema.clone(),
+            out_schema: agg.schema.clone(),
+            out_pos: (0..agg.columns.len()).collect(),
+            split: None,
+        };
+        (Arc::new(p), sql)
+    }
+}
+
+/// Opens a binary cursor (simple protocol) or a named portal (extended
+/// protocol) for `sql` on the statement's connection.
+async fn open(ctx: &ScanContext, sql: &str) -> Result<Fetch> {
+    if ctx.extended {
+        let n = NEXT_PORTAL.fetch_add(1, Ordering::Relaxed);
+        let (statement, portal) = (format!("thermocline_s{n}"), format!("thermocline_p{n}"));
+        let mut msgs = Vec::new();
+        super::link::frontend::parse(&mut msgs, &statement, sql);
+        super::link::frontend::bind_binary(&mut msgs, &portal, &statement);
+        {
+            let mut link = ctx.link.lock().await;
+            link.extended(&msgs, 2).await.map_err(link_error)?;
+        }
+        ctx.portals
+            .lock()
+            .expect("not poisoned")
+            .push((statement, portal.clone()));
+        Ok(Fetch::Portal(portal))
+    } else {
+        let cursor = format!(
+            "thermocline_c{}",
+            ctx.next_cursor.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut link = ctx.link.lock().await;
+        link.simple(&format!(
+            "DECLARE {cursor} BINARY NO SCROLL CURSOR FOR {sql}"
+        ))
+        .await
+        .map_err(link_error)?;
+        ctx.cursors
+            .lock()
+            .expect("not poisoned")
+            .push(cursor.clone());
+        Ok(Fetch::Cursor(cursor))
     }
 }
 
@@ -376,6 +486,9 @@ struct Split {
 enum Fetch {
     Cursor(String),
     Portal(String),
+    /// Opened at the first fetch (only under a snapshot fixed for the whole
+    /// statement).
+    Open(String),
 }
 
 /// The hot rows: FETCHes from a binary cursor, stragglers checked.
@@ -421,6 +534,9 @@ impl PartitionStream for HotPartition {
                 return None;
             }
             let result = async {
+                if let Fetch::Open(sql) = &s.fetch {
+                    s.fetch = open(&s.ctx, sql).await?;
+                }
                 let messages = {
                     let mut link = s.ctx.link.lock().await;
                     match &s.fetch {
@@ -433,6 +549,7 @@ impl PartitionStream for HotPartition {
                             super::link::frontend::execute(&mut msgs, p, FETCH_ROWS as i32);
                             link.extended(&msgs, 1).await.map_err(link_error)?
                         }
+                        Fetch::Open(_) => unreachable!("opened above"),
                     }
                 };
                 let mut builders: Vec<_> = s
