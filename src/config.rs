@@ -57,6 +57,9 @@ pub struct Config {
     pub statement_memory: Option<u64>,
     /// Bytes of cold partial results kept for reuse; 0 turns the cache off.
     pub cache_memory: u64,
+    /// How old a whole cached answer may be when a session does not say
+    /// (`thermocline.result_cache_ttl`); `None`: not used.
+    pub result_cache_ttl: Option<Duration>,
     /// Client sessions served at once; 0: no limit.
     pub max_client_connections: usize,
     /// Federated statements run at once; the rest wait in a queue. 0: no limit.
@@ -119,6 +122,7 @@ impl Default for Config {
             maintain_interval: Some(Duration::from_secs(3600)),
             executor_memory: 1 << 30,
             cache_memory: 256 << 20,
+            result_cache_ttl: None,
             statement_memory: None,
             max_client_connections: 1000,
             max_federated_statements: 8,
@@ -276,6 +280,23 @@ fn parse_duration(v: &toml::Value) -> Result<Duration, String> {
 }
 
 /// A duration, or `"off"` (also `"0"`) for none.
+/// A duration as a session may set it: `30s`, `30 seconds`, `5 min`
+/// (`None` when it is not one, or zero).
+pub(crate) fn parse_interval(v: &str) -> Option<Duration> {
+    let mut compact = String::with_capacity(v.len());
+    let mut last_digit = false;
+    for c in v.trim().chars() {
+        if c == ' ' && last_digit {
+            continue;
+        }
+        last_digit = c.is_ascii_digit();
+        compact.push(c);
+    }
+    humantime::parse_duration(&compact)
+        .ok()
+        .filter(|d| !d.is_zero())
+}
+
 fn parse_optional_duration(v: &toml::Value) -> Result<Option<Duration>, String> {
     match v {
         toml::Value::String(s) if matches!(s.trim(), "off" | "0" | "") => Ok(None),
@@ -567,8 +588,14 @@ impl Config {
         })? {
             c.statement_memory = Some(n);
         }
-        if let Some(n) = l.parsed("cache_memory", parse_size)? {
+        if let Some(n) = l.parsed("cache_memory", |v| match v {
+            toml::Value::Integer(0) => Ok(0),
+            v => parse_size(v),
+        })? {
             c.cache_memory = n;
+        }
+        if let Some(d) = l.parsed("result_cache_ttl", parse_optional_duration)? {
+            c.result_cache_ttl = d;
         }
         if let Some(n) = l.parsed("max_client_connections", parse_count)? {
             c.max_client_connections = n;

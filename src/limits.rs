@@ -27,6 +27,8 @@ pub struct Limits {
     /// 0: off.
     slow_statement_ms: AtomicU64,
     statement_memory: AtomicUsize,
+    /// 0: off.
+    result_cache_ttl_ms: AtomicU64,
     running: Mutex<usize>,
     freed: Notify,
 }
@@ -56,6 +58,8 @@ impl Limits {
             .store(millis(config.slow_statement_threshold), Relaxed);
         self.statement_memory
             .store(config.statement_memory() as usize, Relaxed);
+        self.result_cache_ttl_ms
+            .store(millis(config.result_cache_ttl), Relaxed);
         let secs = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64());
         METRICS.set_limits(vec![
             (
@@ -77,9 +81,20 @@ impl Limits {
             ),
             ("executor_memory", config.executor_memory as f64),
             ("statement_memory", config.statement_memory() as f64),
+            ("cache_memory", config.cache_memory as f64),
+            ("result_cache_ttl", secs(config.result_cache_ttl)),
         ]);
         // A raised limit lets waiting statements in now.
         self.freed.notify_waiters();
+    }
+
+    /// `result_cache_ttl`: how old a whole cached answer may be for a
+    /// session that does not set its own.
+    pub fn result_cache_ttl(&self) -> Option<Duration> {
+        match self.result_cache_ttl_ms.load(Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
     }
 
     /// `max_client_connections`; 0: no limit.

@@ -407,3 +407,72 @@ async fn materialized_views_refresh_on_their_interval() {
         vec![("incremental".to_string(), Some("00:00:01".to_string()))]
     );
 }
+
+/// With `thermocline.result_cache_ttl` set, a session accepts whole answers
+/// up to that age: the same statement again is answered from the cache,
+/// without the row inserted meanwhile. Other sessions, and the same one
+/// once it turns the setting off, get fresh answers; a role that lost its
+/// privileges gets Postgres's error, not the cached answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_answers_up_to_an_age_when_a_session_asks() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = serve(&s).await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let admin_tiered = admin(&s.tiered).await;
+    admin_tiered
+        .batch_execute(
+            "DO $$BEGIN CREATE ROLE dashboard LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END$$;
+             GRANT SELECT ON orders TO dashboard",
+        )
+        .await
+        .unwrap();
+    let dashboard = client(proxy.port(), "dashboard", &s.tiered).await;
+    let fresh = client(proxy.port(), "postgres", &s.tiered).await;
+    let sql = "SELECT status, count(*), sum(amount) FROM orders GROUP BY 1 ORDER BY 1";
+    dashboard
+        .batch_execute("SET thermocline.result_cache_ttl = '1h'")
+        .await
+        .unwrap();
+    let before = ask(&direct, sql).await;
+    assert_eq!(ask(&dashboard, sql).await, before);
+    in_both(
+        &s,
+        "INSERT INTO orders SELECT 100001, max(created_at) + interval '1 second', 4, 1.00, 'new', 'fresh', NULL, max(day), false FROM orders",
+    )
+    .await;
+    let after = ask(&direct, sql).await;
+    assert_ne!(before, after);
+    assert_eq!(
+        ask(&dashboard, sql).await,
+        before,
+        "answered from the cache"
+    );
+    assert_eq!(ask(&fresh, sql).await, after, "another session computes");
+    let kept: Vec<(String, i64)> = fresh
+        .query(
+            "SELECT kind, hits FROM thermocline.cache WHERE kind = 'result'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(kept, vec![("result".to_string(), 1)]);
+
+    admin_tiered
+        .batch_execute("REVOKE SELECT ON orders FROM dashboard")
+        .await
+        .unwrap();
+    assert_eq!(ask(&dashboard, sql).await, Answer::Error("42501".into()));
+    admin_tiered
+        .batch_execute("GRANT SELECT ON orders TO dashboard")
+        .await
+        .unwrap();
+    dashboard
+        .batch_execute("SET thermocline.result_cache_ttl = 'off'")
+        .await
+        .unwrap();
+    assert_eq!(ask(&dashboard, sql).await, after, "fresh once turned off");
+}

@@ -340,17 +340,23 @@ impl Metrics {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(c) = cache {
             let kind = |v: u64| vec![("{kind=\"cold_partial\"}".to_string(), v.to_string())];
+            let kinds = |cold: u64, result: u64| {
+                vec![
+                    ("{kind=\"cold_partial\"}".to_string(), cold.to_string()),
+                    ("{kind=\"result\"}".to_string(), result.to_string()),
+                ]
+            };
             metric(
                 "thermocline_cache_hits_total",
                 "counter",
-                "Cold halves of federated statements answered from the cache.",
-                &kind(c.hits.load(Relaxed)),
+                "Cold halves of federated statements answered from the cache, and whole answers given from it (thermocline.result_cache_ttl).",
+                &kinds(c.hits.load(Relaxed), c.result_hits.load(Relaxed)),
             );
             metric(
                 "thermocline_cache_misses_total",
                 "counter",
-                "Cold halves of federated statements computed (and kept when small enough).",
-                &kind(c.misses.load(Relaxed)),
+                "Cold halves computed (kept when small enough), and whole answers computed under a result_cache_ttl.",
+                &kinds(c.misses.load(Relaxed), c.result_misses.load(Relaxed)),
             );
             metric(
                 "thermocline_cache_evictions_total",

@@ -392,8 +392,30 @@ async fn tiers(shared: &Shared, database: &str) -> Vec<Row> {
     rows
 }
 
-/// One row per entry of the cache of cold partial results.
+/// One row per entry of the cache: cold partial results, then whole
+/// answers.
 async fn cache(shared: &Shared) -> Vec<Row> {
+    let results = shared.cache.results().await;
+    let results = results.iter().map(|r| {
+        vec![
+            Some(literal("result")),
+            Some(literal(&format!(
+                "answer, {:.1} s old",
+                r.computed.elapsed().as_secs_f64()
+            ))),
+            Some(literal(&r.user)),
+            Some(literal(&r.statement)),
+            Some(r.rows.to_string()),
+            Some(r.data.len().to_string()),
+            Some(
+                r.hits
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .to_string(),
+            ),
+            Some(time(r.created)),
+            Some(format!("{}", r.compute.as_secs_f64() * 1000.0)),
+        ]
+    });
     shared
         .cache
         .entries()
@@ -416,6 +438,7 @@ async fn cache(shared: &Shared) -> Vec<Row> {
                 Some(format!("{}", p.compute.as_secs_f64() * 1000.0)),
             ]
         })
+        .chain(results)
         .collect()
 }
 

@@ -50,6 +50,11 @@ use moka::notification::RemovalCause;
 /// and bounded by `cache_memory` bytes.
 pub struct ColdCache {
     entries: Cache<String, Arc<Partial>>,
+    /// Whole answers, for sessions that accept them up to an age
+    /// (`thermocline.result_cache_ttl`).
+    results: Cache<String, Arc<CachedResult>>,
+    pub result_hits: AtomicU64,
+    pub result_misses: AtomicU64,
     /// Keys whose results were too large to keep, not tried again soon.
     too_large: Cache<String, ()>,
     /// The bound, in bytes; 0 turns the cache off.
@@ -100,12 +105,28 @@ impl ColdCache {
                 }
             })
             .build();
+        let counted = evictions.clone();
+        let results = Cache::builder()
+            .max_capacity(capacity / 4)
+            .weigher(|key: &String, r: &Arc<CachedResult>| {
+                u32::try_from(r.data.len() as u64 + key.len() as u64).unwrap_or(u32::MAX)
+            })
+            .time_to_live(Duration::from_secs(24 * 3600))
+            .eviction_listener(move |_, _, cause| {
+                if cause == RemovalCause::Size {
+                    counted.fetch_add(1, Relaxed);
+                }
+            })
+            .build();
         let too_large = Cache::builder()
             .max_capacity(10_000)
             .time_to_live(Duration::from_secs(600))
             .build();
         Self {
             entries,
+            results,
+            result_hits: AtomicU64::new(0),
+            result_misses: AtomicU64::new(0),
             too_large,
             capacity,
             hits: AtomicU64::new(0),
@@ -132,6 +153,39 @@ impl ColdCache {
     pub(crate) async fn entries(&self) -> Vec<Arc<Partial>> {
         self.entries.run_pending_tasks().await;
         self.entries.iter().map(|(_, v)| v).collect()
+    }
+
+    /// The whole answers held now.
+    pub(crate) async fn results(&self) -> Vec<Arc<CachedResult>> {
+        self.results.run_pending_tasks().await;
+        self.results.iter().map(|(_, v)| v).collect()
+    }
+
+    /// A whole answer no older than `ttl`.
+    pub(crate) async fn result(&self, key: &str, ttl: Duration) -> Option<Arc<CachedResult>> {
+        match self.results.get(key).await {
+            Some(r) if r.computed.elapsed() <= ttl => {
+                self.result_hits.fetch_add(1, Relaxed);
+                r.hits.fetch_add(1, Relaxed);
+                Some(r)
+            }
+            _ => {
+                self.result_misses.fetch_add(1, Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Keeps a whole answer, when it is small enough.
+    pub(crate) async fn keep_result(&self, key: String, result: CachedResult) {
+        if self.capacity > 0 && (result.data.len() as u64) <= self.max_entry() / 4 {
+            self.results.insert(key, Arc::new(result)).await;
+        }
+    }
+
+    /// The largest whole answer kept, in bytes.
+    pub(crate) fn max_result(&self) -> usize {
+        (self.max_entry() / 4) as usize
     }
 
     /// The cold half's rows: from the cache, or computed (once, however
@@ -215,6 +269,21 @@ fn stream_of(p: &Partial, schema: SchemaRef) -> SendableRecordBatchStream {
         schema,
         futures::stream::iter(batches.into_iter().map(Ok)),
     ))
+}
+
+/// A whole answer of a federated statement, as DataRow messages in text.
+pub(crate) struct CachedResult {
+    pub data: Vec<u8>,
+    pub rows: u64,
+    /// Queries that check, on the reader's connection, that it may read
+    /// what the answer was computed from.
+    pub checks: Vec<String>,
+    pub statement: String,
+    pub user: String,
+    pub computed: Instant,
+    pub created: SystemTime,
+    pub compute: Duration,
+    pub hits: AtomicU64,
 }
 
 /// Why a cold half was not kept.

@@ -88,6 +88,9 @@ pub(crate) struct SessionSettings {
     pub extra_float_digits: i32,
     /// The session's role (`session_authorization`).
     pub user: String,
+    /// The session has mentioned `thermocline.result_cache_ttl`: its
+    /// value is asked of Postgres before each federated read.
+    pub result_cache_set: bool,
 }
 
 impl SessionSettings {
@@ -122,6 +125,7 @@ impl Default for SessionSettings {
             date_style: "ISO, MDY".into(),
             extra_float_digits: 1,
             user: String::new(),
+            result_cache_set: false,
         }
     }
 }
@@ -133,6 +137,9 @@ struct Out<'a> {
     ok: bool,
     /// The SQLSTATE of the ErrorResponse written, if one was.
     failed: Option<String>,
+    /// DataRows sent, kept for the result cache (up to a size).
+    capture: Option<Vec<u8>>,
+    capture_limit: usize,
 }
 
 impl<'a> Out<'a> {
@@ -142,6 +149,21 @@ impl<'a> Out<'a> {
             buf: Vec::with_capacity(64 * 1024),
             ok: true,
             failed: None,
+            capture: None,
+            capture_limit: 0,
+        }
+    }
+
+    /// Writes a DataRow, keeping a copy when capturing.
+    fn row(&mut self, body: &[u8]) {
+        let at = self.buf.len();
+        crate::protocol::put_message(&mut self.buf, b'D', body);
+        if let Some(c) = &mut self.capture {
+            if c.len() + (self.buf.len() - at) > self.capture_limit {
+                self.capture = None;
+            } else {
+                c.extend_from_slice(&self.buf[at..]);
+            }
         }
     }
 
@@ -282,6 +304,34 @@ async fn answer(
         user: &settings.user,
     };
     let explained = explain_of(sql);
+    // A whole answer from the result cache, for a session that accepts one.
+    let result_key = match explained {
+        Some(_) => None,
+        None => match result_cache_ttl(&shared, settings, federation).await {
+            Err(()) => return None,
+            Ok(ttl) => ttl.map(|ttl| (ttl, result_key(sql, settings))),
+        },
+    };
+    if let Some((ttl, key)) = &result_key
+        && let Some(hit) = federation.cache.result(key, *ttl).await
+    {
+        drop(ctx);
+        let mut link = take_back(shared).await?;
+        return answer_cached(
+            link_checked(&mut link, &hit).await,
+            link,
+            out,
+            &hit,
+            &fields,
+            own_transaction,
+        )
+        .await;
+    }
+    if result_key.is_some() {
+        out.capture = Some(Vec::new());
+        out.capture_limit = federation.cache.max_result();
+    }
+    let computing = std::time::Instant::now();
     let seen = cancel.count();
     let work = async {
         match &explained {
@@ -307,6 +357,7 @@ async fn answer(
         () = cancel.after(seen) => Err(cancelled()),
     };
     // The scans are done with the link; take it back.
+    let ctx_reads = ctx.reads.lock().map(|r| r.clone()).unwrap_or_default();
     drop(ctx);
     let mut link = take_back(shared).await?;
     if link.recover().await.is_err() {
@@ -314,6 +365,26 @@ async fn answer(
     }
     match outcome {
         Ok(rows) => {
+            if let (Some((_, key)), Some(data)) = (result_key, out.capture.take()) {
+                let checks = ctx_reads.clone();
+                federation
+                    .cache
+                    .keep_result(
+                        key,
+                        cache::CachedResult {
+                            data,
+                            rows,
+                            checks,
+                            statement: crate::admin::activity::mask_literals(sql),
+                            user: settings.user.clone(),
+                            computed: computing,
+                            created: std::time::SystemTime::now(),
+                            compute: computing.elapsed(),
+                            hits: Default::default(),
+                        },
+                    )
+                    .await;
+            }
             let verb = if explained.is_some() {
                 "EXPLAIN".to_string()
             } else {
@@ -344,6 +415,97 @@ async fn answer(
                 abort_transaction(&mut link).await?;
             }
         }
+    }
+    finish(&mut link, out);
+    Some(link)
+}
+
+/// How old a whole cached answer may be for this session: its
+/// `thermocline.result_cache_ttl`, else the server's `result_cache_ttl`.
+/// `Err`: the connection to Postgres was lost.
+async fn result_cache_ttl(
+    shared: &Arc<Mutex<PgLink>>,
+    settings: &SessionSettings,
+    federation: &Federation,
+) -> Result<Option<std::time::Duration>, ()> {
+    if !settings.result_cache_set {
+        return Ok(federation.limits.result_cache_ttl());
+    }
+    let mut link = shared.lock().await;
+    let rows = match link
+        .simple("SELECT pg_catalog.current_setting('thermocline.result_cache_ttl', true)")
+        .await
+    {
+        Ok(rows) => rows,
+        Err(LinkError::Gone) => return Err(()),
+        Err(_) => return Ok(federation.limits.result_cache_ttl()),
+    };
+    let value = rows
+        .iter()
+        .find(|m| m.tag == b'D')
+        .and_then(|m| link::data_row_fields(&m.body))
+        .and_then(|f| f.first().copied().flatten())
+        .map(|v| String::from_utf8_lossy(v).trim().to_lowercase());
+    Ok(match value.as_deref() {
+        None | Some("") => federation.limits.result_cache_ttl(),
+        Some("off" | "0") => None,
+        Some(v) => crate::config::parse_interval(v),
+    })
+}
+
+/// What a whole answer is keyed by: the role, the statement and the
+/// settings its text depends on.
+fn result_key(sql: &str, settings: &SessionSettings) -> String {
+    let normalized = match Parser::parse_sql(&PostgreSqlDialect {}, sql).as_deref() {
+        Ok([statement]) => statement.to_string(),
+        _ => sql.trim().to_string(),
+    };
+    format!(
+        "{}\n{}\n{}\n{}\n{normalized}",
+        settings.user, settings.time_zone, settings.date_style, settings.extra_float_digits
+    )
+}
+
+/// Runs a cached answer's privilege checks as the reader.
+async fn link_checked(link: &mut PgLink, hit: &cache::CachedResult) -> Result<(), LinkError> {
+    if hit.checks.is_empty() {
+        return Ok(());
+    }
+    link.simple(&hit.checks.join("; ")).await.map(|_| ())
+}
+
+/// Sends a cached answer (or the error of its privilege check) and ends
+/// the statement's transaction.
+async fn answer_cached(
+    checked: Result<(), LinkError>,
+    mut link: PgLink,
+    out: &mut Out<'_>,
+    hit: &cache::CachedResult,
+    fields: &[link::FieldDescription],
+    own_transaction: bool,
+) -> Option<PgLink> {
+    match checked {
+        Ok(()) => {
+            put_row_description(&mut out.buf, fields);
+            out.buf.extend_from_slice(&hit.data);
+            let mut tag = format!("SELECT {}", hit.rows).into_bytes();
+            tag.push(0);
+            crate::protocol::put_message(&mut out.buf, b'C', &tag);
+            if own_transaction && link.simple("COMMIT").await.is_err() {
+                return None;
+            }
+        }
+        Err(LinkError::Postgres(e)) => {
+            out.error(e.encode());
+            if own_transaction {
+                if link.simple("ROLLBACK").await.is_err() {
+                    return None;
+                }
+            } else {
+                abort_transaction(&mut link).await?;
+            }
+        }
+        Err(_) => return None,
     }
     finish(&mut link, out);
     Some(link)
@@ -611,7 +773,7 @@ async fn execute(
                 crate::protocol::put_message(&mut m, b'D', &row_buf);
                 held.push_back(m);
             } else {
-                crate::protocol::put_message(&mut out.buf, b'D', &row_buf);
+                out.row(&row_buf);
                 rows += 1;
             }
         }

@@ -61,6 +61,9 @@ pub(crate) struct ScanContext {
     /// (its own REPEATABLE READ transaction): hot queries may then run
     /// after the lake was read.
     pub fixed_snapshot: bool,
+    /// For each table read, a query reading the same columns and no rows:
+    /// a cached answer is given only to a role that may run them.
+    pub reads: std::sync::Mutex<Vec<String>>,
 }
 
 /// Names of thermocline's own statements and portals, unique per process
@@ -79,6 +82,7 @@ impl ScanContext {
             portals: Default::default(),
             leaves: Default::default(),
             fixed_snapshot: false,
+            reads: Default::default(),
         }
     }
 }
@@ -209,6 +213,11 @@ impl TableProvider for FederatedTable {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        self.ctx
+            .reads
+            .lock()
+            .expect("not poisoned")
+            .push(format!("SELECT {list} FROM {} LIMIT 0", self.qualified));
         let mut sql = format!("SELECT {list} FROM {}", self.qualified);
         if !wheres.is_empty() {
             sql.push_str(" WHERE ");
