@@ -531,8 +531,36 @@ pub(super) async fn answer(
 ) -> Option<PgLink> {
     let command = match parse(sql) {
         Ok(c) => c,
-        // Postgres reports the syntax error.
-        Err(_) => return relay_query(link, out, sql).await,
+        Err(message) => {
+            // A form this parser does not know, over a tiered table: refused,
+            // rather than left to Postgres, which would see hot rows only.
+            let lower = sql.to_lowercase();
+            if lower.trim_start().starts_with("create")
+                && federation
+                    .tables
+                    .iter()
+                    .any(|t| lower.contains(&t.def.table.to_lowercase()))
+            {
+                out.error(
+                    ErrorFields::error(
+                        "0A000",
+                        format!(
+                            "{message}: a materialized view over a tiered table is written \
+                             CREATE MATERIALIZED VIEW [IF NOT EXISTS] name [(columns)] \
+                             [WITH (options)] AS query [WITH [NO] DATA]"
+                        ),
+                    )
+                    .encode(),
+                );
+                if link.txn_status != b'I' && abort_transaction(&mut link).await.is_none() {
+                    return None;
+                }
+                finish(&mut link, out);
+                return Some(link);
+            }
+            // Postgres reports the syntax error.
+            return relay_query(link, out, sql).await;
+        }
     };
     // Ours only when it concerns a tiered table or a view kept here.
     let ours = match &command {
@@ -807,6 +835,16 @@ async fn create(
         lake_checksums: None,
     };
     let nullable = |v: Option<&String>| v.map_or("NULL".to_string(), |s| quote_literal(s));
+    // A definition left by a table dropped with DROP TABLE goes first.
+    on_link!(
+        link,
+        link.simple(&format!(
+            "DELETE FROM {DEFINITIONS} WHERE view_schema = {} AND view_name = {}",
+            quote_literal(&schema),
+            quote_literal(&name)
+        ))
+        .await
+    );
     on_link!(
         link,
         link.simple(&format!(
