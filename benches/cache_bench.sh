@@ -58,10 +58,12 @@ sed -e "s/127.0.0.1:$TC_PORT/127.0.0.1:$NOCACHE_PORT/" -e 's/^log_level = .*/&\n
 "$THERMOCLINE_BIN" serve --config "$WORK/nocache.toml" 2>"$WORK/nocache.log" &
 NOCACHE_PID=$!
 trap 'kill "$NOCACHE_PID" 2>/dev/null || true; cleanup' EXIT
+up=0
 for _ in $(seq 300); do
-    "$PSQL" -X -q -h 127.0.0.1 -p "$NOCACHE_PORT" -U postgres -d bench -c 'select 1' >/dev/null 2>&1 && break
+    "$PSQL" -X -q -h 127.0.0.1 -p "$NOCACHE_PORT" -U postgres -d bench -c 'select 1' >/dev/null 2>&1 && { up=1; break; }
     sleep 0.1
 done
+[[ $up == 1 ]] || { log "thermocline without cache did not start:"; cat "$WORK/nocache.log" >&2; exit 1; }
 
 # run PORT SQL...: psql on database bench, one -c per statement, timing on.
 run() {

@@ -590,6 +590,7 @@ impl Config {
         }
         if let Some(n) = l.parsed("cache_memory", |v| match v {
             toml::Value::Integer(0) => Ok(0),
+            toml::Value::String(s) if matches!(s.trim(), "0" | "off") => Ok(0),
             v => parse_size(v),
         })? {
             c.cache_memory = n;
@@ -726,5 +727,26 @@ mod tests {
         );
         assert_eq!(parse_size(&toml::Value::Integer(4096)).unwrap(), 4096);
         assert!(parse_size(&toml::Value::String("12 parsecs".into())).is_err());
+    }
+
+    #[test]
+    fn the_cache_can_be_turned_off() {
+        assert_eq!(load("", &[]).unwrap().cache_memory, 256 << 20);
+        for off in [
+            "cache_memory = \"0\"\n",
+            "cache_memory = 0\n",
+            "cache_memory = \"off\"\n",
+        ] {
+            assert_eq!(load(off, &[]).unwrap().cache_memory, 0, "{off}");
+        }
+        assert_eq!(
+            load("result_cache_ttl = \"30s\"\n", &[])
+                .unwrap()
+                .result_cache_ttl,
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(parse_interval("5 min"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_interval("30 seconds"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_interval("soon"), None);
     }
 }
