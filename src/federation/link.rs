@@ -156,6 +156,21 @@ impl PgLink {
         self.until_ready().await
     }
 
+    /// Sends extended-protocol messages and a Sync, and returns the replies
+    /// up to ReadyForQuery (an ErrorResponse as `LinkError::Postgres`).
+    /// Only outside a client's extended-protocol exchange: the Sync ends
+    /// it.
+    pub(crate) async fn extended_sync(
+        &mut self,
+        messages: &[u8],
+    ) -> Result<Vec<BackendMessage>, LinkError> {
+        let mut bytes = messages.to_vec();
+        crate::protocol::put_message(&mut bytes, b'S', b"");
+        self.owed = Owed::UntilReady;
+        self.send(&bytes).await?;
+        self.until_ready().await
+    }
+
     /// Sends extended-protocol messages and a Flush, then reads replies
     /// until `terminals` of them have completed (ParseComplete,
     /// BindComplete, CloseComplete, NoData, RowDescription,

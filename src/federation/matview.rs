@@ -597,13 +597,28 @@ pub(super) async fn answer(
         }
     };
     let own_transaction = link.txn_status == b'I';
-    if own_transaction && link.simple("BEGIN").await.is_err() {
+    // One snapshot for every query of the command, as for a read.
+    if own_transaction
+        && link
+            .simple("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            .await
+            .is_err()
+    {
         return None;
     }
     let (link, outcome) = match command {
-        Command::Create(c) => create(link, c, federation, settings, cancel).await,
+        Command::Create(c) => create(link, c, federation, settings, cancel, own_transaction).await,
         Command::Refresh { name, with_data } => {
-            refresh(link, &name, with_data, federation, settings, cancel).await
+            refresh(
+                link,
+                &name,
+                with_data,
+                federation,
+                settings,
+                cancel,
+                own_transaction,
+            )
+            .await
         }
         Command::Drop {
             names,
@@ -740,6 +755,7 @@ async fn create(
     federation: &Federation,
     settings: &SessionSettings,
     cancel: &SessionCancel,
+    own_snapshot: bool,
 ) -> Outcome {
     let Some((tiered, buckets)) = analyze(&c.query, &federation.tables) else {
         return (Some(link), Err(internal("not a view over a tiered table")));
@@ -874,6 +890,7 @@ async fn create(
         federation,
         settings,
         cancel,
+        own_snapshot,
     )
     .await;
     (link, outcome.map(|(rows, _)| format!("SELECT {rows}")))
@@ -895,6 +912,7 @@ async fn refresh(
     federation: &Federation,
     settings: &SessionSettings,
     cancel: &SessionCancel,
+    own_snapshot: bool,
 ) -> Outcome {
     let Some(d) = on_link!(link, definition(&mut link, name).await) else {
         return (Some(link), Err(internal("no such materialized view")));
@@ -918,7 +936,17 @@ async fn refresh(
         );
         return (Some(link), Ok("REFRESH MATERIALIZED VIEW".into()));
     }
-    let (link, outcome) = fill(link, &d, tiered, true, federation, settings, cancel).await;
+    let (link, outcome) = fill(
+        link,
+        &d,
+        tiered,
+        true,
+        federation,
+        settings,
+        cancel,
+        own_snapshot,
+    )
+    .await;
     (link, outcome.map(|_| "REFRESH MATERIALIZED VIEW".into()))
 }
 
@@ -963,7 +991,9 @@ fn internal(message: &str) -> Failure {
 
 /// Computes the view (incrementally when `incremental` and it can be) and
 /// writes its rows; records the refresh. Returns the rows written and
-/// whether it was incremental.
+/// whether it was incremental. `own_snapshot`: the command runs in a
+/// REPEATABLE READ transaction of its own.
+#[allow(clippy::too_many_arguments)]
 async fn fill(
     mut link: PgLink,
     d: &Definition,
@@ -972,6 +1002,7 @@ async fn fill(
     federation: &Federation,
     settings: &SessionSettings,
     cancel: &SessionCancel,
+    own_snapshot: bool,
 ) -> (Option<PgLink>, Result<(u64, &'static str), Failure>) {
     let started = Instant::now();
     // The view is computed in the time zone it was created in.
@@ -996,7 +1027,7 @@ async fn fill(
             .map(|c| crate::tiering::verify::encode_checksums(&c)),
         _ => None,
     };
-    let time = quote_ident_path(&tiered.time_column().name);
+    let time = crate::catalog::quote_ident(&tiered.time_column().name);
     let mut query = d.query.clone();
     let mut kind = "full";
     let mut delete = format!("DELETE FROM {}", d.qualified);
@@ -1057,7 +1088,8 @@ async fn fill(
     }
     let mut written = 0;
     if !query.is_empty() {
-        let (back, computed) = rows_of(link, &query, federation, &settings, cancel).await;
+        let (back, computed) =
+            rows_of(link, &query, federation, &settings, cancel, own_snapshot).await;
         let Some(back) = back else {
             return (None, Err(Failure::Link(LinkError::Gone)));
         };
@@ -1107,10 +1139,6 @@ async fn fill(
     (Some(link), Ok((written, kind)))
 }
 
-fn quote_ident_path(name: &str) -> String {
-    crate::catalog::quote_ident(name)
-}
-
 /// The SQL type of a tiered table's time column.
 fn time_type(t: &TieredTable) -> &'static str {
     match t.time_column().pg_type {
@@ -1149,7 +1177,15 @@ async fn changed_since(
     // Hot rows: the earliest now, and the earliest at the last refresh.
     let ty = time_type(tiered);
     let lake = earliest
-        .map(|us| format!("pg_catalog.to_timestamp({})::{ty}", us as f64 / 1_000_000.0))
+        .map(|us| {
+            let instant = format!("pg_catalog.to_timestamp({})", us as f64 / 1_000_000.0);
+            match ty {
+                "timestamptz" => instant,
+                // The lake keeps dates and timestamps without zone as if
+                // they were UTC.
+                _ => format!("({instant} AT TIME ZONE 'UTC')::{ty}"),
+            }
+        })
         .unwrap_or_else(|| "NULL".into());
     let before_hot = d.hot_min.as_ref().map_or("NULL".to_string(), |v| {
         format!("{}::{ty}", quote_literal(v))
@@ -1179,6 +1215,7 @@ async fn rows_of(
     federation: &Federation,
     settings: &SessionSettings,
     cancel: &SessionCancel,
+    own_snapshot: bool,
 ) -> (Option<PgLink>, Result<Vec<u8>, Failure>) {
     let mut msgs = Vec::new();
     link::frontend::parse(&mut msgs, "", sql);
@@ -1202,11 +1239,11 @@ async fn rows_of(
         Ok(tz) => tz,
         Err(e) => return (Some(link), Err(Failure::Ours(e))),
     };
+    let fixed_snapshot = link.txn_status == b'T' && own_snapshot;
     let shared = Arc::new(Mutex::new(link));
-    let ctx = Arc::new(ScanContext::new(
-        shared.clone(),
-        crate::pgtypes::executor_zone(tz),
-    ));
+    let mut ctx = ScanContext::new(shared.clone(), crate::pgtypes::executor_zone(tz));
+    ctx.fixed_snapshot = fixed_snapshot;
+    let ctx = Arc::new(ctx);
     let text = TextSettings {
         time_zone: tz,
         extra_float_digits: settings.extra_float_digits,

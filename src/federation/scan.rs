@@ -426,7 +426,7 @@ impl HotRecipe {
         );
         let p = HotPartition {
             ctx: ctx.clone(),
-            cursor: Fetch::Open(sql.clone()),
+            cursor: Fetch::Whole(sql.clone()),
             columns: agg.columns.clone(),
             read_schema: agg.schema.clone(),
             out_schema: agg.schema.clone(),
@@ -498,6 +498,10 @@ enum Fetch {
     /// Opened at the first fetch (only under a snapshot fixed for the whole
     /// statement).
     Open(String),
+    /// Run to its end at the first fetch, all rows at once (Postgres may
+    /// then plan it in parallel, which it never does for a cursor); for
+    /// aggregates, under a snapshot fixed for the whole statement.
+    Whole(String),
 }
 
 /// The hot rows: FETCHes from a binary cursor, stragglers checked.
@@ -546,6 +550,7 @@ impl PartitionStream for HotPartition {
                 if let Fetch::Open(sql) = &s.fetch {
                     s.fetch = open(&s.ctx, sql).await?;
                 }
+                let mut whole = false;
                 let messages = {
                     let mut link = s.ctx.link.lock().await;
                     match &s.fetch {
@@ -557,6 +562,14 @@ impl PartitionStream for HotPartition {
                             let mut msgs = Vec::new();
                             super::link::frontend::execute(&mut msgs, p, FETCH_ROWS as i32);
                             link.extended(&msgs, 1).await.map_err(link_error)?
+                        }
+                        Fetch::Whole(sql) => {
+                            whole = true;
+                            let mut msgs = Vec::new();
+                            super::link::frontend::parse(&mut msgs, "", sql);
+                            super::link::frontend::bind_binary(&mut msgs, "", "");
+                            super::link::frontend::execute(&mut msgs, "", 0);
+                            link.extended_sync(&msgs).await.map_err(link_error)?
                         }
                         Fetch::Open(_) => unreachable!("opened above"),
                     }
@@ -577,7 +590,7 @@ impl PartitionStream for HotPartition {
                     }
                     rows += 1;
                 }
-                if rows < FETCH_ROWS {
+                if rows < FETCH_ROWS || whole {
                     s.done = true;
                 }
                 let arrays = builders
