@@ -110,9 +110,8 @@ incremental_cached=$(for _ in $(seq "$RUNS"); do run "$TC_PORT" "REFRESH MATERIA
 full=$(for _ in $(seq "$RUNS"); do
     run "$NOCACHE_PORT" "DROP MATERIALIZED VIEW IF EXISTS monthly_full" "CREATE MATERIALIZED VIEW monthly_full AS $VIEW" | last_ms
 done | median)
-full_rows=$(run "$TC_PORT" "SELECT * FROM monthly_full ORDER BY 1" | grep -v '^Time')
-if diff <(run "$TC_PORT" "SELECT * FROM monthly ORDER BY 1" | grep -v '^Time') <(echo "$full_rows") >/dev/null &&
-    diff <(run "$TC_PORT" "SELECT * FROM monthly_cached ORDER BY 1" | grep -v '^Time') <(echo "$full_rows") >/dev/null; then
+view_rows() { pg -At -c "SELECT * FROM $1 ORDER BY 1"; }
+if [[ "$(view_rows monthly)" == "$(view_rows monthly_full)" && "$(view_rows monthly_cached)" == "$(view_rows monthly_full)" ]]; then
     view_same=yes
 else
     view_same=NO

@@ -164,18 +164,22 @@ pub(super) async fn cold_partition(
     // Pruning only: rows are filtered again below and above the scan.
     let mut pushed: Vec<Expr> = Vec::new();
     let time = &t.time_column().name;
-    let w_literal = match t.time_column().pg_type {
-        PgType::Date => ScalarValue::Date32(Some(w.div_euclid(86_400_000_000) as i32)),
-        PgType::Timestamp => ScalarValue::TimestampMicrosecond(Some(w), None),
-        _ => ScalarValue::TimestampMicrosecond(Some(w), Some("+00:00".into())),
+    let time_type = t.time_column().pg_type;
+    let time_is = |op: Operator, micros: i64| {
+        let literal = match time_type {
+            PgType::Date => ScalarValue::Date32(Some(micros.div_euclid(86_400_000_000) as i32)),
+            PgType::Timestamp => ScalarValue::TimestampMicrosecond(Some(micros), None),
+            _ => ScalarValue::TimestampMicrosecond(Some(micros), Some("+00:00".into())),
+        };
+        Expr::BinaryExpr(BinaryExpr::new(
+            Box::new(Expr::Column(datafusion::common::Column::new_unqualified(
+                time,
+            ))),
+            op,
+            Box::new(Expr::Literal(literal, None)),
+        ))
     };
-    pushed.push(Expr::BinaryExpr(BinaryExpr::new(
-        Box::new(Expr::Column(datafusion::common::Column::new_unqualified(
-            time,
-        ))),
-        Operator::Lt,
-        Box::new(Expr::Literal(w_literal, None)),
-    )));
+    pushed.push(time_is(Operator::Lt, w));
     for f in filters {
         let known = f
             .column_refs()
@@ -185,6 +189,10 @@ pub(super) async fn cold_partition(
             pushed.push(datafusion::logical_expr::expr_rewriter::unnormalize_col(
                 f.clone(),
             ));
+        } else if let Some((op, micros)) = time_bound(f, time, time_type) {
+            // A bound on a timestamp time column, in the form of the
+            // watermark's own (which Iceberg reads as the same instant).
+            pushed.push(time_is(op, micros));
         }
     }
     let names = (
@@ -203,6 +211,52 @@ pub(super) async fn cold_partition(
         w,
         out_schema,
     })
+}
+
+/// `time <op> timestamp literal` on a timestamp time column: the operator
+/// and the literal in microseconds (as the lake stores the column).
+fn time_bound(e: &Expr, time: &str, time_type: PgType) -> Option<(Operator, i64)> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+        return None;
+    };
+    if !matches!(
+        op,
+        Operator::Eq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+    ) || !matches!(time_type, PgType::Timestamp | PgType::Timestamptz)
+    {
+        return None;
+    }
+    let Expr::Column(c) = left.as_ref() else {
+        return None;
+    };
+    if c.name != time {
+        return None;
+    }
+    let Expr::Literal(v, _) = right.as_ref() else {
+        return None;
+    };
+    // A zone on the literal exactly when the column has one: the same
+    // instant (timestamptz) or the same wall-clock time (timestamp).
+    let (micros, zoned) = match v {
+        ScalarValue::TimestampMicrosecond(Some(us), tz) => (*us, tz.is_some()),
+        ScalarValue::TimestampMillisecond(Some(ms), tz) => (ms.checked_mul(1000)?, tz.is_some()),
+        ScalarValue::TimestampSecond(Some(s), tz) => (s.checked_mul(1_000_000)?, tz.is_some()),
+        ScalarValue::TimestampNanosecond(Some(ns), tz) => (ns.div_euclid(1000), tz.is_some()),
+        _ => return None,
+    };
+    if zoned != matches!(time_type, PgType::Timestamptz) {
+        return None;
+    }
+    // Nanoseconds cut to microseconds make a strict lower bound inclusive.
+    let op = match (op, v) {
+        (Operator::Gt, ScalarValue::TimestampNanosecond(..)) => Operator::GtEq,
+        (Operator::Lt, ScalarValue::TimestampNanosecond(..)) => Operator::LtEq,
+        (Operator::Eq, ScalarValue::TimestampNanosecond(Some(ns), _)) if ns % 1000 != 0 => {
+            return None;
+        }
+        (op, _) => *op,
+    };
+    Some((op, micros))
 }
 
 /// Filters safe to hand to the Iceberg scan for pruning: comparisons of
