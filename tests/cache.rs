@@ -345,6 +345,26 @@ async fn materialized_views_hold_the_whole_history() {
         .await,
         Answer::Error("0A000".into())
     );
+    // Prepared (extended protocol), it is refused too.
+    let prepared = through
+        .execute(
+            "CREATE MATERIALIZED VIEW prepared AS SELECT count(*) FROM orders",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        prepared.as_db_error().map(|e| e.code().code()),
+        Some("0A000"),
+        "{prepared}"
+    );
+    let made: bool = admin(&s.tiered)
+        .await
+        .query_one("SELECT to_regclass('prepared') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!made, "nothing was created");
     // A view's table dropped as a table leaves nothing in the way.
     let recreate =
         "CREATE MATERIALIZED VIEW again AS SELECT status, count(*) AS n FROM orders GROUP BY 1";

@@ -101,6 +101,19 @@ async fn answer(
         )
         .await;
     };
+    if super::matview::may_be_command(&job.sql) && super::matview::is_create(&job.sql) {
+        // Postgres would build it from the hot rows only.
+        return fail(
+            link,
+            out,
+            ErrorFields::error(
+                "0A000",
+                "materialized views over tiered tables are created through the simple query protocol \
+                 (psql, or a driver's simple query or script execution)",
+            ),
+        )
+        .await;
+    }
     // Postgres describes the statement: parameter types and columns.
     let mut msgs = Vec::new();
     frontend::describe(&mut msgs, b'S', &job.statement);

@@ -112,6 +112,13 @@ pub(crate) fn may_be_command(sql: &str) -> bool {
         || head.starts_with("drop materialized view")
 }
 
+/// Does `sql` (a materialized-view command) create one?
+pub(crate) fn is_create(sql: &str) -> bool {
+    strip_comments(sql)
+        .get(..6)
+        .is_some_and(|w| w.eq_ignore_ascii_case("create"))
+}
+
 fn strip_comments(sql: &str) -> &str {
     let mut s = sql.trim_start();
     loop {

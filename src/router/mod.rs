@@ -72,7 +72,11 @@ impl Router {
         };
         // Materialized views are looked at whatever they name: a refresh
         // names the view only.
-        if message[0] == b'Q' && crate::federation::matview::may_be_command(sql) {
+        if crate::federation::matview::may_be_command(sql)
+            && (message[0] == b'Q'
+                || crate::federation::matview::is_create(sql) && self.may_name_tiered(sql))
+        {
+            // Prepared, one over a tiered table is refused at its Execute.
             return Route::Federate;
         }
         if !self.may_name_tiered(sql) {
