@@ -545,6 +545,33 @@ async fn explain_shows_the_route_the_pushed_sql_and_the_watermark() {
         analyzed.contains(&format!("Rows: {oracle} ")),
         "EXPLAIN ANALYZE should count {oracle} rows:\n{analyzed}"
     );
+    // Files scanned and pruned: a bound on the time column prunes the
+    // lake's monthly partitions; no bound reads them all.
+    let mut files = Vec::new();
+    for sql in [
+        "EXPLAIN SELECT count(*) FROM orders WHERE created_at >= now() - interval '90 days'",
+        "EXPLAIN SELECT count(*) FROM orders",
+    ] {
+        let plan = lines(through.simple_query(sql).await.unwrap());
+        let line = plan
+            .iter()
+            .find(|l| l.contains("Iceberg files of public.orders:"))
+            .unwrap_or_else(|| panic!("no file counts in:\n{}", plan.join("\n")))
+            .clone();
+        let numbers: Vec<usize> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let [read, total, pruned] = numbers[..] else {
+            panic!("{line}");
+        };
+        assert_eq!(read + pruned, total, "{line}");
+        files.push((read, total));
+    }
+    assert!(
+        files[0].0 < files[0].1 && files[1].0 == files[1].1 && files[1].1 > 1,
+        "{files:?}"
+    );
 }
 
 /// The differential corpus: BI tools' shapes (tests/tiered_corpus.sql,

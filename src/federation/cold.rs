@@ -126,6 +126,8 @@ pub(super) struct ColdPartition {
     time_pos: usize,
     w: i64,
     out_schema: SchemaRef,
+    /// The filters handed to the Iceberg scan for pruning.
+    pub pruning: Vec<Expr>,
 }
 
 pub(super) async fn cold_partition(
@@ -210,7 +212,30 @@ pub(super) async fn cold_partition(
         time_pos,
         w,
         out_schema,
+        pruning: pushed,
     })
+}
+
+/// The data files a scan with `pruning` reads, and those the snapshot holds.
+pub(crate) async fn files_read(table: &Table, pruning: &[Expr]) -> Option<(usize, usize)> {
+    let total = table
+        .metadata()
+        .current_snapshot()?
+        .summary()
+        .additional_properties
+        .get("total-data-files")?
+        .parse()
+        .ok()?;
+    let mut scan = table.scan();
+    if let Some(p) = iceberg_datafusion::physical_plan::convert_filters_to_predicate(pruning) {
+        scan = scan.with_filter(p);
+    }
+    let tasks = scan.build().ok()?.plan_files().await.ok()?;
+    let read = tasks
+        .filter(|t| futures::future::ready(t.is_ok()))
+        .count()
+        .await;
+    Some((read, total))
 }
 
 /// `time <op> timestamp literal` on a timestamp time column: the operator

@@ -64,6 +64,16 @@ pub(super) async fn explain(
     for t in ctx.trace.lock().map(|t| t.clone()).unwrap_or_default() {
         lines.push(format!("  {t}"));
     }
+    let lake_scans = ctx.lake_scans.lock().map(|s| s.clone()).unwrap_or_default();
+    for (table, pruning) in &lake_scans {
+        if let Some((read, total)) = super::cold::files_read(table, pruning).await {
+            lines.push(format!(
+                "  Iceberg files of {}: {read} of {total} scanned, {} pruned",
+                table.identifier(),
+                total.saturating_sub(read)
+            ));
+        }
+    }
     let shown = if analyze {
         let started = std::time::Instant::now();
         let batches = datafusion::physical_plan::collect(plan.clone(), Arc::new(task)).await?;

@@ -64,6 +64,8 @@ pub(crate) struct ScanContext {
     /// For each table read, a query reading the same columns and no rows:
     /// a cached answer is given only to a role that may run them.
     pub reads: std::sync::Mutex<Vec<String>>,
+    /// For EXPLAIN: each lake table scanned and the filters that prune it.
+    pub lake_scans: std::sync::Mutex<Vec<(Table, Vec<Expr>)>>,
 }
 
 /// Names of thermocline's own statements and portals, unique per process
@@ -83,6 +85,7 @@ impl ScanContext {
             leaves: Default::default(),
             fixed_snapshot: false,
             reads: Default::default(),
+            lake_scans: Default::default(),
         }
     }
 }
@@ -265,18 +268,22 @@ impl TableProvider for FederatedTable {
                     table.metadata().current_snapshot_id().unwrap_or_default(),
                     crate::tiering::mover::time_literal(t.time_column().pg_type, w)
                 ));
-                let partition: Arc<dyn PartitionStream> = Arc::new(
-                    cold_partition(
-                        state,
-                        &table,
-                        t,
-                        &read_columns,
-                        filters,
-                        w,
-                        out_schema.clone(),
-                    )
-                    .await?,
-                );
+                let cold = cold_partition(
+                    state,
+                    &table,
+                    t,
+                    &read_columns,
+                    filters,
+                    w,
+                    out_schema.clone(),
+                )
+                .await?;
+                self.ctx
+                    .lake_scans
+                    .lock()
+                    .expect("not poisoned")
+                    .push((table.clone(), cold.pruning.clone()));
+                let partition: Arc<dyn PartitionStream> = Arc::new(cold);
                 let snapshot = table.metadata().current_snapshot_id().unwrap_or_default();
                 let names: Vec<&str> = read_columns.iter().map(|c| c.name.as_str()).collect();
                 cold_part = Some((
