@@ -307,15 +307,31 @@ async fn refresh_loop(shared: Arc<Shared>, addr: std::net::SocketAddr) {
     };
     let mut tick = tokio::time::interval(REFRESH_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One service connection per database, kept between checks.
+    let mut services: HashMap<String, tokio_postgres::Client> = HashMap::new();
     loop {
         tick.tick().await;
         if !matches!(*shared.phase.borrow(), Phase::Running) {
             continue;
         }
         let databases: Vec<String> = shared.federations().keys().cloned().collect();
+        services.retain(|db, c| databases.contains(db) && !c.is_closed());
         for database in databases {
+            if !services.contains_key(&database) {
+                match crate::tiering::service_connection(&shared.target, &database).await {
+                    Ok(c) => {
+                        services.insert(database.clone(), c);
+                    }
+                    Err(e) => {
+                        tracing::debug!(database, error = %e, "cannot look for materialized views to refresh");
+                        continue;
+                    }
+                }
+            }
+            let service = &services[&database];
             if let Err(e) =
-                crate::federation::matview::refresh_due(&shared.target, &database, addr).await
+                crate::federation::matview::refresh_due(&shared.target, service, &database, addr)
+                    .await
             {
                 tracing::debug!(database, error = %e, "cannot look for materialized views to refresh");
             }

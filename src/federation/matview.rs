@@ -1371,18 +1371,17 @@ impl tokio::io::AsyncWrite for Collect {
 }
 
 /// Refreshes the views of `database` whose `thermocline.refresh_interval`
-/// has passed since their last refresh, through the server listening at
-/// `addr`, each as its owner. Returns how many were refreshed. With
+/// has passed since their last refresh (found on `service`, a service
+/// connection to that database), through the server listening at `addr`,
+/// each as its owner. Returns how many were refreshed. With
 /// several servers in front of one database, each view is refreshed by
 /// one of them at a time (a transaction-level advisory lock on the view).
 pub(crate) async fn refresh_due(
     target: &crate::backend::target::BackendTarget,
+    service: &tokio_postgres::Client,
     database: &str,
     addr: std::net::SocketAddr,
 ) -> Result<usize, String> {
-    let service = crate::tiering::service_connection(target, database)
-        .await
-        .map_err(|e| e.to_string())?;
     const DUE: &str = "SELECT pg_catalog.format('%I.%I', d.view_schema, d.view_name), \
                 pg_catalog.pg_get_userbyid(c.relowner) \
          FROM thermocline.materialized_views d \
