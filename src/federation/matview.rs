@@ -37,8 +37,8 @@ use tokio::sync::Mutex;
 use super::link::{self, LinkError, PgLink, quote_literal};
 use super::scan::ScanContext;
 use super::{
-    Failure, Federation, Out, Run, SessionSettings, abort_transaction, cancelled, close_cursors,
-    execute, finish, relay_query, take_back,
+    Failure, Federation, Out, Run, SessionSettings, cancelled, close_cursors,
+    execute, finish, refuse, relay_query, take_back, undo,
 };
 use crate::frontend::cancel::SessionCancel;
 use crate::pgtypes::TextSettings;
@@ -548,7 +548,9 @@ pub(super) async fn answer(
                     .iter()
                     .any(|t| lower.contains(&t.def.table.to_lowercase()))
             {
-                out.error(
+                return refuse(
+                    link,
+                    out,
                     ErrorFields::error(
                         "0A000",
                         format!(
@@ -556,14 +558,9 @@ pub(super) async fn answer(
                              CREATE MATERIALIZED VIEW [IF NOT EXISTS] name [(columns)] \
                              [WITH (options)] AS query [WITH [NO] DATA]"
                         ),
-                    )
-                    .encode(),
-                );
-                if link.txn_status != b'I' && abort_transaction(&mut link).await.is_none() {
-                    return None;
-                }
-                finish(&mut link, out);
-                return Some(link);
+                    ),
+                )
+                .await;
             }
             // Postgres reports the syntax error.
             return relay_query(link, out, sql).await;
@@ -594,14 +591,7 @@ pub(super) async fn answer(
     }
     let _slot = match federation.limits.federated_slot(cancel).await {
         Ok(slot) => slot,
-        Err(e) => {
-            out.error(e.encode());
-            if link.txn_status != b'I' && abort_transaction(&mut link).await.is_none() {
-                return None;
-            }
-            finish(&mut link, out);
-            return Some(link);
-        }
+        Err(e) => return refuse(link, out, e).await,
     };
     let own_transaction = link.txn_status == b'I';
     // One snapshot for every query of the command, as for a read.
@@ -652,13 +642,7 @@ pub(super) async fn answer(
                 return None;
             }
             out.error(error.encode());
-            if own_transaction {
-                if link.simple("ROLLBACK").await.is_err() {
-                    return None;
-                }
-            } else {
-                abort_transaction(&mut link).await?;
-            }
+            undo(&mut link, own_transaction).await?;
         }
     }
     finish(&mut link, out);

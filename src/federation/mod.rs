@@ -233,14 +233,7 @@ async fn answer(
     // One of max_federated_statements, for all of the statement's work.
     let _slot = match federation.limits.federated_slot(cancel).await {
         Ok(slot) => slot,
-        Err(e) => {
-            out.error(e.encode());
-            if link.txn_status != b'I' && abort_transaction(&mut link).await.is_none() {
-                return None;
-            }
-            finish(&mut link, out);
-            return Some(link);
-        }
+        Err(e) => return refuse(link, out, e).await,
     };
     // Postgres describes the statement.
     let mut msgs = Vec::new();
@@ -407,13 +400,7 @@ async fn answer(
             if gone {
                 return None;
             }
-            if own_transaction {
-                if link.simple("ROLLBACK").await.is_err() {
-                    return None;
-                }
-            } else {
-                abort_transaction(&mut link).await?;
-            }
+            undo(&mut link, own_transaction).await?;
         }
     }
     finish(&mut link, out);
@@ -497,18 +484,33 @@ async fn answer_cached(
         }
         Err(LinkError::Postgres(e)) => {
             out.error(e.encode());
-            if own_transaction {
-                if link.simple("ROLLBACK").await.is_err() {
-                    return None;
-                }
-            } else {
-                abort_transaction(&mut link).await?;
-            }
+            undo(&mut link, own_transaction).await?;
         }
         Err(_) => return None,
     }
     finish(&mut link, out);
     Some(link)
+}
+
+/// Refuses a statement before any of its work: its error, and the
+/// client's transaction (if any) aborted as Postgres would.
+async fn refuse(mut link: PgLink, out: &mut Out<'_>, e: ErrorFields) -> Option<PgLink> {
+    out.error(e.encode());
+    if link.txn_status != b'I' {
+        abort_transaction(&mut link).await?;
+    }
+    finish(&mut link, out);
+    Some(link)
+}
+
+/// Undoes a failed statement: its own transaction rolled back, or the
+/// client's aborted. `None`: the link is gone.
+async fn undo(link: &mut PgLink, own_transaction: bool) -> Option<()> {
+    if own_transaction {
+        link.simple("ROLLBACK").await.ok().map(|_| ())
+    } else {
+        abort_transaction(link).await
+    }
 }
 
 /// As in Postgres, an error aborts the client's transaction: make
