@@ -545,6 +545,25 @@ async fn explain_shows_the_route_the_pushed_sql_and_the_watermark() {
         analyzed.contains(&format!("Rows: {oracle} ")),
         "EXPLAIN ANALYZE should count {oracle} rows:\n{analyzed}"
     );
+    // A partial aggregate goes to Postgres when its filters mean the same
+    // there; an ordering of strings (Postgres's collation) stays here.
+    for (sql, pushed) in [
+        (
+            "EXPLAIN SELECT count(*) FROM orders WHERE note = 'note 5'",
+            true,
+        ),
+        (
+            "EXPLAIN SELECT count(*) FROM orders WHERE note > 'note 5'",
+            false,
+        ),
+    ] {
+        let plan = lines(through.simple_query(sql).await.unwrap()).join("\n");
+        assert_eq!(
+            plan.contains("Postgres (partial aggregate):"),
+            pushed,
+            "{sql}:\n{plan}"
+        );
+    }
     // Files scanned and pruned: a bound on the time column prunes the
     // lake's monthly partitions; no bound reads them all.
     let mut files = Vec::new();

@@ -27,7 +27,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::streaming::StreamingTableExec;
 
-use super::pushdown::literal_sql;
+use super::pushdown::{literal_sql, operator_sql};
 use super::scan::ScanColumn;
 use crate::catalog::quote_ident;
 use crate::pgtypes::PgType;
@@ -54,7 +54,12 @@ pub(crate) fn translate(agg: &AggregateExec) -> Option<HotAggregate> {
     if !group.is_single() {
         return None;
     }
-    let (columns, filters) = chain(agg.input())?;
+    let (sql, filters) = chain(agg.input())?;
+    let input_schema = agg.input().schema();
+    let columns = Input {
+        sql: &sql,
+        schema: &input_schema,
+    };
     let schema = agg.schema();
     let ngroups = group.expr().len();
     if schema.fields().len() != ngroups + agg.aggr_expr().len() {
@@ -132,7 +137,12 @@ fn chain(plan: &Arc<dyn ExecutionPlan>) -> Option<(Vec<String>, Vec<String>)> {
     }
     if let Some(f) = any.downcast_ref::<FilterExec>() {
         let (columns, mut filters) = chain(f.input())?;
-        filters.push(expr(f.predicate(), &columns)?);
+        let schema = f.input().schema();
+        let input = Input {
+            sql: &columns,
+            schema: &schema,
+        };
+        filters.push(expr(f.predicate(), &input)?);
         let columns = match f.projection() {
             Some(p) => p
                 .iter()
@@ -144,10 +154,15 @@ fn chain(plan: &Arc<dyn ExecutionPlan>) -> Option<(Vec<String>, Vec<String>)> {
     }
     if let Some(p) = any.downcast_ref::<ProjectionExec>() {
         let (columns, filters) = chain(p.input())?;
+        let schema = p.input().schema();
+        let input = Input {
+            sql: &columns,
+            schema: &schema,
+        };
         let out = p
             .expr()
             .iter()
-            .map(|e| expr(&e.expr, &columns))
+            .map(|e| expr(&e.expr, &input))
             .collect::<Option<_>>()?;
         return Some((out, filters));
     }
@@ -159,13 +174,19 @@ fn chain(plan: &Arc<dyn ExecutionPlan>) -> Option<(Vec<String>, Vec<String>)> {
     None
 }
 
+/// The columns an expression reads: their SQL, and their schema.
+struct Input<'a> {
+    sql: &'a [String],
+    schema: &'a Schema,
+}
+
 /// An expression in Postgres's SQL, for the forms that mean the same in
 /// both (comparisons, boolean logic, IN lists, NULL tests, date_trunc and
 /// widening casts).
-fn expr(e: &Arc<dyn PhysicalExpr>, columns: &[String]) -> Option<String> {
+fn expr(e: &Arc<dyn PhysicalExpr>, columns: &Input<'_>) -> Option<String> {
     let any = e.as_any();
     if let Some(c) = any.downcast_ref::<Column>() {
-        return columns.get(c.index()).cloned();
+        return columns.sql.get(c.index()).cloned();
     }
     if let Some(l) = any.downcast_ref::<Literal>() {
         return if l.value().is_null() {
@@ -175,17 +196,21 @@ fn expr(e: &Arc<dyn PhysicalExpr>, columns: &[String]) -> Option<String> {
         };
     }
     if let Some(b) = any.downcast_ref::<BinaryExpr>() {
-        let op = match b.op() {
-            Operator::Eq => "=",
-            Operator::NotEq => "<>",
-            Operator::Lt => "<",
-            Operator::LtEq => "<=",
-            Operator::Gt => ">",
-            Operator::GtEq => ">=",
-            Operator::And => "AND",
-            Operator::Or => "OR",
-            _ => return None,
+        let op = operator_sql(b.op())?;
+        // Postgres orders strings by the column's collation; the
+        // executor, byte by byte.
+        let ordering = matches!(
+            b.op(),
+            Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+        );
+        let text = |e: &Arc<dyn PhysicalExpr>| {
+            e.data_type(columns.schema).map_or(true, |t| {
+                matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+            })
         };
+        if ordering && (text(b.left()) || text(b.right())) {
+            return None;
+        }
         return Some(format!(
             "({} {op} {})",
             expr(b.left(), columns)?,

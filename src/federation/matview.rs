@@ -37,8 +37,8 @@ use tokio::sync::Mutex;
 use super::link::{self, LinkError, PgLink, quote_literal};
 use super::scan::ScanContext;
 use super::{
-    Failure, Federation, Out, Run, SessionSettings, cancelled, close_cursors,
-    execute, finish, refuse, relay_query, take_back, undo,
+    Failure, Federation, Out, Run, SessionSettings, cancelled, close_cursors, execute, finish,
+    refuse, relay_query, take_back, undo,
 };
 use crate::frontend::cancel::SessionCancel;
 use crate::pgtypes::TextSettings;

@@ -22,17 +22,7 @@ pub(crate) fn to_pg_sql(e: &Expr, columns: &[ScanColumn]) -> Option<String> {
             .map(|x| quote_ident(&x.name)),
         Expr::Literal(v, _) => literal_sql(v),
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-            let op_sql = match op {
-                Operator::Eq => "=",
-                Operator::NotEq => "<>",
-                Operator::Lt => "<",
-                Operator::LtEq => "<=",
-                Operator::Gt => ">",
-                Operator::GtEq => ">=",
-                Operator::And => "AND",
-                Operator::Or => "OR",
-                _ => return None,
-            };
+            let op_sql = operator_sql(op)?;
             let stringy = |x: &Expr| {
                 matches!(
                     x,
@@ -96,6 +86,22 @@ pub(crate) fn to_pg_sql(e: &Expr, columns: &[ScanColumn]) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// Comparison and boolean operators, which mean the same in Postgres
+/// (strings aside: Postgres orders them by collation).
+pub(crate) fn operator_sql(op: &Operator) -> Option<&'static str> {
+    Some(match op {
+        Operator::Eq => "=",
+        Operator::NotEq => "<>",
+        Operator::Lt => "<",
+        Operator::LtEq => "<=",
+        Operator::Gt => ">",
+        Operator::GtEq => ">=",
+        Operator::And => "AND",
+        Operator::Or => "OR",
+        _ => return None,
+    })
 }
 
 pub(crate) fn literal_sql(v: &ScalarValue) -> Option<String> {
