@@ -329,9 +329,13 @@ async fn refresh_loop(shared: Arc<Shared>, addr: std::net::SocketAddr) {
                 }
             }
             let service = &services[&database];
-            if let Err(e) =
-                crate::federation::matview::refresh_due(&shared.target, service, &database, addr)
-                    .await
+            if let Err(e) = crate::federation::matview::schedule::refresh_due(
+                &shared.target,
+                service,
+                &database,
+                addr,
+            )
+            .await
             {
                 tracing::debug!(database, error = %e, "cannot look for materialized views to refresh");
             }

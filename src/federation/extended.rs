@@ -13,17 +13,15 @@
 //! explicit) transaction.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::ScalarValue;
-use tokio::sync::Mutex;
 
 use super::link::{Bind, LinkError, PgLink, frontend, row_description};
 use super::scan::ScanContext;
 use super::{Failure, Federation, Out, Remainder, Run, SessionSettings, execute};
 use crate::frontend::cancel::SessionCancel;
-use crate::pgtypes::{PgType, TextSettings, oid};
+use crate::pgtypes::{PgType, oid};
 use crate::protocol::ErrorFields;
 use crate::stream::WriteHalf;
 
@@ -169,10 +167,7 @@ async fn answer(
         Ok(slot) => slot,
         Err(e) => return fail(link, out, e).await,
     };
-    let shared = Arc::new(Mutex::new(link));
-    let mut ctx = ScanContext::new(shared.clone(), crate::pgtypes::executor_zone(tz));
-    ctx.extended = true;
-    let ctx = Arc::new(ctx);
+    let (shared, ctx) = ScanContext::start(link, tz, true, false);
     let run = Run {
         sql: &job.sql,
         fields: &fields,
@@ -182,10 +177,7 @@ async fn answer(
         limit: (job.max_rows > 0).then_some(job.max_rows as usize),
         user: &settings.user,
     };
-    let text = TextSettings {
-        time_zone: tz,
-        extra_float_digits: settings.extra_float_digits,
-    };
+    let text = settings.text(tz);
     let seen = cancel.count();
     let outcome = tokio::select! {
         r = execute(&run, &ctx, federation, &text, out) => r,

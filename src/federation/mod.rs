@@ -19,6 +19,7 @@ pub(crate) mod link;
 pub(crate) mod matview;
 mod memory;
 mod pushdown;
+mod results;
 pub(crate) mod scan;
 
 use std::ops::ControlFlow;
@@ -115,6 +116,16 @@ impl SessionSettings {
                 ),
             )
         })
+    }
+}
+
+impl SessionSettings {
+    /// How the session writes values as text, in zone `tz`.
+    pub(crate) fn text(&self, tz: chrono_tz::Tz) -> TextSettings {
+        TextSettings {
+            time_zone: tz,
+            extra_float_digits: self.extra_float_digits,
+        }
     }
 }
 
@@ -279,14 +290,8 @@ async fn answer(
             Err(_) => return None,
         }
     }
-    let shared = Arc::new(Mutex::new(link));
-    let mut ctx = ScanContext::new(shared.clone(), crate::pgtypes::executor_zone(tz));
-    ctx.fixed_snapshot = own_transaction;
-    let ctx = Arc::new(ctx);
-    let text = TextSettings {
-        time_zone: tz,
-        extra_float_digits: settings.extra_float_digits,
-    };
+    let (shared, ctx) = ScanContext::start(link, tz, false, own_transaction);
+    let text = settings.text(tz);
     let run = Run {
         sql,
         fields: &fields,
@@ -300,25 +305,17 @@ async fn answer(
     // A whole answer from the result cache, for a session that accepts one.
     let result_key = match explained {
         Some(_) => None,
-        None => match result_cache_ttl(&shared, settings, federation).await {
+        None => match results::ttl(&shared, settings, federation).await {
             Err(()) => return None,
-            Ok(ttl) => ttl.map(|ttl| (ttl, result_key(sql, settings))),
+            Ok(ttl) => ttl.map(|ttl| (ttl, results::key(sql, settings))),
         },
     };
     if let Some((ttl, key)) = &result_key
         && let Some(hit) = federation.cache.result(key, *ttl).await
     {
         drop(ctx);
-        let mut link = take_back(shared).await?;
-        return answer_cached(
-            link_checked(&mut link, &hit).await,
-            link,
-            out,
-            &hit,
-            &fields,
-            own_transaction,
-        )
-        .await;
+        let link = take_back(shared).await?;
+        return results::answer(link, out, &hit, &fields, own_transaction).await;
     }
     if result_key.is_some() {
         out.capture = Some(Vec::new());
@@ -402,91 +399,6 @@ async fn answer(
             }
             undo(&mut link, own_transaction).await?;
         }
-    }
-    finish(&mut link, out);
-    Some(link)
-}
-
-/// How old a whole cached answer may be for this session: its
-/// `thermocline.result_cache_ttl`, else the server's `result_cache_ttl`.
-/// `Err`: the connection to Postgres was lost.
-async fn result_cache_ttl(
-    shared: &Arc<Mutex<PgLink>>,
-    settings: &SessionSettings,
-    federation: &Federation,
-) -> Result<Option<std::time::Duration>, ()> {
-    if !settings.result_cache_set {
-        return Ok(federation.limits.result_cache_ttl());
-    }
-    let mut link = shared.lock().await;
-    let rows = match link
-        .simple("SELECT pg_catalog.current_setting('thermocline.result_cache_ttl', true)")
-        .await
-    {
-        Ok(rows) => rows,
-        Err(LinkError::Gone) => return Err(()),
-        Err(_) => return Ok(federation.limits.result_cache_ttl()),
-    };
-    let value = rows
-        .iter()
-        .find(|m| m.tag == b'D')
-        .and_then(|m| link::data_row_fields(&m.body))
-        .and_then(|f| f.first().copied().flatten())
-        .map(|v| String::from_utf8_lossy(v).trim().to_lowercase());
-    Ok(match value.as_deref() {
-        None | Some("") => federation.limits.result_cache_ttl(),
-        Some("off" | "0") => None,
-        Some(v) => crate::config::parse_interval(v),
-    })
-}
-
-/// What a whole answer is keyed by: the role, the statement and the
-/// settings its text depends on.
-fn result_key(sql: &str, settings: &SessionSettings) -> String {
-    let normalized = match Parser::parse_sql(&PostgreSqlDialect {}, sql).as_deref() {
-        Ok([statement]) => statement.to_string(),
-        _ => sql.trim().to_string(),
-    };
-    format!(
-        "{}\n{}\n{}\n{}\n{normalized}",
-        settings.user, settings.time_zone, settings.date_style, settings.extra_float_digits
-    )
-}
-
-/// Runs a cached answer's privilege checks as the reader.
-async fn link_checked(link: &mut PgLink, hit: &cache::CachedResult) -> Result<(), LinkError> {
-    if hit.checks.is_empty() {
-        return Ok(());
-    }
-    link.simple(&hit.checks.join("; ")).await.map(|_| ())
-}
-
-/// Sends a cached answer (or the error of its privilege check) and ends
-/// the statement's transaction.
-async fn answer_cached(
-    checked: Result<(), LinkError>,
-    mut link: PgLink,
-    out: &mut Out<'_>,
-    hit: &cache::CachedResult,
-    fields: &[link::FieldDescription],
-    own_transaction: bool,
-) -> Option<PgLink> {
-    match checked {
-        Ok(()) => {
-            put_row_description(&mut out.buf, fields);
-            out.buf.extend_from_slice(&hit.data);
-            let mut tag = format!("SELECT {}", hit.rows).into_bytes();
-            tag.push(0);
-            crate::protocol::put_message(&mut out.buf, b'C', &tag);
-            if own_transaction && link.simple("COMMIT").await.is_err() {
-                return None;
-            }
-        }
-        Err(LinkError::Postgres(e)) => {
-            out.error(e.encode());
-            undo(&mut link, own_transaction).await?;
-        }
-        Err(_) => return None,
     }
     finish(&mut link, out);
     Some(link)

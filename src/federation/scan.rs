@@ -73,6 +73,22 @@ pub(crate) struct ScanContext {
 static NEXT_PORTAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl ScanContext {
+    /// The context of one statement over `link`, in the session's zone
+    /// `tz`; `extended`: inside a client's extended-protocol exchange;
+    /// `fixed_snapshot`: in a REPEATABLE READ transaction of its own.
+    pub(crate) fn start(
+        link: PgLink,
+        tz: chrono_tz::Tz,
+        extended: bool,
+        fixed_snapshot: bool,
+    ) -> (SharedLink, Arc<Self>) {
+        let shared = Arc::new(Mutex::new(link));
+        let mut ctx = Self::new(shared.clone(), crate::pgtypes::executor_zone(tz));
+        ctx.extended = extended;
+        ctx.fixed_snapshot = fixed_snapshot;
+        (shared, Arc::new(ctx))
+    }
+
     pub(crate) fn new(link: SharedLink, time_zone: &str) -> Self {
         Self {
             link,

@@ -307,7 +307,9 @@ async fn client_to_backend(
                 match m[0] {
                     tag::QUERY => {
                         let sql = crate::router::sql_of(m).unwrap_or("");
-                        if sql.contains("result_cache_ttl")
+                        // Only sessions that may federate read it.
+                        if tracking
+                            && sql.contains("result_cache_ttl")
                             && let Ok(mut s) = state.settings.lock()
                         {
                             s.result_cache_set = true;

@@ -1,0 +1,675 @@
+//! Materialized views over tiered tables.
+//!
+//! `CREATE MATERIALIZED VIEW v AS <query>` over a tiered table is computed
+//! over the whole history (hot and cold rows, as any federated read) and
+//! stored in an ordinary Postgres table `v`: catalog tools list it, indexes
+//! can be built on it, and reads of it are plain relays. Its definition is
+//! kept in `thermocline.materialized_views`, in the same database, so every
+//! thermocline in front of it shares it.
+//!
+//! `REFRESH MATERIALIZED VIEW [CONCURRENTLY] v` recomputes it in one
+//! transaction (DELETE, then COPY of the new rows): readers see the old
+//! rows until it commits and are never blocked. A view that groups by
+//! `date_trunc('<unit>', <time column>)` of its tiered table, reading no
+//! other table, is refreshed incrementally: only buckets from the earliest
+//! time that may have changed since its last refresh are recomputed. That
+//! time is the least of the earliest hot row then and now, and the start of
+//! every lake partition whose recorded checksum changed.
+//!
+//! `WITH (thermocline.refresh_interval = '5 minutes')` has the server
+//! refresh a view on that interval ([`schedule::refresh_due`]).
+//!
+//! `DROP MATERIALIZED VIEW v` drops the table and its definition. Views
+//! over no tiered table are left to Postgres unchanged.
+//!
+//! Here: the commands themselves. [`parse`] reads them, [`incremental`]
+//! finds what a refresh must recompute, [`rows`] computes a view's rows
+//! and writes them, [`schedule`] refreshes views on their interval.
+
+/// The value of a link result; on an error, ends the command with it (a
+/// lost link as `None`).
+macro_rules! on_link {
+    ($link:ident, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(LinkError::Gone) => return (None, Err(Failure::Link(LinkError::Gone))),
+            Err(e) => return (Some($link), Err(Failure::Link(e))),
+        }
+    };
+}
+
+mod incremental;
+mod parse;
+mod rows;
+pub(crate) mod schedule;
+
+use std::time::Instant;
+
+use super::link::{self, LinkError, PgLink, quote_literal};
+use super::{Failure, Federation, Out, SessionSettings, finish, refuse, relay_query, undo};
+use crate::frontend::cancel::SessionCancel;
+use crate::protocol::ErrorFields;
+use crate::tiering::TieredTable;
+use incremental::{analyze, changed_since, from_bound};
+use parse::{Command, Create, parse, split_top_level};
+pub(crate) use parse::{is_create, may_be_command};
+use rows::{copy_in, rows_of};
+
+/// Where definitions live.
+const DEFINITIONS: &str = "thermocline.materialized_views";
+
+const CREATE_DEFINITIONS: &str = "CREATE SCHEMA IF NOT EXISTS thermocline;
+CREATE TABLE IF NOT EXISTS thermocline.materialized_views (
+    view_schema text NOT NULL,
+    view_name text NOT NULL,
+    definition text NOT NULL,
+    tiered_table text NOT NULL,
+    time_zone text NOT NULL,
+    bucket_column text,
+    bucket_unit text,
+    time_column text,
+    refresh_interval interval,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    last_refresh timestamptz,
+    last_refresh_kind text,
+    last_refresh_ms double precision,
+    last_refresh_rows bigint,
+    hot_min text,
+    lake_checksums text,
+    PRIMARY KEY (view_schema, view_name)
+)";
+
+/// Answers a materialized-view command.
+pub(super) async fn answer(
+    mut link: PgLink,
+    out: &mut Out<'_>,
+    sql: &str,
+    federation: &Federation,
+    settings: &SessionSettings,
+    cancel: &SessionCancel,
+) -> Option<PgLink> {
+    let command = match parse(sql) {
+        Ok(c) => c,
+        Err(message) => {
+            // A form this parser does not know, over a tiered table: refused,
+            // rather than left to Postgres, which would see hot rows only.
+            let lower = sql.to_lowercase();
+            if lower.trim_start().starts_with("create")
+                && federation
+                    .tables
+                    .iter()
+                    .any(|t| lower.contains(&t.def.table.to_lowercase()))
+            {
+                return refuse(
+                    link,
+                    out,
+                    ErrorFields::error(
+                        "0A000",
+                        format!(
+                            "{message}: a materialized view over a tiered table is written \
+                             CREATE MATERIALIZED VIEW [IF NOT EXISTS] name [(columns)] \
+                             [WITH (options)] AS query [WITH [NO] DATA]"
+                        ),
+                    ),
+                )
+                .await;
+            }
+            // Postgres reports the syntax error.
+            return relay_query(link, out, sql).await;
+        }
+    };
+    // Ours only when it concerns a tiered table or a view kept here.
+    let ours = match &command {
+        Command::Create(c) => analyze(&c.query, &federation.tables).is_some(),
+        Command::Refresh { name, .. } => match definition(&mut link, name).await {
+            Ok(d) => d.is_some(),
+            Err(LinkError::Gone) => return None,
+            Err(_) => false,
+        },
+        Command::Drop { names, .. } => {
+            let mut any = false;
+            for name in names {
+                match definition(&mut link, name).await {
+                    Ok(d) => any |= d.is_some(),
+                    Err(LinkError::Gone) => return None,
+                    Err(_) => {}
+                }
+            }
+            any
+        }
+    };
+    if !ours {
+        return relay_query(link, out, sql).await;
+    }
+    let _slot = match federation.limits.federated_slot(cancel).await {
+        Ok(slot) => slot,
+        Err(e) => return refuse(link, out, e).await,
+    };
+    let own_transaction = link.txn_status == b'I';
+    // One snapshot for every query of the command, as for a read.
+    if own_transaction
+        && link
+            .simple("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            .await
+            .is_err()
+    {
+        return None;
+    }
+    let (link, outcome) = match command {
+        Command::Create(c) => create(link, c, federation, settings, cancel, own_transaction).await,
+        Command::Refresh { name, with_data } => {
+            refresh(
+                link,
+                &name,
+                with_data,
+                federation,
+                settings,
+                cancel,
+                own_transaction,
+            )
+            .await
+        }
+        Command::Drop {
+            names,
+            if_exists,
+            cascade,
+        } => drop_views(link, &names, if_exists, cascade).await,
+    };
+    let mut link = link?;
+    match outcome {
+        Ok(tag) => {
+            let mut tag = tag.into_bytes();
+            tag.push(0);
+            crate::protocol::put_message(&mut out.buf, b'C', &tag);
+            if own_transaction {
+                match link.simple("COMMIT").await {
+                    Ok(_) => {}
+                    Err(LinkError::Postgres(e)) => out.error(e.encode()),
+                    Err(_) => return None,
+                }
+            }
+        }
+        Err(error) => {
+            if matches!(&error, Failure::Link(LinkError::Gone)) {
+                return None;
+            }
+            out.error(error.encode());
+            undo(&mut link, own_transaction).await?;
+        }
+    }
+    finish(&mut link, out);
+    Some(link)
+}
+
+/// A kept definition.
+#[derive(Debug)]
+struct Definition {
+    /// `schema.name`, quoted.
+    qualified: String,
+    schema: String,
+    name: String,
+    query: String,
+    time_zone: String,
+    bucket_column: Option<String>,
+    hot_min: Option<String>,
+    lake_checksums: Option<String>,
+}
+
+/// Runs a query and returns its rows' text cells (errors as `LinkError`).
+async fn rows(link: &mut PgLink, sql: &str) -> Result<Vec<Vec<Option<String>>>, LinkError> {
+    let messages = link.simple(sql).await?;
+    Ok(messages
+        .iter()
+        .filter(|m| m.tag == b'D')
+        .filter_map(|m| link::data_row_fields(&m.body))
+        .map(|fields| {
+            fields
+                .into_iter()
+                .map(|f| f.map(|v| String::from_utf8_lossy(v).into_owned()))
+                .collect()
+        })
+        .collect())
+}
+
+/// The definition kept for the relation `name` resolves to, if any.
+async fn definition(link: &mut PgLink, name: &str) -> Result<Option<Definition>, LinkError> {
+    let kept = rows(
+        link,
+        &format!(
+            "SELECT pg_catalog.to_regclass({}) IS NOT NULL",
+            quote_literal(DEFINITIONS)
+        ),
+    )
+    .await?;
+    if kept.first().and_then(|r| r[0].as_deref()) != Some("t") {
+        return Ok(None);
+    }
+    let found = rows(
+        link,
+        &format!(
+            "SELECT d.view_schema, d.view_name, d.definition, d.time_zone, d.bucket_column, \
+                    d.hot_min, d.lake_checksums \
+             FROM {DEFINITIONS} d \
+             JOIN pg_catalog.pg_class c ON c.relname = d.view_name \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = d.view_schema \
+             WHERE c.oid = pg_catalog.to_regclass({})",
+            quote_literal(name)
+        ),
+    )
+    .await?;
+    Ok(found.into_iter().next().map(|r| {
+        let get = |i: usize| r.get(i).cloned().flatten();
+        let (schema, name) = (get(0).unwrap_or_default(), get(1).unwrap_or_default());
+        Definition {
+            qualified: format!(
+                "{}.{}",
+                crate::catalog::quote_ident(&schema),
+                crate::catalog::quote_ident(&name)
+            ),
+            schema,
+            name,
+            query: get(2).unwrap_or_default(),
+            time_zone: get(3).unwrap_or_else(|| "UTC".into()),
+            bucket_column: get(4),
+            hot_min: get(5),
+            lake_checksums: get(6),
+        }
+    }))
+}
+
+type Outcome = (Option<PgLink>, Result<String, Failure>);
+
+async fn create(
+    mut link: PgLink,
+    c: Create,
+    federation: &Federation,
+    settings: &SessionSettings,
+    cancel: &SessionCancel,
+    own_snapshot: bool,
+) -> Outcome {
+    let Some((tiered, buckets)) = analyze(&c.query, &federation.tables) else {
+        return (Some(link), Err(internal("not a view over a tiered table")));
+    };
+    on_link!(link, link.simple(CREATE_DEFINITIONS).await);
+    let exists = on_link!(
+        link,
+        rows(
+            &mut link,
+            &format!(
+                "SELECT pg_catalog.to_regclass({}) IS NOT NULL",
+                quote_literal(&c.name)
+            )
+        )
+        .await
+    );
+    if c.if_not_exists && exists.first().and_then(|r| r[0].as_deref()) == Some("t") {
+        let mut notice = ErrorFields::error(
+            "42P07",
+            format!("relation \"{}\" already exists, skipping", c.name),
+        );
+        notice.severity = "NOTICE";
+        let mut m = notice.encode();
+        m[0] = b'N';
+        link.deferred.push(link::BackendMessage {
+            tag: b'N',
+            body: bytes::Bytes::copy_from_slice(&m[5..]),
+        });
+        return (Some(link), Ok("CREATE MATERIALIZED VIEW".into()));
+    }
+    let with = if c.storage.is_empty() {
+        String::new()
+    } else {
+        format!(" WITH ({})", c.storage.join(", "))
+    };
+    on_link!(
+        link,
+        link.simple(&format!(
+            "CREATE TABLE {}{} {with} AS {} WITH NO DATA",
+            c.name,
+            if c.columns.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", c.columns)
+            },
+            c.query
+        ))
+        .await
+    );
+    // Where it landed and what its bucket column is called.
+    let place = on_link!(
+        link,
+        rows(
+            &mut link,
+            &format!(
+                "SELECT n.nspname, c.relname, \
+                        (SELECT array_agg(a.attname ORDER BY a.attnum)::text[] FROM pg_catalog.pg_attribute a \
+                          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text \
+                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.oid = pg_catalog.to_regclass({})",
+                quote_literal(&c.name)
+            )
+        )
+        .await
+    );
+    let Some(place) = place.into_iter().next() else {
+        return (
+            Some(link),
+            Err(internal("the view's table was not created")),
+        );
+    };
+    let (schema, name) = (
+        place[0].clone().unwrap_or_default(),
+        place[1].clone().unwrap_or_default(),
+    );
+    let columns = column_names(place[2].as_deref().unwrap_or("{}"));
+    let bucket_column = buckets
+        .as_ref()
+        .and_then(|b| columns.get(b.position).cloned());
+    let definition = Definition {
+        qualified: format!(
+            "{}.{}",
+            crate::catalog::quote_ident(&schema),
+            crate::catalog::quote_ident(&name)
+        ),
+        schema: schema.clone(),
+        name: name.clone(),
+        query: c.query.clone(),
+        time_zone: settings.time_zone.clone(),
+        bucket_column: bucket_column.clone(),
+        hot_min: None,
+        lake_checksums: None,
+    };
+    let nullable = |v: Option<&String>| v.map_or("NULL".to_string(), |s| quote_literal(s));
+    // A definition left by a table dropped with DROP TABLE goes first.
+    on_link!(
+        link,
+        link.simple(&format!(
+            "DELETE FROM {DEFINITIONS} WHERE view_schema = {} AND view_name = {}",
+            quote_literal(&schema),
+            quote_literal(&name)
+        ))
+        .await
+    );
+    on_link!(
+        link,
+        link.simple(&format!(
+            "INSERT INTO {DEFINITIONS} (view_schema, view_name, definition, tiered_table, time_zone, \
+                 bucket_column, bucket_unit, time_column, refresh_interval) \
+             VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}::interval)",
+            quote_literal(&schema),
+            quote_literal(&name),
+            quote_literal(&c.query),
+            quote_literal(&tiered.def.qualified()),
+            quote_literal(&settings.time_zone),
+            nullable(bucket_column.as_ref()),
+            nullable(buckets.as_ref().map(|b| &b.unit)),
+            nullable(buckets.as_ref().map(|b| b.time.to_string()).as_ref()),
+            nullable(c.refresh_interval.as_ref()),
+        ))
+        .await
+    );
+    if !c.with_data {
+        return (Some(link), Ok("CREATE MATERIALIZED VIEW".into()));
+    }
+    let (link, outcome) = fill(
+        link,
+        &definition,
+        tiered,
+        None,
+        federation,
+        settings,
+        cancel,
+        own_snapshot,
+    )
+    .await;
+    (link, outcome.map(|(rows, _)| format!("SELECT {rows}")))
+}
+
+/// `{a,"b c"}` as Postgres writes a text array: its elements.
+fn column_names(array: &str) -> Vec<String> {
+    let inner = array.trim_start_matches('{').trim_end_matches('}');
+    split_top_level(&inner.replace('"', "'"))
+        .into_iter()
+        .map(|s| s.trim().trim_matches('\'').to_string())
+        .collect()
+}
+
+async fn refresh(
+    mut link: PgLink,
+    name: &str,
+    with_data: bool,
+    federation: &Federation,
+    settings: &SessionSettings,
+    cancel: &SessionCancel,
+    own_snapshot: bool,
+) -> Outcome {
+    let Some(d) = on_link!(link, definition(&mut link, name).await) else {
+        return (Some(link), Err(internal("no such materialized view")));
+    };
+    let Some((tiered, buckets)) = analyze(&d.query, &federation.tables) else {
+        return (
+            Some(link),
+            Err(Failure::Ours(ErrorFields::error(
+                "0A000",
+                format!(
+                    "materialized view {} no longer reads a tiered table of this server",
+                    d.qualified
+                ),
+            ))),
+        );
+    };
+    if !with_data {
+        on_link!(
+            link,
+            link.simple(&format!("DELETE FROM {}", d.qualified)).await
+        );
+        return (Some(link), Ok("REFRESH MATERIALIZED VIEW".into()));
+    }
+    let (link, outcome) = fill(
+        link,
+        &d,
+        tiered,
+        buckets.as_ref(),
+        federation,
+        settings,
+        cancel,
+        own_snapshot,
+    )
+    .await;
+    (link, outcome.map(|_| "REFRESH MATERIALIZED VIEW".into()))
+}
+
+async fn drop_views(mut link: PgLink, names: &[String], if_exists: bool, cascade: bool) -> Outcome {
+    let cascade = if cascade { " CASCADE" } else { "" };
+    let if_exists = if if_exists { " IF EXISTS" } else { "" };
+    for name in names {
+        match on_link!(link, definition(&mut link, name).await) {
+            Some(d) => {
+                on_link!(
+                    link,
+                    link.simple(&format!("DROP TABLE {}{cascade}", d.qualified))
+                        .await
+                );
+                on_link!(
+                    link,
+                    link.simple(&format!(
+                        "DELETE FROM {DEFINITIONS} WHERE view_schema = {} AND view_name = {}",
+                        quote_literal(&d.schema),
+                        quote_literal(&d.name)
+                    ))
+                    .await
+                );
+            }
+            None => {
+                on_link!(
+                    link,
+                    link.simple(&format!(
+                        "DROP MATERIALIZED VIEW{if_exists} {name}{cascade}"
+                    ))
+                    .await
+                );
+            }
+        }
+    }
+    (Some(link), Ok("DROP MATERIALIZED VIEW".into()))
+}
+
+fn internal(message: &str) -> Failure {
+    Failure::Ours(ErrorFields::error("XX000", message))
+}
+
+/// Computes the view (incrementally by `buckets` when given and the
+/// changes can be told) and writes its rows; records the refresh. Returns
+/// the rows written and how it was refreshed. `own_snapshot`: the command
+/// runs in a REPEATABLE READ transaction of its own.
+#[allow(clippy::too_many_arguments)]
+async fn fill(
+    mut link: PgLink,
+    d: &Definition,
+    tiered: &TieredTable,
+    buckets: Option<&incremental::Buckets>,
+    federation: &Federation,
+    settings: &SessionSettings,
+    cancel: &SessionCancel,
+    own_snapshot: bool,
+) -> (Option<PgLink>, Result<(u64, &'static str), Failure>) {
+    let started = Instant::now();
+    // The view is computed in the time zone it was created in.
+    let session_zone = settings.time_zone.clone();
+    let mut settings = settings.clone();
+    let zone_changed = settings.time_zone != d.time_zone;
+    if zone_changed {
+        on_link!(
+            link,
+            link.simple(&format!(
+                "SET LOCAL TimeZone = {}",
+                quote_literal(&d.time_zone)
+            ))
+            .await
+        );
+        settings.time_zone = d.time_zone.clone();
+    }
+    // What the lake holds before the view is computed: a change after this
+    // is seen by the next refresh.
+    let checksums = match federation.lake.load(tiered).await {
+        Ok(Some(table)) => crate::tiering::verify::recorded_checksums(&table)
+            .map(|c| crate::tiering::verify::encode_checksums(&c)),
+        _ => None,
+    };
+    let time = crate::catalog::quote_ident(&tiered.time_column().name);
+    let mut query = d.query.clone();
+    let mut kind = "full";
+    let mut delete = format!("DELETE FROM {}", d.qualified);
+    if let (Some(buckets), Some(column)) = (buckets, &d.bucket_column)
+        && let Some(from) = changed_since(&mut link, d, tiered, checksums.as_deref(), &time).await
+    {
+        let unit = &buckets.unit;
+        let from = match from {
+            Ok(from) => from,
+            Err(e) => return (None, Err(Failure::Link(e))),
+        };
+        match from {
+            // Nothing changed since the last refresh.
+            None => {
+                query.clear();
+                kind = "unchanged";
+            }
+            Some(from) => {
+                let bound = on_link!(
+                    link,
+                    rows(
+                        &mut link,
+                        &format!(
+                            "SELECT pg_catalog.date_trunc({}, {}::{})::text, \
+                                    pg_catalog.pg_typeof(pg_catalog.date_trunc({}, {}::{}))::text",
+                            quote_literal(unit),
+                            quote_literal(&from),
+                            time_type(tiered),
+                            quote_literal(unit),
+                            quote_literal(&from),
+                            time_type(tiered)
+                        )
+                    )
+                    .await
+                );
+                let (Some(b), Some(t)) = (
+                    bound.first().and_then(|r| r[0].clone()),
+                    bound.first().and_then(|r| r[1].clone()),
+                ) else {
+                    return (Some(link), Err(internal("no bucket bound")));
+                };
+                let literal = format!("{}::{t}", quote_literal(&b));
+                let Some(bounded) = from_bound(&d.query, &buckets.time, &literal) else {
+                    return (Some(link), Err(internal("cannot bound the view's query")));
+                };
+                query = bounded;
+                delete = format!(
+                    "DELETE FROM {} WHERE {} >= {literal}",
+                    d.qualified,
+                    crate::catalog::quote_ident(column)
+                );
+                kind = "incremental";
+            }
+        }
+    }
+    let mut written = 0;
+    if !query.is_empty() {
+        let (back, computed) =
+            rows_of(link, &query, federation, &settings, cancel, own_snapshot).await;
+        let Some(back) = back else {
+            return (None, Err(Failure::Link(LinkError::Gone)));
+        };
+        link = back;
+        let tuples = match computed {
+            Ok(t) => t,
+            Err(e) => return (Some(link), Err(e)),
+        };
+        on_link!(link, link.simple(&delete).await);
+        written = on_link!(link, copy_in(&mut link, &d.qualified, &tuples).await);
+    }
+    let hot_min = on_link!(
+        link,
+        rows(
+            &mut link,
+            &format!("SELECT min({time})::text FROM {}", tiered.def.qualified())
+        )
+        .await
+    );
+    let hot_min = hot_min.first().and_then(|r| r[0].clone());
+    let nullable = |v: Option<&String>| v.map_or("NULL".to_string(), |s| quote_literal(s));
+    on_link!(
+        link,
+        link.simple(&format!(
+            "UPDATE {DEFINITIONS} SET last_refresh = now(), last_refresh_kind = {}, \
+                 last_refresh_ms = {}, last_refresh_rows = {written}, hot_min = {}, lake_checksums = {} \
+             WHERE view_schema = {} AND view_name = {}",
+            quote_literal(kind),
+            started.elapsed().as_secs_f64() * 1000.0,
+            nullable(hot_min.as_ref()),
+            nullable(checksums.as_ref()),
+            quote_literal(&d.schema),
+            quote_literal(&d.name),
+        ))
+        .await
+    );
+    if zone_changed {
+        on_link!(
+            link,
+            link.simple(&format!(
+                "SET LOCAL TimeZone = {}",
+                quote_literal(&session_zone)
+            ))
+            .await
+        );
+    }
+    (Some(link), Ok((written, kind)))
+}
+
+/// The SQL type of a tiered table's time column.
+fn time_type(t: &TieredTable) -> &'static str {
+    match t.time_column().pg_type {
+        crate::pgtypes::PgType::Date => "date",
+        crate::pgtypes::PgType::Timestamp => "timestamp",
+        _ => "timestamptz",
+    }
+}

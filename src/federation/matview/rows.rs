@@ -1,0 +1,165 @@
+//! A view's rows: computed federated, then written into its table by
+//! binary COPY.
+
+use std::sync::Arc;
+
+use super::internal;
+use crate::federation::link::{self, LinkError, PgLink};
+use crate::federation::scan::ScanContext;
+use crate::federation::{
+    Failure, Federation, Out, Run, SessionSettings, cancelled, close_cursors, execute, take_back,
+};
+use crate::frontend::cancel::SessionCancel;
+
+/// Runs `sql` federated and returns its rows as COPY binary tuples.
+pub(super) async fn rows_of(
+    mut link: PgLink,
+    sql: &str,
+    federation: &Federation,
+    settings: &SessionSettings,
+    cancel: &SessionCancel,
+    own_snapshot: bool,
+) -> (Option<PgLink>, Result<Vec<u8>, Failure>) {
+    let mut msgs = Vec::new();
+    link::frontend::parse(&mut msgs, "", sql);
+    link::frontend::describe(&mut msgs, b'S', "");
+    crate::protocol::put_message(&mut msgs, b'S', b"");
+    if link.send(&msgs).await.is_err() {
+        return (None, Err(Failure::Link(LinkError::Gone)));
+    }
+    let described = on_link!(link, link.until_ready().await);
+    let Some(fields) = described
+        .iter()
+        .find(|m| m.tag == b'T')
+        .and_then(|m| link::row_description(&m.body))
+    else {
+        return (
+            Some(link),
+            Err(internal("the view's query returns no rows")),
+        );
+    };
+    let tz = match settings.zone() {
+        Ok(tz) => tz,
+        Err(e) => return (Some(link), Err(Failure::Ours(e))),
+    };
+    let fixed_snapshot = link.txn_status == b'T' && own_snapshot;
+    let (shared, ctx) = ScanContext::start(link, tz, false, fixed_snapshot);
+    let text = settings.text(tz);
+    let run = Run {
+        sql,
+        fields: &fields,
+        formats: vec![1; fields.len()],
+        params: Vec::new(),
+        row_description: false,
+        limit: None,
+        user: &settings.user,
+    };
+    let sink = Collect::default();
+    let mut w: crate::stream::WriteHalf = Box::new(sink.clone());
+    let mut o = Out::new(&mut w);
+    let seen = cancel.count();
+    let outcome = tokio::select! {
+        r = execute(&run, &ctx, federation, &text, &mut o) => r,
+        () = cancel.after(seen) => Err(cancelled()),
+    };
+    o.flush().await;
+    drop(ctx);
+    let Some(mut link) = take_back(shared).await else {
+        return (None, Err(Failure::Link(LinkError::Gone)));
+    };
+    if link.recover().await.is_err() || close_cursors(&mut link).await.is_none() {
+        return (None, Err(Failure::Link(LinkError::Gone)));
+    }
+    if let Err(e) = outcome {
+        return (Some(link), Err(e));
+    }
+    let data_rows = std::mem::take(&mut *sink.0.lock().unwrap_or_else(|e| e.into_inner()));
+    (Some(link), Ok(data_rows))
+}
+
+/// Writes DataRow messages (binary cells) into `table` by COPY; returns
+/// the rows written.
+pub(super) async fn copy_in(
+    link: &mut PgLink,
+    table: &str,
+    data_rows: &[u8],
+) -> Result<u64, LinkError> {
+    let mut q = Vec::new();
+    link::frontend::query(&mut q, &format!("COPY {table} FROM STDIN (FORMAT binary)"));
+    link.send(&q).await?;
+    loop {
+        let m = link.recv().await?;
+        match m.tag {
+            b'G' => break,
+            b'E' => {
+                link.until_ready().await?;
+                return Err(LinkError::Postgres(m));
+            }
+            b'N' => {}
+            _ => link.deferred.push(m),
+        }
+    }
+    // COPY's binary format: a header, then each row as a DataRow's body.
+    let mut data = Vec::with_capacity(data_rows.len() + 64);
+    data.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    data.extend_from_slice(&0i32.to_be_bytes());
+    data.extend_from_slice(&0i32.to_be_bytes());
+    let mut at = 0;
+    let mut rows = 0u64;
+    while at + 5 <= data_rows.len() {
+        let len = u32::from_be_bytes([
+            data_rows[at + 1],
+            data_rows[at + 2],
+            data_rows[at + 3],
+            data_rows[at + 4],
+        ]) as usize;
+        data.extend_from_slice(&data_rows[at + 5..at + 1 + len]);
+        at += 1 + len;
+        rows += 1;
+    }
+    data.extend_from_slice(&(-1i16).to_be_bytes());
+    let mut out = Vec::with_capacity(data.len() + 64);
+    for chunk in data.chunks(1 << 20) {
+        crate::protocol::put_message(&mut out, b'd', chunk);
+        if out.len() >= 4 << 20 {
+            link.send(&out).await?;
+            out.clear();
+        }
+    }
+    crate::protocol::put_message(&mut out, b'c', b"");
+    link.send(&out).await?;
+    link.until_ready().await?;
+    Ok(rows)
+}
+
+/// An in-memory writer for a statement's DataRows.
+#[derive(Clone, Default)]
+struct Collect(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl tokio::io::AsyncWrite for Collect {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
