@@ -21,6 +21,7 @@ const QUERIES: &[&str] = &[
     "SELECT * FROM orders WHERE id = 42",
     "SELECT * FROM orders WHERE id IN (7, 1500, 2399)",
     "SELECT status, count(*), sum(amount), max(amount) FROM orders GROUP BY status ORDER BY status",
+    "SELECT status, count(*) FILTER (WHERE flag), sum(amount) FILTER (WHERE NOT flag) FROM orders GROUP BY status ORDER BY status",
     "SELECT date_trunc('month', created_at) AS month, count(*) FROM orders GROUP BY 1 ORDER BY 1",
     "SELECT c.region, count(*), sum(o.amount) FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY c.region ORDER BY 1",
     "SELECT id, amount FROM orders WHERE created_at < now() - interval '200 days' AND amount > 50 ORDER BY id LIMIT 20",
@@ -80,6 +81,104 @@ async fn the_session_time_zone_shapes_answers() {
             "SELECT date_trunc('day', created_at) AS d, count(*) FROM orders GROUP BY 1 ORDER BY 1 LIMIT 40",
             "SELECT id, created_at FROM orders WHERE id % 400 = 0 ORDER BY id",
         ] {
+            assert_eq!(
+                ask(&through, sql).await,
+                ask(&direct, sql).await,
+                "{zone}: {sql}"
+            );
+        }
+    }
+}
+
+/// Hot partial aggregates evaluate a date_trunc of the time column as
+/// ranges between bucket starts Postgres lists: the buckets must be
+/// date_trunc's own in every time zone, across daylight-saving changes
+/// (both fall within the last 30 days of November), in zones with
+/// half-hour and 45-minute offsets, and for a timestamp column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn date_trunc_buckets_equal_postgres_in_every_zone() {
+    let s = setup().await;
+    let anchor: String = admin(&s.oracle)
+        .await
+        .query_one("SELECT date_trunc('second', localtimestamp)::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    in_both(
+        &s,
+        &format!(
+            "CREATE TABLE readings (id bigint PRIMARY KEY, taken_at timestamp NOT NULL, v int NOT NULL);
+             INSERT INTO readings SELECT i, '{anchor}'::timestamp - i * interval '3 hours 7 minutes', i % 17
+               FROM generate_series(1, 2000) i;"
+        ),
+    )
+    .await;
+    std::fs::write(
+        s._dirs.0.path().join("readings.toml"),
+        format!(
+            "table = \"public.readings\"\ntime_column = \"taken_at\"\nhot_window = \"30 days\"\n\
+             partition_by = \"day\"\ndatabase = \"{}\"\n",
+            s.tiered
+        ),
+    )
+    .unwrap();
+    let target = s.config.postgres.clone().unwrap();
+    let feds = thermocline::server::load_tiers(&s.config, &target)
+        .await
+        .unwrap();
+    let fed = &feds[&s.tiered];
+    assert_eq!(fed.tables.len(), 2);
+    for t in &fed.tables {
+        thermocline::tiering::mover::run_once(&target, &fed.lake, t, &s.tiered, false)
+            .await
+            .unwrap()
+            .expect("no other mover");
+    }
+    let proxy = serve(&s).await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+
+    let explained = through
+        .simple_query(
+            "EXPLAIN SELECT date_trunc('day', taken_at) AS d, count(*) FROM readings GROUP BY 1",
+        )
+        .await
+        .unwrap();
+    let plan: String = explained
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(|l| format!("{l}\n")),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        plan.contains("date_trunc('day', taken_at) evaluated as ranges"),
+        "{plan}"
+    );
+
+    let queries = [
+        "SELECT date_trunc('day', created_at) AS d, count(*), sum(amount) FROM orders GROUP BY 1 ORDER BY 1",
+        "SELECT date_trunc('week', created_at) AS w, status, count(*), max(score) FROM orders GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT date_trunc('month', created_at) AS m, count(*) FILTER (WHERE flag), min(amount) FROM orders GROUP BY 1 ORDER BY 1",
+        "SELECT date_trunc('quarter', created_at) AS q, date_trunc('year', created_at) AS y, count(*) FROM orders GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT count(*) FROM orders WHERE date_trunc('day', created_at) IN (SELECT max(date_trunc('day', created_at)) FROM orders)",
+        "SELECT date_trunc('hour', created_at) AS h, count(*) FROM orders GROUP BY 1 ORDER BY 1",
+        "SELECT date_trunc('day', taken_at) AS d, count(*), sum(v) FROM readings GROUP BY 1 ORDER BY 1",
+        "SELECT date_trunc('hour', taken_at) AS h, max(v) FROM readings GROUP BY 1 ORDER BY 1",
+        "SELECT date_trunc('month', taken_at) AS m, count(*) FROM readings GROUP BY 1 ORDER BY 1",
+    ];
+    for zone in [
+        "America/New_York",
+        "Europe/Berlin",
+        "Australia/Lord_Howe",
+        "Asia/Kathmandu",
+        "America/St_Johns",
+        "UTC",
+    ] {
+        let set = format!("SET TimeZone = '{zone}'");
+        direct.batch_execute(&set).await.unwrap();
+        through.batch_execute(&set).await.unwrap();
+        for sql in queries {
             assert_eq!(
                 ask(&through, sql).await,
                 ask(&direct, sql).await,

@@ -8,6 +8,15 @@
 //! sum/min/max of one (whose scale is the column's).
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{BinaryExpr, Literal};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::AggregateExec;
 
 use datafusion::sql::sqlparser::ast::{
     DateTimeField, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, SelectItem, SetExpr,
@@ -163,8 +172,49 @@ fn plain(e: &Expr) -> bool {
             matches!(name.as_str(), "sum" | "min" | "max")
                 && args.args.len() == 1
                 && matches!(&args.args[0], FunctionArg::Unnamed(FunctionArgExpr::Expr(a)) if plain(a))
-                && f.filter.is_none()
         }
         _ => false,
     }
+}
+
+/// The physical plan with every aggregate's FILTER condition made
+/// `IS NOT DISTINCT FROM true`: a row whose condition is NULL is left out,
+/// as in Postgres. The executor's grouped aggregates read only the
+/// condition's value bits, so a NULL whose (meaningless) bit was set
+/// counted, as Parquet readers may leave it.
+pub(super) fn null_filters_exclude(
+    plan: Arc<dyn ExecutionPlan>,
+) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let Some(agg) = node.as_any().downcast_ref::<AggregateExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        if agg.filter_expr().iter().all(Option::is_none) {
+            return Ok(Transformed::no(node));
+        }
+        let filters = agg
+            .filter_expr()
+            .iter()
+            .map(|f| {
+                f.clone().map(|f| {
+                    Arc::new(BinaryExpr::new(
+                        f,
+                        Operator::IsNotDistinctFrom,
+                        Arc::new(Literal::new(ScalarValue::Boolean(Some(true)))),
+                    )) as Arc<dyn PhysicalExpr>
+                })
+            })
+            .collect();
+        let rebuilt = AggregateExec::try_new(
+            *agg.mode(),
+            agg.group_expr().clone(),
+            agg.aggr_expr().to_vec(),
+            filters,
+            agg.input().clone(),
+            agg.input_schema(),
+        )?
+        .with_limit_options(agg.limit_options());
+        Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>))
+    })
+    .map(|t| t.data)
 }

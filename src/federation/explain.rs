@@ -57,6 +57,7 @@ pub(super) async fn explain(
     let df = session.sql(sql).await?;
     let task = df.task_ctx();
     let plan = df.create_physical_plan().await?;
+    let plan = super::exactness::null_filters_exclude(plan)?;
     let plan = with_cache(plan, ctx, federation, sql, &[], user)?;
     let mut lines = vec![
         "Federated read (thermocline): hot rows from Postgres, history from Iceberg".to_string(),

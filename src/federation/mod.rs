@@ -643,6 +643,7 @@ async fn execute(
     check_numeric_scales(&schema, fields)?;
     let task = Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await?;
+    let plan = exactness::null_filters_exclude(plan)?;
     let plan = with_cache(
         plan,
         ctx,

@@ -100,6 +100,8 @@ pub(crate) fn operator_sql(op: &Operator) -> Option<&'static str> {
         Operator::GtEq => ">=",
         Operator::And => "AND",
         Operator::Or => "OR",
+        Operator::IsDistinctFrom => "IS DISTINCT FROM",
+        Operator::IsNotDistinctFrom => "IS NOT DISTINCT FROM",
         _ => return None,
     })
 }

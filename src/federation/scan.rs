@@ -347,6 +347,7 @@ impl TableProvider for FederatedTable {
                 list,
                 wheres,
                 time: quote_ident(&time.name),
+                time_type: time.pg_type,
                 w: crate::tiering::mover::time_literal(time.pg_type, split.w),
                 columns: read_columns,
                 read_schema,
@@ -385,8 +386,9 @@ pub(crate) struct HotRecipe {
     list: String,
     /// The filters pushed to Postgres.
     wheres: Vec<String>,
-    /// The time column, quoted, and the watermark as a literal.
+    /// The time column, quoted, its type, and the watermark as a literal.
     time: String,
+    time_type: PgType,
     w: String,
     columns: Vec<ScanColumn>,
     read_schema: SchemaRef,
@@ -447,17 +449,148 @@ impl HotRecipe {
             &agg.filters,
             &group_by,
         );
+        let (cursor, described) = match self.buckets(agg) {
+            Some(b) => {
+                let described = format!(
+                    "{sql} -- {} evaluated as ranges between the first and last hot rows' buckets",
+                    b.call
+                );
+                (Fetch::Buckets(sql.clone(), Arc::new(b)), described)
+            }
+            None => (Fetch::Whole(sql.clone()), sql),
+        };
         let p = HotPartition {
             ctx: ctx.clone(),
-            cursor: Fetch::Whole(sql.clone()),
+            cursor,
             columns: agg.columns.clone(),
             read_schema: agg.schema.clone(),
             out_schema: agg.schema.clone(),
             out_pos: (0..agg.columns.len()).collect(),
             split: None,
         };
-        (Arc::new(p), sql)
+        (Arc::new(p), described)
     }
+
+    /// How `agg`'s `date_trunc` of the time column can be evaluated as
+    /// ranges, when it has one.
+    fn buckets(&self, agg: &super::hotagg::HotAggregate) -> Option<Buckets> {
+        let zoned = match self.time_type {
+            PgType::Timestamptz => true,
+            PgType::Timestamp => false,
+            _ => return None,
+        };
+        // Units whose next bucket is one step of calendar arithmetic away
+        // in every time zone; hours and minutes only without one.
+        const UNITS: [(&str, &str); 7] = [
+            ("year", "1 year"),
+            ("quarter", "3 months"),
+            ("month", "1 month"),
+            ("week", "7 days"),
+            ("day", "1 day"),
+            ("hour", "1 hour"),
+            ("minute", "1 minute"),
+        ];
+        let (unit, step, call) = UNITS.iter().find_map(|(unit, step)| {
+            let call = format!("date_trunc('{unit}', {})", self.time);
+            let used = agg.select.contains(&call) || agg.filters.iter().any(|f| f.contains(&call));
+            (used && (!zoned || !matches!(*unit, "hour" | "minute"))).then_some((unit, step, call))
+        })?;
+        let (t, table, w) = (&self.time, &self.qualified, &self.w);
+        let bounds = format!(
+            "SELECT g, date_trunc('{unit}', g) = g FROM generate_series(\
+             date_trunc('{unit}', (SELECT min({t}) FROM {table} WHERE {t} >= {w})), \
+             (SELECT max({t}) FROM {table} WHERE {t} >= {w}), interval '{step}') g \
+             LIMIT {}",
+            MAX_BUCKETS + 1
+        );
+        Some(Buckets {
+            call,
+            bounds,
+            time: self.time.clone(),
+            zoned,
+        })
+    }
+}
+
+/// The most buckets a `date_trunc` of the time column is evaluated as
+/// ranges for.
+const MAX_BUCKETS: usize = 1024;
+
+/// A `date_trunc` of the time column evaluated as ranges. Postgres's
+/// date_trunc of a timestamptz works out the calendar in the session's time
+/// zone for every row, which costs more than the rest of a partial
+/// aggregate. With the buckets the hot rows fall in known (from the
+/// earliest and latest hot row, read from the time column's index), the
+/// call becomes a binary search over their starts: a few comparisons a row.
+#[derive(Debug)]
+struct Buckets {
+    /// The text replaced: `date_trunc('month', created_at)`.
+    call: String,
+    /// Lists the starts of the buckets from the earliest hot row's to the
+    /// latest's, each with whether date_trunc maps it to itself.
+    bounds: String,
+    time: String,
+    zoned: bool,
+}
+
+impl Buckets {
+    /// `sql` with the call replaced by a search over the bucket starts the
+    /// hot rows fall in; unchanged when they are many, unknown, or do not
+    /// match date_trunc's own.
+    async fn apply(&self, link: &mut PgLink, sql: &str) -> Result<String> {
+        let rows = run_whole(link, &self.bounds).await?;
+        let mut starts = Vec::new();
+        for m in rows.iter().filter(|m| m.tag == b'D') {
+            let fields = data_row_fields(&m.body)
+                .ok_or_else(|| DataFusionError::Execution("malformed DataRow".into()))?;
+            let (Some(Some(g)), Some(Some(fixed))) = (fields.first(), fields.get(1)) else {
+                return Ok(sql.to_string());
+            };
+            let (Ok(g), [1]) = (<[u8; 8]>::try_from(*g), *fixed) else {
+                return Ok(sql.to_string());
+            };
+            // Microseconds since 2000-01-01, to since 1970-01-01.
+            let Some(us) = i64::from_be_bytes(g).checked_add(946_684_800_000_000) else {
+                return Ok(sql.to_string());
+            };
+            let zone = self.zoned.then(|| Arc::from("UTC"));
+            let value = datafusion::common::ScalarValue::TimestampMicrosecond(Some(us), zone);
+            let Some(literal) = super::pushdown::literal_sql(&value) else {
+                return Ok(sql.to_string());
+            };
+            starts.push(literal);
+        }
+        if starts.is_empty() || starts.len() > MAX_BUCKETS {
+            return Ok(sql.to_string());
+        }
+        // Every row the query reads has its time at or after W (so not
+        // NULL), and at or after the first start.
+        Ok(sql.replace(&self.call, &format!("({})", self.search(&starts))))
+    }
+
+    /// The start of the bucket among `starts` (ascending) the time falls in.
+    fn search(&self, starts: &[String]) -> String {
+        if starts.len() == 1 {
+            return starts[0].clone();
+        }
+        let mid = starts.len() / 2;
+        format!(
+            "CASE WHEN {} < {} THEN {} ELSE {} END",
+            self.time,
+            starts[mid],
+            self.search(&starts[..mid]),
+            self.search(&starts[mid..])
+        )
+    }
+}
+
+/// Runs `sql` to its end, rows in binary (Parse, Bind, Execute, Sync).
+async fn run_whole(link: &mut PgLink, sql: &str) -> Result<Vec<super::link::BackendMessage>> {
+    let mut msgs = Vec::new();
+    super::link::frontend::parse(&mut msgs, "", sql);
+    super::link::frontend::bind_binary(&mut msgs, "", "");
+    super::link::frontend::execute(&mut msgs, "", 0);
+    link.extended_sync(&msgs).await.map_err(link_error)
 }
 
 /// Opens a binary cursor (simple protocol) or a named portal (extended
@@ -525,6 +658,9 @@ enum Fetch {
     /// then plan it in parallel, which it never does for a cursor); for
     /// aggregates, under a snapshot fixed for the whole statement.
     Whole(String),
+    /// As `Whole`, with a date_trunc of the time column evaluated as
+    /// ranges.
+    Buckets(String, Arc<Buckets>),
 }
 
 /// The hot rows: FETCHes from a binary cursor, stragglers checked.
@@ -588,11 +724,12 @@ impl PartitionStream for HotPartition {
                         }
                         Fetch::Whole(sql) => {
                             whole = true;
-                            let mut msgs = Vec::new();
-                            super::link::frontend::parse(&mut msgs, "", sql);
-                            super::link::frontend::bind_binary(&mut msgs, "", "");
-                            super::link::frontend::execute(&mut msgs, "", 0);
-                            link.extended_sync(&msgs).await.map_err(link_error)?
+                            run_whole(&mut link, sql).await?
+                        }
+                        Fetch::Buckets(sql, b) => {
+                            whole = true;
+                            let sql = b.apply(&mut link, sql).await?;
+                            run_whole(&mut link, &sql).await?
                         }
                         Fetch::Open(_) => unreachable!("opened above"),
                     }
