@@ -84,6 +84,29 @@ enum TierCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Adopt a table that already holds a long history: move its rows older
+    /// than the hot window to the lake a slice at a time (each slice its own
+    /// pass), printing progress. Stopped at any point, it resumes where it
+    /// stopped when run again.
+    Backfill {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The tiered table (as in its tier definition, e.g. public.orders).
+        #[arg(long)]
+        table: String,
+        /// Where slicing starts, a value of the time column (default: the
+        /// oldest row). The first slice also takes any older rows.
+        #[arg(long)]
+        from: Option<String>,
+        /// The last watermark (default, and at most: the start of the hot
+        /// window).
+        #[arg(long)]
+        to: Option<String>,
+        /// The width of a slice, a Postgres interval.
+        #[arg(long, default_value = "1 month")]
+        step: String,
+    },
     /// Check every partition of the lake against what the mover wrote and
     /// against Postgres; exit 1 on any mismatch.
     Verify {
@@ -194,6 +217,22 @@ fn main() -> ExitCode {
                     dry_run,
                 };
                 run_to_end(tier_maintain(config, table, options))
+            }
+            Err(code) => code,
+        },
+        Command::Tier {
+            action:
+                TierCommand::Backfill {
+                    config,
+                    table,
+                    from,
+                    to,
+                    step,
+                },
+        } => match load_for_tier(config.as_deref(), "backfill") {
+            Ok(config) => {
+                let options = thermocline::tiering::backfill::BackfillOptions { from, to, step };
+                run_to_end(tier_backfill(config, table, options))
             }
             Err(code) => code,
         },
@@ -490,6 +529,78 @@ async fn tier_run(config: Config, only: Option<String>, dry_run: bool) -> anyhow
             ),
             None => println!("{name}: skipped, another mover holds it"),
         }
+    }
+    Ok(())
+}
+
+async fn tier_backfill(
+    config: Config,
+    only: String,
+    options: thermocline::tiering::backfill::BackfillOptions,
+) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let target = config.postgres.clone().context("no Postgres configured")?;
+    let federations = thermocline::server::load_tiers(&config, &target).await?;
+    let tables = selected(&federations, Some(&only))?;
+    let tty = std::io::stderr().is_terminal();
+    for (database, federation, table) in tables {
+        let name = table.def.qualified();
+        let report = thermocline::tiering::backfill::backfill(
+            &target,
+            &federation.lake,
+            table,
+            database,
+            &options,
+            |p| {
+                let eta = p
+                    .eta_seconds()
+                    .map_or_else(|| "-".to_string(), |s| format!("{s:.0}"));
+                let mut err = std::io::stderr().lock();
+                if tty {
+                    let done = if p.total > 0 {
+                        (p.rows as f64 / p.total as f64).min(1.0)
+                    } else {
+                        p.slices_done as f64 / p.slices.max(1) as f64
+                    };
+                    let filled = (done * 30.0).round() as usize;
+                    let _ = write!(
+                        err,
+                        "\r{} [{}{}] {:>3.0}%  {}/{} rows  {:.0} rows/s  ETA {eta}s  ",
+                        p.table,
+                        "#".repeat(filled),
+                        "-".repeat(30 - filled),
+                        done * 100.0,
+                        p.rows,
+                        p.total,
+                        p.rows_per_second(),
+                    );
+                    if p.slices_done == p.slices {
+                        let _ = writeln!(err);
+                    }
+                } else {
+                    let _ = writeln!(
+                        err,
+                        "backfill table={} slice={}/{} watermark={:?} rows={} total={} rows_per_s={:.0} eta_s={eta}",
+                        p.table,
+                        p.slices_done,
+                        p.slices,
+                        p.watermark,
+                        p.rows,
+                        p.total,
+                        p.rows_per_second(),
+                    );
+                }
+            },
+        )
+        .await
+        .with_context(|| format!("backfilling {name}"))?;
+        println!(
+            "{name}: {} rows moved in {} slices ({} already done by an earlier run), watermark {}",
+            report.rows,
+            report.slices_run,
+            report.slices_skipped,
+            report.watermark.as_deref().unwrap_or("none"),
+        );
     }
     Ok(())
 }

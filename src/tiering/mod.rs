@@ -6,6 +6,7 @@
 //! it has a primary key (stragglers are deduplicated by it) and every column
 //! type can be held exactly in the cold tier.
 
+pub mod backfill;
 pub mod maintain;
 pub mod mover;
 pub mod verify;

@@ -110,6 +110,20 @@ pub async fn run_once(
     database: &str,
     dry_run: bool,
 ) -> Result<Option<MoveReport>, TieringError> {
+    run_until(target, lake, t, database, dry_run, None).await
+}
+
+/// As [`run_once`], with the watermark raised no further than `until`
+/// (microseconds since 1970): a backfill moves a long history a slice at a
+/// time, each slice a pass of its own.
+pub async fn run_until(
+    target: &BackendTarget,
+    lake: &Lake,
+    t: &TieredTable,
+    database: &str,
+    dry_run: bool,
+    until: Option<i64>,
+) -> Result<Option<MoveReport>, TieringError> {
     let mut client = super::service_connection(target, database).await?;
     // The table as Postgres has it now: columns may have been added since
     // the definitions were loaded.
@@ -121,31 +135,9 @@ pub async fn run_once(
         return Ok(None);
     }
     let table = evolve(lake, table, t).await?;
-    let window_secs = t.def.hot_window.as_secs() as i64;
     let time = t.time_column();
-    let now_w: i64 = match time.pg_type {
-        PgType::Date => tx
-            .query_one(
-                "SELECT ((current_date - ($1::int8 / 86400)::int4) - date '1970-01-01')::int8 * 86400000000",
-                &[&window_secs],
-            )
-            .await?
-            .get(0),
-        PgType::Timestamp => tx
-            .query_one(
-                "SELECT floor(extract(epoch FROM localtimestamp - make_interval(secs => $1::int8)))::int8 * 1000000",
-                &[&window_secs],
-            )
-            .await?
-            .get(0),
-        _ => tx
-            .query_one(
-                "SELECT floor(extract(epoch FROM now() - make_interval(secs => $1::int8)))::int8 * 1000000",
-                &[&window_secs],
-            )
-            .await?
-            .get(0),
-    };
+    let now_w = window_start(&tx, t).await?;
+    let now_w = until.map_or(now_w, |u| u.min(now_w));
     let previous = watermark(&table);
     let w = previous.map_or(now_w, |p| p.max(now_w));
     let literal = time_literal(time.pg_type, w);
@@ -246,6 +238,27 @@ pub async fn run_once(
         snapshot_id,
         late_rows,
     }))
+}
+
+/// The start of `t`'s hot window now, by Postgres's clock: microseconds
+/// since 1970 (whole seconds; midnight for a date column).
+pub(crate) async fn window_start(
+    c: &impl tokio_postgres::GenericClient,
+    t: &TieredTable,
+) -> Result<i64, TieringError> {
+    let window_secs = t.def.hot_window.as_secs() as i64;
+    let sql = match t.time_column().pg_type {
+        PgType::Date => {
+            "SELECT ((current_date - ($1::int8 / 86400)::int4) - date '1970-01-01')::int8 * 86400000000"
+        }
+        PgType::Timestamp => {
+            "SELECT floor(extract(epoch FROM localtimestamp - make_interval(secs => $1::int8)))::int8 * 1000000"
+        }
+        _ => {
+            "SELECT floor(extract(epoch FROM now() - make_interval(secs => $1::int8)))::int8 * 1000000"
+        }
+    };
+    Ok(c.query_one(sql, &[&window_secs]).await?.get(0))
 }
 
 /// Brings the lake's schema in line with Postgres's before a pass: a
