@@ -492,7 +492,7 @@ impl Rewriter<'_> {
             false,
             None,
         )?);
-        let stragglers = replace_leaf(agg.input(), &stragglers)?;
+        let stragglers = replace_leaf(agg.input(), vec![stragglers])?;
         let stragglers = Arc::new(agg.clone()).with_new_children(vec![stragglers])?;
         Ok(Some(UnionExec::try_new(vec![aggregated, stragglers])?))
     }
@@ -578,15 +578,17 @@ impl Rewriter<'_> {
 
 /// `plan` (row-by-row operators over a tiered scan) over `partition` in
 /// place of the scan's partitions.
-fn replace_leaf(
+/// `plan`, a row-by-row chain over a tiered scan, reading `partitions`
+/// instead of the scan's.
+pub(crate) fn replace_leaf(
     plan: &Arc<dyn ExecutionPlan>,
-    partition: &Arc<dyn PartitionStream>,
+    partitions: Vec<Arc<dyn PartitionStream>>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     if let Some(s) = plan.as_any().downcast_ref::<StreamingTableExec>() {
         let projection = s.projection().as_ref().map(|p| p.to_vec());
         return Ok(Arc::new(StreamingTableExec::try_new(
             s.partition_schema().clone(),
-            vec![partition.clone()],
+            partitions,
             projection.as_ref(),
             s.projected_output_ordering(),
             s.is_infinite(),
@@ -600,7 +602,7 @@ fn replace_leaf(
         ));
     };
     plan.clone()
-        .with_new_children(vec![replace_leaf(child, partition)?])
+        .with_new_children(vec![replace_leaf(child, partitions)?])
 }
 
 /// Where a partition lives, to recognize it in a plan.

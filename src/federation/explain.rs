@@ -55,9 +55,10 @@ pub(super) async fn explain(
     let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
     let df = session.sql(sql).await?;
-    let task = df.task_ctx();
+    let task = Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await?;
     let plan = super::exactness::null_filters_exclude(plan)?;
+    let plan = super::topk::rewrite(plan, ctx, &task).await?;
     let plan = with_cache(plan, ctx, federation, sql, &[], user)?;
     let mut lines = vec![
         "Federated read (thermocline): hot rows from Postgres, history from Iceberg".to_string(),
@@ -77,7 +78,7 @@ pub(super) async fn explain(
     }
     let shown = if analyze {
         let started = std::time::Instant::now();
-        let batches = datafusion::physical_plan::collect(plan.clone(), Arc::new(task)).await?;
+        let batches = datafusion::physical_plan::collect(plan.clone(), task).await?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         lines.push(format!(
             "  Rows: {rows}  Execution time: {:.3} ms",

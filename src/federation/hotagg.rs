@@ -118,7 +118,7 @@ pub(crate) fn translate(agg: &AggregateExec) -> Option<HotAggregate> {
 
 /// The SQL of each output column of a row-by-row chain over a tiered scan,
 /// and the conditions the chain applies.
-fn chain(plan: &Arc<dyn ExecutionPlan>) -> Option<(Vec<String>, Vec<String>)> {
+pub(crate) fn chain(plan: &Arc<dyn ExecutionPlan>) -> Option<(Vec<String>, Vec<String>)> {
     let any = plan.as_any();
     if let Some(s) = any.downcast_ref::<StreamingTableExec>() {
         let schema = s.partition_schema();
@@ -172,6 +172,22 @@ fn chain(plan: &Arc<dyn ExecutionPlan>) -> Option<(Vec<String>, Vec<String>)> {
         return chain(r.input());
     }
     None
+}
+
+/// `e`, over columns whose SQL is `columns` and schema `schema`, in
+/// Postgres's SQL when it means the same there.
+pub(crate) fn sql_of(
+    e: &Arc<dyn PhysicalExpr>,
+    columns: &[String],
+    schema: &Schema,
+) -> Option<String> {
+    expr(
+        e,
+        &Input {
+            sql: columns,
+            schema,
+        },
+    )
 }
 
 /// The columns an expression reads: their SQL, and their schema.

@@ -21,6 +21,7 @@ mod memory;
 mod pushdown;
 mod results;
 pub(crate) mod scan;
+mod topk;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -644,6 +645,7 @@ async fn execute(
     let task = Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await?;
     let plan = exactness::null_filters_exclude(plan)?;
+    let plan = topk::rewrite(plan, ctx, &task).await?;
     let plan = with_cache(
         plan,
         ctx,

@@ -471,6 +471,55 @@ impl HotRecipe {
         (Arc::new(p), described)
     }
 
+    /// The hot rows passing `filters`, the first `k` in `order_by`, read
+    /// whole (stragglers the lake holds dropped); with the query.
+    pub(crate) fn top(
+        &self,
+        ctx: &Arc<ScanContext>,
+        filters: &[String],
+        order_by: &str,
+        k: usize,
+    ) -> (Arc<dyn PartitionStream>, String) {
+        let conditions: Vec<&String> = self.wheres.iter().chain(filters).collect();
+        let mut sql = format!("SELECT {} FROM {}", self.list, self.qualified);
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(
+                &conditions
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" AND "),
+            );
+        }
+        sql.push_str(&format!(" ORDER BY {order_by} LIMIT {k}"));
+        let p = HotPartition {
+            ctx: ctx.clone(),
+            cursor: Fetch::Whole(sql.clone()),
+            columns: self.columns.clone(),
+            read_schema: self.read_schema.clone(),
+            out_schema: self.out_schema.clone(),
+            out_pos: self.out_pos.clone(),
+            split: Some(self.split.clone()),
+        };
+        (Arc::new(p), sql)
+    }
+
+    /// The time column, as the hot queries name it.
+    pub(crate) fn time_sql(&self) -> &str {
+        &self.time
+    }
+
+    /// The watermark, microseconds since 1970.
+    pub(crate) fn watermark(&self) -> i64 {
+        self.split.w
+    }
+
+    /// Where the time column is among the scan's output columns.
+    pub(crate) fn time_in_output(&self) -> Option<usize> {
+        self.out_pos.iter().position(|&p| p == self.split.time_pos)
+    }
+
     /// How `agg`'s `date_trunc` of the time column can be evaluated as
     /// ranges, when it has one.
     fn buckets(&self, agg: &super::hotagg::HotAggregate) -> Option<Buckets> {
