@@ -197,6 +197,54 @@ async fn date_trunc_buckets_equal_postgres_in_every_zone() {
     }
 }
 
+/// statement_timeout bounds a federated statement as a whole (the lake and
+/// the executor included), as Postgres bounds one holding every row: 57014,
+/// the session goes on, and inside a transaction block the transaction is
+/// aborted. Both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_stops_a_federated_statement() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = serve(&s).await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    // Millions of numeric comparisons: far beyond 50 ms for both.
+    let slow = "SELECT count(*) FROM orders a JOIN orders b ON a.amount < b.amount";
+    let script = [
+        "SET statement_timeout = '50ms'",
+        slow,
+        "SELECT 1",
+        "RESET statement_timeout",
+        "SELECT count(*), sum(amount) FROM orders",
+        "BEGIN",
+        "SET LOCAL statement_timeout = '50ms'",
+        slow,
+        "SELECT 1",
+        "ROLLBACK",
+        "SELECT count(*) FROM orders WHERE flag",
+    ];
+    for sql in script {
+        assert_eq!(ask(&through, sql).await, ask(&direct, sql).await, "{sql}");
+    }
+    for c in [&direct, &through] {
+        c.batch_execute("SET statement_timeout = '50ms'")
+            .await
+            .unwrap();
+        let e = c.query(slow, &[]).await.unwrap_err();
+        assert_eq!(
+            e.as_db_error().map(|d| (d.code().code(), d.message())),
+            Some(("57014", "canceling statement due to statement timeout"))
+        );
+        c.batch_execute("RESET statement_timeout").await.unwrap();
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM orders", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(n > 2000);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_see_their_own_writes_and_errors_abort_them() {
     let s = setup().await;

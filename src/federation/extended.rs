@@ -115,7 +115,11 @@ async fn answer(
     // Postgres describes the statement: parameter types and columns.
     let mut msgs = Vec::new();
     frontend::describe(&mut msgs, b'S', &job.statement);
-    let described = match link.extended(&msgs, 1).await {
+    super::ask_statement_timeout(&mut msgs);
+    let described = match link
+        .extended(&msgs, 1 + super::STATEMENT_TIMEOUT_REPLIES)
+        .await
+    {
         Ok(m) => m,
         Err(LinkError::Postgres(e)) => {
             out.error(e.encode());
@@ -143,6 +147,7 @@ async fn answer(
         // Not a row-returning statement after all: Postgres runs it.
         return relay_execute(link, out, job).await;
     };
+    let deadline = super::statement_timeout(&described).map(|t| tokio::time::Instant::now() + t);
     let tz = match settings.zone() {
         Ok(tz) => tz,
         Err(e) => return fail(link, out, e).await,
@@ -182,6 +187,7 @@ async fn answer(
     let outcome = tokio::select! {
         r = execute(&run, &ctx, federation, &text, out) => r,
         () = cancel.after(seen) => Err(super::cancelled()),
+        () = super::expire(deadline) => Err(super::timed_out()),
     };
     let opened: Vec<(String, String)> = std::mem::take(&mut *ctx.portals.lock().ok()?);
     drop(ctx);

@@ -251,6 +251,7 @@ async fn answer(
     let mut msgs = Vec::new();
     link::frontend::parse(&mut msgs, "", sql);
     link::frontend::describe(&mut msgs, b'S', "");
+    ask_statement_timeout(&mut msgs);
     crate::protocol::put_message(&mut msgs, b'S', b"");
     if link.send(&msgs).await.is_err() {
         return None;
@@ -268,6 +269,7 @@ async fn answer(
         return relay_query(link, out, sql).await;
     };
     let fields = row_description(&row_desc.body)?;
+    let deadline = statement_timeout(&described).map(|t| tokio::time::Instant::now() + t);
     let tz = match settings.zone() {
         Ok(tz) => tz,
         Err(e) => {
@@ -346,6 +348,7 @@ async fn answer(
     let outcome = tokio::select! {
         r = work => r,
         () = cancel.after(seen) => Err(cancelled()),
+        () = expire(deadline) => Err(timed_out()),
     };
     // The scans are done with the link; take it back.
     let ctx_reads = ctx.reads.lock().map(|r| r.clone()).unwrap_or_default();
@@ -436,6 +439,74 @@ async fn abort_transaction(link: &mut PgLink) -> Option<()> {
         Err(LinkError::Gone) => None,
         _ => Some(()),
     }
+}
+
+/// Asks for the session's statement_timeout alongside a statement's
+/// Describe, through a statement and portal of thermocline's own, closed
+/// again (the client's unnamed ones are left alone).
+fn ask_statement_timeout(msgs: &mut Vec<u8>) {
+    const NAME: &str = "thermocline_statement_timeout";
+    link::frontend::parse(
+        msgs,
+        NAME,
+        "SELECT pg_catalog.current_setting('statement_timeout')",
+    );
+    link::frontend::bind_binary(msgs, NAME, NAME);
+    link::frontend::execute(msgs, NAME, 0);
+    link::frontend::close(msgs, b'P', NAME);
+    link::frontend::close(msgs, b'S', NAME);
+}
+
+/// The replies that end what [`ask_statement_timeout`] sends: ParseComplete,
+/// BindComplete, CommandComplete and two CloseCompletes.
+const STATEMENT_TIMEOUT_REPLIES: usize = 5;
+
+/// The session's statement_timeout, from the replies to
+/// [`ask_statement_timeout`]; `None` when it is off. Postgres's own limit
+/// applies to each query thermocline sends it; this one bounds the
+/// federated statement as a whole, lake reads and the executor included.
+fn statement_timeout(replies: &[link::BackendMessage]) -> Option<std::time::Duration> {
+    let row = replies.iter().find(|m| m.tag == b'D')?;
+    let fields = link::data_row_fields(&row.body)?;
+    let text = std::str::from_utf8((*fields.first()?)?).ok()?;
+    milliseconds(text)
+        .filter(|&ms| ms > 0)
+        .map(std::time::Duration::from_millis)
+}
+
+/// A time setting as Postgres shows it ("0", "250ms", "5s", "2min", "1h",
+/// "1d"), in milliseconds.
+fn milliseconds(text: &str) -> Option<u64> {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(digits);
+    let factor = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.parse::<u64>().ok()?.checked_mul(factor)
+}
+
+/// Completes at `deadline`; never without one.
+async fn expire(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The error of a statement stopped by its statement_timeout, as Postgres
+/// words it.
+fn timed_out() -> Failure {
+    Failure::Ours(ErrorFields::error(
+        "57014",
+        "canceling statement due to statement timeout",
+    ))
 }
 
 /// The error of a statement stopped by a CancelRequest, as Postgres words it.

@@ -76,6 +76,38 @@ pub struct BackfillReport {
     pub watermark: Option<String>,
 }
 
+/// Microseconds since 1970 (whole seconds), as the mover keeps watermarks,
+/// of the time value `c` (SQL).
+fn micros(c: &str) -> String {
+    format!("(floor(extract(epoch FROM {c}))::int8 * 1000000)")
+}
+
+/// An option's error: Postgres's message about the value given.
+fn invalid(what: &str, e: tokio_postgres::Error) -> TieringError {
+    TieringError::Data(format!(
+        "{what}: {}",
+        e.as_db_error()
+            .map_or(e.to_string(), |d| d.message().to_string())
+    ))
+}
+
+/// The value given for option `what`, read by Postgres as a `cast`.
+async fn time_of(
+    client: &tokio_postgres::Client,
+    cast: &str,
+    what: &str,
+    value: &str,
+) -> Result<i64, TieringError> {
+    Ok(client
+        .query_one(
+            &format!("SELECT {}", micros(&format!("$1::text::{cast}"))),
+            &[&value],
+        )
+        .await
+        .map_err(|e| invalid(what, e))?
+        .get(0))
+}
+
 /// Moves `t`'s rows older than `options.to` to the lake, a slice at a
 /// time, calling `progress` after each slice.
 pub async fn backfill(
@@ -97,40 +129,13 @@ pub async fn backfill(
         quote_ident(&time.name),
     );
     let table_name = t.def.qualified();
-    let invalid = |what: &str, e: tokio_postgres::Error| {
-        TieringError::Data(format!(
-            "{what}: {}",
-            e.as_db_error()
-                .map_or(e.to_string(), |d| d.message().to_string())
-        ))
-    };
-    // Microseconds since 1970, as the mover keeps watermarks.
-    let micros = |c: &str| format!("(floor(extract(epoch FROM {c}))::int8 * 1000000)");
-
     let window = window_start(&client, t).await?;
     let to = match &options.to {
-        Some(v) => client
-            .query_one(
-                &format!("SELECT {}", micros(&format!("$1::text::{cast}"))),
-                &[v],
-            )
-            .await
-            .map_err(|e| invalid("--to", e))?
-            .get::<_, i64>(0)
-            .min(window),
+        Some(v) => time_of(&client, cast, "--to", v).await?.min(window),
         None => window,
     };
     let from: Option<i64> = match &options.from {
-        Some(v) => Some(
-            client
-                .query_one(
-                    &format!("SELECT {}", micros(&format!("$1::text::{cast}"))),
-                    &[v],
-                )
-                .await
-                .map_err(|e| invalid("--from", e))?
-                .get(0),
-        ),
+        Some(v) => Some(time_of(&client, cast, "--from", v).await?),
         None => client
             .query_one(
                 &format!(
