@@ -465,16 +465,12 @@ impl Rewriter<'_> {
 
     /// The hot half of `agg`: Postgres's partial aggregate of the rows at or
     /// after the watermark, with the executor's of the stragglers; `None`
-    /// when an expression does not translate or the statement's hot
-    /// queries do not share one snapshot.
+    /// when an expression does not translate.
     fn hot_aggregate(
         &self,
         agg: &AggregateExec,
         h: &Halves,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        if !self.ctx.fixed_snapshot {
-            return Ok(None);
-        }
         let Some(translated) = super::hotagg::translate(agg) else {
             return Ok(None);
         };

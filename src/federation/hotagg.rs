@@ -6,10 +6,10 @@
 //! merges (counts, sums, minima, maxima). Hot rows before W (stragglers)
 //! still go through the executor, which drops those the lake holds.
 //!
-//! Only for statements whose hot scans share one snapshot taken before the
-//! lake was read (a statement in its own REPEATABLE READ transaction): the
-//! aggregate's query runs after the lake was loaded, and must still see
-//! the hot tier as the scans planned before it would have.
+//! The aggregate's query runs after the lake was read. A statement in its
+//! own REPEATABLE READ transaction sees the snapshot taken before; any
+//! other checks afterwards that the lake did not change meanwhile (see
+//! `scan::LateCheck`), or fails with 40001.
 
 use std::sync::Arc;
 

@@ -604,6 +604,9 @@ impl Failure {
                     if let Some(LinkError::Postgres(m)) = inner.downcast_ref::<LinkError>() {
                         return m.encode();
                     }
+                    if let Some(e) = inner.downcast_ref::<scan::LakeMoved>() {
+                        return ErrorFields::error("40001", e.to_string()).encode();
+                    }
                     if let Some(e) = inner.downcast_ref::<cold::ColdTierUnavailable>() {
                         // As a foreign-data wrapper reports a server it cannot reach.
                         tracing::warn!(error = %e, "cold tier unavailable");

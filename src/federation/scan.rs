@@ -336,12 +336,21 @@ impl TableProvider for FederatedTable {
             out_schema: out_schema.clone(),
             out_pos: out_pos.clone(),
             split: split.clone(),
+            late: None,
         };
         let hot: Arc<dyn PartitionStream> = Arc::new(hot);
         let mut parts = vec![hot.clone()];
         if let (Some((cold, source, reads)), Some(split)) = (cold_part, split) {
             parts.push(cold.clone());
             let time = split.t.time_column();
+            let late = match (&self.tiered, self.ctx.fixed_snapshot) {
+                (Some((t, lake)), false) => Some(Arc::new(LateCheck {
+                    lake: lake.clone(),
+                    t: t.clone(),
+                    location: split.table.metadata_location().map(str::to_string),
+                })),
+                _ => None,
+            };
             let recipe = HotRecipe {
                 qualified: self.qualified.clone(),
                 list,
@@ -354,6 +363,7 @@ impl TableProvider for FederatedTable {
                 out_schema: out_schema.clone(),
                 out_pos,
                 split,
+                late,
             };
             self.ctx.leaves.lock().expect("not poisoned").push(Arc::new(
                 super::cache::TieredLeaf {
@@ -395,6 +405,9 @@ pub(crate) struct HotRecipe {
     out_schema: SchemaRef,
     out_pos: Vec<usize>,
     split: Arc<Split>,
+    /// For queries sent after the lake was read, when the statement's
+    /// queries do not share one snapshot.
+    late: Option<Arc<LateCheck>>,
 }
 
 impl HotRecipe {
@@ -421,6 +434,7 @@ impl HotRecipe {
             out_schema: self.out_schema.clone(),
             out_pos: self.out_pos.clone(),
             split: Some(self.split.clone()),
+            late: self.late.clone(),
         };
         (Arc::new(p), sql)
     }
@@ -467,6 +481,7 @@ impl HotRecipe {
             out_schema: agg.schema.clone(),
             out_pos: (0..agg.columns.len()).collect(),
             split: None,
+            late: self.late.clone(),
         };
         (Arc::new(p), described)
     }
@@ -501,6 +516,7 @@ impl HotRecipe {
             out_schema: self.out_schema.clone(),
             out_pos: self.out_pos.clone(),
             split: Some(self.split.clone()),
+            late: self.late.clone(),
         };
         (Arc::new(p), sql)
     }
@@ -586,8 +602,8 @@ impl Buckets {
     /// `sql` with the call replaced by a search over the bucket starts the
     /// hot rows fall in; unchanged when they are many, unknown, or do not
     /// match date_trunc's own.
-    async fn apply(&self, link: &mut PgLink, sql: &str) -> Result<String> {
-        let rows = run_whole(link, &self.bounds).await?;
+    async fn apply(&self, link: &mut PgLink, sql: &str, extended: bool) -> Result<String> {
+        let rows = run_whole(link, &self.bounds, extended).await?;
         let mut starts = Vec::new();
         for m in rows.iter().filter(|m| m.tag == b'D') {
             let fields = data_row_fields(&m.body)
@@ -633,13 +649,83 @@ impl Buckets {
     }
 }
 
-/// Runs `sql` to its end, rows in binary (Parse, Bind, Execute, Sync).
-async fn run_whole(link: &mut PgLink, sql: &str) -> Result<Vec<super::link::BackendMessage>> {
+/// Runs `sql` to its end, rows in binary: Parse, Bind, Execute and Sync;
+/// inside a client's extended-protocol exchange (no Sync may be sent), a
+/// statement and portal of thermocline's own, closed after.
+async fn run_whole(
+    link: &mut PgLink,
+    sql: &str,
+    extended: bool,
+) -> Result<Vec<super::link::BackendMessage>> {
+    use super::link::frontend;
     let mut msgs = Vec::new();
-    super::link::frontend::parse(&mut msgs, "", sql);
-    super::link::frontend::bind_binary(&mut msgs, "", "");
-    super::link::frontend::execute(&mut msgs, "", 0);
-    link.extended_sync(&msgs).await.map_err(link_error)
+    if !extended {
+        frontend::parse(&mut msgs, "", sql);
+        frontend::bind_binary(&mut msgs, "", "");
+        frontend::execute(&mut msgs, "", 0);
+        return link.extended_sync(&msgs).await.map_err(link_error);
+    }
+    let name = format!(
+        "thermocline_w{}",
+        NEXT_PORTAL.fetch_add(1, Ordering::Relaxed)
+    );
+    frontend::parse(&mut msgs, &name, sql);
+    frontend::bind_binary(&mut msgs, &name, &name);
+    frontend::execute(&mut msgs, &name, 0);
+    frontend::close(&mut msgs, b'P', &name);
+    frontend::close(&mut msgs, b'S', &name);
+    // ParseComplete, BindComplete, CommandComplete, two CloseCompletes.
+    link.extended(&msgs, 5).await.map_err(link_error)
+}
+
+/// Checks, for a query sent after the lake was read, that the lake did
+/// not change in between. Where a statement's queries do not share one
+/// snapshot, a mover could otherwise commit between the lake's read and
+/// the query's snapshot, and rows it took from Postgres would be in
+/// neither. A mover commits to Postgres only after the lake: while the
+/// lake's table is the one read, no such commit can have happened.
+#[derive(Debug)]
+pub(crate) struct LateCheck {
+    lake: crate::lake::Lake,
+    t: Arc<TieredTable>,
+    /// The metadata file read.
+    location: Option<String>,
+}
+
+impl LateCheck {
+    /// `THERMOCLINE_LATE_QUERY_DELAY_MS` holds each such query back, so
+    /// tests can commit a move in between.
+    async fn delay_for_tests(&self) {
+        if let Some(ms) = std::env::var("THERMOCLINE_LATE_QUERY_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+    }
+
+    async fn ensure(&self) -> Result<()> {
+        let now = self
+            .lake
+            .current_location(&self.t)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        if now == self.location {
+            return Ok(());
+        }
+        Err(DataFusionError::External(Box::new(LakeMoved {
+            table: self.t.def.qualified(),
+        })))
+    }
+}
+
+/// The lake changed while a statement read it (40001).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "could not serialize access: rows of {table} moved to the lake while the statement read it; run the statement again"
+)]
+pub(crate) struct LakeMoved {
+    pub table: String,
 }
 
 /// Opens a binary cursor (simple protocol) or a named portal (extended
@@ -722,6 +808,7 @@ struct HotPartition {
     out_schema: SchemaRef,
     out_pos: Vec<usize>,
     split: Option<Arc<Split>>,
+    late: Option<Arc<LateCheck>>,
 }
 
 impl PartitionStream for HotPartition {
@@ -738,6 +825,7 @@ impl PartitionStream for HotPartition {
             out_schema: SchemaRef,
             out_pos: Vec<usize>,
             split: Option<Arc<Split>>,
+            late: Option<Arc<LateCheck>>,
             done: bool,
         }
         let state = State {
@@ -748,6 +836,7 @@ impl PartitionStream for HotPartition {
             out_schema: self.out_schema.clone(),
             out_pos: self.out_pos.clone(),
             split: self.split.clone(),
+            late: self.late.clone(),
             done: false,
         };
         let stream = futures::stream::unfold(state, |mut s| async move {
@@ -755,10 +844,20 @@ impl PartitionStream for HotPartition {
                 return None;
             }
             let result = async {
+                // A query sent after the lake was read: its snapshot is
+                // taken once it is opened or run.
+                let mut sent_late = false;
+                if let (Fetch::Open(_) | Fetch::Whole(_) | Fetch::Buckets(..), Some(late)) =
+                    (&s.fetch, &s.late)
+                {
+                    late.delay_for_tests().await;
+                }
                 if let Fetch::Open(sql) = &s.fetch {
                     s.fetch = open(&s.ctx, sql).await?;
+                    sent_late = true;
                 }
                 let mut whole = false;
+                let extended = s.ctx.extended;
                 let messages = {
                     let mut link = s.ctx.link.lock().await;
                     match &s.fetch {
@@ -772,17 +871,20 @@ impl PartitionStream for HotPartition {
                             link.extended(&msgs, 1).await.map_err(link_error)?
                         }
                         Fetch::Whole(sql) => {
-                            whole = true;
-                            run_whole(&mut link, sql).await?
+                            (whole, sent_late) = (true, true);
+                            run_whole(&mut link, sql, extended).await?
                         }
                         Fetch::Buckets(sql, b) => {
-                            whole = true;
-                            let sql = b.apply(&mut link, sql).await?;
-                            run_whole(&mut link, &sql).await?
+                            (whole, sent_late) = (true, true);
+                            let sql = b.apply(&mut link, sql, extended).await?;
+                            run_whole(&mut link, &sql, extended).await?
                         }
                         Fetch::Open(_) => unreachable!("opened above"),
                     }
                 };
+                if let (true, Some(late)) = (sent_late, &s.late) {
+                    late.ensure().await?;
+                }
                 let mut builders: Vec<_> = s
                     .columns
                     .iter()

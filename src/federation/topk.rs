@@ -12,8 +12,9 @@
 //! (every one is older than W) can be among the first k: the lake is not
 //! read at all.
 //!
-//! Only for statements whose hot queries share one snapshot (their own
-//! REPEATABLE READ transaction), as the hot rows are read while planning.
+//! The hot rows are read while planning, after the lake: as for hot
+//! aggregates, the lake is checked not to have changed meanwhile unless
+//! the statement's queries share one snapshot.
 
 use std::sync::Arc;
 
@@ -42,7 +43,7 @@ pub(crate) async fn rewrite(
     task: &Arc<TaskContext>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let leaves = ctx.leaves.lock().map(|l| l.clone()).unwrap_or_default();
-    if !ctx.fixed_snapshot || leaves.is_empty() {
+    if leaves.is_empty() {
         return Ok(plan);
     }
     node(plan, ctx, &leaves, task).await

@@ -210,17 +210,8 @@ impl Lake {
     /// catalog still points at its metadata file.
     pub async fn load(&self, t: &TieredTable) -> Result<Option<Table>, LakeError> {
         let ident = Self::ident(t);
-        let current: Option<String> = sqlx::query_scalar(
-            "SELECT metadata_location FROM iceberg_tables \
-             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
-        )
-        .bind(CATALOG_NAME)
-        .bind(ident.namespace().join("."))
-        .bind(ident.name())
-        .fetch_optional(&self.pointers)
-        .await
         // Busy or unreadable: the catalog itself decides below.
-        .unwrap_or_default();
+        let current = self.pointer(&ident).await;
         if let Some(location) = &current {
             let cached = self.tables.lock().ok().and_then(|c| c.get(&ident).cloned());
             if let Some(table) = cached
@@ -244,6 +235,34 @@ impl Lake {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+impl Lake {
+    /// The metadata file the catalog points at for `ident`, read directly.
+    async fn pointer(&self, ident: &TableIdent) -> Option<String> {
+        sqlx::query_scalar(
+            "SELECT metadata_location FROM iceberg_tables \
+             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
+        )
+        .bind(CATALOG_NAME)
+        .bind(ident.namespace().join("."))
+        .bind(ident.name())
+        .fetch_optional(&self.pointers)
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// The metadata file `t`'s lake table is at now (`None`: no table).
+    pub async fn current_location(&self, t: &TieredTable) -> Result<Option<String>, LakeError> {
+        if let Some(location) = self.pointer(&Self::ident(t)).await {
+            return Ok(Some(location));
+        }
+        Ok(self
+            .load(t)
+            .await?
+            .and_then(|table| table.metadata_location().map(str::to_string)))
     }
 }
 

@@ -191,10 +191,20 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts it with `RUST_LOG` set to `rust_log`, or unset when `None`.
     pub fn start(config_file: &std::path::Path, rust_log: Option<&str>) -> ServeProcess {
+        Self::start_with_env(config_file, rust_log, &[])
+    }
+
+    /// As [`ServeProcess::start`], with more environment variables.
+    pub fn start_with_env(
+        config_file: &std::path::Path,
+        rust_log: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> ServeProcess {
         use std::io::BufRead;
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"));
         cmd.args(["serve", "--config"])
             .arg(config_file)
+            .envs(env.iter().copied())
             .stderr(std::process::Stdio::piped());
         match rust_log {
             Some(level) => cmd.env("RUST_LOG", level),
@@ -248,6 +258,17 @@ impl ServeProcess {
         while let Ok(line) = self.lines.try_recv() {
             self.log.push(line);
         }
-        self.log
+        std::mem::take(&mut self.log)
+    }
+}
+
+impl Drop for ServeProcess {
+    /// A test that fails before stopping it leaves no server behind (cargo
+    /// would wait for it, as it holds the test's output).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
