@@ -411,21 +411,28 @@ pub(crate) struct HotRecipe {
 }
 
 impl HotRecipe {
-    fn query(&self, select: &str, condition: String, more: &[String], tail: &str) -> String {
-        let mut conditions = self.wheres.clone();
-        conditions.push(condition);
-        conditions.extend(more.iter().cloned());
-        format!(
-            "SELECT {select} FROM {} WHERE {}{tail}",
-            self.qualified,
-            conditions.join(" AND ")
-        )
+    /// `SELECT select FROM table WHERE <pushed filters> AND conditions…`,
+    /// then `tail`.
+    fn query(&self, select: &str, conditions: &[String], tail: &str) -> String {
+        let all: Vec<&str> = self
+            .wheres
+            .iter()
+            .chain(conditions)
+            .map(String::as_str)
+            .collect();
+        let mut sql = format!("SELECT {select} FROM {}", self.qualified);
+        if !all.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&all.join(" AND "));
+        }
+        sql.push_str(tail);
+        sql
     }
 
     /// The hot rows before the watermark, those the lake holds dropped;
     /// with the query that reads them.
     pub(crate) fn stragglers(&self, ctx: &Arc<ScanContext>) -> (Arc<dyn PartitionStream>, String) {
-        let sql = self.query(&self.list, format!("{} < {}", self.time, self.w), &[], "");
+        let sql = self.query(&self.list, &[format!("{} < {}", self.time, self.w)], "");
         let p = HotPartition {
             ctx: ctx.clone(),
             cursor: Fetch::Open(sql.clone()),
@@ -457,12 +464,9 @@ impl HotRecipe {
                     .join(", ")
             )
         };
-        let sql = self.query(
-            &agg.select,
-            format!("{} >= {}", self.time, self.w),
-            &agg.filters,
-            &group_by,
-        );
+        let mut conditions = vec![format!("{} >= {}", self.time, self.w)];
+        conditions.extend(agg.filters.iter().cloned());
+        let sql = self.query(&agg.select, &conditions, &group_by);
         let (cursor, described) = match self.buckets(agg) {
             Some(b) => {
                 let described = format!(
@@ -495,19 +499,11 @@ impl HotRecipe {
         order_by: &str,
         k: usize,
     ) -> (Arc<dyn PartitionStream>, String) {
-        let conditions: Vec<&String> = self.wheres.iter().chain(filters).collect();
-        let mut sql = format!("SELECT {} FROM {}", self.list, self.qualified);
-        if !conditions.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(
-                &conditions
-                    .iter()
-                    .map(|c| c.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" AND "),
-            );
-        }
-        sql.push_str(&format!(" ORDER BY {order_by} LIMIT {k}"));
+        let sql = self.query(
+            &self.list,
+            filters,
+            &format!(" ORDER BY {order_by} LIMIT {k}"),
+        );
         let p = HotPartition {
             ctx: ctx.clone(),
             cursor: Fetch::Whole(sql.clone()),
