@@ -831,6 +831,50 @@ async fn explain_shows_the_route_the_pushed_sql_and_the_watermark() {
         files[0].0 < files[0].1 && files[1].0 == files[1].1 && files[1].1 > 1,
         "{files:?}"
     );
+    // Partitions by name: the months (UTC, as the lake partitions) from 90
+    // days ago to the watermark's.
+    let plan = lines(
+        through
+            .simple_query(
+                "EXPLAIN SELECT count(*) FROM orders WHERE created_at >= now() - interval '90 days'",
+            )
+            .await
+            .unwrap(),
+    );
+    let partitions = plan
+        .iter()
+        .find(|l| l.contains("Iceberg partitions of public.orders:"))
+        .unwrap_or_else(|| panic!("no partitions in:\n{}", plan.join("\n")));
+    let w_month = plan
+        .iter()
+        .find_map(|l| l.split("watermark '").nth(1))
+        .map(|w| w[..7].to_string())
+        .unwrap();
+    let from_month: String = admin(&s.tiered)
+        .await
+        .query_one(
+            "SELECT to_char((now() - interval '90 days') AT TIME ZONE 'UTC', 'YYYY-MM')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let months: Vec<String> = admin(&s.tiered)
+        .await
+        .query(
+            "SELECT to_char(g, 'YYYY-MM') FROM generate_series($1::text::date, $2::text::date, interval '1 month') g",
+            &[&format!("{from_month}-01"), &format!("{w_month}-01")],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        partitions.contains(&format!(" {} of ", months.len()))
+            && partitions.contains(&format!("({})", months.join(", "))),
+        "{partitions}: want {months:?}"
+    );
     // The latest rows: Postgres returns the hot rows' first k; when they
     // are all at or after the watermark the lake is not read. The oldest
     // rows need the lake.

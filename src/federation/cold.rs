@@ -216,9 +216,20 @@ pub(super) async fn cold_partition(
     })
 }
 
-/// The data files a scan with `pruning` reads, and those the snapshot holds.
-pub(crate) async fn files_read(table: &Table, pruning: &[Expr]) -> Option<(usize, usize)> {
-    let total = table
+/// What a scan with given pruning filters reads of a lake table's current
+/// snapshot, for EXPLAIN.
+pub(crate) struct LakeReads {
+    pub files_read: usize,
+    pub files: usize,
+    /// The partitions read, named by their time (`2026-10`), in order.
+    pub partitions_read: Vec<String>,
+    pub partitions: usize,
+}
+
+/// The data files and partitions a scan with `pruning` reads, and those
+/// the snapshot holds.
+pub(crate) async fn lake_reads(table: &Table, pruning: &[Expr]) -> Option<LakeReads> {
+    let files = table
         .metadata()
         .current_snapshot()?
         .summary()
@@ -226,16 +237,73 @@ pub(crate) async fn files_read(table: &Table, pruning: &[Expr]) -> Option<(usize
         .get("total-data-files")?
         .parse()
         .ok()?;
-    let mut scan = table.scan();
-    if let Some(p) = iceberg_datafusion::physical_plan::convert_filters_to_predicate(pruning) {
-        scan = scan.with_filter(p);
-    }
-    let tasks = scan.build().ok()?.plan_files().await.ok()?;
-    let read = tasks
-        .filter(|t| futures::future::ready(t.is_ok()))
-        .count()
-        .await;
-    Some((read, total))
+    let partitions_of = |filter: Option<iceberg::expr::Predicate>| async move {
+        let mut scan = table.scan();
+        if let Some(p) = filter {
+            scan = scan.with_filter(p);
+        }
+        let tasks: Vec<_> = scan
+            .build()
+            .ok()?
+            .plan_files()
+            .await
+            .ok()?
+            .filter_map(|t| futures::future::ready(t.ok()))
+            .collect()
+            .await;
+        let names: std::collections::BTreeSet<String> = tasks
+            .iter()
+            .map(|t| {
+                t.partition
+                    .as_ref()
+                    .map_or_else(String::new, |p| partition_name(table, p))
+            })
+            .collect();
+        Some((tasks.len(), names))
+    };
+    let pruned = iceberg_datafusion::physical_plan::convert_filters_to_predicate(pruning);
+    let (files_read, read) = partitions_of(pruned).await?;
+    let (_, all) = partitions_of(None).await?;
+    Some(LakeReads {
+        files_read,
+        files,
+        partitions_read: read.into_iter().collect(),
+        partitions: all.len(),
+    })
+}
+
+/// A partition named by the time it holds: `2026`, `2026-10`,
+/// `2026-10-24` or `2026-10-24-13`, as its transform of the time column.
+fn partition_name(table: &Table, partition: &iceberg::spec::Struct) -> String {
+    use iceberg::spec::{Literal, PrimitiveLiteral, Transform};
+    let transform = table
+        .metadata()
+        .default_partition_spec()
+        .fields()
+        .first()
+        .map(|f| f.transform);
+    let value = match partition.fields().first() {
+        Some(Some(Literal::Primitive(PrimitiveLiteral::Int(v)))) => *v as i64,
+        Some(Some(Literal::Primitive(PrimitiveLiteral::Long(v)))) => *v,
+        other => return format!("{other:?}"),
+    };
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+    let named = match transform {
+        Some(Transform::Year) => Some(format!("{}", 1970 + value)),
+        Some(Transform::Month) => {
+            let (y, m) = (1970 + value.div_euclid(12), value.rem_euclid(12) + 1);
+            Some(format!("{y}-{m:02}"))
+        }
+        Some(Transform::Day) => epoch
+            .checked_add_signed(chrono::Duration::days(value))
+            .map(|d| d.format("%Y-%m-%d").to_string()),
+        Some(Transform::Hour) => epoch
+            .and_hms_opt(0, 0, 0)
+            .and_then(|t| t.checked_add_signed(chrono::Duration::hours(value)))
+            .map(|t| t.format("%Y-%m-%d-%H").to_string()),
+        _ => None,
+    };
+    named.unwrap_or_else(|| value.to_string())
 }
 
 /// `time <op> timestamp literal` on a timestamp time column: the operator

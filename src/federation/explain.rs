@@ -68,11 +68,26 @@ pub(super) async fn explain(
     }
     let lake_scans = ctx.lake_scans.lock().map(|s| s.clone()).unwrap_or_default();
     for (table, pruning) in &lake_scans {
-        if let Some((read, total)) = super::cold::files_read(table, pruning).await {
+        if let Some(r) = super::cold::lake_reads(table, pruning).await {
             lines.push(format!(
-                "  Iceberg files of {}: {read} of {total} scanned, {} pruned",
+                "  Iceberg files of {}: {} of {} scanned, {} pruned",
                 table.identifier(),
-                total.saturating_sub(read)
+                r.files_read,
+                r.files,
+                r.files.saturating_sub(r.files_read)
+            ));
+            let read = &r.partitions_read;
+            let names = match read.len() {
+                0 => String::new(),
+                1..=6 => format!(" ({})", read.join(", ")),
+                n => format!(" ({} … {})", read[0], read[n - 1]),
+            };
+            lines.push(format!(
+                "  Iceberg partitions of {}: {} of {} scanned{names}, {} pruned",
+                table.identifier(),
+                read.len(),
+                r.partitions,
+                r.partitions.saturating_sub(read.len())
             ));
         }
     }
