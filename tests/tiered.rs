@@ -43,6 +43,10 @@ const QUERIES: &[&str] = &[
     "SELECT id, amount FROM orders ORDER BY amount DESC NULLS LAST, id LIMIT 6",
     "SELECT id, score FROM orders ORDER BY score NULLS FIRST, id DESC LIMIT 9",
     "SELECT id, day FROM orders WHERE flag ORDER BY day DESC, id LIMIT 3",
+    // Output columns of the same name, as Postgres allows.
+    "SELECT id, id, amount AS a, status AS a FROM orders WHERE id % 200 = 0 ORDER BY id",
+    "SELECT count(*), count(*), sum(amount) FROM orders",
+    "SELECT o.id, id FROM orders o WHERE id < 5 ORDER BY 1",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,6 +177,85 @@ fn plain(e: &Expr) -> bool {
     }
 }
 
+/// Plans `sql`. Postgres allows two output columns of the same name
+/// (`SELECT id, id`, `count(*), count(*)`); the executor does not. When it
+/// refuses one for that, the later columns of a name are renamed (the
+/// client sees Postgres's names, from its RowDescription) and it plans
+/// again.
+pub(super) async fn plan_sql(
+    session: &datafusion::prelude::SessionContext,
+    sql: &str,
+) -> datafusion::common::Result<datafusion::prelude::DataFrame> {
+    match session.sql(sql).await {
+        Err(e)
+            if e.to_string()
+                .contains("Projections require unique expression names") =>
+        {
+            match unique_output_names(sql) {
+                Some(renamed) => session.sql(&renamed).await,
+                None => Err(e),
+            }
+        }
+        planned => planned,
+    }
+}
+
+/// `sql` with each output column whose name an earlier one has given an
+/// alias of its own; `None` when it has no such column.
+fn unique_output_names(sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::{Ident, Query};
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn key(item: &SelectItem) -> Option<String> {
+        Some(match item {
+            SelectItem::ExprWithAlias { alias, .. } => alias.value.to_lowercase(),
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) => i.value.to_lowercase(),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                parts.last()?.value.to_lowercase()
+            }
+            SelectItem::UnnamedExpr(e) => e.to_string().to_lowercase(),
+            _ => return None,
+        })
+    }
+    fn rename(body: &mut SetExpr, changed: &mut bool) {
+        match body {
+            SetExpr::Select(select) => {
+                let mut seen = std::collections::HashSet::new();
+                for (i, item) in select.projection.iter_mut().enumerate() {
+                    let Some(k) = key(item) else { continue };
+                    if seen.insert(k) {
+                        continue;
+                    }
+                    let alias = Ident::with_quote('"', format!("thermocline_column_{}", i + 1));
+                    *item = match std::mem::replace(item, SelectItem::Wildcard(Default::default()))
+                    {
+                        SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => {
+                            SelectItem::ExprWithAlias { expr, alias }
+                        }
+                        other => other,
+                    };
+                    *changed = true;
+                }
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                rename(left, changed);
+                rename(right, changed);
+            }
+            SetExpr::Query(q) => rename(&mut q.body, changed),
+            _ => {}
+        }
+    }
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let [Statement::Query(query)] = statements.as_mut_slice() else {
+        return None;
+    };
+    let query: &mut Query = query;
+    let mut changed = false;
+    rename(&mut query.body, &mut changed);
+    changed.then(|| query.to_string())
+}
+
 /// The physical plan with every aggregate's FILTER condition made
 /// `IS NOT DISTINCT FROM true`: a row whose condition is NULL is left out,
 /// as in Postgres. The executor's grouped aggregates read only the

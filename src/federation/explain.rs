@@ -54,7 +54,7 @@ pub(super) async fn explain(
     use datafusion::physical_plan::display::DisplayableExecutionPlan;
     let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
-    let df = session.sql(sql).await?;
+    let df = super::exactness::plan_sql(&session, sql).await?;
     let task = Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await?;
     let plan = super::exactness::null_filters_exclude(plan)?;

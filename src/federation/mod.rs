@@ -695,7 +695,7 @@ async fn execute(
     }
     let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
-    let mut df = session.sql(sql).await?;
+    let mut df = exactness::plan_sql(&session, sql).await?;
     if !run.params.is_empty() {
         let inferred = df.logical_plan().get_parameter_types()?;
         let mut values = Vec::with_capacity(run.params.len());
