@@ -904,6 +904,11 @@ async fn explain_shows_the_route_the_pushed_sql_and_the_watermark() {
             lake_read,
             "{sql}:\n{plan}"
         );
+        assert_eq!(
+            plan.contains("Iceberg files of"),
+            lake_read,
+            "{sql}:\n{plan}"
+        );
     }
 }
 

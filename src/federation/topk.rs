@@ -146,6 +146,19 @@ async fn top(
             .sum::<usize>()
     });
     let skip_cold = latest_first && newer >= k;
+    if skip_cold && let Ok(mut scans) = ctx.lake_scans.lock() {
+        // Its files are not read: EXPLAIN counts none.
+        let source = |t: &iceberg::table::Table| {
+            format!(
+                "{}@{}",
+                t.identifier(),
+                t.metadata().current_snapshot_id().unwrap_or_default()
+            )
+        };
+        if let Some(at) = scans.iter().position(|(t, _)| source(t) == leaf.source) {
+            scans.remove(at);
+        }
+    }
     if let Ok(mut trace) = ctx.trace.lock() {
         trace.push(format!("Postgres (first {k}): {sql}"));
         if skip_cold {
