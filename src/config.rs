@@ -279,7 +279,6 @@ fn parse_duration(v: &toml::Value) -> Result<Duration, String> {
     }
 }
 
-/// A duration, or `"off"` (also `"0"`) for none.
 /// A duration as a session may set it: `30s`, `30 seconds`, `5 min`
 /// (`None` when it is not one, or zero).
 pub(crate) fn parse_interval(v: &str) -> Option<Duration> {
@@ -297,6 +296,7 @@ pub(crate) fn parse_interval(v: &str) -> Option<Duration> {
         .filter(|d| !d.is_zero())
 }
 
+/// A duration, or `"off"` (also `"0"`) for none.
 fn parse_optional_duration(v: &toml::Value) -> Result<Option<Duration>, String> {
     match v {
         toml::Value::String(s) if matches!(s.trim(), "off" | "0" | "") => Ok(None),

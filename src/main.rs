@@ -502,8 +502,7 @@ fn selected<'a>(
 }
 
 async fn tier_run(config: Config, only: Option<String>, dry_run: bool) -> anyhow::Result<()> {
-    let target = config.postgres.clone().context("no Postgres configured")?;
-    let federations = thermocline::server::load_tiers(&config, &target).await?;
+    let (target, federations) = tiers(&config).await?;
     for (database, federation, table) in selected(&federations, only.as_deref())? {
         let name = table.def.qualified();
         let report = thermocline::tiering::mover::run_once(
@@ -538,9 +537,8 @@ async fn tier_backfill(
     only: String,
     options: thermocline::tiering::backfill::BackfillOptions,
 ) -> anyhow::Result<()> {
-    use std::io::{IsTerminal, Write};
-    let target = config.postgres.clone().context("no Postgres configured")?;
-    let federations = thermocline::server::load_tiers(&config, &target).await?;
+    use std::io::IsTerminal;
+    let (target, federations) = tiers(&config).await?;
     let tables = selected(&federations, Some(&only))?;
     let tty = std::io::stderr().is_terminal();
     for (database, federation, table) in tables {
@@ -551,46 +549,7 @@ async fn tier_backfill(
             table,
             database,
             &options,
-            |p| {
-                let eta = p
-                    .eta_seconds()
-                    .map_or_else(|| "-".to_string(), |s| format!("{s:.0}"));
-                let mut err = std::io::stderr().lock();
-                if tty {
-                    let done = if p.total > 0 {
-                        (p.rows as f64 / p.total as f64).min(1.0)
-                    } else {
-                        p.slices_done as f64 / p.slices.max(1) as f64
-                    };
-                    let filled = (done * 30.0).round() as usize;
-                    let _ = write!(
-                        err,
-                        "\r{} [{}{}] {:>3.0}%  {}/{} rows  {:.0} rows/s  ETA {eta}s  ",
-                        p.table,
-                        "#".repeat(filled),
-                        "-".repeat(30 - filled),
-                        done * 100.0,
-                        p.rows,
-                        p.total,
-                        p.rows_per_second(),
-                    );
-                    if p.slices_done == p.slices {
-                        let _ = writeln!(err);
-                    }
-                } else {
-                    let _ = writeln!(
-                        err,
-                        "backfill table={} slice={}/{} watermark={:?} rows={} total={} rows_per_s={:.0} eta_s={eta}",
-                        p.table,
-                        p.slices_done,
-                        p.slices,
-                        p.watermark,
-                        p.rows,
-                        p.total,
-                        p.rows_per_second(),
-                    );
-                }
-            },
+            |p| print_progress(p, tty),
         )
         .await
         .with_context(|| format!("backfilling {name}"))?;
@@ -605,13 +564,69 @@ async fn tier_backfill(
     Ok(())
 }
 
+/// A backfill's progress on stderr: a bar redrawn in place on a terminal,
+/// one logfmt line per slice otherwise.
+fn print_progress(p: &thermocline::tiering::backfill::Progress, tty: bool) {
+    use std::io::Write;
+    let eta = p
+        .eta_seconds()
+        .map_or_else(|| "-".to_string(), |s| format!("{s:.0}"));
+    let mut err = std::io::stderr().lock();
+    if !tty {
+        let _ = writeln!(
+            err,
+            "backfill table={} slice={}/{} watermark={:?} rows={} total={} rows_per_s={:.0} eta_s={eta}",
+            p.table,
+            p.slices_done,
+            p.slices,
+            p.watermark,
+            p.rows,
+            p.total,
+            p.rows_per_second(),
+        );
+        return;
+    }
+    let done = if p.total > 0 {
+        (p.rows as f64 / p.total as f64).min(1.0)
+    } else {
+        p.slices_done as f64 / p.slices.max(1) as f64
+    };
+    let filled = (done * 30.0).round() as usize;
+    let _ = write!(
+        err,
+        "\r{} [{}{}] {:>3.0}%  {}/{} rows  {:.0} rows/s  ETA {eta}s  ",
+        p.table,
+        "#".repeat(filled),
+        "-".repeat(30 - filled),
+        done * 100.0,
+        p.rows,
+        p.total,
+        p.rows_per_second(),
+    );
+    if p.slices_done == p.slices {
+        let _ = writeln!(err);
+    }
+}
+
+/// The Postgres target and the tiered tables of `config`, for the tier
+/// commands.
+async fn tiers(
+    config: &Config,
+) -> anyhow::Result<(
+    thermocline::backend::target::BackendTarget,
+    std::collections::HashMap<String, thermocline::federation::Federation>,
+)> {
+    let target = config.postgres.clone().context("no Postgres configured")?;
+    let federations = thermocline::server::load_tiers(config, &target).await?;
+    Ok((target, federations))
+}
+
 async fn tier_maintain(
     config: Config,
     only: Option<String>,
     options: thermocline::tiering::maintain::MaintainOptions,
 ) -> anyhow::Result<()> {
-    let target = config.postgres.clone().context("no Postgres configured")?;
-    let federations = thermocline::server::load_tiers(&config, &target).await?;
+    let (target, federations) = tiers(&config).await?;
     for (database, federation, table) in selected(&federations, only.as_deref())? {
         let name = table.def.qualified();
         let report = thermocline::tiering::maintain::maintain(
@@ -646,8 +661,7 @@ async fn tier_maintain(
 }
 
 async fn tier_verify(config: Config, only: Option<String>) -> anyhow::Result<()> {
-    let target = config.postgres.clone().context("no Postgres configured")?;
-    let federations = thermocline::server::load_tiers(&config, &target).await?;
+    let (target, federations) = tiers(&config).await?;
     let mut mismatches = 0;
     for (database, federation, table) in selected(&federations, only.as_deref())? {
         let r = thermocline::tiering::verify::verify(&target, &federation.lake, table, database)

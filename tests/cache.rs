@@ -6,7 +6,7 @@
 mod common;
 
 use common::tiered::{Answer, ask, in_both, move_rows, same_answers, serve, setup};
-use common::{admin, client, pg};
+use common::{admin, client, pg, value};
 
 /// Aggregates and scans whose cold halves the cache keeps.
 const CACHED: &[&str] = &[
@@ -232,15 +232,11 @@ async fn materialized_views_hold_the_whole_history() {
     };
     compare("created").await;
     // A real table: catalog tools list it, and it takes indexes.
-    let kind: i8 = admin(&s.tiered)
-        .await
-        .query_one(
-            "SELECT relkind FROM pg_class WHERE relname = 'by_month'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let kind: i8 = value(
+        &s.tiered,
+        "SELECT relkind FROM pg_class WHERE relname = 'by_month'",
+    )
+    .await;
     assert_eq!(kind as u8, b'r');
     through
         .batch_execute("CREATE INDEX ON by_month (month)")
@@ -323,16 +319,12 @@ async fn materialized_views_hold_the_whole_history() {
         .batch_execute("DROP MATERIALIZED VIEW by_month, by_status")
         .await
         .unwrap();
-    let left: i64 = admin(&s.tiered)
-        .await
-        .query_one(
-            "SELECT (SELECT count(*) FROM thermocline.materialized_views) + \
+    let left: i64 = value(
+        &s.tiered,
+        "SELECT (SELECT count(*) FROM thermocline.materialized_views) + \
                     (SELECT count(*) FROM pg_class WHERE relname IN ('by_month', 'by_status'))",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert_eq!(left, 0);
 
     // A form not understood over a tiered table is refused, not left to
@@ -358,12 +350,7 @@ async fn materialized_views_hold_the_whole_history() {
         Some("0A000"),
         "{prepared}"
     );
-    let made: bool = admin(&s.tiered)
-        .await
-        .query_one("SELECT to_regclass('prepared') IS NOT NULL", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let made: bool = value(&s.tiered, "SELECT to_regclass('prepared') IS NOT NULL").await;
     assert!(!made, "nothing was created");
     // A view's table dropped as a table leaves nothing in the way.
     let recreate =
@@ -384,15 +371,11 @@ async fn materialized_views_hold_the_whole_history() {
         )
         .await
         .unwrap();
-    let kind: i8 = admin(&s.tiered)
-        .await
-        .query_one(
-            "SELECT relkind FROM pg_class WHERE relname = 'regions'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let kind: i8 = value(
+        &s.tiered,
+        "SELECT relkind FROM pg_class WHERE relname = 'regions'",
+    )
+    .await;
     assert_eq!(kind as u8, b'm');
 }
 

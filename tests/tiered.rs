@@ -11,7 +11,7 @@ use std::path::Path;
 use common::tiered::{
     Answer, Setup, ask, hot_count, in_both, move_rows, oracle_now, same_answers, serve, setup,
 };
-use common::{ServeProcess, admin, assert_same_transcript, client, pg, transcript};
+use common::{ServeProcess, admin, assert_same_transcript, client, pg, transcript, value};
 use tokio_postgres::SimpleQueryMessage;
 
 const QUERIES: &[&str] = &[
@@ -111,12 +111,11 @@ async fn the_session_time_zone_shapes_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn date_trunc_buckets_equal_postgres_in_every_zone() {
     let s = setup().await;
-    let anchor: String = admin(&s.oracle)
-        .await
-        .query_one("SELECT date_trunc('second', localtimestamp)::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let anchor: String = value(
+        &s.oracle,
+        "SELECT date_trunc('second', localtimestamp)::text",
+    )
+    .await;
     in_both(
         &s,
         &format!(
@@ -779,12 +778,11 @@ async fn explain_shows_the_route_the_pushed_sql_and_the_watermark() {
             .unwrap(),
     )
     .join("\n");
-    let oracle: i64 = admin(&s.oracle)
-        .await
-        .query_one("SELECT count(*) FROM orders WHERE status = 'paid'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let oracle: i64 = value(
+        &s.oracle,
+        "SELECT count(*) FROM orders WHERE status = 'paid'",
+    )
+    .await;
     assert!(
         analyzed.contains(&format!("Rows: {oracle} ")),
         "EXPLAIN ANALYZE should count {oracle} rows:\n{analyzed}"
@@ -854,15 +852,11 @@ async fn explain_shows_the_route_the_pushed_sql_and_the_watermark() {
         .find_map(|l| l.split("watermark '").nth(1))
         .map(|w| w[..7].to_string())
         .unwrap();
-    let from_month: String = admin(&s.tiered)
-        .await
-        .query_one(
-            "SELECT to_char((now() - interval '90 days') AT TIME ZONE 'UTC', 'YYYY-MM')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let from_month: String = value(
+        &s.tiered,
+        "SELECT to_char((now() - interval '90 days') AT TIME ZONE 'UTC', 'YYYY-MM')",
+    )
+    .await;
     let months: Vec<String> = admin(&s.tiered)
         .await
         .query(
@@ -1441,12 +1435,7 @@ async fn backfill_moves_history_in_slices_and_resumes() {
     let s = setup().await;
     let config_file = s._dirs.0.path().join("backfill.toml.conf");
     write_config(&config_file, &s);
-    let to: String = admin(&s.oracle)
-        .await
-        .query_one("SELECT (now() - interval '400 days')::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let to: String = value(&s.oracle, "SELECT (now() - interval '400 days')::text").await;
     let args = [
         "tier",
         "backfill",
@@ -1512,15 +1501,11 @@ async fn backfill_moves_history_in_slices_and_resumes() {
         None,
     );
     assert_eq!(code, Some(0), "{printed}");
-    let hot_old: i64 = admin(&s.tiered)
-        .await
-        .query_one(
-            "SELECT count(*) FROM orders WHERE created_at < now() - interval '31 days'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let hot_old: i64 = value(
+        &s.tiered,
+        "SELECT count(*) FROM orders WHERE created_at < now() - interval '31 days'",
+    )
+    .await;
     assert_eq!(hot_old, 0);
     same_answers(&s, &proxy, QUERIES).await;
     let (code, printed) = cli(&config_file, &["tier", "verify"], None);

@@ -521,13 +521,7 @@ impl Rewriter<'_> {
     /// under operators that work row by row.
     fn split(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Halves>> {
         if let Some(s) = plan.as_any().downcast_ref::<StreamingTableExec>() {
-            let [hot, cold] = s.partitions().as_slice() else {
-                return Ok(None);
-            };
-            let Some(leaf) = self
-                .leaves
-                .iter()
-                .find(|l| l.hot == address(hot) && l.cold == address(cold))
+            let (Some(leaf), [hot, cold]) = (leaf_of(s, self.leaves), s.partitions().as_slice())
             else {
                 return Ok(None);
             };
@@ -599,6 +593,20 @@ pub(crate) fn replace_leaf(
     };
     plan.clone()
         .with_new_children(vec![replace_leaf(child, partitions)?])
+}
+
+/// The tiered scan `s` is, when it is one.
+pub(crate) fn leaf_of(
+    s: &StreamingTableExec,
+    leaves: &[Arc<TieredLeaf>],
+) -> Option<Arc<TieredLeaf>> {
+    let [hot, cold] = s.partitions().as_slice() else {
+        return None;
+    };
+    leaves
+        .iter()
+        .find(|l| l.hot == address(hot) && l.cold == address(cold))
+        .cloned()
 }
 
 /// Where a partition lives, to recognize it in a plan.

@@ -10,7 +10,8 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 use super::scan::ScanContext;
 use super::{
-    Failure, Federation, Out, link, plan_session, put_row_description, register_tables, with_cache,
+    Failure, Federation, Out, link, physical_plan, plan_session, put_row_description,
+    register_tables,
 };
 
 /// For `EXPLAIN [ANALYZE] <read>`: the read's SQL and whether to run it.
@@ -56,10 +57,7 @@ pub(super) async fn explain(
     register_tables(sql, ctx, federation, &session).await?;
     let df = super::exactness::plan_sql(&session, sql).await?;
     let task = Arc::new(df.task_ctx());
-    let plan = df.create_physical_plan().await?;
-    let plan = super::exactness::null_filters_exclude(plan)?;
-    let plan = super::topk::rewrite(plan, ctx, &task).await?;
-    let plan = with_cache(plan, ctx, federation, sql, &[], user)?;
+    let plan = physical_plan(df, &task, ctx, federation, sql, &[], user).await?;
     let mut lines = vec![
         "Federated read (thermocline): hot rows from Postgres, history from Iceberg".to_string(),
     ];

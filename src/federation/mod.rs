@@ -469,27 +469,8 @@ fn statement_timeout(replies: &[link::BackendMessage]) -> Option<std::time::Dura
     let row = replies.iter().find(|m| m.tag == b'D')?;
     let fields = link::data_row_fields(&row.body)?;
     let text = std::str::from_utf8((*fields.first()?)?).ok()?;
-    milliseconds(text)
-        .filter(|&ms| ms > 0)
-        .map(std::time::Duration::from_millis)
-}
-
-/// A time setting as Postgres shows it ("0", "250ms", "5s", "2min", "1h",
-/// "1d"), in milliseconds.
-fn milliseconds(text: &str) -> Option<u64> {
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (n, unit) = text.split_at(digits);
-    let factor = match unit.trim() {
-        "" | "ms" => 1,
-        "s" => 1_000,
-        "min" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    n.parse::<u64>().ok()?.checked_mul(factor)
+    // As Postgres shows it: "0" (off), "250ms", "5s", "2min", "1h", "1d".
+    crate::config::parse_interval(text)
 }
 
 /// Completes at `deadline`; never without one.
@@ -717,17 +698,16 @@ async fn execute(
     }
     check_numeric_scales(&schema, fields)?;
     let task = Arc::new(df.task_ctx());
-    let plan = df.create_physical_plan().await?;
-    let plan = exactness::null_filters_exclude(plan)?;
-    let plan = topk::rewrite(plan, ctx, &task).await?;
-    let plan = with_cache(
-        plan,
+    let plan = physical_plan(
+        df,
+        &task,
         ctx,
         federation,
         normalized.as_deref().unwrap_or(sql),
         &run.params,
         run.user,
-    )?;
+    )
+    .await?;
     let mut stream = datafusion::physical_plan::execute_stream(plan, task)?;
     if run.row_description {
         let mut row_desc = Vec::new();
@@ -776,16 +756,23 @@ async fn execute(
     Ok((rows, held))
 }
 
-/// The plan with its cold halves read through the cache of cold partial
-/// results. `sql`: the statement as the SQL parser writes it back.
-fn with_cache(
-    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+/// The physical plan of a federated statement: the executor's, with
+/// aggregate FILTERs that leave NULL conditions out, hot top-k and partial
+/// aggregates computed by Postgres, and cold halves read through the cache
+/// of cold partial results. `sql`: the statement as the SQL parser writes
+/// it back.
+async fn physical_plan(
+    df: datafusion::prelude::DataFrame,
+    task: &Arc<datafusion::execution::TaskContext>,
     ctx: &Arc<ScanContext>,
     federation: &Federation,
     sql: &str,
     params: &[datafusion::common::ScalarValue],
     user: &str,
 ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>, DataFusionError> {
+    let plan = df.create_physical_plan().await?;
+    let plan = exactness::null_filters_exclude(plan)?;
+    let plan = topk::rewrite(plan, ctx, task).await?;
     let leaves = ctx.leaves.lock().map(|l| l.clone()).unwrap_or_default();
     cache::rewrite(
         plan,

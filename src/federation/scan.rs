@@ -304,7 +304,7 @@ impl TableProvider for FederatedTable {
                 let names: Vec<&str> = read_columns.iter().map(|c| c.name.as_str()).collect();
                 cold_part = Some((
                     partition,
-                    format!("{}@{snapshot}", table.identifier()),
+                    lake_source(&table),
                     format!(
                         "{} snapshot {snapshot} watermark {w} columns {names:?} types {:?} filters {filters:?}",
                         table.metadata().location(),
@@ -433,17 +433,22 @@ impl HotRecipe {
     /// with the query that reads them.
     pub(crate) fn stragglers(&self, ctx: &Arc<ScanContext>) -> (Arc<dyn PartitionStream>, String) {
         let sql = self.query(&self.list, &[format!("{} < {}", self.time, self.w)], "");
-        let p = HotPartition {
+        (self.rows(ctx, Fetch::Open(sql.clone())), sql)
+    }
+
+    /// The scan's columns of the hot rows `fetch` reads, stragglers the
+    /// lake holds dropped.
+    fn rows(&self, ctx: &Arc<ScanContext>, fetch: Fetch) -> Arc<dyn PartitionStream> {
+        Arc::new(HotPartition {
             ctx: ctx.clone(),
-            cursor: Fetch::Open(sql.clone()),
+            cursor: fetch,
             columns: self.columns.clone(),
             read_schema: self.read_schema.clone(),
             out_schema: self.out_schema.clone(),
             out_pos: self.out_pos.clone(),
             split: Some(self.split.clone()),
             late: self.late.clone(),
-        };
-        (Arc::new(p), sql)
+        })
     }
 
     /// The partial aggregate `agg` of the hot rows at or after the
@@ -504,17 +509,7 @@ impl HotRecipe {
             filters,
             &format!(" ORDER BY {order_by} LIMIT {k}"),
         );
-        let p = HotPartition {
-            ctx: ctx.clone(),
-            cursor: Fetch::Whole(sql.clone()),
-            columns: self.columns.clone(),
-            read_schema: self.read_schema.clone(),
-            out_schema: self.out_schema.clone(),
-            out_pos: self.out_pos.clone(),
-            split: Some(self.split.clone()),
-            late: self.late.clone(),
-        };
-        (Arc::new(p), sql)
+        (self.rows(ctx, Fetch::Whole(sql.clone())), sql)
     }
 
     /// The time column, as the hot queries name it.
@@ -643,6 +638,16 @@ impl Buckets {
             self.search(&starts[mid..])
         )
     }
+}
+
+/// `lake table@snapshot`: a tiered scan's cold source, as the cache and
+/// EXPLAIN name it.
+pub(crate) fn lake_source(table: &Table) -> String {
+    format!(
+        "{}@{}",
+        table.identifier(),
+        table.metadata().current_snapshot_id().unwrap_or_default()
+    )
 }
 
 /// Runs `sql` to its end, rows in binary: Parse, Bind, Execute and Sync;

@@ -30,7 +30,7 @@ use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 
-use super::cache::{TieredLeaf, address, replace_leaf};
+use super::cache::{TieredLeaf, leaf_of, replace_leaf};
 use super::scan::ScanContext;
 
 /// The largest k read this way: the hot rows are held in memory.
@@ -92,6 +92,9 @@ async fn top(
     let Some((scan, leaf)) = tiered_leaf(input, leaves) else {
         return Ok(None);
     };
+    let [_, cold] = scan.partitions().as_slice() else {
+        return Ok(None);
+    };
     let schema = input.schema();
     let mut order = Vec::new();
     for s in sort.expr().iter() {
@@ -131,31 +134,13 @@ async fn top(
             .as_any()
             .downcast_ref::<Column>()
             .is_some_and(|c| columns.get(c.index()).map(String::as_str) == Some(recipe.time_sql()));
-    let newer = recipe.time_in_output().map_or(0, |pos| {
-        batches
-            .iter()
-            .map(|b| {
-                let time = b.column(pos);
-                (0..b.num_rows())
-                    .filter(|&r| {
-                        crate::tiering::mover::time_micros(time, r)
-                            .is_some_and(|v| v >= recipe.watermark())
-                    })
-                    .count()
-            })
-            .sum::<usize>()
-    });
-    let skip_cold = latest_first && newer >= k;
+    let skip_cold = latest_first && at_or_after_watermark(&batches, recipe) >= k;
     if skip_cold && let Ok(mut scans) = ctx.lake_scans.lock() {
         // Its files are not read: EXPLAIN counts none.
-        let source = |t: &iceberg::table::Table| {
-            format!(
-                "{}@{}",
-                t.identifier(),
-                t.metadata().current_snapshot_id().unwrap_or_default()
-            )
-        };
-        if let Some(at) = scans.iter().position(|(t, _)| source(t) == leaf.source) {
+        if let Some(at) = scans
+            .iter()
+            .position(|(t, _)| super::scan::lake_source(t) == leaf.source)
+        {
             scans.remove(at);
         }
     }
@@ -167,9 +152,6 @@ async fn top(
             ));
         }
     }
-    let [_, cold] = scan.partitions().as_slice() else {
-        return Ok(None);
-    };
     let hot_rows: Arc<dyn PartitionStream> = Arc::new(Rows {
         schema: hot.schema().clone(),
         batches,
@@ -185,19 +167,31 @@ async fn top(
     Ok(Some(replace_leaf(input, vec![hot_rows, cold])?))
 }
 
+/// How many of the hot rows read are at or after the watermark.
+fn at_or_after_watermark(batches: &[RecordBatch], recipe: &super::scan::HotRecipe) -> usize {
+    let Some(pos) = recipe.time_in_output() else {
+        return 0;
+    };
+    batches
+        .iter()
+        .map(|b| {
+            (0..b.num_rows())
+                .filter(|&r| {
+                    crate::tiering::mover::time_micros(b.column(pos), r)
+                        .is_some_and(|v| v >= recipe.watermark())
+                })
+                .count()
+        })
+        .sum()
+}
+
 /// The tiered scan at the bottom of a chain, and its leaf.
 fn tiered_leaf<'p>(
     plan: &'p Arc<dyn ExecutionPlan>,
     leaves: &[Arc<TieredLeaf>],
 ) -> Option<(&'p StreamingTableExec, Arc<TieredLeaf>)> {
     if let Some(s) = plan.as_any().downcast_ref::<StreamingTableExec>() {
-        let [hot, cold] = s.partitions().as_slice() else {
-            return None;
-        };
-        let leaf = leaves
-            .iter()
-            .find(|l| l.hot == address(hot) && l.cold == address(cold))?;
-        return Some((s, leaf.clone()));
+        return Some((s, leaf_of(s, leaves)?));
     }
     match plan.children().as_slice() {
         [child] => tiered_leaf(child, leaves),

@@ -120,14 +120,14 @@ pub async fn backfill(
 ) -> Result<BackfillReport, TieringError> {
     let client = super::service_connection(target, database).await?;
     let time = t.time_column();
-    let (cast, column) = (
-        match time.pg_type {
-            PgType::Date => "date",
-            PgType::Timestamp => "timestamp",
-            _ => "timestamptz",
-        },
-        quote_ident(&time.name),
-    );
+    let column = quote_ident(&time.name);
+    // The time column's type; and how slice ends are generated: as
+    // timestamps (with time zone for that type), dates truncated.
+    let (cast, series_type, end) = match time.pg_type {
+        PgType::Date => ("date", PgType::Timestamp, "g::date"),
+        PgType::Timestamp => ("timestamp", PgType::Timestamp, "g"),
+        _ => ("timestamptz", PgType::Timestamptz, "g"),
+    };
     let table_name = t.def.qualified();
     let window = window_start(&client, t).await?;
     let to = match &options.to {
@@ -160,13 +160,9 @@ pub async fn backfill(
 
     // The slices' upper ends: from + step, from + 2 step, … up to `to`,
     // computed by Postgres (months and days as its calendar has them).
-    let series_type = match time.pg_type {
-        PgType::Timestamptz => PgType::Timestamptz,
-        _ => PgType::Timestamp,
-    };
     let series = format!(
         "SELECT {} FROM generate_series({}, {}, $1::text::interval) g LIMIT {}",
-        micros(if cast == "date" { "g::date" } else { "g" }),
+        micros(end),
         time_literal(series_type, from),
         time_literal(series_type, to),
         MAX_SLICES + 2,

@@ -107,6 +107,24 @@ pub(crate) fn with_hot_types(
         .map_err(data)
 }
 
+/// The user, password and database of thermocline's own connections, as
+/// `postgres_url` gives them.
+pub(crate) fn service_config(
+    target: &BackendTarget,
+    database: &str,
+    application_name: &str,
+) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .user(target.user.as_deref().unwrap_or("postgres"))
+        .dbname(database)
+        .application_name(application_name);
+    if let Some(p) = &target.password {
+        config.password(p);
+    }
+    config
+}
+
 /// Opens a service connection (thermocline's own work: describing tables,
 /// moving rows) with the user and password of `postgres_url`.
 pub async fn service_connection(
@@ -117,15 +135,7 @@ pub async fn service_connection(
     let stream = connect(target, &tls, std::time::Duration::from_secs(10))
         .await
         .map_err(|e| TieringError::Connect(e.to_string()))?;
-    let mut config = tokio_postgres::Config::new();
-    config
-        .user(target.user.as_deref().unwrap_or("postgres"))
-        .dbname(database)
-        .application_name("thermocline");
-    if let Some(p) = &target.password {
-        config.password(p);
-    }
-    let (client, conn) = config
+    let (client, conn) = service_config(target, database, "thermocline")
         .connect_raw(stream, tokio_postgres::NoTls)
         .await
         .map_err(|e| TieringError::Connect(e.to_string()))?;

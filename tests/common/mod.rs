@@ -43,6 +43,16 @@ pub async fn admin(dbname: &str) -> tokio_postgres::Client {
     client
 }
 
+/// The one value `sql` returns, asked as the superuser in `dbname`.
+pub async fn value<T: tokio_postgres::types::FromSqlOwned>(dbname: &str, sql: &str) -> T {
+    admin(dbname)
+        .await
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Creates an empty database with a name unique in this binary.
 pub async fn fresh_db(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

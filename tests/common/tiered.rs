@@ -6,7 +6,7 @@ use thermocline::Config;
 use thermocline::backend::target::BackendTarget;
 use tokio_postgres::SimpleQueryMessage;
 
-use super::{Proxy, admin, client, fresh_db, pg};
+use super::{Proxy, admin, client, fresh_db, pg, value};
 
 pub const SCHEMA: &str = "
     CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, region text NOT NULL);
@@ -55,12 +55,7 @@ pub struct Setup {
 pub async fn setup() -> Setup {
     let oracle = fresh_db("oracle").await;
     let tiered = fresh_db("tiered").await;
-    let anchor: String = admin("postgres")
-        .await
-        .query_one("SELECT (date_trunc('second', now()))::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let anchor: String = value("postgres", "SELECT (date_trunc('second', now()))::text").await;
     for db in [&oracle, &tiered] {
         let c = admin(db).await;
         c.batch_execute(SCHEMA).await.unwrap();
@@ -112,12 +107,7 @@ pub async fn move_rows(s: &Setup) -> u64 {
 }
 
 pub async fn hot_count(db: &str) -> i64 {
-    admin(db)
-        .await
-        .query_one("SELECT count(*) FROM orders", &[])
-        .await
-        .unwrap()
-        .get(0)
+    value(db, "SELECT count(*) FROM orders").await
 }
 
 /// A statement's answer: column names, rows as text, or the SQLSTATE.
@@ -170,12 +160,7 @@ pub async fn same_answers(s: &Setup, proxy: &Proxy, queries: &[&str]) {
 }
 
 pub async fn oracle_now(s: &Setup) -> String {
-    admin(&s.oracle)
-        .await
-        .query_one("SELECT now()::text", &[])
-        .await
-        .unwrap()
-        .get(0)
+    value(&s.oracle, "SELECT now()::text").await
 }
 
 /// Runs the same statements in the oracle and the tiered database.

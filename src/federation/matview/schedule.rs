@@ -35,20 +35,13 @@ pub(crate) async fn refresh_due(
     let mut refreshed = 0;
     for row in due {
         let (view, owner): (String, String) = (row.get(0), row.get(1));
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(addr.ip().to_string())
-            .port(addr.port())
-            .user(target.user.as_deref().unwrap_or("postgres"))
-            .dbname(database)
-            .application_name("thermocline refresh");
-        if let Some(p) = &target.password {
-            config.password(p);
-        }
-        let (client, conn) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (client, conn) =
+            crate::tiering::service_config(target, database, "thermocline refresh")
+                .host(addr.ip().to_string())
+                .port(addr.port())
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
         let conn = tokio::spawn(conn);
         let result = async {
             client
