@@ -531,7 +531,14 @@ async fn a_mover_killed_at_every_step_loses_and_duplicates_nothing() {
         printed.contains(" 0 mismatches") && !printed.contains("in both tiers"),
         "{printed}"
     );
-    assert!(hot_count(&s.tiered).await < hot_count(&s.oracle).await / 10);
+    // The clean pass left no aged row in Postgres (how many recent rows the
+    // writer added depends on the machine's speed, so they are not counted).
+    let aged: i64 = value(
+        &s.tiered,
+        "SELECT count(*) FROM orders WHERE created_at < now() - interval '31 days'",
+    )
+    .await;
+    assert_eq!(aged, 0);
     same_answers(&s, &proxy, QUERIES).await;
     // Every row is in exactly one tier: the cold tier holds no duplicate
     // key (the federated count of distinct ids equals the oracle's count).
