@@ -209,22 +209,8 @@ async fn date_trunc_buckets_equal_postgres_in_every_zone() {
 async fn a_move_between_the_lake_read_and_a_late_query_gives_40001() {
     let s = setup().await;
     move_rows(&s).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let config_file = s._dirs.0.path().join("late.toml.conf");
-    std::fs::write(
-        &config_file,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"off\"\npostgres_url = \"{}\"\ncatalog_dir = \"{}\"\ntier_interval = \"off\"\n[lake]\nwarehouse = \"{}\"\n",
-            pg().url(),
-            s.config.catalog_dir.as_ref().unwrap().display(),
-            s.config.lake_warehouse.as_ref().unwrap().display()
-        ),
-    )
-    .unwrap();
+    let port = write_serve_config(&config_file, s.config.catalog_dir.as_ref().unwrap(), &s);
     let mut server = ServeProcess::start_with_env(
         &config_file,
         Some("info"),
@@ -567,6 +553,27 @@ fn write_config(path: &Path, s: &Setup) {
         ),
     )
     .unwrap();
+}
+
+/// Writes the config of a `serve` process on a free port, with the tier
+/// definitions in `catalog` and the setup's lake; returns the port.
+fn write_serve_config(path: &Path, catalog: &Path, s: &Setup) -> u16 {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        path,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"off\"\npostgres_url = \"{}\"\ncatalog_dir = \"{}\"\ntier_interval = \"off\"\n[lake]\nwarehouse = \"{}\"\n",
+            pg().url(),
+            catalog.display(),
+            s.config.lake_warehouse.as_ref().unwrap().display()
+        ),
+    )
+    .unwrap();
+    port
 }
 
 /// Extended-protocol scripts sent byte for byte to the oracle and through
@@ -1130,22 +1137,8 @@ async fn sighup_reloads_tier_definitions() {
     move_rows(&s).await;
     let later = tempfile::tempdir().unwrap();
     let config_file = later.path().join("thermocline.toml");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     std::fs::create_dir(later.path().join("catalog")).unwrap();
-    std::fs::write(
-        &config_file,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"off\"\npostgres_url = \"{}\"\ncatalog_dir = \"{}\"\ntier_interval = \"off\"\n[lake]\nwarehouse = \"{}\"\n",
-            pg().url(),
-            later.path().join("catalog").display(),
-            s.config.lake_warehouse.as_ref().unwrap().display()
-        ),
-    )
-    .unwrap();
+    let port = write_serve_config(&config_file, &later.path().join("catalog"), &s);
     let mut server = ServeProcess::start(&config_file, Some("info"));
     server.wait_for("thermocline is serving").await;
     let oracle = ask(
