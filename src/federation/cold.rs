@@ -14,9 +14,10 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use iceberg::table::Table;
 use iceberg_datafusion::IcebergStaticTableProvider;
+use iceberg_datafusion::physical_plan::IcebergTableScan;
 
 use super::scan::ScanColumn;
 use crate::pgtypes::PgType;
@@ -201,8 +202,11 @@ pub(super) async fn cold_partition(
         t.def.qualified(),
         format!("{}.{}", t.def.lake_namespace, t.def.lake_table),
     );
+    // Every row in the lake is older than its watermark, so the scan is
+    // not asked to test `time < W` row by row (a row filter makes the
+    // Parquet reader decode the time column in a pass of its own).
     let plan = provider
-        .scan(state, Some(&projection), &pushed, None)
+        .scan(state, Some(&projection), &pushed[1..], None)
         .await
         .map_err(|e| cold_error(&names, e))?;
     Ok(ColdPartition {
@@ -378,7 +382,8 @@ impl PartitionStream for ColdPartition {
         let schema = self.out_schema.clone();
         let (out_pos, time_pos, w) = (self.out_pos.clone(), self.time_pos, self.w);
         let names = self.names.clone();
-        let input = match self.plan.execute(0, ctx) {
+        let scan = self.plan.as_any().downcast_ref::<IcebergTableScan>();
+        let input = match scan.map_or_else(|| self.plan.execute(0, ctx), |s| Ok(parallel_scan(s))) {
             Ok(s) => s,
             Err(e) => {
                 let e = cold_error(&names, e);
@@ -393,18 +398,22 @@ impl PartitionStream for ColdPartition {
             let batch = batch.map_err(|e| cold_error(&names, e))?;
             let time = batch.column(time_pos);
             let time = cast(time, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-            let keep: BooleanArray = (0..batch.num_rows())
-                .map(|r| {
-                    Some(
-                        !time.is_null(r)
-                            && time
-                                .as_any()
-                                .downcast_ref::<datafusion::arrow::array::TimestampMicrosecondArray>()
-                                .is_some_and(|a| a.value(r) < w),
-                    )
-                })
-                .collect();
-            let batch = filter_record_batch(&batch, &keep)?;
+            let time = time
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::TimestampMicrosecondArray>()
+                .ok_or_else(|| DataFusionError::Internal("time column cast".into()))?;
+            // The lake holds rows older than W only: check it, and filter
+            // only a batch where it would not hold.
+            let all_older = time.null_count() == 0 && time.values().iter().all(|&t| t < w);
+            let batch = if all_older {
+                batch
+            } else {
+                let keep: BooleanArray = time
+                    .iter()
+                    .map(|t| Some(t.is_some_and(|t| t < w)))
+                    .collect();
+                filter_record_batch(&batch, &keep)?
+            };
             let columns = out_pos
                 .iter()
                 .zip(out.fields())
@@ -424,4 +433,88 @@ impl PartitionStream for ColdPartition {
         });
         Box::pin(RecordBatchStreamAdapter::new(schema, stream))
     }
+}
+
+/// Reads an Iceberg scan's data files in as many parallel readers as there
+/// are cores, each on a share of the files (by size), into one stream.
+/// Decompressing and decoding Parquet is most of a cold scan's work, and
+/// Iceberg's own reader does all of it in the task that polls it. Rows
+/// come in no particular order, as from Iceberg's reader.
+fn parallel_scan(scan: &IcebergTableScan) -> SendableRecordBatchStream {
+    let readers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
+    let schema = scan.schema();
+    let (table, snapshot) = (scan.table().clone(), scan.snapshot_id());
+    let projection = scan.projection().map(<[String]>::to_vec);
+    let predicate = scan.predicates().cloned();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2 * readers);
+    let external = |e: iceberg::Error| DataFusionError::External(Box::new(e));
+    tokio::spawn(async move {
+        let planned = async {
+            let mut builder = match snapshot {
+                Some(id) => table.scan().snapshot_id(id),
+                None => table.scan(),
+            };
+            builder = match projection {
+                Some(columns) => builder.select(columns),
+                None => builder.select_all(),
+            };
+            if let Some(p) = predicate {
+                builder = builder.with_filter(p);
+            }
+            let tasks: Vec<iceberg::scan::FileScanTask> =
+                builder.build()?.plan_files().await?.try_collect().await?;
+            Ok::<_, iceberg::Error>(tasks)
+        };
+        let tasks = match planned.await {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                let _ = tx.send(Err(external(e))).await;
+                return;
+            }
+        };
+        // The largest files first, each to the reader with the fewest bytes.
+        let mut shares: Vec<(u64, Vec<iceberg::scan::FileScanTask>)> =
+            (0..readers).map(|_| (0, Vec::new())).collect();
+        let mut tasks = tasks;
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.length));
+        for task in tasks {
+            let share = shares
+                .iter_mut()
+                .min_by_key(|s| s.0)
+                .expect("one reader at least");
+            share.0 += task.length;
+            share.1.push(task);
+        }
+        for (_, share) in shares.into_iter().filter(|s| !s.1.is_empty()) {
+            let (tx, file_io) = (tx.clone(), table.file_io().clone());
+            tokio::spawn(async move {
+                let runtime = match iceberg::Runtime::try_current() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(external(e))).await;
+                        return;
+                    }
+                };
+                let reader = iceberg::arrow::ArrowReaderBuilder::new(file_io, runtime)
+                    .with_data_file_concurrency_limit(1)
+                    .build();
+                let files = futures::stream::iter(share.into_iter().map(Ok)).boxed();
+                let mut batches = match reader.read(files) {
+                    Ok(r) => r.stream(),
+                    Err(e) => {
+                        let _ = tx.send(Err(external(e))).await;
+                        return;
+                    }
+                };
+                while let Some(batch) = batches.next().await {
+                    // The statement ended (or failed) when no one listens.
+                    if tx.send(batch.map_err(external)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let batches = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Box::pin(RecordBatchStreamAdapter::new(schema, batches))
 }

@@ -11,6 +11,7 @@
 
 pub(crate) mod cache;
 mod cold;
+mod datetrunc;
 pub(crate) mod exactness;
 mod explain;
 pub(crate) mod extended;
@@ -854,7 +855,9 @@ fn plan_session(ctx: &ScanContext, federation: &Federation) -> SessionContext {
         .with_memory_pool(pool)
         .build_arc()
         .unwrap_or_else(|_| shared.clone());
-    SessionContext::new_with_config_rt(config, runtime)
+    let session = SessionContext::new_with_config_rt(config, runtime);
+    session.register_udf(datetrunc::BucketedDateTrunc::udf());
+    session
 }
 
 /// Registers every table the statement names: tiered tables as hot ∪ cold,
