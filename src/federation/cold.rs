@@ -497,6 +497,10 @@ fn parallel_scan(scan: &IcebergTableScan) -> SendableRecordBatchStream {
                 };
                 let reader = iceberg::arrow::ArrowReaderBuilder::new(file_io, runtime)
                     .with_data_file_concurrency_limit(1)
+                    // With a predicate, pages its column index rules out
+                    // are skipped, not decompressed: a lookup by key reads
+                    // a page of a row group, not all of it.
+                    .with_row_selection_enabled(true)
                     .build();
                 let files = futures::stream::iter(share.into_iter().map(Ok)).boxed();
                 let mut batches = match reader.read(files) {
