@@ -44,8 +44,9 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// The directory of tier definitions (one TOML file per tiered table).
     pub catalog_dir: Option<PathBuf>,
-    /// The lake's warehouse directory: Iceberg catalog and data files.
-    pub lake_warehouse: Option<PathBuf>,
+    /// The lake: warehouse (a directory or an S3 location), the SQL
+    /// catalog's file, S3 settings. `None`: no warehouse configured.
+    pub lake: Option<crate::lake::LakeConfig>,
     /// How often `serve` runs the mover; `None`: never (use `tier run`).
     pub tier_interval: Option<Duration>,
     /// How often `serve` maintains the lake (snapshot expiry, orphan
@@ -117,7 +118,7 @@ impl Default for Config {
             log_level: "info".into(),
             tls: None,
             catalog_dir: None,
-            lake_warehouse: None,
+            lake: None,
             tier_interval: Some(Duration::from_secs(300)),
             maintain_interval: Some(Duration::from_secs(3600)),
             executor_memory: 1 << 30,
@@ -552,18 +553,39 @@ impl Config {
                 }
             }
         }
-        if let Some((uri, origin)) = l.string("lake.uri")?
-            && !uri.is_empty()
-        {
-            return Err(Loader::error(
-                "lake.uri",
-                &origin,
-                "the sql catalog keeps its catalog in lake.warehouse; lake.uri is for the rest catalog, which is not supported yet",
-            ));
+        let mut lake = crate::lake::LakeConfig::default();
+        if let Some((uri, _)) = l.string("lake.uri")? {
+            let path = uri.strip_prefix("sqlite://").unwrap_or(&uri);
+            let path = path.split('?').next().unwrap_or_default();
+            lake.catalog_db = (!path.is_empty()).then(|| PathBuf::from(path));
         }
-        if let Some((dir, _)) = l.string("lake.warehouse")? {
-            c.lake_warehouse = (!dir.is_empty()).then(|| PathBuf::from(dir));
+        for (key, prop) in [
+            ("lake.s3_endpoint", "s3.endpoint"),
+            ("lake.s3_region", "s3.region"),
+            ("lake.s3_access_key_id", "s3.access-key-id"),
+            ("lake.s3_secret_access_key", "s3.secret-access-key"),
+            ("lake.s3_session_token", "s3.session-token"),
+        ] {
+            if let Some((v, _)) = l.string(key)?
+                && !v.is_empty()
+            {
+                lake.s3.insert(prop.into(), v);
+            }
         }
+        if let Some(b) = l.parsed("lake.s3_path_style", parse_bool)? {
+            lake.s3.insert("s3.path-style-access".into(), b.to_string());
+        }
+        if let Some((dir, origin)) = l.string("lake.warehouse")? {
+            if !crate::lake::is_s3(&dir) && dir.contains("://") && !dir.starts_with("file://") {
+                return Err(Loader::error(
+                    "lake.warehouse",
+                    &origin,
+                    format!("expected a directory or an s3:// location, found {dir:?}"),
+                ));
+            }
+            lake.warehouse = dir.strip_prefix("file://").unwrap_or(&dir).to_string();
+        }
+        c.lake = (!lake.warehouse.is_empty()).then_some(lake);
         if let Some(d) = l.parsed("tier_interval", parse_optional_duration)? {
             c.tier_interval = d;
         }
@@ -748,5 +770,32 @@ mod tests {
         assert_eq!(parse_interval("5 min"), Some(Duration::from_secs(300)));
         assert_eq!(parse_interval("30 seconds"), Some(Duration::from_secs(30)));
         assert_eq!(parse_interval("soon"), None);
+    }
+
+    #[test]
+    fn an_s3_lake_is_configured_by_file_and_environment() {
+        let c = load(
+            "[lake]\nwarehouse = \"s3://bucket/lake\"\nuri = \"sqlite:///var/lib/t/catalog.db\"\ns3_path_style = true\n",
+            &[
+                ("THERMOCLINE_LAKE_S3_ENDPOINT", "http://127.0.0.1:9000"),
+                ("THERMOCLINE_LAKE_S3_ACCESS_KEY_ID", "key"),
+            ],
+        )
+        .unwrap();
+        let lake = c.lake.unwrap();
+        assert_eq!(lake.warehouse, "s3://bucket/lake");
+        assert_eq!(
+            lake.catalog_db,
+            Some(PathBuf::from("/var/lib/t/catalog.db"))
+        );
+        assert_eq!(lake.s3["s3.endpoint"], "http://127.0.0.1:9000");
+        assert_eq!(lake.s3["s3.access-key-id"], "key");
+        assert_eq!(lake.s3["s3.path-style-access"], "true");
+        let e = load("[lake]\nwarehouse = \"gs://bucket/lake\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lake.warehouse") && e.contains("s3://"), "{e}");
+        let local = load("[lake]\nwarehouse = \"file:///srv/lake\"\n", &[]).unwrap();
+        assert_eq!(local.lake.unwrap().warehouse, "/srv/lake");
     }
 }

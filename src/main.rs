@@ -423,7 +423,10 @@ async fn demo(mut config: Config, rows: u64) -> anyhow::Result<()> {
     )?;
     config.postgres = Some(target.clone());
     config.catalog_dir = Some(catalog);
-    config.lake_warehouse = Some(scratch.path().join("lake"));
+    config.lake = Some(thermocline::lake::LakeConfig {
+        warehouse: scratch.path().join("lake").display().to_string(),
+        ..Default::default()
+    });
     config.admin_listen = None;
     let federations = thermocline::server::load_tiers(&config, &target).await?;
     let federation = federations

@@ -455,7 +455,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     );
     check("log_format", old.log_format == new.log_format);
     check("catalog_dir", old.catalog_dir == new.catalog_dir);
-    check("lake.warehouse", old.lake_warehouse == new.lake_warehouse);
+    check("lake", old.lake == new.lake);
     check("tier_interval", old.tier_interval == new.tier_interval);
     check(
         "maintain_interval",
@@ -507,11 +507,8 @@ async fn load_tiers_with(
     if defs.is_empty() {
         return Ok(out);
     }
-    let warehouse = config
-        .lake_warehouse
-        .as_ref()
-        .ok_or(ServerError::NoWarehouse)?;
-    let lake = crate::lake::Lake::open_local(warehouse).await?;
+    let lake_config = config.lake.as_ref().ok_or(ServerError::NoWarehouse)?;
+    let lake = crate::lake::Lake::open(lake_config).await?;
     let runtime = executor_runtime(config)?;
     let default_db = default_database(target);
     for def in defs {

@@ -1,5 +1,6 @@
-//! The cold tier: an Iceberg catalog (SQL catalog on SQLite and a local
-//! warehouse directory), the Iceberg form of each tiered table, and the
+//! The cold tier: an Iceberg catalog (SQL catalog on SQLite, data files in
+//! a local warehouse directory or in S3), the Iceberg form of each tiered
+//! table, and the
 //! watermark each snapshot the mover commits records.
 //!
 //! Invariant: a snapshot written by the mover carries `thermocline.watermark`
@@ -26,6 +27,22 @@ use crate::catalog::PartitionBy;
 use crate::pgtypes::PgType;
 use crate::tiering::TieredTable;
 
+/// Where the lake is: the warehouse (a directory or `s3://bucket/prefix`),
+/// the SQL catalog's SQLite file, and Iceberg's S3 properties.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LakeConfig {
+    pub warehouse: String,
+    /// Default for a local warehouse: `catalog.db` in it.
+    pub catalog_db: Option<PathBuf>,
+    /// `s3.endpoint`, `s3.region`, `s3.access-key-id`, … as Iceberg names them.
+    pub s3: std::collections::BTreeMap<String, String>,
+}
+
+/// Whether a warehouse is an S3 location.
+pub fn is_s3(warehouse: &str) -> bool {
+    ["s3://", "s3a://"].iter().any(|p| warehouse.starts_with(p))
+}
+
 /// The catalog's name in its SQL tables (other engines must use it too).
 pub const CATALOG_NAME: &str = "thermocline";
 
@@ -48,6 +65,10 @@ pub enum LakeError {
     Iceberg(#[from] iceberg::Error),
     #[error("reading the lake's catalog: {0}")]
     Pointer(String),
+    #[error(
+        "a warehouse in S3 needs a local file for the lake's catalog: set lake.uri (THERMOCLINE_LAKE_URI), e.g. /var/lib/thermocline/catalog.db"
+    )]
+    NoCatalogDb,
 }
 
 /// The lake: one Iceberg catalog.
@@ -69,36 +90,58 @@ impl std::fmt::Debug for Lake {
 }
 
 impl Lake {
-    /// Opens (creating on first use) the SQL catalog `catalog.db` and the
-    /// data files under `warehouse`.
-    pub async fn open_local(warehouse: &Path) -> Result<Self, LakeError> {
-        std::fs::create_dir_all(warehouse).map_err(|source| LakeError::Dir {
-            path: warehouse.to_path_buf(),
-            source,
-        })?;
-        let warehouse = warehouse.canonicalize().map_err(|source| LakeError::Dir {
-            path: warehouse.to_path_buf(),
-            source,
-        })?;
-        let db = warehouse.join("catalog.db");
-        let props = HashMap::from([
+    /// Opens (creating on first use) the lake the configuration names: its
+    /// SQL catalog and the warehouse its data files are written under.
+    pub async fn open(config: &LakeConfig) -> Result<Self, LakeError> {
+        let s3 = is_s3(&config.warehouse);
+        let (warehouse, db) = if s3 {
+            let db = config.catalog_db.clone().ok_or(LakeError::NoCatalogDb)?;
+            (config.warehouse.trim_end_matches('/').to_string(), db)
+        } else {
+            let dir = Path::new(&config.warehouse);
+            std::fs::create_dir_all(dir).map_err(|source| LakeError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            let dir = dir.canonicalize().map_err(|source| LakeError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            let db = config
+                .catalog_db
+                .clone()
+                .unwrap_or_else(|| dir.join("catalog.db"));
+            (dir.display().to_string(), db)
+        };
+        if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| LakeError::Dir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let mut props = HashMap::from([
             (
                 SQL_CATALOG_PROP_URI.to_string(),
                 format!("sqlite://{}?mode=rwc", db.display()),
             ),
-            (
-                SQL_CATALOG_PROP_WAREHOUSE.to_string(),
-                warehouse.display().to_string(),
-            ),
+            (SQL_CATALOG_PROP_WAREHOUSE.to_string(), warehouse),
             (
                 SQL_CATALOG_PROP_BIND_STYLE.to_string(),
                 SqlBindStyle::QMark.to_string(),
             ),
         ]);
-        let catalog = SqlCatalogBuilder::default()
-            .with_storage_factory(Arc::new(LocalFsStorageFactory))
-            .load(CATALOG_NAME, props)
-            .await?;
+        let builder = SqlCatalogBuilder::default();
+        let builder = if s3 {
+            props.extend(config.s3.iter().map(|(k, v)| (k.clone(), v.clone())));
+            builder.with_storage_factory(Arc::new(
+                iceberg_storage_opendal::OpenDalStorageFactory::S3 {
+                    customized_credential_load: None,
+                },
+            ))
+        } else {
+            builder.with_storage_factory(Arc::new(LocalFsStorageFactory))
+        };
+        let catalog = builder.load(CATALOG_NAME, props).await?;
         let pointers = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(

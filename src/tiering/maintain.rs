@@ -12,6 +12,9 @@
 //!   commit. Only files older than `orphan_age` are removed, so files a
 //!   writer outside thermocline is still producing are left alone.
 //!
+//! Orphans are looked for in a local warehouse only: with the lake in S3,
+//! expiry runs and orphan removal is left to the bucket's own tools.
+//!
 //! Removing a file nothing refers to cannot change what any read returns,
 //! so a maintenance run stopped at any point leaves a consistent lake.
 
@@ -98,6 +101,12 @@ pub async fn maintain(
             .apply(txn)?;
         table = txn.commit(lake.catalog()).await?;
         report.snapshots_expired = report.snapshots_before - table.metadata().snapshots().count();
+    }
+    // Iceberg's file IO cannot list a bucket: orphans are looked for in a
+    // local warehouse only.
+    if crate::lake::is_s3(table.metadata().location()) {
+        tx.commit().await?;
+        return Ok(Some(report));
     }
     let referenced = referenced_files(&table).await?;
     let root = local_path(table.metadata().location());

@@ -5,6 +5,7 @@
 #   asyncpg   asyncpg in the same venv
 #   node-pg   node-postgres (pg), from package-lock.json, with `npm ci`
 #   pgjdbc    Debian's libpostgresql-jdbc-java (/usr/share/java/postgresql.jar)
+#   s3s-fs    an S3-compatible server (crates.io, built with cargo install)
 #
 # Idempotent, and quick when everything is already in place: each part keeps a
 # stamp (a hash of what it was installed from) and is redone only when that
@@ -101,6 +102,19 @@ else
     mkdir -p "$JAVA_OUT"
     javac -nowarn -encoding UTF-8 -cp "$JDBC_JAR" -d "$JAVA_OUT" "$HERE/PgjdbcClient.java" "$HERE/tiered/TieredPgjdbc.java" >&2
     printf '%s\n' "$java_stamp" > "$JAVA_OUT/.thermocline-stamp"
+fi
+
+# --- s3s-fs: an S3-compatible server over a local directory ----------------
+# The lake-in-S3 test writes and reads the lake through it.
+S3S_VERSION=0.14.1
+S3S_DIR="$TOOLS/s3s"
+if [ -x "$S3S_DIR/bin/s3s-fs" ] && [ "$(cat "$S3S_DIR/.thermocline-stamp" 2>/dev/null)" = "$S3S_VERSION" ]; then
+    :
+else
+    command -v cargo >/dev/null || die "cargo not found; it builds s3s-fs"
+    log "building s3s-fs $S3S_VERSION into $S3S_DIR (cargo install)"
+    cargo install "s3s-fs@$S3S_VERSION" --locked --features binary --root "$S3S_DIR" >&2
+    printf '%s\n' "$S3S_VERSION" > "$S3S_DIR/.thermocline-stamp"
 fi
 
 log "clients ready in $TOOLS and $NODE_DIR/node_modules"

@@ -2,6 +2,7 @@
 Iceberg implementation, and prints what it holds.
 
     pyiceberg_read.py WAREHOUSE NAMESPACE.TABLE
+    pyiceberg_read.py s3://BUCKET/PREFIX NAMESPACE.TABLE CATALOG_DB ENDPOINT KEY SECRET
 
 Prints one line: rows, sum of id, sum of amount, and the watermark recorded
 in the current snapshot's summary.
@@ -16,11 +17,25 @@ from pyiceberg.catalog.sql import SqlCatalog
 
 def main():
     warehouse, name = sys.argv[1], sys.argv[2]
-    catalog = SqlCatalog(
-        "thermocline",
-        uri=f"sqlite:///{warehouse}/catalog.db",
-        warehouse=f"file://{warehouse}",
-    )
+    if warehouse.startswith("s3://"):
+        db, endpoint, key, secret = sys.argv[3:7]
+        catalog = SqlCatalog(
+            "thermocline",
+            uri=f"sqlite:///{db}",
+            warehouse=warehouse,
+            **{
+                "s3.endpoint": endpoint,
+                "s3.access-key-id": key,
+                "s3.secret-access-key": secret,
+                "s3.region": "us-east-1",
+            },
+        )
+    else:
+        catalog = SqlCatalog(
+            "thermocline",
+            uri=f"sqlite:///{warehouse}/catalog.db",
+            warehouse=f"file://{warehouse}",
+        )
     table = catalog.load_table(name)
     rows = table.scan().to_arrow()
     ids = pc.sum(rows["id"]).as_py() or 0

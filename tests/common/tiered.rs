@@ -52,6 +52,13 @@ pub struct Setup {
     pub _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
+impl Setup {
+    /// The lake's warehouse directory.
+    pub fn warehouse(&self) -> std::path::PathBuf {
+        self._dirs.1.path().to_path_buf()
+    }
+}
+
 pub async fn setup() -> Setup {
     let oracle = fresh_db("oracle").await;
     let tiered = fresh_db("tiered").await;
@@ -75,7 +82,10 @@ pub async fn setup() -> Setup {
     config.postgres = Some(BackendTarget::parse(&pg().url()).unwrap());
     config.admin_listen = None;
     config.catalog_dir = Some(catalog.path().to_path_buf());
-    config.lake_warehouse = Some(warehouse.path().to_path_buf());
+    config.lake = Some(thermocline::lake::LakeConfig {
+        warehouse: warehouse.path().display().to_string(),
+        ..Default::default()
+    });
     config.tier_interval = None;
     Setup {
         oracle,
