@@ -125,6 +125,18 @@ async fn date_trunc_buckets_equal_postgres_in_every_zone() {
         ),
     )
     .await;
+    // Rows in the hours that fall-back changes repeat, once in each
+    // occurrence: Lord Howe (half an hour), New York, Berlin.
+    in_both(
+        &s,
+        "INSERT INTO orders (id, created_at, customer_id, status, day)
+         SELECT 100000 + n, t, 1, 'new', (t AT TIME ZONE 'UTC')::date
+           FROM unnest(ARRAY['2025-04-05 14:45+00', '2025-04-05 15:15+00',
+                             '2025-11-02 05:30+00', '2025-11-02 06:30+00',
+                             '2025-10-26 00:30+00', '2025-10-26 01:30+00']::timestamptz[])
+                WITH ORDINALITY AS r(t, n)",
+    )
+    .await;
     std::fs::write(
         s._dirs.0.path().join("readings.toml"),
         format!(

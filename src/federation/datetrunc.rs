@@ -48,6 +48,98 @@ impl BucketedDateTrunc {
     }
 }
 
+/// `date_trunc('hour', t)` of a timestamp with a time zone, as Postgres
+/// computes it: the local hour's start at the value's own UTC offset.
+/// Postgres looks the zone up again only for days and longer units, so in
+/// the hour a fall-back change repeats, the second 01:45 truncates to the
+/// second 01:00 (DataFusion would give the first). The result is `t` less
+/// its local minutes and seconds; an offset is looked up once per hour
+/// that starts and ends at the same offset.
+fn hour_keeping_offset(args: &ScalarFunctionArgs) -> Result<Option<ColumnarValue>> {
+    let unit = match &args.args[0] {
+        ColumnarValue::Scalar(
+            ScalarValue::Utf8(Some(u))
+            | ScalarValue::Utf8View(Some(u))
+            | ScalarValue::LargeUtf8(Some(u)),
+        ) => u,
+        _ => return Ok(None),
+    };
+    if !unit.eq_ignore_ascii_case("hour") {
+        return Ok(None);
+    }
+    let (values, scalar) = match &args.args[1] {
+        ColumnarValue::Array(a) => (a.clone(), false),
+        ColumnarValue::Scalar(v) => (v.to_array()?, true),
+    };
+    let DataType::Timestamp(tu, Some(zone)) = values.data_type().clone() else {
+        return Ok(None);
+    };
+    let Ok(tz) = zone.parse::<datafusion::arrow::array::timezone::Tz>() else {
+        return Ok(None);
+    };
+    let out = match tu {
+        TimeUnit::Second => hours::<TimestampSecondType>(&values, &tz, 1)?,
+        TimeUnit::Millisecond => hours::<TimestampMillisecondType>(&values, &tz, 1_000)?,
+        TimeUnit::Microsecond => hours::<TimestampMicrosecondType>(&values, &tz, 1_000_000)?,
+        TimeUnit::Nanosecond => hours::<TimestampNanosecondType>(&values, &tz, 1_000_000_000)?,
+    };
+    let Some(out) = out else {
+        return Ok(None);
+    };
+    Ok(Some(if scalar {
+        ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+    } else {
+        ColumnarValue::Array(out)
+    }))
+}
+
+/// The hour starts of `values` (`per_second` units a second), with `tz`.
+fn hours<T: ArrowTimestampType>(
+    values: &ArrayRef,
+    tz: &datafusion::arrow::array::timezone::Tz,
+    per_second: i64,
+) -> Result<Option<ArrayRef>> {
+    use chrono::{Offset, TimeZone};
+    let Some(values) = values.as_any().downcast_ref::<PrimitiveArray<T>>() else {
+        return Ok(None);
+    };
+    let hour = 3600 * per_second;
+    let offset = |v: i64| -> Option<i64> {
+        let secs = v.div_euclid(per_second);
+        let utc = chrono::DateTime::from_timestamp(secs, 0)?.naive_utc();
+        Some(i64::from(tz.offset_from_utc_datetime(&utc).fix().local_minus_utc()) * per_second)
+    };
+    let mut out = Vec::with_capacity(values.len());
+    let (mut start, mut end) = (0i64, i64::MIN);
+    for (i, &v) in values.values().iter().enumerate() {
+        if values.is_null(i) {
+            out.push(0);
+            continue;
+        }
+        if !(start <= v && v < end) {
+            let Some(off) = offset(v) else {
+                return Ok(None);
+            };
+            let s = v - (v + off).rem_euclid(hour);
+            if offset(s) == Some(off) && offset(s + hour - 1) == Some(off) {
+                (start, end) = (s, s + hour);
+            } else {
+                (start, end) = (0, i64::MIN);
+                out.push(s);
+                continue;
+            }
+        }
+        out.push(start);
+    }
+    let tz_name = match values.data_type() {
+        DataType::Timestamp(_, tz) => tz.clone(),
+        _ => None,
+    };
+    Ok(Some(Arc::new(
+        PrimitiveArray::<T>::new(out.into(), values.nulls().cloned()).with_timezone_opt(tz_name),
+    )))
+}
+
 /// A step from a bucket's start that lands in the next bucket, never past
 /// it: half a bucket more than the longest one, and less than two of the
 /// shortest (DST changes make days 23 to 25 hours long). `None` for units
@@ -56,7 +148,6 @@ fn step_micros(unit: &str, zoned: bool) -> Option<i64> {
     const HOUR: i64 = 3_600_000_000;
     const DAY: i64 = 24 * HOUR;
     Some(match unit {
-        "hour" if zoned => 90 * 60_000_000,
         "day" if zoned => 36 * HOUR,
         "week" => 10 * DAY,
         "month" => 45 * DAY,
@@ -116,6 +207,9 @@ impl ScalarUDFImpl for BucketedDateTrunc {
             },
             _ => None,
         };
+        if let Some(out) = hour_keeping_offset(&args)? {
+            return Ok(out);
+        }
         let Some((tu, step)) = bucketed else {
             return self.inner.invoke_with_args(args);
         };
@@ -263,7 +357,40 @@ mod tests {
                             .into_array(part.len())
                             .unwrap()
                         };
-                        assert_eq!(&call(&fast), &call(&slow), "{unit} in {tz:?} at {offset}");
+                        let got = call(&fast);
+                        if unit == "hour" && tz.is_some() {
+                            // Postgres's rule, value by value: less the
+                            // local minutes and seconds at its own offset.
+                            let zone: datafusion::arrow::array::timezone::Tz =
+                                tz.as_deref().unwrap().parse().unwrap();
+                            let got = got
+                                .as_any()
+                                .downcast_ref::<PrimitiveArray<TimestampMicrosecondType>>()
+                                .unwrap();
+                            for (i, v) in part
+                                .as_any()
+                                .downcast_ref::<PrimitiveArray<TimestampMicrosecondType>>()
+                                .unwrap()
+                                .iter()
+                                .enumerate()
+                            {
+                                use chrono::{Offset, TimeZone};
+                                let Some(v) = v else {
+                                    assert!(got.is_null(i));
+                                    continue;
+                                };
+                                let utc =
+                                    chrono::DateTime::from_timestamp(v.div_euclid(1_000_000), 0)
+                                        .unwrap()
+                                        .naive_utc();
+                                let off = i64::from(
+                                    zone.offset_from_utc_datetime(&utc).fix().local_minus_utc(),
+                                ) * 1_000_000;
+                                assert_eq!(got.value(i), v - (v + off).rem_euclid(3_600_000_000));
+                            }
+                            continue;
+                        }
+                        assert_eq!(&got, &call(&slow), "{unit} in {tz:?} at {offset}");
                         let bucketed = fast
                             .inner()
                             .as_any()
