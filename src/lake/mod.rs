@@ -1,7 +1,6 @@
 //! The cold tier: an Iceberg catalog (SQL catalog on SQLite, data files in
 //! a local warehouse directory or in S3), the Iceberg form of each tiered
-//! table, and the
-//! watermark each snapshot the mover commits records.
+//! table, and the watermark each snapshot the mover commits records.
 //!
 //! Invariant: a snapshot written by the mover carries `thermocline.watermark`
 //! (microseconds since 1970, UTC): every row older than it had been moved
@@ -40,7 +39,7 @@ pub struct LakeConfig {
 
 /// Whether a warehouse is an S3 location.
 pub fn is_s3(warehouse: &str) -> bool {
-    ["s3://", "s3a://"].iter().any(|p| warehouse.starts_with(p))
+    warehouse.starts_with("s3://")
 }
 
 /// The catalog's name in its SQL tables (other engines must use it too).
