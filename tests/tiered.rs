@@ -1587,12 +1587,7 @@ async fn tier_verify_finds_a_corrupted_lake() {
 /// What pyiceberg, another Iceberg implementation, reads from the lake:
 /// `rows sum(id) sum(amount) watermark`.
 fn pyiceberg_read(s: &Setup) -> String {
-    let tools = std::env::var("THERMOCLINE_TOOLS").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/thermocline-tools",
-            std::env::var("HOME").unwrap()
-        )
-    });
+    let tools = tools_dir();
     let lake = s.config.lake.as_ref().unwrap();
     let mut cmd = std::process::Command::new(format!("{tools}/venv/bin/python"));
     cmd.arg(concat!(
@@ -1795,8 +1790,13 @@ fn cli(config_file: &Path, args: &[&str], stop_at: Option<&str>) -> (Option<i32>
 
 /// The Parquet files under the lake's warehouse.
 fn parquet_files_of(s: &Setup) -> Vec<std::path::PathBuf> {
+    parquet_files_under(&s.warehouse())
+}
+
+/// The Parquet files below a directory.
+fn parquet_files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
-    let mut dirs = vec![s.warehouse()];
+    let mut dirs = vec![dir.to_path_buf()];
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
@@ -1808,6 +1808,16 @@ fn parquet_files_of(s: &Setup) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+/// Where tests/clients/install.sh puts the tools the tests run.
+fn tools_dir() -> String {
+    std::env::var("THERMOCLINE_TOOLS").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/thermocline-tools",
+            std::env::var("HOME").unwrap()
+        )
+    })
 }
 
 /// An S3-compatible server (s3s-fs) over a temporary directory, with one
@@ -1823,12 +1833,7 @@ impl S3Server {
     const SECRET: &'static str = "thermocline-test-secret";
 
     fn start() -> Self {
-        let tools = std::env::var("THERMOCLINE_TOOLS").unwrap_or_else(|_| {
-            format!(
-                "{}/.cache/thermocline-tools",
-                std::env::var("HOME").unwrap()
-            )
-        });
+        let tools = tools_dir();
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("lake")).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -1877,19 +1882,7 @@ impl S3Server {
 
     /// The Parquet files the server holds.
     fn parquet_files(&self) -> usize {
-        let mut n = 0;
-        let mut dirs = vec![self.root.path().to_path_buf()];
-        while let Some(d) = dirs.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    dirs.push(p);
-                } else if p.extension().is_some_and(|x| x == "parquet") {
-                    n += 1;
-                }
-            }
-        }
-        n
+        parquet_files_under(self.root.path()).len()
     }
 }
 

@@ -48,6 +48,18 @@ impl BucketedDateTrunc {
     }
 }
 
+/// The unit a call names, when it is a string literal.
+fn unit_of(args: &ScalarFunctionArgs) -> Option<&str> {
+    match &args.args[0] {
+        ColumnarValue::Scalar(
+            ScalarValue::Utf8(Some(u))
+            | ScalarValue::Utf8View(Some(u))
+            | ScalarValue::LargeUtf8(Some(u)),
+        ) => Some(u),
+        _ => None,
+    }
+}
+
 /// `date_trunc('hour', t)` of a timestamp with a time zone, as Postgres
 /// computes it: the local hour's start at the value's own UTC offset.
 /// Postgres looks the zone up again only for days and longer units, so in
@@ -56,15 +68,7 @@ impl BucketedDateTrunc {
 /// its local minutes and seconds; an offset is looked up once per hour
 /// that starts and ends at the same offset.
 fn hour_keeping_offset(args: &ScalarFunctionArgs) -> Result<Option<ColumnarValue>> {
-    let unit = match &args.args[0] {
-        ColumnarValue::Scalar(
-            ScalarValue::Utf8(Some(u))
-            | ScalarValue::Utf8View(Some(u))
-            | ScalarValue::LargeUtf8(Some(u)),
-        ) => u,
-        _ => return Ok(None),
-    };
-    if !unit.eq_ignore_ascii_case("hour") {
+    if !unit_of(args).is_some_and(|u| u.eq_ignore_ascii_case("hour")) {
         return Ok(None);
     }
     let (values, scalar) = match &args.args[1] {
@@ -74,14 +78,11 @@ fn hour_keeping_offset(args: &ScalarFunctionArgs) -> Result<Option<ColumnarValue
     let DataType::Timestamp(tu, Some(zone)) = values.data_type().clone() else {
         return Ok(None);
     };
-    let Ok(tz) = zone.parse::<datafusion::arrow::array::timezone::Tz>() else {
-        return Ok(None);
-    };
     let out = match tu {
-        TimeUnit::Second => hours::<TimestampSecondType>(&values, &tz, 1)?,
-        TimeUnit::Millisecond => hours::<TimestampMillisecondType>(&values, &tz, 1_000)?,
-        TimeUnit::Microsecond => hours::<TimestampMicrosecondType>(&values, &tz, 1_000_000)?,
-        TimeUnit::Nanosecond => hours::<TimestampNanosecondType>(&values, &tz, 1_000_000_000)?,
+        TimeUnit::Second => hours::<TimestampSecondType>(&values, &zone, 1)?,
+        TimeUnit::Millisecond => hours::<TimestampMillisecondType>(&values, &zone, 1_000)?,
+        TimeUnit::Microsecond => hours::<TimestampMicrosecondType>(&values, &zone, 1_000_000)?,
+        TimeUnit::Nanosecond => hours::<TimestampNanosecondType>(&values, &zone, 1_000_000_000)?,
     };
     let Some(out) = out else {
         return Ok(None);
@@ -93,14 +94,17 @@ fn hour_keeping_offset(args: &ScalarFunctionArgs) -> Result<Option<ColumnarValue
     }))
 }
 
-/// The hour starts of `values` (`per_second` units a second), with `tz`.
+/// The hour starts of `values` (`per_second` units a second) in `zone`.
 fn hours<T: ArrowTimestampType>(
     values: &ArrayRef,
-    tz: &datafusion::arrow::array::timezone::Tz,
+    zone: &Arc<str>,
     per_second: i64,
 ) -> Result<Option<ArrayRef>> {
     use chrono::{Offset, TimeZone};
-    let Some(values) = values.as_any().downcast_ref::<PrimitiveArray<T>>() else {
+    let (Some(values), Ok(tz)) = (
+        values.as_any().downcast_ref::<PrimitiveArray<T>>(),
+        zone.parse::<datafusion::arrow::array::timezone::Tz>(),
+    ) else {
         return Ok(None);
     };
     let hour = 3600 * per_second;
@@ -131,12 +135,8 @@ fn hours<T: ArrowTimestampType>(
         }
         out.push(start);
     }
-    let tz_name = match values.data_type() {
-        DataType::Timestamp(_, tz) => tz.clone(),
-        _ => None,
-    };
     Ok(Some(Arc::new(
-        PrimitiveArray::<T>::new(out.into(), values.nulls().cloned()).with_timezone_opt(tz_name),
+        PrimitiveArray::<T>::new(out.into(), values.nulls().cloned()).with_timezone(zone.clone()),
     )))
 }
 
@@ -191,25 +191,20 @@ impl ScalarUDFImpl for BucketedDateTrunc {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let bucketed = match (&args.args[0], &args.args[1]) {
-            (
-                ColumnarValue::Scalar(
-                    ScalarValue::Utf8(Some(unit))
-                    | ScalarValue::Utf8View(Some(unit))
-                    | ScalarValue::LargeUtf8(Some(unit)),
-                ),
-                ColumnarValue::Array(values),
-            ) if values.len() >= MIN_ROWS => match values.data_type() {
-                DataType::Timestamp(tu, tz) => {
-                    step_micros(&unit.to_lowercase(), tz.is_some()).map(|step| (*tu, step))
-                }
-                _ => None,
-            },
-            _ => None,
-        };
         if let Some(out) = hour_keeping_offset(&args)? {
             return Ok(out);
         }
+        let bucketed = match (unit_of(&args), &args.args[1]) {
+            (Some(unit), ColumnarValue::Array(values)) if values.len() >= MIN_ROWS => {
+                match values.data_type() {
+                    DataType::Timestamp(tu, tz) => {
+                        step_micros(&unit.to_lowercase(), tz.is_some()).map(|step| (*tu, step))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
         let Some((tu, step)) = bucketed else {
             return self.inner.invoke_with_args(args);
         };
@@ -339,23 +334,24 @@ mod tests {
                 for chunk in [8192, 100_000] {
                     for offset in (0..array.len()).step_by(chunk) {
                         let part = array.slice(offset, chunk.min(array.len() - offset));
+                        let args = || ScalarFunctionArgs {
+                            args: vec![
+                                ColumnarValue::Scalar(ScalarValue::Utf8(Some(unit.into()))),
+                                ColumnarValue::Array(Arc::new(part.clone())),
+                            ],
+                            arg_fields: vec![
+                                Arc::new(Field::new("u", DataType::Utf8, false)),
+                                field.clone(),
+                            ],
+                            number_rows: part.len(),
+                            return_field: field.clone(),
+                            config_options: Default::default(),
+                        };
                         let call = |udf: &ScalarUDF| {
-                            udf.invoke_with_args(ScalarFunctionArgs {
-                                args: vec![
-                                    ColumnarValue::Scalar(ScalarValue::Utf8(Some(unit.into()))),
-                                    ColumnarValue::Array(Arc::new(part.clone())),
-                                ],
-                                arg_fields: vec![
-                                    Arc::new(Field::new("u", DataType::Utf8, false)),
-                                    field.clone(),
-                                ],
-                                number_rows: part.len(),
-                                return_field: field.clone(),
-                                config_options: Default::default(),
-                            })
-                            .unwrap()
-                            .into_array(part.len())
-                            .unwrap()
+                            udf.invoke_with_args(args())
+                                .unwrap()
+                                .into_array(part.len())
+                                .unwrap()
                         };
                         let got = call(&fast);
                         if unit == "hour" && tz.is_some() {
@@ -397,19 +393,7 @@ mod tests {
                             .downcast_ref::<BucketedDateTrunc>()
                             .unwrap()
                             .bucketed::<TimestampMicrosecondType>(
-                                &ScalarFunctionArgs {
-                                    args: vec![
-                                        ColumnarValue::Scalar(ScalarValue::Utf8(Some(unit.into()))),
-                                        ColumnarValue::Array(Arc::new(part.clone())),
-                                    ],
-                                    arg_fields: vec![
-                                        Arc::new(Field::new("u", DataType::Utf8, false)),
-                                        field.clone(),
-                                    ],
-                                    number_rows: part.len(),
-                                    return_field: field.clone(),
-                                    config_options: Default::default(),
-                                },
+                                &args(),
                                 step_micros(unit, true).unwrap_or(1),
                             )
                             .unwrap();
