@@ -75,8 +75,14 @@ pub(crate) async fn cold_keys_at(
         .map_err(data)?;
     let mut df = ctx.table("cold").await.map_err(data)?;
     let mut selected = Vec::new();
+    let current = table.metadata().current_schema();
     for (&k, &pos) in t.key.iter().zip(key_pos) {
-        let name = &t.columns[k].name;
+        let c = &t.columns[k];
+        let name = &crate::lake::field_of(current, c.attnum, &c.name)
+            .ok_or_else(|| {
+                TieringError::Data(format!("the lake has no field for key column {:?}", c.name))
+            })?
+            .name;
         let field = cold_schema
             .field_with_name(name)
             .map_err(|e| TieringError::Data(e.to_string()))?;
@@ -144,20 +150,33 @@ pub(super) async fn cold_partition(
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
     let cold_schema = provider.schema();
+    // Columns are matched to the lake's fields by Postgres column number:
+    // one renamed, retyped or dropped and added again in Postgres since the
+    // last move is still read right.
+    let metadata = table.metadata();
+    let lake_field = |name: &str| {
+        let c = t.columns.iter().find(|c| c.name == name)?;
+        crate::lake::field_of(metadata.current_schema(), c.attnum, &c.name)
+    };
     let found: Vec<Option<usize>> = read
         .iter()
-        .map(|c| cold_schema.index_of(&c.name).ok())
+        .map(|c| lake_field(&c.name).and_then(|f| cold_schema.index_of(&f.name).ok()))
         .collect();
-    let projection: Vec<usize> = found.iter().flatten().copied().collect();
-    let mut next = 0;
+    // A filter goes to the scan only over columns the lake holds under the
+    // same name and in one type throughout its files.
+    let same_in_lake = |name: &str| {
+        lake_field(name)
+            .is_some_and(|f| f.name == name && crate::lake::never_retyped(metadata, f.id))
+    };
+    // Asked for in the lake's own order: Iceberg's reader lines a file's
+    // columns up with the projection by position when their types agree,
+    // so a projection in another order could swap two columns of one type.
+    let mut projection: Vec<usize> = found.iter().flatten().copied().collect();
+    projection.sort_unstable();
+    projection.dedup();
     let out_pos: Vec<Option<usize>> = found
         .iter()
-        .map(|f| {
-            f.map(|_| {
-                next += 1;
-                next - 1
-            })
-        })
+        .map(|f| f.and_then(|i| projection.iter().position(|&p| p == i)))
         .collect();
     let time_pos = read
         .iter()
@@ -168,6 +187,9 @@ pub(super) async fn cold_partition(
     let mut pushed: Vec<Expr> = Vec::new();
     let time = &t.time_column().name;
     let time_type = t.time_column().pg_type;
+    let lake_time = lake_field(time)
+        .map(|f| f.name.clone())
+        .ok_or_else(|| DataFusionError::Internal("the lake has no time field".into()))?;
     let time_is = |op: Operator, micros: i64| {
         let literal = match time_type {
             PgType::Date => ScalarValue::Date32(Some(micros.div_euclid(86_400_000_000) as i32)),
@@ -176,7 +198,7 @@ pub(super) async fn cold_partition(
         };
         Expr::BinaryExpr(BinaryExpr::new(
             Box::new(Expr::Column(datafusion::common::Column::new_unqualified(
-                time,
+                &lake_time,
             ))),
             op,
             Box::new(Expr::Literal(literal, None)),
@@ -184,10 +206,7 @@ pub(super) async fn cold_partition(
     };
     pushed.push(time_is(Operator::Lt, w));
     for f in filters {
-        let known = f
-            .column_refs()
-            .iter()
-            .all(|c| cold_schema.index_of(&c.name).is_ok());
+        let known = f.column_refs().iter().all(|c| same_in_lake(&c.name));
         if known && is_plain_filter(f) {
             pushed.push(datafusion::logical_expr::expr_rewriter::unnormalize_col(
                 f.clone(),

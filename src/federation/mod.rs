@@ -909,7 +909,7 @@ async fn register_tables_at(
         let query = format!(
             "SELECT n.nspname, c.relname, a.attname, a.atttypid, a.atttypmod, \
                     pg_catalog.format_type(a.atttypid, a.atttypmod), c.relkind, \
-                    CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid, true) END \
+                    CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid, true) END, a.attnum \
              FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
@@ -943,6 +943,7 @@ async fn register_tables_at(
                 text(3).parse::<u32>().unwrap_or(0),
                 text(4).parse::<i32>().unwrap_or(-1),
                 text(5),
+                text(8).parse::<i16>().unwrap_or(0),
             ));
         }
         // A CTE or a name Postgres does not know: nothing to register
@@ -976,12 +977,26 @@ async fn register_tables_at(
                 let plan = session.sql(&def).await?.into_unoptimized_plan();
                 Arc::new(datafusion::catalog::view::ViewTable::new(plan, Some(def)))
             }
-            None => Arc::new(FederatedTable::new(
-                ctx.clone(),
-                qualified,
-                scan_columns(&columns),
-                tiered.map(|t| (t, federation.lake.clone())),
-            )),
+            None => {
+                let (columns, attnums) = scan_columns(&columns);
+                // The definition with the columns as they are now: one
+                // renamed, retyped, added or dropped since it was loaded.
+                let tiered = tiered.map(|t| {
+                    let live =
+                        columns
+                            .iter()
+                            .zip(attnums)
+                            .map(|(c, attnum)| crate::tiering::Column {
+                                name: c.name.clone(),
+                                attnum,
+                                pg_type: c.pg_type,
+                                not_null: false,
+                            });
+                    let now = t.with_columns(live.collect()).map(Arc::new);
+                    (now.unwrap_or(t), federation.lake.clone())
+                });
+                Arc::new(FederatedTable::new(ctx.clone(), qualified, columns, tiered))
+            }
         };
         let parts: Vec<String> = name
             .0

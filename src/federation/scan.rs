@@ -965,18 +965,24 @@ async fn drop_stragglers_in_cold(split: &Split, batch: RecordBatch) -> Result<Re
     Ok(filter_record_batch(&batch, &keep)?)
 }
 
-/// Columns of a non-tiered table, for a scan: the ones thermocline can read.
-pub(crate) fn scan_columns(rows: &[(String, u32, i32, String)]) -> Vec<ScanColumn> {
+/// Columns of a table, for a scan: the ones thermocline can read, with
+/// their Postgres column numbers.
+pub(crate) fn scan_columns(
+    rows: &[(String, u32, i32, String, i16)],
+) -> (Vec<ScanColumn>, Vec<i16>) {
     rows.iter()
-        .filter_map(|(name, oid, typmod, type_name)| {
+        .filter_map(|(name, oid, typmod, type_name, attnum)| {
             // A column of a type the executor cannot carry exactly (an
             // unbounded numeric, an array, …) is left out: a statement
             // that uses it fails to plan, with 0A000.
             let pg_type = PgType::from_oid(*oid, *typmod, type_name).ok()?;
-            Some(ScanColumn {
-                name: name.clone(),
-                pg_type,
-            })
+            Some((
+                ScanColumn {
+                    name: name.clone(),
+                    pg_type,
+                },
+                *attnum,
+            ))
         })
-        .collect()
+        .unzip()
 }

@@ -77,6 +77,8 @@ pub struct Lake {
     /// The catalog database, read directly to see whether a table's current
     /// metadata file is still the one cached.
     pointers: sqlx::SqlitePool,
+    /// The SQL catalog's SQLite file.
+    catalog_db: PathBuf,
     /// Tables as last loaded, by identifier. A cached table keeps its
     /// manifests in memory, so reading a snapshot again reads no metadata.
     tables: Arc<std::sync::Mutex<HashMap<TableIdent, Table>>>,
@@ -153,6 +155,7 @@ impl Lake {
         Ok(Self {
             catalog: Arc::new(catalog),
             pointers,
+            catalog_db: db.clone(),
             tables: Default::default(),
         })
     }
@@ -198,6 +201,7 @@ impl Lake {
                 } else {
                     NestedField::optional(id, &c.name, ty)
                 }
+                .with_doc(attnum_doc(c.attnum))
                 .into())
             })
             .collect::<Result<Vec<_>, iceberg::Error>>()?;
@@ -308,6 +312,69 @@ impl Lake {
     }
 }
 
+/// Makes `schema` the table's current schema. Iceberg's own schema
+/// update only adds and deletes fields; renaming and widening need the
+/// schema given whole, so the commit is made here.
+pub async fn set_schema(lake: &Lake, table: &Table, schema: Schema) -> Result<Table, LakeError> {
+    let location = table.metadata_location().map(str::to_string);
+    let metadata = table
+        .metadata()
+        .clone()
+        .into_builder(location)
+        .add_current_schema(schema)?
+        .build()?
+        .metadata;
+    lake.swap_metadata(table, metadata).await
+}
+
+impl Lake {
+    /// Commits `metadata`, built from `table`'s: writes it as the next
+    /// metadata file, then moves the catalog's pointer to it only if the
+    /// pointer is still `table`'s, as the SQL catalog's own commits do. A
+    /// commit made meanwhile makes this one fail instead of being lost.
+    async fn swap_metadata(
+        &self,
+        table: &Table,
+        metadata: iceberg::spec::TableMetadata,
+    ) -> Result<Table, LakeError> {
+        use std::str::FromStr;
+        let current = table.metadata_location_result()?.to_string();
+        let next = iceberg::MetadataLocation::from_str(&current)?.with_new_metadata(&metadata);
+        metadata.write_to(table.file_io(), &next).await?;
+        let next = next.to_string();
+        let ident = table.identifier();
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&self.catalog_db)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let mut conn = sqlx::ConnectOptions::connect(&options)
+            .await
+            .map_err(|e| LakeError::Pointer(e.to_string()))?;
+        let moved = sqlx::query(
+            "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? \
+             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? \
+               AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL) AND metadata_location = ?",
+        )
+        .bind(&next)
+        .bind(&current)
+        .bind(CATALOG_NAME)
+        .bind(ident.namespace().join("."))
+        .bind(ident.name())
+        .bind(&current)
+        .execute(&mut conn)
+        .await
+        .map_err(|e| LakeError::Pointer(e.to_string()))?
+        .rows_affected();
+        if moved != 1 {
+            let _ = table.file_io().delete(&next).await;
+            return Err(LakeError::Iceberg(iceberg::Error::new(
+                ErrorKind::CatalogCommitConflicts,
+                format!("{ident} was changed by another commit; try again"),
+            )));
+        }
+        Ok(self.catalog.load_table(ident).await?)
+    }
+}
+
 /// The watermark of the table's current snapshot: the newest one a move
 /// recorded, walking back over snapshots that record none. `None`: nothing
 /// was ever moved.
@@ -323,6 +390,53 @@ pub fn watermark(table: &Table) -> Option<i64> {
             .and_then(|p| metadata.snapshot_by_id(p).cloned());
     }
     None
+}
+
+/// The doc of a lake field: the Postgres column it holds, by number, so
+/// that a column renamed or retyped in Postgres is still found, and one
+/// dropped and added again is not mistaken for the old one.
+pub fn attnum_doc(attnum: i16) -> String {
+    format!("{ATTNUM_DOC_PREFIX}{attnum}")
+}
+
+const ATTNUM_DOC_PREFIX: &str = "Postgres attnum ";
+
+/// The Postgres column number a lake field's doc records.
+pub fn field_attnum(field: &NestedField) -> Option<i16> {
+    field
+        .doc
+        .as_deref()?
+        .strip_prefix(ATTNUM_DOC_PREFIX)?
+        .parse()
+        .ok()
+}
+
+/// The field of `schema` that holds Postgres column `attnum` (named
+/// `name`). A lake written before its fields recorded column numbers has
+/// none, and its fields are found by name.
+pub fn field_of<'a>(schema: &'a Schema, attnum: i16, name: &str) -> Option<&'a NestedField> {
+    let fields = schema.as_struct().fields();
+    if fields.iter().any(|f| field_attnum(f).is_some()) {
+        fields
+            .iter()
+            .find(|f| field_attnum(f) == Some(attnum))
+            .map(|f| f.as_ref())
+    } else {
+        fields.iter().find(|f| f.name == name).map(|f| f.as_ref())
+    }
+}
+
+/// Whether field `id` has the same type in every schema of the table's
+/// history: only then do all data files hold it (and record its bounds)
+/// as the current schema types it.
+pub fn never_retyped(metadata: &iceberg::spec::TableMetadata, id: i32) -> bool {
+    let mut types = metadata
+        .schemas_iter()
+        .filter_map(|s| s.field_by_id(id).map(|f| f.field_type.clone()));
+    match types.next() {
+        Some(first) => types.all(|t| t == first),
+        None => false,
+    }
 }
 
 /// The Iceberg type that holds a Postgres type exactly.

@@ -22,6 +22,9 @@ use crate::pgtypes::{PgType, TypeError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     pub name: String,
+    /// Postgres's number for the column: it survives a rename or a type
+    /// change, and a column dropped and added again gets a new one.
+    pub attnum: i16,
     pub pg_type: PgType,
     pub not_null: bool,
 }
@@ -44,6 +47,30 @@ pub struct TieredTable {
 impl TieredTable {
     pub fn time_column(&self) -> &Column {
         &self.columns[self.time_index]
+    }
+
+    /// The table with `columns` as Postgres has them now (a column may have
+    /// been renamed, retyped, added or dropped since the definition was
+    /// checked), its time and key columns found by column number. `None`
+    /// when one of those is gone.
+    pub fn with_columns(&self, columns: Vec<Column>) -> Option<TieredTable> {
+        let find = |i: usize| {
+            let attnum = self.columns[i].attnum;
+            columns.iter().position(|c| c.attnum == attnum)
+        };
+        let time_index = find(self.time_index)?;
+        let key = self
+            .key
+            .iter()
+            .map(|&k| find(k))
+            .collect::<Option<Vec<_>>>()?;
+        Some(TieredTable {
+            def: self.def.clone(),
+            columns,
+            time_index,
+            key,
+            views: self.views.clone(),
+        })
     }
 }
 
@@ -159,7 +186,7 @@ pub async fn describe(
         .query(
             "SELECT a.attname, a.atttypid::int8, a.atttypmod, a.attnotnull, \
                     pg_catalog.format_type(a.atttypid, a.atttypmod), \
-                    coalesce(a.attnum = ANY (i.indkey::int2[]), false) \
+                    coalesce(a.attnum = ANY (i.indkey::int2[]), false), a.attnum \
              FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
@@ -196,6 +223,7 @@ pub async fn describe(
         }
         columns.push(Column {
             name,
+            attnum: row.get(6),
             pg_type,
             not_null: row.get(3),
         });

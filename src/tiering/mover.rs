@@ -35,7 +35,7 @@ use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 
-use super::verify::{Tally, encode_checksums, tally_by_partition};
+use super::verify::{RowHasher, Tally, encode_checksums};
 use super::{TieredTable, TieringError};
 use crate::backend::target::BackendTarget;
 use crate::catalog::quote_ident;
@@ -261,51 +261,134 @@ pub(crate) async fn window_start(
     Ok(c.query_one(sql, &[&window_secs]).await?.get(0))
 }
 
-/// Brings the lake's schema in line with Postgres's before a pass: a
-/// column added in Postgres is added to the lake (older rows read NULL).
-/// A column dropped, renamed or retyped in Postgres is refused: the pass
-/// stops with [`TieringError::SchemaChange`].
+/// Brings the lake's schema in line with Postgres's before a pass, field
+/// by field, matched by Postgres column number (see
+/// [`crate::lake::field_of`]):
+/// - a column added in Postgres is added to the lake (older rows read NULL);
+/// - a renamed column keeps its field, under the new name;
+/// - a column dropped in Postgres leaves the lake's current schema (older
+///   data files keep its values; no read asks for them);
+/// - a type widened the way Iceberg can follow (int → bigint, real →
+///   double precision, a numeric's precision raised at the same scale)
+///   widens the field; a varchar's length is Postgres's alone.
+///
+/// Any other type change is refused: the pass stops with
+/// [`TieringError::SchemaChange`].
 async fn evolve(lake: &Lake, table: Table, t: &TieredTable) -> Result<Table, TieringError> {
-    let schema = table.metadata().current_schema().clone();
-    let lake_fields = schema.as_struct().fields();
+    let Some(schema) = evolved_schema(table.metadata(), t)? else {
+        return Ok(table);
+    };
+    let before: Vec<String> = table
+        .metadata()
+        .current_schema()
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name, f.field_type))
+        .collect();
+    let after: Vec<String> = schema
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name, f.field_type))
+        .collect();
+    let table = crate::lake::set_schema(lake, &table, schema).await?;
+    tracing::info!(
+        table = %t.def.qualified(),
+        before = ?before,
+        after = ?after,
+        "the lake's columns follow Postgres's"
+    );
+    Ok(table)
+}
+
+/// The lake schema that holds Postgres's columns as they are now, in
+/// their order, or `None` when the current one does.
+pub(crate) fn evolved_schema(
+    metadata: &iceberg::spec::TableMetadata,
+    t: &TieredTable,
+) -> Result<Option<iceberg::spec::Schema>, TieringError> {
+    use iceberg::spec::{NestedField, Type};
+    let current = metadata.current_schema();
     let change = |change: String| TieringError::SchemaChange {
         table: t.def.qualified(),
         change,
     };
-    for (i, f) in lake_fields.iter().enumerate() {
-        let Some(c) = t.columns.get(i).filter(|c| c.name == f.name) else {
+    // A lake written before fields recorded column numbers: each field is
+    // matched by name, once, and gets its number recorded below.
+    for f in current.as_struct().fields() {
+        if crate::lake::field_attnum(f).is_none() && !t.columns.iter().any(|c| c.name == f.name) {
             return Err(change(format!(
-                "column {:?} was dropped, renamed or moved in Postgres; only added columns are followed",
-                f.name
-            )));
-        };
-        if *f.field_type != crate::lake::iceberg_type(c.pg_type)? {
-            return Err(change(format!(
-                "column {:?} changed type in Postgres; only added columns are followed",
+                "column {:?} was dropped or renamed in Postgres before the lake recorded column numbers; only added columns are followed for it",
                 f.name
             )));
         }
     }
-    let added = &t.columns[lake_fields.len().min(t.columns.len())..];
-    if added.is_empty() {
-        return Ok(table);
+    let mut next_id = metadata.last_column_id();
+    let mut fields = Vec::with_capacity(t.columns.len());
+    for c in &t.columns {
+        let want = crate::lake::iceberg_type(c.pg_type)?;
+        let field = match crate::lake::field_of(current, c.attnum, &c.name) {
+            Some(f) => {
+                let field_type = match (f.field_type.as_ref(), &want) {
+                    (a, b) if a == b => want.clone(),
+                    (Type::Primitive(a), Type::Primitive(b)) if widens(a, b) => want.clone(),
+                    (a, _) => {
+                        return Err(change(format!(
+                            "column {:?} changed type in Postgres (the lake holds {a}, it would need {want}); the lake follows int to bigint, real to double precision and a numeric's precision raised at the same scale",
+                            c.name
+                        )));
+                    }
+                };
+                if f.required && c.not_null {
+                    NestedField::required(f.id, &c.name, field_type)
+                } else {
+                    NestedField::optional(f.id, &c.name, field_type)
+                }
+                .with_doc(crate::lake::attnum_doc(c.attnum))
+            }
+            None => {
+                next_id += 1;
+                NestedField::optional(next_id, &c.name, want)
+                    .with_doc(crate::lake::attnum_doc(c.attnum))
+            }
+        };
+        fields.push(std::sync::Arc::new(field));
     }
-    let txn = Transaction::new(&table);
-    let mut action = txn.update_schema();
-    for c in added {
-        action = action.add_column(iceberg::transaction::AddColumn::optional(
-            &c.name,
-            crate::lake::iceberg_type(c.pg_type)?,
-        ));
+    if fields.as_slice() == current.as_struct().fields() {
+        return Ok(None);
     }
-    let txn = action.apply(txn)?;
-    let table = txn.commit(lake.catalog()).await?;
-    tracing::info!(
-        table = %t.def.qualified(),
-        columns = ?added.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
-        "columns added in Postgres added to the lake"
-    );
-    Ok(table)
+    let id = metadata
+        .schemas_iter()
+        .map(|s| s.schema_id())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    Ok(Some(
+        iceberg::spec::Schema::builder()
+            .with_schema_id(id)
+            .with_fields(fields)
+            .build()?,
+    ))
+}
+
+/// Whether Iceberg can read values written as `from` as `to`.
+fn widens(from: &iceberg::spec::PrimitiveType, to: &iceberg::spec::PrimitiveType) -> bool {
+    use iceberg::spec::PrimitiveType as P;
+    match (from, to) {
+        (P::Int, P::Long) | (P::Float, P::Double) => true,
+        (
+            P::Decimal {
+                precision: p1,
+                scale: s1,
+            },
+            P::Decimal {
+                precision: p2,
+                scale: s2,
+            },
+        ) => s1 == s2 && p2 >= p1,
+        _ => false,
+    }
 }
 
 /// A binary COPY of the rows of `t` older than `w`, left in place.
@@ -519,6 +602,7 @@ struct FileWriter {
     splitter: RecordBatchPartitionSplitter,
     /// What was written, per partition, for `tier verify`.
     checksums: std::collections::BTreeMap<i64, Tally>,
+    hasher: RowHasher,
 }
 
 impl FileWriter {
@@ -552,6 +636,7 @@ impl FileWriter {
             writer: Some(FanoutWriter::new(DataFileWriterBuilder::new(rolling))),
             splitter,
             checksums: Default::default(),
+            hasher: RowHasher::new(md)?,
         })
     }
 
@@ -583,7 +668,10 @@ impl FileWriter {
             .collect::<Result<Vec<_>, _>>()
             .map_err(data)?;
         let batch = RecordBatch::try_new(target.clone(), columns).map_err(data)?;
-        for (p, tally) in tally_by_partition(&batch, t.time_index, t.def.partition_by)? {
+        for (p, tally) in
+            self.hasher
+                .tally_by_partition(&batch, t.time_index, t.def.partition_by)?
+        {
             self.checksums.entry(p).or_default().add(tally);
         }
         let writer = self.writer.as_mut().expect("not closed");

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use iceberg::spec::{Literal, ManifestStatus, PrimitiveLiteral, Struct};
@@ -131,47 +131,144 @@ pub fn partition_label(by: PartitionBy, value: i64) -> String {
     }
 }
 
-/// Hashes of each row of `batch`: per non-NULL value, FNV-1a over its
-/// column's name and Arrow's row encoding of the value, summed. A column
-/// added later (NULL in older rows) leaves older rows' hashes unchanged.
-pub fn row_hashes(batch: &RecordBatch) -> Result<Vec<u64>, TieringError> {
-    let data = |e: datafusion::arrow::error::ArrowError| TieringError::Data(e.to_string());
-    let fnv = |h: u64, bytes: &[u8]| {
-        bytes
-            .iter()
-            .fold(h, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
-    };
-    let mut hashes = vec![0u64; batch.num_rows()];
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        let converter =
-            RowConverter::new(vec![SortField::new(field.data_type().clone())]).map_err(data)?;
-        let rows = converter
-            .convert_columns(std::slice::from_ref(column))
-            .map_err(data)?;
-        let seed = fnv(0xcbf2_9ce4_8422_2325, field.name().as_bytes());
-        for (r, h) in hashes.iter_mut().enumerate() {
-            if column.is_valid(r) {
-                *h = h.wrapping_add(fnv(seed, rows.row(r).as_ref()));
+/// How the lake's fields are hashed, so that a checksum recorded when rows
+/// were written still holds after the columns changed: each field is
+/// seeded with the name it first had, and each value is encoded in the
+/// type the field first had whenever it fits there (an int widened to
+/// bigint hashes its old values as it did before). Fields are known by
+/// their Iceberg field id; a batch field without one is hashed by its own
+/// name and type.
+#[derive(Debug, Default)]
+pub struct RowHasher {
+    first: std::collections::HashMap<i32, (String, DataType)>,
+}
+
+impl RowHasher {
+    pub fn new(metadata: &iceberg::spec::TableMetadata) -> Result<Self, TieringError> {
+        let mut schemas: Vec<_> = metadata.schemas_iter().collect();
+        schemas.sort_by_key(|s| s.schema_id());
+        let mut first = std::collections::HashMap::new();
+        for schema in schemas {
+            for f in schema.as_struct().fields() {
+                if let std::collections::hash_map::Entry::Vacant(e) = first.entry(f.id) {
+                    let ty = iceberg::arrow::type_to_arrow_type(&f.field_type)?;
+                    e.insert((f.name.clone(), ty));
+                }
+            }
+        }
+        Ok(Self { first })
+    }
+
+    /// Hashes of each row of `batch`: per non-NULL value, FNV-1a over its
+    /// field's seed name and Arrow's row encoding of the value, summed. A
+    /// column added later (NULL in older rows) leaves older rows' hashes
+    /// unchanged.
+    pub fn hashes(&self, batch: &RecordBatch) -> Result<Vec<u64>, TieringError> {
+        let data = |e: datafusion::arrow::error::ArrowError| TieringError::Data(e.to_string());
+        let fnv = |h: u64, bytes: &[u8]| {
+            bytes
+                .iter()
+                .fold(h, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
+        };
+        let encode = |column: &ArrayRef| {
+            let converter = RowConverter::new(vec![SortField::new(column.data_type().clone())])?;
+            converter.convert_columns(std::slice::from_ref(column))
+        };
+        let mut hashes = vec![0u64; batch.num_rows()];
+        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+            let first = field_id(field).and_then(|id| self.first.get(&id));
+            let (seed_name, first_type) = match first {
+                Some((name, ty)) => (name.as_str(), ty),
+                None => (field.name().as_str(), field.data_type()),
+            };
+            let seed = fnv(0xcbf2_9ce4_8422_2325, seed_name.as_bytes());
+            let rows = encode(column).map_err(data)?;
+            // Values of a widened field that the first type holds exactly.
+            let narrow = if first_type == column.data_type() {
+                None
+            } else {
+                let options = datafusion::arrow::compute::CastOptions {
+                    safe: true,
+                    ..Default::default()
+                };
+                let narrow =
+                    datafusion::arrow::compute::cast_with_options(column, first_type, &options)
+                        .map_err(data)?;
+                let back = cast(&narrow, column.data_type()).map_err(data)?;
+                let same =
+                    datafusion::arrow::compute::kernels::cmp::eq(&back, column).map_err(data)?;
+                Some((encode(&narrow).map_err(data)?, narrow, same))
+            };
+            for (r, h) in hashes.iter_mut().enumerate() {
+                if !column.is_valid(r) {
+                    continue;
+                }
+                let value = match &narrow {
+                    Some((narrow_rows, narrow, same))
+                        if narrow.is_valid(r) && same.is_valid(r) && same.value(r) =>
+                    {
+                        fnv(seed, narrow_rows.row(r).as_ref())
+                    }
+                    _ => fnv(seed, rows.row(r).as_ref()),
+                };
+                *h = h.wrapping_add(value);
+            }
+        }
+        Ok(hashes)
+    }
+
+    /// The checksums of `batch`'s rows, per partition of their time column.
+    pub fn tally_by_partition(
+        &self,
+        batch: &RecordBatch,
+        time_index: usize,
+        by: PartitionBy,
+    ) -> Result<BTreeMap<i64, Tally>, TieringError> {
+        let hashes = self.hashes(batch)?;
+        let time = batch.column(time_index);
+        let mut out: BTreeMap<i64, Tally> = BTreeMap::new();
+        for (r, h) in hashes.into_iter().enumerate() {
+            let p = super::mover::time_micros(time, r).map_or(i64::MIN, |m| transform(by, m));
+            out.entry(p).or_default().add(Tally { rows: 1, sum: h });
+        }
+        Ok(out)
+    }
+}
+
+/// Every field of every schema the table has had, by id, in the type of
+/// the newest schema holding it, named by id (a dropped column's name may
+/// have been taken since).
+fn every_field(metadata: &iceberg::spec::TableMetadata) -> Result<SchemaRef, TieringError> {
+    let mut schemas: Vec<_> = metadata.schemas_iter().collect();
+    schemas.sort_by_key(|s| std::cmp::Reverse(s.schema_id()));
+    let mut fields: BTreeMap<i32, Field> = BTreeMap::new();
+    for schema in schemas {
+        for f in schema.as_struct().fields() {
+            if let std::collections::btree_map::Entry::Vacant(e) = fields.entry(f.id) {
+                let ty = iceberg::arrow::type_to_arrow_type(&f.field_type)?;
+                let field = Field::new(format!("field {}", f.id), ty, true).with_metadata(
+                    [(
+                        datafusion::parquet::arrow::PARQUET_FIELD_ID_META_KEY.to_string(),
+                        f.id.to_string(),
+                    )]
+                    .into(),
+                );
+                e.insert(field);
             }
         }
     }
-    Ok(hashes)
+    Ok(Arc::new(Schema::new(
+        fields.into_values().collect::<Vec<_>>(),
+    )))
 }
 
-/// The checksums of `batch`'s rows, per partition of their time column.
-pub fn tally_by_partition(
-    batch: &RecordBatch,
-    time_index: usize,
-    by: PartitionBy,
-) -> Result<BTreeMap<i64, Tally>, TieringError> {
-    let hashes = row_hashes(batch)?;
-    let time = batch.column(time_index);
-    let mut out: BTreeMap<i64, Tally> = BTreeMap::new();
-    for (r, h) in hashes.into_iter().enumerate() {
-        let p = super::mover::time_micros(time, r).map_or(i64::MIN, |m| transform(by, m));
-        out.entry(p).or_default().add(Tally { rows: 1, sum: h });
-    }
-    Ok(out)
+/// The Iceberg field id an Arrow field carries.
+fn field_id(field: &Field) -> Option<i32> {
+    field
+        .metadata()
+        .get(datafusion::parquet::arrow::PARQUET_FIELD_ID_META_KEY)?
+        .parse()
+        .ok()
 }
 
 /// One partition's findings.
@@ -239,9 +336,31 @@ pub async fn verify(
     report.snapshot_id = Some(snapshot.snapshot_id());
     let recorded = recorded_checksums(&table);
     let mut parts: BTreeMap<i64, PartitionCheck> = BTreeMap::new();
-    let target_schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(
-        metadata.current_schema(),
-    )?);
+    let hasher = RowHasher::new(metadata)?;
+    // Files are read with every field the table ever had: one written
+    // before a column was dropped still holds it, and the checksum the
+    // mover recorded covers its values.
+    let target_schema = every_field(metadata)?;
+    let current = metadata.current_schema();
+    let position = |c: &super::Column| {
+        let id = crate::lake::field_of(current, c.attnum, &c.name)?.id;
+        target_schema
+            .fields()
+            .iter()
+            .position(|f| field_id(f) == Some(id))
+    };
+    let time_pos = position(t.time_column()).ok_or_else(|| {
+        TieringError::Data(format!(
+            "the lake's table has no field for the time column {:?}",
+            t.time_column().name
+        ))
+    })?;
+    let key_pos = t
+        .key
+        .iter()
+        .map(|&k| position(&t.columns[k]))
+        .collect::<Option<Vec<usize>>>();
+    let key_columns: Vec<&super::Column> = t.key.iter().map(|&k| &t.columns[k]).collect();
 
     // Straggler keys, to find those the lake holds too.
     let stragglers = match w {
@@ -290,7 +409,7 @@ pub async fn verify(
             let mut file_rows = 0u64;
             for b in &batches {
                 file_rows += b.num_rows() as u64;
-                let time = b.column(t.time_index);
+                let time = b.column(time_pos);
                 for r in 0..b.num_rows() {
                     let Some(m) = super::mover::time_micros(time, r) else {
                         check.misplaced += 1;
@@ -303,21 +422,21 @@ pub async fn verify(
                         check.after_watermark += 1;
                     }
                 }
-                if !straggler_keys.is_empty() {
-                    let key_positions: Vec<usize> = t.key.clone();
-                    let hot_typed =
-                        super::with_hot_types(b, &t.columns.iter().collect::<Vec<_>>())?;
+                if let (false, Some(key_pos)) = (straggler_keys.is_empty(), &key_pos) {
+                    let keys = b
+                        .project(key_pos)
+                        .map_err(|e| TieringError::Data(e.to_string()))?;
+                    let hot_typed = super::with_hot_types(&keys, &key_columns)?;
+                    let positions: Vec<usize> = (0..key_pos.len()).collect();
                     for r in 0..b.num_rows() {
-                        if straggler_keys.contains(&crate::federation::row_key(
-                            &hot_typed,
-                            &key_positions,
-                            r,
-                        )) {
+                        if straggler_keys
+                            .contains(&crate::federation::row_key(&hot_typed, &positions, r))
+                        {
                             check.in_both += 1;
                         }
                     }
                 }
-                for h in row_hashes(b)? {
+                for h in hasher.hashes(b)? {
                     check.lake.add(Tally { rows: 1, sum: h });
                 }
             }
@@ -407,10 +526,16 @@ async fn read_file(
     for batch in reader {
         let batch = batch.map_err(|e| e.to_string())?;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        let file_schema = batch.schema();
         for f in schema.fields() {
-            // A column added after the file was written reads NULL.
-            let c = match batch.column_by_name(f.name()) {
-                Some(c) => cast(c, f.data_type()).map_err(|e| e.to_string())?,
+            // Fields are matched by id, whatever their name when the file
+            // was written; a field added since reads NULL.
+            let found = file_schema
+                .fields()
+                .iter()
+                .position(|g| field_id(g).is_some() && field_id(g) == field_id(f));
+            let c = match found {
+                Some(i) => cast(batch.column(i), f.data_type()).map_err(|e| e.to_string())?,
                 None => datafusion::arrow::array::new_null_array(f.data_type(), batch.num_rows()),
             };
             columns.push(c);
