@@ -323,13 +323,16 @@ fn parse_count(v: &toml::Value) -> Result<usize, String> {
 
 /// Sizes: a number of bytes, or a string with a unit (`"64MB"`, `"1GB"`).
 fn parse_size(v: &toml::Value) -> Result<u64, String> {
-    let text = match v {
-        toml::Value::Integer(n) if *n > 0 => return Ok(*n as u64),
-        toml::Value::String(s) => s.trim().to_string(),
-        other => {
-            return Err(format!("expected a size such as \"64MB\", found {}", other));
-        }
-    };
+    match v {
+        toml::Value::Integer(n) if *n > 0 => Ok(*n as u64),
+        toml::Value::String(s) => parse_size_text(s),
+        other => Err(format!("expected a size such as \"64MB\", found {}", other)),
+    }
+}
+
+/// A size written with an optional unit: `64MB`, `1GB`, `4096`.
+pub fn parse_size_text(text: &str) -> Result<u64, String> {
+    let text = text.trim();
     let digits = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());

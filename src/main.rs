@@ -62,8 +62,10 @@ enum TierCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Lake maintenance: expire old snapshots and remove files nothing
-    /// refers to (what expiry freed, and the files of crashed passes).
+    /// Lake maintenance: take out partitions past the table's
+    /// cold_retention, compact small files, expire old snapshots and
+    /// remove files nothing refers to (what expiry freed, and the files of
+    /// crashed passes).
     Maintain {
         /// The TOML config file.
         #[arg(long, short)]
@@ -80,6 +82,13 @@ enum TierCommand {
         /// Unreferenced files younger than this are kept.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         orphan_age: std::time::Duration,
+        /// Compaction rewrites a partition's files under half this size
+        /// into files of up to this size.
+        #[arg(long, default_value = "128MB", value_parser = thermocline::config::parse_size_text)]
+        target_file_size: u64,
+        /// Leave small files as they are.
+        #[arg(long)]
+        no_compaction: bool,
         /// Report what would be removed, remove nothing.
         #[arg(long)]
         dry_run: bool,
@@ -206,6 +215,8 @@ fn main() -> ExitCode {
                     snapshot_age,
                     keep_snapshots,
                     orphan_age,
+                    target_file_size,
+                    no_compaction,
                     dry_run,
                 },
         } => match load_for_tier(config.as_deref(), "maintain") {
@@ -214,6 +225,7 @@ fn main() -> ExitCode {
                     snapshot_age,
                     keep_snapshots,
                     orphan_age,
+                    target_file_size: if no_compaction { 0 } else { target_file_size },
                     dry_run,
                 };
                 run_to_end(tier_maintain(config, table, options))
@@ -641,22 +653,46 @@ async fn tier_maintain(
         )
         .await
         .with_context(|| format!("maintaining {name}"))?;
+        let dry = options.dry_run;
+        let would = if dry { "would be " } else { "" };
         match report {
-            Some(r) => println!(
-                "{}{}: {} of {} snapshots expired; {} unreferenced files ({} bytes) {}; {} younger than --orphan-age kept",
-                r.table,
-                if options.dry_run { " (dry run)" } else { "" },
-                r.snapshots_expired,
-                r.snapshots_before,
-                r.orphans_removed,
-                r.orphan_bytes,
-                if options.dry_run {
-                    "would be removed"
-                } else {
-                    "removed"
-                },
-                r.orphans_young
-            ),
+            Some(r) => {
+                let compaction = match (options.target_file_size, dry) {
+                    (0, _) => "off".to_string(),
+                    (_, true) => format!(
+                        "{} small files ({} bytes) in {} partitions {would}rewritten",
+                        r.compaction.files_rewritten,
+                        r.compaction.bytes_rewritten,
+                        r.compaction.partitions
+                    ),
+                    (_, false) => format!(
+                        "{} small files ({} bytes) in {} partitions rewritten as {} files",
+                        r.compaction.files_rewritten,
+                        r.compaction.bytes_rewritten,
+                        r.compaction.partitions,
+                        r.compaction.files_written
+                    ),
+                };
+                println!(
+                    "{}{}: retention: {} partitions before {} ({} files, {} rows) {would}taken out; \
+                     compaction: {compaction}; {} of {} snapshots expired; \
+                     {} unreferenced files ({} bytes) {would}removed; {} younger than --orphan-age kept",
+                    r.table,
+                    if dry { " (dry run)" } else { "" },
+                    r.retention.partitions,
+                    thermocline::tiering::mover::time_literal(
+                        table.time_column().pg_type,
+                        r.retention.boundary
+                    ),
+                    r.retention.files,
+                    r.retention.rows,
+                    r.snapshots_expired,
+                    r.snapshots_before,
+                    r.orphans_removed,
+                    r.orphan_bytes,
+                    r.orphans_young
+                )
+            }
             None => println!("{name}: skipped, a mover holds it"),
         }
     }

@@ -1659,6 +1659,7 @@ async fn tier_maintain_expires_snapshots_and_removes_orphans() {
         "0s",
         "--orphan-age",
         "0s",
+        "--no-compaction",
     ];
     // A dry run removes nothing.
     let (code, printed) = thermocline(&[&maintain[..], &["--dry-run"]].concat(), None);
@@ -1887,6 +1888,148 @@ async fn cold_columns_of_one_type_keep_their_values() {
         ],
     )
     .await;
+}
+
+/// Compaction rewrites the small files passes leave in a partition into
+/// one, killed part-way it leaves the lake as it was; retention takes out
+/// the partitions past `cold_retention` (the oracle deletes the same
+/// rows). After each, reads equal the oracle, `tier verify` checks every
+/// partition against the checksums the passes recorded, and pyiceberg
+/// reads the same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tier_maintain_compacts_small_files_and_applies_retention() {
+    let s = setup().await;
+    let config_file = s._dirs.0.path().join("compact.conf");
+    write_config(&config_file, &s);
+    let thermocline = |args: &[&str], stop_at: Option<&str>| cli(&config_file, args, stop_at);
+    let now = oracle_now(&s).await;
+    // Five passes, four of them with late rows for old partitions: up to
+    // five files in each of those.
+    for pass in 0..5 {
+        if pass > 0 {
+            in_both(
+                &s,
+                &format!(
+                    "INSERT INTO orders SELECT i, '{now}'::timestamptz - (40 + i % 400) * interval '1 day', 1 + i % 20, 2.00, 'late', NULL, i * 0.5, DATE '2025-01-01', i % 2 = 0
+                       FROM generate_series({0}, {1}) i",
+                    500_000 + pass * 1000,
+                    500_000 + pass * 1000 + 199
+                ),
+            )
+            .await;
+        }
+        let (code, printed) = thermocline(&["tier", "run"], None);
+        assert_eq!(code, Some(0), "{printed}");
+    }
+    let target = s.config.postgres.clone().unwrap();
+    let files_per_partition = async || {
+        let feds = thermocline::server::load_tiers(&s.config, &target)
+            .await
+            .unwrap();
+        let fed = &feds[&s.tiered];
+        let report =
+            thermocline::tiering::verify::verify(&target, &fed.lake, &fed.tables[0], &s.tiered)
+                .await
+                .unwrap();
+        assert_eq!(report.mismatches(), 0, "{report:?}");
+        report
+            .partitions
+            .iter()
+            .map(|p| p.files)
+            .collect::<Vec<_>>()
+    };
+    let before = files_per_partition().await;
+    assert!(before.iter().any(|&n| n >= 4), "{before:?}");
+    let proxy = serve(&s).await;
+
+    let maintain = [
+        "tier",
+        "maintain",
+        "--keep-snapshots",
+        "1",
+        "--snapshot-age",
+        "0s",
+        "--orphan-age",
+        "0s",
+    ];
+    // Killed after writing its first partition's new file, before the
+    // commit: nothing changed for readers.
+    let (code, printed) = thermocline(&maintain, Some("mid-compaction"));
+    assert_eq!(code, Some(137), "{printed}");
+    assert_eq!(files_per_partition().await, before);
+    same_answers(&s, &proxy, QUERIES).await;
+    // The whole run: one file per partition, and no other file left.
+    let (code, printed) = thermocline(&maintain, None);
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(printed.contains("rewritten as"), "{printed}");
+    let after = files_per_partition().await;
+    assert_eq!(after.len(), before.len(), "{printed}");
+    assert!(after.iter().all(|&n| n == 1), "{after:?} {printed}");
+    assert_eq!(parquet_files_of(&s).len(), after.len(), "{printed}");
+    same_answers(&s, &proxy, QUERIES).await;
+    pyiceberg_reads_the_cold_rows(&s).await;
+    // Nothing more to compact.
+    let (code, printed) = thermocline(&maintain, None);
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(printed.contains("compaction: 0 small files"), "{printed}");
+
+    // Retention of 400 days: the partitions that end before now minus 400
+    // days leave the lake, and the oracle deletes the same rows.
+    let definition = s.config.catalog_dir.as_ref().unwrap().join("orders.toml");
+    let text = std::fs::read_to_string(&definition).unwrap();
+    std::fs::write(
+        &definition,
+        text.replace(
+            "cold_retention = \"730 days\"",
+            "cold_retention = \"400 days\"",
+        ),
+    )
+    .unwrap();
+    let feds = thermocline::server::load_tiers(&s.config, &target)
+        .await
+        .unwrap();
+    let fed = &feds[&s.tiered];
+    let t = &fed.tables[0];
+    assert_eq!(t.def.cold_retention.as_secs(), 400 * 86_400);
+    let options = thermocline::tiering::maintain::MaintainOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let dry = thermocline::tiering::maintain::maintain(&target, &fed.lake, t, &s.tiered, &options)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(dry.retention.partitions > 0, "{dry:?}");
+    same_answers(&s, &proxy, QUERIES).await;
+    let report = thermocline::tiering::maintain::maintain(
+        &target,
+        &fed.lake,
+        t,
+        &s.tiered,
+        &Default::default(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(report.retention.boundary, dry.retention.boundary);
+    assert_eq!(report.retention.rows, dry.retention.rows);
+    let boundary = thermocline::tiering::mover::time_literal(
+        t.time_column().pg_type,
+        report.retention.boundary,
+    );
+    let deleted = admin(&s.oracle)
+        .await
+        .execute(
+            &format!("DELETE FROM orders WHERE created_at < {boundary}"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted, report.retention.rows, "{report:?}");
+    let kept = files_per_partition().await;
+    assert_eq!(kept.len(), after.len() - report.retention.partitions);
+    same_answers(&s, &proxy, QUERIES).await;
+    pyiceberg_reads_the_cold_rows(&s).await;
 }
 
 /// The oracle's `now()`, as text: rows written relative to it are the

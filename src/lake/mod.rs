@@ -332,23 +332,27 @@ impl Lake {
     /// metadata file, then moves the catalog's pointer to it only if the
     /// pointer is still `table`'s, as the SQL catalog's own commits do. A
     /// commit made meanwhile makes this one fail instead of being lost.
-    async fn swap_metadata(
+    pub(crate) async fn swap_metadata(
         &self,
         table: &Table,
         metadata: iceberg::spec::TableMetadata,
     ) -> Result<Table, LakeError> {
         use std::str::FromStr;
         let current = table.metadata_location_result()?.to_string();
-        let next = iceberg::MetadataLocation::from_str(&current)?.with_new_metadata(&metadata);
+        let next = iceberg::MetadataLocation::from_str(&current)?
+            .with_next_version()
+            .with_new_metadata(&metadata);
         metadata.write_to(table.file_io(), &next).await?;
         let next = next.to_string();
         let ident = table.identifier();
         let options = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(&self.catalog_db)
             .busy_timeout(std::time::Duration::from_secs(10));
+        let pointer = |e: sqlx::Error| LakeError::Pointer(e.to_string());
         let mut conn = sqlx::ConnectOptions::connect(&options)
             .await
-            .map_err(|e| LakeError::Pointer(e.to_string()))?;
+            .map_err(pointer)?;
+        let mut txn = sqlx::Connection::begin(&mut conn).await.map_err(pointer)?;
         let moved = sqlx::query(
             "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? \
              WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? \
@@ -360,10 +364,12 @@ impl Lake {
         .bind(ident.namespace().join("."))
         .bind(ident.name())
         .bind(&current)
-        .execute(&mut conn)
+        .execute(&mut *txn)
         .await
-        .map_err(|e| LakeError::Pointer(e.to_string()))?
+        .map_err(pointer)?
         .rows_affected();
+        txn.commit().await.map_err(pointer)?;
+        sqlx::Connection::close(conn).await.map_err(pointer)?;
         if moved != 1 {
             let _ = table.file_io().delete(&next).await;
             return Err(LakeError::Iceberg(iceberg::Error::new(

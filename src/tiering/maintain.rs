@@ -1,22 +1,28 @@
-//! Lake maintenance for one tiered table: snapshot expiry and orphan-file
-//! removal, under the mover's advisory lock so no pass runs meanwhile.
+//! Lake maintenance for one tiered table, under the mover's advisory lock
+//! so no pass runs meanwhile. In order:
 //!
+//! - **Retention** takes out of the lake every partition that ends at or
+//!   before now minus the table's `cold_retention` (whole partitions).
+//! - **Compaction** rewrites each partition's small files (under half of
+//!   the target size) into files of up to the target size, sorted by time.
 //! - **Expiry** drops snapshots older than `snapshot_age` beyond the
-//!   newest `keep_snapshots`. The lake only ever appends, so the current
-//!   snapshot still lists every data file; what expiry frees is old
-//!   manifest lists and manifests.
+//!   newest `keep_snapshots`; what they alone named (the files retention
+//!   and compaction took out, old manifest lists and manifests) becomes
+//!   unreferenced.
 //! - **Orphans** are files under the table's location that neither the
 //!   current metadata, its metadata log, nor any remaining snapshot
 //!   (manifest list, manifests, data files) refers to: what expiry freed,
-//!   and the Parquet files of passes that crashed before their Iceberg
-//!   commit. Only files older than `orphan_age` are removed, so files a
-//!   writer outside thermocline is still producing are left alone.
+//!   and the files of passes that crashed before their Iceberg commit.
+//!   Only files older than `orphan_age` are removed, so files a writer
+//!   outside thermocline is still producing are left alone.
 //!
-//! Orphans are looked for in a local warehouse only: with the lake in S3,
-//! expiry runs and orphan removal is left to the bucket's own tools.
+//! Retention and compaction each commit one snapshot (see
+//! [`super::rewrite`]); orphans are looked for in a local warehouse only:
+//! with the lake in S3, orphan removal is left to the bucket's own tools.
 //!
 //! Removing a file nothing refers to cannot change what any read returns,
-//! so a maintenance run stopped at any point leaves a consistent lake.
+//! and each commit happens whole or not at all, so a maintenance run
+//! stopped at any point leaves a consistent lake.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -38,6 +44,8 @@ pub struct MaintainOptions {
     pub keep_snapshots: usize,
     /// Unreferenced files younger than this are kept.
     pub orphan_age: Duration,
+    /// Compaction's target file size in bytes; 0 turns compaction off.
+    pub target_file_size: u64,
     /// Report, remove nothing.
     pub dry_run: bool,
 }
@@ -48,6 +56,7 @@ impl Default for MaintainOptions {
             snapshot_age: Duration::from_secs(7 * 86_400),
             keep_snapshots: 10,
             orphan_age: Duration::from_secs(3_600),
+            target_file_size: 128 * 1024 * 1024,
             dry_run: false,
         }
     }
@@ -63,6 +72,8 @@ pub struct MaintainReport {
     pub orphan_bytes: u64,
     /// Unreferenced files left because they are younger than `orphan_age`.
     pub orphans_young: usize,
+    pub retention: super::rewrite::RetentionReport,
+    pub compaction: super::rewrite::CompactReport,
 }
 
 /// Maintains the lake table of `t`. `None`: a mover holds the table.
@@ -85,6 +96,16 @@ pub async fn maintain(
     let Some(mut table) = lake.load(t).await? else {
         return Ok(Some(report));
     };
+    if table.metadata().current_snapshot().is_some() {
+        let cutoff = super::mover::ago(&tx, t, t.def.cold_retention).await?;
+        (table, report.retention) =
+            super::rewrite::expire_rows(lake, table, t, cutoff, options.dry_run).await?;
+        if options.target_file_size > 0 {
+            (table, report.compaction) =
+                super::rewrite::compact(lake, table, t, options.target_file_size, options.dry_run)
+                    .await?;
+        }
+    }
     report.snapshots_before = table.metadata().snapshots().count();
     let keep = options.keep_snapshots.max(1);
     if report.snapshots_before > keep && !options.dry_run {
@@ -168,7 +189,9 @@ async fn referenced_files(table: &Table) -> Result<HashSet<PathBuf>, TieringErro
         for manifest_file in list.entries() {
             out.insert(local_path(&manifest_file.manifest_path));
             let manifest = manifest_file.load_manifest(table.file_io()).await?;
-            for entry in manifest.entries() {
+            // A file a snapshot marks deleted is one of its parent's, kept
+            // only while a snapshot that holds it live remains.
+            for entry in manifest.entries().iter().filter(|e| e.is_alive()) {
                 out.insert(local_path(entry.data_file().file_path()));
             }
         }

@@ -9,6 +9,7 @@
 pub mod backfill;
 pub mod maintain;
 pub mod mover;
+pub mod rewrite;
 pub mod verify;
 
 use std::sync::Arc;

@@ -246,7 +246,17 @@ pub(crate) async fn window_start(
     c: &impl tokio_postgres::GenericClient,
     t: &TieredTable,
 ) -> Result<i64, TieringError> {
-    let window_secs = t.def.hot_window.as_secs() as i64;
+    ago(c, t, t.def.hot_window).await
+}
+
+/// `now() - span` by Postgres's clock, in the form of `t`'s time column:
+/// microseconds since 1970 (whole seconds; midnight for a date column).
+pub(crate) async fn ago(
+    c: &impl tokio_postgres::GenericClient,
+    t: &TieredTable,
+    span: std::time::Duration,
+) -> Result<i64, TieringError> {
+    let window_secs = span.as_secs() as i64;
     let sql = match t.time_column().pg_type {
         PgType::Date => {
             "SELECT ((current_date - ($1::int8 / 86400)::int4) - date '1970-01-01')::int8 * 86400000000"
@@ -589,7 +599,7 @@ impl<'a> CopyDecoder<'a> {
 }
 
 /// Writes batches as Parquet data files, one fanout writer per pass.
-struct FileWriter {
+pub(crate) struct FileWriter {
     writer: Option<
         FanoutWriter<
             DataFileWriterBuilder<
@@ -606,7 +616,7 @@ struct FileWriter {
 }
 
 impl FileWriter {
-    fn new(table: &Table) -> Result<Self, TieringError> {
+    pub(crate) fn new(table: &Table) -> Result<Self, TieringError> {
         let md = table.metadata();
         let schema = md.current_schema().clone();
         // Row groups of 64k rows: a lookup by key (or a narrow time range)
@@ -641,9 +651,21 @@ impl FileWriter {
     }
 
     /// Sorts `batch` by time and hands it to the partition writers.
-    async fn write(
+    pub(crate) async fn write(
         &mut self,
         t: &TieredTable,
+        target: &SchemaRef,
+        batch: RecordBatch,
+    ) -> Result<(), TieringError> {
+        self.write_at(t.time_index, t.def.partition_by, target, batch)
+            .await
+    }
+
+    /// As [`FileWriter::write`], the time column at `time_index`.
+    pub(crate) async fn write_at(
+        &mut self,
+        time_index: usize,
+        by: crate::catalog::PartitionBy,
         target: &SchemaRef,
         batch: RecordBatch,
     ) -> Result<(), TieringError> {
@@ -652,7 +674,7 @@ impl FileWriter {
         }
         let data = |e: datafusion::arrow::error::ArrowError| TieringError::Data(e.to_string());
         let order = sort_to_indices(
-            batch.column(t.time_index),
+            batch.column(time_index),
             Some(SortOptions {
                 descending: false,
                 nulls_first: true,
@@ -668,10 +690,7 @@ impl FileWriter {
             .collect::<Result<Vec<_>, _>>()
             .map_err(data)?;
         let batch = RecordBatch::try_new(target.clone(), columns).map_err(data)?;
-        for (p, tally) in
-            self.hasher
-                .tally_by_partition(&batch, t.time_index, t.def.partition_by)?
-        {
+        for (p, tally) in self.hasher.tally_by_partition(&batch, time_index, by)? {
             self.checksums.entry(p).or_default().add(tally);
         }
         let writer = self.writer.as_mut().expect("not closed");
@@ -681,7 +700,7 @@ impl FileWriter {
         Ok(())
     }
 
-    async fn close(&mut self) -> Result<Vec<DataFile>, TieringError> {
+    pub(crate) async fn close(&mut self) -> Result<Vec<DataFile>, TieringError> {
         match self.writer.take() {
             Some(w) => Ok(w.close().await?),
             None => Ok(Vec::new()),

@@ -511,6 +511,19 @@ async fn read_file(
     path: &str,
     schema: &SchemaRef,
 ) -> Result<Vec<RecordBatch>, String> {
+    read_batches(table, path, schema)
+        .await?
+        .collect::<Result<Vec<_>, _>>()
+}
+
+/// A data file's rows batch by batch, in `schema` (Arrow fields carrying
+/// Iceberg field ids): fields are matched by id, whatever their name when
+/// the file was written, and a field added since reads NULL.
+pub(crate) async fn read_batches(
+    table: &Table,
+    path: &str,
+    schema: &SchemaRef,
+) -> Result<impl Iterator<Item = Result<RecordBatch, String>> + Send + use<>, String> {
     let bytes = table
         .file_io()
         .new_input(path)
@@ -522,14 +535,12 @@ async fn read_file(
         .map_err(|e| e.to_string())?
         .build()
         .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for batch in reader {
+    let schema = schema.clone();
+    Ok(reader.map(move |batch| {
         let batch = batch.map_err(|e| e.to_string())?;
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         let file_schema = batch.schema();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         for f in schema.fields() {
-            // Fields are matched by id, whatever their name when the file
-            // was written; a field added since reads NULL.
             let found = file_schema
                 .fields()
                 .iter()
@@ -540,9 +551,8 @@ async fn read_file(
             };
             columns.push(c);
         }
-        out.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?);
-    }
-    Ok(out)
+        RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
+    }))
 }
 
 /// The rows of `t` older than `w` still in Postgres.
