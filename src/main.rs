@@ -675,7 +675,7 @@ async fn tier_maintain(
                 };
                 println!(
                     "{}{}: retention: {} partitions before {} ({} files, {} rows) {would}taken out; \
-                     compaction: {compaction}; {} of {} snapshots expired; \
+                     compaction: {compaction}; {} of {} snapshots expired ({} files only they named removed); \
                      {} unreferenced files ({} bytes) {would}removed; {} younger than --orphan-age kept",
                     r.table,
                     if dry { " (dry run)" } else { "" },
@@ -688,6 +688,7 @@ async fn tier_maintain(
                     r.retention.rows,
                     r.snapshots_expired,
                     r.snapshots_before,
+                    r.expired_files,
                     r.orphans_removed,
                     r.orphan_bytes,
                     r.orphans_young

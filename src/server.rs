@@ -366,7 +366,12 @@ async fn maintain_all(shared: &Shared) {
                     );
                     tracing::info!(
                         table = %r.table,
+                        retention_partitions = r.retention.partitions,
+                        retention_rows = r.retention.rows,
+                        compacted_files = r.compaction.files_rewritten,
+                        compacted_into = r.compaction.files_written,
                         snapshots_expired = r.snapshots_expired,
+                        expired_files = r.expired_files,
                         orphans_removed = r.orphans_removed,
                         orphan_bytes = r.orphan_bytes,
                         "maintained the lake"

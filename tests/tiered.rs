@@ -2210,6 +2210,53 @@ async fn a_lake_in_s3_answers_as_a_local_one() {
     let (code, printed) = cli(&config_file, &["tier", "verify"], None);
     assert_eq!(code, Some(0), "{printed}");
 
+    // Late rows make a second file in old partitions; maintenance compacts
+    // them and, expiring the older snapshots, removes the files they
+    // alone named from the bucket.
+    let now = oracle_now(&s).await;
+    in_both(
+        &s,
+        &format!(
+            "INSERT INTO orders SELECT i, '{now}'::timestamptz - (40 + i % 300) * interval '1 day', 1, 2.00, 'late', NULL, NULL, DATE '2025-01-01', NULL
+               FROM generate_series(500000, 500099) i"
+        ),
+    )
+    .await;
+    assert!(move_rows(&s).await > 0);
+    let files_before = server.parquet_files();
+    let (code, printed) = cli(
+        &config_file,
+        &[
+            "tier",
+            "maintain",
+            "--keep-snapshots",
+            "1",
+            "--snapshot-age",
+            "0s",
+        ],
+        None,
+    );
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(printed.contains("rewritten as"), "{printed}");
+    let target = s.config.postgres.clone().unwrap();
+    let feds = thermocline::server::load_tiers(&s.config, &target)
+        .await
+        .unwrap();
+    let fed = &feds[&s.tiered];
+    let report =
+        thermocline::tiering::verify::verify(&target, &fed.lake, &fed.tables[0], &s.tiered)
+            .await
+            .unwrap();
+    assert_eq!(report.mismatches(), 0, "{report:?}");
+    assert!(report.partitions.iter().all(|p| p.files == 1), "{report:?}");
+    assert_eq!(
+        server.parquet_files(),
+        report.partitions.len(),
+        "{files_before} files before: {printed}"
+    );
+    same_answers(&s, &proxy, QUERIES).await;
+    pyiceberg_reads_the_cold_rows(&s).await;
+
     // The server goes away: history cannot be read (by a statement whose
     // cold part is not cached yet), the rest goes on.
     drop(server);

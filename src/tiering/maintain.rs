@@ -6,13 +6,14 @@
 //! - **Compaction** rewrites each partition's small files (under half of
 //!   the target size) into files of up to the target size, sorted by time.
 //! - **Expiry** drops snapshots older than `snapshot_age` beyond the
-//!   newest `keep_snapshots`; what they alone named (the files retention
-//!   and compaction took out, old manifest lists and manifests) becomes
-//!   unreferenced.
+//!   newest `keep_snapshots`, and removes what they alone named: the data
+//!   files retention and compaction took out, old manifest lists and
+//!   manifests (in a local warehouse and in S3 alike).
 //! - **Orphans** are files under the table's location that neither the
 //!   current metadata, its metadata log, nor any remaining snapshot
-//!   (manifest list, manifests, data files) refers to: what expiry freed,
-//!   and the files of passes that crashed before their Iceberg commit.
+//!   (manifest list, manifests, data files) refers to: the files of
+//!   passes that crashed before their Iceberg commit, and any that an
+//!   interrupted expiry left.
 //!   Only files older than `orphan_age` are removed, so files a writer
 //!   outside thermocline is still producing are left alone.
 //!
@@ -68,6 +69,8 @@ pub struct MaintainReport {
     pub table: String,
     pub snapshots_before: usize,
     pub snapshots_expired: usize,
+    /// Files only the expired snapshots named, removed with them.
+    pub expired_files: usize,
     pub orphans_removed: usize,
     pub orphan_bytes: u64,
     /// Unreferenced files left because they are younger than `orphan_age`.
@@ -114,6 +117,7 @@ pub async fn maintain(
             .unwrap_or(SystemTime::UNIX_EPOCH)
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
+        let before = referenced_locations(&table).await?;
         let txn = Transaction::new(&table);
         let txn = txn
             .expire_snapshots()
@@ -122,6 +126,17 @@ pub async fn maintain(
             .apply(txn)?;
         table = txn.commit(lake.catalog()).await?;
         report.snapshots_expired = report.snapshots_before - table.metadata().snapshots().count();
+        // What only the expired snapshots named goes with them, in a local
+        // warehouse and in S3 alike.
+        let after = referenced_locations(&table).await?;
+        for location in before.difference(&after) {
+            match table.file_io().delete(location).await {
+                Ok(()) => report.expired_files += 1,
+                Err(e) => {
+                    tracing::warn!(location, error = %e, "cannot remove a file of an expired snapshot")
+                }
+            }
+        }
     }
     // Iceberg's file IO cannot list a bucket: orphans are looked for in a
     // local warehouse only.
@@ -175,24 +190,34 @@ pub async fn maintain(
 
 /// Every file the table's metadata refers to, as local paths.
 async fn referenced_files(table: &Table) -> Result<HashSet<PathBuf>, TieringError> {
+    Ok(referenced_locations(table)
+        .await?
+        .iter()
+        .map(|l| local_path(l))
+        .collect())
+}
+
+/// Every file the table's metadata refers to: metadata files, and each
+/// snapshot's manifest list, manifests and live data files.
+async fn referenced_locations(table: &Table) -> Result<HashSet<String>, TieringError> {
     let metadata = table.metadata();
     let mut out = HashSet::new();
     if let Some(current) = table.metadata_location() {
-        out.insert(local_path(current));
+        out.insert(current.to_string());
     }
     for entry in metadata.metadata_log() {
-        out.insert(local_path(&entry.metadata_file));
+        out.insert(entry.metadata_file.clone());
     }
     for snapshot in metadata.snapshots() {
-        out.insert(local_path(snapshot.manifest_list()));
+        out.insert(snapshot.manifest_list().to_string());
         let list = table.manifest_list_reader(snapshot).load().await?;
         for manifest_file in list.entries() {
-            out.insert(local_path(&manifest_file.manifest_path));
+            out.insert(manifest_file.manifest_path.clone());
             let manifest = manifest_file.load_manifest(table.file_io()).await?;
             // A file a snapshot marks deleted is one of its parent's, kept
             // only while a snapshot that holds it live remains.
             for entry in manifest.entries().iter().filter(|e| e.is_alive()) {
-                out.insert(local_path(entry.data_file().file_path()));
+                out.insert(entry.data_file().file_path().to_string());
             }
         }
     }
