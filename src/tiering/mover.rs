@@ -611,7 +611,7 @@ pub(crate) struct FileWriter {
     >,
     splitter: RecordBatchPartitionSplitter,
     /// What was written, per partition, for `tier verify`.
-    checksums: std::collections::BTreeMap<i64, Tally>,
+    pub(crate) checksums: std::collections::BTreeMap<i64, Tally>,
     hasher: RowHasher,
 }
 

@@ -304,26 +304,61 @@ pub(crate) async fn compact(
     }
 
     let target = Arc::new(iceberg::arrow::schema_to_arrow_schema(current)?);
+    // Files are read with every field the table ever had: the checksums
+    // recorded for their rows cover the values of columns dropped since,
+    // which the new files no longer hold.
+    let every = super::verify::every_field(metadata)?;
+    let keep: Vec<usize> = target
+        .fields()
+        .iter()
+        .map(|f| {
+            let id = super::verify::field_id(f);
+            every
+                .fields()
+                .iter()
+                .position(|g| id.is_some() && super::verify::field_id(g) == id)
+                .expect("every field of the current schema")
+        })
+        .collect();
+    let hasher = super::verify::RowHasher::new(metadata)?;
     let by = t.def.partition_by;
     let mut removed = HashSet::new();
     let mut added = Vec::new();
+    let mut checksums = recorded_checksums(&table);
     let (mut rows_read, mut rows_expected) = (0u64, 0u64);
+    let data = |e: datafusion::arrow::error::ArrowError| TieringError::Data(e.to_string());
     for group in &groups {
         let mut writer = super::mover::FileWriter::new(&table)?;
         for e in group {
-            let batches = super::verify::read_batches(&table, e.file_path(), &target)
+            let reading = |m: String| TieringError::Data(format!("reading {}: {m}", e.file_path()));
+            let batches = super::verify::read_batches(&table, e.file_path(), &every)
                 .await
-                .map_err(|m| TieringError::Data(format!("reading {}: {m}", e.file_path())))?;
+                .map_err(reading)?;
+            let p = partition_value(e.data_file().partition());
             for batch in batches {
-                let batch = batch
-                    .map_err(|m| TieringError::Data(format!("reading {}: {m}", e.file_path())))?;
+                let batch = batch.map_err(reading)?;
                 rows_read += batch.num_rows() as u64;
+                if let (Some(sums), Some(p)) = (checksums.as_mut(), p) {
+                    let mut before = Tally::default();
+                    for h in hasher.hashes(&batch)? {
+                        before.add(Tally { rows: 1, sum: h });
+                    }
+                    sums.entry(p).or_default().remove(before);
+                }
+                let columns = keep.iter().map(|&i| batch.column(i).clone()).collect();
+                let batch = datafusion::arrow::array::RecordBatch::try_new(target.clone(), columns)
+                    .map_err(data)?;
                 writer.write_at(time_index, by, &target, batch).await?;
             }
             rows_expected += e.record_count();
             removed.insert(e.file_path().to_string());
         }
         added.extend(writer.close().await?);
+        if let Some(sums) = checksums.as_mut() {
+            for (p, tally) in std::mem::take(&mut writer.checksums) {
+                sums.entry(p).or_default().add(tally);
+            }
+        }
         super::mover::stop_point("mid-compaction");
     }
     let rows_written: u64 = added.iter().map(|f| f.record_count()).sum();
@@ -340,7 +375,7 @@ pub(crate) async fn compact(
             removed,
             added,
             operation: Operation::Replace,
-            checksums: recorded_checksums(&table),
+            checksums,
             maintenance: "compaction",
         },
     )

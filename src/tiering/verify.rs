@@ -44,6 +44,12 @@ impl Tally {
         self.rows += other.rows;
         self.sum = self.sum.wrapping_add(other.sum);
     }
+
+    /// Takes `other`'s rows out of this tally.
+    pub fn remove(&mut self, other: Tally) {
+        self.rows = self.rows.saturating_sub(other.rows);
+        self.sum = self.sum.wrapping_sub(other.sum);
+    }
 }
 
 /// Per-partition checksums, as kept in a snapshot summary (running totals):
@@ -238,7 +244,9 @@ impl RowHasher {
 /// Every field of every schema the table has had, by id, in the type of
 /// the newest schema holding it, named by id (a dropped column's name may
 /// have been taken since).
-fn every_field(metadata: &iceberg::spec::TableMetadata) -> Result<SchemaRef, TieringError> {
+pub(crate) fn every_field(
+    metadata: &iceberg::spec::TableMetadata,
+) -> Result<SchemaRef, TieringError> {
     let mut schemas: Vec<_> = metadata.schemas_iter().collect();
     schemas.sort_by_key(|s| std::cmp::Reverse(s.schema_id()));
     let mut fields: BTreeMap<i32, Field> = BTreeMap::new();
@@ -263,7 +271,7 @@ fn every_field(metadata: &iceberg::spec::TableMetadata) -> Result<SchemaRef, Tie
 }
 
 /// The Iceberg field id an Arrow field carries.
-fn field_id(field: &Field) -> Option<i32> {
+pub(crate) fn field_id(field: &Field) -> Option<i32> {
     field
         .metadata()
         .get(datafusion::parquet::arrow::PARQUET_FIELD_ID_META_KEY)?
