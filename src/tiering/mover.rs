@@ -620,12 +620,15 @@ impl FileWriter {
         let md = table.metadata();
         let schema = md.current_schema().clone();
         // Row groups of 64k rows: a lookup by key (or a narrow time range)
-        // reads one small group instead of a whole file-sized one.
+        // reads one small group instead of a whole file-sized one. Pages of
+        // 8k rows, with their index: within the group, the reader
+        // decompresses only the pages that hold the rows it looks for.
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(
                 ZstdLevel::try_new(3).expect("valid level"),
             ))
             .set_max_row_group_row_count(Some(64 * 1024))
+            .set_data_page_row_count_limit(8 * 1024)
             .build();
         let rolling = RollingFileWriterBuilder::new(
             ParquetWriterBuilder::new(props, schema.clone()),
