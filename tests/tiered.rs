@@ -216,11 +216,19 @@ async fn date_trunc_buckets_equal_postgres_in_every_zone() {
 /// (its queries do not share one snapshot). A mover committing in between
 /// takes rows out of Postgres that the lake read does not hold: the
 /// statement must fail with 40001 rather than miss them, and succeed when
-/// run again.
+/// run again. Maintenance committing in between (compaction) takes no row
+/// out of Postgres: the statement succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_between_the_lake_read_and_a_late_query_gives_40001() {
     let s = setup().await;
     move_rows(&s).await;
+    // A second file in one partition, for compaction to rewrite.
+    in_both(
+        &s,
+        "INSERT INTO orders VALUES (100004, now() - interval '300 days', 3, 1.50, 'late', NULL, NULL, current_date - 300, true)",
+    )
+    .await;
+    assert_eq!(move_rows(&s).await, 1);
     let config_file = s._dirs.0.path().join("late.toml.conf");
     let port = write_serve_config(&config_file, s.config.catalog_dir.as_ref().unwrap(), &s);
     let mut server = ServeProcess::start_with_env(
@@ -229,13 +237,46 @@ async fn a_move_between_the_lake_read_and_a_late_query_gives_40001() {
         &[("THERMOCLINE_LATE_QUERY_DELAY_MS", "1500")],
     );
     server.wait_for("thermocline is serving").await;
+    let sql = "SELECT count(*), count(id) FROM orders WHERE customer_id > 0";
+    let want = async || -> i64 {
+        admin(&s.oracle)
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let through = client(port, "postgres", &s.tiered).await;
+    let reading = tokio::spawn(async move {
+        through
+            .query_one(sql, &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let target = s.config.postgres.clone().unwrap();
+    let feds = thermocline::server::load_tiers(&s.config, &target)
+        .await
+        .unwrap();
+    let fed = &feds[&s.tiered];
+    let maintained = thermocline::tiering::maintain::maintain(
+        &target,
+        &fed.lake,
+        &fed.tables[0],
+        &s.tiered,
+        &Default::default(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(maintained.compaction.files_written > 0, "{maintained:?}");
+    assert_eq!(reading.await.unwrap().unwrap(), want().await);
     // A late row, older than the watermark: the next pass moves it.
     in_both(
         &s,
         "INSERT INTO orders VALUES (100005, now() - interval '400 days', 3, 2.50, 'late', NULL, NULL, current_date - 400, true)",
     )
     .await;
-    let sql = "SELECT count(*), count(id) FROM orders WHERE customer_id > 0";
     let through = client(port, "postgres", &s.tiered).await;
     let reading = tokio::spawn(async move {
         let first = through
@@ -253,13 +294,7 @@ async fn a_move_between_the_lake_read_and_a_late_query_gives_40001() {
     let (first, again) = reading.await.unwrap();
     let err = first.expect_err("the move landed between the lake read and the hot queries");
     assert_eq!(err.code().map(|c| c.code()), Some("40001"), "{err:?}");
-    let want: i64 = admin(&s.oracle)
-        .await
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(again.unwrap(), want);
+    assert_eq!(again.unwrap(), want().await);
     server.stop();
 }
 

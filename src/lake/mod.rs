@@ -445,6 +445,23 @@ pub fn never_retyped(metadata: &iceberg::spec::TableMetadata, id: i32) -> bool {
     }
 }
 
+/// The batch id of the last move the table's current snapshot records
+/// (maintenance snapshots carry their parent's forward): it changes with
+/// every pass of the mover, and only then.
+pub fn last_move(table: &Table) -> Option<String> {
+    let metadata = table.metadata();
+    let mut current = metadata.current_snapshot().cloned();
+    while let Some(s) = current {
+        if let Some(b) = s.summary().additional_properties.get(BATCH_KEY) {
+            return Some(b.clone());
+        }
+        current = s
+            .parent_snapshot_id()
+            .and_then(|p| metadata.snapshot_by_id(p).cloned());
+    }
+    None
+}
+
 /// The Iceberg type that holds a Postgres type exactly.
 pub fn iceberg_type(t: PgType) -> Result<Type, iceberg::Error> {
     let p = |t| Ok(Type::Primitive(t));

@@ -7,8 +7,8 @@
 //! snapshots, until snapshot expiry and orphan removal free them, so reads
 //! that started before it finish unharmed.
 //!
-//! Every such snapshot carries the watermark W and the per-partition
-//! checksums forward: compaction keeps them (the rows are the same),
+//! Every such snapshot carries the watermark W, the last move's batch id
+//! and the per-partition checksums forward: compaction keeps them (the rows are the same),
 //! retention drops the partitions it removes, and `tier verify` checks the
 //! result like any pass's.
 
@@ -23,7 +23,7 @@ use iceberg::table::Table;
 
 use super::verify::{Tally, encode_checksums, partition_value, recorded_checksums};
 use super::{TieredTable, TieringError};
-use crate::lake::{CHECKSUMS_KEY, Lake, WATERMARK_KEY, watermark};
+use crate::lake::{BATCH_KEY, CHECKSUMS_KEY, Lake, WATERMARK_KEY, last_move, watermark};
 
 /// Snapshot summary key: the maintenance that wrote the snapshot.
 const MAINTENANCE_KEY: &str = "thermocline.maintenance";
@@ -193,6 +193,9 @@ async fn replace_files(lake: &Lake, table: &Table, r: Replacement) -> Result<Tab
     .collect();
     if let Some(w) = watermark(table) {
         properties.insert(WATERMARK_KEY.into(), w.to_string());
+    }
+    if let Some(batch) = last_move(table) {
+        properties.insert(BATCH_KEY.into(), batch);
     }
     if let Some(sums) = &r.checksums {
         properties.insert(CHECKSUMS_KEY.into(), encode_checksums(sums));
