@@ -623,13 +623,28 @@ impl FileWriter {
         // reads one small group instead of a whole file-sized one. Pages of
         // 8k rows, with their index: within the group, the reader
         // decompresses only the pages that hold the rows it looks for.
-        let props = WriterProperties::builder()
+        // Dictionaries for text only: a reader must decode a column chunk's
+        // dictionary before any of its pages, and that of a key or a time
+        // column holds nearly every value of the group.
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(
                 ZstdLevel::try_new(3).expect("valid level"),
             ))
             .set_max_row_group_row_count(Some(64 * 1024))
             .set_data_page_row_count_limit(8 * 1024)
-            .build();
+            .set_dictionary_enabled(false);
+        for f in schema.as_struct().fields() {
+            if matches!(
+                *f.field_type,
+                iceberg::spec::Type::Primitive(iceberg::spec::PrimitiveType::String)
+            ) {
+                props = props.set_column_dictionary_enabled(
+                    datafusion::parquet::schema::types::ColumnPath::from(f.name.as_str()),
+                    true,
+                );
+            }
+        }
+        let props = props.build();
         let rolling = RollingFileWriterBuilder::new(
             ParquetWriterBuilder::new(props, schema.clone()),
             256 * 1024 * 1024,
