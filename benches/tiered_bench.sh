@@ -3,7 +3,9 @@
 # Postgres table (orders_all), and the same rows in a tiered table (orders,
 # 30 days hot, the rest moved to Iceberg by `thermocline tier run`), queried
 # directly and through thermocline in one run. Prints one table of median
-# times and ratios, and thermocline's peak RSS.
+# times and ratios, and thermocline's peak RSS; then streams every row to a
+# client, directly and through a freshly started thermocline, and prints
+# the time and thermocline's peak RSS while streaming.
 #
 #   benches/tiered_bench.sh [--rows N] [--runs K] [--thermocline PATH] [--keep-workdir]
 #
@@ -22,7 +24,7 @@ while [[ $# -gt 0 ]]; do
     --runs) RUNS="$2"; shift 2 ;;
     --thermocline) THERMOCLINE_BIN="$2"; shift 2 ;;
     --keep-workdir) KEEP=1; shift ;;
-    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "tiered_bench: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -91,3 +93,21 @@ done
 rss=$(awk '/VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$TC_PID/status")
 printf '\nratio: Postgres time / thermocline time (above 1: thermocline is faster)\n'
 printf 'thermocline peak RSS: %s\n' "$rss"
+
+# Every row to a client, on a freshly started server, so that its peak RSS
+# is the streaming path's own.
+kill "$TC_PID"
+wait "$TC_PID" 2>/dev/null || true
+serve
+# stream_ms PORT TABLE: rows streamed to psql and the milliseconds taken.
+stream_ms() {
+    local started rows
+    started=$(date +%s%N)
+    rows=$("$PSQL" -X -q -A -t -h 127.0.0.1 -p "$1" -U postgres -d bench -c "SELECT * FROM $2" | wc -l)
+    printf '%d %d' "$rows" $(( ($(date +%s%N) - started) / 1000000 ))
+}
+read -r direct_rows direct_ms <<<"$(stream_ms "$PG_PORT" orders_all)"
+read -r through_rows through_ms <<<"$(stream_ms "$TC_PORT" orders)"
+stream_rss=$(awk '/VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$TC_PID/status")
+printf '\nstreaming every row to psql: Postgres %d rows in %d ms, thermocline %d rows in %d ms; thermocline peak RSS meanwhile: %s\n' \
+    "$direct_rows" "$direct_ms" "$through_rows" "$through_ms" "$stream_rss"
