@@ -742,3 +742,166 @@ impl FileWriter {
 
 /// Keys as comparable strings, for matching stragglers against cold rows.
 pub type KeySet = HashSet<String>;
+
+#[cfg(test)]
+mod tests {
+    use iceberg::spec::{
+        FormatVersion, NestedField, PrimitiveType, Schema, SortOrder, TableMetadata,
+        TableMetadataBuilder, Type, UnboundPartitionSpec,
+    };
+
+    use super::*;
+    use crate::tiering::Column;
+
+    fn table(columns: &[(&str, i16, PgType)]) -> TieredTable {
+        let def = crate::catalog::parse(
+            std::path::Path::new("orders.toml"),
+            "table = \"public.orders\"\ntime_column = \"at\"\nhot_window = \"30 days\"\n",
+        )
+        .unwrap();
+        let columns: Vec<Column> = columns
+            .iter()
+            .map(|(name, attnum, pg_type)| Column {
+                name: name.to_string(),
+                attnum: *attnum,
+                pg_type: *pg_type,
+                not_null: false,
+            })
+            .collect();
+        TieredTable {
+            def,
+            time_index: columns.iter().position(|c| c.name == "at").unwrap(),
+            key: vec![0],
+            columns,
+            views: Vec::new(),
+        }
+    }
+
+    /// A lake table with `fields` (name, type, doc), ids 1, 2, … in order.
+    fn metadata(fields: &[(&str, PrimitiveType, Option<i16>)]) -> TableMetadata {
+        let fields = fields
+            .iter()
+            .enumerate()
+            .map(|(i, (name, ty, attnum))| {
+                let f = NestedField::optional(i as i32 + 1, *name, Type::Primitive(ty.clone()));
+                match attnum {
+                    Some(a) => f.with_doc(crate::lake::attnum_doc(*a)),
+                    None => f,
+                }
+                .into()
+            })
+            .collect::<Vec<_>>();
+        let schema = Schema::builder().with_fields(fields).build().unwrap();
+        TableMetadataBuilder::new(
+            schema,
+            UnboundPartitionSpec::builder().build(),
+            SortOrder::unsorted_order(),
+            "file:///lake/orders".into(),
+            FormatVersion::V2,
+            Default::default(),
+        )
+        .unwrap()
+        .build()
+        .unwrap()
+        .metadata
+    }
+
+    /// (id, name, type, attnum) of each field of a schema.
+    fn fields(schema: &Schema) -> Vec<(i32, String, Type, Option<i16>)> {
+        schema
+            .as_struct()
+            .fields()
+            .iter()
+            .map(|f| {
+                (
+                    f.id,
+                    f.name.clone(),
+                    (*f.field_type).clone(),
+                    crate::lake::field_attnum(f),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lake_without_column_numbers_gets_them_by_name_once() {
+        let md = metadata(&[
+            ("id", PrimitiveType::Long, None),
+            ("at", PrimitiveType::Timestamptz, None),
+            ("n", PrimitiveType::Int, None),
+        ]);
+        let t = table(&[
+            ("id", 1, PgType::Int8),
+            ("at", 2, PgType::Timestamptz),
+            ("n", 4, PgType::Int4),
+        ]);
+        let schema = evolved_schema(&md, &t).unwrap().expect("docs are added");
+        let long = Type::Primitive(PrimitiveType::Long);
+        let ts = Type::Primitive(PrimitiveType::Timestamptz);
+        let int = Type::Primitive(PrimitiveType::Int);
+        assert_eq!(
+            fields(&schema),
+            vec![
+                (1, "id".into(), long, Some(1)),
+                (2, "at".into(), ts, Some(2)),
+                (3, "n".into(), int, Some(4)),
+            ]
+        );
+        // Renamed before its number was recorded: refused, not guessed.
+        let renamed = table(&[
+            ("id", 1, PgType::Int8),
+            ("at", 2, PgType::Timestamptz),
+            ("m", 4, PgType::Int4),
+        ]);
+        let e = evolved_schema(&md, &renamed).unwrap_err().to_string();
+        assert!(e.contains("\"n\"") && e.contains("column numbers"), "{e}");
+    }
+
+    #[test]
+    fn fields_follow_renames_widening_drops_and_new_columns_by_number() {
+        let md = metadata(&[
+            ("id", PrimitiveType::Long, Some(1)),
+            ("at", PrimitiveType::Timestamptz, Some(2)),
+            ("n", PrimitiveType::Int, Some(3)),
+            ("gone", PrimitiveType::String, Some(4)),
+            ("w", PrimitiveType::Float, Some(5)),
+        ]);
+        let same = table(&[
+            ("id", 1, PgType::Int8),
+            ("at", 2, PgType::Timestamptz),
+            ("n", 3, PgType::Int4),
+            ("gone", 4, PgType::Text(25)),
+            ("w", 5, PgType::Float4),
+        ]);
+        assert!(evolved_schema(&md, &same).unwrap().is_none());
+        // n renamed and widened, gone dropped and added again (a new
+        // number), w widened.
+        let t = table(&[
+            ("id", 1, PgType::Int8),
+            ("at", 2, PgType::Timestamptz),
+            ("count", 3, PgType::Int8),
+            ("w", 5, PgType::Float8),
+            ("gone", 6, PgType::Text(25)),
+        ]);
+        let schema = evolved_schema(&md, &t).unwrap().unwrap();
+        let p = |t| Type::Primitive(t);
+        assert_eq!(
+            fields(&schema),
+            vec![
+                (1, "id".into(), p(PrimitiveType::Long), Some(1)),
+                (2, "at".into(), p(PrimitiveType::Timestamptz), Some(2)),
+                (3, "count".into(), p(PrimitiveType::Long), Some(3)),
+                (5, "w".into(), p(PrimitiveType::Double), Some(5)),
+                (6, "gone".into(), p(PrimitiveType::String), Some(6)),
+            ]
+        );
+        // A change Iceberg cannot read old files through.
+        let retyped = table(&[
+            ("id", 1, PgType::Int8),
+            ("at", 2, PgType::Timestamptz),
+            ("n", 3, PgType::Text(25)),
+        ]);
+        let e = evolved_schema(&md, &retyped).unwrap_err().to_string();
+        assert!(e.contains("\"n\" changed type"), "{e}");
+    }
+}
