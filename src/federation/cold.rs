@@ -135,6 +135,8 @@ pub(super) struct ColdPartition {
     out_schema: SchemaRef,
     /// The filters handed to the Iceberg scan for pruning.
     pub pruning: Vec<Expr>,
+    /// The filters the Parquet reader tests row by row.
+    row_filters: Vec<Expr>,
 }
 
 pub(super) async fn cold_partition(
@@ -228,6 +230,16 @@ pub(super) async fn cold_partition(
         .scan(state, Some(&projection), &pushed[1..], None)
         .await
         .map_err(|e| cold_error(&names, e))?;
+    // Bounds on the time column prune partitions, files and row groups;
+    // row by row they are tested above the scan anyway, so the Parquet
+    // reader is spared a pass over the time column of every group a range
+    // covers whole. Other filters (a key, say) stay row filters: the
+    // reader then decodes only the pages that may hold matching rows.
+    let row_filters = pushed[1..]
+        .iter()
+        .filter(|e| !e.column_refs().iter().any(|c| c.name == lake_time))
+        .cloned()
+        .collect();
     Ok(ColdPartition {
         names,
         plan,
@@ -236,6 +248,7 @@ pub(super) async fn cold_partition(
         w,
         out_schema,
         pruning: pushed,
+        row_filters,
     })
 }
 
@@ -402,7 +415,11 @@ impl PartitionStream for ColdPartition {
         let (out_pos, time_pos, w) = (self.out_pos.clone(), self.time_pos, self.w);
         let names = self.names.clone();
         let scan = self.plan.as_any().downcast_ref::<IcebergTableScan>();
-        let input = match scan.map_or_else(|| self.plan.execute(0, ctx), |s| Ok(parallel_scan(s))) {
+        let row_filters = self.row_filters.clone();
+        let input = match scan.map_or_else(
+            || self.plan.execute(0, ctx),
+            |s| Ok(parallel_scan(s, &row_filters)),
+        ) {
             Ok(s) => s,
             Err(e) => {
                 let e = cold_error(&names, e);
@@ -459,12 +476,14 @@ impl PartitionStream for ColdPartition {
 /// Decompressing and decoding Parquet is most of a cold scan's work, and
 /// Iceberg's own reader does all of it in the task that polls it. Rows
 /// come in no particular order, as from Iceberg's reader.
-fn parallel_scan(scan: &IcebergTableScan) -> SendableRecordBatchStream {
+fn parallel_scan(scan: &IcebergTableScan, row_filters: &[Expr]) -> SendableRecordBatchStream {
     let readers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
     let schema = scan.schema();
     let (table, snapshot) = (scan.table().clone(), scan.snapshot_id());
     let projection = scan.projection().map(<[String]>::to_vec);
     let predicate = scan.predicates().cloned();
+    let row_predicate =
+        iceberg_datafusion::physical_plan::convert_filters_to_predicate(row_filters);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2 * readers);
     let external = |e: iceberg::Error| DataFusionError::External(Box::new(e));
     tokio::spawn(async move {
@@ -484,17 +503,21 @@ fn parallel_scan(scan: &IcebergTableScan) -> SendableRecordBatchStream {
                 builder.build()?.plan_files().await?.try_collect().await?;
             Ok::<_, iceberg::Error>(tasks)
         };
-        let tasks = match planned.await {
+        let mut tasks = match planned.await {
             Ok(tasks) => tasks,
             Err(e) => {
                 let _ = tx.send(Err(external(e))).await;
                 return;
             }
         };
+        for task in &mut tasks {
+            task.predicate = row_predicate
+                .clone()
+                .and_then(|p| iceberg::expr::Bind::bind(&p, task.schema.clone(), true).ok());
+        }
         // The largest files first, each to the reader with the fewest bytes.
         let mut shares: Vec<(u64, Vec<iceberg::scan::FileScanTask>)> =
             (0..readers).map(|_| (0, Vec::new())).collect();
-        let mut tasks = tasks;
         tasks.sort_by_key(|t| std::cmp::Reverse(t.length));
         for task in tasks {
             let share = shares
