@@ -657,21 +657,20 @@ async fn tier_maintain(
         let would = if dry { "would be " } else { "" };
         match report {
             Some(r) => {
-                let compaction = match (options.target_file_size, dry) {
-                    (0, _) => "off".to_string(),
-                    (_, true) => format!(
-                        "{} small files ({} bytes) in {} partitions {would}rewritten",
+                let compaction = if options.target_file_size == 0 {
+                    "off".to_string()
+                } else {
+                    let into = if dry {
+                        String::new()
+                    } else {
+                        format!(" as {} files", r.compaction.files_written)
+                    };
+                    format!(
+                        "{} small files ({} bytes) in {} partitions {would}rewritten{into}",
                         r.compaction.files_rewritten,
                         r.compaction.bytes_rewritten,
                         r.compaction.partitions
-                    ),
-                    (_, false) => format!(
-                        "{} small files ({} bytes) in {} partitions rewritten as {} files",
-                        r.compaction.files_rewritten,
-                        r.compaction.bytes_rewritten,
-                        r.compaction.partitions,
-                        r.compaction.files_written
-                    ),
+                    )
                 };
                 println!(
                     "{}{}: retention: {} partitions before {} ({} files, {} rows) {would}taken out; \

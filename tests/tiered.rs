@@ -9,7 +9,8 @@ mod common;
 use std::path::Path;
 
 use common::tiered::{
-    Answer, Setup, ask, hot_count, in_both, move_rows, oracle_now, same_answers, serve, setup,
+    Answer, Setup, ask, define_tier, hot_count, in_both, move_every_table, move_rows, oracle_now,
+    same_answers, serve, setup, tiers, verify_orders,
 };
 use common::{ServeProcess, admin, assert_same_transcript, client, pg, transcript, value};
 use tokio_postgres::SimpleQueryMessage;
@@ -137,27 +138,8 @@ async fn date_trunc_buckets_equal_postgres_in_every_zone() {
                 WITH ORDINALITY AS r(t, n)",
     )
     .await;
-    std::fs::write(
-        s._dirs.0.path().join("readings.toml"),
-        format!(
-            "table = \"public.readings\"\ntime_column = \"taken_at\"\nhot_window = \"30 days\"\n\
-             partition_by = \"day\"\ndatabase = \"{}\"\n",
-            s.tiered
-        ),
-    )
-    .unwrap();
-    let target = s.config.postgres.clone().unwrap();
-    let feds = thermocline::server::load_tiers(&s.config, &target)
-        .await
-        .unwrap();
-    let fed = &feds[&s.tiered];
-    assert_eq!(fed.tables.len(), 2);
-    for t in &fed.tables {
-        thermocline::tiering::mover::run_once(&target, &fed.lake, t, &s.tiered, false)
-            .await
-            .unwrap()
-            .expect("no other mover");
-    }
+    define_tier(&s, "readings", "taken_at", "day");
+    assert_eq!(move_every_table(&s).await, 2);
     let proxy = serve(&s).await;
     let direct = client(pg().port(), "postgres", &s.oracle).await;
     let through = client(proxy.port(), "postgres", &s.tiered).await;
@@ -254,11 +236,7 @@ async fn a_move_between_the_lake_read_and_a_late_query_gives_40001() {
             .map(|r| r.get::<_, i64>(0))
     });
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let target = s.config.postgres.clone().unwrap();
-    let feds = thermocline::server::load_tiers(&s.config, &target)
-        .await
-        .unwrap();
-    let fed = &feds[&s.tiered];
+    let (target, fed) = tiers(&s).await;
     let maintained = thermocline::tiering::maintain::maintain(
         &target,
         &fed.lake,
@@ -1723,14 +1701,8 @@ async fn tier_maintain_expires_snapshots_and_removes_orphans() {
     let lake = thermocline::lake::Lake::open(s.config.lake.as_ref().unwrap())
         .await
         .unwrap();
-    let feds = thermocline::server::load_tiers(&s.config, s.config.postgres.as_ref().unwrap())
-        .await
-        .unwrap();
-    let table = lake
-        .load(&feds[&s.tiered].tables[0])
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, fed) = tiers(&s).await;
+    let table = lake.load(&fed.tables[0]).await.unwrap().unwrap();
     assert_eq!(table.metadata().snapshots().count(), 1);
     assert!(thermocline::lake::watermark(&table).is_some());
     // Another Iceberg implementation reads exactly the lake's rows.
@@ -1907,26 +1879,8 @@ async fn cold_columns_of_one_type_keep_their_values() {
         ),
     )
     .await;
-    std::fs::write(
-        s._dirs.0.path().join("pairs.toml"),
-        format!(
-            "table = \"public.pairs\"\ntime_column = \"at\"\nhot_window = \"30 days\"\n\
-             partition_by = \"month\"\ndatabase = \"{}\"\n",
-            s.tiered
-        ),
-    )
-    .unwrap();
-    let target = s.config.postgres.clone().unwrap();
-    let feds = thermocline::server::load_tiers(&s.config, &target)
-        .await
-        .unwrap();
-    let fed = &feds[&s.tiered];
-    for t in &fed.tables {
-        thermocline::tiering::mover::run_once(&target, &fed.lake, t, &s.tiered, false)
-            .await
-            .unwrap()
-            .expect("no other mover");
-    }
+    define_tier(&s, "pairs", "at", "month");
+    move_every_table(&s).await;
     assert!(value::<i64>(&s.tiered, "SELECT count(*) FROM pairs").await < 600);
     let proxy = serve(&s).await;
     same_answers(
@@ -1974,16 +1928,8 @@ async fn tier_maintain_compacts_small_files_and_applies_retention() {
         let (code, printed) = thermocline(&["tier", "run"], None);
         assert_eq!(code, Some(0), "{printed}");
     }
-    let target = s.config.postgres.clone().unwrap();
     let files_per_partition = async || {
-        let feds = thermocline::server::load_tiers(&s.config, &target)
-            .await
-            .unwrap();
-        let fed = &feds[&s.tiered];
-        let report =
-            thermocline::tiering::verify::verify(&target, &fed.lake, &fed.tables[0], &s.tiered)
-                .await
-                .unwrap();
+        let report = verify_orders(&s).await;
         assert_eq!(report.mismatches(), 0, "{report:?}");
         report
             .partitions
@@ -2038,10 +1984,7 @@ async fn tier_maintain_compacts_small_files_and_applies_retention() {
         ),
     )
     .unwrap();
-    let feds = thermocline::server::load_tiers(&s.config, &target)
-        .await
-        .unwrap();
-    let fed = &feds[&s.tiered];
+    let (target, fed) = tiers(&s).await;
     let t = &fed.tables[0];
     assert_eq!(t.def.cold_retention.as_secs(), 400 * 86_400);
     let options = thermocline::tiering::maintain::MaintainOptions {
@@ -2291,15 +2234,7 @@ async fn a_lake_in_s3_answers_as_a_local_one() {
     );
     assert_eq!(code, Some(0), "{printed}");
     assert!(printed.contains("rewritten as"), "{printed}");
-    let target = s.config.postgres.clone().unwrap();
-    let feds = thermocline::server::load_tiers(&s.config, &target)
-        .await
-        .unwrap();
-    let fed = &feds[&s.tiered];
-    let report =
-        thermocline::tiering::verify::verify(&target, &fed.lake, &fed.tables[0], &s.tiered)
-            .await
-            .unwrap();
+    let report = verify_orders(&s).await;
     assert_eq!(report.mismatches(), 0, "{report:?}");
     assert!(report.partitions.iter().all(|p| p.files == 1), "{report:?}");
     assert_eq!(

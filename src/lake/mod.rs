@@ -385,11 +385,17 @@ impl Lake {
 /// recorded, walking back over snapshots that record none. `None`: nothing
 /// was ever moved.
 pub fn watermark(table: &Table) -> Option<i64> {
+    newest_recorded(table, WATERMARK_KEY)?.parse().ok()
+}
+
+/// The newest value of a snapshot summary key, from the current snapshot
+/// back over its ancestors.
+fn newest_recorded(table: &Table, key: &str) -> Option<String> {
     let metadata = table.metadata();
     let mut current = metadata.current_snapshot().cloned();
     while let Some(s) = current {
-        if let Some(w) = s.summary().additional_properties.get(WATERMARK_KEY) {
-            return w.parse().ok();
+        if let Some(v) = s.summary().additional_properties.get(key) {
+            return Some(v.clone());
         }
         current = s
             .parent_snapshot_id()
@@ -449,17 +455,7 @@ pub fn never_retyped(metadata: &iceberg::spec::TableMetadata, id: i32) -> bool {
 /// (maintenance snapshots carry their parent's forward): it changes with
 /// every pass of the mover, and only then.
 pub fn last_move(table: &Table) -> Option<String> {
-    let metadata = table.metadata();
-    let mut current = metadata.current_snapshot().cloned();
-    while let Some(s) = current {
-        if let Some(b) = s.summary().additional_properties.get(BATCH_KEY) {
-            return Some(b.clone());
-        }
-        current = s
-            .parent_snapshot_id()
-            .and_then(|p| metadata.snapshot_by_id(p).cloned());
-    }
-    None
+    newest_recorded(table, BATCH_KEY)
 }
 
 /// The Iceberg type that holds a Postgres type exactly.

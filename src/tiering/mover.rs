@@ -288,20 +288,14 @@ async fn evolve(lake: &Lake, table: Table, t: &TieredTable) -> Result<Table, Tie
     let Some(schema) = evolved_schema(table.metadata(), t)? else {
         return Ok(table);
     };
-    let before: Vec<String> = table
-        .metadata()
-        .current_schema()
-        .as_struct()
-        .fields()
-        .iter()
-        .map(|f| format!("{} {}", f.name, f.field_type))
-        .collect();
-    let after: Vec<String> = schema
-        .as_struct()
-        .fields()
-        .iter()
-        .map(|f| format!("{} {}", f.name, f.field_type))
-        .collect();
+    let columns = |s: &iceberg::spec::Schema| -> Vec<String> {
+        s.as_struct()
+            .fields()
+            .iter()
+            .map(|f| format!("{} {}", f.name, f.field_type))
+            .collect()
+    };
+    let (before, after) = (columns(table.metadata().current_schema()), columns(&schema));
     let table = crate::lake::set_schema(lake, &table, schema).await?;
     tracing::info!(
         table = %t.def.qualified(),

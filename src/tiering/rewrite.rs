@@ -315,11 +315,8 @@ pub(crate) async fn compact(
         .fields()
         .iter()
         .map(|f| {
-            let id = super::verify::field_id(f);
-            every
-                .fields()
-                .iter()
-                .position(|g| id.is_some() && super::verify::field_id(g) == id)
+            super::verify::field_id(f)
+                .and_then(|id| super::verify::field_position(&every, id))
                 .expect("every field of the current schema")
         })
         .collect();

@@ -151,17 +151,18 @@ pub struct RowHasher {
 
 impl RowHasher {
     pub fn new(metadata: &iceberg::spec::TableMetadata) -> Result<Self, TieringError> {
-        let mut schemas: Vec<_> = metadata.schemas_iter().collect();
-        schemas.sort_by_key(|s| s.schema_id());
-        let mut first = std::collections::HashMap::new();
-        for schema in schemas {
-            for f in schema.as_struct().fields() {
-                if let std::collections::hash_map::Entry::Vacant(e) = first.entry(f.id) {
-                    let ty = iceberg::arrow::type_to_arrow_type(&f.field_type)?;
-                    e.insert((f.name.clone(), ty));
-                }
-            }
-        }
+        let first = fields_by_id(metadata, false)
+            .into_iter()
+            .map(|(id, f)| {
+                Ok((
+                    id,
+                    (
+                        f.name.clone(),
+                        iceberg::arrow::type_to_arrow_type(&f.field_type)?,
+                    ),
+                ))
+            })
+            .collect::<Result<_, TieringError>>()?;
         Ok(Self { first })
     }
 
@@ -247,27 +248,43 @@ impl RowHasher {
 pub(crate) fn every_field(
     metadata: &iceberg::spec::TableMetadata,
 ) -> Result<SchemaRef, TieringError> {
+    let fields = fields_by_id(metadata, true)
+        .into_iter()
+        .map(|(id, f)| {
+            let ty = iceberg::arrow::type_to_arrow_type(&f.field_type)?;
+            Ok(Field::new(format!("field {id}"), ty, true).with_metadata(
+                [(
+                    datafusion::parquet::arrow::PARQUET_FIELD_ID_META_KEY.to_string(),
+                    id.to_string(),
+                )]
+                .into(),
+            ))
+        })
+        .collect::<Result<Vec<_>, TieringError>>()?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Each field id of the table's history with the field as its oldest
+/// schema (or, with `newest`, its newest) has it, in id order.
+fn fields_by_id(
+    metadata: &iceberg::spec::TableMetadata,
+    newest: bool,
+) -> BTreeMap<i32, iceberg::spec::NestedFieldRef> {
     let mut schemas: Vec<_> = metadata.schemas_iter().collect();
-    schemas.sort_by_key(|s| std::cmp::Reverse(s.schema_id()));
-    let mut fields: BTreeMap<i32, Field> = BTreeMap::new();
-    for schema in schemas {
-        for f in schema.as_struct().fields() {
-            if let std::collections::btree_map::Entry::Vacant(e) = fields.entry(f.id) {
-                let ty = iceberg::arrow::type_to_arrow_type(&f.field_type)?;
-                let field = Field::new(format!("field {}", f.id), ty, true).with_metadata(
-                    [(
-                        datafusion::parquet::arrow::PARQUET_FIELD_ID_META_KEY.to_string(),
-                        f.id.to_string(),
-                    )]
-                    .into(),
-                );
-                e.insert(field);
-            }
-        }
+    schemas.sort_by_key(|s| s.schema_id());
+    if newest {
+        schemas.reverse();
     }
-    Ok(Arc::new(Schema::new(
-        fields.into_values().collect::<Vec<_>>(),
-    )))
+    let mut fields = BTreeMap::new();
+    for f in schemas.iter().flat_map(|s| s.as_struct().fields()) {
+        fields.entry(f.id).or_insert_with(|| f.clone());
+    }
+    fields
+}
+
+/// The position in `schema` of the Arrow field carrying Iceberg field `id`.
+pub(crate) fn field_position(schema: &Schema, id: i32) -> Option<usize> {
+    schema.fields().iter().position(|f| field_id(f) == Some(id))
 }
 
 /// The Iceberg field id an Arrow field carries.
@@ -352,10 +369,7 @@ pub async fn verify(
     let current = metadata.current_schema();
     let position = |c: &super::Column| {
         let id = crate::lake::field_of(current, c.attnum, &c.name)?.id;
-        target_schema
-            .fields()
-            .iter()
-            .position(|f| field_id(f) == Some(id))
+        field_position(&target_schema, id)
     };
     let time_pos = position(t.time_column()).ok_or_else(|| {
         TieringError::Data(format!(
@@ -549,10 +563,7 @@ pub(crate) async fn read_batches(
         let file_schema = batch.schema();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         for f in schema.fields() {
-            let found = file_schema
-                .fields()
-                .iter()
-                .position(|g| field_id(g).is_some() && field_id(g) == field_id(f));
+            let found = field_id(f).and_then(|id| field_position(&file_schema, id));
             let c = match found {
                 Some(i) => cast(batch.column(i), f.data_type()).map_err(|e| e.to_string())?,
                 None => datafusion::arrow::array::new_null_array(f.data_type(), batch.num_rows()),

@@ -101,19 +101,58 @@ pub async fn serve(s: &Setup) -> Proxy {
     Proxy::start_with(move |config| *config = c).await
 }
 
-/// One pass of the mover, through the library.
-pub async fn move_rows(s: &Setup) -> u64 {
+/// Postgres and the tier definitions of the tiered database, loaded as
+/// the server loads them.
+pub async fn tiers(s: &Setup) -> (BackendTarget, thermocline::federation::Federation) {
     let target = s.config.postgres.clone().unwrap();
-    let feds = thermocline::server::load_tiers(&s.config, &target)
+    let mut feds = thermocline::server::load_tiers(&s.config, &target)
         .await
         .unwrap();
-    let fed = &feds[&s.tiered];
+    (target, feds.remove(&s.tiered).unwrap())
+}
+
+/// One pass of the mover, through the library.
+pub async fn move_rows(s: &Setup) -> u64 {
+    let (target, fed) = tiers(s).await;
     let report =
         thermocline::tiering::mover::run_once(&target, &fed.lake, &fed.tables[0], &s.tiered, false)
             .await
             .unwrap()
             .expect("no other mover");
     report.rows_deleted
+}
+
+/// A tier definition for another table of the tiered database, 30 days hot.
+pub fn define_tier(s: &Setup, table: &str, time_column: &str, partition_by: &str) {
+    std::fs::write(
+        s._dirs.0.path().join(format!("{table}.toml")),
+        format!(
+            "table = \"public.{table}\"\ntime_column = \"{time_column}\"\nhot_window = \"30 days\"\n\
+             partition_by = \"{partition_by}\"\ndatabase = \"{}\"\n",
+            s.tiered
+        ),
+    )
+    .unwrap();
+}
+
+/// One pass of the mover for every tiered table; how many there are.
+pub async fn move_every_table(s: &Setup) -> usize {
+    let (target, fed) = tiers(s).await;
+    for t in &fed.tables {
+        thermocline::tiering::mover::run_once(&target, &fed.lake, t, &s.tiered, false)
+            .await
+            .unwrap()
+            .expect("no other mover");
+    }
+    fed.tables.len()
+}
+
+/// `tier verify` of the orders table, through the library.
+pub async fn verify_orders(s: &Setup) -> thermocline::tiering::verify::VerifyReport {
+    let (target, fed) = tiers(s).await;
+    thermocline::tiering::verify::verify(&target, &fed.lake, &fed.tables[0], &s.tiered)
+        .await
+        .unwrap()
 }
 
 pub async fn hot_count(db: &str) -> i64 {
