@@ -9,8 +9,8 @@ mod common;
 use std::path::Path;
 
 use common::tiered::{
-    Answer, Setup, ask, define_tier, hot_count, in_both, move_every_table, move_rows, oracle_now,
-    same_answers, serve, setup, tiers, verify_orders,
+    Answer, BothProtocols, Setup, ask, define_tier, hot_count, in_both, move_every_table,
+    move_rows, oracle_now, same_answers, serve, setup, tiers, verify_orders,
 };
 use common::{ServeProcess, admin, assert_same_transcript, client, pg, transcript, value};
 use tokio_postgres::SimpleQueryMessage;
@@ -952,7 +952,6 @@ async fn explain_shows_the_route_the_pushed_sql_and_the_watermark() {
 /// cannot yet run exactly must fail with 0A000, never answer differently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corpus_matches_the_oracle_in_text_and_binary() {
-    use common::wire::{RawConn, bind, describe, execute, normalize, parse, sync};
     let s = setup().await;
     move_rows(&s).await;
     // Rows straddling the boundary and a straggler, the same in both databases.
@@ -968,10 +967,7 @@ async fn corpus_matches_the_oracle_in_text_and_binary() {
     .await;
     let proxy = serve(&s).await;
     let corpus = include_str!("tiered_corpus.sql");
-    let direct = client(pg().port(), "postgres", &s.oracle).await;
-    let through = client(proxy.port(), "postgres", &s.tiered).await;
-    let (mut wire_direct, _) = RawConn::connect(pg().port(), "postgres", &s.oracle).await;
-    let (mut wire_through, _) = RawConn::connect(proxy.port(), "postgres", &s.tiered).await;
+    let mut both = BothProtocols::connect(&s, &proxy).await;
     let mut failures = Vec::new();
     let mut count = 0;
     for line in corpus.lines() {
@@ -980,66 +976,14 @@ async fn corpus_matches_the_oracle_in_text_and_binary() {
             continue;
         }
         count += 1;
-        let (unsupported, sql) = match line.strip_prefix("UNSUPPORTED ") {
-            Some(rest) => (true, rest),
-            None => (false, line),
-        };
-        let want = ask(&direct, sql).await;
-        let got = ask(&through, sql).await;
-        if unsupported {
+        if let Some(sql) = line.strip_prefix("UNSUPPORTED ") {
+            let got = ask(&both.through, sql).await;
             if got != Answer::Error("0A000".into()) {
                 failures.push(format!("{sql}\n  expected 0A000, got {got:?}"));
             }
             continue;
         }
-        if got != want {
-            failures.push(format!(
-                "{sql}\n  text: oracle {want:?}\n        thermocline {got:?}"
-            ));
-            continue;
-        }
-        let script = [
-            parse("", sql, &[]),
-            bind("", "", &[], &[], &[1]),
-            describe(b'P', ""),
-            execute("", 0),
-            sync(),
-        ]
-        .concat();
-        wire_direct.send(&script).await;
-        wire_through.send(&script).await;
-        // Errors compare by severity, SQLSTATE and message: Postgres's also
-        // name its own source file and line.
-        let essential = |msgs: Vec<common::wire::Msg>| -> Vec<common::wire::Msg> {
-            normalize(&msgs)
-                .into_iter()
-                .map(|mut m| {
-                    if m.tag == b'E' {
-                        m.body = [b'S', b'C', b'M']
-                            .iter()
-                            .map(|c| m.field(*c).unwrap_or_default())
-                            .collect::<Vec<_>>()
-                            .join("|")
-                            .into_bytes();
-                    }
-                    m
-                })
-                .collect()
-        };
-        let mut want = essential(wire_direct.until_ready(1).await);
-        let mut got = essential(wire_through.until_ready(1).await);
-        if !sql.to_lowercase().contains("order by") {
-            want.sort_by(|a, b| (a.tag, &a.body).cmp(&(b.tag, &b.body)));
-            got.sort_by(|a, b| (a.tag, &a.body).cmp(&(b.tag, &b.body)));
-        }
-        if got != want {
-            let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0);
-            failures.push(format!(
-                "{sql}\n  binary: oracle {:?}\n          thermocline {:?}",
-                want.get(at),
-                got.get(at)
-            ));
-        }
+        failures.extend(both.differs(line).await);
     }
     assert!(count >= 100, "the corpus has only {count} statements");
     assert!(
@@ -1895,6 +1839,98 @@ async fn cold_columns_of_one_type_keep_their_values() {
         ],
     )
     .await;
+}
+
+/// json and jsonb columns in the lake: whole values, and `->`, `->>`,
+/// `#>`, `#>>`, `@>`, `<@`, `?`, `?|` and `?&` over them, in filters,
+/// groups and output, equal the oracle's in text and in binary. The
+/// documents hold nested values, escapes, repeated json keys, numbers
+/// written two ways, NULLs, and a scalar and an array as whole documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_operators_over_the_lake_equal_postgres() {
+    let s = setup().await;
+    let now = oracle_now(&s).await;
+    in_both(
+        &s,
+        &format!(
+            r#"CREATE TABLE events (id bigint PRIMARY KEY, at timestamptz NOT NULL, payload jsonb, raw json);
+             INSERT INTO events SELECT i, '{now}'::timestamptz - i * interval '5 hours',
+                 jsonb_build_object('kind', (ARRAY['click','view','buy'])[1 + i % 3], 'n', i % 17, 'price', (i % 50) / 4.0,
+                                    'tags', CASE WHEN i % 4 = 0 THEN '[]'::jsonb ELSE jsonb_build_array('t' || (i % 5), i % 2 = 0) END,
+                                    'user', CASE WHEN i % 6 = 0 THEN NULL ELSE jsonb_build_object('id', i % 9, 'name', 'u"' || (i % 9) || E'
+') END)
+                 || CASE WHEN i % 10 = 0 THEN '{{"extra": {{"deep": [1, 2, {{"x": "é"}}]}}}}'::jsonb ELSE '{{}}'::jsonb END,
+                 CASE WHEN i % 7 = 0 THEN NULL ELSE format('{{"a" : %s,  "s":"vé%s", "a": [%s, 1.50]}}', i % 3, i % 4, i)::json END
+               FROM generate_series(1, 600) i;
+             UPDATE events SET payload = '"click"' WHERE id = 301;
+             UPDATE events SET payload = '["click", "view", 1e2]' WHERE id = 302;
+             UPDATE events SET payload = NULL, raw = '[1, "two", {{"three": 3}}]' WHERE id = 303;"#
+        ),
+    )
+    .await;
+    define_tier(&s, "events", "at", "month");
+    move_every_table(&s).await;
+    assert!(value::<i64>(&s.tiered, "SELECT count(*) FROM events").await < 200);
+    let proxy = serve(&s).await;
+    let mut both = BothProtocols::connect(&s, &proxy).await;
+    let mut failures = Vec::new();
+    for sql in [
+        "SELECT * FROM events ORDER BY id",
+        "SELECT id, payload->'kind', payload->>'kind', payload->'tags', payload->'tags'->>0, payload->'tags'-> -1 FROM events ORDER BY id",
+        "SELECT payload->>'kind' AS kind, count(*), sum((payload->>'n')::int) FROM events GROUP BY 1 ORDER BY 1",
+        r#"SELECT count(*) FROM events WHERE payload @> '{"kind": "buy"}'"#,
+        r#"SELECT id FROM events WHERE payload @> '{"kind": "view", "tags": [true]}'::jsonb ORDER BY id"#,
+        r#"SELECT count(*) FROM events WHERE '{"kind": "click"}' <@ payload"#,
+        r#"SELECT id FROM events WHERE payload @> '"click"' OR payload @> '[100]' ORDER BY id"#,
+        r#"SELECT id FROM events WHERE payload @> '{"extra": {"deep": [{"x": "é"}]}}' ORDER BY id"#,
+        "SELECT count(*) FROM events WHERE payload ? 'extra'",
+        "SELECT count(*) FROM events WHERE payload ? 'click'",
+        "SELECT count(*) FROM events WHERE payload ?| array['extra', 'zzz']",
+        "SELECT count(*) FROM events WHERE payload ?& array['kind', 'user']",
+        "SELECT id, payload #> '{extra,deep,2}', payload #>> '{extra,deep,2,x}', payload #>> '{user,name}', payload #> '{}' FROM events WHERE payload ? 'extra' ORDER BY id",
+        "SELECT id, raw->'a', raw->>'s', raw->'a'->1, raw #>> '{a,0}', raw->2, raw->>1 FROM events ORDER BY id",
+        "SELECT payload->'user'->>'id' AS u, count(*) FROM events WHERE payload->'user' IS NOT NULL GROUP BY 1 ORDER BY 1",
+        "SELECT id, payload FROM events WHERE payload->>'kind' = 'buy' AND (payload->>'n')::int > 10 ORDER BY id",
+        "SELECT id, payload->'price', payload->>'price', payload -> 0, payload ->> 2 FROM events WHERE id IN (300, 301, 302, 303, 400) ORDER BY id",
+        "SELECT payload->'tags' AS tags, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC, payload->'tags'->>0 LIMIT 5",
+    ] {
+        failures.extend(both.differs(sql).await);
+    }
+    // Filters with the operators go to Postgres for the hot rows.
+    let plan: Vec<String> = both
+        .through
+        .simple_query(r#"EXPLAIN SELECT id FROM events WHERE payload @> '{"kind": "buy"}' AND payload->>'kind' = 'buy' AND raw #>> '{a,0}' = '7'"#)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    let plan = plan.join("\n");
+    for want in [
+        r#"(payload @> '{"kind": "buy"}')"#,
+        "((payload ->> 'kind') = 'buy')",
+        "((raw #>> '{a,0}') = '7')",
+    ] {
+        if !plan.contains(want) {
+            failures.push(format!("EXPLAIN lacks {want:?}:\n{plan}"));
+        }
+    }
+    // jsonb orders by type, size and contents, not as text: refused, not
+    // answered differently.
+    for sql in [
+        "SELECT payload FROM events ORDER BY payload LIMIT 3",
+        "SELECT t FROM (SELECT payload->'tags' AS t FROM events) s ORDER BY 1 LIMIT 3",
+        r#"SELECT count(*) FROM events WHERE payload->'n' > '5'"#,
+    ] {
+        let got = ask(&both.through, sql).await;
+        if got != Answer::Error("0A000".into()) {
+            failures.push(format!("{sql}\n  expected 0A000, got {got:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// Compaction rewrites the small files passes leave in a partition into

@@ -186,6 +186,8 @@ pub(super) async fn plan_sql(
     session: &datafusion::prelude::SessionContext,
     sql: &str,
 ) -> datafusion::common::Result<datafusion::prelude::DataFrame> {
+    let uncast = super::json::without_operand_casts(sql);
+    let sql = uncast.as_deref().unwrap_or(sql);
     match session.sql(sql).await {
         Err(e)
             if e.to_string()

@@ -16,6 +16,7 @@ pub(crate) mod exactness;
 mod explain;
 pub(crate) mod extended;
 mod hotagg;
+mod json;
 pub(crate) mod link;
 pub(crate) mod matview;
 mod memory;
@@ -678,6 +679,12 @@ async fn execute(
     let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
     let mut df = exactness::plan_sql(&session, sql).await?;
+    if let Some(what) = json::refusal(df.logical_plan()) {
+        return Err(Failure::Ours(ErrorFields::error(
+            "0A000",
+            format!("{what} is not supported yet in reads of the history of a tiered table"),
+        )));
+    }
     if !run.params.is_empty() {
         let inferred = df.logical_plan().get_parameter_types()?;
         let mut values = Vec::with_capacity(run.params.len());
@@ -855,8 +862,10 @@ fn plan_session(ctx: &ScanContext, federation: &Federation) -> SessionContext {
         .with_memory_pool(pool)
         .build_arc()
         .unwrap_or_else(|_| shared.clone());
-    let session = SessionContext::new_with_config_rt(config, runtime);
+    let mut session = SessionContext::new_with_config_rt(config, runtime);
     session.register_udf(datetrunc::BucketedDateTrunc::udf());
+    use datafusion::execution::FunctionRegistry;
+    let _ = session.register_expr_planner(Arc::new(json::JsonPlanner));
     session
 }
 

@@ -12,7 +12,7 @@ use crate::catalog::quote_ident;
 
 /// A filter as Postgres SQL, for the filters thermocline can write exactly:
 /// comparisons, AND/OR/NOT, IS [NOT] NULL, IN lists and BETWEEN over
-/// columns and literals. String comparisons other than equality are left
+/// columns, literals and the JSON operators. String comparisons other than equality are left
 /// to the executor (Postgres would compare under the column's collation).
 pub(crate) fn to_pg_sql(e: &Expr, columns: &[ScanColumn]) -> Option<String> {
     match e {
@@ -45,6 +45,7 @@ pub(crate) fn to_pg_sql(e: &Expr, columns: &[ScanColumn]) -> Option<String> {
                 to_pg_sql(right, columns)?
             ))
         }
+        Expr::ScalarFunction(f) => super::json::pg_sql(f, |x| to_pg_sql(x, columns)),
         Expr::Not(x) => Some(format!("(NOT {})", to_pg_sql(x, columns)?)),
         Expr::IsNull(x) => Some(format!("({} IS NULL)", to_pg_sql(x, columns)?)),
         Expr::IsNotNull(x) => Some(format!("({} IS NOT NULL)", to_pg_sql(x, columns)?)),

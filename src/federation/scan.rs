@@ -129,11 +129,22 @@ fn exec_type(t: PgType, tz: &str) -> DataType {
     }
 }
 
+fn json_type(name: &str) -> std::collections::HashMap<String, String> {
+    [(super::json::PG_TYPE.to_string(), name.to_string())].into()
+}
+
 fn schema_of(columns: &[ScanColumn], tz: &str) -> SchemaRef {
     Arc::new(Schema::new(
         columns
             .iter()
-            .map(|c| Field::new(&c.name, exec_type(c.pg_type, tz), true))
+            .map(|c| {
+                let field = Field::new(&c.name, exec_type(c.pg_type, tz), true);
+                match c.pg_type {
+                    PgType::Json => field.with_metadata(json_type("json")),
+                    PgType::Jsonb => field.with_metadata(json_type("jsonb")),
+                    _ => field,
+                }
+            })
             .collect::<Vec<_>>(),
     ))
 }

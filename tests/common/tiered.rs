@@ -6,6 +6,7 @@ use thermocline::Config;
 use thermocline::backend::target::BackendTarget;
 use tokio_postgres::SimpleQueryMessage;
 
+use super::wire::{Msg, RawConn, bind, describe, execute, normalize, parse, sync};
 use super::{Proxy, admin, client, fresh_db, pg, value};
 
 pub const SCHEMA: &str = "
@@ -216,5 +217,108 @@ pub async fn oracle_now(s: &Setup) -> String {
 pub async fn in_both(s: &Setup, sql: &str) {
     for db in [&s.oracle, &s.tiered] {
         admin(db).await.batch_execute(sql).await.unwrap();
+    }
+}
+
+/// Statements asked of the oracle directly and of thermocline, over the
+/// simple protocol (rows as text) and over the extended one with every
+/// result column in binary.
+pub struct BothProtocols {
+    pub direct: tokio_postgres::Client,
+    pub through: tokio_postgres::Client,
+    wire_direct: RawConn,
+    wire_through: RawConn,
+}
+
+impl BothProtocols {
+    pub async fn connect(s: &Setup, proxy: &Proxy) -> Self {
+        BothProtocols {
+            direct: client(pg().port(), "postgres", &s.oracle).await,
+            through: client(proxy.port(), "postgres", &s.tiered).await,
+            wire_direct: RawConn::connect(pg().port(), "postgres", &s.oracle).await.0,
+            wire_through: RawConn::connect(proxy.port(), "postgres", &s.tiered)
+                .await
+                .0,
+        }
+    }
+
+    /// What differs between the two answers to `sql`; `None` when they
+    /// are the same in text and in binary.
+    pub async fn differs(&mut self, sql: &str) -> Option<String> {
+        let want = ask(&self.direct, sql).await;
+        let got = ask(&self.through, sql).await;
+        if got != want {
+            // The first row that differs, not every row.
+            let (want, got) = match (&want, &got) {
+                (Answer::Rows(wn, w), Answer::Rows(gn, g)) if wn == gn => {
+                    let at = w
+                        .iter()
+                        .zip(g)
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(w.len().min(g.len()));
+                    (
+                        format!("row {at}: {:?} of {}", w.get(at), w.len()),
+                        format!("{:?} of {}", g.get(at), g.len()),
+                    )
+                }
+                (_, Answer::Error(code)) => {
+                    let message = match self.through.simple_query(sql).await {
+                        Err(e) => e.as_db_error().map(|d| d.message().to_string()),
+                        Ok(_) => None,
+                    };
+                    (format!("{want:?}"), format!("{code} {message:?}"))
+                }
+                _ => (format!("{want:?}"), format!("{got:?}")),
+            };
+            let short = |t: String| t.chars().take(400).collect::<String>();
+            return Some(format!(
+                "{sql}\n  text: oracle {}\n        thermocline {}",
+                short(want),
+                short(got)
+            ));
+        }
+        let script = [
+            parse("", sql, &[]),
+            bind("", "", &[], &[], &[1]),
+            describe(b'P', ""),
+            execute("", 0),
+            sync(),
+        ]
+        .concat();
+        self.wire_direct.send(&script).await;
+        self.wire_through.send(&script).await;
+        // Errors compare by severity, SQLSTATE and message: Postgres's also
+        // name its own source file and line.
+        let essential = |msgs: Vec<Msg>| -> Vec<Msg> {
+            normalize(&msgs)
+                .into_iter()
+                .map(|mut m| {
+                    if m.tag == b'E' {
+                        m.body = [b'S', b'C', b'M']
+                            .iter()
+                            .map(|c| m.field(*c).unwrap_or_default())
+                            .collect::<Vec<_>>()
+                            .join("|")
+                            .into_bytes();
+                    }
+                    m
+                })
+                .collect()
+        };
+        let mut want = essential(self.wire_direct.until_ready(1).await);
+        let mut got = essential(self.wire_through.until_ready(1).await);
+        if !sql.to_lowercase().contains("order by") {
+            want.sort_by(|a, b| (a.tag, &a.body).cmp(&(b.tag, &b.body)));
+            got.sort_by(|a, b| (a.tag, &a.body).cmp(&(b.tag, &b.body)));
+        }
+        if got == want {
+            return None;
+        }
+        let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0);
+        Some(format!(
+            "{sql}\n  binary: oracle {:?}\n          thermocline {:?}",
+            want.get(at),
+            got.get(at)
+        ))
     }
 }
