@@ -1933,6 +1933,81 @@ async fn json_operators_over_the_lake_equal_postgres() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Enum columns in the lake: values, groups, filters and parameters equal
+/// the oracle's, and sorts and comparisons follow the type's order (not
+/// the labels'), also after a label is added in the middle of it. `min`,
+/// `max` and windows ordered by an enum are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enum_columns_follow_the_type_order_over_the_lake() {
+    let s = setup().await;
+    let now = oracle_now(&s).await;
+    in_both(
+        &s,
+        &format!(
+            "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy', 'ecstatic');
+             CREATE TABLE moods (id bigint PRIMARY KEY, at timestamptz NOT NULL, mood mood NOT NULL, prev mood);
+             INSERT INTO moods SELECT i, '{now}'::timestamptz - i * interval '5 hours',
+                 (enum_range(NULL::mood))[1 + i % 4],
+                 CASE WHEN i % 5 = 0 THEN NULL ELSE (enum_range(NULL::mood))[1 + (i * 7 / 3) % 4] END
+               FROM generate_series(1, 600) i;"
+        ),
+    )
+    .await;
+    define_tier(&s, "moods", "at", "month");
+    move_every_table(&s).await;
+    assert!(value::<i64>(&s.tiered, "SELECT count(*) FROM moods").await < 200);
+    let proxy = serve(&s).await;
+    let mut both = BothProtocols::connect(&s, &proxy).await;
+    let queries = [
+        "SELECT * FROM moods ORDER BY id",
+        "SELECT mood, count(*) FROM moods GROUP BY mood ORDER BY mood",
+        "SELECT id, mood FROM moods ORDER BY mood DESC, id LIMIT 20",
+        "SELECT count(*) FROM moods WHERE mood > 'ok'",
+        "SELECT count(*) FROM moods WHERE mood = 'happy' OR prev IN ('sad', 'ecstatic')",
+        "SELECT count(*) FROM moods WHERE mood < prev",
+        "SELECT mood, prev, count(*) FROM moods GROUP BY 1, 2 ORDER BY 1, 2 NULLS FIRST",
+        "SELECT DISTINCT prev FROM moods ORDER BY prev NULLS LAST",
+        "SELECT m FROM (SELECT mood AS m FROM moods WHERE id > 300) s ORDER BY m DESC LIMIT 5",
+        "SELECT mood::text AS label, count(*) FROM moods GROUP BY 1 ORDER BY 1",
+    ];
+    let mut failures = Vec::new();
+    for sql in queries {
+        failures.extend(both.differs(sql).await);
+    }
+    for (sql, params) in [
+        ("SELECT count(*) FROM moods WHERE mood = $1", &["happy"][..]),
+        (
+            "SELECT id, mood FROM moods WHERE mood >= $1 AND id % 7 = 0 ORDER BY mood, id",
+            &["ok"],
+        ),
+    ] {
+        failures.extend(both.differs_in_binary(sql, params).await);
+    }
+    // A label added between two others: its rows sort there, in both
+    // tiers' answers.
+    in_both(&s, "ALTER TYPE mood ADD VALUE 'meh' BEFORE 'ok'").await;
+    in_both(
+        &s,
+        &format!(
+            "INSERT INTO moods VALUES (5001, '{now}'::timestamptz, 'meh', 'ecstatic'), (5002, '{now}'::timestamptz - interval '1 hour', 'meh', NULL);"
+        ),
+    )
+    .await;
+    for sql in queries {
+        failures.extend(both.differs(sql).await);
+    }
+    for sql in [
+        "SELECT max(mood) FROM moods",
+        "SELECT id, rank() OVER (ORDER BY mood) FROM moods",
+    ] {
+        let got = ask(&both.through, sql).await;
+        if got != Answer::Error("0A000".into()) {
+            failures.push(format!("{sql}\n  expected 0A000, got {got:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Compaction rewrites the small files passes leave in a partition into
 /// one, killed part-way it leaves the lake as it was; retention takes out
 /// the partitions past `cold_retention` (the oracle deletes the same

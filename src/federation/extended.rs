@@ -300,10 +300,12 @@ fn param_scalar(
     let pg_type = match type_oid {
         oid::NUMERIC => None,
         0 => Some(PgType::Text(oid::TEXT)),
-        t => Some(
-            PgType::from_oid(t, -1, &format!("type {t}"))
-                .map_err(|e| format!("parameter of {e}"))?,
-        ),
+        // A type the executor does not know by its OID is an enum (a
+        // column of any other such type is not read): its label, as text.
+        t => Some(match PgType::from_oid(t, -1, &format!("type {t}")) {
+            Err(crate::pgtypes::TypeError::Unsupported(_)) => PgType::Enum,
+            other => other.map_err(|e| format!("parameter of {e}"))?,
+        }),
     };
     let target = |t: PgType| match t {
         PgType::Timestamptz => DataType::Timestamp(TimeUnit::Microsecond, Some(tz.into())),
@@ -364,7 +366,7 @@ fn param_scalar(
                 .parse()
                 .map_err(|_| invalid("double precision"))?,
         )),
-        Some(PgType::Text(_) | PgType::Json | PgType::Jsonb) => {
+        Some(PgType::Text(_) | PgType::Json | PgType::Jsonb | PgType::Enum) => {
             ScalarValue::Utf8(Some(text.to_string()))
         }
         Some(t) => ScalarValue::Utf8(Some(text.to_string()))

@@ -74,6 +74,7 @@ pub(crate) fn translate(agg: &AggregateExec) -> Option<HotAggregate> {
         out.push(ScanColumn {
             name: format!("g{i}"),
             pg_type: pg,
+            labels: None,
         });
     }
     for (i, a) in agg.aggr_expr().iter().enumerate() {
@@ -105,6 +106,7 @@ pub(crate) fn translate(agg: &AggregateExec) -> Option<HotAggregate> {
         out.push(ScanColumn {
             name: format!("a{i}"),
             pg_type: pg,
+            labels: None,
         });
     }
     Some(HotAggregate {

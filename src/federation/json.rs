@@ -115,7 +115,7 @@ impl ScalarUDFImpl for JsonOp {
     /// A value taken out as json keeps its type in the field's metadata, so
     /// operators and checks over it (through subqueries and aliases too)
     /// know it for json or jsonb.
-    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+    fn return_field_from_args(&self, _: ReturnFieldArgs) -> Result<FieldRef> {
         let field = Field::new(self.name(), self.return_type(&[])?, true);
         Ok(Arc::new(match self.op {
             Op::Get | Op::Path => field.with_metadata(

@@ -12,6 +12,7 @@
 pub(crate) mod cache;
 mod cold;
 mod datetrunc;
+mod enums;
 pub(crate) mod exactness;
 mod explain;
 pub(crate) mod extended;
@@ -679,11 +680,17 @@ async fn execute(
     let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
     let mut df = exactness::plan_sql(&session, sql).await?;
-    if let Some(what) = json::refusal(df.logical_plan()) {
+    if let Some(what) =
+        json::refusal(df.logical_plan()).or_else(|| enums::refusal(df.logical_plan()))
+    {
         return Err(Failure::Ours(ErrorFields::error(
             "0A000",
             format!("{what} is not supported yet in reads of the history of a tiered table"),
         )));
+    }
+    let ordered = enums::in_label_order(df.logical_plan().clone())?;
+    if ordered.transformed {
+        df = datafusion::prelude::DataFrame::new(session.state(), ordered.data);
     }
     if !run.params.is_empty() {
         let inferred = df.logical_plan().get_parameter_types()?;
@@ -918,7 +925,9 @@ async fn register_tables_at(
         let query = format!(
             "SELECT n.nspname, c.relname, a.attname, a.atttypid, a.atttypmod, \
                     pg_catalog.format_type(a.atttypid, a.atttypmod), c.relkind, \
-                    CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid, true) END, a.attnum \
+                    CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid, true) END, a.attnum, \
+                    (SELECT pg_catalog.json_agg(e.enumlabel ORDER BY e.enumsortorder) \
+                       FROM pg_catalog.pg_enum e WHERE e.enumtypid = a.atttypid) \
              FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
@@ -953,6 +962,7 @@ async fn register_tables_at(
                 text(4).parse::<i32>().unwrap_or(-1),
                 text(5),
                 text(8).parse::<i16>().unwrap_or(0),
+                serde_json::from_str::<Vec<String>>(&text(9)).ok(),
             ));
         }
         // A CTE or a name Postgres does not know: nothing to register

@@ -117,6 +117,8 @@ impl std::fmt::Debug for PgLink {
 pub(crate) struct ScanColumn {
     pub name: String,
     pub pg_type: PgType,
+    /// An enum's labels, in their order.
+    pub labels: Option<Arc<Vec<String>>>,
 }
 
 /// The Arrow type a column has inside the executor: Postgres's, with
@@ -142,6 +144,9 @@ fn schema_of(columns: &[ScanColumn], tz: &str) -> SchemaRef {
                 match c.pg_type {
                     PgType::Json => field.with_metadata(json_type("json")),
                     PgType::Jsonb => field.with_metadata(json_type("jsonb")),
+                    PgType::Enum => field.with_metadata(super::enums::metadata(
+                        c.labels.as_deref().map(Vec::as_slice).unwrap_or_default(),
+                    )),
                     _ => field,
                 }
             })
@@ -992,18 +997,19 @@ async fn drop_stragglers_in_cold(split: &Split, batch: RecordBatch) -> Result<Re
 /// Columns of a table, for a scan: the ones thermocline can read, with
 /// their Postgres column numbers.
 pub(crate) fn scan_columns(
-    rows: &[(String, u32, i32, String, i16)],
+    rows: &[(String, u32, i32, String, i16, Option<Vec<String>>)],
 ) -> (Vec<ScanColumn>, Vec<i16>) {
     rows.iter()
-        .filter_map(|(name, oid, typmod, type_name, attnum)| {
+        .filter_map(|(name, oid, typmod, type_name, attnum, labels)| {
             // A column of a type the executor cannot carry exactly (an
             // unbounded numeric, an array, …) is left out: a statement
             // that uses it fails to plan, with 0A000.
-            let pg_type = PgType::from_oid(*oid, *typmod, type_name).ok()?;
+            let pg_type = PgType::of_column(*oid, *typmod, type_name, labels.is_some()).ok()?;
             Some((
                 ScanColumn {
                     name: name.clone(),
                     pg_type,
+                    labels: labels.clone().map(Arc::new),
                 },
                 *attnum,
             ))

@@ -468,7 +468,7 @@ pub fn iceberg_type(t: PgType) -> Result<Type, iceberg::Error> {
         PgType::Float4 => p(PrimitiveType::Float),
         PgType::Float8 => p(PrimitiveType::Double),
         PgType::Numeric(precision, scale) => Type::decimal(precision as u32, scale as u32),
-        PgType::Text(_) | PgType::Json | PgType::Jsonb => p(PrimitiveType::String),
+        PgType::Text(_) | PgType::Json | PgType::Jsonb | PgType::Enum => p(PrimitiveType::String),
         PgType::Bytea => p(PrimitiveType::Binary),
         PgType::Uuid => p(PrimitiveType::Uuid),
         PgType::Date => p(PrimitiveType::Date),

@@ -106,7 +106,12 @@ pub fn write_binary(
             let us = timestamp_micros(array, row).ok_or_else(mismatch)?;
             out.extend_from_slice(&(us - PG_EPOCH_OFFSET_US).to_be_bytes());
         }
-        _ => return Err(mismatch()),
+        // A type known only to Postgres holding a string here: an enum,
+        // whose binary form is its label.
+        _ => {
+            let v = str_value(array, row).ok_or_else(mismatch)?;
+            out.extend_from_slice(v.as_bytes());
+        }
     }
     Ok(true)
 }

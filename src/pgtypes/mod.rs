@@ -65,6 +65,8 @@ pub enum PgType {
     Text(u32),
     Json,
     Jsonb,
+    /// A value of an enum type, by its label.
+    Enum,
     Bytea,
     Uuid,
     Date,
@@ -88,6 +90,21 @@ pub enum TypeError {
 }
 
 impl PgType {
+    /// The type of a column: an enum (`pg_type.typtype = 'e'`), or the
+    /// type with this OID and typmod.
+    pub fn of_column(
+        type_oid: u32,
+        typmod: i32,
+        type_name: &str,
+        is_enum: bool,
+    ) -> Result<Self, TypeError> {
+        if is_enum {
+            Ok(PgType::Enum)
+        } else {
+            Self::from_oid(type_oid, typmod, type_name)
+        }
+    }
+
     /// The type of a column with this OID and typmod (`atttypmod`).
     pub fn from_oid(type_oid: u32, typmod: i32, type_name: &str) -> Result<Self, TypeError> {
         Ok(match type_oid {
@@ -133,7 +150,7 @@ impl PgType {
             PgType::Float4 => DataType::Float32,
             PgType::Float8 => DataType::Float64,
             PgType::Numeric(p, s) => DataType::Decimal128(p, s),
-            PgType::Text(_) | PgType::Json | PgType::Jsonb => DataType::Utf8,
+            PgType::Text(_) | PgType::Json | PgType::Jsonb | PgType::Enum => DataType::Utf8,
             PgType::Bytea => DataType::Binary,
             PgType::Uuid => DataType::FixedSizeBinary(16),
             PgType::Date => DataType::Date32,
@@ -156,7 +173,7 @@ impl PgType {
                 Decimal128Builder::with_capacity(capacity)
                     .with_data_type(DataType::Decimal128(p, s)),
             ),
-            PgType::Text(_) | PgType::Json | PgType::Jsonb => {
+            PgType::Text(_) | PgType::Json | PgType::Jsonb | PgType::Enum => {
                 Box::new(StringBuilder::with_capacity(capacity, capacity * 16))
             }
             PgType::Bytea => Box::new(BinaryBuilder::with_capacity(capacity, capacity * 16)),
@@ -218,7 +235,7 @@ impl PgType {
             ),
             PgType::Numeric(_, s) => b::<Decimal128Builder>(builder)
                 .append_option(value.map(|v| numeric_from_binary(v, s)).transpose()?),
-            PgType::Text(_) | PgType::Json => {
+            PgType::Text(_) | PgType::Json | PgType::Enum => {
                 let s = value
                     .map(|v| std::str::from_utf8(v).map_err(|_| TypeError::Malformed("text")))
                     .transpose()?;

@@ -156,7 +156,13 @@ pub fn write_text(
             }
             Ok(true)
         }
-        _ => Err(mismatch()),
+        // A type known only to Postgres holding a string here: an enum,
+        // written as its label.
+        _ => {
+            let v = str_value(array, row).ok_or_else(mismatch)?;
+            out.extend_from_slice(v.as_bytes());
+            Ok(true)
+        }
     }
 }
 

@@ -187,7 +187,8 @@ pub async fn describe(
         .query(
             "SELECT a.attname, a.atttypid::int8, a.atttypmod, a.attnotnull, \
                     pg_catalog.format_type(a.atttypid, a.atttypmod), \
-                    coalesce(a.attnum = ANY (i.indkey::int2[]), false), a.attnum \
+                    coalesce(a.attnum = ANY (i.indkey::int2[]), false), a.attnum, \
+                    (SELECT t.typtype = 'e' FROM pg_catalog.pg_type t WHERE t.oid = a.atttypid) \
              FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
@@ -211,14 +212,16 @@ pub async fn describe(
         let type_oid: i64 = row.get(1);
         let typmod: i32 = row.get(2);
         let type_name: String = row.get(4);
-        let pg_type = PgType::from_oid(type_oid as u32, typmod, &type_name).map_err(|source| {
-            TieringError::ColumnType {
-                file: file.clone(),
-                table: qualified.clone(),
-                column: name.clone(),
-                source,
-            }
-        })?;
+        let is_enum: bool = row.get(7);
+        let pg_type =
+            PgType::of_column(type_oid as u32, typmod, &type_name, is_enum).map_err(|source| {
+                TieringError::ColumnType {
+                    file: file.clone(),
+                    table: qualified.clone(),
+                    column: name.clone(),
+                    source,
+                }
+            })?;
         if row.get::<_, bool>(5) {
             key.push(i);
         }

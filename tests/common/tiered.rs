@@ -277,9 +277,17 @@ impl BothProtocols {
                 short(got)
             ));
         }
+        self.differs_in_binary(sql, &[]).await
+    }
+
+    /// What differs between the two answers to `sql` with these parameters
+    /// (in text, of the types Postgres infers), asked over the extended
+    /// protocol with every result column in binary.
+    pub async fn differs_in_binary(&mut self, sql: &str, params: &[&str]) -> Option<String> {
+        let params: Vec<Option<&[u8]>> = params.iter().map(|p| Some(p.as_bytes())).collect();
         let script = [
             parse("", sql, &[]),
-            bind("", "", &[], &[], &[1]),
+            bind("", "", &[], &params, &[1]),
             describe(b'P', ""),
             execute("", 0),
             sync(),
