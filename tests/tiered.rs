@@ -2008,6 +2008,36 @@ async fn enum_columns_follow_the_type_order_over_the_lake() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Intervals a federated statement computes (differences of times,
+/// interval literals) are written as Postgres writes them, in text in
+/// each IntervalStyle and in binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intervals_follow_the_session_interval_style() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = serve(&s).await;
+    let mut both = BothProtocols::connect(&s, &proxy).await;
+    let mut failures = Vec::new();
+    for style in ["postgres", "postgres_verbose", "sql_standard", "iso_8601"] {
+        both.run_everywhere(&format!("SET IntervalStyle = {style}"))
+            .await;
+        for sql in [
+            "SELECT status, max(created_at) - min(created_at) AS span FROM orders GROUP BY 1 ORDER BY 1",
+            "SELECT id, created_at - date_trunc('month', created_at) FROM orders WHERE id % 97 = 0 ORDER BY id",
+            "SELECT id, date_trunc('day', created_at) - created_at FROM orders WHERE id % 101 = 0 ORDER BY id",
+            "SELECT id, interval '1 year 2 mons 3 days 04:05:06.5', interval '-1 days -12:00:00', interval '0', \
+                    interval '-1 year +2 days -00:00:01.25', interval '1 day -1 hour', interval '-00:00:00.5', \
+                    interval '3 mons', interval '-5 days', interval '1 sec', interval '100 hours' \
+               FROM orders WHERE id < 4 ORDER BY id",
+        ] {
+            if let Some(f) = both.differs(sql).await {
+                failures.push(format!("IntervalStyle {style}: {f}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Compaction rewrites the small files passes leave in a partition into
 /// one, killed part-way it leaves the lake as it was; retention takes out
 /// the partitions past `cold_retention` (the oracle deletes the same

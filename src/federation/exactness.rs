@@ -186,8 +186,8 @@ pub(super) async fn plan_sql(
     session: &datafusion::prelude::SessionContext,
     sql: &str,
 ) -> datafusion::common::Result<datafusion::prelude::DataFrame> {
-    let uncast = super::json::without_operand_casts(sql);
-    let sql = uncast.as_deref().unwrap_or(sql);
+    let rewritten = executor_sql(sql);
+    let sql = rewritten.as_deref().unwrap_or(sql);
     match session.sql(sql).await {
         Err(e)
             if e.to_string()
@@ -200,6 +200,111 @@ pub(super) async fn plan_sql(
         }
         planned => planned,
     }
+}
+
+/// `sql` as the executor plans it, when that differs: casts to json taken
+/// off the JSON operators' operands, and interval literals written with a
+/// time of day (`'1 day 04:05:06.5'`) spelled with units instead.
+fn executor_sql(sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    let lower = sql.to_ascii_lowercase();
+    if !lower.contains("json") && !lower.contains("interval") {
+        return None;
+    }
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let json = super::json::strip_operand_casts(&mut statements);
+    let intervals = interval_literals_with_units(&mut statements);
+    (json || intervals).then(|| {
+        statements
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+/// Rewrites interval literals with a time of day into units; true when
+/// it rewrote any.
+fn interval_literals_with_units(statements: &mut Vec<Statement>) -> bool {
+    use datafusion::sql::sqlparser::ast::{DataType, Value, visit_expressions_mut};
+    let mut changed = false;
+    let mut rewrite = |text: &mut String| {
+        if let Some(units) = time_as_units(text) {
+            *text = units;
+            changed = true;
+        }
+    };
+    let _ = visit_expressions_mut(statements, |e: &mut Expr| {
+        let literal = match e {
+            Expr::Interval(iv) if iv.leading_field.is_none() => Some(iv.value.as_mut()),
+            Expr::Cast {
+                expr,
+                data_type: DataType::Interval { .. },
+                ..
+            } => Some(expr.as_mut()),
+            _ => None,
+        };
+        if let Some(Expr::Value(v)) = literal
+            && let Value::SingleQuotedString(text) = &mut v.value
+        {
+            rewrite(text);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    changed
+}
+
+/// `'1 day -04:05:06.5'` as `'1 day -4 hours -5 minutes -6.5 seconds'`;
+/// `None` when the text has no `h:m[:s]` part (or starts with `@`, or says
+/// `ago`, which are left as they are).
+fn time_as_units(text: &str) -> Option<String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if !words.iter().any(|w| w.contains(':')) || words.iter().any(|w| w.eq_ignore_ascii_case("ago"))
+    {
+        return None;
+    }
+    let mut out = Vec::new();
+    for w in words {
+        // The executor's reader takes no `+`.
+        let w = w.strip_prefix('+').unwrap_or(w);
+        if !w.contains(':') {
+            out.push(w.to_string());
+            continue;
+        }
+        let (sign, rest) = match w.strip_prefix('-') {
+            Some(r) => ("-", r),
+            None => ("", w),
+        };
+        let whole = |p: &str| -> Option<u64> {
+            if p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            p.parse().ok()
+        };
+        let parts: Vec<&str> = rest.split(':').collect();
+        let (h, m, s) = match parts.as_slice() {
+            [h, m] => (whole(h)?, whole(m)?, None),
+            [h, m, s] => (whole(h)?, whole(m)?, Some(*s)),
+            _ => return None,
+        };
+        let mut time = vec![format!("{sign}{h} hours"), format!("{sign}{m} minutes")];
+        if let Some(s) = s {
+            let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+            if !frac.chars().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            let int = whole(int)?;
+            time.push(if frac.is_empty() {
+                format!("{sign}{int} seconds")
+            } else {
+                format!("{sign}{int}.{frac} seconds")
+            });
+        }
+        out.extend(time);
+    }
+    Some(out.join(" "))
 }
 
 /// `sql` with each output column whose name an earlier one has given an

@@ -786,18 +786,11 @@ pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
     found
 }
 
-/// `sql` with casts to json or jsonb taken off the operands of JSON
-/// operators (`payload @> '{"a": 1}'::jsonb`): the executor holds JSON as
-/// text, and the operators read any JSON text. `None` when there are none.
-pub(crate) fn without_operand_casts(sql: &str) -> Option<String> {
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
+/// Takes casts to json or jsonb off the operands of JSON operators
+/// (`payload @> '{"a": 1}'::jsonb`): the executor holds JSON as text, and
+/// the operators read any JSON text. True when it took any.
+pub(crate) fn strip_operand_casts(statements: &mut Vec<ast::Statement>) -> bool {
     use std::ops::ControlFlow;
-
-    if !sql.to_ascii_lowercase().contains("json") {
-        return None;
-    }
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
     let mut changed = false;
     let is_json_type = |t: &ast::DataType| match t {
         ast::DataType::JSON | ast::DataType::JSONB => true,
@@ -807,7 +800,7 @@ pub(crate) fn without_operand_casts(sql: &str) -> Option<String> {
         }
         _ => false,
     };
-    let _ = ast::visit_expressions_mut(&mut statements, |e: &mut ast::Expr| {
+    let _ = ast::visit_expressions_mut(statements, |e: &mut ast::Expr| {
         if let ast::Expr::BinaryOp { left, op, right } = e
             && matches!(
                 op,
@@ -837,13 +830,7 @@ pub(crate) fn without_operand_casts(sql: &str) -> Option<String> {
         }
         ControlFlow::<()>::Continue(())
     });
-    changed.then(|| {
-        statements
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
+    changed
 }
 
 #[cfg(test)]

@@ -90,6 +90,7 @@ pub async fn cold_keys(
 pub(crate) struct SessionSettings {
     pub time_zone: String,
     pub date_style: String,
+    pub interval_style: String,
     pub extra_float_digits: i32,
     /// The session's role (`session_authorization`).
     pub user: String,
@@ -129,6 +130,7 @@ impl SessionSettings {
         TextSettings {
             time_zone: tz,
             extra_float_digits: self.extra_float_digits,
+            interval_style: crate::pgtypes::IntervalStyle::from_setting(&self.interval_style),
         }
     }
 }
@@ -138,6 +140,7 @@ impl Default for SessionSettings {
         Self {
             time_zone: "UTC".into(),
             date_style: "ISO, MDY".into(),
+            interval_style: "postgres".into(),
             extra_float_digits: 1,
             user: String::new(),
             result_cache_set: false,

@@ -827,6 +827,7 @@ fn remember_setting(state: &State, body: &[u8]) {
         match name {
             b"TimeZone" => s.time_zone = value,
             b"DateStyle" => s.date_style = value,
+            b"IntervalStyle" => s.interval_style = value,
             b"session_authorization" => s.user = value,
             _ => {}
         }

@@ -106,6 +106,12 @@ pub fn write_binary(
             let us = timestamp_micros(array, row).ok_or_else(mismatch)?;
             out.extend_from_slice(&(us - PG_EPOCH_OFFSET_US).to_be_bytes());
         }
+        oid::INTERVAL => {
+            let (months, days, micros) = super::interval_value(array, row).ok_or_else(mismatch)?;
+            out.extend_from_slice(&micros.to_be_bytes());
+            out.extend_from_slice(&days.to_be_bytes());
+            out.extend_from_slice(&months.to_be_bytes());
+        }
         // A type known only to Postgres holding a string here: an enum,
         // whose binary form is its label.
         _ => {

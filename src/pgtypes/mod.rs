@@ -15,9 +15,11 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 
 mod binary;
+mod interval;
 mod text;
 
 pub use binary::{write_binary, write_numeric_binary};
+pub use interval::{IntervalStyle, interval_value, write_interval};
 pub use text::{TextSettings, executor_zone, resolve_time_zone, write_decimal, write_text};
 
 /// Microseconds between 1970-01-01 and 2000-01-01, Postgres's epoch.

@@ -16,6 +16,8 @@ pub struct TextSettings {
     pub time_zone: chrono_tz::Tz,
     /// `extra_float_digits` > 0: shortest exact floats (Postgres 12+ default).
     pub extra_float_digits: i32,
+    /// `IntervalStyle`.
+    pub interval_style: super::IntervalStyle,
 }
 
 impl Default for TextSettings {
@@ -23,6 +25,7 @@ impl Default for TextSettings {
         Self {
             time_zone: chrono_tz::UTC,
             extra_float_digits: 1,
+            interval_style: super::IntervalStyle::Postgres,
         }
     }
 }
@@ -154,6 +157,11 @@ pub fn write_text(
                     }
                 }
             }
+            Ok(true)
+        }
+        oid::INTERVAL => {
+            let (months, days, micros) = super::interval_value(array, row).ok_or_else(mismatch)?;
+            super::write_interval(out, months, days, micros, settings.interval_style);
             Ok(true)
         }
         // A type known only to Postgres holding a string here: an enum,

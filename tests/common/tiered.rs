@@ -6,7 +6,7 @@ use thermocline::Config;
 use thermocline::backend::target::BackendTarget;
 use tokio_postgres::SimpleQueryMessage;
 
-use super::wire::{Msg, RawConn, bind, describe, execute, normalize, parse, sync};
+use super::wire::{Msg, RawConn, bind, describe, execute, normalize, parse, query, sync};
 use super::{Proxy, admin, client, fresh_db, pg, value};
 
 pub const SCHEMA: &str = "
@@ -239,6 +239,17 @@ impl BothProtocols {
             wire_through: RawConn::connect(proxy.port(), "postgres", &s.tiered)
                 .await
                 .0,
+        }
+    }
+
+    /// Runs `sql` (a SET) on all four connections.
+    pub async fn run_everywhere(&mut self, sql: &str) {
+        self.direct.batch_execute(sql).await.unwrap();
+        self.through.batch_execute(sql).await.unwrap();
+        for wire in [&mut self.wire_direct, &mut self.wire_through] {
+            wire.send(&query(sql)).await;
+            let replies = wire.until_ready(1).await;
+            assert!(replies.iter().all(|m| m.tag != b'E'), "{sql}: {replies:?}");
         }
     }
 
