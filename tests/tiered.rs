@@ -1924,6 +1924,8 @@ async fn json_operators_over_the_lake_equal_postgres() {
         "SELECT payload FROM events ORDER BY payload LIMIT 3",
         "SELECT t FROM (SELECT payload->'tags' AS t FROM events) s ORDER BY 1 LIMIT 3",
         r#"SELECT count(*) FROM events WHERE payload->'n' > '5'"#,
+        r#"SELECT count(*) FROM events WHERE payload->'user' = '{"name":"u\"1\n", "id":1}'"#,
+        r#"SELECT count(*) FROM events WHERE payload->'kind' IN ('"buy"', '"view"')"#,
     ] {
         let got = ask(&both.through, sql).await;
         if got != Answer::Error("0A000".into()) {

@@ -750,7 +750,9 @@ impl ExprPlanner for JsonPlanner {
 
 /// Why the planned statement cannot be answered exactly, if it orders or
 /// compares jsonb values: Postgres orders them by type, then size, then
-/// contents, not as their text.
+/// contents, not as their text; and it compares a jsonb value with a
+/// literal (or a parameter) as jsonb, after putting that in its normal
+/// form, where the executor would compare the texts as written.
 pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     let mut found = None;
@@ -774,6 +776,14 @@ pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
                 {
                     found = Some("comparing jsonb values by order".to_string());
                 }
+                let equal_to_other = match x {
+                    Expr::BinaryExpr(b) if is_equality(b.op) => jsonb(&b.left) != jsonb(&b.right),
+                    Expr::InList(l) => jsonb(&l.expr),
+                    _ => false,
+                };
+                if equal_to_other {
+                    found = Some("comparing a jsonb value with a literal".to_string());
+                }
                 Ok(TreeNodeRecursion::Continue)
             });
         }
@@ -784,6 +794,13 @@ pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
         })
     });
     found
+}
+
+fn is_equality(op: Operator) -> bool {
+    matches!(
+        op,
+        Operator::Eq | Operator::NotEq | Operator::IsDistinctFrom | Operator::IsNotDistinctFrom
+    )
 }
 
 /// Takes casts to json or jsonb off the operands of JSON operators
