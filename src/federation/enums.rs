@@ -147,10 +147,22 @@ impl ScalarUDFImpl for AsText {
     }
 }
 
+/// Whether a table the plan reads has an enum column.
+fn reads_an_enum(plan: &LogicalPlan) -> bool {
+    plan.exists(|node| {
+        Ok(matches!(node, LogicalPlan::TableScan(scan)
+            if scan.source.schema().fields().iter().any(|f| f.metadata().contains_key(LABELS))))
+    })
+    .unwrap_or(false)
+}
+
 /// The plan with sorts and order comparisons of enum columns made over
 /// their labels' positions. Names of the rewritten expressions are kept,
 /// so nodes above still find their columns.
 pub(crate) fn in_label_order(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+    if !reads_an_enum(&plan) {
+        return Ok(Transformed::no(plan));
+    }
     plan.transform_up(|node| {
         // Its inputs may have been rewritten: their fields, and so this
         // node's, may no longer be an enum's.
@@ -213,6 +225,9 @@ pub(crate) fn in_label_order(plan: LogicalPlan) -> Result<Transformed<LogicalPla
 /// Why the plan cannot be answered exactly, if it takes the `min` or `max`
 /// of an enum column or orders a window by one.
 pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
+    if !reads_an_enum(plan) {
+        return None;
+    }
     let mut found = None;
     let _ = plan.apply(|node| {
         let inputs: Vec<&DFSchema> = node.inputs().iter().map(|i| i.schema().as_ref()).collect();
