@@ -1864,7 +1864,9 @@ async fn json_operators_over_the_lake_equal_postgres() {
                FROM generate_series(1, 600) i;
              UPDATE events SET payload = '"click"' WHERE id = 301;
              UPDATE events SET payload = '["click", "view", 1e2]' WHERE id = 302;
-             UPDATE events SET payload = NULL, raw = '[1, "two", {{"three": 3}}]' WHERE id = 303;"#
+             UPDATE events SET payload = NULL, raw = '[1, "two", {{"three": 3}}]' WHERE id = 303;
+             CREATE VIEW purchases AS SELECT id, at, payload->>'kind' AS kind, (payload->>'n')::int AS n
+               FROM events WHERE payload @> '{{"kind": "buy"}}';"#
         ),
     )
     .await;
@@ -1893,6 +1895,8 @@ async fn json_operators_over_the_lake_equal_postgres() {
         "SELECT id, payload FROM events WHERE payload->>'kind' = 'buy' AND (payload->>'n')::int > 10 ORDER BY id",
         "SELECT id, payload->'price', payload->>'price', payload -> 0, payload ->> 2 FROM events WHERE id IN (300, 301, 302, 303, 400) ORDER BY id",
         "SELECT payload->'tags' AS tags, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC, payload->'tags'->>0 LIMIT 5",
+        "SELECT kind, count(*), sum(n) FROM purchases GROUP BY kind",
+        "SELECT id, n FROM purchases WHERE n > 10 ORDER BY id",
     ] {
         failures.extend(both.differs(sql).await);
     }

@@ -996,7 +996,9 @@ async fn register_tables_at(
                     depth + 1,
                 ))
                 .await?;
-                let plan = session.sql(&def).await?.into_unoptimized_plan();
+                let plan = exactness::plan_sql(session, &def)
+                    .await?
+                    .into_unoptimized_plan();
                 Arc::new(datafusion::catalog::view::ViewTable::new(plan, Some(def)))
             }
             None => {
