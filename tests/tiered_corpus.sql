@@ -55,8 +55,15 @@ SELECT count(*) FROM orders WHERE day < '2025-06-01'
 SELECT count(*) FROM orders WHERE day BETWEEN '2025-06-01' AND '2025-12-31'
 SELECT CAST(extract(dow from created_at) AS integer) + 1 AS dow, count(*) FROM orders GROUP BY 1 ORDER BY 1
 UNSUPPORTED SELECT floor(extract(epoch from created_at)/86400)*86400 AS "time", sum(amount) AS "value" FROM orders WHERE id < 100 GROUP BY 1 ORDER BY 1
-UNSUPPORTED SELECT avg(amount) FROM orders
-UNSUPPORTED SELECT status, avg(score) FROM orders GROUP BY status ORDER BY status
+SELECT avg(amount) FROM orders
+SELECT status, avg(amount), avg(customer_id), avg(id) FROM orders GROUP BY status ORDER BY status
+SELECT avg(amount) FILTER (WHERE flag), avg(DISTINCT customer_id) FROM orders
+SELECT customer_id % 3 AS k, avg(amount), avg(customer_id) FROM orders WHERE amount < 1 GROUP BY 1 ORDER BY 1
+UNSUPPORTED SELECT avg(amount / 1000) FROM orders
+SELECT avg(amount), avg(id) FROM orders WHERE false
+SELECT id, avg(amount) OVER (PARTITION BY status) FROM orders WHERE id < 30 ORDER BY id
+UNSUPPORTED SELECT status FROM orders GROUP BY status ORDER BY avg(amount)
+UNSUPPORTED SELECT status, avg(amount) FROM orders GROUP BY status HAVING avg(amount) > 50
 UNSUPPORTED SELECT id, extract(epoch from created_at) FROM orders WHERE id < 5 ORDER BY id
 
 -- Point and range reads

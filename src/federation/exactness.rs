@@ -27,10 +27,11 @@ use super::link::FieldDescription;
 use crate::pgtypes::oid;
 
 /// Functions whose results equal Postgres's for the column types a tiered
-/// table holds. Anything else is refused (for example `avg`, which Postgres
-/// computes in numeric; `round`, whose ties differ for float8; `to_char`
+/// table holds (`avg` through [`super::average`]). Anything else is
+/// refused (for example `round`, whose ties differ for float8; `to_char`
 /// and `to_timestamp`, whose format strings differ).
 const FUNCTIONS: &[&str] = &[
+    "avg",
     "count",
     "sum",
     "min",
@@ -169,7 +170,7 @@ fn plain(e: &Expr) -> bool {
             let FunctionArguments::List(args) = &f.args else {
                 return false;
             };
-            matches!(name.as_str(), "sum" | "min" | "max")
+            matches!(name.as_str(), "sum" | "min" | "max" | "avg")
                 && args.args.len() == 1
                 && matches!(&args.args[0], FunctionArg::Unnamed(FunctionArgExpr::Expr(a)) if plain(a))
         }
@@ -203,20 +204,25 @@ pub(super) async fn plan_sql(
 }
 
 /// `sql` as the executor plans it, when that differs: casts to json taken
-/// off the JSON operators' operands, and interval literals written with a
-/// time of day (`'1 day 04:05:06.5'`) spelled with units instead.
+/// off the JSON operators' operands, interval literals written with a
+/// time of day (`'1 day 04:05:06.5'`) spelled with units instead, and
+/// `avg` computed as Postgres does.
 fn executor_sql(sql: &str) -> Option<String> {
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
 
     let lower = sql.to_ascii_lowercase();
-    if !lower.contains("json") && !lower.contains("interval") {
+    if !["json", "interval", "avg"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
         return None;
     }
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
     let json = super::json::strip_operand_casts(&mut statements);
     let intervals = interval_literals_with_units(&mut statements);
-    (json || intervals).then(|| {
+    let averages = super::average::rewrite(&mut statements);
+    (json || intervals || averages).then(|| {
         statements
             .iter()
             .map(|s| s.to_string())

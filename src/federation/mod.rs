@@ -9,6 +9,7 @@
 //! REPEATABLE READ transaction of its own, so all its hot scans share one
 //! snapshot.
 
+mod average;
 pub(crate) mod cache;
 mod cold;
 mod datetrunc;
@@ -683,8 +684,9 @@ async fn execute(
     let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
     let mut df = exactness::plan_sql(&session, sql).await?;
-    if let Some(what) =
-        json::refusal(df.logical_plan()).or_else(|| enums::refusal(df.logical_plan()))
+    if let Some(what) = json::refusal(df.logical_plan())
+        .or_else(|| enums::refusal(df.logical_plan()))
+        .or_else(|| average::refusal(df.logical_plan()))
     {
         return Err(Failure::Ours(ErrorFields::error(
             "0A000",
@@ -874,6 +876,7 @@ fn plan_session(ctx: &ScanContext, federation: &Federation) -> SessionContext {
         .unwrap_or_else(|_| shared.clone());
     let mut session = SessionContext::new_with_config_rt(config, runtime);
     session.register_udf(datetrunc::BucketedDateTrunc::udf());
+    session.register_udf(average::Average::udf());
     use datafusion::execution::FunctionRegistry;
     let _ = session.register_expr_planner(Arc::new(json::JsonPlanner));
     session

@@ -53,7 +53,12 @@ pub fn write_binary(
         oid::NUMERIC => {
             let (v, scale) = match any.downcast_ref::<Decimal128Array>() {
                 Some(a) => (a.value(row), a.scale()),
-                None => (int().ok_or_else(mismatch)?, 0),
+                None => match int() {
+                    Some(v) => (v, 0),
+                    // A value computed as Postgres's numeric text.
+                    None => numeric_text(str_value(array, row).ok_or_else(mismatch)?)
+                        .ok_or_else(mismatch)?,
+                },
             };
             write_numeric_binary(out, v, scale);
         }
@@ -120,6 +125,13 @@ pub fn write_binary(
         }
     }
     Ok(true)
+}
+
+/// Numeric text (`-12.3400`) as an integer and its scale.
+fn numeric_text(text: &str) -> Option<(i128, i8)> {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let scale = i8::try_from(frac.len()).ok().filter(|s| *s <= 38)?;
+    Some((format!("{int}{frac}").parse().ok()?, scale))
 }
 
 /// A decimal (`value` scaled by 10^`scale`) in numeric's binary format:

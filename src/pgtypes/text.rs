@@ -63,7 +63,10 @@ pub fn write_text(
                 write_decimal(out, a.value(row), a.scale());
                 return Ok(true);
             }
-            Err(mismatch())
+            // A value computed as Postgres's numeric text (an average).
+            let v = str_value(array, row).ok_or_else(mismatch)?;
+            out.extend_from_slice(v.as_bytes());
+            Ok(true)
         }
         oid::FLOAT8 => {
             if let Some(a) = any.downcast_ref::<Float64Array>() {

@@ -1,0 +1,295 @@
+//! `avg` as Postgres computes it. Postgres divides the sum by the count in
+//! numeric, at a display scale it picks for each value from the two
+//! operands (at least 16 significant digits, and no fewer decimals than
+//! the sum has); the executor's `avg` keeps one scale for a whole column.
+//! So `avg(x)` is planned as `thermocline_avg(sum(x), count(x))`, which
+//! writes each value as Postgres's numeric text (a float's average stays
+//! a float, its sum divided by its count, as Postgres's is).
+//!
+//! Those values are text to the executor: ordering or comparing them is
+//! refused, not done on their text.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Builder, Int64Array, StringBuilder,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, FieldRef};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, Result, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlan, Operator, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl,
+    Signature, Volatility,
+};
+use datafusion::sql::sqlparser::ast;
+
+use super::json::PG_TYPE;
+
+const NAME: &str = "thermocline_avg";
+const NUMERIC_TEXT: &str = "numeric_text";
+
+/// Postgres's numeric division scale (`select_div_scale`).
+const MIN_SIG_DIGITS: i64 = 16;
+const MAX_DISPLAY_SCALE: i64 = 1000;
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Average {
+    signature: Signature,
+}
+
+impl Average {
+    pub(crate) fn udf() -> datafusion::logical_expr::ScalarUDF {
+        datafusion::logical_expr::ScalarUDF::new_from_impl(Average {
+            signature: Signature::any(2, Volatility::Immutable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for Average {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(match args.first() {
+            Some(DataType::Float32 | DataType::Float64) => DataType::Float64,
+            _ => DataType::Utf8,
+        })
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let types: Vec<DataType> = args
+            .arg_fields
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let t = self.return_type(&types)?;
+        let field = Field::new(NAME, t.clone(), true);
+        Ok(Arc::new(if t == DataType::Utf8 {
+            field.with_metadata(HashMap::from([(
+                PG_TYPE.to_string(),
+                NUMERIC_TEXT.to_string(),
+            )]))
+        } else {
+            field
+        }))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let [sum, count] = args.args.as_slice() else {
+            return exec_err!("{NAME} takes a sum and a count");
+        };
+        let sums = sum.to_array(n)?;
+        let counts = cast(&count.to_array(n)?, &DataType::Int64)?;
+        let counts: &Int64Array = counts.as_primitive();
+        let out: ArrayRef = match sums.data_type() {
+            DataType::Float32 | DataType::Float64 => {
+                let sums = cast(&sums, &DataType::Float64)?;
+                let sums = sums.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+                let mut b = Float64Builder::with_capacity(n);
+                for i in 0..n {
+                    if sums.is_null(i) || counts.is_null(i) || counts.value(i) == 0 {
+                        b.append_null();
+                    } else {
+                        b.append_value(sums.value(i) / counts.value(i) as f64);
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            other => {
+                let (sums, scale) = match other {
+                    DataType::Decimal128(_, s) => (sums.clone(), *s),
+                    _ => (cast(&sums, &DataType::Decimal128(38, 0))?, 0),
+                };
+                let sums = sums.as_primitive::<Decimal128Type>();
+                let mut b = StringBuilder::with_capacity(n, n * 24);
+                for i in 0..n {
+                    if sums.is_null(i) || counts.is_null(i) || counts.value(i) <= 0 {
+                        b.append_null();
+                    } else {
+                        b.append_value(divide(
+                            sums.value(i),
+                            scale.max(0) as u32,
+                            counts.value(i) as u64,
+                        ));
+                    }
+                }
+                Arc::new(b.finish())
+            }
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// The weight and first digit of a number's leading base-10000 digit, as
+/// Postgres stores numerics; (0, 0) for zero. `digits`: its decimal
+/// digits, the last `scale` of them after the point.
+fn leading(digits: &str, scale: usize) -> (i64, u32) {
+    let digits = digits.trim_start_matches('0');
+    if digits.is_empty() {
+        return (0, 0);
+    }
+    let int_len = digits.len() as i64 - scale as i64;
+    if int_len > 0 {
+        let first = ((int_len - 1) % 4 + 1) as usize;
+        return ((int_len - 1) / 4, digits[..first].parse().unwrap_or(0));
+    }
+    // Only a fraction: `-int_len` zeros after the point, then `digits`.
+    let zeros = (-int_len) as usize;
+    let group = zeros / 4;
+    let padded = format!("{}{}0000", "0".repeat(zeros % 4), digits);
+    (-(group as i64) - 1, padded[..4].parse().unwrap_or(0))
+}
+
+/// `sum / count` as Postgres's numeric division writes it: `sum` is an
+/// integer scaled by 10^`scale`.
+fn divide(sum: i128, scale: u32, count: u64) -> String {
+    let negative = sum < 0;
+    let digits = sum.unsigned_abs().to_string();
+    let (weight1, first1) = leading(&digits, scale as usize);
+    let count_digits = count.to_string();
+    let (weight2, first2) = leading(&count_digits, 0);
+    let mut qweight = weight1 - weight2;
+    if first1 <= first2 {
+        qweight -= 1;
+    }
+    let rscale = (MIN_SIG_DIGITS - qweight * 4)
+        .max(scale as i64)
+        .clamp(0, MAX_DISPLAY_SCALE) as usize;
+    // Long division of sum·10^(rscale − scale) by count, rounded half away
+    // from zero at the last digit.
+    let extra = rscale - scale as usize;
+    let mut quotient = String::with_capacity(digits.len() + extra);
+    let mut rem: u128 = 0;
+    for d in digits
+        .bytes()
+        .map(|c| (c - b'0') as u128)
+        .chain(std::iter::repeat_n(0, extra))
+    {
+        rem = rem * 10 + d;
+        quotient.push((b'0' + (rem / count as u128) as u8) as char);
+        rem %= count as u128;
+    }
+    let mut q: Vec<u8> = quotient.into_bytes();
+    if rem * 2 >= count as u128 {
+        let mut i = q.len();
+        loop {
+            if i == 0 {
+                q.insert(0, b'1');
+                break;
+            }
+            i -= 1;
+            if q[i] == b'9' {
+                q[i] = b'0';
+            } else {
+                q[i] += 1;
+                break;
+            }
+        }
+    }
+    let q = String::from_utf8(q).unwrap_or_default();
+    let q = q.trim_start_matches('0');
+    let q = format!("{}{q}", "0".repeat((rscale + 1).saturating_sub(q.len())));
+    let (int, frac) = q.split_at(q.len() - rscale);
+    let zero = q.bytes().all(|b| b == b'0');
+    let sign = if negative && !zero { "-" } else { "" };
+    if rscale == 0 {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac}")
+    }
+}
+
+/// Rewrites `avg(x)` (with its DISTINCT, FILTER and OVER) into
+/// `thermocline_avg(sum(x), count(x))`; true when it rewrote any.
+pub(crate) fn rewrite(statements: &mut Vec<ast::Statement>) -> bool {
+    use std::ops::ControlFlow;
+    let mut changed = false;
+    let _ = ast::visit_expressions_mut(statements, |e: &mut ast::Expr| {
+        if let ast::Expr::Function(f) = e
+            && f.name.0.len() == 1
+            && f.name
+                .to_string()
+                .trim_matches('"')
+                .eq_ignore_ascii_case("avg")
+            && matches!(&f.args, ast::FunctionArguments::List(l) if l.args.len() == 1)
+        {
+            let with_name = |name: &str| {
+                let mut g = f.clone();
+                g.name = ast::ObjectName::from(vec![ast::Ident::new(name)]);
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(ast::Expr::Function(g)))
+            };
+            let (sum, count) = (with_name("sum"), with_name("count"));
+            let mut outer = f.clone();
+            outer.name = ast::ObjectName::from(vec![ast::Ident::new(NAME)]);
+            outer.filter = None;
+            outer.over = None;
+            outer.null_treatment = None;
+            outer.within_group = Vec::new();
+            outer.args = ast::FunctionArguments::List(ast::FunctionArgumentList {
+                duplicate_treatment: None,
+                args: vec![sum, count],
+                clauses: Vec::new(),
+            });
+            *f = outer;
+            changed = true;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    changed
+}
+
+/// Why the plan cannot be answered exactly, if it orders or compares
+/// numeric averages (text to the executor).
+pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
+    fn is_average(e: &Expr, schemas: &[&DFSchema]) -> bool {
+        match e {
+            Expr::Column(c) => schemas.iter().any(|s| {
+                s.qualified_field_from_column(c).is_ok_and(|(_, f)| {
+                    f.metadata().get(PG_TYPE).map(String::as_str) == Some(NUMERIC_TEXT)
+                })
+            }),
+            Expr::Alias(a) => is_average(&a.expr, schemas),
+            Expr::ScalarFunction(f) => f.func.name() == NAME,
+            _ => false,
+        }
+    }
+    let mut found = None;
+    let _ = plan.apply(|node| {
+        let inputs: Vec<&DFSchema> = node.inputs().iter().map(|i| i.schema().as_ref()).collect();
+        if let LogicalPlan::Sort(sort) = node
+            && sort.expr.iter().any(|s| is_average(&s.expr, &inputs))
+        {
+            found = Some("ordering by avg() of a whole number or numeric".to_string());
+        }
+        for e in node.expressions() {
+            let _ = e.apply(|x| {
+                if let Expr::BinaryExpr(b) = x
+                    && !matches!(b.op, Operator::And | Operator::Or)
+                    && (is_average(&b.left, &inputs) || is_average(&b.right, &inputs))
+                {
+                    found = Some("comparing avg() of a whole number or numeric".to_string());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(if found.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
+}
