@@ -1895,6 +1895,13 @@ async fn json_operators_over_the_lake_equal_postgres() {
         "SELECT id, payload FROM events WHERE payload->>'kind' = 'buy' AND (payload->>'n')::int > 10 ORDER BY id",
         "SELECT id, payload->'price', payload->>'price', payload -> 0, payload ->> 2 FROM events WHERE id IN (300, 301, 302, 303, 400) ORDER BY id",
         "SELECT payload->'tags' AS tags, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC, payload->'tags'->>0 LIMIT 5",
+        "SELECT jsonb_typeof(payload) AS t, count(*) FROM events GROUP BY 1 ORDER BY 1",
+        "SELECT id, jsonb_array_length(payload->'tags'), json_typeof(raw->'a'), json_typeof(raw), jsonb_extract_path_text(payload, 'user', 'name'), \
+                jsonb_extract_path(payload, 'extra', 'deep'), json_extract_path_text(raw, 'a', '1'), jsonb_extract_path(payload, 'user')->>'id' \
+           FROM events WHERE payload ? 'tags' ORDER BY id",
+        "SELECT jsonb_array_length(payload) FROM events WHERE id = 302",
+        "SELECT jsonb_array_length(payload) FROM events WHERE id < 300",
+        "SELECT jsonb_array_length(payload) FROM events WHERE id = 301",
         "SELECT kind, count(*), sum(n) FROM purchases GROUP BY kind",
         "SELECT id, n FROM purchases WHERE n > 10 ORDER BY id",
     ] {

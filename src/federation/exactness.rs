@@ -105,7 +105,9 @@ pub(crate) fn check(statement: &Statement, fields: &[FieldDescription]) -> Resul
                     .last()
                     .map(|p| p.to_string().trim_matches('"').to_lowercase())
                     .unwrap_or_default();
-                if FUNCTIONS.contains(&name.as_str()) {
+                if FUNCTIONS.contains(&name.as_str())
+                    || super::json::FUNCTION_NAMES.contains(&name.as_str())
+                {
                     Ok(())
                 } else {
                     refuse(format!("function {name}()"))

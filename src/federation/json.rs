@@ -58,6 +58,199 @@ pub(crate) struct JsonOp {
     signature: Signature,
 }
 
+/// An error in a value, with the SQLSTATE Postgres gives it.
+#[derive(Debug)]
+pub(crate) struct DataError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for DataError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DataError {}
+
+fn data_error<T>(code: &'static str, message: &str) -> Result<T> {
+    Err(datafusion::common::DataFusionError::External(Box::new(
+        DataError {
+            code,
+            message: message.to_string(),
+        },
+    )))
+}
+
+/// The JSON functions over the lake, by their Postgres names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Fun {
+    /// `json_typeof`, `jsonb_typeof`
+    TypeOf,
+    /// `json_array_length`, `jsonb_array_length`
+    ArrayLength,
+    /// `json_extract_path`, `jsonb_extract_path` (as `#>`)
+    ExtractPath,
+    /// `json_extract_path_text`, `jsonb_extract_path_text` (as `#>>`)
+    ExtractPathText,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct JsonFunction {
+    fun: Fun,
+    jsonb: bool,
+    name: String,
+    signature: Signature,
+}
+
+/// Every JSON function thermocline computes over the lake, for json and
+/// jsonb.
+pub(crate) fn functions() -> Vec<ScalarUDF> {
+    let mut out = Vec::new();
+    for jsonb in [false, true] {
+        let prefix = if jsonb { "jsonb" } else { "json" };
+        for (fun, suffix) in [
+            (Fun::TypeOf, "typeof"),
+            (Fun::ArrayLength, "array_length"),
+            (Fun::ExtractPath, "extract_path"),
+            (Fun::ExtractPathText, "extract_path_text"),
+        ] {
+            let signature = match fun {
+                Fun::TypeOf | Fun::ArrayLength => Signature::any(1, Volatility::Immutable),
+                _ => Signature::variadic_any(Volatility::Immutable),
+            };
+            out.push(ScalarUDF::new_from_impl(JsonFunction {
+                fun,
+                jsonb,
+                name: format!("{prefix}_{suffix}"),
+                signature,
+            }));
+        }
+    }
+    out
+}
+
+/// The names of [`functions`], for the check of what the executor may
+/// answer.
+pub(crate) const FUNCTION_NAMES: &[&str] = &[
+    "json_typeof",
+    "jsonb_typeof",
+    "json_array_length",
+    "jsonb_array_length",
+    "json_extract_path",
+    "jsonb_extract_path",
+    "json_extract_path_text",
+    "jsonb_extract_path_text",
+];
+
+impl ScalarUDFImpl for JsonFunction {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(match self.fun {
+            Fun::ArrayLength => DataType::Int32,
+            _ => DataType::Utf8,
+        })
+    }
+
+    fn return_field_from_args(&self, _: ReturnFieldArgs) -> Result<FieldRef> {
+        let field = Field::new(self.name(), self.return_type(&[])?, true);
+        Ok(Arc::new(match self.fun {
+            Fun::ExtractPath => field.with_metadata(
+                [(
+                    PG_TYPE.to_string(),
+                    if self.jsonb { "jsonb" } else { "json" }.to_string(),
+                )]
+                .into(),
+            ),
+            _ => field,
+        }))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let Some(doc) = args.args.first() else {
+            return exec_err!("{} needs a JSON value", self.name);
+        };
+        let docs = cast(&doc.to_array(n)?, &DataType::Utf8)?;
+        let docs = docs.as_string::<i32>();
+        let out: ArrayRef = match self.fun {
+            Fun::TypeOf => {
+                let mut b = StringBuilder::with_capacity(n, n * 6);
+                for i in 0..n {
+                    if docs.is_null(i) {
+                        b.append_null();
+                        continue;
+                    }
+                    let d = docs.value(i).as_bytes();
+                    b.append_value(match d.get(ws(d, 0)) {
+                        Some(b'{') => "object",
+                        Some(b'[') => "array",
+                        Some(b'"') => "string",
+                        Some(b't' | b'f') => "boolean",
+                        Some(b'n') => "null",
+                        _ => "number",
+                    });
+                }
+                Arc::new(b.finish())
+            }
+            Fun::ArrayLength => {
+                let mut b = datafusion::arrow::array::Int32Builder::with_capacity(n);
+                for i in 0..n {
+                    if docs.is_null(i) {
+                        b.append_null();
+                        continue;
+                    }
+                    let d = docs.value(i).as_bytes();
+                    let start = ws(d, 0);
+                    match d.get(start) {
+                        Some(b'[') => b.append_value(elements(d, start)?.len() as i32),
+                        Some(b'{') => {
+                            return data_error("22023", "cannot get array length of a non-array");
+                        }
+                        _ => return data_error("22023", "cannot get array length of a scalar"),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            Fun::ExtractPath | Fun::ExtractPathText => {
+                let text = self.fun == Fun::ExtractPathText;
+                let steps = args.args[1..]
+                    .iter()
+                    .map(|a| cast(&a.to_array(n)?, &DataType::Utf8).map_err(Into::into))
+                    .collect::<Result<Vec<ArrayRef>>>()?;
+                let mut b = StringBuilder::with_capacity(n, n * 8);
+                for i in 0..n {
+                    if docs.is_null(i) {
+                        b.append_null();
+                        continue;
+                    }
+                    let path: Vec<Option<String>> = steps
+                        .iter()
+                        .map(|s| {
+                            let s = s.as_string::<i32>();
+                            s.is_valid(i).then(|| s.value(i).to_string())
+                        })
+                        .collect();
+                    append(&mut b, at_path(docs.value(i), &path)?, text)?;
+                }
+                Arc::new(b.finish())
+            }
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
 impl JsonOp {
     fn udf(op: Op, jsonb: bool) -> ScalarUDF {
         ScalarUDF::new_from_impl(JsonOp {
@@ -705,7 +898,11 @@ fn json_kind(e: &Expr, schema: &DFSchema) -> Option<bool> {
         }
         Expr::Alias(a) => json_kind(&a.expr, schema),
         Expr::ScalarFunction(f) => {
-            let op = f.func.inner().as_any().downcast_ref::<JsonOp>()?;
+            let inner = f.func.inner().as_any();
+            if let Some(g) = inner.downcast_ref::<JsonFunction>() {
+                return (g.fun == Fun::ExtractPath).then_some(g.jsonb);
+            }
+            let op = inner.downcast_ref::<JsonOp>()?;
             matches!(op.op, Op::Get | Op::Path).then_some(op.jsonb)
         }
         _ => None,

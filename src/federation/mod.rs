@@ -592,6 +592,9 @@ impl Failure {
                     if let Some(LinkError::Postgres(m)) = inner.downcast_ref::<LinkError>() {
                         return m.encode();
                     }
+                    if let Some(e) = inner.downcast_ref::<json::DataError>() {
+                        return ErrorFields::error(e.code, e.message.clone()).encode();
+                    }
                     if let Some(e) = inner.downcast_ref::<scan::LakeMoved>() {
                         return ErrorFields::error("40001", e.to_string()).encode();
                     }
@@ -877,6 +880,9 @@ fn plan_session(ctx: &ScanContext, federation: &Federation) -> SessionContext {
     let mut session = SessionContext::new_with_config_rt(config, runtime);
     session.register_udf(datetrunc::BucketedDateTrunc::udf());
     session.register_udf(average::Average::udf());
+    for f in json::functions() {
+        session.register_udf(f);
+    }
     use datafusion::execution::FunctionRegistry;
     let _ = session.register_expr_planner(Arc::new(json::JsonPlanner));
     session
