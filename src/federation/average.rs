@@ -18,7 +18,6 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, FieldRef};
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, Result, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, Operator, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl,
@@ -266,30 +265,20 @@ pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
             _ => false,
         }
     }
-    let mut found = None;
-    let _ = plan.apply(|node| {
-        let inputs: Vec<&DFSchema> = node.inputs().iter().map(|i| i.schema().as_ref()).collect();
-        if let LogicalPlan::Sort(sort) = node
-            && sort.expr.iter().any(|s| is_average(&s.expr, &inputs))
-        {
-            found = Some("ordering by avg() of a whole number or numeric".to_string());
-        }
-        for e in node.expressions() {
-            let _ = e.apply(|x| {
-                if let Expr::BinaryExpr(b) = x
-                    && !matches!(b.op, Operator::And | Operator::Or)
-                    && (is_average(&b.left, &inputs) || is_average(&b.right, &inputs))
-                {
-                    found = Some("comparing avg() of a whole number or numeric".to_string());
-                }
-                Ok(TreeNodeRecursion::Continue)
-            });
-        }
-        Ok(if found.is_some() {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    found
+    super::exactness::first_refusal(
+        plan,
+        |e, inputs| {
+            is_average(e, inputs)
+                .then(|| "ordering by avg() of a whole number or numeric".to_string())
+        },
+        |x, inputs| match x {
+            Expr::BinaryExpr(b)
+                if !matches!(b.op, Operator::And | Operator::Or)
+                    && (is_average(&b.left, inputs) || is_average(&b.right, inputs)) =>
+            {
+                Some("comparing avg() of a whole number or numeric".to_string())
+            }
+            _ => None,
+        },
+    )
 }

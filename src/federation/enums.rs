@@ -11,7 +11,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray, Int32Builder};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, Result, exec_err};
 use datafusion::logical_expr::expr::{AggregateFunction, ScalarFunction, WindowFunction};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
@@ -228,38 +228,25 @@ pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
     if !reads_an_enum(plan) {
         return None;
     }
-    let mut found = None;
-    let _ = plan.apply(|node| {
-        let inputs: Vec<&DFSchema> = node.inputs().iter().map(|i| i.schema().as_ref()).collect();
-        for e in node.expressions() {
-            let _ = e.apply(|x| {
-                match x {
-                    Expr::AggregateFunction(AggregateFunction { func, params })
-                        if matches!(func.name(), "min" | "max")
-                            && params.args.iter().any(|a| labels_in(a, &inputs).is_some()) =>
-                    {
-                        found = Some(format!("{}() of an enum column", func.name()));
-                    }
-                    Expr::WindowFunction(w) => {
-                        let WindowFunction { params, .. } = w.as_ref();
-                        if params
-                            .order_by
-                            .iter()
-                            .any(|s| labels_in(&s.expr, &inputs).is_some())
-                        {
-                            found = Some("a window ordered by an enum column".to_string());
-                        }
-                    }
-                    _ => {}
-                }
-                Ok(TreeNodeRecursion::Continue)
-            });
-        }
-        Ok(if found.is_some() {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    found
+    super::exactness::first_refusal(
+        plan,
+        |_, _| None,
+        |x, inputs| match x {
+            Expr::AggregateFunction(AggregateFunction { func, params })
+                if matches!(func.name(), "min" | "max")
+                    && params.args.iter().any(|a| labels_in(a, inputs).is_some()) =>
+            {
+                Some(format!("{}() of an enum column", func.name()))
+            }
+            Expr::WindowFunction(w) => {
+                let WindowFunction { params, .. } = w.as_ref();
+                params
+                    .order_by
+                    .iter()
+                    .any(|s| labels_in(&s.expr, inputs).is_some())
+                    .then(|| "a window ordered by an enum column".to_string())
+            }
+            _ => None,
+        },
+    )
 }

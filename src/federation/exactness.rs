@@ -10,8 +10,8 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{BinaryExpr, Literal};
@@ -178,6 +178,44 @@ fn plain(e: &Expr) -> bool {
         }
         _ => false,
     }
+}
+
+/// The first reason a planned statement cannot be answered exactly, from
+/// `sort_key` (each key of each sort) or `expr` (every expression of every
+/// node, nested ones too), each given the schemas of the node's inputs.
+pub(super) fn first_refusal(
+    plan: &datafusion::logical_expr::LogicalPlan,
+    sort_key: impl Fn(&datafusion::logical_expr::Expr, &[&DFSchema]) -> Option<String>,
+    expr: impl Fn(&datafusion::logical_expr::Expr, &[&DFSchema]) -> Option<String>,
+) -> Option<String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::LogicalPlan;
+    let mut found = None;
+    let _ = plan.apply(|node| {
+        let inputs: Vec<&DFSchema> = node.inputs().iter().map(|i| i.schema().as_ref()).collect();
+        if let LogicalPlan::Sort(sort) = node {
+            found = sort.expr.iter().find_map(|s| sort_key(&s.expr, &inputs));
+        }
+        for e in node.expressions() {
+            if found.is_some() {
+                break;
+            }
+            let _ = e.apply(|x| {
+                found = expr(x, &inputs);
+                Ok(if found.is_some() {
+                    TreeNodeRecursion::Stop
+                } else {
+                    TreeNodeRecursion::Continue
+                })
+            });
+        }
+        Ok(if found.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
 }
 
 /// Plans `sql`. Postgres allows two output columns of the same name

@@ -951,46 +951,31 @@ impl ExprPlanner for JsonPlanner {
 /// literal (or a parameter) as jsonb, after putting that in its normal
 /// form, where the executor would compare the texts as written.
 pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
-    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    let mut found = None;
-    let _ = plan.apply(|node| {
-        let inputs = node.inputs();
-        let schemas: Vec<&DFSchema> = inputs.iter().map(|i| i.schema().as_ref()).collect();
-        let jsonb = |e: &Expr| schemas.iter().any(|s| json_kind(e, s) == Some(true));
-        if let LogicalPlan::Sort(sort) = node
-            && sort.expr.iter().any(|s| jsonb(&s.expr))
-        {
-            found = Some("ordering by a jsonb value".to_string());
-        }
-        for e in node.expressions() {
-            let _ = e.apply(|x| {
-                if let Expr::BinaryExpr(b) = x
-                    && matches!(
-                        b.op,
-                        Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
-                    )
-                    && (jsonb(&b.left) || jsonb(&b.right))
-                {
-                    found = Some("comparing jsonb values by order".to_string());
-                }
-                let equal_to_other = match x {
-                    Expr::BinaryExpr(b) if is_equality(b.op) => jsonb(&b.left) != jsonb(&b.right),
-                    Expr::InList(l) => jsonb(&l.expr),
-                    _ => false,
-                };
-                if equal_to_other {
-                    found = Some("comparing a jsonb value with a literal".to_string());
-                }
-                Ok(TreeNodeRecursion::Continue)
-            });
-        }
-        Ok(if found.is_some() {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    found
+    let jsonb =
+        |e: &Expr, inputs: &[&DFSchema]| inputs.iter().any(|s| json_kind(e, s) == Some(true));
+    super::exactness::first_refusal(
+        plan,
+        |e, inputs| jsonb(e, inputs).then(|| "ordering by a jsonb value".to_string()),
+        |x, inputs| match x {
+            Expr::BinaryExpr(b)
+                if matches!(
+                    b.op,
+                    Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+                ) && (jsonb(&b.left, inputs) || jsonb(&b.right, inputs)) =>
+            {
+                Some("comparing jsonb values by order".to_string())
+            }
+            Expr::BinaryExpr(b)
+                if is_equality(b.op) && jsonb(&b.left, inputs) != jsonb(&b.right, inputs) =>
+            {
+                Some("comparing a jsonb value with a literal".to_string())
+            }
+            Expr::InList(l) if jsonb(&l.expr, inputs) => {
+                Some("comparing a jsonb value with a literal".to_string())
+            }
+            _ => None,
+        },
+    )
 }
 
 fn is_equality(op: Operator) -> bool {

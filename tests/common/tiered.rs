@@ -242,6 +242,14 @@ impl BothProtocols {
         }
     }
 
+    /// What thermocline answered instead of refusing `sql` with 0A000;
+    /// `None` when it refused it.
+    pub async fn not_refused(&self, sql: &str) -> Option<String> {
+        let got = ask(&self.through, sql).await;
+        (got != Answer::Error("0A000".into()))
+            .then(|| format!("{sql}\n  expected 0A000, got {got:?}"))
+    }
+
     /// Runs `sql` (a SET) on all four connections.
     pub async fn run_everywhere(&mut self, sql: &str) {
         self.direct.batch_execute(sql).await.unwrap();
