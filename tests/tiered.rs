@@ -10,7 +10,7 @@ use std::path::Path;
 
 use common::tiered::{
     Answer, BothProtocols, Setup, ask, define_tier, hot_count, in_both, move_every_table,
-    move_rows, oracle_now, same_answers, serve, setup, tiers, verify_orders,
+    move_rows, oracle_now, same_answers, serve, setup, tier_new_table, tiers, verify_orders,
 };
 use common::{ServeProcess, admin, assert_same_transcript, client, pg, transcript, value};
 use tokio_postgres::SimpleQueryMessage;
@@ -1604,17 +1604,7 @@ async fn tier_maintain_expires_snapshots_and_removes_orphans() {
     let with_orphans = parquet_files();
     assert!(with_orphans > before, "{before} -> {with_orphans}");
 
-    let maintain = [
-        "tier",
-        "maintain",
-        "--keep-snapshots",
-        "1",
-        "--snapshot-age",
-        "0s",
-        "--orphan-age",
-        "0s",
-        "--no-compaction",
-    ];
+    let maintain = [&MAINTAIN_NOW[..], &["--no-compaction"]].concat();
     // A dry run removes nothing.
     let (code, printed) = thermocline(&[&maintain[..], &["--dry-run"]].concat(), None);
     assert_eq!(code, Some(0), "{printed}");
@@ -1811,8 +1801,9 @@ async fn schema_changes_in_postgres_reach_the_lake() {
 async fn cold_columns_of_one_type_keep_their_values() {
     let s = setup().await;
     let now = oracle_now(&s).await;
-    in_both(
+    let hot = tier_new_table(
         &s,
+        "pairs",
         &format!(
             "CREATE TABLE pairs (id bigint PRIMARY KEY, at timestamptz NOT NULL, ref bigint NOT NULL, a int NOT NULL, b int NOT NULL);
              INSERT INTO pairs SELECT i, '{now}'::timestamptz - i * interval '5 hours', 1000000 + 3 * i, i % 10, 100 + i % 7
@@ -1820,9 +1811,7 @@ async fn cold_columns_of_one_type_keep_their_values() {
         ),
     )
     .await;
-    define_tier(&s, "pairs", "at", "month");
-    move_every_table(&s).await;
-    assert!(value::<i64>(&s.tiered, "SELECT count(*) FROM pairs").await < 600);
+    assert!(hot < 600);
     let proxy = serve(&s).await;
     same_answers(
         &s,
@@ -1847,8 +1836,9 @@ async fn cold_columns_of_one_type_keep_their_values() {
 async fn json_operators_over_the_lake_equal_postgres() {
     let s = setup().await;
     let now = oracle_now(&s).await;
-    in_both(
+    let hot = tier_new_table(
         &s,
+        "events",
         &format!(
             r#"CREATE TABLE events (id bigint PRIMARY KEY, at timestamptz NOT NULL, payload jsonb, raw json);
              INSERT INTO events SELECT i, '{now}'::timestamptz - i * interval '5 hours',
@@ -1867,9 +1857,7 @@ async fn json_operators_over_the_lake_equal_postgres() {
         ),
     )
     .await;
-    define_tier(&s, "events", "at", "month");
-    move_every_table(&s).await;
-    assert!(value::<i64>(&s.tiered, "SELECT count(*) FROM events").await < 200);
+    assert!(hot < 200);
     let proxy = serve(&s).await;
     let mut both = BothProtocols::connect(&s, &proxy).await;
     let mut failures = Vec::new();
@@ -1948,8 +1936,9 @@ async fn json_operators_over_the_lake_equal_postgres() {
 async fn enum_columns_follow_the_type_order_over_the_lake() {
     let s = setup().await;
     let now = oracle_now(&s).await;
-    in_both(
+    let hot = tier_new_table(
         &s,
+        "moods",
         &format!(
             "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy', 'ecstatic');
              CREATE TABLE moods (id bigint PRIMARY KEY, at timestamptz NOT NULL, mood mood NOT NULL, prev mood);
@@ -1960,9 +1949,7 @@ async fn enum_columns_follow_the_type_order_over_the_lake() {
         ),
     )
     .await;
-    define_tier(&s, "moods", "at", "month");
-    move_every_table(&s).await;
-    assert!(value::<i64>(&s.tiered, "SELECT count(*) FROM moods").await < 200);
+    assert!(hot < 200);
     let proxy = serve(&s).await;
     let mut both = BothProtocols::connect(&s, &proxy).await;
     let queries = [
@@ -2086,16 +2073,7 @@ async fn tier_maintain_compacts_small_files_and_applies_retention() {
     assert!(before.iter().any(|&n| n >= 4), "{before:?}");
     let proxy = serve(&s).await;
 
-    let maintain = [
-        "tier",
-        "maintain",
-        "--keep-snapshots",
-        "1",
-        "--snapshot-age",
-        "0s",
-        "--orphan-age",
-        "0s",
-    ];
+    let maintain = MAINTAIN_NOW;
     // Killed after writing its first partition's new file, before the
     // commit: nothing changed for readers.
     let (code, printed) = thermocline(&maintain, Some("mid-compaction"));
@@ -2177,6 +2155,19 @@ async fn tier_maintain_compacts_small_files_and_applies_retention() {
 /// same in both databases.
 /// `thermocline ARGS --config FILE`, stopped at `stop_at` if given: its exit
 /// code and everything it printed.
+/// `tier maintain` keeping one snapshot and no old one, and removing
+/// orphans at once.
+const MAINTAIN_NOW: [&str; 8] = [
+    "tier",
+    "maintain",
+    "--keep-snapshots",
+    "1",
+    "--snapshot-age",
+    "0s",
+    "--orphan-age",
+    "0s",
+];
+
 fn cli(config_file: &Path, args: &[&str], stop_at: Option<&str>) -> (Option<i32>, String) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"));
     cmd.args(args).arg("--config").arg(config_file);

@@ -10,7 +10,6 @@
 //! refused, not done on their text.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -76,10 +75,7 @@ impl ScalarUDFImpl for Average {
         let t = self.return_type(&types)?;
         let field = Field::new(NAME, t.clone(), true);
         Ok(Arc::new(if t == DataType::Utf8 {
-            field.with_metadata(HashMap::from([(
-                PG_TYPE.to_string(),
-                NUMERIC_TEXT.to_string(),
-            )]))
+            field.with_metadata(super::json::pg_type(NUMERIC_TEXT))
         } else {
             field
         }))

@@ -20,21 +20,17 @@ use datafusion::logical_expr::{
     ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::json::PG_TYPE;
-
 /// Field metadata holding an enum's labels, in order, as a JSON array.
 const LABELS: &str = "thermocline.enum_labels";
 
 /// The field metadata of an enum column with these labels.
 pub(crate) fn metadata(labels: &[String]) -> HashMap<String, String> {
-    [
-        (PG_TYPE.to_string(), "enum".to_string()),
-        (
-            LABELS.to_string(),
-            serde_json::to_string(labels).unwrap_or_default(),
-        ),
-    ]
-    .into()
+    let mut m = super::json::pg_type("enum");
+    m.insert(
+        LABELS.to_string(),
+        serde_json::to_string(labels).unwrap_or_default(),
+    );
+    m
 }
 
 /// The labels of the enum `e` is a column of.

@@ -26,8 +26,23 @@ use datafusion::logical_expr::{
 };
 use datafusion::sql::sqlparser::ast::{self, BinaryOperator};
 
-/// Field metadata naming a column's Postgres type, for json and jsonb.
+/// Field metadata naming a value's Postgres type where the executor's
+/// type does not tell it: json, jsonb, enum, an average's numeric text.
 pub(crate) const PG_TYPE: &str = "thermocline.pg_type";
+
+/// The field metadata saying a value is of Postgres type `name`.
+pub(crate) fn pg_type(name: &str) -> std::collections::HashMap<String, String> {
+    [(PG_TYPE.to_string(), name.to_string())].into()
+}
+
+/// A UDF's result field, typed json or jsonb when `json` says so.
+fn result_field(name: &str, data_type: DataType, json: Option<bool>) -> FieldRef {
+    let field = Field::new(name, data_type, true);
+    Arc::new(match json {
+        Some(jsonb) => field.with_metadata(pg_type(if jsonb { "jsonb" } else { "json" })),
+        None => field,
+    })
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Op {
@@ -164,17 +179,8 @@ impl ScalarUDFImpl for JsonFunction {
     }
 
     fn return_field_from_args(&self, _: ReturnFieldArgs) -> Result<FieldRef> {
-        let field = Field::new(self.name(), self.return_type(&[])?, true);
-        Ok(Arc::new(match self.fun {
-            Fun::ExtractPath => field.with_metadata(
-                [(
-                    PG_TYPE.to_string(),
-                    if self.jsonb { "jsonb" } else { "json" }.to_string(),
-                )]
-                .into(),
-            ),
-            _ => field,
-        }))
+        let json = (self.fun == Fun::ExtractPath).then_some(self.jsonb);
+        Ok(result_field(self.name(), self.return_type(&[])?, json))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -309,17 +315,8 @@ impl ScalarUDFImpl for JsonOp {
     /// operators and checks over it (through subqueries and aliases too)
     /// know it for json or jsonb.
     fn return_field_from_args(&self, _: ReturnFieldArgs) -> Result<FieldRef> {
-        let field = Field::new(self.name(), self.return_type(&[])?, true);
-        Ok(Arc::new(match self.op {
-            Op::Get | Op::Path => field.with_metadata(
-                [(
-                    PG_TYPE.to_string(),
-                    if self.jsonb { "jsonb" } else { "json" }.to_string(),
-                )]
-                .into(),
-            ),
-            _ => field,
-        }))
+        let json = matches!(self.op, Op::Get | Op::Path).then_some(self.jsonb);
+        Ok(result_field(self.name(), self.return_type(&[])?, json))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -364,10 +361,7 @@ impl ScalarUDFImpl for JsonOp {
                 let mut b = StringBuilder::with_capacity(n, n * 8);
                 for i in 0..n {
                     let v = if docs.is_valid(i) && paths.is_valid(i) {
-                        match text_array(paths.value(i))? {
-                            Some(steps) => at_path(docs.value(i), &steps)?,
-                            None => None,
-                        }
+                        at_path(docs.value(i), &text_array(paths.value(i))?)?
                     } else {
                         None
                     };
@@ -689,15 +683,15 @@ fn at_path<'a>(value: &'a str, path: &[Option<String>]) -> Result<Option<&'a str
 }
 
 /// A text[] literal's elements (`{a,"b c",NULL}`); `None` for NULL
-/// elements. `Ok(None)` when the text is not an array literal.
-fn text_array(text: &str) -> Result<Option<Vec<Option<String>>>> {
+/// elements.
+fn text_array(text: &str) -> Result<Vec<Option<String>>> {
     let t = text.trim();
     let Some(inner) = t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) else {
         return exec_err!("malformed array literal: \"{text}\"");
     };
     let mut out = Vec::new();
     if inner.trim().is_empty() {
-        return Ok(Some(out));
+        return Ok(out);
     }
     let mut chars = inner.chars().peekable();
     loop {
@@ -734,7 +728,7 @@ fn text_array(text: &str) -> Result<Option<Vec<Option<String>>>> {
         }
         out.push((quoted || !item.eq_ignore_ascii_case("null")).then_some(item));
         if chars.next().is_none() {
-            return Ok(Some(out));
+            return Ok(out);
         }
     }
 }
@@ -1046,7 +1040,7 @@ mod tests {
         assert_eq!(element("[1, 2, 3]", 3, false).unwrap(), None);
         assert_eq!(element("5", 0, true).unwrap(), Some("5"));
         assert_eq!(element("5", 0, false).unwrap(), None);
-        let path = text_array(r#"{a, "1" ,b}"#).unwrap().unwrap();
+        let path = text_array(r#"{a, "1" ,b}"#).unwrap();
         assert_eq!(
             path,
             vec![Some("a".into()), Some("1".into()), Some("b".into())]

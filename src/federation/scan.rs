@@ -131,10 +131,6 @@ fn exec_type(t: PgType, tz: &str) -> DataType {
     }
 }
 
-fn json_type(name: &str) -> std::collections::HashMap<String, String> {
-    [(super::json::PG_TYPE.to_string(), name.to_string())].into()
-}
-
 fn schema_of(columns: &[ScanColumn], tz: &str) -> SchemaRef {
     Arc::new(Schema::new(
         columns
@@ -142,8 +138,8 @@ fn schema_of(columns: &[ScanColumn], tz: &str) -> SchemaRef {
             .map(|c| {
                 let field = Field::new(&c.name, exec_type(c.pg_type, tz), true);
                 match c.pg_type {
-                    PgType::Json => field.with_metadata(json_type("json")),
-                    PgType::Jsonb => field.with_metadata(json_type("jsonb")),
+                    PgType::Json => field.with_metadata(super::json::pg_type("json")),
+                    PgType::Jsonb => field.with_metadata(super::json::pg_type("jsonb")),
                     PgType::Enum => field.with_metadata(super::enums::metadata(
                         c.labels.as_deref().map(Vec::as_slice).unwrap_or_default(),
                     )),

@@ -136,6 +136,16 @@ pub fn define_tier(s: &Setup, table: &str, time_column: &str, partition_by: &str
     .unwrap();
 }
 
+/// A new table in both databases (`sql` creates and fills it), tiered by
+/// its `at` column by month, and a mover pass over every tiered table;
+/// how many of its rows stay hot.
+pub async fn tier_new_table(s: &Setup, table: &str, sql: &str) -> i64 {
+    in_both(s, sql).await;
+    define_tier(s, table, "at", "month");
+    move_every_table(s).await;
+    value(&s.tiered, &format!("SELECT count(*) FROM {table}")).await
+}
+
 /// One pass of the mover for every tiered table; how many there are.
 pub async fn move_every_table(s: &Setup) -> usize {
     let (target, fed) = tiers(s).await;
