@@ -309,6 +309,7 @@ async fn refresh_loop(shared: Arc<Shared>, addr: std::net::SocketAddr) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One service connection per database, kept between checks.
     let mut services: HashMap<String, tokio_postgres::Client> = HashMap::new();
+    let mut pruners: HashMap<String, crate::federation::hotcache::Pruner> = HashMap::new();
     loop {
         tick.tick().await;
         if !matches!(*shared.phase.borrow(), Phase::Running) {
@@ -329,6 +330,11 @@ async fn refresh_loop(shared: Arc<Shared>, addr: std::net::SocketAddr) {
                 }
             }
             let service = &services[&database];
+            pruners
+                .entry(database.clone())
+                .or_default()
+                .tick(service)
+                .await;
             if let Err(e) = crate::federation::matview::schedule::refresh_due(
                 &shared.target,
                 service,
@@ -521,6 +527,13 @@ async fn load_tiers_with(
         let client = crate::tiering::service_connection(target, &db).await?;
         let table = crate::tiering::describe(&client, &def, &db).await?;
         lake.ensure_table(&table).await?;
+        if let Err(e) = crate::federation::hotcache::track(&client, &table).await {
+            tracing::warn!(
+                table = %def.qualified(),
+                error = %e.as_db_error().map_or(e.to_string(), |d| d.message().to_string()),
+                "writes to the table are not recorded, so the hot part of its aggregates is computed for every statement"
+            );
+        }
         tracing::info!(table = %def.qualified(), database = %db, file = %def.file.display(), "tiered table");
         out.entry(db)
             .or_insert_with(|| Federation {

@@ -423,7 +423,11 @@ async fn cache(shared: &Shared) -> Vec<Row> {
         .iter()
         .map(|p| {
             vec![
-                Some(literal("cold partial")),
+                Some(literal(if p.hot.is_some() {
+                    "hot partial"
+                } else {
+                    "cold partial"
+                })),
                 Some(literal(&p.source)),
                 Some(literal(&p.user)),
                 Some(literal(&p.statement)),

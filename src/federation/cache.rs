@@ -66,7 +66,7 @@ pub struct ColdCache {
 
 /// One cached cold half.
 pub(crate) struct Partial {
-    batches: Vec<RecordBatch>,
+    pub batches: Vec<RecordBatch>,
     pub bytes: u64,
     pub rows: u64,
     /// `lake table@snapshot`.
@@ -79,6 +79,17 @@ pub(crate) struct Partial {
     /// How long computing it took.
     pub compute: Duration,
     pub hits: AtomicU64,
+    /// For a kept hot half: what it was computed under.
+    pub hot: Option<HotState>,
+}
+
+/// What a kept hot half was computed under (see [`super::hotcache`]).
+#[derive(Debug)]
+pub(crate) struct HotState {
+    pub snapshot: super::hotcache::Snapshot,
+    /// What it relies on in Postgres's catalog.
+    pub signature: String,
+    pub at: Instant,
 }
 
 impl fmt::Debug for ColdCache {
@@ -180,6 +191,21 @@ impl ColdCache {
     pub(crate) async fn keep_result(&self, key: String, result: CachedResult) {
         if self.capacity > 0 && (result.data.len() as u64) <= self.max_entry() / 4 {
             self.results.insert(key, Arc::new(result)).await;
+        }
+    }
+
+    /// A kept hot half.
+    pub(crate) async fn hot_entry(&self, key: &str) -> Option<Arc<Partial>> {
+        if self.capacity == 0 {
+            return None;
+        }
+        self.entries.get(key).await.filter(|p| p.hot.is_some())
+    }
+
+    /// Keeps a hot half, when it is small enough.
+    pub(crate) async fn keep_hot(&self, key: String, partial: Partial) {
+        if self.capacity > 0 && partial.bytes <= self.max_entry() {
+            self.entries.insert(key, Arc::new(partial)).await;
         }
     }
 
@@ -331,6 +357,7 @@ async fn collect(
         created: SystemTime::now(),
         compute: started.elapsed(),
         hits: AtomicU64::new(0),
+        hot: None,
     }))
 }
 
@@ -474,7 +501,32 @@ impl Rewriter<'_> {
         let Some(translated) = super::hotagg::translate(agg) else {
             return Ok(None);
         };
-        let (aggregated, sql) = h.leaf.recipe.aggregate(self.ctx, &translated);
+        let (aggregated, sql) = if self.ctx.fixed_snapshot && self.cache.capacity > 0 {
+            // In the statement's own read-only transaction: kept, and
+            // brought up to date from the writes recorded since.
+            let now = chrono::Utc::now().timestamp_micros();
+            let (query, sql) = h.leaf.recipe.aggregate_parts(&translated, now);
+            let key = format!(
+                "hot\n{}\n{}\n{}\n{:?}\n{}",
+                self.prefix,
+                h.key,
+                query.sql_all(),
+                query.grid,
+                self.user
+            );
+            let parts: Arc<dyn PartitionStream> = Arc::new(super::hotcache::HotParts {
+                ctx: self.ctx.clone(),
+                cache: self.cache.clone(),
+                key: key.into(),
+                query: Arc::new(query),
+                source: format!("{} (hot)", h.leaf.recipe.table()).into(),
+                statement: self.statement.clone().into(),
+                user: self.user.clone().into(),
+            });
+            (parts, sql)
+        } else {
+            h.leaf.recipe.aggregate(self.ctx, &translated)
+        };
         let (stragglers, straggler_sql) = h.leaf.recipe.stragglers(self.ctx);
         if let Ok(mut trace) = self.ctx.trace.lock() {
             trace.push(format!("Postgres (partial aggregate): {sql}"));

@@ -18,6 +18,7 @@ pub(crate) mod exactness;
 mod explain;
 pub(crate) mod extended;
 mod hotagg;
+pub(crate) mod hotcache;
 mod json;
 pub(crate) mod link;
 pub(crate) mod matview;

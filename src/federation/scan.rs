@@ -508,6 +508,50 @@ impl HotRecipe {
         (Arc::new(p), described)
     }
 
+    /// The partial aggregate `agg` of the hot rows at or after the
+    /// watermark, grouped also by the part of the time axis each row falls
+    /// in, as [`super::hotcache::HotParts`] keeps it; with its query.
+    pub(crate) fn aggregate_parts(
+        &self,
+        agg: &super::hotagg::HotAggregate,
+        now_us: i64,
+    ) -> (super::hotcache::PartsQuery, String) {
+        use super::hotcache::{Grid, PartsQuery};
+        let grid = Grid::new(self.split.w, now_us, self.time_type);
+        let part = PartsQuery::part_column(&grid, &self.time, self.time_type);
+        let mut group: Vec<String> = (1..=agg.groups).map(|i| i.to_string()).collect();
+        group.push((agg.columns.len() + 1).to_string());
+        let mut wheres = self.wheres.clone();
+        wheres.push(format!("{} >= {}", self.time, self.w));
+        wheres.extend(agg.filters.iter().cloned());
+        let (columns, read_schema) = PartsQuery::with_part(&agg.columns, &agg.schema);
+        let query = PartsQuery {
+            head: format!("SELECT {}, {part} FROM {}", agg.select, self.qualified),
+            wheres,
+            tail: format!(" GROUP BY {}", group.join(", ")),
+            grid,
+            time: self.time.clone(),
+            time_type: self.time_type,
+            table: self.qualified.clone(),
+            buckets: self.buckets(agg).map(Arc::new),
+            columns,
+            read_schema,
+            out_schema: agg.schema.clone(),
+        };
+        let mut described = query.sql_all();
+        if let Some(b) = &query.buckets {
+            described.push_str(&format!(
+                " -- {} evaluated as ranges between the first and last hot rows' buckets",
+                b.call
+            ));
+        }
+        described.push_str(&format!(
+            " -- kept by parts of {} hours from the watermark on; parts written since are computed again",
+            grid.width / 3_600_000_000
+        ));
+        (query, described)
+    }
+
     /// The hot rows passing `filters`, the first `k` in `order_by`, read
     /// whole (stragglers the lake holds dropped); with the query.
     pub(crate) fn top(
@@ -523,6 +567,11 @@ impl HotRecipe {
             &format!(" ORDER BY {order_by} LIMIT {k}"),
         );
         (self.rows(ctx, Fetch::Whole(sql.clone())), sql)
+    }
+
+    /// The table, quoted and qualified.
+    pub(crate) fn table(&self) -> &str {
+        &self.qualified
     }
 
     /// The time column, as the hot queries name it.
@@ -592,7 +641,7 @@ const MAX_BUCKETS: usize = 1024;
 /// earliest and latest hot row, read from the time column's index), the
 /// call becomes a binary search over their starts: a few comparisons a row.
 #[derive(Debug)]
-struct Buckets {
+pub(crate) struct Buckets {
     /// The text replaced: `date_trunc('month', created_at)`.
     call: String,
     /// Lists the starts of the buckets from the earliest hot row's to the
@@ -606,7 +655,12 @@ impl Buckets {
     /// `sql` with the call replaced by a search over the bucket starts the
     /// hot rows fall in; unchanged when they are many, unknown, or do not
     /// match date_trunc's own.
-    async fn apply(&self, link: &mut PgLink, sql: &str, extended: bool) -> Result<String> {
+    pub(crate) async fn apply(
+        &self,
+        link: &mut PgLink,
+        sql: &str,
+        extended: bool,
+    ) -> Result<String> {
         let rows = run_whole(link, &self.bounds, extended).await?;
         let mut starts = Vec::new();
         for m in rows.iter().filter(|m| m.tag == b'D') {
@@ -666,7 +720,7 @@ pub(crate) fn lake_source(table: &Table) -> String {
 /// Runs `sql` to its end, rows in binary: Parse, Bind, Execute and Sync;
 /// inside a client's extended-protocol exchange (no Sync may be sent), a
 /// statement and portal of thermocline's own, closed after.
-async fn run_whole(
+pub(crate) async fn run_whole(
     link: &mut PgLink,
     sql: &str,
     extended: bool,
@@ -911,35 +965,10 @@ impl PartitionStream for HotPartition {
                 if let (true, Some(late)) = (sent_late, &s.late) {
                     late.ensure().await?;
                 }
-                let mut builders: Vec<_> = s
-                    .columns
-                    .iter()
-                    .map(|c| c.pg_type.builder(FETCH_ROWS))
-                    .collect();
-                let mut rows = 0usize;
-                for m in messages.iter().filter(|m| m.tag == b'D') {
-                    let fields = data_row_fields(&m.body)
-                        .ok_or_else(|| DataFusionError::Execution("malformed DataRow".into()))?;
-                    for ((c, b), v) in s.columns.iter().zip(&mut builders).zip(fields) {
-                        c.pg_type
-                            .append_binary(b.as_mut(), v)
-                            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                    }
-                    rows += 1;
-                }
+                let (batch, rows) = decode_rows(&messages, &s.columns, &s.read_schema)?;
                 if rows < FETCH_ROWS || whole {
                     s.done = true;
                 }
-                let arrays = builders
-                    .iter_mut()
-                    .zip(s.read_schema.fields())
-                    .map(|(b, f)| cast(&b.finish(), f.data_type()))
-                    .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
-                let batch = RecordBatch::try_new_with_options(
-                    s.read_schema.clone(),
-                    arrays,
-                    &RecordBatchOptions::new().with_row_count(Some(rows)),
-                )?;
                 let batch = match &s.split {
                     Some(split) => drop_stragglers_in_cold(split, batch).await?,
                     None => batch,
@@ -957,6 +986,41 @@ impl PartitionStream for HotPartition {
             stream,
         ))
     }
+}
+
+/// The DataRows among `messages` (binary fields of `columns`' types) as
+/// one batch of `schema`, with how many rows it holds.
+pub(crate) fn decode_rows(
+    messages: &[super::link::BackendMessage],
+    columns: &[ScanColumn],
+    schema: &SchemaRef,
+) -> Result<(RecordBatch, usize)> {
+    let mut builders: Vec<_> = columns
+        .iter()
+        .map(|c| c.pg_type.builder(FETCH_ROWS))
+        .collect();
+    let mut rows = 0usize;
+    for m in messages.iter().filter(|m| m.tag == b'D') {
+        let fields = data_row_fields(&m.body)
+            .ok_or_else(|| DataFusionError::Execution("malformed DataRow".into()))?;
+        for ((c, b), v) in columns.iter().zip(&mut builders).zip(fields) {
+            c.pg_type
+                .append_binary(b.as_mut(), v)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        }
+        rows += 1;
+    }
+    let arrays = builders
+        .iter_mut()
+        .zip(schema.fields())
+        .map(|(b, f)| cast(&b.finish(), f.data_type()))
+        .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
+    let batch = RecordBatch::try_new_with_options(
+        schema.clone(),
+        arrays,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )?;
+    Ok((batch, rows))
 }
 
 fn project(batch: &RecordBatch, positions: &[usize], schema: &SchemaRef) -> Result<RecordBatch> {
