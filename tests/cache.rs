@@ -21,10 +21,12 @@ const CACHED: &[&str] = &[
     "SELECT day, count(*) FROM orders WHERE day >= '2025-01-01' GROUP BY 1 HAVING count(*) > 2 ORDER BY 1",
 ];
 
-/// The rows of `thermocline.cache`, as (statement, hits).
-async fn cache_entries(c: &tokio_postgres::Client) -> Vec<(String, i64)> {
+/// The rows of `thermocline.cache` of one kind, as (statement, hits).
+async fn entries_of(c: &tokio_postgres::Client, kind: &str) -> Vec<(String, i64)> {
     c.query(
-        "SELECT statement, hits FROM thermocline.cache WHERE kind = 'cold partial' ORDER BY statement",
+        &format!(
+            "SELECT statement, hits FROM thermocline.cache WHERE kind = '{kind}' ORDER BY statement"
+        ),
         &[],
     )
     .await
@@ -32,6 +34,11 @@ async fn cache_entries(c: &tokio_postgres::Client) -> Vec<(String, i64)> {
     .iter()
     .map(|r| (r.get(0), r.get(1)))
     .collect()
+}
+
+/// The cold halves kept, as (statement, hits).
+async fn cache_entries(c: &tokio_postgres::Client) -> Vec<(String, i64)> {
+    entries_of(c, "cold partial").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,15 +125,7 @@ async fn cached_answers_stay_fresh() {
 
 /// The hot halves kept, as (statement, hits).
 async fn hot_entries(c: &tokio_postgres::Client) -> Vec<(String, i64)> {
-    c.query(
-        "SELECT statement, hits FROM thermocline.cache WHERE kind = 'hot partial' ORDER BY statement",
-        &[],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect()
+    entries_of(c, "hot partial").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
