@@ -16,7 +16,11 @@ SELECT min(status), max(status), min(note), max(note) FROM orders
 SELECT bool_and(flag), bool_or(flag) FROM orders
 SELECT sum(customer_id), sum(id) FROM orders
 SELECT count(*) FILTER (WHERE flag), count(*) FILTER (WHERE amount > 50) FROM orders
-UNSUPPORTED SELECT COALESCE(SUM(amount), 0) FROM orders WHERE status = 'nothing'
+SELECT COALESCE(SUM(amount), 0) FROM orders WHERE status = 'nothing'
+SELECT COALESCE(SUM(amount), 0), COALESCE(max(amount), 0) + 1 FROM orders
+SELECT status, COALESCE(sum(amount), 0) AS total FROM orders GROUP BY status ORDER BY total DESC
+SELECT customer_id, sum(amount * customer_id), max(amount) - min(amount) FROM orders GROUP BY 1 ORDER BY 1
+SELECT avg(amount * 2), avg(amount + customer_id) FROM orders
 SELECT count(*) FROM orders WHERE false
 
 -- Grouping, HAVING, DISTINCT
@@ -86,13 +90,18 @@ SELECT id FROM orders ORDER BY created_at DESC, id LIMIT 5
 SELECT id, day FROM orders ORDER BY day, id LIMIT 5
 
 -- Expressions
-UNSUPPORTED SELECT id, amount * 2, amount + 1, amount - 0.5 FROM orders WHERE id < 20 ORDER BY id
+SELECT id, amount * 2, amount + 1, -amount, amount * amount, amount - customer_id FROM orders WHERE id < 20 ORDER BY id
+SELECT id, amount - 0.5, amount * 1.50, 0.25 + amount FROM orders WHERE id < 20 ORDER BY id
+SELECT id, score * 0.5, score + 1.25 FROM orders WHERE id < 20 ORDER BY id
+SELECT count(*) FROM orders WHERE score > 12.5 AND amount < 50.25
+SELECT id, amount * 2 AS doubled FROM orders WHERE id < 40 ORDER BY doubled DESC NULLS LAST, id LIMIT 7
+UNSUPPORTED SELECT id, amount / 3 FROM orders WHERE id < 20 ORDER BY id
 SELECT id, customer_id * 10 + 1, id - 1 FROM orders WHERE id < 10 ORDER BY id
 SELECT id, upper(status), lower(status), length(status) FROM orders WHERE id < 10 ORDER BY id
 SELECT id, status || '-' || customer_id FROM orders WHERE id < 10 ORDER BY id
 SELECT id, CASE WHEN amount > 50 THEN 'big' WHEN amount IS NULL THEN 'none' ELSE 'small' END FROM orders WHERE id < 30 ORDER BY id
 SELECT id, COALESCE(note, 'no note') FROM orders WHERE id < 30 ORDER BY id
-UNSUPPORTED SELECT id, COALESCE(amount, 0) FROM orders WHERE id < 30 ORDER BY id
+SELECT id, COALESCE(amount, 0), COALESCE(amount, customer_id * 2) FROM orders WHERE id < 30 ORDER BY id
 SELECT id, NULLIF(status, 'paid') FROM orders WHERE id < 10 ORDER BY id
 SELECT id, score * 2, -score FROM orders WHERE id < 10 ORDER BY id
 SELECT id, created_at + interval '1 day', day + 1 FROM orders WHERE id < 5 ORDER BY id
@@ -139,7 +148,7 @@ UNSUPPORTED SELECT status, count(*), count(*) * 100 / sum(count(*)) OVER () FROM
 SELECT count(*), sum(amount) FROM paid_orders
 SELECT * FROM paid_orders WHERE id < 40 ORDER BY id
 SELECT month, n FROM paid_by_month ORDER BY month
-UNSUPPORTED SELECT * FROM paid_by_month ORDER BY month
+SELECT * FROM paid_by_month ORDER BY month
 SELECT c.region, sum(p.amount) FROM paid_orders p JOIN customers c ON c.id = p.customer_id GROUP BY 1 ORDER BY 1
 
 -- Errors are Postgres's

@@ -26,21 +26,35 @@ use datafusion::sql::sqlparser::ast;
 
 use super::json::PG_TYPE;
 
-const NAME: &str = "thermocline_avg";
-const NUMERIC_TEXT: &str = "numeric_text";
+pub(crate) const NAME: &str = "thermocline_avg";
+pub(crate) const NUMERIC_TEXT: &str = "numeric_text";
 
 /// Postgres's numeric division scale (`select_div_scale`).
 const MIN_SIG_DIGITS: i64 = 16;
 const MAX_DISPLAY_SCALE: i64 = 1000;
 
+/// A function that writes numeric values as Postgres's numeric text:
+/// `thermocline_avg(sum, count)`, or `thermocline_numeric(value, scale)`
+/// (see `numeric`).
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Average {
+    name: &'static str,
     signature: Signature,
 }
 
 impl Average {
     pub(crate) fn udf() -> datafusion::logical_expr::ScalarUDF {
+        Self::named(NAME)
+    }
+
+    /// `thermocline_numeric(value, scale)`.
+    pub(crate) fn at_scale_udf() -> datafusion::logical_expr::ScalarUDF {
+        Self::named(super::numeric::NAME)
+    }
+
+    fn named(name: &'static str) -> datafusion::logical_expr::ScalarUDF {
         datafusion::logical_expr::ScalarUDF::new_from_impl(Average {
+            name,
             signature: Signature::any(2, Volatility::Immutable),
         })
     }
@@ -52,7 +66,7 @@ impl ScalarUDFImpl for Average {
     }
 
     fn name(&self) -> &str {
-        NAME
+        self.name
     }
 
     fn signature(&self) -> &Signature {
@@ -61,7 +75,7 @@ impl ScalarUDFImpl for Average {
 
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         Ok(match args.first() {
-            Some(DataType::Float32 | DataType::Float64) => DataType::Float64,
+            Some(DataType::Float32 | DataType::Float64) if self.name == NAME => DataType::Float64,
             _ => DataType::Utf8,
         })
     }
@@ -73,7 +87,7 @@ impl ScalarUDFImpl for Average {
             .map(|f| f.data_type().clone())
             .collect();
         let t = self.return_type(&types)?;
-        let field = Field::new(NAME, t.clone(), true);
+        let field = Field::new(self.name, t.clone(), true);
         Ok(Arc::new(if t == DataType::Utf8 {
             field.with_metadata(super::json::pg_type(NUMERIC_TEXT))
         } else {
@@ -82,6 +96,9 @@ impl ScalarUDFImpl for Average {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if self.name != NAME {
+            return super::numeric::at_scale(args);
+        }
         let n = args.number_rows;
         let [sum, count] = args.args.as_slice() else {
             return exec_err!("{NAME} takes a sum and a count");

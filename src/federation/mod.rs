@@ -23,6 +23,7 @@ mod json;
 pub(crate) mod link;
 pub(crate) mod matview;
 mod memory;
+mod numeric;
 mod pushdown;
 mod results;
 pub(crate) mod scan;
@@ -680,8 +681,9 @@ async fn execute(
 ) -> Result<(u64, Remainder), Failure> {
     let (sql, fields) = (run.sql, run.fields);
     let mut normalized = None;
+    let mut computed = Vec::new();
     if let Ok([statement]) = Parser::parse_sql(&PostgreSqlDialect {}, sql).as_deref() {
-        exactness::check(statement, fields)
+        computed = exactness::check(statement, fields)
             .map_err(|m| Failure::Ours(ErrorFields::error("0A000", m)))?;
         normalized = Some(statement.to_string());
     }
@@ -700,6 +702,16 @@ async fn execute(
     let ordered = enums::in_label_order(df.logical_plan().clone())?;
     if ordered.transformed {
         df = datafusion::prelude::DataFrame::new(session.state(), ordered.data);
+    }
+    if !computed.is_empty() {
+        let scaled =
+            numeric::at_postgres_scale(df.logical_plan().clone(), &computed).map_err(|i| {
+                Failure::Ours(ErrorFields::error(
+                    "0A000",
+                    exactness::computed_numeric(&fields[i]),
+                ))
+            })?;
+        df = datafusion::prelude::DataFrame::new(session.state(), scaled);
     }
     if !run.params.is_empty() {
         let inferred = df.logical_plan().get_parameter_types()?;
@@ -862,6 +874,8 @@ fn plan_session(ctx: &ScanContext, federation: &Federation) -> SessionContext {
         .with_target_partitions(2)
         .with_information_schema(false)
         .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
+        // `0.5` is a numeric in Postgres, not a float.
+        .set_bool("datafusion.sql_parser.parse_float_as_decimal", true)
         .set_str("datafusion.execution.time_zone", ctx.time_zone.as_ref())
         // Sorts set memory aside for merging their spill files: a part of
         // the statement's share, not DataFusion's fixed 10 MB.
@@ -881,6 +895,7 @@ fn plan_session(ctx: &ScanContext, federation: &Federation) -> SessionContext {
     let mut session = SessionContext::new_with_config_rt(config, runtime);
     session.register_udf(datetrunc::BucketedDateTrunc::udf());
     session.register_udf(average::Average::udf());
+    session.register_udf(average::Average::at_scale_udf());
     for f in json::functions() {
         session.register_udf(f);
     }

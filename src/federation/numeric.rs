@@ -1,0 +1,327 @@
+//! Computed numeric results as Postgres writes them.
+//!
+//! A numeric value in Postgres carries its own display scale: `amount * 2`
+//! has its column's (2), `coalesce(sum(amount), 0)` has the sum's where
+//! there is one and none for the 0. The executor's decimals keep one scale
+//! for a whole column. So a computed numeric output column, when it is
+//! built from numeric columns, whole numbers and literals with `+`, `-`,
+//! `*` and `coalesce` (also under sum, min and max), is written as
+//! Postgres would write each value: the plan computes, beside the value,
+//! the scale Postgres would give it (the larger of two terms', the sum of
+//! two factors', the first non-null argument's), and a last projection
+//! writes the value at that scale as numeric text. Anything else computed
+//! in numeric (a division, a function) is refused.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringBuilder};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Decimal128Type};
+use datafusion::common::{Column, ExprSchema, Result, ScalarValue, exec_err};
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, Projection, ScalarFunctionArgs, when,
+};
+
+pub(crate) const NAME: &str = "thermocline_numeric";
+
+/// `thermocline_numeric(value, scale)`: each decimal value written at the
+/// scale given for its row, as Postgres's numeric text.
+pub(crate) fn at_scale(args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+    let n = args.number_rows;
+    let [value, scale] = args.args.as_slice() else {
+        return exec_err!("{NAME} takes a value and a scale");
+    };
+    let values = value.to_array(n)?;
+    let (values, from) = match values.data_type() {
+        DataType::Decimal128(_, s) => (values.clone(), *s),
+        _ => (cast(&values, &DataType::Decimal128(38, 0))?, 0),
+    };
+    let values = values.as_primitive::<Decimal128Type>();
+    let scales = cast(&scale.to_array(n)?, &DataType::Int64)?;
+    let scales: &Int64Array = scales.as_primitive();
+    let mut b = StringBuilder::with_capacity(n, n * 16);
+    let mut text = Vec::new();
+    for i in 0..n {
+        if values.is_null(i) {
+            b.append_null();
+            continue;
+        }
+        let (v, to) = rescale(values.value(i), from, scales.value(i));
+        text.clear();
+        crate::pgtypes::write_decimal(&mut text, v, to);
+        b.append_value(String::from_utf8_lossy(&text));
+    }
+    let out: ArrayRef = Arc::new(b.finish());
+    Ok(ColumnarValue::Array(out))
+}
+
+/// `v` at scale `from`, at scale `to` when that drops only zero digits
+/// (otherwise at `from`).
+fn rescale(v: i128, from: i8, to: i64) -> (i128, i8) {
+    let Ok(to) = i8::try_from(to) else {
+        return (v, from);
+    };
+    if to == from || to < 0 {
+        return (v, from);
+    }
+    if to > from {
+        return match 10i128
+            .checked_pow((to - from) as u32)
+            .and_then(|p| v.checked_mul(p))
+        {
+            Some(w) => (w, to),
+            None => (v, from),
+        };
+    }
+    let p = 10i128.pow((from - to) as u32);
+    if v % p == 0 { (v / p, to) } else { (v, from) }
+}
+
+/// `plan` with its output columns at `columns` (computed numerics, as
+/// Postgres describes them) written at Postgres's scale per value; `Err`
+/// names the first that cannot be.
+pub(crate) fn at_postgres_scale(
+    plan: LogicalPlan,
+    columns: &[usize],
+) -> Result<LogicalPlan, usize> {
+    if columns.is_empty() {
+        return Ok(plan);
+    }
+    // The projection that computes the output, under any sorts and limits.
+    let mut above = Vec::new();
+    let mut node = plan;
+    let projection = loop {
+        match node {
+            LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => {
+                let input = node.inputs()[0].clone();
+                above.push(node);
+                node = input;
+            }
+            LogicalPlan::Projection(p) => break p,
+            _ => return Err(columns[0]),
+        }
+    };
+    let mut exprs = projection.expr.clone();
+    let mut wrapped = Vec::new();
+    for &i in columns {
+        let Some(e) = exprs.get(i) else {
+            return Err(i);
+        };
+        let inner = unalias(e);
+        // An average is already written per value; its sum must be exact.
+        if let Expr::ScalarFunction(f) = inner
+            && f.func.name() == super::average::NAME
+        {
+            if f.args.first().is_some_and(|a| exact(a, &projection.input)) {
+                continue;
+            }
+            return Err(i);
+        }
+        let decimal = matches!(
+            inner.get_type(projection.input.schema()),
+            Ok(DataType::Decimal128(..))
+        );
+        let Some(scale) = decimal
+            .then(|| scale_of(inner, &projection.input))
+            .flatten()
+        else {
+            return Err(i);
+        };
+        exprs.push(scale.alias(format!("thermocline_scale_{i}")));
+        wrapped.push(i);
+    }
+    if wrapped.is_empty() {
+        // Only averages: the plan as it was.
+        let mut plan = LogicalPlan::Projection(projection);
+        for node in above.into_iter().rev() {
+            plan = node
+                .with_new_exprs(node.expressions(), vec![plan])
+                .map_err(|_| columns[0])?;
+        }
+        return Ok(plan);
+    }
+    let outputs = projection.schema.fields().len();
+    let mut plan = LogicalPlan::Projection(
+        Projection::try_new(exprs, projection.input.clone()).map_err(|_| columns[0])?,
+    );
+    for node in above.into_iter().rev() {
+        plan = node
+            .with_new_exprs(node.expressions(), vec![plan])
+            .map_err(|_| columns[0])?;
+    }
+    let schema = plan.schema().clone();
+    let mut top = Vec::with_capacity(outputs);
+    for j in 0..outputs {
+        let (qualifier, field) = schema.qualified_field(j);
+        let column = Expr::Column(Column::new(qualifier.cloned(), field.name()));
+        top.push(if wrapped.contains(&j) {
+            let (sq, sf) = schema
+                .qualified_field(outputs + wrapped.iter().position(|w| *w == j).expect("wrapped"));
+            let scale = Expr::Column(Column::new(sq.cloned(), sf.name()));
+            super::average::Average::at_scale_udf()
+                .call(vec![column, scale])
+                .alias(field.name())
+        } else {
+            column
+        });
+    }
+    Ok(LogicalPlan::Projection(
+        Projection::try_new(top, Arc::new(plan)).map_err(|_| columns[0])?,
+    ))
+}
+
+fn unalias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => unalias(&a.expr),
+        other => other,
+    }
+}
+
+/// Postgres's display scale of each value of `e` (over `input`), as an
+/// expression; `None` when it is not one this module follows.
+fn scale_of(e: &Expr, input: &LogicalPlan) -> Option<Expr> {
+    let schema = input.schema();
+    match e {
+        Expr::Alias(a) => scale_of(&a.expr, input),
+        Expr::Column(c) => {
+            let t = schema.field_from_column(c).ok()?.data_type().clone();
+            (column_exact(input, c)).then_some(())?;
+            fixed(&t)
+        }
+        Expr::Literal(v, _) => fixed(&v.data_type()),
+        Expr::Negative(x) => scale_of(x, input),
+        Expr::Cast(c) if matches!(c.data_type, DataType::Decimal128(..)) => {
+            scale_of(&c.expr, input)
+        }
+        Expr::TryCast(c) if matches!(c.data_type, DataType::Decimal128(..)) => {
+            scale_of(&c.expr, input)
+        }
+        Expr::BinaryExpr(b) => {
+            let (l, r) = (scale_of(&b.left, input)?, scale_of(&b.right, input)?);
+            match b.op {
+                Operator::Plus | Operator::Minus => {
+                    Some(when(l.clone().gt_eq(r.clone()), l).otherwise(r).ok()?)
+                }
+                Operator::Multiply => Some(l + r),
+                _ => None,
+            }
+        }
+        Expr::ScalarFunction(f) if f.func.name() == "coalesce" && !f.args.is_empty() => {
+            let mut scales = Vec::new();
+            for a in &f.args {
+                scales.push((a.clone(), scale_of(a, input)?));
+            }
+            let (_, last) = scales.pop()?;
+            if scales.is_empty() {
+                return Some(last);
+            }
+            let mut case = None::<datafusion::logical_expr::conditional_expressions::CaseBuilder>;
+            for (a, s) in scales {
+                case = Some(match case {
+                    None => when(a.is_not_null(), s),
+                    Some(mut c) => c.when(a.is_not_null(), s),
+                });
+            }
+            case?.otherwise(last).ok()
+        }
+        _ => None,
+    }
+}
+
+/// The scale of every value of a column of type `t` whose values all have
+/// its type's scale.
+fn fixed(t: &DataType) -> Option<Expr> {
+    let scale = match t {
+        DataType::Decimal128(_, s) => *s as i64,
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => 0,
+        _ => return None,
+    };
+    Some(Expr::Literal(ScalarValue::Int64(Some(scale.max(0))), None))
+}
+
+/// Whether every value of `e` (over `input`) has its type's scale.
+fn exact(e: &Expr, input: &LogicalPlan) -> bool {
+    match e {
+        Expr::Alias(a) => exact(&a.expr, input),
+        Expr::Column(c) => column_exact(input, c),
+        Expr::Literal(..) => true,
+        Expr::Negative(x) => exact(x, input),
+        Expr::Cast(c) => exact(&c.expr, input),
+        Expr::TryCast(c) => exact(&c.expr, input),
+        Expr::BinaryExpr(b) => {
+            matches!(b.op, Operator::Plus | Operator::Minus | Operator::Multiply)
+                && exact(&b.left, input)
+                && exact(&b.right, input)
+        }
+        _ => false,
+    }
+}
+
+/// Whether every value of column `c` of `plan`'s output has its type's
+/// scale: a table's column, or computed from them exactly, through the
+/// plan's nodes.
+fn column_exact(plan: &LogicalPlan, c: &Column) -> bool {
+    let Ok(i) = plan.schema().index_of_column(c) else {
+        return false;
+    };
+    if !matches!(plan.schema().field(i).data_type(), DataType::Decimal128(..)) {
+        // Whole numbers and everything that is not a decimal: not scaled.
+        return true;
+    }
+    let by_index = |input: &LogicalPlan| {
+        let (q, f) = input.schema().qualified_field(i);
+        column_exact(input, &Column::new(q.cloned(), f.name()))
+    };
+    match plan {
+        LogicalPlan::TableScan(_) => true,
+        LogicalPlan::Filter(f) => by_index(&f.input),
+        LogicalPlan::Sort(s) => by_index(&s.input),
+        LogicalPlan::Limit(l) => by_index(&l.input),
+        LogicalPlan::SubqueryAlias(s) => by_index(&s.input),
+        LogicalPlan::Projection(p) => exact(&p.expr[i], &p.input),
+        LogicalPlan::Aggregate(a) => {
+            let groups = a.group_expr.len();
+            if i < groups {
+                return exact(&a.group_expr[i], &a.input);
+            }
+            match a.aggr_expr.get(i - groups).map(unalias) {
+                Some(Expr::AggregateFunction(AggregateFunction { func, params })) => {
+                    matches!(func.name(), "sum" | "min" | "max")
+                        && params.args.len() == 1
+                        && exact(&params.args[0], &a.input)
+                }
+                _ => false,
+            }
+        }
+        LogicalPlan::Join(j) => {
+            if j.left.schema().has_column(c) {
+                column_exact(&j.left, c)
+            } else {
+                column_exact(&j.right, c)
+            }
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rescale;
+
+    #[test]
+    fn values_drop_only_zero_digits() {
+        assert_eq!(rescale(1200, 2, 0), (12, 0));
+        assert_eq!(rescale(1234, 2, 0), (1234, 2));
+        assert_eq!(rescale(1234, 2, 2), (1234, 2));
+        assert_eq!(rescale(-500, 3, 1), (-5, 1));
+        assert_eq!(rescale(7, 0, 2), (700, 2));
+    }
+}
