@@ -94,6 +94,9 @@ async fn the_session_time_zone_shapes_answers() {
             "SELECT min(created_at), max(created_at) FROM orders",
             "SELECT date_trunc('day', created_at) AS d, count(*) FROM orders GROUP BY 1 ORDER BY 1 LIMIT 40",
             "SELECT id, created_at FROM orders WHERE id % 400 = 0 ORDER BY id",
+            // Grafana's epoch shapes: an epoch is the same in every zone.
+            "SELECT floor(extract(epoch from created_at)/86400)*86400 AS \"time\", count(*) FROM orders GROUP BY 1 ORDER BY 1 LIMIT 40",
+            "SELECT id, extract(epoch from created_at), extract(epoch from day) FROM orders WHERE id % 97 = 0 ORDER BY id",
         ] {
             assert_eq!(
                 ask(&through, sql).await,

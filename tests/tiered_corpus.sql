@@ -58,7 +58,10 @@ SELECT count(*) FROM orders WHERE day >= current_date - 60
 SELECT count(*) FROM orders WHERE day < '2025-06-01'
 SELECT count(*) FROM orders WHERE day BETWEEN '2025-06-01' AND '2025-12-31'
 SELECT CAST(extract(dow from created_at) AS integer) + 1 AS dow, count(*) FROM orders GROUP BY 1 ORDER BY 1
-UNSUPPORTED SELECT floor(extract(epoch from created_at)/86400)*86400 AS "time", sum(amount) AS "value" FROM orders WHERE id < 100 GROUP BY 1 ORDER BY 1
+SELECT floor(extract(epoch from created_at)/86400)*86400 AS "time", sum(amount) AS "value" FROM orders WHERE id < 100 GROUP BY 1 ORDER BY 1
+SELECT floor(extract(epoch from created_at)/3600)*3600 AS "time", count(*) AS "value" FROM orders GROUP BY 1 ORDER BY 1 DESC LIMIT 30
+SELECT floor(extract(epoch from created_at) / 7) AS k, floor(amount / 3), floor(-amount / 4) FROM orders WHERE id < 40 ORDER BY id
+SELECT CAST(FLOOR(EXTRACT(EPOCH FROM CAST(created_at AS TIMESTAMP)) / 86400) - FLOOR(EXTRACT(EPOCH FROM CAST(day AS TIMESTAMP)) / 86400) AS BIGINT) FROM orders WHERE id < 30 ORDER BY id
 SELECT avg(amount) FROM orders
 SELECT status, avg(amount), avg(customer_id), avg(id) FROM orders GROUP BY status ORDER BY status
 SELECT avg(amount) FILTER (WHERE flag), avg(DISTINCT customer_id) FROM orders
@@ -68,7 +71,8 @@ SELECT avg(amount), avg(id) FROM orders WHERE false
 SELECT id, avg(amount) OVER (PARTITION BY status) FROM orders WHERE id < 30 ORDER BY id
 UNSUPPORTED SELECT status FROM orders GROUP BY status ORDER BY avg(amount)
 UNSUPPORTED SELECT status, avg(amount) FROM orders GROUP BY status HAVING avg(amount) > 50
-UNSUPPORTED SELECT id, extract(epoch from created_at) FROM orders WHERE id < 5 ORDER BY id
+SELECT id, extract(epoch from created_at), extract(epoch from day), extract(epoch from created_at) * 1000 FROM orders WHERE id < 5 ORDER BY id
+SELECT extract(epoch from created_at) AS "time", amount AS "value" FROM orders WHERE extract(epoch from created_at) > extract(epoch from now()) - 86400 * 400 ORDER BY 1 LIMIT 20
 
 -- Point and range reads
 SELECT * FROM orders WHERE id = 42

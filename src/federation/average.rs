@@ -52,10 +52,20 @@ impl Average {
         Self::named(super::numeric::NAME)
     }
 
+    /// `thermocline_epoch(time)` and `thermocline_floor_div(value, k)`
+    /// (see `numeric`).
+    pub(crate) fn epoch_udfs() -> [datafusion::logical_expr::ScalarUDF; 2] {
+        [
+            Self::named(super::numeric::EPOCH),
+            Self::named(super::numeric::FLOOR_DIV),
+        ]
+    }
+
     fn named(name: &'static str) -> datafusion::logical_expr::ScalarUDF {
+        let arguments = if name == super::numeric::EPOCH { 1 } else { 2 };
         datafusion::logical_expr::ScalarUDF::new_from_impl(Average {
             name,
-            signature: Signature::any(2, Volatility::Immutable),
+            signature: Signature::any(arguments, Volatility::Immutable),
         })
     }
 }
@@ -74,6 +84,9 @@ impl ScalarUDFImpl for Average {
     }
 
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        if let Some(t) = super::numeric::return_type(self.name, args) {
+            return Ok(t);
+        }
         Ok(match args.first() {
             Some(DataType::Float32 | DataType::Float64) if self.name == NAME => DataType::Float64,
             _ => DataType::Utf8,
@@ -97,7 +110,7 @@ impl ScalarUDFImpl for Average {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         if self.name != NAME {
-            return super::numeric::at_scale(args);
+            return super::numeric::invoke(self.name, args);
         }
         let n = args.number_rows;
         let [sum, count] = args.args.as_slice() else {
@@ -167,7 +180,7 @@ fn leading(digits: &str, scale: usize) -> (i64, u32) {
 
 /// `sum / count` as Postgres's numeric division writes it: `sum` is an
 /// integer scaled by 10^`scale`.
-fn divide(sum: i128, scale: u32, count: u64) -> String {
+pub(crate) fn divide(sum: i128, scale: u32, count: u64) -> String {
     let negative = sum < 0;
     let digits = sum.unsigned_abs().to_string();
     let (weight1, first1) = leading(&digits, scale as usize);

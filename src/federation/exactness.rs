@@ -117,7 +117,9 @@ pub(crate) fn check(
                     refuse(format!("function {name}()"))
                 }
             }
-            Expr::Extract { field, .. } if !integral_field(field) => {
+            Expr::Extract { field, .. }
+                if !integral_field(field) && *field != DateTimeField::Epoch =>
+            {
                 refuse(format!("extract({field} from …)"))
             }
             _ => Ok(()),
@@ -266,7 +268,7 @@ fn executor_sql(sql: &str) -> Option<String> {
     use datafusion::sql::sqlparser::parser::Parser;
 
     let lower = sql.to_ascii_lowercase();
-    if !["json", "interval", "avg"]
+    if !["json", "interval", "avg", "epoch", "floor"]
         .iter()
         .any(|w| lower.contains(w))
     {
@@ -276,7 +278,8 @@ fn executor_sql(sql: &str) -> Option<String> {
     let json = super::json::strip_operand_casts(&mut statements);
     let intervals = interval_literals_with_units(&mut statements);
     let averages = super::average::rewrite(&mut statements);
-    (json || intervals || averages).then(|| {
+    let numerics = super::numeric::rewrite(&mut statements);
+    (json || intervals || averages || numerics).then(|| {
         statements
             .iter()
             .map(|s| s.to_string())

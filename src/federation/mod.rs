@@ -896,6 +896,9 @@ fn plan_session(ctx: &ScanContext, federation: &Federation) -> SessionContext {
     session.register_udf(datetrunc::BucketedDateTrunc::udf());
     session.register_udf(average::Average::udf());
     session.register_udf(average::Average::at_scale_udf());
+    for udf in average::Average::epoch_udfs() {
+        session.register_udf(udf);
+    }
     for f in json::functions() {
         session.register_udf(f);
     }

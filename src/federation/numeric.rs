@@ -22,8 +22,164 @@ use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, Projection, ScalarFunctionArgs, when,
 };
+use datafusion::sql::sqlparser::ast;
 
 pub(crate) const NAME: &str = "thermocline_numeric";
+/// `extract(epoch from t)`: Postgres's numeric, 6 decimals for a
+/// timestamp, none for a date.
+pub(crate) const EPOCH: &str = "thermocline_epoch";
+/// `floor(x / k)` for a whole number k > 0: the floor of Postgres's
+/// rounded quotient.
+pub(crate) const FLOOR_DIV: &str = "thermocline_floor_div";
+
+/// Rewrites `extract(epoch from t)` and `floor(x / k)` (k a whole number
+/// above zero) into this module's functions; true when it rewrote any.
+pub(crate) fn rewrite(statements: &mut Vec<ast::Statement>) -> bool {
+    use ast::{CeilFloorKind, DateTimeField};
+    use std::ops::ControlFlow;
+    let mut changed = false;
+    let _ = ast::visit_expressions_mut(statements, |e: &mut ast::Expr| {
+        let call = match e {
+            ast::Expr::Extract {
+                field: DateTimeField::Epoch,
+                expr,
+                ..
+            } => Some(format!("{EPOCH}({expr})")),
+            ast::Expr::Floor {
+                expr,
+                field: CeilFloorKind::DateTimeField(DateTimeField::NoDateTime),
+            } => by_whole_number(expr).map(|(x, k)| format!("{FLOOR_DIV}({x}, {k})")),
+            _ => None,
+        };
+        if let Some(call) = call
+            && let Ok(parsed) = datafusion::sql::sqlparser::parser::Parser::new(
+                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            )
+            .try_with_sql(&call)
+            .and_then(|mut p| p.parse_expr())
+        {
+            *e = parsed;
+            changed = true;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    changed
+}
+
+/// `x / k`, parenthesized or not, for a whole number k above zero.
+fn by_whole_number(e: &ast::Expr) -> Option<(&ast::Expr, &str)> {
+    match e {
+        ast::Expr::Nested(inner) => by_whole_number(inner),
+        ast::Expr::BinaryOp {
+            left,
+            op: ast::BinaryOperator::Divide,
+            right,
+        } => match right.as_ref() {
+            ast::Expr::Value(v) => match &v.value {
+                ast::Value::Number(k, _)
+                    if k.bytes().all(|b| b.is_ascii_digit())
+                        && k.parse::<u64>()
+                            .is_ok_and(|k| k > 0 && k <= i64::MAX as u64) =>
+                {
+                    Some((left, k.as_str()))
+                }
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The result type of the functions of this module other than [`NAME`].
+pub(crate) fn return_type(name: &str, args: &[DataType]) -> Option<DataType> {
+    match name {
+        EPOCH => Some(match args.first() {
+            Some(DataType::Date32 | DataType::Date64) => DataType::Decimal128(20, 0),
+            _ => DataType::Decimal128(20, 6),
+        }),
+        FLOOR_DIV => Some(DataType::Decimal128(38, 0)),
+        _ => None,
+    }
+}
+
+/// Runs the function `name` of this module.
+pub(crate) fn invoke(name: &str, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+    match name {
+        EPOCH => epoch(args),
+        FLOOR_DIV => floor_div(args),
+        _ => at_scale(args),
+    }
+}
+
+fn epoch(args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+    use datafusion::arrow::array::{Date32Array, Decimal128Array};
+    use datafusion::arrow::datatypes::TimeUnit;
+    let n = args.number_rows;
+    let [time] = args.args.as_slice() else {
+        return exec_err!("{EPOCH} takes a time");
+    };
+    let time = time.to_array(n)?;
+    let out: Decimal128Array = match time.data_type() {
+        DataType::Date32 | DataType::Date64 => {
+            let days = cast(&time, &DataType::Date32)?;
+            let days: &Date32Array = days.as_primitive();
+            days.iter()
+                .map(|d| d.map(|d| d as i128 * 86_400))
+                .collect::<Decimal128Array>()
+                .with_precision_and_scale(20, 0)?
+        }
+        DataType::Timestamp(..) => {
+            let us = cast(&time, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+            let us = us.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+            us.iter()
+                .map(|v| v.map(|v| v as i128))
+                .collect::<Decimal128Array>()
+                .with_precision_and_scale(20, 6)?
+        }
+        other => return exec_err!("{EPOCH} of {other}"),
+    };
+    Ok(ColumnarValue::Array(Arc::new(out)))
+}
+
+fn floor_div(args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+    use datafusion::arrow::array::Decimal128Array;
+    let n = args.number_rows;
+    let [value, divisor] = args.args.as_slice() else {
+        return exec_err!("{FLOOR_DIV} takes a value and a divisor");
+    };
+    let k = match divisor {
+        ColumnarValue::Scalar(ScalarValue::Int64(Some(k))) if *k > 0 => *k as u64,
+        _ => return exec_err!("{FLOOR_DIV} divides by a whole number above zero"),
+    };
+    let values = value.to_array(n)?;
+    let (values, scale) = match values.data_type() {
+        DataType::Decimal128(_, s) => (values.clone(), (*s).max(0) as u32),
+        _ => (cast(&values, &DataType::Decimal128(38, 0))?, 0),
+    };
+    let values = values.as_primitive::<Decimal128Type>();
+    let out = values
+        .iter()
+        .map(|v| v.map(|v| floor_of(&super::average::divide(v, scale, k))))
+        .collect::<Decimal128Array>()
+        .with_precision_and_scale(38, 0)?;
+    Ok(ColumnarValue::Array(Arc::new(out)))
+}
+
+/// The floor of a number written in decimal (`-12.5` → -13).
+fn floor_of(text: &str) -> i128 {
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let int: i128 = int.parse().unwrap_or(0);
+    if negative {
+        -int - i128::from(frac.bytes().any(|b| b != b'0'))
+    } else {
+        int
+    }
+}
 
 /// `thermocline_numeric(value, scale)`: each decimal value written at the
 /// scale given for its row, as Postgres's numeric text.
@@ -207,6 +363,9 @@ fn scale_of(e: &Expr, input: &LogicalPlan) -> Option<Expr> {
                 _ => None,
             }
         }
+        Expr::ScalarFunction(f) if [EPOCH, FLOOR_DIV].contains(&f.func.name()) => {
+            fixed(&e.get_type(schema).ok()?)
+        }
         Expr::ScalarFunction(f) if f.func.name() == "coalesce" && !f.args.is_empty() => {
             let mut scales = Vec::new();
             for a in &f.args {
@@ -253,6 +412,7 @@ fn exact(e: &Expr, input: &LogicalPlan) -> bool {
         Expr::Alias(a) => exact(&a.expr, input),
         Expr::Column(c) => column_exact(input, c),
         Expr::Literal(..) => true,
+        Expr::ScalarFunction(f) => [EPOCH, FLOOR_DIV].contains(&f.func.name()),
         Expr::Negative(x) => exact(x, input),
         Expr::Cast(c) => exact(&c.expr, input),
         Expr::TryCast(c) => exact(&c.expr, input),
@@ -323,5 +483,15 @@ mod tests {
         assert_eq!(rescale(1234, 2, 2), (1234, 2));
         assert_eq!(rescale(-500, 3, 1), (-5, 1));
         assert_eq!(rescale(7, 0, 2), (700, 2));
+    }
+
+    #[test]
+    fn floors_of_decimals() {
+        use super::floor_of;
+        assert_eq!(floor_of("12.5"), 12);
+        assert_eq!(floor_of("-12.5"), -13);
+        assert_eq!(floor_of("-12.000"), -12);
+        assert_eq!(floor_of("7"), 7);
+        assert_eq!(floor_of("-0.0001"), -1);
     }
 }
