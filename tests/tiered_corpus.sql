@@ -110,7 +110,11 @@ SELECT id, NULLIF(status, 'paid') FROM orders WHERE id < 10 ORDER BY id
 SELECT id, score * 2, -score FROM orders WHERE id < 10 ORDER BY id
 SELECT id, created_at + interval '1 day', day + 1 FROM orders WHERE id < 5 ORDER BY id
 SELECT id, abs(customer_id - 10), greatest(customer_id, 10), least(customer_id, 10) FROM orders WHERE id < 10 ORDER BY id
-UNSUPPORTED SELECT id, round(amount), round(amount, 1) FROM orders WHERE id < 10 ORDER BY id
+SELECT id, round(amount), round(amount, 1), round(amount, 3), round(amount, -1), round(-amount, 1), round(score), round(customer_id), round(customer_id, 1) FROM orders WHERE id < 40 ORDER BY id
+SELECT status, round(avg(amount), 2), round(avg(amount)), round(avg(customer_id), 1), round(sum(amount), -2) FROM orders GROUP BY 1 ORDER BY 1
+SELECT status, round(avg(amount), 2) AS a FROM orders GROUP BY 1 ORDER BY a DESC
+SELECT customer_id, round(avg(amount), 1) FROM orders GROUP BY 1 HAVING round(avg(amount), 1) > 40 ORDER BY 1
+SELECT round(avg(score)) FROM orders WHERE id < 2000
 SELECT id, substring(status from 1 for 2), left(status, 2) FROM orders WHERE id < 6 ORDER BY id
 SELECT id, flag AND id > 5, flag OR id > 5, NOT flag FROM orders WHERE id < 10 ORDER BY id
 SELECT id, created_at::date FROM orders WHERE id < 5 ORDER BY id

@@ -52,21 +52,27 @@ impl Average {
         Self::named(super::numeric::NAME)
     }
 
-    /// `thermocline_epoch(time)` and `thermocline_floor_div(value, k)`
-    /// (see `numeric`).
-    pub(crate) fn epoch_udfs() -> [datafusion::logical_expr::ScalarUDF; 2] {
+    /// `thermocline_epoch(time)`, `thermocline_floor_div(value, k)` and
+    /// `thermocline_round(value[, n])` (see `numeric`).
+    pub(crate) fn numeric_udfs() -> [datafusion::logical_expr::ScalarUDF; 3] {
         [
             Self::named(super::numeric::EPOCH),
             Self::named(super::numeric::FLOOR_DIV),
+            Self::named(super::numeric::ROUND),
         ]
     }
 
     fn named(name: &'static str) -> datafusion::logical_expr::ScalarUDF {
-        let arguments = if name == super::numeric::EPOCH { 1 } else { 2 };
-        datafusion::logical_expr::ScalarUDF::new_from_impl(Average {
-            name,
-            signature: Signature::any(arguments, Volatility::Immutable),
-        })
+        use datafusion::logical_expr::TypeSignature;
+        let signature = match name {
+            super::numeric::EPOCH => Signature::any(1, Volatility::Immutable),
+            super::numeric::ROUND => Signature::one_of(
+                vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+                Volatility::Immutable,
+            ),
+            _ => Signature::any(2, Volatility::Immutable),
+        };
+        datafusion::logical_expr::ScalarUDF::new_from_impl(Average { name, signature })
     }
 }
 
@@ -94,6 +100,9 @@ impl ScalarUDFImpl for Average {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        if let Some(t) = super::numeric::round_type(self.name, &args) {
+            return Ok(Arc::new(Field::new(self.name, t, true)));
+        }
         let types: Vec<DataType> = args
             .arg_fields
             .iter()

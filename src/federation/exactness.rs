@@ -111,6 +111,7 @@ pub(crate) fn check(
                     .unwrap_or_default();
                 if FUNCTIONS.contains(&name.as_str())
                     || super::json::FUNCTION_NAMES.contains(&name.as_str())
+                    || (name == "round" && super::numeric::round_form(f))
                 {
                     Ok(())
                 } else {
@@ -268,7 +269,7 @@ fn executor_sql(sql: &str) -> Option<String> {
     use datafusion::sql::sqlparser::parser::Parser;
 
     let lower = sql.to_ascii_lowercase();
-    if !["json", "interval", "avg", "epoch", "floor"]
+    if !["json", "interval", "avg", "epoch", "floor", "round"]
         .iter()
         .any(|w| lower.contains(w))
     {

@@ -896,7 +896,7 @@ fn plan_session(ctx: &ScanContext, federation: &Federation) -> SessionContext {
     session.register_udf(datetrunc::BucketedDateTrunc::udf());
     session.register_udf(average::Average::udf());
     session.register_udf(average::Average::at_scale_udf());
-    for udf in average::Average::epoch_udfs() {
+    for udf in average::Average::numeric_udfs() {
         session.register_udf(udf);
     }
     for f in json::functions() {

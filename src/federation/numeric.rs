@@ -49,6 +49,15 @@ pub(crate) fn rewrite(statements: &mut Vec<ast::Statement>) -> bool {
                 expr,
                 field: CeilFloorKind::DateTimeField(DateTimeField::NoDateTime),
             } => by_whole_number(expr).map(|(x, k)| format!("{FLOOR_DIV}({x}, {k})")),
+            ast::Expr::Function(f)
+                if f.name.0.len() == 1
+                    && f.name.to_string().eq_ignore_ascii_case("round")
+                    && round_form(f) =>
+            {
+                let mut g = f.clone();
+                g.name = ast::ObjectName::from(vec![ast::Ident::new(ROUND)]);
+                Some(g.to_string())
+            }
             _ => None,
         };
         if let Some(call) = call
@@ -91,6 +100,181 @@ fn by_whole_number(e: &ast::Expr) -> Option<(&ast::Expr, &str)> {
     }
 }
 
+/// `round(x[, n])`: Postgres's for numeric (half away from zero, `n`
+/// decimals, none when `n` is negative or not given) and for float8 (half
+/// to even).
+pub(crate) const ROUND: &str = "thermocline_round";
+
+/// The `n` of `round(x, n)` as written: a whole number, maybe negative.
+fn round_places(e: &ast::Expr) -> Option<i64> {
+    match e {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) if n.bytes().all(|b| b.is_ascii_digit()) => n.parse().ok(),
+            _ => None,
+        },
+        ast::Expr::UnaryOp {
+            op: ast::UnaryOperator::Minus,
+            expr,
+        } => round_places(expr).map(|n| -n),
+        ast::Expr::Nested(inner) => round_places(inner),
+        _ => None,
+    }
+}
+
+/// Whether a call of `round` is one [`ROUND`] answers: one argument, or a
+/// second that is a whole number from -30 to 30.
+pub(crate) fn round_form(f: &ast::Function) -> bool {
+    let ast::FunctionArguments::List(list) = &f.args else {
+        return false;
+    };
+    if f.filter.is_some() || f.over.is_some() {
+        return false;
+    }
+    match list.args.as_slice() {
+        [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(_))] => true,
+        [
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(_)),
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(n)),
+        ] => round_places(n).is_some_and(|n| (-30..=30).contains(&n)),
+        _ => false,
+    }
+}
+
+/// The result type of `round`, which depends on its `n`.
+pub(crate) fn round_type(
+    name: &str,
+    args: &datafusion::logical_expr::ReturnFieldArgs,
+) -> Option<DataType> {
+    if name != ROUND {
+        return None;
+    }
+    let first = args.arg_fields.first()?.data_type().clone();
+    let places = match args.scalar_arguments.get(1) {
+        None => None,
+        Some(Some(v)) => Some(match v {
+            ScalarValue::Int64(Some(n)) => *n,
+            other => other.cast_to(&DataType::Int64).ok().and_then(|v| match v {
+                ScalarValue::Int64(Some(n)) => Some(n),
+                _ => None,
+            })?,
+        }),
+        Some(None) => return Some(DataType::Null),
+    };
+    Some(match (&first, places) {
+        // A decimal, or an average written as numeric text.
+        (DataType::Decimal128(..) | DataType::Utf8, n) => {
+            DataType::Decimal128(38, n.unwrap_or(0).max(0) as i8)
+        }
+        (t, Some(n)) if t.is_integer() => DataType::Decimal128(38, n.max(0) as i8),
+        _ => DataType::Float64,
+    })
+}
+
+fn round(args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+    use datafusion::arrow::array::{Decimal128Array, Float64Array};
+    let n = args.number_rows;
+    let target = args.return_field.data_type().clone();
+    let values = args.args[0].to_array(n)?;
+    let places = match args.args.get(1) {
+        None => 0,
+        Some(ColumnarValue::Scalar(v)) => match v.cast_to(&DataType::Int64)? {
+            ScalarValue::Int64(Some(p)) => p,
+            _ => return exec_err!("{ROUND} takes a whole number of places"),
+        },
+        Some(_) => return exec_err!("{ROUND} takes a constant number of places"),
+    };
+    let out: ArrayRef = match target {
+        DataType::Decimal128(_, to) => {
+            // Each value with its scale: a decimal's, or its own for an
+            // average written as text.
+            let scaled: Vec<Option<(i128, i64)>> = match values.data_type() {
+                DataType::Utf8 => values
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|t| match t {
+                        None => Some(None),
+                        Some(t) => numeric_text(t).map(Some),
+                    })
+                    .collect::<Option<_>>()
+                    .ok_or_else(overflow)?,
+                DataType::Decimal128(_, s) => values
+                    .as_primitive::<Decimal128Type>()
+                    .iter()
+                    .map(|v| v.map(|v| (v, *s as i64)))
+                    .collect(),
+                _ => cast(&values, &DataType::Decimal128(38, 0))?
+                    .as_primitive::<Decimal128Type>()
+                    .iter()
+                    .map(|v| v.map(|v| (v, 0)))
+                    .collect(),
+            };
+            let out = scaled
+                .into_iter()
+                .map(|v| {
+                    v.map(|(v, from)| {
+                        round_decimal(v, from, places, to as i64).ok_or_else(overflow)
+                    })
+                    .transpose()
+                })
+                .collect::<Result<Vec<Option<i128>>>>()?;
+            Arc::new(Decimal128Array::from(out).with_precision_and_scale(38, to)?)
+        }
+        _ => {
+            let values = cast(&values, &DataType::Float64)?;
+            let values: &Float64Array = values.as_primitive();
+            Arc::new(
+                values
+                    .iter()
+                    .map(|v| v.map(f64::round_ties_even))
+                    .collect::<Float64Array>(),
+            )
+        }
+    };
+    Ok(ColumnarValue::Array(out))
+}
+
+fn overflow() -> datafusion::common::DataFusionError {
+    datafusion::common::DataFusionError::External(Box::new(super::json::DataError {
+        code: "22003",
+        message: "numeric field overflow".into(),
+    }))
+}
+
+/// A number written in decimal (`-12.50`) as an integer and its scale;
+/// `None` past 38 digits.
+fn numeric_text(text: &str) -> Option<(i128, i64)> {
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let digits: i128 = format!("{int}{frac}").parse().ok()?;
+    Some((if negative { -digits } else { digits }, frac.len() as i64))
+}
+
+/// `v` (at scale `from`) rounded half away from zero to `places` decimals
+/// (tens, hundreds… when negative), at scale `to`.
+fn round_decimal(v: i128, from: i64, places: i64, to: i64) -> Option<i128> {
+    let pow = |k: i64| 10i128.checked_pow(u32::try_from(k).ok()?);
+    let kept = if places >= from {
+        v.checked_mul(pow(places - from)?)?
+    } else {
+        let p = pow(from - places)?;
+        let (q, r) = (v / p, v % p);
+        if r.unsigned_abs() * 2 >= p.unsigned_abs() {
+            q + v.signum()
+        } else {
+            q
+        }
+    };
+    // `kept` counts units of 10^-places; the result counts 10^-to.
+    if to >= places {
+        kept.checked_mul(pow(to - places)?)
+    } else {
+        Some(kept / pow(places - to)?)
+    }
+}
+
 /// The result type of the functions of this module other than [`NAME`].
 pub(crate) fn return_type(name: &str, args: &[DataType]) -> Option<DataType> {
     match name {
@@ -108,6 +292,7 @@ pub(crate) fn invoke(name: &str, args: ScalarFunctionArgs) -> Result<ColumnarVal
     match name {
         EPOCH => epoch(args),
         FLOOR_DIV => floor_div(args),
+        ROUND => round(args),
         _ => at_scale(args),
     }
 }
@@ -363,7 +548,7 @@ fn scale_of(e: &Expr, input: &LogicalPlan) -> Option<Expr> {
                 _ => None,
             }
         }
-        Expr::ScalarFunction(f) if [EPOCH, FLOOR_DIV].contains(&f.func.name()) => {
+        Expr::ScalarFunction(f) if [EPOCH, FLOOR_DIV, ROUND].contains(&f.func.name()) => {
             fixed(&e.get_type(schema).ok()?)
         }
         Expr::ScalarFunction(f) if f.func.name() == "coalesce" && !f.args.is_empty() => {
@@ -412,7 +597,7 @@ fn exact(e: &Expr, input: &LogicalPlan) -> bool {
         Expr::Alias(a) => exact(&a.expr, input),
         Expr::Column(c) => column_exact(input, c),
         Expr::Literal(..) => true,
-        Expr::ScalarFunction(f) => [EPOCH, FLOOR_DIV].contains(&f.func.name()),
+        Expr::ScalarFunction(f) => [EPOCH, FLOOR_DIV, ROUND].contains(&f.func.name()),
         Expr::Negative(x) => exact(x, input),
         Expr::Cast(c) => exact(&c.expr, input),
         Expr::TryCast(c) => exact(&c.expr, input),
@@ -483,6 +668,20 @@ mod tests {
         assert_eq!(rescale(1234, 2, 2), (1234, 2));
         assert_eq!(rescale(-500, 3, 1), (-5, 1));
         assert_eq!(rescale(7, 0, 2), (700, 2));
+    }
+
+    #[test]
+    fn rounds_half_away_from_zero() {
+        use super::round_decimal;
+        // 12.345 to 2 places; -12.345; 1250.5 to hundreds; 12.3 to 2.
+        assert_eq!(round_decimal(12345, 3, 2, 2), Some(1235));
+        assert_eq!(round_decimal(-12345, 3, 2, 2), Some(-1235));
+        assert_eq!(round_decimal(12505, 1, -2, 0), Some(1300));
+        assert_eq!(round_decimal(123, 1, 2, 2), Some(1230));
+        assert_eq!(round_decimal(-25, 1, 0, 0), Some(-3));
+        assert_eq!(round_decimal(i128::MAX, 0, 2, 2), None);
+        assert_eq!(super::numeric_text("-12.50"), Some((-1250, 2)));
+        assert_eq!(super::numeric_text("7"), Some((7, 0)));
     }
 
     #[test]
