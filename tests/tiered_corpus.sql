@@ -99,7 +99,10 @@ SELECT id, amount - 0.5, amount * 1.50, 0.25 + amount FROM orders WHERE id < 20 
 SELECT id, score * 0.5, score + 1.25 FROM orders WHERE id < 20 ORDER BY id
 SELECT count(*) FROM orders WHERE score > 12.5 AND amount < 50.25
 SELECT id, amount * 2 AS doubled FROM orders WHERE id < 40 ORDER BY doubled DESC NULLS LAST, id LIMIT 7
-UNSUPPORTED SELECT id, amount / 3 FROM orders WHERE id < 20 ORDER BY id
+SELECT id, amount / 3, round(amount / 7, 2), customer_id / 3.0, amount / -0.7, (amount * 2) / (customer_id + 1) FROM orders WHERE id < 40 ORDER BY id
+SELECT sum(amount) / count(*), sum(amount) / sum(customer_id), max(amount) / 1000000 FROM orders
+SELECT id, amount / (customer_id - customer_id) FROM orders WHERE id < 5
+UNSUPPORTED SELECT id, amount / 3 AS third FROM orders WHERE id < 20 ORDER BY third
 SELECT id, customer_id * 10 + 1, id - 1 FROM orders WHERE id < 10 ORDER BY id
 SELECT id, upper(status), lower(status), length(status) FROM orders WHERE id < 10 ORDER BY id
 SELECT id, status || '-' || customer_id FROM orders WHERE id < 10 ORDER BY id
@@ -150,7 +153,8 @@ SELECT id, rank() OVER (PARTITION BY status ORDER BY amount DESC NULLS LAST, id)
 SELECT id, sum(amount) OVER (PARTITION BY customer_id ORDER BY id ROWS UNBOUNDED PRECEDING) FROM orders WHERE id < 50 ORDER BY id
 SELECT date_trunc('month', created_at) AS m, SUM(SUM(amount)) OVER (ORDER BY date_trunc('month', created_at) ROWS UNBOUNDED PRECEDING) FROM orders GROUP BY 1 ORDER BY 1
 SELECT id, lag(id) OVER (ORDER BY id), lead(id) OVER (ORDER BY id) FROM orders WHERE id < 12 ORDER BY id
-UNSUPPORTED SELECT status, count(*), count(*) * 100 / sum(count(*)) OVER () FROM orders GROUP BY status ORDER BY status
+SELECT status, count(*), count(*) * 100 / sum(count(*)) OVER () FROM orders GROUP BY status ORDER BY status
+SELECT status, round(sum(amount) * 100 / sum(sum(amount)) OVER (), 2) AS share FROM orders GROUP BY status ORDER BY share DESC
 
 -- Views over the tiered table (and a view over that view)
 SELECT count(*), sum(amount) FROM paid_orders

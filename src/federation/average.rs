@@ -52,13 +52,15 @@ impl Average {
         Self::named(super::numeric::NAME)
     }
 
-    /// `thermocline_epoch(time)`, `thermocline_floor_div(value, k)` and
-    /// `thermocline_round(value[, n])` (see `numeric`).
-    pub(crate) fn numeric_udfs() -> [datafusion::logical_expr::ScalarUDF; 3] {
+    /// `thermocline_epoch(time)`, `thermocline_floor_div(value, k)`,
+    /// `thermocline_round(value[, n])` and `thermocline_div(a, b)` (see
+    /// `numeric`).
+    pub(crate) fn numeric_udfs() -> [datafusion::logical_expr::ScalarUDF; 4] {
         [
             Self::named(super::numeric::EPOCH),
             Self::named(super::numeric::FLOOR_DIV),
             Self::named(super::numeric::ROUND),
+            Self::named(super::numeric::DIV),
         ]
     }
 
@@ -190,21 +192,32 @@ fn leading(digits: &str, scale: usize) -> (i64, u32) {
 /// `sum / count` as Postgres's numeric division writes it: `sum` is an
 /// integer scaled by 10^`scale`.
 pub(crate) fn divide(sum: i128, scale: u32, count: u64) -> String {
-    let negative = sum < 0;
-    let digits = sum.unsigned_abs().to_string();
-    let (weight1, first1) = leading(&digits, scale as usize);
-    let count_digits = count.to_string();
-    let (weight2, first2) = leading(&count_digits, 0);
+    quotient(sum, scale, count as u128, 0).unwrap_or_default()
+}
+
+/// `a / b` (integers scaled by 10^`sa` and 10^`sb`) as Postgres's numeric
+/// division writes it: at the scale `select_div_scale` picks (at least 16
+/// significant digits, no fewer decimals than either operand has),
+/// rounded half away from zero. `None` when `b` is zero or too large.
+pub(crate) fn quotient(a: i128, sa: u32, b: u128, sb: u32) -> Option<String> {
+    if b == 0 || b > u128::MAX / 20 {
+        return None;
+    }
+    let negative = a < 0;
+    let digits = a.unsigned_abs().to_string();
+    let (weight1, first1) = leading(&digits, sa as usize);
+    let (weight2, first2) = leading(&b.to_string(), sb as usize);
     let mut qweight = weight1 - weight2;
     if first1 <= first2 {
         qweight -= 1;
     }
     let rscale = (MIN_SIG_DIGITS - qweight * 4)
-        .max(scale as i64)
+        .max(sa as i64)
+        .max(sb as i64)
         .clamp(0, MAX_DISPLAY_SCALE) as usize;
-    // Long division of sum·10^(rscale − scale) by count, rounded half away
+    // Long division of a·10^(rscale − sa + sb) by b, rounded half away
     // from zero at the last digit.
-    let extra = rscale - scale as usize;
+    let extra = rscale + sb as usize - sa as usize;
     let mut quotient = String::with_capacity(digits.len() + extra);
     let mut rem: u128 = 0;
     for d in digits
@@ -213,11 +226,11 @@ pub(crate) fn divide(sum: i128, scale: u32, count: u64) -> String {
         .chain(std::iter::repeat_n(0, extra))
     {
         rem = rem * 10 + d;
-        quotient.push((b'0' + (rem / count as u128) as u8) as char);
-        rem %= count as u128;
+        quotient.push((b'0' + (rem / b) as u8) as char);
+        rem %= b;
     }
     let mut q: Vec<u8> = quotient.into_bytes();
-    if rem * 2 >= count as u128 {
+    if rem >= b - rem {
         let mut i = q.len();
         loop {
             if i == 0 {
@@ -239,11 +252,11 @@ pub(crate) fn divide(sum: i128, scale: u32, count: u64) -> String {
     let (int, frac) = q.split_at(q.len() - rscale);
     let zero = q.bytes().all(|b| b == b'0');
     let sign = if negative && !zero { "-" } else { "" };
-    if rscale == 0 {
+    Some(if rscale == 0 {
         format!("{sign}{int}")
     } else {
         format!("{sign}{int}.{frac}")
-    }
+    })
 }
 
 /// Rewrites `avg(x)` (with its DISTINCT, FILTER and OVER) into

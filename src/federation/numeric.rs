@@ -9,8 +9,11 @@
 //! Postgres would write each value: the plan computes, beside the value,
 //! the scale Postgres would give it (the larger of two terms', the sum of
 //! two factors', the first non-null argument's), and a last projection
-//! writes the value at that scale as numeric text. Anything else computed
-//! in numeric (a division, a function) is refused.
+//! writes the value at that scale as numeric text. A division as a result
+//! column, alone or rounded, is Postgres's quotient (at the scale its
+//! `select_div_scale` picks). `extract(epoch …)`, `floor(x / k)` and
+//! `round` are Postgres's own. Anything else computed in numeric is
+//! refused.
 
 use std::sync::Arc;
 
@@ -275,9 +278,85 @@ fn round_decimal(v: i128, from: i64, places: i64, to: i64) -> Option<i128> {
     }
 }
 
+/// `a / b` in numeric: Postgres's quotient, written as numeric text.
+pub(crate) const DIV: &str = "thermocline_div";
+
+fn div(args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+    let n = args.number_rows;
+    let [a, b] = args.args.as_slice() else {
+        return exec_err!("{DIV} takes two numbers");
+    };
+    let scaled = |v: &ColumnarValue| -> Result<(ArrayRef, u32)> {
+        let v = v.to_array(n)?;
+        Ok(match v.data_type() {
+            DataType::Decimal128(_, s) => (v.clone(), (*s).max(0) as u32),
+            _ => (cast(&v, &DataType::Decimal128(38, 0))?, 0),
+        })
+    };
+    let ((a, sa), (b, sb)) = (scaled(a)?, scaled(b)?);
+    let (a, b) = (
+        a.as_primitive::<Decimal128Type>(),
+        b.as_primitive::<Decimal128Type>(),
+    );
+    let mut out = StringBuilder::with_capacity(n, n * 24);
+    for i in 0..n {
+        if a.is_null(i) || b.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let (x, y) = (a.value(i), b.value(i));
+        if y == 0 {
+            return Err(datafusion::common::DataFusionError::External(Box::new(
+                super::json::DataError {
+                    code: "22012",
+                    message: "division by zero".into(),
+                },
+            )));
+        }
+        let x = if y < 0 {
+            x.checked_neg().ok_or_else(overflow)?
+        } else {
+            x
+        };
+        let text = super::average::quotient(x, sa, y.unsigned_abs(), sb).ok_or_else(overflow)?;
+        out.append_value(text);
+    }
+    let out: ArrayRef = Arc::new(out.finish());
+    Ok(ColumnarValue::Array(out))
+}
+
+/// A division whose Postgres quotient [`DIV`] writes: `a / b` of exact
+/// numbers, alone or rounded; the expression that writes it.
+fn exact_division(e: &Expr, input: &LogicalPlan) -> Option<Expr> {
+    use datafusion::logical_expr::expr::ScalarFunction;
+    let divided = |e: &Expr| match e {
+        Expr::BinaryExpr(b)
+            if b.op == Operator::Divide && exact(&b.left, input) && exact(&b.right, input) =>
+        {
+            let [div] = &super::average::Average::numeric_udfs()[3..] else {
+                return None;
+            };
+            Some(div.call(vec![(*b.left).clone(), (*b.right).clone()]))
+        }
+        _ => None,
+    };
+    match e {
+        Expr::ScalarFunction(f) if f.func.name() == ROUND => {
+            let mut args = f.args.clone();
+            args[0] = divided(unalias(&args[0]))?;
+            Some(Expr::ScalarFunction(ScalarFunction::new_udf(
+                f.func.clone(),
+                args,
+            )))
+        }
+        other => divided(other),
+    }
+}
+
 /// The result type of the functions of this module other than [`NAME`].
 pub(crate) fn return_type(name: &str, args: &[DataType]) -> Option<DataType> {
     match name {
+        DIV => Some(DataType::Utf8),
         EPOCH => Some(match args.first() {
             Some(DataType::Date32 | DataType::Date64) => DataType::Decimal128(20, 0),
             _ => DataType::Decimal128(20, 6),
@@ -293,6 +372,7 @@ pub(crate) fn invoke(name: &str, args: ScalarFunctionArgs) -> Result<ColumnarVal
         EPOCH => epoch(args),
         FLOOR_DIV => floor_div(args),
         ROUND => round(args),
+        DIV => div(args),
         _ => at_scale(args),
     }
 }
@@ -449,6 +529,29 @@ pub(crate) fn at_postgres_scale(
         let Some(e) = exprs.get(i) else {
             return Err(i);
         };
+        // A division (or its rounding) is computed as Postgres computes
+        // it; alone, its quotient is numeric text, which nothing above may
+        // sort.
+        if let Some(divided) = exact_division(unalias(e), &projection.input) {
+            let (q, f) = projection.schema.qualified_field(i);
+            let column = Column::new(q.cloned(), f.name());
+            let text =
+                !matches!(unalias(&divided), Expr::ScalarFunction(g) if g.func.name() == ROUND);
+            if text
+                && above.iter().any(|node| {
+                    node.expressions()
+                        .iter()
+                        .any(|x| x.column_refs().contains(&column))
+                })
+            {
+                return Err(i);
+            }
+            exprs[i] = divided.alias(f.name());
+            if text {
+                continue;
+            }
+        }
+        let e = &exprs[i];
         let inner = unalias(e);
         // An average is already written per value; its sum must be exact.
         if let Expr::ScalarFunction(f) = inner
@@ -472,16 +575,6 @@ pub(crate) fn at_postgres_scale(
         exprs.push(scale.alias(format!("thermocline_scale_{i}")));
         wrapped.push(i);
     }
-    if wrapped.is_empty() {
-        // Only averages: the plan as it was.
-        let mut plan = LogicalPlan::Projection(projection);
-        for node in above.into_iter().rev() {
-            plan = node
-                .with_new_exprs(node.expressions(), vec![plan])
-                .map_err(|_| columns[0])?;
-        }
-        return Ok(plan);
-    }
     let outputs = projection.schema.fields().len();
     let mut plan = LogicalPlan::Projection(
         Projection::try_new(exprs, projection.input.clone()).map_err(|_| columns[0])?,
@@ -490,6 +583,9 @@ pub(crate) fn at_postgres_scale(
         plan = node
             .with_new_exprs(node.expressions(), vec![plan])
             .map_err(|_| columns[0])?;
+    }
+    if wrapped.is_empty() {
+        return Ok(plan);
     }
     let schema = plan.schema().clone();
     let mut top = Vec::with_capacity(outputs);
@@ -642,6 +738,20 @@ fn column_exact(plan: &LogicalPlan, c: &Column) -> bool {
                     matches!(func.name(), "sum" | "min" | "max")
                         && params.args.len() == 1
                         && exact(&params.args[0], &a.input)
+                }
+                _ => false,
+            }
+        }
+        LogicalPlan::Window(w) => {
+            let inputs = w.input.schema().fields().len();
+            if i < inputs {
+                return by_index(&w.input);
+            }
+            match w.window_expr.get(i - inputs).map(unalias) {
+                Some(Expr::WindowFunction(f)) => {
+                    matches!(f.fun.name(), "sum" | "min" | "max")
+                        && f.params.args.len() == 1
+                        && exact(&f.params.args[0], &w.input)
                 }
                 _ => false,
             }
