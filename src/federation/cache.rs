@@ -202,11 +202,23 @@ impl ColdCache {
         self.entries.get(key).await.filter(|p| p.hot.is_some())
     }
 
-    /// Keeps a hot half, when it is small enough.
+    /// Keeps a hot half, when it is small enough; a larger one's statement
+    /// computes its hot half whole for a while (see [`Self::parts_pay`]).
     pub(crate) async fn keep_hot(&self, key: String, partial: Partial) {
-        if self.capacity > 0 && partial.bytes <= self.max_entry() {
-            self.entries.insert(key, Arc::new(partial)).await;
+        if self.capacity == 0 {
+            return;
         }
+        if partial.bytes <= self.max_entry() && partial.rows <= super::hotcache::MAX_PART_ROWS {
+            self.entries.insert(key, Arc::new(partial)).await;
+        } else {
+            self.too_large.insert(key, ()).await;
+        }
+    }
+
+    /// Whether a statement's hot half is worth keeping by parts: not when
+    /// it was too large to keep (many groups make many more rows by parts).
+    pub(crate) fn parts_pay(&self, key: &str) -> bool {
+        self.capacity > 0 && !self.too_large.contains_key(key)
     }
 
     /// The largest whole answer kept, in bytes.
@@ -501,9 +513,7 @@ impl Rewriter<'_> {
         let Some(translated) = super::hotagg::translate(agg) else {
             return Ok(None);
         };
-        let (aggregated, sql) = if self.ctx.fixed_snapshot && self.cache.capacity > 0 {
-            // In the statement's own read-only transaction: kept, and
-            // brought up to date from the writes recorded since.
+        let parts = self.ctx.fixed_snapshot.then(|| {
             let now = chrono::Utc::now().timestamp_micros();
             let (query, sql) = h.leaf.recipe.aggregate_parts(&translated, now);
             let key = format!(
@@ -514,6 +524,13 @@ impl Rewriter<'_> {
                 query.grid,
                 self.user
             );
+            (query, sql, key)
+        });
+        let (aggregated, sql) = if let Some((query, sql, key)) = parts
+            && self.cache.parts_pay(&key)
+        {
+            // In the statement's own read-only transaction: kept, and
+            // brought up to date from the writes recorded since.
             let parts: Arc<dyn PartitionStream> = Arc::new(super::hotcache::HotParts {
                 ctx: self.ctx.clone(),
                 cache: self.cache.clone(),

@@ -44,6 +44,10 @@ use crate::tiering::TieredTable;
 /// How many parts the time axis from the watermark on is cut into.
 pub(crate) const PARTS: i64 = 64;
 
+/// The most rows a kept hot half may hold (by parts, a statement with
+/// many groups has up to 64 rows a group).
+pub(crate) const MAX_PART_ROWS: u64 = 50_000;
+
 /// How long a kept hot half is used. Recorded changes are kept longer
 /// (see [`Pruner`]).
 pub(crate) const HOT_TTL: Duration = Duration::from_secs(600);
