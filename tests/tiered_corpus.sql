@@ -69,8 +69,13 @@ SELECT customer_id % 3 AS k, avg(amount), avg(customer_id) FROM orders WHERE amo
 UNSUPPORTED SELECT avg(amount / 1000) FROM orders
 SELECT avg(amount), avg(id) FROM orders WHERE false
 SELECT id, avg(amount) OVER (PARTITION BY status) FROM orders WHERE id < 30 ORDER BY id
-UNSUPPORTED SELECT status FROM orders GROUP BY status ORDER BY avg(amount)
-UNSUPPORTED SELECT status, avg(amount) FROM orders GROUP BY status HAVING avg(amount) > 50
+SELECT status FROM orders GROUP BY status ORDER BY avg(amount)
+SELECT status, avg(amount) FROM orders GROUP BY status HAVING avg(amount) > 50
+SELECT customer_id, avg(amount) AS a FROM orders GROUP BY 1 ORDER BY a DESC, 1 LIMIT 8
+UNSUPPORTED SELECT customer_id, avg(amount) FROM orders GROUP BY 1 ORDER BY 2, 1
+SELECT customer_id, avg(amount) FROM orders GROUP BY 1 HAVING avg(amount) BETWEEN 45 AND 55 ORDER BY 1
+SELECT customer_id, rank() OVER (ORDER BY avg(amount) DESC, customer_id) FROM orders GROUP BY 1 ORDER BY 1
+SELECT customer_id, avg(customer_id) FROM orders GROUP BY 1 HAVING avg(customer_id) IN (3, 4, 5) ORDER BY 1
 SELECT id, extract(epoch from created_at), extract(epoch from day), extract(epoch from created_at) * 1000 FROM orders WHERE id < 5 ORDER BY id
 SELECT extract(epoch from created_at) AS "time", amount AS "value" FROM orders WHERE extract(epoch from created_at) > extract(epoch from now()) - 86400 * 400 ORDER BY 1 LIMIT 20
 

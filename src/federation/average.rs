@@ -64,10 +64,17 @@ impl Average {
         ]
     }
 
+    /// `thermocline_numeric_value(text)`.
+    pub(crate) fn value_udf() -> datafusion::logical_expr::ScalarUDF {
+        Self::named(super::numeric::VALUE)
+    }
+
     fn named(name: &'static str) -> datafusion::logical_expr::ScalarUDF {
         use datafusion::logical_expr::TypeSignature;
         let signature = match name {
-            super::numeric::EPOCH => Signature::any(1, Volatility::Immutable),
+            super::numeric::EPOCH | super::numeric::VALUE => {
+                Signature::any(1, Volatility::Immutable)
+            }
             super::numeric::ROUND => Signature::one_of(
                 vec![TypeSignature::Any(1), TypeSignature::Any(2)],
                 Volatility::Immutable,
@@ -298,21 +305,106 @@ pub(crate) fn rewrite(statements: &mut Vec<ast::Statement>) -> bool {
     changed
 }
 
-/// Why the plan cannot be answered exactly, if it orders or compares
-/// numeric averages (text to the executor).
-pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
-    fn is_average(e: &Expr, schemas: &[&DFSchema]) -> bool {
-        match e {
-            Expr::Column(c) => schemas.iter().any(|s| {
-                s.qualified_field_from_column(c).is_ok_and(|(_, f)| {
-                    f.metadata().get(PG_TYPE).map(String::as_str) == Some(NUMERIC_TEXT)
-                })
-            }),
-            Expr::Alias(a) => is_average(&a.expr, schemas),
-            Expr::ScalarFunction(f) => f.func.name() == NAME,
-            _ => false,
-        }
+/// Whether `e` (over inputs of `schemas`) is a numeric average, written
+/// as numeric text.
+fn is_average(e: &Expr, schemas: &[&DFSchema]) -> bool {
+    match e {
+        Expr::Column(c) => schemas.iter().any(|s| {
+            s.qualified_field_from_column(c).is_ok_and(|(_, f)| {
+                f.metadata().get(PG_TYPE).map(String::as_str) == Some(NUMERIC_TEXT)
+            })
+        }),
+        Expr::Alias(a) => is_average(&a.expr, schemas),
+        Expr::ScalarFunction(f) => f.func.name() == NAME,
+        _ => false,
     }
+}
+
+/// The plan with numeric averages ordered and compared by their values:
+/// in sorts, window orders, comparisons, BETWEEN and IN, an average is
+/// read back from its text as a decimal (exact: Postgres writes at most
+/// 24 decimals for averages from 10^-8 up).
+pub(crate) fn in_value_order(
+    plan: LogicalPlan,
+) -> Result<datafusion::common::tree_node::Transformed<LogicalPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let mut any = false;
+    let _ = plan.apply(|node| {
+        any |= node
+            .expressions()
+            .iter()
+            .any(|e| e.to_string().contains(NAME));
+        Ok(if any {
+            datafusion::common::tree_node::TreeNodeRecursion::Stop
+        } else {
+            datafusion::common::tree_node::TreeNodeRecursion::Continue
+        })
+    });
+    if !any {
+        return Ok(Transformed::no(plan));
+    }
+    let value = |e: Expr| Average::named(super::numeric::VALUE).call(vec![e]);
+    super::exactness::rewrite_plan(
+        plan,
+        |e, schema| is_average(e, &[schema]).then(|| value(e.clone())),
+        |x, schemas| {
+            let wrap = |e: Box<Expr>| -> (Box<Expr>, bool) {
+                if is_average(&e, schemas) {
+                    (Box::new(value(*e)), true)
+                } else {
+                    (e, false)
+                }
+            };
+            match x {
+                Expr::BinaryExpr(mut b)
+                    if matches!(
+                        b.op,
+                        Operator::Lt
+                            | Operator::LtEq
+                            | Operator::Gt
+                            | Operator::GtEq
+                            | Operator::Eq
+                            | Operator::NotEq
+                    ) =>
+                {
+                    let (l, wl) = wrap(b.left);
+                    let (r, wr) = wrap(b.right);
+                    (b.left, b.right) = (l, r);
+                    Ok(Transformed::new_transformed(Expr::BinaryExpr(b), wl || wr))
+                }
+                Expr::Between(mut b) => {
+                    let (e, w) = wrap(b.expr);
+                    b.expr = e;
+                    Ok(Transformed::new_transformed(Expr::Between(b), w))
+                }
+                Expr::InList(mut l) => {
+                    let (e, w) = wrap(l.expr);
+                    l.expr = e;
+                    Ok(Transformed::new_transformed(Expr::InList(l), w))
+                }
+                Expr::WindowFunction(mut w) => {
+                    let mut changed = false;
+                    for s in w.params.order_by.iter_mut() {
+                        if is_average(&s.expr, schemas) {
+                            s.expr = value(s.expr.clone());
+                            changed = true;
+                        }
+                    }
+                    Ok(Transformed::new_transformed(
+                        Expr::WindowFunction(w),
+                        changed,
+                    ))
+                }
+                x => Ok(Transformed::no(x)),
+            }
+        },
+    )
+}
+
+/// Why the plan cannot be answered exactly, if it still orders or
+/// compares numeric averages (text to the executor) after
+/// [`in_value_order`].
+pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
     super::exactness::first_refusal(
         plan,
         |e, inputs| {

@@ -14,7 +14,6 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, Result, exec_err};
 use datafusion::logical_expr::expr::{AggregateFunction, ScalarFunction, WindowFunction};
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
     BinaryExpr, ColumnarValue, Expr, LogicalPlan, Operator, ScalarFunctionArgs, ScalarUDF,
     ScalarUDFImpl, Signature, Volatility,
@@ -159,63 +158,31 @@ pub(crate) fn in_label_order(plan: LogicalPlan) -> Result<Transformed<LogicalPla
     if !reads_an_enum(&plan) {
         return Ok(Transformed::no(plan));
     }
-    plan.transform_up(|node| {
-        // Its inputs may have been rewritten: their fields, and so this
-        // node's, may no longer be an enum's.
-        let node = node.recompute_schema()?;
-        if let LogicalPlan::Sort(mut sort) = node {
-            let mut changed = false;
-            for s in sort.expr.iter_mut() {
-                if let Some(labels) = labels_of(&s.expr, sort.input.schema()) {
-                    s.expr = position(labels, s.expr.clone());
-                    changed = true;
+    super::exactness::rewrite_plan(
+        plan,
+        |e, schema| labels_of(e, schema).map(|labels| position(labels, e.clone())),
+        |x, schemas| match x {
+            Expr::Cast(c) if labels_in(&c.expr, schemas).is_some() => {
+                Ok(Transformed::yes(as_text(Expr::Cast(c))))
+            }
+            Expr::BinaryExpr(b)
+                if matches!(
+                    b.op,
+                    Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+                ) =>
+            {
+                match labels_in(&b.left, schemas).or_else(|| labels_in(&b.right, schemas)) {
+                    Some(labels) => Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr::new(
+                        Box::new(position(labels.clone(), *b.left)),
+                        b.op,
+                        Box::new(position(labels, *b.right)),
+                    )))),
+                    None => Ok(Transformed::no(Expr::BinaryExpr(b))),
                 }
             }
-            let node = LogicalPlan::Sort(sort);
-            return Ok(if changed {
-                Transformed::yes(node)
-            } else {
-                Transformed::no(node)
-            });
-        }
-        let inputs: Vec<Arc<DFSchema>> = node.inputs().iter().map(|i| i.schema().clone()).collect();
-        let schemas: Vec<&DFSchema> = inputs.iter().map(|s| s.as_ref()).collect();
-        let names = NamePreserver::new(&node);
-        let rewritten = node.map_expressions(|e| {
-            let saved = names.save(&e);
-            let t = e.transform_up(|x| match x {
-                Expr::Cast(c) if labels_in(&c.expr, &schemas).is_some() => {
-                    Ok(Transformed::yes(as_text(Expr::Cast(c))))
-                }
-                Expr::BinaryExpr(b)
-                    if matches!(
-                        b.op,
-                        Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
-                    ) =>
-                {
-                    match labels_in(&b.left, &schemas).or_else(|| labels_in(&b.right, &schemas)) {
-                        Some(labels) => Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr::new(
-                            Box::new(position(labels.clone(), *b.left)),
-                            b.op,
-                            Box::new(position(labels, *b.right)),
-                        )))),
-                        None => Ok(Transformed::no(Expr::BinaryExpr(b))),
-                    }
-                }
-                x => Ok(Transformed::no(x)),
-            })?;
-            Ok(if t.transformed {
-                Transformed::yes(saved.restore(t.data))
-            } else {
-                t
-            })
-        })?;
-        if rewritten.transformed {
-            rewritten.map_data(|p| p.recompute_schema())
-        } else {
-            Ok(rewritten)
-        }
-    })
+            x => Ok(Transformed::no(x)),
+        },
+    )
 }
 
 /// Why the plan cannot be answered exactly, if it takes the `min` or `max`

@@ -468,3 +468,61 @@ pub(super) fn null_filters_exclude(
     })
     .map(|t| t.data)
 }
+
+/// `plan` rewritten bottom up: each sort key `key` gives a replacement
+/// for (given the sort's input schema), and every expression of every
+/// node through `expr` (given the node's input schemas). Rewritten
+/// expressions keep their names, so nodes above still find their
+/// columns; schemas are recomputed up the tree.
+pub(super) fn rewrite_plan(
+    plan: datafusion::logical_expr::LogicalPlan,
+    key: impl Fn(&datafusion::logical_expr::Expr, &DFSchema) -> Option<datafusion::logical_expr::Expr>,
+    expr: impl Fn(
+        datafusion::logical_expr::Expr,
+        &[&DFSchema],
+    ) -> datafusion::common::Result<
+        datafusion::common::tree_node::Transformed<datafusion::logical_expr::Expr>,
+    >,
+) -> datafusion::common::Result<
+    datafusion::common::tree_node::Transformed<datafusion::logical_expr::LogicalPlan>,
+> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::LogicalPlan;
+    use datafusion::logical_expr::expr_rewriter::NamePreserver;
+    plan.transform_up(|node| {
+        // Its inputs may have been rewritten: their fields, and so this
+        // node's, may have changed.
+        let node = node.recompute_schema()?;
+        if let LogicalPlan::Sort(mut sort) = node {
+            let mut changed = false;
+            for s in sort.expr.iter_mut() {
+                if let Some(e) = key(&s.expr, sort.input.schema()) {
+                    s.expr = e;
+                    changed = true;
+                }
+            }
+            return Ok(Transformed::new_transformed(
+                LogicalPlan::Sort(sort),
+                changed,
+            ));
+        }
+        let inputs: Vec<std::sync::Arc<DFSchema>> =
+            node.inputs().iter().map(|i| i.schema().clone()).collect();
+        let schemas: Vec<&DFSchema> = inputs.iter().map(|s| s.as_ref()).collect();
+        let names = NamePreserver::new(&node);
+        let rewritten = node.map_expressions(|e| {
+            let saved = names.save(&e);
+            let t = e.transform_up(|x| expr(x, &schemas))?;
+            Ok(if t.transformed {
+                Transformed::yes(saved.restore(t.data))
+            } else {
+                t
+            })
+        })?;
+        if rewritten.transformed {
+            rewritten.map_data(|p| p.recompute_schema())
+        } else {
+            Ok(rewritten)
+        }
+    })
+}

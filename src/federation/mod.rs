@@ -690,6 +690,10 @@ async fn execute(
     let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
     let mut df = exactness::plan_sql(&session, sql).await?;
+    let valued = average::in_value_order(df.logical_plan().clone())?;
+    if valued.transformed {
+        df = datafusion::prelude::DataFrame::new(session.state(), valued.data);
+    }
     if let Some(what) = json::refusal(df.logical_plan())
         .or_else(|| enums::refusal(df.logical_plan()))
         .or_else(|| average::refusal(df.logical_plan()))
@@ -896,6 +900,7 @@ fn plan_session(ctx: &ScanContext, federation: &Federation) -> SessionContext {
     session.register_udf(datetrunc::BucketedDateTrunc::udf());
     session.register_udf(average::Average::udf());
     session.register_udf(average::Average::at_scale_udf());
+    session.register_udf(average::Average::value_udf());
     for udf in average::Average::numeric_udfs() {
         session.register_udf(udf);
     }

@@ -278,6 +278,45 @@ fn round_decimal(v: i128, from: i64, places: i64, to: i64) -> Option<i128> {
     }
 }
 
+/// Numeric text (an average, a quotient) read back as a decimal with
+/// [`VALUE_SCALE`] decimals, to order and compare it.
+pub(crate) const VALUE: &str = "thermocline_numeric_value";
+const VALUE_SCALE: i8 = 24;
+
+fn value(args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+    use datafusion::arrow::array::Decimal128Array;
+    let n = args.number_rows;
+    let [text] = args.args.as_slice() else {
+        return exec_err!("{VALUE} takes a number as text");
+    };
+    let text = cast(&text.to_array(n)?, &DataType::Utf8)?;
+    let too_wide = || {
+        datafusion::common::DataFusionError::External(Box::new(super::json::DataError {
+            code: "0A000",
+            message: "ordering or comparing an average or quotient this large or this small is not supported yet in reads of the history of a tiered table".into(),
+        }))
+    };
+    let out = text
+        .as_string::<i32>()
+        .iter()
+        .map(|t| {
+            t.map(|t| {
+                let (v, scale) = numeric_text(t).ok_or_else(too_wide)?;
+                let scale = i8::try_from(scale).map_err(|_| too_wide())?;
+                let (v, to) = rescale(v, scale, VALUE_SCALE as i64);
+                if to != VALUE_SCALE || v.unsigned_abs() >= 10u128.pow(38) {
+                    return Err(too_wide());
+                }
+                Ok(v)
+            })
+            .transpose()
+        })
+        .collect::<Result<Vec<Option<i128>>>>()?;
+    Ok(ColumnarValue::Array(Arc::new(
+        Decimal128Array::from(out).with_precision_and_scale(38, VALUE_SCALE)?,
+    )))
+}
+
 /// `a / b` in numeric: Postgres's quotient, written as numeric text.
 pub(crate) const DIV: &str = "thermocline_div";
 
@@ -357,6 +396,7 @@ fn exact_division(e: &Expr, input: &LogicalPlan) -> Option<Expr> {
 pub(crate) fn return_type(name: &str, args: &[DataType]) -> Option<DataType> {
     match name {
         DIV => Some(DataType::Utf8),
+        VALUE => Some(DataType::Decimal128(38, VALUE_SCALE)),
         EPOCH => Some(match args.first() {
             Some(DataType::Date32 | DataType::Date64) => DataType::Decimal128(20, 0),
             _ => DataType::Decimal128(20, 6),
@@ -373,6 +413,7 @@ pub(crate) fn invoke(name: &str, args: ScalarFunctionArgs) -> Result<ColumnarVal
         FLOOR_DIV => floor_div(args),
         ROUND => round(args),
         DIV => div(args),
+        VALUE => value(args),
         _ => at_scale(args),
     }
 }
