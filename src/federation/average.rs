@@ -43,33 +43,18 @@ pub(crate) struct Average {
 }
 
 impl Average {
-    pub(crate) fn udf() -> datafusion::logical_expr::ScalarUDF {
-        Self::named(NAME)
+    /// Every function of this family: `thermocline_avg(sum, count)` and
+    /// those of `numeric`.
+    pub(crate) fn all() -> Vec<datafusion::logical_expr::ScalarUDF> {
+        use super::numeric::{DIV, EPOCH, FLOOR_DIV, NAME as AT_SCALE, ROUND, VALUE};
+        [NAME, AT_SCALE, EPOCH, FLOOR_DIV, ROUND, DIV, VALUE]
+            .into_iter()
+            .map(Self::named)
+            .collect()
     }
 
-    /// `thermocline_numeric(value, scale)`.
-    pub(crate) fn at_scale_udf() -> datafusion::logical_expr::ScalarUDF {
-        Self::named(super::numeric::NAME)
-    }
-
-    /// `thermocline_epoch(time)`, `thermocline_floor_div(value, k)`,
-    /// `thermocline_round(value[, n])` and `thermocline_div(a, b)` (see
-    /// `numeric`).
-    pub(crate) fn numeric_udfs() -> [datafusion::logical_expr::ScalarUDF; 4] {
-        [
-            Self::named(super::numeric::EPOCH),
-            Self::named(super::numeric::FLOOR_DIV),
-            Self::named(super::numeric::ROUND),
-            Self::named(super::numeric::DIV),
-        ]
-    }
-
-    /// `thermocline_numeric_value(text)`.
-    pub(crate) fn value_udf() -> datafusion::logical_expr::ScalarUDF {
-        Self::named(super::numeric::VALUE)
-    }
-
-    fn named(name: &'static str) -> datafusion::logical_expr::ScalarUDF {
+    /// The function of this family called `name`.
+    pub(crate) fn named(name: &'static str) -> datafusion::logical_expr::ScalarUDF {
         use datafusion::logical_expr::TypeSignature;
         let signature = match name {
             super::numeric::EPOCH | super::numeric::VALUE => {
@@ -328,19 +313,15 @@ pub(crate) fn in_value_order(
     plan: LogicalPlan,
 ) -> Result<datafusion::common::tree_node::Transformed<LogicalPlan>> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
-    let mut any = false;
-    let _ = plan.apply(|node| {
-        any |= node
-            .expressions()
-            .iter()
-            .any(|e| e.to_string().contains(NAME));
-        Ok(if any {
-            datafusion::common::tree_node::TreeNodeRecursion::Stop
-        } else {
-            datafusion::common::tree_node::TreeNodeRecursion::Continue
+    let averages = plan
+        .exists(|node| {
+            Ok(node.expressions().iter().any(|e| {
+                e.exists(|x| Ok(matches!(x, Expr::ScalarFunction(f) if f.func.name() == NAME)))
+                    .unwrap_or(false)
+            }))
         })
-    });
-    if !any {
+        .unwrap_or(false);
+    if !averages {
         return Ok(Transformed::no(plan));
     }
     let value = |e: Expr| Average::named(super::numeric::VALUE).call(vec![e]);

@@ -520,7 +520,7 @@ impl Rewriter<'_> {
                 "hot\n{}\n{}\n{}\n{:?}\n{}",
                 self.prefix,
                 h.key,
-                query.sql_all(),
+                query.sql(None),
                 query.grid,
                 self.user
             );

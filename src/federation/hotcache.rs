@@ -133,6 +133,15 @@ BEGIN
 END
 "#;
 
+/// The triggers' names, as a SQL list of literals.
+fn trigger_names() -> String {
+    TRIGGERS
+        .iter()
+        .map(|(n, ..)| quote_literal(n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Installs what records writes to `t` (on the service connection), where
 /// it is missing or differs. Writes to the table then cost one more row
 /// per statement in `thermocline.changes`.
@@ -143,11 +152,7 @@ pub(crate) async fn track(
     let table = t.def.qualified();
     let relation = format!("{}::regclass", quote_literal(&table));
     let attnum = t.time_column().attnum;
-    let names = TRIGGERS
-        .iter()
-        .map(|(n, ..)| quote_literal(n))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let names = trigger_names();
     let present = client
         .query_one(
             &format!(
@@ -202,11 +207,7 @@ pub(crate) async fn track(
 /// snapshot) the time ranges written since.
 fn check_sql(table: &str, kept: Option<&Snapshot>) -> String {
     let relation = format!("{}::regclass", quote_literal(table));
-    let names = TRIGGERS
-        .iter()
-        .map(|(n, ..)| quote_literal(n))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let names = trigger_names();
     let written = match kept {
         Some(s) => format!(
             "thermocline.written_since({relation}, '{}'::xid8, {}::pg_snapshot)",
@@ -386,13 +387,8 @@ impl PartsQuery {
         )
     }
 
-    /// The query over all parts.
-    pub(crate) fn sql_all(&self) -> String {
-        self.sql(None)
-    }
-
     /// The query over the parts in `parts` (all when `None`).
-    fn sql(&self, parts: Option<&BTreeSet<i64>>) -> String {
+    pub(crate) fn sql(&self, parts: Option<&BTreeSet<i64>>) -> String {
         let mut wheres = self.wheres.clone();
         if let Some(parts) = parts {
             wheres.push(self.ranges(parts));

@@ -690,9 +690,13 @@ async fn execute(
     let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
     let mut df = exactness::plan_sql(&session, sql).await?;
-    let valued = average::in_value_order(df.logical_plan().clone())?;
-    if valued.transformed {
-        df = datafusion::prelude::DataFrame::new(session.state(), valued.data);
+    // Averages and enums ordered and compared by value; what still is not
+    // is refused below.
+    for rewrite in [average::in_value_order, enums::in_label_order] {
+        let t = rewrite(df.logical_plan().clone())?;
+        if t.transformed {
+            df = datafusion::prelude::DataFrame::new(session.state(), t.data);
+        }
     }
     if let Some(what) = json::refusal(df.logical_plan())
         .or_else(|| enums::refusal(df.logical_plan()))
@@ -702,10 +706,6 @@ async fn execute(
             "0A000",
             format!("{what} is not supported yet in reads of the history of a tiered table"),
         )));
-    }
-    let ordered = enums::in_label_order(df.logical_plan().clone())?;
-    if ordered.transformed {
-        df = datafusion::prelude::DataFrame::new(session.state(), ordered.data);
     }
     if !computed.is_empty() {
         let scaled =
@@ -898,10 +898,7 @@ fn plan_session(ctx: &ScanContext, federation: &Federation) -> SessionContext {
         .unwrap_or_else(|_| shared.clone());
     let mut session = SessionContext::new_with_config_rt(config, runtime);
     session.register_udf(datetrunc::BucketedDateTrunc::udf());
-    session.register_udf(average::Average::udf());
-    session.register_udf(average::Average::at_scale_udf());
-    session.register_udf(average::Average::value_udf());
-    for udf in average::Average::numeric_udfs() {
+    for udf in average::Average::all() {
         session.register_udf(udf);
     }
     for f in json::functions() {

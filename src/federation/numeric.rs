@@ -372,10 +372,10 @@ fn exact_division(e: &Expr, input: &LogicalPlan) -> Option<Expr> {
         Expr::BinaryExpr(b)
             if b.op == Operator::Divide && exact(&b.left, input) && exact(&b.right, input) =>
         {
-            let [div] = &super::average::Average::numeric_udfs()[3..] else {
-                return None;
-            };
-            Some(div.call(vec![(*b.left).clone(), (*b.right).clone()]))
+            Some(
+                super::average::Average::named(DIV)
+                    .call(vec![(*b.left).clone(), (*b.right).clone()]),
+            )
         }
         _ => None,
     };
@@ -466,25 +466,19 @@ fn floor_div(args: ScalarFunctionArgs) -> Result<ColumnarValue> {
     let values = values.as_primitive::<Decimal128Type>();
     let out = values
         .iter()
-        .map(|v| v.map(|v| floor_of(&super::average::divide(v, scale, k))))
-        .collect::<Decimal128Array>()
+        .map(|v| {
+            v.map(|v| floor_of(&super::average::divide(v, scale, k)).ok_or_else(overflow))
+                .transpose()
+        })
+        .collect::<Result<Decimal128Array>>()?
         .with_precision_and_scale(38, 0)?;
     Ok(ColumnarValue::Array(Arc::new(out)))
 }
 
 /// The floor of a number written in decimal (`-12.5` → -13).
-fn floor_of(text: &str) -> i128 {
-    let (negative, body) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-    let int: i128 = int.parse().unwrap_or(0);
-    if negative {
-        -int - i128::from(frac.bytes().any(|b| b != b'0'))
-    } else {
-        int
-    }
+fn floor_of(text: &str) -> Option<i128> {
+    let (v, scale) = numeric_text(text)?;
+    Some(v.div_euclid(10i128.checked_pow(u32::try_from(scale).ok()?)?))
 }
 
 /// `thermocline_numeric(value, scale)`: each decimal value written at the
@@ -637,7 +631,7 @@ pub(crate) fn at_postgres_scale(
             let (sq, sf) = schema
                 .qualified_field(outputs + wrapped.iter().position(|w| *w == j).expect("wrapped"));
             let scale = Expr::Column(Column::new(sq.cloned(), sf.name()));
-            super::average::Average::at_scale_udf()
+            super::average::Average::named(NAME)
                 .call(vec![column, scale])
                 .alias(field.name())
         } else {
@@ -838,10 +832,10 @@ mod tests {
     #[test]
     fn floors_of_decimals() {
         use super::floor_of;
-        assert_eq!(floor_of("12.5"), 12);
-        assert_eq!(floor_of("-12.5"), -13);
-        assert_eq!(floor_of("-12.000"), -12);
-        assert_eq!(floor_of("7"), 7);
-        assert_eq!(floor_of("-0.0001"), -1);
+        assert_eq!(floor_of("12.5"), Some(12));
+        assert_eq!(floor_of("-12.5"), Some(-13));
+        assert_eq!(floor_of("-12.000"), Some(-12));
+        assert_eq!(floor_of("7"), Some(7));
+        assert_eq!(floor_of("-0.0001"), Some(-1));
     }
 }

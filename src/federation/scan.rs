@@ -464,6 +464,15 @@ impl HotRecipe {
         })
     }
 
+    /// What the rows of a hot partial aggregate `agg` pass besides the
+    /// pushed filters: at or after the watermark, and the filters between
+    /// the aggregate and the scan.
+    fn aggregate_conditions(&self, agg: &super::hotagg::HotAggregate) -> Vec<String> {
+        let mut conditions = vec![format!("{} >= {}", self.time, self.w)];
+        conditions.extend(agg.filters.iter().cloned());
+        conditions
+    }
+
     /// The partial aggregate `agg` of the hot rows at or after the
     /// watermark, computed by Postgres; with its query.
     pub(crate) fn aggregate(
@@ -471,20 +480,13 @@ impl HotRecipe {
         ctx: &Arc<ScanContext>,
         agg: &super::hotagg::HotAggregate,
     ) -> (Arc<dyn PartitionStream>, String) {
-        let group_by = if agg.groups == 0 {
+        let groups = group_positions(agg);
+        let group_by = if groups.is_empty() {
             String::new()
         } else {
-            format!(
-                " GROUP BY {}",
-                (1..=agg.groups)
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!(" GROUP BY {}", groups.join(", "))
         };
-        let mut conditions = vec![format!("{} >= {}", self.time, self.w)];
-        conditions.extend(agg.filters.iter().cloned());
-        let sql = self.query(&agg.select, &conditions, &group_by);
+        let sql = self.query(&agg.select, &self.aggregate_conditions(agg), &group_by);
         let (cursor, described) = match self.buckets(agg) {
             Some(b) => {
                 let described = format!(
@@ -519,11 +521,10 @@ impl HotRecipe {
         use super::hotcache::{Grid, PartsQuery};
         let grid = Grid::new(self.split.w, now_us, self.time_type);
         let part = PartsQuery::part_column(&grid, &self.time, self.time_type);
-        let mut group: Vec<String> = (1..=agg.groups).map(|i| i.to_string()).collect();
+        let mut group = group_positions(agg);
         group.push((agg.columns.len() + 1).to_string());
         let mut wheres = self.wheres.clone();
-        wheres.push(format!("{} >= {}", self.time, self.w));
-        wheres.extend(agg.filters.iter().cloned());
+        wheres.extend(self.aggregate_conditions(agg));
         let (columns, read_schema) = PartsQuery::with_part(&agg.columns, &agg.schema);
         let query = PartsQuery {
             head: format!("SELECT {}, {part} FROM {}", agg.select, self.qualified),
@@ -538,7 +539,7 @@ impl HotRecipe {
             read_schema,
             out_schema: agg.schema.clone(),
         };
-        let mut described = query.sql_all();
+        let mut described = query.sql(None);
         if let Some(b) = &query.buckets {
             described.push_str(&format!(
                 " -- {} evaluated as ranges between the first and last hot rows' buckets",
@@ -628,6 +629,11 @@ impl HotRecipe {
             zoned,
         })
     }
+}
+
+/// The positions of a hot partial aggregate's groups, for GROUP BY.
+fn group_positions(agg: &super::hotagg::HotAggregate) -> Vec<String> {
+    (1..=agg.groups).map(|i| i.to_string()).collect()
 }
 
 /// The most buckets a `date_trunc` of the time column is evaluated as
