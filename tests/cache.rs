@@ -438,6 +438,72 @@ async fn materialized_views_hold_the_whole_history() {
     refresh(false).await;
     compare("unchanged").await;
 
+    // Writes are recorded: a refresh recomputes the months written, and
+    // only those.
+    let recomputed = || async {
+        value::<i64>(
+            &s.tiered,
+            "SELECT last_refresh_rows FROM thermocline.materialized_views WHERE view_name = 'by_month'",
+        )
+        .await
+    };
+    let rows_of_month = |id: i64| {
+        let direct = &direct;
+        async move {
+            let sql = format!(
+                "SELECT count(*) FROM by_month WHERE month = \
+                 (SELECT date_trunc('month', created_at) FROM orders WHERE id = {id})"
+            );
+            rows_of(direct, &sql).await[0][0].clone().unwrap()
+        }
+    };
+    in_both(
+        &s,
+        "INSERT INTO orders SELECT 100005, max(created_at) - interval '200 days', 6, 5.55, 'late', NULL, 0.1, max(day) - 200, true FROM orders",
+    )
+    .await;
+    refresh(false).await;
+    compare("a month written").await;
+    assert_eq!(
+        recomputed().await.to_string(),
+        rows_of_month(100005).await,
+        "only the month written was recomputed"
+    );
+    // A write the triggers did not record (one disabled), or recorded
+    // writes pruned: the refresh does not rely on them.
+    admin(&s.tiered)
+        .await
+        .batch_execute("ALTER TABLE orders DISABLE TRIGGER thermocline_changes_update")
+        .await
+        .unwrap();
+    in_both(
+        &s,
+        "UPDATE orders SET amount = amount * 2 WHERE id = 100005",
+    )
+    .await;
+    admin(&s.tiered)
+        .await
+        .batch_execute("ALTER TABLE orders ENABLE ALWAYS TRIGGER thermocline_changes_update")
+        .await
+        .unwrap();
+    refresh(false).await;
+    compare("after an unrecorded write").await;
+    in_both(
+        &s,
+        "UPDATE orders SET amount = amount + 1 WHERE id = 100005",
+    )
+    .await;
+    admin(&s.tiered)
+        .await
+        .batch_execute(
+            "DELETE FROM thermocline.changes;
+             INSERT INTO thermocline.changes_pruned VALUES (pg_current_xact_id())",
+        )
+        .await
+        .unwrap();
+    refresh(false).await;
+    compare("after recorded writes were pruned").await;
+
     // In a transaction that rolls back, the refresh is undone too.
     for step in [
         "BEGIN",

@@ -80,12 +80,15 @@ CREATE TABLE IF NOT EXISTS thermocline.changes (
     high bigint
 );
 CREATE INDEX IF NOT EXISTS changes_relid_xid ON thermocline.changes (relid, xid);
+CREATE TABLE IF NOT EXISTS thermocline.changes_pruned (below xid8 NOT NULL);
 GRANT USAGE ON SCHEMA thermocline TO PUBLIC;";
 
 /// The writes to a table recorded since a snapshot, as `[[low, high], …]`,
-/// for a session whose role may read the table; NULL for any other.
+/// for a session whose role may read the table; NULL for any other, and
+/// when writes since then may have been pruned.
 const WRITTEN_SINCE: &str = "
-    SELECT CASE WHEN has_any_column_privilege(session_user, rel, 'SELECT') THEN
+    SELECT CASE WHEN has_any_column_privilege(session_user, rel, 'SELECT')
+                 AND NOT EXISTS (SELECT FROM thermocline.changes_pruned WHERE below > since) THEN
         coalesce((SELECT json_agg(json_build_array(low, high)) FROM thermocline.changes
                    WHERE relid = rel AND xid >= since AND NOT pg_visible_in_snapshot(xid, snap)),
                  '[]'::json)
@@ -160,7 +163,8 @@ pub(crate) async fn track(
                          WHERE n.nspname = 'thermocline' AND p.proname IN ('record_change', 'written_since')), \
                  (SELECT count(*) FROM pg_trigger WHERE tgrelid = {relation} AND tgname IN ({names}) \
                   AND tgenabled = 'A' AND pg_get_triggerdef(oid) LIKE '%thermocline.record_change(''{attnum}'')'), \
-                 to_regclass('thermocline.changes') IS NOT NULL"
+                 to_regclass('thermocline.changes') IS NOT NULL \
+                     AND to_regclass('thermocline.changes_pruned') IS NOT NULL"
             ),
             &[],
         )
@@ -205,7 +209,7 @@ pub(crate) async fn track(
 /// The query that reads, in the statement's snapshot, that snapshot, what
 /// a kept hot half of `table` relies on, and (given the kept half's
 /// snapshot) the time ranges written since.
-fn check_sql(table: &str, kept: Option<&Snapshot>) -> String {
+pub(crate) fn check_sql(table: &str, kept: Option<&Snapshot>) -> String {
     let relation = format!("{}::regclass", quote_literal(table));
     let names = trigger_names();
     let written = match kept {
@@ -232,7 +236,7 @@ fn check_sql(table: &str, kept: Option<&Snapshot>) -> String {
 /// Whether a signature (from [`check_sql`]) shows writes to the table
 /// recorded: a plain table without children, every trigger enabled always,
 /// both functions present.
-fn tracked(signature: &str) -> bool {
+pub(crate) fn tracked(signature: &str) -> bool {
     let parts: Vec<&str> = signature.split(' ').collect();
     let [kind, _, _, triggers, _, function] = parts.as_slice() else {
         return false;
@@ -254,7 +258,7 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         let mut it = text.split(':');
         let xmin = it.next()?.parse().ok()?;
         let xmax = it.next()?.parse().ok()?;
@@ -275,12 +279,39 @@ impl Snapshot {
 
     /// Whether every transaction `earlier` sees as finished, this one sees
     /// as finished too.
-    fn sees_all_of(&self, earlier: &Snapshot) -> bool {
+    pub(crate) fn sees_all_of(&self, earlier: &Snapshot) -> bool {
         earlier.xmax <= self.xmax
             && self
                 .xip
                 .iter()
                 .all(|x| *x >= earlier.xmax || earlier.xip.contains(x))
+    }
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub(crate) fn xmin(&self) -> u64 {
+        self.xmin
+    }
+
+    /// This snapshot with `xid` (the reader's own transaction) counted as
+    /// running: what that transaction writes, before or after, reads as
+    /// written since.
+    pub(crate) fn with_running(&self, xid: u64) -> Self {
+        if xid >= self.xmax || self.xip.contains(&xid) {
+            return self.clone();
+        }
+        let mut xip = self.xip.clone();
+        xip.push(xid);
+        xip.sort_unstable();
+        let xmin = self.xmin.min(xid);
+        let list: Vec<String> = xip.iter().map(u64::to_string).collect();
+        Self {
+            xmin,
+            xmax: self.xmax,
+            text: format!("{xmin}:{}:{}", self.xmax, list.join(",")),
+            xip,
+        }
     }
 }
 
@@ -588,17 +619,23 @@ fn without_parts(batch: &RecordBatch, parts: &BTreeSet<i64>) -> Result<RecordBat
     Ok(filter_record_batch(batch, &keep)?)
 }
 
-/// Deletes recorded writes no kept hot half can need, on a service
-/// connection: those of transactions older than the oldest one running
-/// when the longest-kept half still in use was computed. Samples that
-/// horizon once a minute.
+/// Deletes recorded writes nothing can need, on a service connection:
+/// those of transactions older than the oldest one running when the
+/// longest-kept hot half still in use was computed, and than the snapshot
+/// of every materialized view refreshed within [`Pruner::VIEWS`] (or twice
+/// its refresh interval). Samples that horizon once a minute. What it
+/// deleted below is recorded, so that a reader needing older writes knows
+/// they are gone.
 #[derive(Debug, Default)]
 pub(crate) struct Pruner {
-    samples: VecDeque<(Instant, String)>,
+    samples: VecDeque<(Instant, u64)>,
 }
 
 impl Pruner {
     const EVERY: Duration = Duration::from_secs(60);
+    /// How long after its last refresh a view's next refresh can still
+    /// recompute only what was written in between.
+    pub(crate) const VIEWS: &str = "1 hour";
 
     pub(crate) async fn tick(&mut self, client: &tokio_postgres::Client) {
         if self
@@ -608,40 +645,71 @@ impl Pruner {
         {
             return;
         }
-        let row = match client
+        if let Err(e) = self.prune(client).await {
+            tracing::debug!(error = %e, "cannot prune recorded writes");
+        }
+    }
+
+    async fn prune(
+        &mut self,
+        client: &tokio_postgres::Client,
+    ) -> std::result::Result<(), tokio_postgres::Error> {
+        let row = client
             .query_one(
                 "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, \
-                 to_regclass('thermocline.changes') IS NOT NULL",
+                 to_regclass('thermocline.changes_pruned') IS NOT NULL, \
+                 to_regclass('thermocline.materialized_views') IS NOT NULL",
                 &[],
             )
-            .await
-        {
-            Ok(row) => row,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot prune recorded writes");
-                return;
-            }
+            .await?;
+        let Ok(now) = row.get::<_, String>(0).parse::<u64>() else {
+            return Ok(());
         };
-        self.samples.push_back((Instant::now(), row.get(0)));
-        let there: bool = row.get(1);
+        self.samples.push_back((Instant::now(), now));
+        let (there, views): (bool, bool) = (row.get(1), row.get(2));
         // The newest horizon sampled before any kept half in use anywhere
         // was computed.
         let old = HOT_TTL + Self::EVERY;
         let Some(i) = self.samples.iter().rposition(|(at, _)| at.elapsed() >= old) else {
-            return;
+            return Ok(());
         };
-        let (_, horizon) = self.samples[i].clone();
+        let mut below = self.samples[i].1;
         self.samples.drain(..i);
-        if there
-            && let Err(e) = client
-                .execute(
-                    &format!("DELETE FROM thermocline.changes WHERE xid < '{horizon}'::xid8"),
+        if !there {
+            return Ok(());
+        }
+        if views {
+            let kept = client
+                .query(
+                    &format!(
+                        "SELECT hot_snapshot FROM (SELECT to_jsonb(d) ->> 'hot_snapshot' AS hot_snapshot, \
+                                d.last_refresh, d.refresh_interval FROM thermocline.materialized_views d) v \
+                         WHERE hot_snapshot IS NOT NULL AND last_refresh > now() - \
+                               greatest(interval '{}', 2 * coalesce(refresh_interval, interval '0'))",
+                        Self::VIEWS
+                    ),
                     &[],
                 )
-                .await
-        {
-            tracing::debug!(error = %e, "cannot prune recorded writes");
+                .await?;
+            for r in kept {
+                if let Some(s) = Snapshot::parse(&r.get::<_, String>(0)) {
+                    below = below.min(s.xmin);
+                }
+            }
         }
+        let done = client
+            .batch_execute(&format!(
+                "BEGIN;
+                 INSERT INTO thermocline.changes_pruned VALUES ('{below}');
+                 DELETE FROM thermocline.changes_pruned WHERE below < '{below}';
+                 DELETE FROM thermocline.changes WHERE xid < '{below}';
+                 COMMIT"
+            ))
+            .await;
+        if done.is_err() {
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        done
     }
 }
 

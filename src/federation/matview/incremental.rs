@@ -11,6 +11,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::{Definition, rows, time_type};
+use crate::federation::hotcache::{self, Snapshot};
 use crate::federation::link::{LinkError, PgLink, quote_literal};
 use crate::tiering::TieredTable;
 
@@ -143,8 +144,8 @@ fn date_trunc_of(e: &Expr, time_column: &str) -> Option<(String, Expr)> {
     (column == time_column.to_lowercase()).then(|| (unit, time.clone()))
 }
 
-/// `query` with `time >= bound` added to its WHERE clause.
-pub(super) fn from_bound(query: &str, time: &Expr, bound: &str) -> Option<String> {
+/// `query` with `condition` added to its WHERE clause.
+pub(super) fn with_condition(query: &str, condition: &str) -> Option<String> {
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, query).ok()?;
     let Some(Statement::Query(q)) = statements.first_mut() else {
         return None;
@@ -152,78 +153,281 @@ pub(super) fn from_bound(query: &str, time: &Expr, bound: &str) -> Option<String
     let SetExpr::Select(select) = q.body.as_mut() else {
         return None;
     };
-    let bound = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(bound)
+    let condition = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(condition)
         .ok()?
         .parse_expr()
         .ok()?;
-    let condition = Expr::BinaryOp {
-        left: Box::new(time.clone()),
-        op: BinaryOperator::GtEq,
-        right: Box::new(bound),
-    };
     select.selection = Some(match select.selection.take() {
         Some(existing) => Expr::BinaryOp {
             left: Box::new(Expr::Nested(Box::new(existing))),
             op: BinaryOperator::And,
-            right: Box::new(condition),
+            right: Box::new(Expr::Nested(Box::new(condition))),
         },
         None => condition,
     });
     Some(statements[0].to_string())
 }
 
-/// The earliest time whose rows may have changed since the view's last
-/// refresh: `None` inside when nothing changed; `None` outside when it
-/// cannot be told (a full refresh is needed).
+/// What a refresh learns of the writes to its tiered table.
+#[derive(Debug)]
+pub(super) struct Recorded {
+    /// The snapshot to keep with this refresh, with the command's own
+    /// transaction counted as running; `None` when writes are not
+    /// recorded.
+    pub snapshot: Option<String>,
+    /// What the recorded writes rely on (see [`hotcache::check_sql`]).
+    pub signature: String,
+    /// The times written since the last refresh (microseconds since 1970,
+    /// first and last; `None`: unbounded), when they can be told: the
+    /// writes were recorded all along and not pruned since.
+    pub written: Option<Vec<(Option<i64>, Option<i64>)>>,
+}
+
+/// The writes to `tiered` since the view's last refresh.
+pub(super) async fn recorded(
+    link: &mut PgLink,
+    d: &Definition,
+    tiered: &TieredTable,
+) -> Result<Recorded, LinkError> {
+    let table = tiered.def.qualified();
+    let now = rows(
+        link,
+        &format!(
+            "SELECT c.*, pg_catalog.pg_current_xact_id_if_assigned()::text FROM ({}) c",
+            hotcache::check_sql(&table, None)
+        ),
+    )
+    .await?;
+    let row = now.into_iter().next().unwrap_or_default();
+    let get = |i: usize| row.get(i).cloned().flatten();
+    let signature = get(1).unwrap_or_default();
+    let tracked = hotcache::tracked(&signature);
+    let snapshot = get(0)
+        .as_deref()
+        .and_then(Snapshot::parse)
+        .map(|s| match get(3).and_then(|x| x.parse().ok()) {
+            Some(own) => s.with_running(own),
+            None => s,
+        })
+        .filter(|_| tracked);
+    let kept = d.hot_snapshot.as_deref().and_then(Snapshot::parse);
+    let mut written = None;
+    if let (Some(now), Some(kept)) = (&snapshot, &kept)
+        && d.hot_signature.as_deref() == Some(signature.as_str())
+        && now.sees_all_of(kept)
+    {
+        let answer = rows(
+            link,
+            &format!(
+                "SELECT thermocline.written_since({}::regclass, '{}'::xid8, {}::pg_snapshot)",
+                quote_literal(&table),
+                kept.xmin(),
+                quote_literal(kept.text())
+            ),
+        )
+        .await?;
+        written = answer
+            .first()
+            .and_then(|r| r[0].as_deref())
+            .and_then(|json| serde_json::from_str(json).ok());
+    }
+    Ok(Recorded {
+        snapshot: snapshot.map(|s| s.text().to_string()),
+        signature,
+        written,
+    })
+}
+
+/// The times (microseconds since 1970, first and last) of the lake
+/// partitions whose recorded checksum differs between `before` and `now`;
+/// `None` when either is unknown.
+pub(super) fn lake_changes(
+    before: Option<&str>,
+    now: Option<&str>,
+    by: crate::catalog::PartitionBy,
+) -> Option<Vec<(i64, i64)>> {
+    let (before, now) = (parse_checksums(before?), parse_checksums(now?));
+    let changed = now
+        .iter()
+        .filter(|(p, tally)| before.get(p) != Some(tally))
+        .map(|(p, _)| *p)
+        .chain(before.keys().filter(|p| !now.contains_key(p)).copied());
+    Some(
+        changed
+            .map(|p| {
+                let start = crate::tiering::verify::partition_start(by, p);
+                let end = crate::tiering::verify::partition_start(by, p + 1);
+                (start, end - 1)
+            })
+            .collect(),
+    )
+}
+
+/// Conditions keeping the buckets of `unit` that hold the times of
+/// `ranges`: on the time column `time` (for the view's query) and on the
+/// view's bucket column `column` (for its rows); the bucket of no time too
+/// when the column may be NULL. `None` when there are no ranges.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn bucket_conditions(
+    link: &mut PgLink,
+    ranges: Vec<(Option<i64>, Option<i64>)>,
+    unit: &str,
+    time: &str,
+    tiered: &TieredTable,
+    column: &str,
+) -> Result<Option<(String, String)>, LinkError> {
+    let runs = merge(ranges);
+    if runs.is_empty() {
+        return Ok(None);
+    }
+    let ty = time_type(tiered);
+    let pg_type = tiered.time_column().pg_type;
+    let literal = |us: Option<i64>| match us {
+        Some(us) => crate::tiering::mover::time_literal(pg_type, us),
+        None => format!("NULL::{ty}"),
+    };
+    let values: Vec<String> = runs
+        .iter()
+        .map(|(lo, hi)| format!("({}, {})", literal(*lo), literal(*hi)))
+        .collect();
+    let unit_literal = quote_literal(unit);
+    // One bucket on: the interval of the unit (quarters are three months).
+    let step = if unit.starts_with('q') {
+        "3 months".to_string()
+    } else {
+        format!("1 {unit}")
+    };
+    let bounds = rows(
+        link,
+        &format!(
+            "SELECT pg_catalog.date_trunc({unit_literal}, lo)::text, \
+                    (pg_catalog.date_trunc({unit_literal}, hi) + {}::interval)::text, \
+                    pg_catalog.pg_typeof(pg_catalog.date_trunc({unit_literal}, NULL::{ty}))::text \
+             FROM (VALUES {}) v(lo, hi)",
+            quote_literal(&step),
+            values.join(", ")
+        ),
+    )
+    .await?;
+    let bucket = crate::catalog::quote_ident(column);
+    let (mut on_time, mut on_bucket) = (Vec::new(), Vec::new());
+    for r in &bounds {
+        let ty = r.get(2).cloned().flatten().unwrap_or_default();
+        let bound = |i: usize| {
+            r.get(i)
+                .cloned()
+                .flatten()
+                .map(|v| format!("{}::{ty}", quote_literal(&v)))
+        };
+        let (start, end) = (bound(0), bound(1));
+        let on = |of: &str| {
+            let mut c = Vec::new();
+            if let Some(s) = &start {
+                c.push(format!("{of} >= {s}"));
+            }
+            if let Some(e) = &end {
+                c.push(format!("{of} < {e}"));
+            }
+            if c.is_empty() {
+                "true".to_string()
+            } else {
+                format!("({})", c.join(" AND "))
+            }
+        };
+        on_time.push(on(time));
+        on_bucket.push(on(&bucket));
+    }
+    on_time.dedup();
+    on_bucket.dedup();
+    if !tiered.time_column().not_null {
+        on_time.push(format!("{time} IS NULL"));
+        on_bucket.push(format!("{bucket} IS NULL"));
+    }
+    Ok(Some((on_time.join(" OR "), on_bucket.join(" OR "))))
+}
+
+/// The most runs of times a refresh names; more are taken as one, from
+/// the first to the last.
+const MAX_RUNS: usize = 64;
+
+/// `ranges` sorted and merged where they overlap; times outside years 1 to
+/// 9999 taken as unbounded.
+fn merge(ranges: Vec<(Option<i64>, Option<i64>)>) -> Vec<(Option<i64>, Option<i64>)> {
+    const FIRST: i64 = -62_135_596_800_000_000; // 0001-01-01
+    const LAST: i64 = 253_402_300_799_999_999; // 9999-12-31 23:59:59.999999
+    let mut ranges: Vec<(i64, i64)> = ranges
+        .into_iter()
+        .map(|(lo, hi)| {
+            (
+                lo.filter(|l| (FIRST..=LAST).contains(l))
+                    .unwrap_or(i64::MIN),
+                hi.filter(|h| (FIRST..=LAST).contains(h))
+                    .unwrap_or(i64::MAX),
+            )
+        })
+        .collect();
+    ranges.sort_unstable();
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for (lo, hi) in ranges {
+        match runs.last_mut() {
+            Some((_, end)) if lo <= *end => *end = (*end).max(hi),
+            _ => runs.push((lo, hi)),
+        }
+    }
+    if runs.len() > MAX_RUNS {
+        runs = vec![(
+            runs[0].0,
+            runs.iter().map(|r| r.1).max().unwrap_or(i64::MAX),
+        )];
+    }
+    runs.into_iter()
+        .map(|(lo, hi)| {
+            (
+                (lo != i64::MIN).then_some(lo),
+                (hi != i64::MAX).then_some(hi),
+            )
+        })
+        .collect()
+}
+
+/// The times whose rows may have changed since the view's last refresh,
+/// where writes were not recorded: from the earliest of the hot rows then
+/// and now and of the lake partitions changed (`lake`) on. Empty when
+/// nothing changed.
 pub(super) async fn changed_since(
     link: &mut PgLink,
     d: &Definition,
     tiered: &TieredTable,
-    checksums: Option<&str>,
+    lake: &[(i64, i64)],
     time: &str,
-) -> Option<Result<Option<String>, LinkError>> {
-    let (before, now) = (d.lake_checksums.as_deref()?, checksums?);
-    let (before, now) = (parse_checksums(before), parse_checksums(now));
-    let by = tiered.def.partition_by;
-    let mut earliest: Option<i64> = None;
-    for (p, tally) in &now {
-        if before.get(p) != Some(tally) {
-            let start = crate::tiering::verify::partition_start(by, *p);
-            earliest = Some(earliest.map_or(start, |e| e.min(start)));
-        }
-    }
-    for p in before.keys() {
-        if !now.contains_key(p) {
-            let start = crate::tiering::verify::partition_start(by, *p);
-            earliest = Some(earliest.map_or(start, |e| e.min(start)));
-        }
-    }
-    // Hot rows: the earliest now, and the earliest at the last refresh.
+) -> Result<Vec<(Option<i64>, Option<i64>)>, LinkError> {
     let ty = time_type(tiered);
-    let lake = earliest
-        .map(|us| {
-            let instant = format!("pg_catalog.to_timestamp({})", us as f64 / 1_000_000.0);
-            match ty {
-                "timestamptz" => instant,
-                // The lake keeps dates and timestamps without zone as if
-                // they were UTC.
-                _ => format!("({instant} AT TIME ZONE 'UTC')::{ty}"),
-            }
-        })
-        .unwrap_or_else(|| "NULL".into());
+    let lake = lake
+        .iter()
+        .map(|(start, _)| *start)
+        .min()
+        .map_or("NULL".into(), |us| {
+            crate::tiering::mover::time_literal(tiered.time_column().pg_type, us)
+        });
     let before_hot = d.hot_min.as_ref().map_or("NULL".to_string(), |v| {
         format!("{}::{ty}", quote_literal(v))
     });
     let least = rows(
         link,
         &format!(
-            "SELECT LEAST((SELECT min({time}) FROM {}), {before_hot}, {lake})::text",
+            "SELECT v IS NULL, CASE WHEN isfinite(v) THEN (extract(epoch FROM v) * 1000000)::bigint END::text \
+             FROM (SELECT LEAST((SELECT min({time}) FROM {}), {before_hot}, {lake}) AS v) x",
             tiered.def.qualified()
         ),
     )
-    .await;
-    Some(least.map(|r| r.into_iter().next().and_then(|r| r[0].clone())))
+    .await?;
+    let row = least.into_iter().next().unwrap_or_default();
+    if row.first().cloned().flatten().as_deref() != Some("f") {
+        return Ok(Vec::new());
+    }
+    let from = row.get(1).cloned().flatten().and_then(|us| us.parse().ok());
+    Ok(vec![(from, None)])
 }
 
 fn parse_checksums(text: &str) -> std::collections::BTreeMap<i64, String> {
@@ -238,16 +442,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bounds_are_added_to_the_where_clause() {
-        let time = Expr::Identifier("created_at".into());
+    fn conditions_are_added_to_the_where_clause() {
         assert_eq!(
-            from_bound(
+            with_condition(
                 "SELECT date_trunc('month', created_at), count(*) FROM orders WHERE status = 'paid' GROUP BY 1",
-                &time,
-                "'2026-01-01'::timestamptz"
+                "created_at >= '2026-01-01'::timestamptz OR created_at IS NULL"
             )
             .unwrap(),
-            "SELECT date_trunc('month', created_at), count(*) FROM orders WHERE (status = 'paid') AND created_at >= '2026-01-01'::TIMESTAMPTZ GROUP BY 1"
+            "SELECT date_trunc('month', created_at), count(*) FROM orders WHERE (status = 'paid') AND \
+             (created_at >= '2026-01-01'::TIMESTAMPTZ OR created_at IS NULL) GROUP BY 1"
         );
+    }
+
+    #[test]
+    fn written_times_merge_into_runs() {
+        assert_eq!(merge(Vec::new()), Vec::new());
+        assert_eq!(
+            merge(vec![
+                (Some(50), Some(60)),
+                (Some(10), Some(20)),
+                (Some(15), Some(30))
+            ]),
+            vec![(Some(10), Some(30)), (Some(50), Some(60))]
+        );
+        // Unbounded, and beyond what a literal can say.
+        assert_eq!(
+            merge(vec![(None, Some(5)), (Some(3), Some(i64::MAX / 2))]),
+            vec![(None, None)]
+        );
+        let many: Vec<_> = (0..100).map(|i| (Some(i * 10), Some(i * 10 + 1))).collect();
+        assert_eq!(merge(many), vec![(Some(0), Some(991))]);
     }
 }

@@ -11,10 +11,14 @@
 //! transaction (DELETE, then COPY of the new rows): readers see the old
 //! rows until it commits and are never blocked. A view that groups by
 //! `date_trunc('<unit>', <time column>)` of its tiered table, reading no
-//! other table, is refreshed incrementally: only buckets from the earliest
-//! time that may have changed since its last refresh are recomputed. That
-//! time is the least of the earliest hot row then and now, and the start of
-//! every lake partition whose recorded checksum changed.
+//! other table, is refreshed incrementally: only buckets written since its
+//! last refresh are recomputed. Each refresh keeps its Postgres snapshot;
+//! the next reads the writes recorded since (the triggers of
+//! [`super::hotcache`]) and the lake partitions whose recorded checksum
+//! changed. Where the recorded writes cannot be relied on, the buckets from
+//! the earliest time that may have changed on are recomputed: the least of
+//! the earliest hot row then and now, and the start of every lake
+//! partition changed.
 //!
 //! `WITH (thermocline.refresh_interval = '5 minutes')` has the server
 //! refresh a view on that interval ([`schedule::refresh_due`]).
@@ -50,7 +54,9 @@ use super::{Failure, Federation, Out, SessionSettings, finish, refuse, relay_que
 use crate::frontend::cancel::SessionCancel;
 use crate::protocol::ErrorFields;
 use crate::tiering::TieredTable;
-use incremental::{analyze, changed_since, from_bound};
+use incremental::{
+    analyze, bucket_conditions, changed_since, lake_changes, recorded, with_condition,
+};
 use parse::{Command, Create, parse, split_top_level};
 pub(crate) use parse::{is_create, may_be_command};
 use rows::{copy_in, rows_of};
@@ -76,6 +82,8 @@ CREATE TABLE IF NOT EXISTS thermocline.materialized_views (
     last_refresh_rows bigint,
     hot_min text,
     lake_checksums text,
+    hot_snapshot text,
+    hot_signature text,
     PRIMARY KEY (view_schema, view_name)
 )";
 
@@ -155,6 +163,22 @@ pub(super) async fn answer(
     {
         return None;
     }
+    // One refresh of a view at a time, taken before the snapshot (LOCK
+    // takes none): the next one sees what this one wrote. Readers are not
+    // blocked.
+    if let Command::Refresh { name, .. } = &command
+        && let Err(e) = link
+            .simple(&format!("LOCK TABLE {name} IN EXCLUSIVE MODE"))
+            .await
+    {
+        if matches!(e, LinkError::Gone) {
+            return None;
+        }
+        out.error(Failure::Link(e).encode());
+        undo(&mut link, own_transaction).await?;
+        finish(&mut link, out);
+        return Some(link);
+    }
     let (link, outcome) = match command {
         Command::Create(c) => create(link, c, federation, settings, cancel, own_transaction).await,
         Command::Refresh { name, with_data } => {
@@ -213,6 +237,13 @@ struct Definition {
     bucket_column: Option<String>,
     hot_min: Option<String>,
     lake_checksums: Option<String>,
+    /// The snapshot of the last refresh, and what the tiered table's
+    /// recorded writes relied on then (see [`incremental::recorded`]).
+    hot_snapshot: Option<String>,
+    hot_signature: Option<String>,
+    /// Whether the definitions table has those two columns (it was
+    /// created by an earlier version otherwise).
+    keeps_snapshots: bool,
 }
 
 /// Runs a query and returns its rows' text cells (errors as `LinkError`).
@@ -248,7 +279,8 @@ async fn definition(link: &mut PgLink, name: &str) -> Result<Option<Definition>,
         link,
         &format!(
             "SELECT d.view_schema, d.view_name, d.definition, d.time_zone, d.bucket_column, \
-                    d.hot_min, d.lake_checksums \
+                    d.hot_min, d.lake_checksums, to_jsonb(d) ->> 'hot_snapshot', \
+                    to_jsonb(d) ->> 'hot_signature', (to_jsonb(d) ? 'hot_snapshot')::text \
              FROM {DEFINITIONS} d \
              JOIN pg_catalog.pg_class c ON c.relname = d.view_name \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = d.view_schema \
@@ -273,6 +305,9 @@ async fn definition(link: &mut PgLink, name: &str) -> Result<Option<Definition>,
             bucket_column: get(4),
             hot_min: get(5),
             lake_checksums: get(6),
+            hot_snapshot: get(7),
+            hot_signature: get(8),
+            keeps_snapshots: get(9).as_deref() == Some("true"),
         }
     }))
 }
@@ -365,20 +400,6 @@ async fn create(
     let bucket_column = buckets
         .as_ref()
         .and_then(|b| columns.get(b.position).cloned());
-    let definition = Definition {
-        qualified: format!(
-            "{}.{}",
-            crate::catalog::quote_ident(&schema),
-            crate::catalog::quote_ident(&name)
-        ),
-        schema: schema.clone(),
-        name: name.clone(),
-        query: c.query.clone(),
-        time_zone: settings.time_zone.clone(),
-        bucket_column: bucket_column.clone(),
-        hot_min: None,
-        lake_checksums: None,
-    };
     let nullable = |v: Option<&String>| v.map_or("NULL".to_string(), |s| quote_literal(s));
     // A definition left by a table dropped with DROP TABLE goes first.
     on_link!(
@@ -411,6 +432,12 @@ async fn create(
     if !c.with_data {
         return (Some(link), Ok("CREATE MATERIALIZED VIEW".into()));
     }
+    let Some(definition) = on_link!(link, definition(&mut link, &c.name).await) else {
+        return (
+            Some(link),
+            Err(internal("the view's definition was not kept")),
+        );
+    };
     let (link, outcome) = fill(
         link,
         &definition,
@@ -459,9 +486,17 @@ async fn refresh(
         );
     };
     if !with_data {
+        // Emptied: the next refresh computes it whole.
         on_link!(
             link,
-            link.simple(&format!("DELETE FROM {}", d.qualified)).await
+            link.simple(&format!(
+                "DELETE FROM {}; UPDATE {DEFINITIONS} SET lake_checksums = NULL \
+                 WHERE view_schema = {} AND view_name = {}",
+                d.qualified,
+                quote_literal(&d.schema),
+                quote_literal(&d.name)
+            ))
+            .await
         );
         return (Some(link), Ok("REFRESH MATERIALIZED VIEW".into()));
     }
@@ -557,57 +592,55 @@ async fn fill(
         _ => None,
     };
     let time = crate::catalog::quote_ident(&tiered.time_column().name);
+    // The writes since the last refresh, where they were recorded.
+    let recorded = on_link!(link, recorded(&mut link, d, tiered).await);
     let mut query = d.query.clone();
     let mut kind = "full";
     let mut delete = format!("DELETE FROM {}", d.qualified);
-    if let (Some(buckets), Some(column)) = (buckets, &d.bucket_column)
-        && let Some(from) = changed_since(&mut link, d, tiered, checksums.as_deref(), &time).await
-    {
+    let lake = lake_changes(
+        d.lake_checksums.as_deref(),
+        checksums.as_deref(),
+        tiered.def.partition_by,
+    );
+    if let (Some(buckets), Some(column)) = (buckets, &d.bucket_column) {
         let unit = &buckets.unit;
-        let from = match from {
-            Ok(from) => from,
-            Err(e) => return (None, Err(Failure::Link(e))),
+        // Only the buckets written since, in either tier, where the writes
+        // were recorded; else the buckets from the earliest time that may
+        // have changed on. Neither when the lake's changes are unknown.
+        let ranges = match (&recorded.written, &lake) {
+            (Some(written), Some(lake)) => {
+                let mut ranges = written.clone();
+                ranges.extend(lake.iter().map(|(a, b)| (Some(*a), Some(*b))));
+                Some(ranges)
+            }
+            (None, Some(lake)) => Some(on_link!(
+                link,
+                changed_since(&mut link, d, tiered, lake, &time).await
+            )),
+            (_, None) => None,
         };
-        match from {
-            // Nothing changed since the last refresh.
-            None => {
+        let conditions = match ranges {
+            Some(ranges) => {
+                let time = buckets.time.to_string();
+                Some(on_link!(
+                    link,
+                    bucket_conditions(&mut link, ranges, unit, &time, tiered, column).await
+                ))
+            }
+            None => None,
+        };
+        match conditions {
+            None => {}
+            Some(None) => {
                 query.clear();
                 kind = "unchanged";
             }
-            Some(from) => {
-                let bound = on_link!(
-                    link,
-                    rows(
-                        &mut link,
-                        &format!(
-                            "SELECT pg_catalog.date_trunc({}, {}::{})::text, \
-                                    pg_catalog.pg_typeof(pg_catalog.date_trunc({}, {}::{}))::text",
-                            quote_literal(unit),
-                            quote_literal(&from),
-                            time_type(tiered),
-                            quote_literal(unit),
-                            quote_literal(&from),
-                            time_type(tiered)
-                        )
-                    )
-                    .await
-                );
-                let (Some(b), Some(t)) = (
-                    bound.first().and_then(|r| r[0].clone()),
-                    bound.first().and_then(|r| r[1].clone()),
-                ) else {
-                    return (Some(link), Err(internal("no bucket bound")));
-                };
-                let literal = format!("{}::{t}", quote_literal(&b));
-                let Some(bounded) = from_bound(&d.query, &buckets.time, &literal) else {
+            Some(Some((on_time, on_bucket))) => {
+                let Some(bounded) = with_condition(&d.query, &on_time) else {
                     return (Some(link), Err(internal("cannot bound the view's query")));
                 };
                 query = bounded;
-                delete = format!(
-                    "DELETE FROM {} WHERE {} >= {literal}",
-                    d.qualified,
-                    crate::catalog::quote_ident(column)
-                );
+                delete = format!("DELETE FROM {} WHERE {on_bucket}", d.qualified);
                 kind = "incremental";
             }
         }
@@ -637,11 +670,20 @@ async fn fill(
     );
     let hot_min = hot_min.first().and_then(|r| r[0].clone());
     let nullable = |v: Option<&String>| v.map_or("NULL".to_string(), |s| quote_literal(s));
+    let snapshot = if d.keeps_snapshots {
+        format!(
+            ", hot_snapshot = {}, hot_signature = {}",
+            nullable(recorded.snapshot.as_ref()),
+            quote_literal(&recorded.signature)
+        )
+    } else {
+        String::new()
+    };
     on_link!(
         link,
         link.simple(&format!(
             "UPDATE {DEFINITIONS} SET last_refresh = now(), last_refresh_kind = {}, \
-                 last_refresh_ms = {}, last_refresh_rows = {written}, hot_min = {}, lake_checksums = {} \
+                 last_refresh_ms = {}, last_refresh_rows = {written}, hot_min = {}, lake_checksums = {}{snapshot} \
              WHERE view_schema = {} AND view_name = {}",
             quote_literal(kind),
             started.elapsed().as_secs_f64() * 1000.0,
