@@ -9,7 +9,10 @@
 #     answer is checked against Postgres's;
 #   - a monthly materialized view, one more day of rows added before each
 #     incremental REFRESH, with and without the cache, against a full
-#     computation (CREATE of the same view, without the cache).
+#     computation (CREATE of the same view, without the cache);
+#   - what recording writes for the cache costs them: single-row INSERT
+#     and UPDATE latency (pgbench) on orders, whose writes are recorded,
+#     against the same on orders_all.
 #
 #   benches/cache_bench.sh [--rows N] [--runs K] [--thermocline PATH] [--keep-workdir]
 #
@@ -28,7 +31,7 @@ while [[ $# -gt 0 ]]; do
     --runs) RUNS="$2"; shift 2 ;;
     --thermocline) THERMOCLINE_BIN="$2"; shift 2 ;;
     --keep-workdir) KEEP=1; shift ;;
-    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "cache_bench: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -129,6 +132,27 @@ else
     view_same=NO
 fi
 
+# What recording writes costs them: pgbench, one client, single-row
+# statements (each its own transaction) on orders (with the triggers
+# thermocline installed) and on orders_all (without).
+HOT=$(( ROWS * 30 / 730 ))
+write_cost() {  # write_cost TABLE SHAPE: average latency in ms
+    local script="$WORK/$2.sql"
+    case "$2" in
+    insert) printf '\\set id random(100000000000, 9000000000000000000)\nINSERT INTO %s VALUES (:id, now(), 7, 12.34, %s);\n' "$1" "'new'" > "$script" ;;
+    update) printf '\\set id random(1, %d)\nUPDATE %s SET amount = amount + 1 WHERE id = :id;\n' "$HOT" "$1" > "$script" ;;
+    esac
+    "$PG_BIN/pgbench" -n -h 127.0.0.1 -p "$PG_PORT" -U postgres -t 3000 -f "$script" bench 2>/dev/null |
+        awk '/^latency average/ { print $4 }'
+}
+writes=()
+if [[ -x "$PG_BIN/pgbench" ]]; then
+    log "writes with and without the triggers that record them"
+    for shape in insert update; do
+        writes+=("$shape" "$(write_cost orders_all "$shape")" "$(write_cost orders "$shape")")
+    done
+fi
+
 printf '\n%d rows, 30 days hot; median of %d runs\n\n' "$ROWS" "$RUNS"
 printf '%-52s %12s %10s\n' "full-history monthly aggregate" "time (ms)" "speed-up"
 printf '%-52s %12s %10s\n' "all in Postgres" "$direct" "1.0x"
@@ -145,3 +169,11 @@ printf '%-52s %12s\n' "incremental with cache / full without" "$(awk -v a="$incr
 printf '%-52s %12s\n' "refreshed views equal a fresh one" "$view_same"
 rss=$(awk '/VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$TC_PID/status")
 printf '\nthermocline (cached) peak RSS: %s\n' "$rss"
+if [[ ${#writes[@]} -gt 0 ]]; then
+    printf '\n%-52s %12s %10s\n' "single-row writes, pgbench, 1 client" "latency (ms)" "cost"
+    for (( i = 0; i < ${#writes[@]}; i += 3 )); do
+        printf '%-52s %12s\n' "${writes[i]}, without triggers (orders_all)" "${writes[i+1]}"
+        printf '%-52s %12s %10s\n' "${writes[i]}, writes recorded (orders)" "${writes[i+2]}" \
+            "$(awk -v a="${writes[i+2]}" -v b="${writes[i+1]}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')"
+    done
+fi

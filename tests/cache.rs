@@ -585,6 +585,72 @@ async fn materialized_views_hold_the_whole_history() {
     assert_eq!(kind as u8, b'm');
 }
 
+/// The rows of `sql`, sorted (a materialized view keeps no order).
+async fn sorted_rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    let mut rows = rows_of(c, sql).await;
+    rows.sort();
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn materialized_views_of_the_cached_statements_equal_postgres_s() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = serve(&s).await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    // Each statement as a view, in Postgres's own materialized view over
+    // every row and in thermocline's.
+    let views: Vec<(String, &str)> = CACHED
+        .iter()
+        .filter(|q| !q.contains("now()"))
+        .enumerate()
+        .map(|(i, q)| (format!("mv_{i}"), *q))
+        .collect();
+    for (name, q) in &views {
+        let create = format!("CREATE MATERIALIZED VIEW {name} AS {q}");
+        direct.batch_execute(&create).await.unwrap();
+        through.batch_execute(&create).await.unwrap();
+    }
+    let compare = |label: &'static str| {
+        let (direct, through, views) = (&direct, &through, &views);
+        async move {
+            for (name, q) in views {
+                let sql = format!("TABLE {name}");
+                assert_eq!(
+                    sorted_rows(through, &sql).await,
+                    sorted_rows(direct, &sql).await,
+                    "{label}: {q}"
+                );
+            }
+        }
+    };
+    compare("created").await;
+    let refresh = || {
+        let (direct, through, views) = (&direct, &through, &views);
+        async move {
+            for (name, _) in views {
+                let sql = format!("REFRESH MATERIALIZED VIEW {name}");
+                direct.batch_execute(&sql).await.unwrap();
+                through.batch_execute(&sql).await.unwrap();
+            }
+        }
+    };
+    in_both(
+        &s,
+        "INSERT INTO orders SELECT 100001, max(created_at) - interval '400 days', 3, 12.34, 'late', NULL, 0.5, max(day) - 400, true FROM orders;
+         INSERT INTO orders SELECT 100002, max(created_at) + interval '1 second', 4, 1.00, 'new', 'fresh', NULL, max(day), false FROM orders;
+         UPDATE orders SET amount = amount + 1, created_at = created_at - interval '40 days' WHERE id = 10;
+         DELETE FROM orders WHERE id = 17;",
+    )
+    .await;
+    refresh().await;
+    compare("after writes").await;
+    assert!(move_rows(&s).await >= 1, "the late row moves");
+    refresh().await;
+    compare("after the mover").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn materialized_views_refresh_on_their_interval() {
     let s = setup().await;
