@@ -607,11 +607,19 @@ async fn materialized_views_of_the_cached_statements_equal_postgres_s() {
         .enumerate()
         .map(|(i, q)| (format!("mv_{i}"), *q))
         .collect();
-    for (name, q) in &views {
+    let mut made = Vec::new();
+    for (name, q) in views {
+        // Postgres refuses some (two columns named count): so must
+        // thermocline.
         let create = format!("CREATE MATERIALIZED VIEW {name} AS {q}");
-        direct.batch_execute(&create).await.unwrap();
-        through.batch_execute(&create).await.unwrap();
+        let answer = ask(&direct, &create).await;
+        assert_eq!(ask(&through, &create).await, answer, "{create}");
+        if matches!(answer, Answer::Rows(..)) {
+            made.push((name, q));
+        }
     }
+    assert!(made.len() >= 6, "most statements make views: {made:?}");
+    let views = made;
     let compare = |label: &'static str| {
         let (direct, through, views) = (&direct, &through, &views);
         async move {
