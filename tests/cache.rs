@@ -250,6 +250,70 @@ async fn hot_halves_are_kept_and_brought_up_to_date_from_recorded_writes() {
         }
     }
 
+    // Inside a client's transaction the kept halves are used too: with
+    // writes committed meanwhile by others, and with the transaction's own,
+    // which are in its answers and in no kept half once it rolls back.
+    let direct_tx = client(pg().port(), "postgres", &s.oracle).await;
+    let through_tx = client(proxy.port(), "postgres", &s.tiered).await;
+    let in_transaction = |label: &'static str| {
+        let (direct_tx, through_tx, aggregates) = (&direct_tx, &through_tx, &aggregates);
+        async move {
+            for sql in aggregates.iter() {
+                assert_eq!(
+                    ask(through_tx, sql).await,
+                    ask(direct_tx, sql).await,
+                    "{label}: {sql}"
+                );
+            }
+        }
+    };
+    for c in [&direct_tx, &through_tx] {
+        c.batch_execute("BEGIN").await.unwrap();
+    }
+    // (The first computes them again: the GRANT above changed the table.)
+    in_transaction("in a transaction").await;
+    let hits_before: i64 = hot_entries(&through).await.iter().map(|(_, h)| h).sum();
+    in_both(
+        &s,
+        "INSERT INTO orders SELECT 100008, max(created_at) - interval '8 hours', 10, 6.54, 'meanwhile', NULL, NULL, max(day), true FROM orders",
+    )
+    .await;
+    in_transaction("after another session's write").await;
+    for c in [&direct_tx, &through_tx] {
+        c.batch_execute(
+            "INSERT INTO orders SELECT 100009, max(created_at) - interval '9 hours', 11, 7.65, 'own', NULL, NULL, max(day), false FROM orders",
+        )
+        .await
+        .unwrap();
+    }
+    in_transaction("after the transaction's own write").await;
+    for c in [&direct_tx, &through_tx] {
+        c.batch_execute("ROLLBACK").await.unwrap();
+    }
+    same_answers(&s, &proxy, &aggregates).await;
+    let hits_after: i64 = hot_entries(&through).await.iter().map(|(_, h)| h).sum();
+    assert!(
+        hits_after >= hits_before + 2 * aggregates.len() as i64,
+        "kept halves were used inside the transaction: {hits_before} then {hits_after}"
+    );
+    // In REPEATABLE READ, the transaction's snapshot throughout.
+    for c in [&direct_tx, &through_tx] {
+        c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            .await
+            .unwrap();
+    }
+    in_transaction("repeatable read").await;
+    in_both(
+        &s,
+        "INSERT INTO orders SELECT 100010, max(created_at) - interval '10 hours', 12, 8.76, 'unseen', NULL, NULL, max(day), true FROM orders",
+    )
+    .await;
+    in_transaction("repeatable read, after another session's write").await;
+    for c in [&direct_tx, &through_tx] {
+        c.batch_execute("COMMIT").await.unwrap();
+    }
+    same_answers(&s, &proxy, &aggregates).await;
+
     // The mover takes rows out of Postgres: still exact.
     move_rows(&s).await;
     same_answers(&s, &proxy, &aggregates).await;

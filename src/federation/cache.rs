@@ -513,26 +513,21 @@ impl Rewriter<'_> {
         let Some(translated) = super::hotagg::translate(agg) else {
             return Ok(None);
         };
-        let parts = self.ctx.fixed_snapshot.then(|| {
-            let now = chrono::Utc::now().timestamp_micros();
-            let (query, sql) = h.leaf.recipe.aggregate_parts(&translated, now);
-            let key = format!(
-                "hot\n{}\n{}\n{}\n{:?}\n{}",
-                self.prefix,
-                h.key,
-                query.sql(None),
-                query.grid,
-                self.user
-            );
-            (query, sql, key)
-        });
-        let (aggregated, sql) = if let Some((query, sql, key)) = parts
-            && self.cache.parts_pay(&key)
-        {
-            // In the statement's own read-only transaction: kept, and
-            // brought up to date from the writes recorded since.
+        let now = chrono::Utc::now().timestamp_micros();
+        let (query, parts_sql) = h.leaf.recipe.aggregate_parts(&translated, now);
+        let key = format!(
+            "hot\n{}\n{}\n{}\n{:?}\n{}",
+            self.prefix,
+            h.key,
+            query.sql(None),
+            query.grid,
+            self.user
+        );
+        let (aggregated, sql) = if self.cache.parts_pay(&key) {
+            // Kept, and brought up to date from the writes recorded since.
             let parts: Arc<dyn PartitionStream> = Arc::new(super::hotcache::HotParts {
                 ctx: self.ctx.clone(),
+                late: h.leaf.recipe.late(),
                 cache: self.cache.clone(),
                 key: key.into(),
                 query: Arc::new(query),
@@ -540,7 +535,7 @@ impl Rewriter<'_> {
                 statement: self.statement.clone().into(),
                 user: self.user.clone().into(),
             });
-            (parts, sql)
+            (parts, parts_sql)
         } else {
             h.leaf.recipe.aggregate(self.ctx, &translated)
         };

@@ -19,8 +19,12 @@
 //!   inheritance change (its `pg_class` row and policies' xmin);
 //! - the reader's snapshot sees every transaction the kept one saw.
 //!
-//! They are computed only in a statement's own read-only transaction, so
-//! they never hold rows a transaction wrote and could still roll back.
+//! Inside a client's transaction they are used too. Under READ COMMITTED
+//! each query has its own snapshot, so after the touched parts are
+//! computed the writes since the check are read again: kept parts are
+//! merged only if none of those touched them (else all parts are computed
+//! in one query). What a transaction that has written computes is never
+//! kept: it may roll back.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -37,7 +41,7 @@ use datafusion::physical_plan::streaming::PartitionStream;
 
 use super::cache::{ColdCache, HotState, Partial};
 use super::link::{data_row_fields, quote_literal};
-use super::scan::{Buckets, ScanColumn, ScanContext, decode_rows, run_whole};
+use super::scan::{Buckets, LateCheck, ScanColumn, ScanContext, decode_rows, run_whole};
 use crate::pgtypes::PgType;
 use crate::tiering::TieredTable;
 
@@ -207,8 +211,8 @@ pub(crate) async fn track(
 }
 
 /// The query that reads, in the statement's snapshot, that snapshot, what
-/// a kept hot half of `table` relies on, and (given the kept half's
-/// snapshot) the time ranges written since.
+/// a kept hot half of `table` relies on, (given the kept half's snapshot)
+/// the time ranges written since, and the transaction's id if it has one.
 pub(crate) fn check_sql(table: &str, kept: Option<&Snapshot>) -> String {
     let relation = format!("{}::regclass", quote_literal(table));
     let names = trigger_names();
@@ -229,7 +233,7 @@ pub(crate) fn check_sql(table: &str, kept: Option<&Snapshot>) -> String {
           || ' ' || coalesce((SELECT string_agg(p.xmin::text, ',' ORDER BY p.proname) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
                               WHERE n.nspname = 'thermocline' AND p.proname IN ('record_change', 'written_since')), '-') \
           FROM pg_class c WHERE c.oid = {relation}), \
-         {written}"
+         {written}, pg_current_xact_id_if_assigned()::text"
     )
 }
 
@@ -466,6 +470,9 @@ impl PartsQuery {
 #[derive(Debug, Clone)]
 pub(crate) struct HotParts {
     pub ctx: Arc<ScanContext>,
+    /// Inside a client's transaction: the check of a query sent after the
+    /// lake was read.
+    pub late: Option<Arc<LateCheck>>,
     pub cache: Arc<ColdCache>,
     pub key: Arc<str>,
     pub query: Arc<PartsQuery>,
@@ -489,22 +496,24 @@ impl PartitionStream for HotParts {
     }
 }
 
+/// What [`check_sql`] answered.
+struct Check {
+    snapshot: Snapshot,
+    signature: String,
+    /// The time ranges written since the snapshot asked about; `None` when
+    /// not asked or not told.
+    written: Option<Vec<(Option<i64>, Option<i64>)>>,
+    /// The statement's transaction has an id: it wrote.
+    wrote: bool,
+}
+
 impl HotParts {
-    async fn run(&self) -> Result<RecordBatch> {
-        let started = Instant::now();
-        let q = &self.query;
-        let kept = self
-            .cache
-            .hot_entry(&self.key)
-            .await
-            .filter(|p| p.hot.as_ref().is_some_and(|h| h.at.elapsed() < HOT_TTL));
-        let kept_state = kept.as_ref().and_then(|p| p.hot.as_ref());
-        let extended = self.ctx.extended;
+    async fn check(&self, since: Option<&Snapshot>) -> Result<Check> {
         let mut link = self.ctx.link.lock().await;
         let check = run_whole(
             &mut link,
-            &check_sql(&q.table, kept_state.map(|h| &h.snapshot)),
-            extended,
+            &check_sql(&self.query.table, since),
+            self.ctx.extended,
         )
         .await?;
         let malformed = || DataFusionError::Execution("malformed answer to the cache check".into());
@@ -519,47 +528,99 @@ impl HotParts {
                 .flatten()
                 .map(|v| String::from_utf8_lossy(v).into_owned())
         };
-        let snapshot = text(0)
-            .as_deref()
-            .and_then(Snapshot::parse)
-            .ok_or_else(malformed)?;
-        let signature = text(1).unwrap_or_default();
-        let tracked = tracked(&signature);
+        Ok(Check {
+            snapshot: text(0)
+                .as_deref()
+                .and_then(Snapshot::parse)
+                .ok_or_else(malformed)?,
+            signature: text(1).unwrap_or_default(),
+            written: match text(2) {
+                Some(json) => Some(serde_json::from_str(&json).map_err(|_| malformed())?),
+                None => None,
+            },
+            wrote: text(3).is_some(),
+        })
+    }
+
+    /// The parts `written` touches.
+    fn touched(&self, written: &[(Option<i64>, Option<i64>)]) -> BTreeSet<i64> {
+        let mut parts = BTreeSet::new();
+        for (low, high) in written {
+            if let Some((a, b)) = self.query.grid.touched(*low, *high) {
+                parts.extend(a..=b);
+            }
+        }
+        parts
+    }
+
+    /// All parts, computed whole.
+    async fn whole(&self) -> Result<Vec<super::link::BackendMessage>> {
+        let extended = self.ctx.extended;
+        let mut link = self.ctx.link.lock().await;
+        let sql = self.query.sql(None);
+        let sql = match &self.query.buckets {
+            Some(b) => b.apply(&mut link, &sql, extended).await?,
+            None => sql,
+        };
+        run_whole(&mut link, &sql, extended).await
+    }
+
+    async fn run(&self) -> Result<RecordBatch> {
+        let started = Instant::now();
+        let q = &self.query;
+        // In the statement's own transaction every query sees one
+        // snapshot; in a client's, each its own.
+        let own = self.ctx.fixed_snapshot;
+        let kept = self
+            .cache
+            .hot_entry(&self.key)
+            .await
+            .filter(|p| p.hot.as_ref().is_some_and(|h| h.at.elapsed() < HOT_TTL));
+        let kept_state = kept.as_ref().and_then(|p| p.hot.as_ref());
+        if let (false, Some(late)) = (own, &self.late) {
+            late.delay_for_tests().await;
+        }
+        let check = self.check(kept_state.map(|h| &h.snapshot)).await?;
+        let tracked = tracked(&check.signature);
         // The parts to compute: all, or those written since the kept
-        // half's snapshot.
-        let reuse = match kept_state {
-            Some(h) if tracked && h.signature == signature && snapshot.sees_all_of(&h.snapshot) => {
-                // No answer: the role may not read what was written.
-                match text(2) {
-                    Some(json) => {
-                        let written: Vec<(Option<i64>, Option<i64>)> =
-                            serde_json::from_str(&json).map_err(|_| malformed())?;
-                        let mut parts = BTreeSet::new();
-                        for (low, high) in written {
-                            if let Some((a, b)) = q.grid.touched(low, high) {
-                                parts.extend(a..=b);
-                            }
-                        }
-                        Some(parts)
-                    }
-                    None => None,
-                }
+        // half's snapshot (no answer: the role may not read what was
+        // written, or it was pruned).
+        let mut reuse = match (kept_state, &check.written) {
+            (Some(h), Some(written))
+                if tracked
+                    && h.signature == check.signature
+                    && check.snapshot.sees_all_of(&h.snapshot) =>
+            {
+                Some(self.touched(written))
             }
             _ => None,
         };
-        let messages = match &reuse {
-            None => {
-                let sql = q.sql(None);
-                let sql = match &q.buckets {
-                    Some(b) => b.apply(&mut link, &sql, extended).await?,
-                    None => sql,
-                };
-                Some(run_whole(&mut link, &sql, extended).await?)
-            }
+        let mut messages = match &reuse {
+            None => Some(self.whole().await?),
             Some(parts) if parts.is_empty() => None,
-            Some(parts) => Some(run_whole(&mut link, &q.sql(Some(parts)), extended).await?),
+            Some(parts) => {
+                let mut link = self.ctx.link.lock().await;
+                Some(run_whole(&mut link, &q.sql(Some(parts)), self.ctx.extended).await?)
+            }
         };
-        drop(link);
+        // In a client's transaction the parts were computed in a later
+        // snapshot than the check's: they are merged with kept ones only
+        // if nothing written in between touched those.
+        if let (false, Some(parts)) = (own, &reuse) {
+            let after = self.check(Some(&check.snapshot)).await?;
+            let untouched = after.signature == check.signature
+                && after
+                    .written
+                    .as_ref()
+                    .is_some_and(|w| self.touched(w).is_subset(parts));
+            if !untouched {
+                reuse = None;
+                messages = Some(self.whole().await?);
+            }
+        }
+        if let (false, Some(late)) = (own, &self.late) {
+            late.ensure().await?;
+        }
         let mut batches = Vec::new();
         if let (Some(parts), Some(p)) = (&reuse, &kept) {
             for b in &p.batches {
@@ -574,7 +635,10 @@ impl HotParts {
             Some(_) => self.cache.hits.fetch_add(1, Relaxed),
             None => self.cache.misses.fetch_add(1, Relaxed),
         };
-        if tracked {
+        // Kept with the check's snapshot: what was computed later is
+        // counted as written since, and computed again. Never what a
+        // transaction that wrote computed (it may roll back).
+        if tracked && !check.wrote {
             let bytes = all.get_array_memory_size() as u64;
             self.cache
                 .keep_hot(
@@ -593,8 +657,8 @@ impl HotParts {
                             _ => 0,
                         }),
                         hot: Some(HotState {
-                            snapshot,
-                            signature,
+                            snapshot: check.snapshot,
+                            signature: check.signature,
                             at: Instant::now(),
                         }),
                     },

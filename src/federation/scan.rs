@@ -510,6 +510,12 @@ impl HotRecipe {
         (Arc::new(p), described)
     }
 
+    /// What a query sent after the lake was read checks, when the
+    /// statement's queries do not share one snapshot.
+    pub(crate) fn late(&self) -> Option<Arc<LateCheck>> {
+        self.late.clone()
+    }
+
     /// The partial aggregate `agg` of the hot rows at or after the
     /// watermark, grouped also by the part of the time axis each row falls
     /// in, as [`super::hotcache::HotParts`] keeps it; with its query.
@@ -771,7 +777,7 @@ pub(crate) struct LateCheck {
 impl LateCheck {
     /// `THERMOCLINE_LATE_QUERY_DELAY_MS` holds each such query back, so
     /// tests can commit a move in between.
-    async fn delay_for_tests(&self) {
+    pub(crate) async fn delay_for_tests(&self) {
         if let Some(ms) = std::env::var("THERMOCLINE_LATE_QUERY_DELAY_MS")
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
@@ -780,7 +786,7 @@ impl LateCheck {
         }
     }
 
-    async fn ensure(&self) -> Result<()> {
+    pub(crate) async fn ensure(&self) -> Result<()> {
         let now = self
             .lake
             .current_location(&self.t)

@@ -206,14 +206,7 @@ pub(super) async fn recorded(
     tiered: &TieredTable,
 ) -> Result<Recorded, LinkError> {
     let table = tiered.def.qualified();
-    let now = rows(
-        link,
-        &format!(
-            "SELECT c.*, pg_catalog.pg_current_xact_id_if_assigned()::text FROM ({}) c",
-            hotcache::check_sql(&table, None)
-        ),
-    )
-    .await?;
+    let now = rows(link, &hotcache::check_sql(&table, None)).await?;
     let row = now.into_iter().next().unwrap_or_default();
     let get = |i: usize| row.get(i).cloned().flatten();
     let signature = get(1).unwrap_or_default();
