@@ -5,8 +5,8 @@
 #
 #   - the full-history monthly aggregate, all in Postgres, through a
 #     thermocline without cache (cache_memory = 0), and through one with its
-#     cache warm; a new row is inserted before each cached run, and the last
-#     answer is checked against Postgres's;
+#     cache warm, also inside a transaction; a new row is inserted before
+#     each cached run, and the last answer is checked against Postgres's;
 #   - a monthly materialized view computed as of a day ago (the last day's
 #     rows taken out), then one more day of rows added before each
 #     incremental REFRESH (and taken out after), with and without the
@@ -96,6 +96,14 @@ cached=$(for i in $(seq "$RUNS"); do
     run "$PG_PORT" "${row//TBL/orders_all}" >/dev/null
     run "$TC_PORT" "${row//TBL/orders}" "${MONTHLY//TBL/orders}" | last_ms
 done | median)
+# The same inside a client's transaction (as psycopg2 and SQLAlchemy read),
+# the row inserted by another session: the time of the SELECT.
+in_transaction=$(for i in $(seq "$RUNS"); do
+    row=$(new_row $(( RUNS + i )))
+    run "$PG_PORT" "${row//TBL/orders_all}" >/dev/null
+    run "$TC_PORT" "${row//TBL/orders}" >/dev/null
+    run "$TC_PORT" "BEGIN" "${MONTHLY//TBL/orders}" "COMMIT" | awk '/^Time:/ { t[++n] = $2 } END { print t[n - 1] }'
+done | median)
 if diff <(run "$PG_PORT" "${MONTHLY//TBL/orders_all}" | grep -v '^Time') \
         <(run "$TC_PORT" "${MONTHLY//TBL/orders}" | grep -v '^Time') >/dev/null; then
     same=yes
@@ -163,6 +171,7 @@ printf '%-52s %12s %10s\n' "all in Postgres" "$direct" "1.0x"
 printf '%-52s %12s %10s\n' "thermocline, no cache" "$uncached" "$(ratio "$direct" "$uncached")"
 printf '%-52s %12s %10s\n' "thermocline, fresh-cached (a row inserted before each)" "$cached" "$(ratio "$direct" "$cached")"
 printf '%-52s %12s\n' "fresh-cached vs no cache" "$(ratio "$uncached" "$cached")"
+printf '%-52s %12s %10s\n' "thermocline, fresh-cached, in a transaction" "$in_transaction" "$(ratio "$direct" "$in_transaction")"
 printf '%-52s %12s\n' "cached answer equals Postgres's" "$same"
 printf '\n%-52s %12s\n' "monthly materialized view, +1 day of rows" "time (ms)"
 printf '%-52s %12s\n' "full computation (CREATE), no cache" "$full"
