@@ -290,6 +290,7 @@ impl Snapshot {
                 .iter()
                 .all(|x| *x >= earlier.xmax || earlier.xip.contains(x))
     }
+
     pub(crate) fn text(&self) -> &str {
         &self.text
     }
@@ -699,7 +700,7 @@ impl Pruner {
     const EVERY: Duration = Duration::from_secs(60);
     /// How long after its last refresh a view's next refresh can still
     /// recompute only what was written in between.
-    pub(crate) const VIEWS: &str = "1 hour";
+    const VIEWS: &str = "1 hour";
 
     pub(crate) async fn tick(&mut self, client: &tokio_postgres::Client) {
         if self

@@ -276,7 +276,6 @@ pub(super) fn lake_changes(
 /// `ranges`: on the time column `time` (for the view's query) and on the
 /// view's bucket column `column` (for its rows); the bucket of no time too
 /// when the column may be NULL. `None` when there are no ranges.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn bucket_conditions(
     link: &mut PgLink,
     ranges: Vec<(Option<i64>, Option<i64>)>,
