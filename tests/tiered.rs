@@ -97,6 +97,9 @@ async fn the_session_time_zone_shapes_answers() {
             // Grafana's epoch shapes: an epoch is the same in every zone.
             "SELECT floor(extract(epoch from created_at)/86400)*86400 AS \"time\", count(*) FROM orders GROUP BY 1 ORDER BY 1 LIMIT 40",
             "SELECT id, extract(epoch from created_at), extract(epoch from day) FROM orders WHERE id % 97 = 0 ORDER BY id",
+            // Superset's time filter: the text is read in the session's zone.
+            "SELECT count(*), min(created_at) FROM orders WHERE created_at >= TO_TIMESTAMP('2025-03-01 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US') AND created_at < TO_TIMESTAMP('2025-03-02 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US')",
+            "SELECT TO_TIMESTAMP('2025-03-01 12:00', 'YYYY-MM-DD HH24:MI') AS t, count(*) FROM orders WHERE created_at < TO_TIMESTAMP('2025-03-01 12:00', 'YYYY-MM-DD HH24:MI')",
         ] {
             assert_eq!(
                 ask(&through, sql).await,

@@ -46,7 +46,13 @@ SELECT date_trunc('quarter', created_at) AS q, count(*) FROM orders GROUP BY 1 O
 SELECT day, count(*) FROM orders GROUP BY day ORDER BY day LIMIT 15
 SELECT "public"."orders"."created_at" AS "created_at" FROM "public"."orders" WHERE "public"."orders"."created_at" >= DATE_TRUNC('day', (NOW() + INTERVAL '-300 day')) AND "public"."orders"."created_at" < DATE_TRUNC('day', NOW()) ORDER BY 1 LIMIT 5
 SELECT count(*) FROM orders WHERE created_at >= DATE_TRUNC('day', (NOW() + INTERVAL '-300 day')) AND created_at < DATE_TRUNC('day', NOW())
-UNSUPPORTED SELECT count(*) FROM orders WHERE created_at >= TO_TIMESTAMP('2025-01-01 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US') AND created_at < TO_TIMESTAMP('2026-01-01 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US')
+SELECT count(*) FROM orders WHERE created_at >= TO_TIMESTAMP('2025-01-01 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US') AND created_at < TO_TIMESTAMP('2026-01-01 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US')
+SELECT DATE_TRUNC('month', created_at) AS created_at, SUM(amount) AS "SUM(amount)" FROM public.orders WHERE created_at >= TO_TIMESTAMP('2025-01-01 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US') AND created_at < TO_TIMESTAMP('2026-01-01 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US') GROUP BY DATE_TRUNC('month', created_at) ORDER BY 1 LIMIT 10000
+SELECT count(*) FROM orders WHERE day >= TO_DATE('2025-01-01', 'YYYY-MM-DD') AND day < to_date(to_char(now() - interval '60 days', 'YYYY-MM-DD'), 'YYYY-MM-DD')
+SELECT to_char(now() - interval '90 days', 'YYYY-MM') AS since, count(*) FROM orders WHERE created_at < now() - interval '90 days'
+SELECT count(*) FROM orders WHERE day BETWEEN make_date(2025, 6, 1) AND make_date(2025, 6, 30)
+SELECT count(*) FROM orders WHERE created_at >= TO_TIMESTAMP('2025-13-45', 'YYYY-MM-DD')
+UNSUPPORTED SELECT TO_DATE(TO_CHAR(created_at, 'IYYY-01'), 'IYYY-IW') AS y, count(*) FROM orders GROUP BY 1 ORDER BY 1
 SELECT count(*) FROM orders WHERE created_at BETWEEN '2025-03-01T00:00:00Z' AND '2025-04-01T00:00:00Z'
 SELECT count(*) FROM orders WHERE created_at >= '2025-01-01' AND created_at < '2025-02-01'
 SELECT count(*) FROM orders WHERE created_at < now() - interval '1 year'

@@ -29,7 +29,8 @@ use crate::pgtypes::oid;
 /// Functions whose results equal Postgres's for the column types a tiered
 /// table holds (`avg` through [`super::average`]). Anything else is
 /// refused (for example `round`, whose ties differ for float8; `to_char`
-/// and `to_timestamp`, whose format strings differ).
+/// of a column, whose format strings differ; over constants it was
+/// replaced by its value before, see [`super::constants`]).
 const FUNCTIONS: &[&str] = &[
     "avg",
     "count",

@@ -53,6 +53,8 @@ pub(super) async fn explain(
     out: &mut Out<'_>,
 ) -> Result<u64, Failure> {
     use datafusion::physical_plan::display::DisplayableExecutionPlan;
+    let folded = super::constants::folded(sql, ctx).await?;
+    let sql = folded.as_deref().unwrap_or(sql);
     let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
     let df = super::exactness::plan_sql(&session, sql).await?;

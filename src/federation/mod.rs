@@ -12,6 +12,7 @@
 mod average;
 pub(crate) mod cache;
 mod cold;
+mod constants;
 mod datetrunc;
 mod enums;
 pub(crate) mod exactness;
@@ -679,7 +680,9 @@ async fn execute(
     text: &TextSettings,
     out: &mut Out<'_>,
 ) -> Result<(u64, Remainder), Failure> {
-    let (sql, fields) = (run.sql, run.fields);
+    // Constant calls to Postgres's formatting functions, as values.
+    let folded = constants::folded(run.sql, ctx).await?;
+    let (sql, fields) = (folded.as_deref().unwrap_or(run.sql), run.fields);
     let mut normalized = None;
     let mut computed = Vec::new();
     if let Ok([statement]) = Parser::parse_sql(&PostgreSqlDialect {}, sql).as_deref() {
