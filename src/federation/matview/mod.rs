@@ -586,12 +586,6 @@ async fn fill(
     }
     // What the lake holds before the view is computed: a change after this
     // is seen by the next refresh.
-    let mut phases: Vec<(&str, f64)> = Vec::new();
-    let mut lap = Instant::now();
-    let mut mark = |phases: &mut Vec<(&'static str, f64)>, what: &'static str| {
-        phases.push((what, lap.elapsed().as_secs_f64() * 1000.0));
-        lap = Instant::now();
-    };
     let checksums = match federation.lake.load(tiered).await {
         Ok(Some(table)) => crate::tiering::verify::recorded_checksums(&table)
             .map(|c| crate::tiering::verify::encode_checksums(&c)),
@@ -599,9 +593,7 @@ async fn fill(
     };
     let time = crate::catalog::quote_ident(&tiered.time_column().name);
     // The writes since the last refresh, where they were recorded.
-    mark(&mut phases, "lake");
     let recorded = on_link!(link, recorded(&mut link, d, tiered).await);
-    mark(&mut phases, "recorded");
     let mut query = d.query.clone();
     let mut kind = "full";
     let mut delete = format!("DELETE FROM {}", d.qualified);
@@ -637,7 +629,6 @@ async fn fill(
             }
             None => None,
         };
-        mark(&mut phases, "conditions");
         match conditions {
             None => {}
             Some(None) => {
@@ -666,11 +657,8 @@ async fn fill(
             Ok(t) => t,
             Err(e) => return (Some(link), Err(e)),
         };
-        mark(&mut phases, "compute");
         on_link!(link, link.simple(&delete).await);
-        mark(&mut phases, "delete");
         written = on_link!(link, copy_in(&mut link, &d.qualified, &tuples).await);
-        mark(&mut phases, "copy");
     }
     let hot_min = on_link!(
         link,
@@ -681,7 +669,6 @@ async fn fill(
         .await
     );
     let hot_min = hot_min.first().and_then(|r| r[0].clone());
-    mark(&mut phases, "hot_min");
     let nullable = |v: Option<&String>| v.map_or("NULL".to_string(), |s| quote_literal(s));
     let snapshot = if d.keeps_snapshots {
         format!(
@@ -707,8 +694,6 @@ async fn fill(
         ))
         .await
     );
-    mark(&mut phases, "record");
-    tracing::debug!(view = %d.qualified, kind, ?phases, "refreshed");
     if zone_changed {
         on_link!(
             link,
