@@ -100,6 +100,9 @@ async fn the_session_time_zone_shapes_answers() {
             // Superset's time filter: the text is read in the session's zone.
             "SELECT count(*), min(created_at) FROM orders WHERE created_at >= TO_TIMESTAMP('2025-03-01 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US') AND created_at < TO_TIMESTAMP('2025-03-02 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US')",
             "SELECT TO_TIMESTAMP('2025-03-01 12:00', 'YYYY-MM-DD HH24:MI') AS t, count(*) FROM orders WHERE created_at < TO_TIMESTAMP('2025-03-01 12:00', 'YYYY-MM-DD HH24:MI')",
+            // to_char writes a timestamptz in the session's zone.
+            "SELECT to_char(created_at, 'YYYY-MM-DD HH24:MI') AS t, count(*) FROM orders GROUP BY 1 ORDER BY 1 LIMIT 30",
+            "SELECT to_char(created_at, 'IYYY-IW') AS w, count(*) FROM orders GROUP BY 1 ORDER BY 1",
         ] {
             assert_eq!(
                 ask(&through, sql).await,

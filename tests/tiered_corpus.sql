@@ -53,6 +53,13 @@ SELECT to_char(now() - interval '90 days', 'YYYY-MM') AS since, count(*) FROM or
 SELECT count(*) FROM orders WHERE day BETWEEN make_date(2025, 6, 1) AND make_date(2025, 6, 30)
 SELECT count(*) FROM orders WHERE created_at >= TO_TIMESTAMP('2025-13-45', 'YYYY-MM-DD')
 UNSUPPORTED SELECT TO_DATE(TO_CHAR(created_at, 'IYYY-01'), 'IYYY-IW') AS y, count(*) FROM orders GROUP BY 1 ORDER BY 1
+SELECT to_char(created_at, 'YYYY-MM') AS m, count(*), sum(amount) FROM orders GROUP BY 1 ORDER BY 1
+SELECT to_char(day, 'YYYY "Q"Q') AS q, count(*) FROM orders GROUP BY 1 ORDER BY 1
+SELECT id, to_char(created_at, 'Dy DD Mon YYYY HH12:MI:SS AM US'), to_char(day, 'FMMonth FMDDth, IYYY-IW ID') FROM orders WHERE id % 500 = 0 ORDER BY id
+SELECT count(*) FROM orders WHERE to_char(created_at, 'D') IN ('1', '7')
+SELECT to_char(created_at, 'Day') AS d, count(*) FROM orders GROUP BY 1 ORDER BY 2 DESC, 1
+UNSUPPORTED SELECT to_char(created_at, 'YYYY-MM-DD TZ') FROM orders WHERE id < 5
+UNSUPPORTED SELECT to_char(amount, '999D99') FROM orders WHERE id < 5
 SELECT count(*) FROM orders WHERE created_at BETWEEN '2025-03-01T00:00:00Z' AND '2025-04-01T00:00:00Z'
 SELECT count(*) FROM orders WHERE created_at >= '2025-01-01' AND created_at < '2025-02-01'
 SELECT count(*) FROM orders WHERE created_at < now() - interval '1 year'

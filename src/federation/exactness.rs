@@ -28,9 +28,8 @@ use crate::pgtypes::oid;
 
 /// Functions whose results equal Postgres's for the column types a tiered
 /// table holds (`avg` through [`super::average`]). Anything else is
-/// refused (for example `round`, whose ties differ for float8; `to_char`
-/// of a column, whose format strings differ; over constants it was
-/// replaced by its value before, see [`super::constants`]).
+/// refused (for example `round`, whose ties differ for float8). `to_char`
+/// is [`super::tochar`]'s, which refuses what it does not write.
 const FUNCTIONS: &[&str] = &[
     "avg",
     "count",
@@ -51,6 +50,7 @@ const FUNCTIONS: &[&str] = &[
     "character_length",
     "abs",
     "date_trunc",
+    "to_char",
     "now",
     "current_date",
     "current_timestamp",

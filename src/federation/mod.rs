@@ -28,6 +28,7 @@ mod numeric;
 mod pushdown;
 mod results;
 pub(crate) mod scan;
+mod tochar;
 mod topk;
 
 use std::ops::ControlFlow;
@@ -901,6 +902,7 @@ fn plan_session(ctx: &ScanContext, federation: &Federation) -> SessionContext {
         .unwrap_or_else(|_| shared.clone());
     let mut session = SessionContext::new_with_config_rt(config, runtime);
     session.register_udf(datetrunc::BucketedDateTrunc::udf());
+    session.register_udf(tochar::ToChar::udf(&ctx.time_zone));
     for udf in average::Average::all() {
         session.register_udf(udf);
     }
