@@ -11,6 +11,7 @@
 
 mod average;
 pub(crate) mod cache;
+mod casts;
 mod cold;
 mod constants;
 mod datetrunc;
@@ -696,7 +697,11 @@ async fn execute(
     let mut df = exactness::plan_sql(&session, sql).await?;
     // Averages and enums ordered and compared by value; what still is not
     // is refused below.
-    for rewrite in [average::in_value_order, enums::in_label_order] {
+    for rewrite in [
+        average::in_value_order,
+        enums::in_label_order,
+        casts::rewrite,
+    ] {
         let t = rewrite(df.logical_plan().clone())?;
         if t.transformed {
             df = datafusion::prelude::DataFrame::new(session.state(), t.data);
@@ -705,6 +710,7 @@ async fn execute(
     if let Some(what) = json::refusal(df.logical_plan())
         .or_else(|| enums::refusal(df.logical_plan()))
         .or_else(|| average::refusal(df.logical_plan()))
+        .or_else(|| casts::refusal(df.logical_plan()))
     {
         return Err(Failure::Ours(ErrorFields::error(
             "0A000",
