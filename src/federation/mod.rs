@@ -682,12 +682,19 @@ async fn execute(
     text: &TextSettings,
     out: &mut Out<'_>,
 ) -> Result<(u64, Remainder), Failure> {
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, run.sql);
     // Constant calls to Postgres's formatting functions, as values.
-    let folded = constants::folded(run.sql, ctx).await?;
+    let folded = match statements.as_deref() {
+        Ok([statement]) => constants::fold(statement, ctx).await?,
+        _ => None,
+    };
+    if let Some(f) = &folded {
+        statements = Parser::parse_sql(&PostgreSqlDialect {}, f);
+    }
     let (sql, fields) = (folded.as_deref().unwrap_or(run.sql), run.fields);
     let mut normalized = None;
     let mut computed = Vec::new();
-    if let Ok([statement]) = Parser::parse_sql(&PostgreSqlDialect {}, sql).as_deref() {
+    if let Ok([statement]) = statements.as_deref() {
         computed = exactness::check(statement, fields)
             .map_err(|m| Failure::Ours(ErrorFields::error("0A000", m)))?;
         normalized = Some(statement.to_string());
