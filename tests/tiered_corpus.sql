@@ -62,6 +62,7 @@ UNSUPPORTED SELECT to_char(created_at, 'YYYY-MM-DD TZ') FROM orders WHERE id < 5
 UNSUPPORTED SELECT to_char(amount, '999D99') FROM orders WHERE id < 5
 UNSUPPORTED SELECT max(created_at::text) FROM orders
 UNSUPPORTED SELECT id, score::text FROM orders WHERE id < 5 ORDER BY id
+UNSUPPORTED SELECT id, created_at::timestamp(0) FROM orders WHERE id < 5 ORDER BY id
 SELECT id, customer_id::text || '-' || day::text AS k, flag::text FROM orders WHERE id < 20 ORDER BY id
 SELECT count(*) FROM orders WHERE created_at BETWEEN '2025-03-01T00:00:00Z' AND '2025-04-01T00:00:00Z'
 SELECT count(*) FROM orders WHERE created_at >= '2025-01-01' AND created_at < '2025-02-01'

@@ -6,7 +6,8 @@
 //! such a cast is rewritten to [`LocalTime`] first. A timestamp, time,
 //! float or interval cast to text is written differently by the two (`T`
 //! between date and time, `1e+20`, `Infinity`), so it is refused with
-//! 0A000 rather than answered differently.
+//! 0A000 rather than answered differently; so is a cast to fewer digits of
+//! a second (`timestamp(0)`), which Postgres rounds and the executor cuts.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -110,6 +111,23 @@ fn written_differently(t: &DataType) -> bool {
     )
 }
 
+/// A cast that drops digits of a second: Postgres rounds them (to the
+/// nearest), the executor cuts them off.
+fn coarser_clock(from: &DataType, to: &DataType) -> bool {
+    let unit = |t: &DataType| match t {
+        DataType::Timestamp(u, _) => Some(*u),
+        DataType::Time32(u) | DataType::Time64(u) => Some(*u),
+        _ => None,
+    };
+    let rank = |u: TimeUnit| match u {
+        TimeUnit::Second => 0,
+        TimeUnit::Millisecond => 1,
+        TimeUnit::Microsecond => 2,
+        TimeUnit::Nanosecond => 3,
+    };
+    matches!((unit(from), unit(to)), (Some(f), Some(t)) if rank(t) < rank(f) && rank(t) < 2)
+}
+
 fn to_text(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
 }
@@ -172,11 +190,15 @@ pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
                     Expr::TryCast(TryCast { expr, data_type }) => (expr, data_type),
                     _ => return Ok(TreeNodeRecursion::Continue),
                 };
-                if let Ok(from) = inner.get_type(&schema)
-                    && to_text(to)
-                    && written_differently(&from)
-                {
+                let Ok(from) = inner.get_type(&schema) else {
+                    return Ok(TreeNodeRecursion::Continue);
+                };
+                if to_text(to) && written_differently(&from) {
                     found = Some(format!("a cast of {from} to text"));
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                if coarser_clock(&from, to) {
+                    found = Some("a cast to a timestamp or time of fewer than 6 decimals".into());
                     return Ok(TreeNodeRecursion::Stop);
                 }
                 Ok(TreeNodeRecursion::Continue)
