@@ -214,7 +214,7 @@ pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
 }
 
 /// The schema a node's expressions are evaluated against: its inputs'.
-fn merged_input_schema(node: &LogicalPlan) -> DFSchema {
+pub(super) fn merged_input_schema(node: &LogicalPlan) -> DFSchema {
     let mut schema = DFSchema::empty();
     for input in node.inputs() {
         schema.merge(input.schema());

@@ -13,6 +13,7 @@ mod average;
 pub(crate) mod cache;
 mod casts;
 mod cold;
+mod collation;
 mod constants;
 mod datetrunc;
 mod enums;
@@ -718,6 +719,12 @@ async fn execute(
         .or_else(|| enums::refusal(df.logical_plan()))
         .or_else(|| average::refusal(df.logical_plan()))
         .or_else(|| casts::refusal(df.logical_plan()))
+        .or_else(|| {
+            ctx.collated
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .then(|| collation::refusal(df.logical_plan()))
+                .flatten()
+        })
     {
         return Err(Failure::Ours(ErrorFields::error(
             "0A000",
@@ -978,7 +985,13 @@ async fn register_tables_at(
                     pg_catalog.format_type(a.atttypid, a.atttypmod), c.relkind, \
                     CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid, true) END, a.attnum, \
                     (SELECT pg_catalog.json_agg(e.enumlabel ORDER BY e.enumsortorder) \
-                       FROM pg_catalog.pg_enum e WHERE e.enumtypid = a.atttypid) \
+                       FROM pg_catalog.pg_enum e WHERE e.enumtypid = a.atttypid), \
+                    (SELECT coalesce(pg_catalog.to_jsonb(d) ->> 'datlocprovider', 'c') = 'c' \
+                            AND d.datcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8') \
+                       FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()) \
+                    AND (a.attcollation IN (0, 100) OR \
+                         (SELECT co.collprovider = 'c' AND co.collcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8') \
+                            FROM pg_catalog.pg_collation co WHERE co.oid = a.attcollation)) \
              FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
@@ -1004,6 +1017,13 @@ async fn register_tables_at(
                     .unwrap_or_default()
             };
             place = Some((text(0), text(1)));
+            // Strings (the column's, or computed ones in the database's
+            // collation) in an order other than the executor's: see
+            // `collation`.
+            if text(10) != "t" {
+                ctx.collated
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             if text(6) == "v" {
                 view_def = Some(text(7));
             }

@@ -66,6 +66,8 @@ pub(crate) struct ScanContext {
     pub reads: std::sync::Mutex<Vec<String>>,
     /// For EXPLAIN: each lake table scanned and the filters that prune it.
     pub lake_scans: std::sync::Mutex<Vec<(Table, Vec<Expr>)>>,
+    /// A column read holds strings whose collation is not byte order.
+    pub collated: std::sync::atomic::AtomicBool,
 }
 
 /// Names of thermocline's own statements and portals, unique per process
@@ -102,6 +104,7 @@ impl ScanContext {
             fixed_snapshot: false,
             reads: Default::default(),
             lake_scans: Default::default(),
+            collated: Default::default(),
         }
     }
 }
