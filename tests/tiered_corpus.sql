@@ -191,3 +191,41 @@ SELECT count(*) FROM orders WHERE amount / 0 > 1
 SELECT id FROM orders WHERE status = 1
 SELECT * FROM orders WHERE id = 'x'
 SELECT id FROM orders o JOIN nowhere n ON n.id = o.id
+
+-- Operators, NULLs and functions at their edges; a read the parser
+-- cannot read (BETWEEN SYMMETRIC) is refused, not answered from hot rows
+SELECT count(*) FROM orders WHERE note LIKE 'n%'
+SELECT count(*) FROM orders WHERE status ILIKE 'P%'
+SELECT count(*) FROM orders WHERE status LIKE '%a_d%'
+SELECT count(*) FROM orders WHERE status NOT LIKE 'p%'
+SELECT count(*) FROM orders WHERE customer_id NOT IN (1, 2, NULL)
+SELECT count(*) FROM orders WHERE customer_id IN (1, 2, NULL)
+SELECT count(*) FROM orders WHERE score NOT IN (SELECT score FROM orders WHERE id < 10)
+SELECT id, left(status, -2), right(status, -2), left(status, 2) FROM orders WHERE id < 6 ORDER BY id
+SELECT id, btrim('  ' || status || '  '), ltrim(status, 'p'), rtrim(status, 'd') FROM orders WHERE id < 6 ORDER BY id
+SELECT id, strpos(status, 'a'), replace(status, 'a', 'AA'), concat(status, NULL, id), status || NULL FROM orders WHERE id < 6 ORDER BY id
+SELECT id, customer_id % -3, -customer_id % 3, customer_id / -3, -customer_id / 3 FROM orders WHERE id < 6 ORDER BY id
+UNSUPPORTED SELECT id, abs(amount - 50), abs(-customer_id), nullif(status, 'paid'), coalesce(note, status) FROM orders WHERE id < 8 ORDER BY id
+SELECT count(*) FILTER (WHERE note IS NULL), count(*) FILTER (WHERE score IS NOT NULL AND flag) FROM orders
+SELECT id, note FROM orders ORDER BY note NULLS FIRST, id LIMIT 5
+SELECT id, score FROM orders ORDER BY score DESC NULLS LAST, id LIMIT 5
+SELECT id, score FROM orders ORDER BY score, id LIMIT 5 OFFSET 3
+SELECT DISTINCT ON (customer_id) customer_id, id, amount FROM orders ORDER BY customer_id, amount DESC, id
+UNSUPPORTED SELECT count(*) FROM orders WHERE score IS DISTINCT FROM NULL AND note IS NOT DISTINCT FROM NULL
+UNSUPPORTED SELECT count(*) FROM orders WHERE customer_id BETWEEN SYMMETRIC 10 AND 5
+SELECT CASE WHEN amount > 50 THEN 'big' WHEN amount IS NULL THEN 'none' ELSE 'small' END AS size, count(*) FROM orders GROUP BY 1 ORDER BY 1
+SELECT upper(status), lower(note), length(note), char_length(status) FROM orders WHERE id < 6 ORDER BY id
+UNSUPPORTED SELECT greatest(customer_id, 5, NULL), least(amount, 10.5), greatest(score, 0.5) FROM orders WHERE id < 6 ORDER BY id
+SELECT count(*) FROM orders o WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = o.customer_id AND c.region = 'north')
+SELECT count(*) FROM orders WHERE customer_id = ANY(ARRAY[1, 2, 3])
+UNSUPPORTED SELECT sum(customer_id::int2), sum(customer_id::bigint * 1000000000) FROM orders
+SELECT max(id) - min(id), count(DISTINCT (customer_id, status)) FROM orders
+SELECT customer_id, count(*) FROM orders GROUP BY ROLLUP (customer_id) ORDER BY 1 NULLS LAST LIMIT 5
+SELECT id, amount, sum(amount) OVER (ORDER BY id ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) FROM orders WHERE id < 12 ORDER BY id
+UNSUPPORTED SELECT id, first_value(amount) OVER (PARTITION BY customer_id ORDER BY id), lag(amount, 2, 0) OVER (ORDER BY id) FROM orders WHERE id < 12 ORDER BY id
+SELECT status, count(*) FROM orders GROUP BY status HAVING bool_or(flag) ORDER BY 1
+UNSUPPORTED SELECT 1 AS one, 'x' AS x, NULL AS n, count(*) FROM orders
+SELECT count(*) FROM orders WHERE created_at::date = day
+SELECT count(*) FROM orders WHERE day - 1 < created_at::date
+SELECT id, day + 7, day - 7, day - DATE '2025-01-01' FROM orders WHERE id < 6 ORDER BY id
+SELECT id, created_at + interval '1 day 2 hours', created_at - interval '1 month' FROM orders WHERE id < 6 ORDER BY id

@@ -961,8 +961,13 @@ async fn register_tables_at(
             "views nested more than 8 deep over a tiered table are not supported",
         )));
     }
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-        .map_err(|e| Failure::Ours(ErrorFields::error("42601", e.to_string())))?;
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
+        // Postgres accepted it (it described it first).
+        Failure::Ours(ErrorFields::error(
+            "0A000",
+            format!("this statement over the history of a tiered table is not supported yet: {e}"),
+        ))
+    })?;
     if depth > 0
         && let [statement] = statements.as_slice()
     {

@@ -82,10 +82,16 @@ impl Router {
         if !self.may_name_tiered(sql) {
             return Route::Relay;
         }
-        // Parsed once; a statement Postgres would reject is relayed so
-        // that Postgres reports it.
+        // Parsed once. A statement the parser cannot read is relayed,
+        // unless it is a read: relayed, Postgres would answer it from the
+        // hot rows alone. Federated, Postgres still reports what it
+        // rejects, and what it accepts but cannot be planned is refused.
         let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
-            return Route::Relay;
+            return if reads_only(sql) {
+                Route::Federate
+            } else {
+                Route::Relay
+            };
         };
         // EXPLAIN is answered for simple queries only; prepared, it is
         // Postgres's plan of the hot tier.
@@ -301,6 +307,37 @@ fn fold(ident: &Ident) -> String {
 }
 
 /// The SQL text of a Parse message (name, then query).
+/// Whether a statement the parser cannot read is a read, by its words:
+/// it begins with SELECT, TABLE or VALUES, or with WITH and writes
+/// nothing.
+fn reads_only(sql: &str) -> bool {
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        return false;
+    };
+    let mut words = tokens.iter().filter_map(|t| match t {
+        Token::Word(w) => Some(w.keyword),
+        _ => None,
+    });
+    let first = tokens
+        .iter()
+        .find(|t| !matches!(t, Token::Whitespace(_) | Token::LParen));
+    match first {
+        Some(Token::Word(w)) => match w.keyword {
+            Keyword::SELECT | Keyword::TABLE | Keyword::VALUES => true,
+            Keyword::WITH => !words.any(|k| {
+                matches!(
+                    k,
+                    Keyword::INSERT | Keyword::UPDATE | Keyword::DELETE | Keyword::MERGE
+                )
+            }),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 pub(crate) fn parse_sql_of(message: &[u8]) -> Option<&str> {
     let body = message.get(5..)?;
     let name_end = body.iter().position(|b| *b == 0)?;
@@ -411,8 +448,24 @@ mod tests {
             "DELETE FROM orders",
             "SELECT 'orders'",
             "SELEC * FROM orders",
+            // Not read by the parser, and not reads.
+            "WITH d AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM d WHERE id BETWEEN SYMMETRIC 2 AND 1",
+            "CREATE STATISTICS s ON (id BETWEEN SYMMETRIC 1 AND 2) FROM orders",
         ] {
             assert_eq!(r.route(&q(sql)), Route::Relay, "{sql}");
+        }
+    }
+
+    #[test]
+    fn federates_reads_the_parser_cannot_read() {
+        // Relayed, they would be answered from the hot rows alone.
+        let r = router();
+        for sql in [
+            "SELECT count(*) FROM orders WHERE customer_id BETWEEN SYMMETRIC 10 AND 5",
+            "/* dashboard */ (SELECT count(*) FROM orders WHERE id BETWEEN SYMMETRIC 2 AND 1)",
+            "WITH o AS (SELECT * FROM orders) SELECT count(*) FROM o WHERE id BETWEEN SYMMETRIC 2 AND 1",
+        ] {
+            assert_eq!(r.route(&q(sql)), Route::Federate, "{sql}");
         }
     }
 }
