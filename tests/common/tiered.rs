@@ -256,8 +256,20 @@ impl BothProtocols {
     /// `None` when it refused it.
     pub async fn not_refused(&self, sql: &str) -> Option<String> {
         let got = ask(&self.through, sql).await;
-        (got != Answer::Error("0A000".into()))
-            .then(|| format!("{sql}\n  expected 0A000, got {got:?}"))
+        if got != Answer::Error("0A000".into()) {
+            return Some(format!("{sql}\n  expected 0A000, got {got:?}"));
+        }
+        // Prepared and executed (the extended protocol) too.
+        match self.through.query(sql, &[]).await {
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED) => {
+                None
+            }
+            Err(e) => Some(format!("{sql}\n  extended: expected 0A000, got {e}")),
+            Ok(rows) => Some(format!(
+                "{sql}\n  extended: expected 0A000, got {} rows",
+                rows.len()
+            )),
+        }
     }
 
     /// Runs `sql` (a SET) on all four connections.
