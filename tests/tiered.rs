@@ -104,6 +104,8 @@ async fn the_session_time_zone_shapes_answers() {
             "SELECT DATE_TRUNC( 'MONTH', CAST(\"orders\".\"created_at\" AS TIMESTAMP) ) AS \"tmn:created_at:ok\", SUM(\"orders\".\"amount\") AS \"sum:amount:ok\" FROM \"public\".\"orders\" \"orders\" WHERE (\"orders\".\"created_at\" >= (TIMESTAMP '2025-03-01 00:00:00.000')) GROUP BY 1 ORDER BY 1",
             "SELECT id, CAST(created_at AS TIMESTAMP) AS wall FROM orders WHERE id % 400 = 0 ORDER BY id",
             "SELECT max(created_at::timestamp), min(created_at::date), count(DISTINCT created_at::date) FROM orders",
+            // Times written as Postgres reads them, in the session's zone.
+            "SELECT count(*), min(created_at) FROM orders WHERE created_at >= '2025-03-01 12:00' AND created_at < '03/02/2025 06:30'",
             // to_char writes a timestamptz in the session's zone.
             "SELECT to_char(created_at, 'YYYY-MM-DD HH24:MI') AS t, count(*) FROM orders GROUP BY 1 ORDER BY 1 LIMIT 30",
             "SELECT to_char(created_at, 'IYYY-IW') AS w, count(*) FROM orders GROUP BY 1 ORDER BY 1",

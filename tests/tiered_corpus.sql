@@ -229,3 +229,9 @@ SELECT count(*) FROM orders WHERE created_at::date = day
 SELECT count(*) FROM orders WHERE day - 1 < created_at::date
 SELECT id, day + 7, day - 7, day - DATE '2025-01-01' FROM orders WHERE id < 6 ORDER BY id
 SELECT id, created_at + interval '1 day 2 hours', created_at - interval '1 month' FROM orders WHERE id < 6 ORDER BY id
+SELECT count(*) FROM orders WHERE created_at >= '2025-03-10 12:00' AND created_at < '2025-03-17 08:30'
+SELECT count(*) FROM orders WHERE created_at BETWEEN '2025-03-10 12:00' AND '2025-03-11'
+SELECT count(*) FROM orders WHERE day >= '20250310' AND day IN ('2025-03-12', 'March 14, 2025')
+SELECT count(*) FROM orders WHERE created_at > 'epoch' AND day < 'tomorrow'
+SELECT count(*) FROM orders WHERE created_at >= '2025-02-30 12:00'
+SELECT count(*) FROM orders WHERE status = '2025-03-10 12:00'

@@ -24,6 +24,7 @@ mod hotagg;
 pub(crate) mod hotcache;
 mod json;
 pub(crate) mod link;
+mod literals;
 pub(crate) mod matview;
 mod memory;
 mod numeric;
@@ -703,6 +704,11 @@ async fn execute(
     let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
     let mut df = exactness::plan_sql(&session, sql).await?;
+    // Dates and times written as Postgres reads them, in ISO 8601.
+    let read = literals::read_by_postgres(df.logical_plan().clone(), ctx).await?;
+    if read.transformed {
+        df = datafusion::prelude::DataFrame::new(session.state(), read.data);
+    }
     // Averages and enums ordered and compared by value; what still is not
     // is refused below.
     for rewrite in [
