@@ -94,7 +94,10 @@ impl Field {
     }
 }
 
-/// Postgres's keywords, longest first where one begins another.
+/// Postgres's keywords, longest first where one begins another. Names
+/// (of months, days, eras, halves of the day) are written in the case
+/// they are given in; the numbers below them are taken in capitals or in
+/// lower case alike.
 const KEYWORDS: &[(&str, Field)] = &[
     (
         "A.D.",
@@ -138,36 +141,12 @@ const KEYWORDS: &[(&str, Field)] = &[
             dots: false,
         },
     ),
-    ("CC", Field::Century),
     ("DAY", Field::DayName(Case::Upper)),
-    ("DDD", Field::DayOfYear),
-    ("DD", Field::Day),
     ("DY", Field::DayAbbrev(Case::Upper)),
     ("Day", Field::DayName(Case::Title)),
     ("Dy", Field::DayAbbrev(Case::Title)),
-    ("D", Field::DayOfWeek),
-    ("FF1", Field::Fraction(1)),
-    ("FF2", Field::Fraction(2)),
-    ("FF3", Field::Fraction(3)),
-    ("FF4", Field::Fraction(4)),
-    ("FF5", Field::Fraction(5)),
-    ("FF6", Field::Fraction(6)),
-    ("HH24", Field::Hour24),
-    ("HH12", Field::Hour12),
-    ("HH", Field::Hour12),
-    ("IDDD", Field::IsoDayOfYear),
-    ("ID", Field::IsoDayOfWeek),
-    ("IW", Field::IsoWeek),
-    ("IYYY", Field::IsoYear(4)),
-    ("IYY", Field::IsoYear(3)),
-    ("IY", Field::IsoYear(2)),
-    ("I", Field::IsoYear(1)),
-    ("J", Field::Julian),
-    ("MI", Field::Minute),
-    ("MM", Field::Month),
     ("MONTH", Field::MonthName(Case::Upper)),
     ("MON", Field::MonthAbbrev(Case::Upper)),
-    ("MS", Field::Millis),
     ("Month", Field::MonthName(Case::Title)),
     ("Mon", Field::MonthAbbrev(Case::Title)),
     (
@@ -184,19 +163,7 @@ const KEYWORDS: &[(&str, Field)] = &[
             dots: false,
         },
     ),
-    ("Q", Field::Quarter),
     ("RM", Field::Roman(true)),
-    ("SSSSS", Field::SecondsOfDay),
-    ("SSSS", Field::SecondsOfDay),
-    ("SS", Field::Second),
-    ("US", Field::Micros),
-    ("WW", Field::WeekOfYear),
-    ("W", Field::WeekOfMonth),
-    ("Y,YYY", Field::YearComma),
-    ("YYYY", Field::Year(4)),
-    ("YYY", Field::Year(3)),
-    ("YY", Field::Year(2)),
-    ("Y", Field::Year(1)),
     (
         "a.d.",
         Field::Era {
@@ -239,34 +206,10 @@ const KEYWORDS: &[(&str, Field)] = &[
             dots: false,
         },
     ),
-    ("cc", Field::Century),
     ("day", Field::DayName(Case::Lower)),
-    ("ddd", Field::DayOfYear),
-    ("dd", Field::Day),
     ("dy", Field::DayAbbrev(Case::Lower)),
-    ("d", Field::DayOfWeek),
-    ("ff1", Field::Fraction(1)),
-    ("ff2", Field::Fraction(2)),
-    ("ff3", Field::Fraction(3)),
-    ("ff4", Field::Fraction(4)),
-    ("ff5", Field::Fraction(5)),
-    ("ff6", Field::Fraction(6)),
-    ("hh24", Field::Hour24),
-    ("hh12", Field::Hour12),
-    ("hh", Field::Hour12),
-    ("iddd", Field::IsoDayOfYear),
-    ("id", Field::IsoDayOfWeek),
-    ("iw", Field::IsoWeek),
-    ("iyyy", Field::IsoYear(4)),
-    ("iyy", Field::IsoYear(3)),
-    ("iy", Field::IsoYear(2)),
-    ("i", Field::IsoYear(1)),
-    ("j", Field::Julian),
-    ("mi", Field::Minute),
-    ("mm", Field::Month),
     ("month", Field::MonthName(Case::Lower)),
     ("mon", Field::MonthAbbrev(Case::Lower)),
-    ("ms", Field::Millis),
     (
         "p.m.",
         Field::Meridiem {
@@ -281,20 +224,52 @@ const KEYWORDS: &[(&str, Field)] = &[
             dots: false,
         },
     ),
-    ("q", Field::Quarter),
     ("rm", Field::Roman(false)),
-    ("sssss", Field::SecondsOfDay),
-    ("ssss", Field::SecondsOfDay),
-    ("ss", Field::Second),
-    ("us", Field::Micros),
-    ("ww", Field::WeekOfYear),
-    ("w", Field::WeekOfMonth),
-    ("y,yyy", Field::YearComma),
-    ("yyyy", Field::Year(4)),
-    ("yyy", Field::Year(3)),
-    ("yy", Field::Year(2)),
-    ("y", Field::Year(1)),
+    ("CC", Field::Century),
+    ("DDD", Field::DayOfYear),
+    ("DD", Field::Day),
+    ("D", Field::DayOfWeek),
+    ("FF1", Field::Fraction(1)),
+    ("FF2", Field::Fraction(2)),
+    ("FF3", Field::Fraction(3)),
+    ("FF4", Field::Fraction(4)),
+    ("FF5", Field::Fraction(5)),
+    ("FF6", Field::Fraction(6)),
+    ("HH24", Field::Hour24),
+    ("HH12", Field::Hour12),
+    ("HH", Field::Hour12),
+    ("IDDD", Field::IsoDayOfYear),
+    ("ID", Field::IsoDayOfWeek),
+    ("IW", Field::IsoWeek),
+    ("IYYY", Field::IsoYear(4)),
+    ("IYY", Field::IsoYear(3)),
+    ("IY", Field::IsoYear(2)),
+    ("I", Field::IsoYear(1)),
+    ("J", Field::Julian),
+    ("MI", Field::Minute),
+    ("MM", Field::Month),
+    ("MS", Field::Millis),
+    ("Q", Field::Quarter),
+    ("SSSSS", Field::SecondsOfDay),
+    ("SSSS", Field::SecondsOfDay),
+    ("SS", Field::Second),
+    ("US", Field::Micros),
+    ("WW", Field::WeekOfYear),
+    ("W", Field::WeekOfMonth),
+    ("Y,YYY", Field::YearComma),
+    ("YYYY", Field::Year(4)),
+    ("YYY", Field::Year(3)),
+    ("YY", Field::Year(2)),
+    ("Y", Field::Year(1)),
 ];
+
+/// The keyword `at` begins with, and its length.
+fn keyword(at: &str) -> Option<(usize, Field)> {
+    KEYWORDS.iter().find_map(|(k, field)| {
+        let lower = field.numeric() && at.get(..k.len()).is_some_and(|p| p == k.to_lowercase());
+        (at.starts_with(k) || lower).then_some((k.len(), *field))
+    })
+}
 
 /// Keywords Postgres knows that are not written here.
 const REFUSED: &[&str] = &[
@@ -336,9 +311,9 @@ fn parse(format: &str) -> std::result::Result<Vec<Piece>, String> {
         if let Some(r) = REFUSED.iter().find(|k| at.starts_with(*k)) {
             return Err(format!("the to_char pattern {r}"));
         }
-        match KEYWORDS.iter().find(|(k, _)| at.starts_with(k)) {
-            Some((k, field)) => {
-                let mut after = &at[k.len()..];
+        match keyword(at) {
+            Some((len, field)) => {
+                let mut after = &at[len..];
                 let ordinal = if let Some(r) = after.strip_prefix("TH") {
                     after = r;
                     Some(true)
@@ -349,13 +324,13 @@ fn parse(format: &str) -> std::result::Result<Vec<Piece>, String> {
                     None
                 };
                 if ordinal.is_some() && !field.numeric() {
-                    return Err(format!("an ordinal suffix after {k}"));
+                    return Err(format!("an ordinal suffix after {}", &at[..len]));
                 }
                 if !text.is_empty() {
                     pieces.push(Piece::Text(std::mem::take(&mut text)));
                 }
                 pieces.push(Piece::Field {
-                    field: *field,
+                    field,
                     fill,
                     ordinal,
                 });
@@ -707,6 +682,10 @@ mod tests {
         assert_eq!(format("Dy, Mon DD HH12:MI AM", t), "Sun, Mar 02 07:05 AM");
         assert_eq!(format("\"Q\"Q IYYY-IW D ID DDD", t), "Q1 2025-09 1 7 061");
         assert_eq!(format("YYYY-MM-DDTHH24", t), "2025-03-02NDH24");
+        assert_eq!(
+            format("yyyy-mm-dd hh24:mi day dy", t),
+            "2025-03-02 07:05 sunday    sun"
+        );
         assert_eq!(
             format(
                 "IDDD J CC Y,YYY YYY YY Y RM FMRM| SSSS FF3 ms a.m. Day| day W WW",
