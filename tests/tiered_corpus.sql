@@ -235,3 +235,33 @@ SELECT count(*) FROM orders WHERE day >= '20250310' AND day IN ('2025-03-12', 'M
 SELECT count(*) FROM orders WHERE created_at > 'epoch' AND day < 'tomorrow'
 SELECT count(*) FROM orders WHERE created_at >= '2025-02-30 12:00'
 SELECT count(*) FROM orders WHERE status = '2025-03-10 12:00'
+
+-- Joins, subqueries, set operations, windows and numerics
+SELECT c.region, count(o.id), count(*) FROM customers c LEFT JOIN orders o ON o.customer_id = c.id AND o.amount > 90 GROUP BY 1 ORDER BY 1
+SELECT count(*) FROM orders o FULL JOIN customers c ON c.id = o.customer_id WHERE c.id IS NULL OR o.id IS NULL
+SELECT o.status, c.region, sum(o.amount) FROM orders o JOIN customers c USING (id) GROUP BY 1, 2 ORDER BY 1, 2
+SELECT count(*) FROM orders WHERE customer_id IN (SELECT id FROM customers WHERE region IS NULL)
+SELECT count(*) FROM orders WHERE customer_id NOT IN (SELECT id FROM customers WHERE id > 5)
+SELECT id FROM orders WHERE id < 20 EXCEPT SELECT id FROM orders WHERE id % 3 = 0 ORDER BY 1
+SELECT id FROM orders WHERE id < 10 INTERSECT SELECT customer_id FROM orders ORDER BY 1
+SELECT status FROM orders WHERE id < 50 UNION SELECT region FROM customers ORDER BY 1
+WITH m AS (SELECT customer_id, max(amount) AS top FROM orders GROUP BY 1) SELECT count(*) FROM orders o JOIN m ON m.customer_id = o.customer_id AND o.amount = m.top
+SELECT id, amount, avg(amount) OVER (PARTITION BY status) FROM orders WHERE id < 10 ORDER BY id
+UNSUPPORTED SELECT id, ntile(4) OVER (ORDER BY id), percent_rank() OVER (ORDER BY id), cume_dist() OVER (ORDER BY id) FROM orders WHERE id < 10 ORDER BY id
+SELECT id, count(*) OVER (ORDER BY day RANGE BETWEEN INTERVAL '7 days' PRECEDING AND CURRENT ROW) FROM orders WHERE id < 30 ORDER BY id
+SELECT id, row_number() OVER w, dense_rank() OVER w FROM orders WHERE id < 15 WINDOW w AS (PARTITION BY customer_id ORDER BY amount) ORDER BY id
+SELECT date_trunc('month', created_at) AS m, sum(sum(amount)) OVER (ORDER BY date_trunc('month', created_at) ROWS UNBOUNDED PRECEDING) FROM orders GROUP BY 1 ORDER BY 1
+SELECT status, count(*) * 100.0 / sum(count(*)) OVER () AS pct FROM orders GROUP BY 1 ORDER BY 1
+SELECT amount * 1.1, amount::float8 * 2, amount + 0.005, -amount FROM orders WHERE id < 6 ORDER BY id
+SELECT sum(amount) / 3, avg(amount)::numeric(10,3), round(avg(score)::numeric, 4) FROM orders
+SELECT count(*) FROM orders WHERE amount > 50.005 AND amount <= 99.99
+SELECT id, score, score * 2, score + 1e-10 FROM orders WHERE score IS NOT NULL AND id < 30 ORDER BY id
+SELECT count(*) FROM orders WHERE created_at > (SELECT max(created_at) FROM orders) - interval '40 days'
+UNSUPPORTED SELECT (SELECT count(*) FROM customers), count(*) FROM orders
+UNSUPPORTED SELECT id, EXISTS (SELECT 1 FROM customers c WHERE c.id = o.customer_id) FROM orders o WHERE id < 5 ORDER BY id
+UNSUPPORTED SELECT count(*) FROM orders WHERE (customer_id, status) IN (SELECT id, 'paid' FROM customers)
+SELECT count(*) FROM orders WHERE flag IS NOT TRUE
+SELECT count(*) FROM orders WHERE NOT flag
+SELECT flag, count(*) FROM orders GROUP BY flag ORDER BY flag NULLS FIRST
+SELECT count(*) FROM orders WHERE note = ''
+SELECT count(*) FROM orders WHERE coalesce(note, '') = ''
