@@ -86,7 +86,13 @@ async fn the_session_time_zone_shapes_answers() {
     let proxy = serve(&s).await;
     let direct = client(pg().port(), "postgres", &s.oracle).await;
     let through = client(proxy.port(), "postgres", &s.tiered).await;
-    for zone in ["America/New_York", "Asia/Kolkata", "UTC"] {
+    for zone in [
+        "America/New_York",
+        "Asia/Kolkata",
+        "UTC",
+        "America/Los_Angeles",
+        "Pacific/Kiritimati",
+    ] {
         let set = format!("SET TimeZone = '{zone}'");
         direct.batch_execute(&set).await.unwrap();
         through.batch_execute(&set).await.unwrap();
@@ -104,6 +110,16 @@ async fn the_session_time_zone_shapes_answers() {
             "SELECT DATE_TRUNC( 'MONTH', CAST(\"orders\".\"created_at\" AS TIMESTAMP) ) AS \"tmn:created_at:ok\", SUM(\"orders\".\"amount\") AS \"sum:amount:ok\" FROM \"public\".\"orders\" \"orders\" WHERE (\"orders\".\"created_at\" >= (TIMESTAMP '2025-03-01 00:00:00.000')) GROUP BY 1 ORDER BY 1",
             "SELECT id, CAST(created_at AS TIMESTAMP) AS wall FROM orders WHERE id % 400 = 0 ORDER BY id",
             "SELECT max(created_at::timestamp), min(created_at::date), count(DISTINCT created_at::date) FROM orders",
+            "SELECT count(*) FROM orders WHERE day >= current_date - 400",
+            "SELECT current_date, count(*) FROM orders WHERE created_at::date < current_date - 300",
+            "SELECT CAST(extract(hour from created_at) AS integer) AS h, count(*) FROM orders GROUP BY 1 ORDER BY 1",
+            "SELECT CAST(extract(doy from created_at) AS integer) AS d, count(*) FROM orders GROUP BY 1 ORDER BY 1 LIMIT 20",
+            "SELECT (created_at AT TIME ZONE 'UTC') AT TIME ZONE 'Asia/Tokyo' AS t FROM orders WHERE id % 500 = 0 ORDER BY id",
+            "SELECT count(*) FROM orders WHERE created_at::date = current_date - 100",
+            "SELECT count(*) FROM orders WHERE created_at < current_date - 200",
+            "SELECT count(*) FROM orders WHERE created_at >= date_trunc('month', now()) - interval '6 months'",
+            "SELECT date_trunc('week', created_at)::date AS w, count(*) FROM orders GROUP BY 1 ORDER BY 1 LIMIT 10",
+            "SELECT count(*) FROM orders WHERE day = created_at::date",
             // Times written as Postgres reads them, in the session's zone.
             "SELECT count(*), min(created_at) FROM orders WHERE created_at >= '2025-03-01 12:00' AND created_at < '03/02/2025 06:30'",
             // to_char writes a timestamptz in the session's zone.

@@ -8,6 +8,11 @@
 //! between date and time, `1e+20`, `Infinity`), so it is refused with
 //! 0A000 rather than answered differently; so is a cast to fewer digits of
 //! a second (`timestamp(0)`), which Postgres rounds and the executor cuts.
+//!
+//! `x AT TIME ZONE 'zone'` is, in Postgres, the wall clock in that zone of
+//! a timestamptz, or the instant at which a timestamp is that zone's wall
+//! clock. The executor takes it for a cast that keeps the instant, so it is
+//! written as a call of [`AtTimeZone`] first ([`at_time_zone_calls`]).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -23,8 +28,8 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, Result, exec_err};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
-    Cast, ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, TryCast, Volatility,
+    Between, BinaryExpr, Cast, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TryCast, Volatility,
 };
 
 /// A timestamptz's wall-clock time in its zone, as a timestamp.
@@ -85,6 +90,147 @@ impl ScalarUDFImpl for LocalTime {
     }
 }
 
+/// `x AT TIME ZONE 'zone'` as Postgres computes it, for a named zone.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct AtTimeZone {
+    signature: Signature,
+    /// The session's zone, which a timestamptz result is shown in.
+    session: String,
+}
+
+/// The name [`at_time_zone_calls`] writes.
+const AT_TIME_ZONE: &str = "thermocline_at_time_zone";
+
+impl AtTimeZone {
+    pub(crate) fn udf(session: &str) -> ScalarUDF {
+        ScalarUDF::new_from_impl(Self {
+            signature: Signature::any(2, Volatility::Immutable),
+            session: session.to_string(),
+        })
+    }
+}
+
+impl ScalarUDFImpl for AtTimeZone {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        AT_TIME_ZONE
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types {
+            [DataType::Timestamp(unit, Some(_)), _] => Ok(DataType::Timestamp(*unit, None)),
+            [DataType::Timestamp(unit, None), _] => Ok(DataType::Timestamp(
+                *unit,
+                Some(self.session.as_str().into()),
+            )),
+            [t, _] => datafusion::common::not_impl_err!("AT TIME ZONE of {t}"),
+            _ => exec_err!("AT TIME ZONE takes two arguments"),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::common::ScalarValue;
+        let zone = match &args.args[1] {
+            ColumnarValue::Scalar(
+                ScalarValue::Utf8(Some(z))
+                | ScalarValue::Utf8View(Some(z))
+                | ScalarValue::LargeUtf8(Some(z)),
+            ) => z.clone(),
+            _ => {
+                return datafusion::common::not_impl_err!(
+                    "AT TIME ZONE of a zone that is not a constant name"
+                );
+            }
+        };
+        // Names only: Postgres reads `+05` as five hours west.
+        let Some(named) = crate::pgtypes::resolve_time_zone(&zone) else {
+            return datafusion::common::not_impl_err!("AT TIME ZONE {zone:?}");
+        };
+        let zone: Tz = named.name().parse()?;
+        let values = args.args[0].to_array(args.number_rows)?;
+        let (unit, zoned) = match values.data_type() {
+            DataType::Timestamp(unit, tz) => (*unit, tz.is_some()),
+            t => return datafusion::common::not_impl_err!("AT TIME ZONE of {t}"),
+        };
+        let per_second = match unit {
+            TimeUnit::Second => 1,
+            TimeUnit::Millisecond => 1_000,
+            TimeUnit::Microsecond => 1_000_000,
+            TimeUnit::Nanosecond => 1_000_000_000,
+        };
+        let out: ArrayRef = if zoned {
+            match unit {
+                TimeUnit::Second => {
+                    Arc::new(shift::<TimestampSecondType>(&values, zone, per_second))
+                }
+                TimeUnit::Millisecond => {
+                    Arc::new(shift::<TimestampMillisecondType>(&values, zone, per_second))
+                }
+                TimeUnit::Microsecond => {
+                    Arc::new(shift::<TimestampMicrosecondType>(&values, zone, per_second))
+                }
+                TimeUnit::Nanosecond => {
+                    Arc::new(shift::<TimestampNanosecondType>(&values, zone, per_second))
+                }
+            }
+        } else {
+            let session: Arc<str> = self.session.as_str().into();
+            match unit {
+                TimeUnit::Second => Arc::new(
+                    unshift::<TimestampSecondType>(&values, zone, per_second)?
+                        .with_timezone(session),
+                ),
+                TimeUnit::Millisecond => Arc::new(
+                    unshift::<TimestampMillisecondType>(&values, zone, per_second)?
+                        .with_timezone(session),
+                ),
+                TimeUnit::Microsecond => Arc::new(
+                    unshift::<TimestampMicrosecondType>(&values, zone, per_second)?
+                        .with_timezone(session),
+                ),
+                TimeUnit::Nanosecond => Arc::new(
+                    unshift::<TimestampNanosecondType>(&values, zone, per_second)?
+                        .with_timezone(session),
+                ),
+            }
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// Each wall clock of `values` as the instant it is in `zone`; a wall
+/// clock a change of offset skips or repeats is refused (Postgres picks
+/// one by its own rule).
+fn unshift<T: ArrowTimestampType>(
+    values: &ArrayRef,
+    zone: Tz,
+    per_second: i64,
+) -> Result<PrimitiveArray<T>> {
+    values.as_primitive::<T>().try_unary(|v| {
+        let seconds = v.div_euclid(per_second);
+        let nanos = (v.rem_euclid(per_second) * (1_000_000_000 / per_second)) as u32;
+        let Some(wall) = chrono::DateTime::from_timestamp(seconds, nanos).map(|d| d.naive_utc()) else {
+            return Err(datafusion::arrow::error::ArrowError::ComputeError("timestamp out of range".into()));
+        };
+        match zone.from_local_datetime(&wall) {
+            chrono::LocalResult::Single(t) => {
+                let offset = t.offset().fix().local_minus_utc() as i64;
+                Ok(v - offset * per_second)
+            }
+            _ => Err(datafusion::arrow::error::ArrowError::NotYetImplemented(format!(
+                "AT TIME ZONE of {wall}, a wall clock that a change of offset skips or repeats"
+            ))),
+        }
+    }).map_err(Into::into)
+}
+
 /// Each instant of `values` plus its zone's offset from UTC then.
 fn shift<T: ArrowTimestampType>(values: &ArrayRef, zone: Tz, per_second: i64) -> PrimitiveArray<T> {
     values.as_primitive::<T>().unary_opt(|v| {
@@ -94,6 +240,44 @@ fn shift<T: ArrowTimestampType>(values: &ArrayRef, zone: Tz, per_second: i64) ->
         let offset = zone.offset_from_utc_datetime(&utc).fix().local_minus_utc() as i64;
         v.checked_add(offset * per_second)
     })
+}
+
+/// `statements` with every `x AT TIME ZONE 'zone'` written as a call of
+/// [`AtTimeZone`]; true when there was one.
+pub(crate) fn at_time_zone_calls(
+    statements: &mut Vec<datafusion::sql::sqlparser::ast::Statement>,
+) -> bool {
+    use datafusion::sql::sqlparser::ast::{
+        self as ast, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
+        ObjectName, ObjectNamePart, visit_expressions_mut,
+    };
+    let mut changed = false;
+    let _ = visit_expressions_mut(statements, |e: &mut ast::Expr| {
+        if let ast::Expr::AtTimeZone {
+            timestamp,
+            time_zone,
+        } = e
+        {
+            let arg = |x: &ast::Expr| FunctionArg::Unnamed(FunctionArgExpr::Expr(x.clone()));
+            *e = ast::Expr::Function(ast::Function {
+                name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(AT_TIME_ZONE))]),
+                uses_odbc_syntax: false,
+                parameters: FunctionArguments::None,
+                args: FunctionArguments::List(FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: vec![arg(timestamp), arg(time_zone)],
+                    clauses: vec![],
+                }),
+                filter: None,
+                null_treatment: None,
+                over: None,
+                within_group: vec![],
+            });
+            changed = true;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    changed
 }
 
 /// Types whose text the executor writes unlike Postgres.
@@ -161,20 +345,108 @@ fn at_wall_clock(e: Expr, schemas: &[&DFSchema], local: &Arc<ScalarUDF>) -> Tran
     })
 }
 
+/// A date as the timestamptz `zoned` of its midnight in the session's
+/// zone, as Postgres takes it: through a timestamp, which the executor
+/// reads in the zone (its cast of a date takes midnight in UTC).
+fn midnight(date: Expr, zoned: &DataType) -> Expr {
+    let DataType::Timestamp(unit, _) = zoned else {
+        return date;
+    };
+    Expr::Cast(Cast::new(
+        Box::new(Expr::Cast(Cast::new(
+            Box::new(date),
+            DataType::Timestamp(*unit, None),
+        ))),
+        zoned.clone(),
+    ))
+}
+
+/// `e` with its dates compared with or cast to a timestamptz taken at
+/// their midnight in the session's zone.
+fn at_local_midnight(e: Expr, schemas: &[&DFSchema]) -> Transformed<Expr> {
+    let type_of = |x: &Expr| schemas.iter().find_map(|s| x.get_type(*s).ok());
+    let zoned = |t: &Option<DataType>| matches!(t, Some(DataType::Timestamp(_, Some(_))));
+    let date = |t: &Option<DataType>| matches!(t, Some(DataType::Date32));
+    match e {
+        Expr::Cast(Cast { expr, data_type })
+            if matches!(data_type, DataType::Timestamp(_, Some(_))) && date(&type_of(&expr)) =>
+        {
+            Transformed::yes(midnight(*expr, &data_type))
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right })
+            if matches!(
+                op,
+                Operator::Eq
+                    | Operator::NotEq
+                    | Operator::Lt
+                    | Operator::LtEq
+                    | Operator::Gt
+                    | Operator::GtEq
+                    | Operator::IsDistinctFrom
+                    | Operator::IsNotDistinctFrom
+            ) =>
+        {
+            let (lt, rt) = (type_of(&left), type_of(&right));
+            if zoned(&lt) && date(&rt) {
+                let right = Box::new(midnight(*right, lt.as_ref().expect("typed")));
+                Transformed::yes(Expr::BinaryExpr(BinaryExpr { left, op, right }))
+            } else if date(&lt) && zoned(&rt) {
+                let left = Box::new(midnight(*left, rt.as_ref().expect("typed")));
+                Transformed::yes(Expr::BinaryExpr(BinaryExpr { left, op, right }))
+            } else {
+                Transformed::no(Expr::BinaryExpr(BinaryExpr { left, op, right }))
+            }
+        }
+        Expr::Between(Between {
+            expr,
+            negated,
+            low,
+            high,
+        }) => {
+            let t = type_of(&expr);
+            if zoned(&t) && (date(&type_of(&low)) || date(&type_of(&high))) {
+                let to = t.expect("typed");
+                let bound = |b: Box<Expr>| {
+                    if date(&type_of(&b)) {
+                        Box::new(midnight(*b, &to))
+                    } else {
+                        b
+                    }
+                };
+                Transformed::yes(Expr::Between(Between {
+                    expr,
+                    negated,
+                    low: bound(low),
+                    high: bound(high),
+                }))
+            } else {
+                Transformed::no(Expr::Between(Between {
+                    expr,
+                    negated,
+                    low,
+                    high,
+                }))
+            }
+        }
+        e => Transformed::no(e),
+    }
+}
+
 /// `plan` with every cast of a timestamptz to a timestamp taken at the
-/// wall clock.
+/// wall clock, and every date compared with or cast to a timestamptz at
+/// its midnight in the session's zone.
 pub(crate) fn rewrite(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
     let local = LocalTime::udf();
+    let both = |x: Expr, schemas: &[&DFSchema]| {
+        at_wall_clock(x, schemas, &local).transform_data(|x| Ok(at_local_midnight(x, schemas)))
+    };
     super::exactness::rewrite_plan(
         plan,
         |e, schema| {
-            let t = e
-                .clone()
-                .transform_up(|x| Ok(at_wall_clock(x, &[schema], &local)))
-                .ok()?;
+            let t = e.clone().transform_up(|x| both(x, &[schema])).ok()?;
             t.transformed.then_some(t.data)
         },
-        |x, schemas| Ok(at_wall_clock(x, schemas, &local)),
+        |x, schemas| both(x, schemas),
     )
 }
 

@@ -263,14 +263,15 @@ pub(super) async fn plan_sql(
 
 /// `sql` as the executor plans it, when that differs: casts to json taken
 /// off the JSON operators' operands, interval literals written with a
-/// time of day (`'1 day 04:05:06.5'`) spelled with units instead, and
-/// `avg` computed as Postgres does.
+/// time of day (`'1 day 04:05:06.5'`) spelled with units instead,
+/// `avg` computed as Postgres does, and `AT TIME ZONE` as Postgres means
+/// it.
 fn executor_sql(sql: &str) -> Option<String> {
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
 
     let lower = sql.to_ascii_lowercase();
-    if !["json", "interval", "avg", "epoch", "floor", "round"]
+    if !["json", "interval", "avg", "epoch", "floor", "round", "zone"]
         .iter()
         .any(|w| lower.contains(w))
     {
@@ -281,7 +282,8 @@ fn executor_sql(sql: &str) -> Option<String> {
     let intervals = interval_literals_with_units(&mut statements);
     let averages = super::average::rewrite(&mut statements);
     let numerics = super::numeric::rewrite(&mut statements);
-    (json || intervals || averages || numerics).then(|| {
+    let zones = super::casts::at_time_zone_calls(&mut statements);
+    (json || intervals || averages || numerics || zones).then(|| {
         statements
             .iter()
             .map(|s| s.to_string())

@@ -929,6 +929,7 @@ fn plan_session(ctx: &ScanContext, federation: &Federation) -> SessionContext {
     let mut session = SessionContext::new_with_config_rt(config, runtime);
     session.register_udf(datetrunc::BucketedDateTrunc::udf());
     session.register_udf(tochar::ToChar::udf(&ctx.time_zone));
+    session.register_udf(casts::AtTimeZone::udf(&ctx.time_zone));
     for udf in average::Average::all() {
         session.register_udf(udf);
     }
