@@ -120,6 +120,13 @@ async fn the_session_time_zone_shapes_answers() {
             "SELECT count(*) FROM orders WHERE created_at >= date_trunc('month', now()) - interval '6 months'",
             "SELECT date_trunc('week', created_at)::date AS w, count(*) FROM orders GROUP BY 1 ORDER BY 1 LIMIT 10",
             "SELECT count(*) FROM orders WHERE day = created_at::date",
+            "SELECT date_trunc('month', day) AS m, count(*) FROM orders GROUP BY 1 ORDER BY 1",
+            "SELECT count(*) FROM orders WHERE created_at::date BETWEEN current_date - 30 AND current_date - 1",
+            "SELECT count(*) FROM orders WHERE created_at BETWEEN current_date - 400 AND current_date - 100",
+            "SELECT id, day::timestamptz AS a, CAST(day AS timestamp) AS b, created_at::date - 1 AS c FROM orders WHERE id % 500 = 0 ORDER BY id",
+            "SELECT max(created_at) - min(created_at) AS span, max(day) - min(day) FROM orders",
+            "SELECT id, created_at - day FROM orders WHERE id % 500 = 0 ORDER BY id",
+            "SELECT date_trunc('day', created_at) AS d, count(*) FROM orders WHERE created_at >= date_trunc('day', now()) - interval '400 days' GROUP BY 1 ORDER BY 1 LIMIT 5",
             // Times written as Postgres reads them, in the session's zone.
             "SELECT count(*), min(created_at) FROM orders WHERE created_at >= '2025-03-01 12:00' AND created_at < '03/02/2025 06:30'",
             // to_char writes a timestamptz in the session's zone.

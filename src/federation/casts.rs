@@ -361,9 +361,10 @@ fn midnight(date: Expr, zoned: &DataType) -> Expr {
     ))
 }
 
-/// `e` with its dates compared with or cast to a timestamptz taken at
-/// their midnight in the session's zone.
-fn at_local_midnight(e: Expr, schemas: &[&DFSchema]) -> Transformed<Expr> {
+/// `e` with its dates compared with, subtracted from or cast to a
+/// timestamptz, or truncated (`date_trunc('month', day)`, a timestamptz
+/// in Postgres), taken at their midnight in the session's zone `zone`.
+fn at_local_midnight(e: Expr, schemas: &[&DFSchema], zone: &str) -> Transformed<Expr> {
     let type_of = |x: &Expr| schemas.iter().find_map(|s| x.get_type(*s).ok());
     let zoned = |t: &Option<DataType>| matches!(t, Some(DataType::Timestamp(_, Some(_))));
     let date = |t: &Option<DataType>| matches!(t, Some(DataType::Date32));
@@ -384,6 +385,7 @@ fn at_local_midnight(e: Expr, schemas: &[&DFSchema]) -> Transformed<Expr> {
                     | Operator::GtEq
                     | Operator::IsDistinctFrom
                     | Operator::IsNotDistinctFrom
+                    | Operator::Minus
             ) =>
         {
             let (lt, rt) = (type_of(&left), type_of(&right));
@@ -428,17 +430,26 @@ fn at_local_midnight(e: Expr, schemas: &[&DFSchema]) -> Transformed<Expr> {
                 }))
             }
         }
+        Expr::ScalarFunction(mut f)
+            if f.func.name() == "date_trunc" && f.args.len() == 2 && date(&type_of(&f.args[1])) =>
+        {
+            let day = f.args.remove(1);
+            let zoned = DataType::Timestamp(TimeUnit::Microsecond, Some(zone.into()));
+            f.args.push(midnight(day, &zoned));
+            Transformed::yes(Expr::ScalarFunction(f))
+        }
         e => Transformed::no(e),
     }
 }
 
 /// `plan` with every cast of a timestamptz to a timestamp taken at the
-/// wall clock, and every date compared with or cast to a timestamptz at
-/// its midnight in the session's zone.
-pub(crate) fn rewrite(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+/// wall clock, and every date compared with, cast to or truncated as a
+/// timestamptz at its midnight in the session's zone `zone`.
+pub(crate) fn rewrite(plan: LogicalPlan, zone: &str) -> Result<Transformed<LogicalPlan>> {
     let local = LocalTime::udf();
     let both = |x: Expr, schemas: &[&DFSchema]| {
-        at_wall_clock(x, schemas, &local).transform_data(|x| Ok(at_local_midnight(x, schemas)))
+        at_wall_clock(x, schemas, &local)
+            .transform_data(|x| Ok(at_local_midnight(x, schemas, zone)))
     };
     super::exactness::rewrite_plan(
         plan,

@@ -711,11 +711,11 @@ async fn execute(
     }
     // Averages and enums ordered and compared by value; what still is not
     // is refused below.
-    for rewrite in [
-        average::in_value_order,
-        enums::in_label_order,
-        casts::rewrite,
-    ] {
+    let zone = ctx.time_zone.clone();
+    let in_zone = move |plan| casts::rewrite(plan, &zone);
+    let rewrites: [&dyn Fn(_) -> _; 3] =
+        [&average::in_value_order, &enums::in_label_order, &in_zone];
+    for rewrite in rewrites {
         let t = rewrite(df.logical_plan().clone())?;
         if t.transformed {
             df = datafusion::prelude::DataFrame::new(session.state(), t.data);
