@@ -127,6 +127,9 @@ async fn the_session_time_zone_shapes_answers() {
             "SELECT max(created_at) - min(created_at) AS span, max(day) - min(day) FROM orders",
             "SELECT id, created_at - day FROM orders WHERE id % 500 = 0 ORDER BY id",
             "SELECT date_trunc('day', created_at) AS d, count(*) FROM orders WHERE created_at >= date_trunc('day', now()) - interval '400 days' GROUP BY 1 ORDER BY 1 LIMIT 5",
+            "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24') AS h, extract(epoch from created_at AT TIME ZONE 'Asia/Tokyo') AS e FROM orders WHERE id % 500 = 0 ORDER BY id",
+            "SELECT date_trunc('week', created_at) + interval '1 week' AS w, count(*) FROM orders GROUP BY 1 ORDER BY 1 LIMIT 10",
+            "SELECT count(*) FROM orders WHERE created_at AT TIME ZONE 'America/Chicago' < '2025-06-01'",
             // Times written as Postgres reads them, in the session's zone.
             "SELECT count(*), min(created_at) FROM orders WHERE created_at >= '2025-03-01 12:00' AND created_at < '03/02/2025 06:30'",
             // to_char writes a timestamptz in the session's zone.
