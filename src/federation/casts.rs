@@ -345,6 +345,21 @@ fn at_wall_clock(e: Expr, schemas: &[&DFSchema], local: &Arc<ScalarUDF>) -> Tran
     })
 }
 
+/// Whether `op` compares its operands (and so reads both as one type).
+pub(super) fn compares(op: &Operator) -> bool {
+    matches!(
+        op,
+        Operator::Eq
+            | Operator::NotEq
+            | Operator::Lt
+            | Operator::LtEq
+            | Operator::Gt
+            | Operator::GtEq
+            | Operator::IsDistinctFrom
+            | Operator::IsNotDistinctFrom
+    )
+}
+
 /// A date as the timestamptz `zoned` of its midnight in the session's
 /// zone, as Postgres takes it: through a timestamp, which the executor
 /// reads in the zone (its cast of a date takes midnight in UTC).
@@ -375,18 +390,7 @@ fn at_local_midnight(e: Expr, schemas: &[&DFSchema], zone: &str) -> Transformed<
             Transformed::yes(midnight(*expr, &data_type))
         }
         Expr::BinaryExpr(BinaryExpr { left, op, right })
-            if matches!(
-                op,
-                Operator::Eq
-                    | Operator::NotEq
-                    | Operator::Lt
-                    | Operator::LtEq
-                    | Operator::Gt
-                    | Operator::GtEq
-                    | Operator::IsDistinctFrom
-                    | Operator::IsNotDistinctFrom
-                    | Operator::Minus
-            ) =>
+            if compares(&op) || op == Operator::Minus =>
         {
             let (lt, rt) = (type_of(&left), type_of(&right));
             if zoned(&lt) && date(&rt) {

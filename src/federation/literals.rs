@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, Result, ScalarValue};
-use datafusion::logical_expr::{Between, BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator};
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, ExprSchemable, LogicalPlan};
 
 use super::link::{self, LinkError, quote_literal};
 use super::scan::ScanContext;
@@ -56,19 +56,7 @@ fn compared<'e>(e: &'e Expr, schema: &DFSchema) -> Vec<(&'e str, &'static str)> 
     let typed = |x: &Expr| x.get_type(schema).ok().as_ref().and_then(pg_type);
     let mut found = Vec::new();
     match e {
-        Expr::BinaryExpr(BinaryExpr { left, op, right })
-            if matches!(
-                op,
-                Operator::Eq
-                    | Operator::NotEq
-                    | Operator::Lt
-                    | Operator::LtEq
-                    | Operator::Gt
-                    | Operator::GtEq
-                    | Operator::IsDistinctFrom
-                    | Operator::IsNotDistinctFrom
-            ) =>
-        {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) if super::casts::compares(op) => {
             for (a, b) in [(left, right), (right, left)] {
                 if let (Some(s), Some(t)) = (string(a), typed(b)) {
                     found.push((s, t));
