@@ -3,7 +3,7 @@
 //! Postgres orders and compares strings by their collation (`en_US.UTF-8`
 //! in many databases, an ICU collation on a column); the executor byte by
 //! byte, as the `C` collation does. When a statement reads a string column
-//! whose collation is not byte order (see `register_tables`), whatever
+//! whose collation is not byte order (see `planning::register_tables`), whatever
 //! orders or compares strings by size in it — ORDER BY, `min`/`max`, `<`,
 //! `BETWEEN`, `greatest`/`least`, a window's order — is refused with 0A000
 //! rather than answered in another order. Equality, grouping and DISTINCT

@@ -1,0 +1,251 @@
+//! The executor's session for one federated statement, and the tables it
+//! names registered in it: tiered tables as hot ∪ cold, views by their
+//! definitions, other tables as Postgres scans.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::catalog::MemorySchemaProvider;
+use datafusion::common::TableReference;
+use datafusion::datasource::TableProvider;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::ast::{ObjectName, visit_relations};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::link::quote_literal;
+use super::scan::{FederatedTable, ScanContext, scan_columns};
+use super::{
+    Failure, Federation, average, casts, datetrunc, exactness, json, link, memory, tochar,
+};
+use crate::protocol::ErrorFields;
+
+/// A DataFusion session for one statement: Postgres's SQL dialect, the
+/// session's time zone, and its share of the server's memory pool.
+pub(super) fn plan_session(ctx: &ScanContext, federation: &Federation) -> SessionContext {
+    let config = SessionConfig::new()
+        .with_target_partitions(2)
+        .with_information_schema(false)
+        .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
+        // `0.5` is a numeric in Postgres, not a float.
+        .set_bool("datafusion.sql_parser.parse_float_as_decimal", true)
+        .set_str("datafusion.execution.time_zone", ctx.time_zone.as_ref())
+        // Sorts set memory aside for merging their spill files: a part of
+        // the statement's share, not DataFusion's fixed 10 MB.
+        .set_usize(
+            "datafusion.execution.sort_spill_reservation_bytes",
+            (federation.limits.statement_memory() / 8).min(10 << 20),
+        );
+    let shared = &federation.runtime;
+    let pool = Arc::new(memory::StatementPool::new(
+        shared.memory_pool.clone(),
+        federation.limits.statement_memory(),
+    ));
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(shared)
+        .with_memory_pool(pool)
+        .build_arc()
+        .unwrap_or_else(|_| shared.clone());
+    let mut session = SessionContext::new_with_config_rt(config, runtime);
+    session.register_udf(datetrunc::BucketedDateTrunc::udf());
+    session.register_udf(tochar::ToChar::udf(&ctx.time_zone));
+    session.register_udf(casts::AtTimeZone::udf(&ctx.time_zone));
+    for udf in average::Average::all() {
+        session.register_udf(udf);
+    }
+    for f in json::functions() {
+        session.register_udf(f);
+    }
+    use datafusion::execution::FunctionRegistry;
+    let _ = session.register_expr_planner(Arc::new(json::JsonPlanner));
+    session
+}
+
+/// Registers every table the statement names: tiered tables as hot ∪ cold,
+/// others as Postgres scans. Names are resolved by Postgres against the
+/// session's search_path.
+pub(super) async fn register_tables(
+    sql: &str,
+    ctx: &Arc<ScanContext>,
+    federation: &Federation,
+    session: &SessionContext,
+) -> Result<(), Failure> {
+    register_tables_at(sql, ctx, federation, session, 0).await
+}
+
+/// `depth`: how many views deep `sql` is (a view's definition names tables
+/// and views of its own).
+async fn register_tables_at(
+    sql: &str,
+    ctx: &Arc<ScanContext>,
+    federation: &Federation,
+    session: &SessionContext,
+    depth: usize,
+) -> Result<(), Failure> {
+    if depth > 8 {
+        return Err(Failure::Ours(ErrorFields::error(
+            "0A000",
+            "views nested more than 8 deep over a tiered table are not supported",
+        )));
+    }
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
+        // Postgres accepted it (it described it first).
+        Failure::Ours(ErrorFields::error(
+            "0A000",
+            format!("this statement over the history of a tiered table is not supported yet: {e}"),
+        ))
+    })?;
+    if depth > 0
+        && let [statement] = statements.as_slice()
+    {
+        exactness::check(statement, &[])
+            .map_err(|m| Failure::Ours(ErrorFields::error("0A000", m)))?;
+    }
+    let mut names: Vec<ObjectName> = Vec::new();
+    for s in &statements {
+        let _ = visit_relations(s, |n: &ObjectName| {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    for name in names {
+        let written = name.to_string();
+        let query = format!(
+            "SELECT n.nspname, c.relname, a.attname, a.atttypid, a.atttypmod, \
+                    pg_catalog.format_type(a.atttypid, a.atttypmod), c.relkind, \
+                    CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid, true) END, a.attnum, \
+                    (SELECT pg_catalog.json_agg(e.enumlabel ORDER BY e.enumsortorder) \
+                       FROM pg_catalog.pg_enum e WHERE e.enumtypid = a.atttypid), \
+                    (SELECT coalesce(pg_catalog.to_jsonb(d) ->> 'datlocprovider', 'c') = 'c' \
+                            AND d.datcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8') \
+                       FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()) \
+                    AND (a.attcollation IN (0, 100) OR \
+                         (SELECT co.collprovider = 'c' AND co.collcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8') \
+                            FROM pg_catalog.pg_collation co WHERE co.oid = a.attcollation)) \
+             FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             WHERE c.oid = pg_catalog.to_regclass({}) ORDER BY a.attnum",
+            quote_literal(&written)
+        );
+        let rows = {
+            let mut link = ctx.link.lock().await;
+            link.simple(&query).await?
+        };
+        let mut columns = Vec::new();
+        let mut place = None;
+        let mut view_def = None;
+        for m in rows.iter().filter(|m| m.tag == b'D') {
+            let Some(f) = link::data_row_fields(&m.body) else {
+                continue;
+            };
+            let text = |i: usize| {
+                f.get(i)
+                    .copied()
+                    .flatten()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            place = Some((text(0), text(1)));
+            // Strings (the column's, or computed ones in the database's
+            // collation) in an order other than the executor's: see
+            // `collation`.
+            if text(10) != "t" {
+                ctx.collated
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            if text(6) == "v" {
+                view_def = Some(text(7));
+            }
+            columns.push((
+                text(2),
+                text(3).parse::<u32>().unwrap_or(0),
+                text(4).parse::<i32>().unwrap_or(-1),
+                text(5),
+                text(8).parse::<i16>().unwrap_or(0),
+                serde_json::from_str::<Vec<String>>(&text(9)).ok(),
+            ));
+        }
+        // A CTE or a name Postgres does not know: nothing to register
+        // (Postgres already accepted the statement, so it is a CTE).
+        let Some((schema, table)) = place else {
+            continue;
+        };
+        let tiered = federation
+            .tables
+            .iter()
+            .find(|t| t.def.schema == schema && t.def.table == table)
+            .cloned();
+        let qualified = format!(
+            "{}.{}",
+            crate::catalog::quote_ident(&schema),
+            crate::catalog::quote_ident(&table)
+        );
+        let provider: Arc<dyn TableProvider> = match view_def {
+            // A view: its definition, planned over the same providers, so
+            // a view over a tiered table reads both tiers too.
+            Some(def) => {
+                let def = def.trim().trim_end_matches(';').to_string();
+                Box::pin(register_tables_at(
+                    &def,
+                    ctx,
+                    federation,
+                    session,
+                    depth + 1,
+                ))
+                .await?;
+                let plan = exactness::plan_sql(session, &def)
+                    .await?
+                    .into_unoptimized_plan();
+                Arc::new(datafusion::catalog::view::ViewTable::new(plan, Some(def)))
+            }
+            None => {
+                let (columns, attnums) = scan_columns(&columns);
+                // The definition with the columns as they are now: one
+                // renamed, retyped, added or dropped since it was loaded.
+                let tiered = tiered.map(|t| {
+                    let live =
+                        columns
+                            .iter()
+                            .zip(attnums)
+                            .map(|(c, attnum)| crate::tiering::Column {
+                                name: c.name.clone(),
+                                attnum,
+                                pg_type: c.pg_type,
+                                not_null: false,
+                            });
+                    let now = t.with_columns(live.collect()).map(Arc::new);
+                    (now.unwrap_or(t), federation.lake.clone())
+                });
+                Arc::new(FederatedTable::new(ctx.clone(), qualified, columns, tiered))
+            }
+        };
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|p| match p.as_ident() {
+                Some(i) if i.quote_style.is_some() => i.value.clone(),
+                Some(i) => i.value.to_lowercase(),
+                None => p.to_string(),
+            })
+            .collect();
+        let reference = match parts.as_slice() {
+            [t] => TableReference::partial("public", t.as_str()),
+            [s, t] | [_, s, t] => TableReference::partial(s.as_str(), t.as_str()),
+            _ => continue,
+        };
+        if let Some(s) = reference.schema()
+            && session
+                .catalog("datafusion")
+                .and_then(|c| c.schema(s))
+                .is_none()
+            && let Some(c) = session.catalog("datafusion")
+        {
+            c.register_schema(s, Arc::new(MemorySchemaProvider::new()))?;
+        }
+        let _ = session.deregister_table(reference.clone());
+        session.register_table(reference, provider)?;
+    }
+    Ok(())
+}
