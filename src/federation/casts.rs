@@ -3,7 +3,8 @@
 //! `CAST(created_at AS timestamp)` of a timestamptz is, in Postgres, the
 //! wall-clock time in the session's time zone (Tableau writes it around
 //! every date column). The executor's cast keeps the UTC clock instead, so
-//! such a cast is rewritten to [`LocalTime`] first. A timestamp, time,
+//! such a cast is rewritten to `x AT TIME ZONE` its zone ([`AtTimeZone`])
+//! first. A timestamp, time,
 //! float or interval cast to text is written differently by the two (`T`
 //! between date and time, `1e+20`, `Infinity`), so it is refused with
 //! 0A000 rather than answered differently; so is a cast to fewer digits of
@@ -31,64 +32,6 @@ use datafusion::logical_expr::{
     Between, BinaryExpr, Cast, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator,
     ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TryCast, Volatility,
 };
-
-/// A timestamptz's wall-clock time in its zone, as a timestamp.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub(crate) struct LocalTime {
-    signature: Signature,
-}
-
-impl LocalTime {
-    fn udf() -> Arc<ScalarUDF> {
-        Arc::new(ScalarUDF::new_from_impl(Self {
-            signature: Signature::any(1, Volatility::Immutable),
-        }))
-    }
-}
-
-impl ScalarUDFImpl for LocalTime {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn name(&self) -> &str {
-        "thermocline_local_time"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        match arg_types {
-            [DataType::Timestamp(unit, Some(_))] => Ok(DataType::Timestamp(*unit, None)),
-            other => exec_err!("local time of {other:?}"),
-        }
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let values = args.args[0].to_array(args.number_rows)?;
-        let DataType::Timestamp(unit, Some(zone)) = values.data_type().clone() else {
-            return exec_err!("local time of {}", values.data_type());
-        };
-        let zone: Tz = zone.parse()?;
-        let local: ArrayRef = match unit {
-            TimeUnit::Second => Arc::new(shift::<TimestampSecondType>(&values, zone, 1)),
-            TimeUnit::Millisecond => {
-                Arc::new(shift::<TimestampMillisecondType>(&values, zone, 1_000))
-            }
-            TimeUnit::Microsecond => {
-                Arc::new(shift::<TimestampMicrosecondType>(&values, zone, 1_000_000))
-            }
-            TimeUnit::Nanosecond => Arc::new(shift::<TimestampNanosecondType>(
-                &values,
-                zone,
-                1_000_000_000,
-            )),
-        };
-        Ok(ColumnarValue::Array(local))
-    }
-}
 
 /// `x AT TIME ZONE 'zone'` as Postgres computes it, for a named zone.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -149,8 +92,13 @@ impl ScalarUDFImpl for AtTimeZone {
                 );
             }
         };
-        // Names only: Postgres reads `+05` as five hours west.
-        let Some(named) = crate::pgtypes::resolve_time_zone(&zone) else {
+        // Names only: Postgres reads `+05` as five hours west. `+00:00`
+        // is the executor's name for UTC.
+        let named = match zone.as_str() {
+            "+00:00" => Some(chrono_tz::UTC),
+            name => crate::pgtypes::resolve_time_zone(name),
+        };
+        let Some(named) = named else {
             return datafusion::common::not_impl_err!("AT TIME ZONE {zone:?}");
         };
         let zone: Tz = named.name().parse()?;
@@ -316,9 +264,10 @@ fn to_text(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
 }
 
-/// `e` with its cast taken at the wall clock, when it is a cast of a
-/// timestamptz (given the schemas it reads) to a timestamp.
-fn at_wall_clock(e: Expr, schemas: &[&DFSchema], local: &Arc<ScalarUDF>) -> Transformed<Expr> {
+/// `e` with its cast taken at the wall clock (`AT TIME ZONE` the value's
+/// own zone), when it is a cast of a timestamptz (given the schemas it
+/// reads) to a timestamp.
+fn at_wall_clock(e: Expr, schemas: &[&DFSchema], at: &Arc<ScalarUDF>) -> Transformed<Expr> {
     let (inner, to, try_cast) = match &e {
         Expr::Cast(Cast { expr, data_type }) => (expr, data_type, false),
         Expr::TryCast(TryCast { expr, data_type }) => (expr, data_type, true),
@@ -327,15 +276,22 @@ fn at_wall_clock(e: Expr, schemas: &[&DFSchema], local: &Arc<ScalarUDF>) -> Tran
     let DataType::Timestamp(_, None) = to else {
         return Transformed::no(e);
     };
-    let zoned = schemas
-        .iter()
-        .any(|s| matches!(inner.get_type(*s), Ok(DataType::Timestamp(_, Some(_)))));
-    if !zoned {
+    let zone = schemas.iter().find_map(|s| match inner.get_type(*s) {
+        Ok(DataType::Timestamp(_, Some(zone))) => Some(zone),
+        _ => None,
+    });
+    let Some(zone) = zone else {
         return Transformed::no(e);
-    }
+    };
     let wall = Expr::ScalarFunction(ScalarFunction::new_udf(
-        local.clone(),
-        vec![inner.as_ref().clone()],
+        at.clone(),
+        vec![
+            inner.as_ref().clone(),
+            Expr::Literal(
+                datafusion::common::ScalarValue::Utf8(Some(zone.to_string())),
+                None,
+            ),
+        ],
     ));
     let to = to.clone();
     Transformed::yes(if try_cast {
@@ -450,10 +406,9 @@ fn at_local_midnight(e: Expr, schemas: &[&DFSchema], zone: &str) -> Transformed<
 /// wall clock, and every date compared with, cast to or truncated as a
 /// timestamptz at its midnight in the session's zone `zone`.
 pub(crate) fn rewrite(plan: LogicalPlan, zone: &str) -> Result<Transformed<LogicalPlan>> {
-    let local = LocalTime::udf();
+    let at = Arc::new(AtTimeZone::udf(zone));
     let both = |x: Expr, schemas: &[&DFSchema]| {
-        at_wall_clock(x, schemas, &local)
-            .transform_data(|x| Ok(at_local_midnight(x, schemas, zone)))
+        at_wall_clock(x, schemas, &at).transform_data(|x| Ok(at_local_midnight(x, schemas, zone)))
     };
     super::exactness::rewrite_plan(
         plan,
