@@ -4,9 +4,9 @@
 //! wall-clock time in the session's time zone (Tableau writes it around
 //! every date column). The executor's cast keeps the UTC clock instead, so
 //! such a cast is rewritten to `x AT TIME ZONE` its zone ([`AtTimeZone`])
-//! first. A timestamp, time,
-//! float or interval cast to text is written differently by the two (`T`
-//! between date and time, `1e+20`, `Infinity`), so it is refused with
+//! first. A timestamp, time, float or interval cast to text is written
+//! differently by the two (`T` between date and time, `1e+20`,
+//! `Infinity`), so it is refused with
 //! 0A000 rather than answered differently; so is a cast to fewer digits of
 //! a second (`timestamp(0)`), which Postgres rounds and the executor cuts.
 //!
