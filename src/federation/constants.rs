@@ -21,7 +21,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
-use super::link::{self, LinkError, quote_literal};
+use super::link::{LinkError, quote_literal};
 use super::scan::ScanContext;
 
 /// Functions evaluated by Postgres when their arguments are constants.
@@ -216,24 +216,14 @@ pub(super) async fn fold(
         .iter()
         .map(|e| format!("pg_catalog.pg_typeof({e})::text, pg_catalog.to_jsonb({e}) #>> '{{}}'"))
         .collect();
-    let messages = {
+    let rows = {
         let mut link = ctx.link.lock().await;
-        link.simple(&format!("SELECT {}", columns.join(", ")))
-            .await?
+        link.rows(&format!("SELECT {}", columns.join(", "))).await?
     };
-    let Some(row) = messages
-        .iter()
-        .find(|m| m.tag == b'D')
-        .and_then(|m| link::data_row_fields(&m.body))
-    else {
+    let Some(row) = rows.into_iter().next() else {
         return Ok(None);
     };
-    let text = |i: usize| {
-        row.get(i)
-            .copied()
-            .flatten()
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
+    let text = |i: usize| row.get(i).cloned().flatten();
     let mut values = Vec::new();
     for (i, call) in finder.found.iter().enumerate() {
         let ty = text(2 * i).unwrap_or_default();

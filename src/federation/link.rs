@@ -156,6 +156,22 @@ impl PgLink {
         self.until_ready().await
     }
 
+    /// The rows `sql` returns through [`Self::simple`], each field as text.
+    pub(crate) async fn rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, LinkError> {
+        let messages = self.simple(sql).await?;
+        Ok(messages
+            .iter()
+            .filter(|m| m.tag == b'D')
+            .filter_map(|m| data_row_fields(&m.body))
+            .map(|fields| {
+                fields
+                    .into_iter()
+                    .map(|f| f.map(|v| String::from_utf8_lossy(v).into_owned()))
+                    .collect()
+            })
+            .collect())
+    }
+
     /// Sends extended-protocol messages and a Sync, and returns the replies
     /// up to ReadyForQuery (an ErrorResponse as `LinkError::Postgres`).
     /// Only outside a client's extended-protocol exchange: the Sync ends

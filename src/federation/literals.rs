@@ -16,7 +16,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, ExprSchemable, LogicalPlan};
 
-use super::link::{self, LinkError, quote_literal};
+use super::link::{LinkError, quote_literal};
 use super::scan::ScanContext;
 
 /// The Postgres type a string compared with `t` is read as.
@@ -121,23 +121,19 @@ pub(super) async fn read_by_postgres(
         .iter()
         .map(|(s, t)| format!("pg_catalog.to_jsonb({}::{t}) #>> '{{}}'", quote_literal(s)))
         .collect();
-    let messages = {
+    let rows = {
         let mut link = ctx.link.lock().await;
-        link.simple(&format!("SELECT {}", columns.join(", ")))
+        link.rows(&format!("SELECT {}", columns.join(", ")))
             .await
             .map_err(super::Failure::Link)?
     };
-    let Some(row) = messages
-        .iter()
-        .find(|m| m.tag == b'D')
-        .and_then(|m| link::data_row_fields(&m.body))
-    else {
+    let Some(row) = rows.into_iter().next() else {
         return Err(super::Failure::Link(LinkError::Gone));
     };
     let read: HashMap<(String, &'static str), String> = strings
         .into_iter()
         .zip(row)
-        .filter_map(|(k, v)| Some((k, String::from_utf8_lossy(v?).into_owned())))
+        .filter_map(|(k, v)| Some((k, v?)))
         .collect();
     let replace = |e: Expr, schemas: &[&DFSchema]| -> Result<Transformed<Expr>> {
         // Each comparison's own strings, in place.

@@ -15,9 +15,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::quote_literal;
 use super::scan::{FederatedTable, ScanContext, scan_columns};
-use super::{
-    Failure, Federation, average, casts, datetrunc, exactness, json, link, memory, tochar,
-};
+use super::{Failure, Federation, average, casts, datetrunc, exactness, json, memory, tochar};
 use crate::protocol::ErrorFields;
 
 /// A DataFusion session for one statement: Postgres's SQL dialect, the
@@ -131,22 +129,13 @@ async fn register_tables_at(
         );
         let rows = {
             let mut link = ctx.link.lock().await;
-            link.simple(&query).await?
+            link.rows(&query).await?
         };
         let mut columns = Vec::new();
         let mut place = None;
         let mut view_def = None;
-        for m in rows.iter().filter(|m| m.tag == b'D') {
-            let Some(f) = link::data_row_fields(&m.body) else {
-                continue;
-            };
-            let text = |i: usize| {
-                f.get(i)
-                    .copied()
-                    .flatten()
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default()
-            };
+        for f in &rows {
+            let text = |i: usize| f.get(i).cloned().flatten().unwrap_or_default();
             place = Some((text(0), text(1)));
             // Strings (the column's, or computed ones in the database's
             // collation) in an order other than the executor's: see

@@ -10,7 +10,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
-use super::{Definition, rows, time_type};
+use super::{Definition, time_type};
 use crate::federation::hotcache::{self, Snapshot};
 use crate::federation::link::{LinkError, PgLink, quote_literal};
 use crate::tiering::TieredTable;
@@ -206,7 +206,7 @@ pub(super) async fn recorded(
     tiered: &TieredTable,
 ) -> Result<Recorded, LinkError> {
     let table = tiered.def.qualified();
-    let now = rows(link, &hotcache::check_sql(&table, None)).await?;
+    let now = link.rows(&hotcache::check_sql(&table, None)).await?;
     let row = now.into_iter().next().unwrap_or_default();
     let get = |i: usize| row.get(i).cloned().flatten();
     let signature = get(1).unwrap_or_default();
@@ -225,16 +225,14 @@ pub(super) async fn recorded(
         && d.hot_signature.as_deref() == Some(signature.as_str())
         && now.sees_all_of(kept)
     {
-        let answer = rows(
-            link,
-            &format!(
+        let answer = link
+            .rows(&format!(
                 "SELECT thermocline.written_since({}::regclass, '{}'::xid8, {}::pg_snapshot)",
                 quote_literal(&table),
                 kept.xmin(),
                 quote_literal(kept.text())
-            ),
-        )
-        .await?;
+            ))
+            .await?;
         written = answer
             .first()
             .and_then(|r| r[0].as_deref())
@@ -305,18 +303,16 @@ pub(super) async fn bucket_conditions(
     } else {
         format!("1 {unit}")
     };
-    let bounds = rows(
-        link,
-        &format!(
+    let bounds = link
+        .rows(&format!(
             "SELECT pg_catalog.date_trunc({unit_literal}, lo)::text, \
                     (pg_catalog.date_trunc({unit_literal}, hi) + {}::interval)::text, \
                     pg_catalog.pg_typeof(pg_catalog.date_trunc({unit_literal}, NULL::{ty}))::text \
              FROM (VALUES {}) v(lo, hi)",
             quote_literal(&step),
             values.join(", ")
-        ),
-    )
-    .await?;
+        ))
+        .await?;
     let bucket = crate::catalog::quote_ident(column);
     let (mut on_time, mut on_bucket) = (Vec::new(), Vec::new());
     for r in &bounds {
@@ -420,9 +416,7 @@ pub(super) async fn changed_since(
     let before_hot = d.hot_min.as_ref().map_or("NULL".to_string(), |v| {
         format!("{}::{ty}", quote_literal(v))
     });
-    let least = rows(
-        link,
-        &format!(
+    let least = link.rows(&format!(
             "SELECT v IS NULL, CASE WHEN isfinite(v) THEN (extract(epoch FROM v) * 1000000)::bigint END::text \
              FROM (SELECT LEAST((SELECT min({time}) FROM {}), {before_hot}, {lake}) AS v) x",
             tiered.def.qualified()

@@ -246,38 +246,18 @@ struct Definition {
     keeps_snapshots: bool,
 }
 
-/// Runs a query and returns its rows' text cells (errors as `LinkError`).
-async fn rows(link: &mut PgLink, sql: &str) -> Result<Vec<Vec<Option<String>>>, LinkError> {
-    let messages = link.simple(sql).await?;
-    Ok(messages
-        .iter()
-        .filter(|m| m.tag == b'D')
-        .filter_map(|m| link::data_row_fields(&m.body))
-        .map(|fields| {
-            fields
-                .into_iter()
-                .map(|f| f.map(|v| String::from_utf8_lossy(v).into_owned()))
-                .collect()
-        })
-        .collect())
-}
-
 /// The definition kept for the relation `name` resolves to, if any.
 async fn definition(link: &mut PgLink, name: &str) -> Result<Option<Definition>, LinkError> {
-    let kept = rows(
-        link,
-        &format!(
+    let kept = link
+        .rows(&format!(
             "SELECT pg_catalog.to_regclass({}) IS NOT NULL",
             quote_literal(DEFINITIONS)
-        ),
-    )
-    .await?;
+        ))
+        .await?;
     if kept.first().and_then(|r| r[0].as_deref()) != Some("t") {
         return Ok(None);
     }
-    let found = rows(
-        link,
-        &format!(
+    let found = link.rows(&format!(
             "SELECT d.view_schema, d.view_name, d.definition, d.time_zone, d.bucket_column, \
                     d.hot_min, d.lake_checksums, to_jsonb(d) ->> 'hot_snapshot', \
                     to_jsonb(d) ->> 'hot_signature', (to_jsonb(d) ? 'hot_snapshot')::text \
@@ -328,13 +308,10 @@ async fn create(
     on_link!(link, link.simple(CREATE_DEFINITIONS).await);
     let exists = on_link!(
         link,
-        rows(
-            &mut link,
-            &format!(
-                "SELECT pg_catalog.to_regclass({}) IS NOT NULL",
-                quote_literal(&c.name)
-            )
-        )
+        link.rows(&format!(
+            "SELECT pg_catalog.to_regclass({}) IS NOT NULL",
+            quote_literal(&c.name)
+        ))
         .await
     );
     if c.if_not_exists && exists.first().and_then(|r| r[0].as_deref()) == Some("t") {
@@ -373,9 +350,7 @@ async fn create(
     // Where it landed and what its bucket column is called.
     let place = on_link!(
         link,
-        rows(
-            &mut link,
-            &format!(
+        link.rows(&format!(
                 "SELECT n.nspname, c.relname, \
                         (SELECT array_agg(a.attname ORDER BY a.attnum)::text[] FROM pg_catalog.pg_attribute a \
                           WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text \
@@ -662,10 +637,10 @@ async fn fill(
     }
     let hot_min = on_link!(
         link,
-        rows(
-            &mut link,
-            &format!("SELECT min({time})::text FROM {}", tiered.def.qualified())
-        )
+        link.rows(&format!(
+            "SELECT min({time})::text FROM {}",
+            tiered.def.qualified()
+        ))
         .await
     );
     let hot_min = hot_min.first().and_then(|r| r[0].clone());
