@@ -54,7 +54,8 @@ start_postgres() {
 pg() { "$PSQL" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench -v ON_ERROR_STOP=1 "$@"; }
 
 # load_sample ROWS TABLE: customers (1000 rows) and TABLE, ROWS orders
-# spread evenly over the last two years, indexed on created_at.
+# spread evenly over the last two years, indexed on created_at; customers
+# and amounts scattered (by a hash of the id, the same in every run).
 load_sample() {
     pg <<SQL
 CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, region text NOT NULL, visits bigint NOT NULL DEFAULT 0);
@@ -67,8 +68,8 @@ CREATE TABLE $2 (
     status text NOT NULL
 );
 INSERT INTO $2
-SELECT i, now() - (i::float8 / $1) * interval '730 days', 1 + i % 1000,
-       (i * 37 % 100000) / 100.0, (ARRAY['new','paid','shipped','returned'])[1 + i % 4]
+SELECT i, now() - (i::float8 / $1) * interval '730 days', 1 + (hashint4(-i) & 2147483647) % 1000,
+       ((hashint4(i) & 2147483647) % 100000) / 100.0, (ARRAY['new','paid','shipped','returned'])[1 + i % 4]
   FROM generate_series(1, $1) i;
 CREATE INDEX ON $2 (created_at);
 SQL
