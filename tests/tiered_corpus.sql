@@ -265,3 +265,8 @@ SELECT count(*) FROM orders WHERE NOT flag
 SELECT flag, count(*) FROM orders GROUP BY flag ORDER BY flag NULLS FIRST
 SELECT count(*) FROM orders WHERE note = ''
 SELECT count(*) FROM orders WHERE coalesce(note, '') = ''
+-- Joins with the tiered table on the left: built on the dimension instead
+SELECT c.region, count(*), sum(o.amount) FROM orders o LEFT JOIN customers c ON c.id = o.customer_id AND c.region <> 'east' GROUP BY 1 ORDER BY 1
+SELECT count(*), count(c.id), count(o.id) FROM orders o RIGHT JOIN customers c ON c.id = o.customer_id AND o.amount > 95
+SELECT count(*) FROM orders o WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = o.customer_id AND c.region = 'west')
+SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id % 97 = 0 ORDER BY o.id

@@ -137,6 +137,9 @@ pub(super) struct ColdPartition {
     pub pruning: Vec<Expr>,
     /// The filters the Parquet reader tests row by row.
     row_filters: Vec<Expr>,
+    /// Bounds on the time column this side applies itself (see
+    /// [`exact_time_bound`]): the executor does not test them again.
+    bounds: Vec<(Operator, i64)>,
 }
 
 pub(super) async fn cold_partition(
@@ -240,6 +243,10 @@ pub(super) async fn cold_partition(
         .filter(|e| !e.column_refs().iter().any(|c| c.name == lake_time))
         .cloned()
         .collect();
+    let bounds = filters
+        .iter()
+        .filter_map(|f| exact_time_bound(f, t))
+        .collect();
     Ok(ColdPartition {
         names,
         plan,
@@ -249,6 +256,7 @@ pub(super) async fn cold_partition(
         out_schema,
         pruning: pushed,
         row_filters,
+        bounds,
     })
 }
 
@@ -388,6 +396,51 @@ fn time_bound(e: &Expr, time: &str, time_type: PgType) -> Option<(Operator, i64)
     Some((op, micros))
 }
 
+/// A filter comparing a tiered table's time column with a literal of its
+/// own type and precision, as `(op, microseconds)`: one the tiered scan
+/// applies exactly itself (Postgres to the hot rows, the cold side to the
+/// lake's), so the executor need not test it again row by row.
+pub(super) fn exact_time_bound(e: &Expr, t: &TieredTable) -> Option<(Operator, i64)> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+        return None;
+    };
+    if !matches!(
+        op,
+        Operator::Eq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+    ) {
+        return None;
+    }
+    let (Expr::Column(c), Expr::Literal(v, _)) = (left.as_ref(), right.as_ref()) else {
+        return None;
+    };
+    if c.name != t.time_column().name {
+        return None;
+    }
+    let pg_type = t.time_column().pg_type;
+    let zoned = |tz: &Option<Arc<str>>| tz.is_some() == (pg_type == PgType::Timestamptz);
+    let micros = match v {
+        ScalarValue::Date32(Some(d)) if pg_type == PgType::Date => i64::from(*d) * 86_400_000_000,
+        _ if pg_type == PgType::Date => return None,
+        ScalarValue::TimestampMicrosecond(Some(us), tz) if zoned(tz) => *us,
+        ScalarValue::TimestampMillisecond(Some(ms), tz) if zoned(tz) => ms.checked_mul(1000)?,
+        ScalarValue::TimestampSecond(Some(s), tz) if zoned(tz) => s.checked_mul(1_000_000)?,
+        ScalarValue::TimestampNanosecond(Some(ns), tz) if zoned(tz) && ns % 1000 == 0 => ns / 1000,
+        _ => return None,
+    };
+    Some((*op, micros))
+}
+
+/// Whether every time from `lo` to `hi` meets `bound`.
+fn meets_throughout((op, v): (Operator, i64), lo: i64, hi: i64) -> bool {
+    match op {
+        Operator::Lt => hi < v,
+        Operator::LtEq => hi <= v,
+        Operator::Gt => lo > v,
+        Operator::GtEq => lo >= v,
+        _ => lo == v && hi == v,
+    }
+}
+
 /// Filters safe to hand to the Iceberg scan for pruning: comparisons of
 /// columns with literals whose types Iceberg reads the same way.
 fn is_plain_filter(e: &Expr) -> bool {
@@ -413,6 +466,7 @@ impl PartitionStream for ColdPartition {
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let schema = self.out_schema.clone();
         let (out_pos, time_pos, w) = (self.out_pos.clone(), self.time_pos, self.w);
+        let bounds = self.bounds.clone();
         let names = self.names.clone();
         let scan = self.plan.as_any().downcast_ref::<IcebergTableScan>();
         let row_filters = self.row_filters.clone();
@@ -438,15 +492,19 @@ impl PartitionStream for ColdPartition {
                 .as_any()
                 .downcast_ref::<datafusion::arrow::array::TimestampMicrosecondArray>()
                 .ok_or_else(|| DataFusionError::Internal("time column cast".into()))?;
-            // The lake holds rows older than W only: check it, and filter
-            // only a batch where it would not hold.
-            let all_older = time.null_count() == 0 && time.values().iter().all(|&t| t < w);
-            let batch = if all_older {
+            // The lake holds rows older than W only: check it, and the
+            // bounds this side applies; filter only a batch where they do
+            // not hold throughout.
+            let meets =
+                |lo: i64, hi: i64| hi < w && bounds.iter().all(|&b| meets_throughout(b, lo, hi));
+            let range =
+                datafusion::arrow::compute::min(time).zip(datafusion::arrow::compute::max(time));
+            let batch = if time.null_count() == 0 && range.is_some_and(|(lo, hi)| meets(lo, hi)) {
                 batch
             } else {
                 let keep: BooleanArray = time
                     .iter()
-                    .map(|t| Some(t.is_some_and(|t| t < w)))
+                    .map(|t| Some(t.is_some_and(|t| meets(t, t))))
                     .collect();
                 filter_record_batch(&batch, &keep)?
             };

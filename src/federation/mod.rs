@@ -22,6 +22,7 @@ mod explain;
 pub(crate) mod extended;
 mod hotagg;
 pub(crate) mod hotcache;
+mod joins;
 mod json;
 pub(crate) mod link;
 mod literals;

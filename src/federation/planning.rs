@@ -15,7 +15,9 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::quote_literal;
 use super::scan::{FederatedTable, ScanContext, scan_columns};
-use super::{Failure, Federation, average, casts, datetrunc, exactness, json, memory, tochar};
+use super::{
+    Failure, Federation, average, casts, datetrunc, exactness, joins, json, memory, tochar,
+};
 use crate::protocol::ErrorFields;
 
 /// A DataFusion session for one statement: Postgres's SQL dialect, the
@@ -43,7 +45,26 @@ pub(super) fn plan_session(ctx: &ScanContext, federation: &Federation) -> Sessio
         .with_memory_pool(pool)
         .build_arc()
         .unwrap_or_else(|_| shared.clone());
-    let mut session = SessionContext::new_with_config_rt(config, runtime);
+    // Joins are turned to build on their smaller side before the
+    // executor chooses how to run them.
+    let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+    let at = rules
+        .iter()
+        .position(|r| r.name() == "join_selection")
+        .unwrap_or(0);
+    rules.insert(
+        at,
+        Arc::new(joins::SmallerBuildSide {
+            estimates: ctx.estimates.clone(),
+        }),
+    );
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rules(rules)
+        .build();
+    let mut session = SessionContext::new_with_state(state);
     session.register_udf(datetrunc::BucketedDateTrunc::udf());
     session.register_udf(tochar::ToChar::udf(&ctx.time_zone));
     session.register_udf(casts::AtTimeZone::udf(&ctx.time_zone));
@@ -120,7 +141,8 @@ async fn register_tables_at(
                        FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()) \
                     AND (a.attcollation IN (0, 100) OR \
                          (SELECT co.collprovider = 'c' AND co.collcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8') \
-                            FROM pg_catalog.pg_collation co WHERE co.oid = a.attcollation)) \
+                            FROM pg_catalog.pg_collation co WHERE co.oid = a.attcollation)), \
+                    c.reltuples \
              FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
@@ -134,6 +156,8 @@ async fn register_tables_at(
         let mut columns = Vec::new();
         let mut place = None;
         let mut view_def = None;
+        // Never analyzed: -1.
+        let mut pg_rows = None;
         for f in &rows {
             let text = |i: usize| f.get(i).cloned().flatten().unwrap_or_default();
             place = Some((text(0), text(1)));
@@ -147,6 +171,11 @@ async fn register_tables_at(
             if text(6) == "v" {
                 view_def = Some(text(7));
             }
+            pg_rows = text(11)
+                .parse::<f64>()
+                .ok()
+                .filter(|n| *n >= 0.0)
+                .map(|n| n as u64);
             columns.push((
                 text(2),
                 text(3).parse::<u32>().unwrap_or(0),
@@ -207,7 +236,13 @@ async fn register_tables_at(
                     let now = t.with_columns(live.collect()).map(Arc::new);
                     (now.unwrap_or(t), federation.lake.clone())
                 });
-                Arc::new(FederatedTable::new(ctx.clone(), qualified, columns, tiered))
+                Arc::new(FederatedTable::new(
+                    ctx.clone(),
+                    qualified,
+                    columns,
+                    tiered,
+                    pg_rows,
+                ))
             }
         };
         let parts: Vec<String> = name

@@ -68,6 +68,8 @@ pub(crate) struct ScanContext {
     pub lake_scans: std::sync::Mutex<Vec<(Table, Vec<Expr>)>>,
     /// A column read holds strings whose collation is not byte order.
     pub collated: std::sync::atomic::AtomicBool,
+    /// How many rows each scan may produce, where known (see `joins`).
+    pub estimates: super::joins::Estimates,
 }
 
 /// Names of thermocline's own statements and portals, unique per process
@@ -105,6 +107,7 @@ impl ScanContext {
             reads: Default::default(),
             lake_scans: Default::default(),
             collated: Default::default(),
+            estimates: Default::default(),
         }
     }
 }
@@ -164,6 +167,9 @@ pub(crate) struct FederatedTable {
     pub schema: SchemaRef,
     /// Set for tiered tables.
     pub tiered: Option<(Arc<TieredTable>, crate::lake::Lake)>,
+    /// Postgres's estimate of the rows the table holds (of its hot rows,
+    /// for a tiered table), when it has one.
+    pub pg_rows: Option<u64>,
 }
 
 impl FederatedTable {
@@ -172,6 +178,7 @@ impl FederatedTable {
         qualified: String,
         columns: Vec<ScanColumn>,
         tiered: Option<(Arc<TieredTable>, crate::lake::Lake)>,
+        pg_rows: Option<u64>,
     ) -> Self {
         let schema = schema_of(&columns, &ctx.time_zone);
         Self {
@@ -180,6 +187,7 @@ impl FederatedTable {
             columns,
             schema,
             tiered,
+            pg_rows,
         }
     }
 }
@@ -204,14 +212,23 @@ impl TableProvider for FederatedTable {
     ) -> Result<Vec<TableProviderFilterPushDown>> {
         // Inexact: DataFusion applies every filter again above the scan, so a
         // filter Postgres did not see can never let a wrong row through.
+        // Exact only for a bound on a tiered table's time column that
+        // Postgres sees: the cold side applies it too (and an executor's
+        // filter over millions of lake rows would cost more than reading
+        // them).
         Ok(filters
             .iter()
-            .map(|f| {
-                if to_pg_sql(f, &self.columns).is_some() {
-                    TableProviderFilterPushDown::Inexact
-                } else {
-                    TableProviderFilterPushDown::Unsupported
+            .map(|f| match to_pg_sql(f, &self.columns) {
+                None => TableProviderFilterPushDown::Unsupported,
+                Some(_)
+                    if self
+                        .tiered
+                        .as_ref()
+                        .is_some_and(|(t, _)| super::cold::exact_time_bound(f, t).is_some()) =>
+                {
+                    TableProviderFilterPushDown::Exact
                 }
+                Some(_) => TableProviderFilterPushDown::Inexact,
             })
             .collect())
     }
@@ -354,6 +371,18 @@ impl TableProvider for FederatedTable {
             late: None,
         };
         let hot: Arc<dyn PartitionStream> = Arc::new(hot);
+        // At most the table's rows: Postgres's estimate (times two, as it
+        // may be stale) and the lake's count.
+        let lake_rows = match &split {
+            Some(split) => lake_records(&split.table),
+            None => Some(0),
+        };
+        if let (Some(pg), Some(lake)) = (self.pg_rows, lake_rows) {
+            self.ctx.estimates.lock().expect("not poisoned").push((
+                super::cache::address(&hot),
+                pg.saturating_mul(2).saturating_add(lake),
+            ));
+        }
         let mut parts = vec![hot.clone()];
         if let (Some((cold, source, reads)), Some(split)) = (cold_part, split) {
             parts.push(cold.clone());
@@ -400,6 +429,18 @@ impl TableProvider for FederatedTable {
             None,
         )?))
     }
+}
+
+/// The rows the current snapshot of a lake table holds, by its summary.
+fn lake_records(table: &Table) -> Option<u64> {
+    table
+        .metadata()
+        .current_snapshot()?
+        .summary()
+        .additional_properties
+        .get("total-records")?
+        .parse()
+        .ok()
 }
 
 /// How a tiered table's hot rows are read, kept to read them again in
