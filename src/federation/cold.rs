@@ -216,7 +216,7 @@ pub(super) async fn cold_partition(
             pushed.push(datafusion::logical_expr::expr_rewriter::unnormalize_col(
                 f.clone(),
             ));
-        } else if let Some((op, micros)) = time_bound(f, time, time_type) {
+        } else if let Some((op, micros)) = time_bound(f, t) {
             // A bound on a timestamp time column, in the form of the
             // watermark's own (which Iceberg reads as the same instant).
             pushed.push(time_is(op, micros));
@@ -350,50 +350,34 @@ fn partition_name(table: &Table, partition: &iceberg::spec::Struct) -> String {
     named.unwrap_or_else(|| value.to_string())
 }
 
-/// `time <op> timestamp literal` on a timestamp time column: the operator
-/// and the literal in microseconds (as the lake stores the column).
-fn time_bound(e: &Expr, time: &str, time_type: PgType) -> Option<(Operator, i64)> {
+/// A bound on the time column for pruning: an exact one, or one on a
+/// literal in nanoseconds cut to microseconds (a strict bound made
+/// inclusive, so that no row it keeps is pruned).
+fn time_bound(e: &Expr, t: &TieredTable) -> Option<(Operator, i64)> {
+    if let Some(bound) = exact_time_bound(e, t) {
+        return Some(bound);
+    }
     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
         return None;
     };
-    if !matches!(
-        op,
-        Operator::Eq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
-    ) || !matches!(time_type, PgType::Timestamp | PgType::Timestamptz)
+    let (Expr::Column(c), Expr::Literal(ScalarValue::TimestampNanosecond(Some(ns), tz), _)) =
+        (left.as_ref(), right.as_ref())
+    else {
+        return None;
+    };
+    let pg_type = t.time_column().pg_type;
+    if c.name != t.time_column().name
+        || pg_type == PgType::Date
+        || tz.is_some() != (pg_type == PgType::Timestamptz)
     {
         return None;
     }
-    let Expr::Column(c) = left.as_ref() else {
-        return None;
-    };
-    if c.name != time {
-        return None;
-    }
-    let Expr::Literal(v, _) = right.as_ref() else {
-        return None;
-    };
-    // A zone on the literal exactly when the column has one: the same
-    // instant (timestamptz) or the same wall-clock time (timestamp).
-    let (micros, zoned) = match v {
-        ScalarValue::TimestampMicrosecond(Some(us), tz) => (*us, tz.is_some()),
-        ScalarValue::TimestampMillisecond(Some(ms), tz) => (ms.checked_mul(1000)?, tz.is_some()),
-        ScalarValue::TimestampSecond(Some(s), tz) => (s.checked_mul(1_000_000)?, tz.is_some()),
-        ScalarValue::TimestampNanosecond(Some(ns), tz) => (ns.div_euclid(1000), tz.is_some()),
+    let op = match op {
+        Operator::Gt | Operator::GtEq => Operator::GtEq,
+        Operator::Lt | Operator::LtEq => Operator::LtEq,
         _ => return None,
     };
-    if zoned != matches!(time_type, PgType::Timestamptz) {
-        return None;
-    }
-    // Nanoseconds cut to microseconds make a strict lower bound inclusive.
-    let op = match (op, v) {
-        (Operator::Gt, ScalarValue::TimestampNanosecond(..)) => Operator::GtEq,
-        (Operator::Lt, ScalarValue::TimestampNanosecond(..)) => Operator::LtEq,
-        (Operator::Eq, ScalarValue::TimestampNanosecond(Some(ns), _)) if ns % 1000 != 0 => {
-            return None;
-        }
-        (op, _) => *op,
-    };
-    Some((op, micros))
+    Some((op, ns.div_euclid(1000)))
 }
 
 /// A filter comparing a tiered table's time column with a literal of its
