@@ -135,6 +135,9 @@ async fn the_session_time_zone_shapes_answers() {
             // to_char writes a timestamptz in the session's zone.
             "SELECT to_char(created_at, 'YYYY-MM-DD HH24:MI') AS t, count(*) FROM orders GROUP BY 1 ORDER BY 1 LIMIT 30",
             "SELECT to_char(created_at, 'IYYY-IW') AS w, count(*) FROM orders GROUP BY 1 ORDER BY 1",
+            // A timestamptz's time of day is the session zone's.
+            "SELECT id, created_at::time AS t, CAST(created_at AS time) FROM orders WHERE id % 400 = 0 ORDER BY id",
+            "SELECT max(created_at::time), min(created_at::time) FROM orders",
         ] {
             assert_eq!(
                 ask(&through, sql).await,

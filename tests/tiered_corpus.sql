@@ -224,7 +224,7 @@ SELECT customer_id, count(*) FROM orders GROUP BY ROLLUP (customer_id) ORDER BY 
 SELECT id, amount, sum(amount) OVER (ORDER BY id ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) FROM orders WHERE id < 12 ORDER BY id
 UNSUPPORTED SELECT id, first_value(amount) OVER (PARTITION BY customer_id ORDER BY id), lag(amount, 2, 0) OVER (ORDER BY id) FROM orders WHERE id < 12 ORDER BY id
 SELECT status, count(*) FROM orders GROUP BY status HAVING bool_or(flag) ORDER BY 1
-UNSUPPORTED SELECT 1 AS one, 'x' AS x, NULL AS n, count(*) FROM orders
+SELECT 1 AS one, 'x' AS x, NULL AS n, count(*) FROM orders
 SELECT count(*) FROM orders WHERE created_at::date = day
 SELECT count(*) FROM orders WHERE day - 1 < created_at::date
 SELECT id, day + 7, day - 7, day - DATE '2025-01-01' FROM orders WHERE id < 6 ORDER BY id
@@ -270,3 +270,7 @@ SELECT c.region, count(*), sum(o.amount) FROM orders o LEFT JOIN customers c ON 
 SELECT count(*), count(c.id), count(o.id) FROM orders o RIGHT JOIN customers c ON c.id = o.customer_id AND o.amount > 95
 SELECT count(*) FROM orders o WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = o.customer_id AND c.region = 'west')
 SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id % 97 = 0 ORDER BY o.id
+-- Times of day
+SELECT id, created_at::time, day::timestamp::time FROM orders WHERE id % 300 = 0 ORDER BY id
+SELECT max(created_at::time) FROM orders WHERE created_at < now() - interval '60 days'
+SELECT NULL::int AS n, NULL::text AS t, count(*) FROM orders WHERE id < 100

@@ -4,7 +4,7 @@
 
 use datafusion::arrow::array::{
     Array, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
-    Float32Array, Float64Array, Time64MicrosecondArray,
+    Float32Array, Float64Array,
 };
 
 use super::{
@@ -20,7 +20,8 @@ pub fn write_binary(
     row: usize,
     pg_type: u32,
 ) -> Result<bool, EncodeError> {
-    if array.is_null(row) {
+    // An untyped NULL (`SELECT NULL`) has no null buffer: every row is NULL.
+    if array.is_null(row) || array.data_type().is_null() {
         return Ok(false);
     }
     let mismatch = || EncodeError::Mismatch {
@@ -102,10 +103,8 @@ pub fn write_binary(
             out.extend_from_slice(&(a.value(row) - PG_EPOCH_OFFSET_DAYS).to_be_bytes());
         }
         oid::TIME => {
-            let a = any
-                .downcast_ref::<Time64MicrosecondArray>()
-                .ok_or_else(mismatch)?;
-            out.extend_from_slice(&a.value(row).to_be_bytes());
+            let us = super::time_micros(array, row).ok_or_else(mismatch)?;
+            out.extend_from_slice(&us.to_be_bytes());
         }
         oid::TIMESTAMP | oid::TIMESTAMPTZ => {
             let us = timestamp_micros(array, row).ok_or_else(mismatch)?;

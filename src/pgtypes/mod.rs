@@ -389,6 +389,25 @@ fn str_value(array: &dyn Array, row: usize) -> Option<&str> {
     any.downcast_ref::<LargeStringArray>().map(|a| a.value(row))
 }
 
+/// Microseconds since midnight of a time array value of any unit.
+fn time_micros(array: &dyn Array, row: usize) -> Option<i64> {
+    use datafusion::arrow::array::{
+        Time32MillisecondArray, Time32SecondArray, Time64MicrosecondArray, Time64NanosecondArray,
+    };
+    let any = array.as_any();
+    if let Some(a) = any.downcast_ref::<Time64MicrosecondArray>() {
+        return Some(a.value(row));
+    }
+    if let Some(a) = any.downcast_ref::<Time64NanosecondArray>() {
+        return Some(a.value(row).div_euclid(1000));
+    }
+    if let Some(a) = any.downcast_ref::<Time32MillisecondArray>() {
+        return Some(i64::from(a.value(row)) * 1000);
+    }
+    any.downcast_ref::<Time32SecondArray>()
+        .map(|a| i64::from(a.value(row)) * 1_000_000)
+}
+
 /// Microseconds since 1970 of a timestamp array value of any unit.
 fn timestamp_micros(array: &dyn Array, row: usize) -> Option<i64> {
     let any = array.as_any();

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 use datafusion::arrow::array::{
     Array, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
-    Float32Array, Float64Array, Time64MicrosecondArray,
+    Float32Array, Float64Array,
 };
 
 use super::{EncodeError, int_value, oid, str_value, timestamp_micros};
@@ -40,7 +40,8 @@ pub fn write_text(
     settings: &TextSettings,
 ) -> Result<bool, EncodeError> {
     use std::io::Write;
-    if array.is_null(row) {
+    // An untyped NULL (`SELECT NULL`) has no null buffer: every row is NULL.
+    if array.is_null(row) || array.data_type().is_null() {
         return Ok(false);
     }
     let mismatch = || EncodeError::Mismatch {
@@ -125,10 +126,7 @@ pub fn write_text(
             Ok(true)
         }
         oid::TIME => {
-            let a = any
-                .downcast_ref::<Time64MicrosecondArray>()
-                .ok_or_else(mismatch)?;
-            let us = a.value(row);
+            let us = super::time_micros(array, row).ok_or_else(mismatch)?;
             let secs = us.div_euclid(1_000_000);
             let _ = write!(
                 out,
