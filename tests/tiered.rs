@@ -182,8 +182,47 @@ async fn date_trunc_buckets_equal_postgres_in_every_zone() {
                 WITH ORDINALITY AS r(t, n)",
     )
     .await;
+    // A date time column too, and bounds on each time column that the
+    // scan applies itself.
+    in_both(
+        &s,
+        "CREATE TABLE visits (id bigint PRIMARY KEY, on_day date NOT NULL, n int NOT NULL);
+         INSERT INTO visits SELECT i, current_date - i, i % 13 FROM generate_series(0, 899) i;",
+    )
+    .await;
     define_tier(&s, "readings", "taken_at", "day");
-    assert_eq!(move_every_table(&s).await, 2);
+    define_tier(&s, "visits", "on_day", "month");
+    assert_eq!(move_every_table(&s).await, 3);
+    let bound = |sql: &'static str| {
+        let oracle = s.oracle.clone();
+        async move { value::<String>(&oracle, sql).await }
+    };
+    let (from_day, to_day) = (
+        bound("SELECT (current_date - 400)::text").await,
+        bound("SELECT (current_date - 45)::text").await,
+    );
+    let (from_time, to_time) = (
+        bound("SELECT (localtimestamp - interval '150 days 7 hours')::text").await,
+        bound("SELECT (localtimestamp - interval '40 days 30 minutes')::text").await,
+    );
+    let bounded = [
+        format!(
+            "SELECT count(*), sum(n), min(on_day), max(on_day) FROM visits WHERE on_day >= DATE '{from_day}' AND on_day < DATE '{to_day}'"
+        ),
+        format!(
+            "SELECT count(*), sum(n) FROM visits WHERE on_day > DATE '{from_day}' AND on_day <= DATE '{to_day}'"
+        ),
+        format!("SELECT count(*) FROM visits WHERE on_day = DATE '{to_day}'"),
+        format!(
+            "SELECT count(*), sum(v), min(taken_at), max(taken_at) FROM readings WHERE taken_at >= TIMESTAMP '{from_time}' AND taken_at < TIMESTAMP '{to_time}'"
+        ),
+        format!(
+            "SELECT count(*), sum(v) FROM readings WHERE taken_at > TIMESTAMP '{from_time}' AND taken_at <= TIMESTAMP '{to_time}'"
+        ),
+        format!(
+            "SELECT count(*), sum(amount) FROM orders WHERE created_at >= TIMESTAMPTZ '{from_time}+00' AND created_at < TIMESTAMPTZ '{to_time}+00'"
+        ),
+    ];
     let proxy = serve(&s).await;
     let direct = client(pg().port(), "postgres", &s.oracle).await;
     let through = client(proxy.port(), "postgres", &s.tiered).await;
@@ -228,7 +267,11 @@ async fn date_trunc_buckets_equal_postgres_in_every_zone() {
         let set = format!("SET TimeZone = '{zone}'");
         direct.batch_execute(&set).await.unwrap();
         through.batch_execute(&set).await.unwrap();
-        for sql in queries {
+        for sql in queries
+            .iter()
+            .copied()
+            .chain(bounded.iter().map(String::as_str))
+        {
             assert_eq!(
                 ask(&through, sql).await,
                 ask(&direct, sql).await,
