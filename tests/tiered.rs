@@ -138,6 +138,10 @@ async fn the_session_time_zone_shapes_answers() {
             // A timestamptz's time of day is the session zone's.
             "SELECT id, created_at::time AS t, CAST(created_at AS time) FROM orders WHERE id % 400 = 0 ORDER BY id",
             "SELECT max(created_at::time), min(created_at::time) FROM orders",
+            // Bounds the scan applies itself, read in the session's zone.
+            "SELECT count(*), min(created_at) FROM orders WHERE created_at >= TIMESTAMP '2025-03-01 00:00:00' AND created_at < TIMESTAMP '2025-09-01 12:00:00'",
+            "SELECT count(*) FROM orders WHERE created_at > '2025-05-01'::date AND created_at <= '2025-05-01'::date + 30",
+            "SELECT c.region, count(*) FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.created_at < TIMESTAMPTZ '2025-07-01 00:00:00' GROUP BY 1 ORDER BY 1",
         ] {
             assert_eq!(
                 ask(&through, sql).await,

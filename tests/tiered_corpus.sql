@@ -274,3 +274,14 @@ SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id WHERE
 SELECT id, created_at::time, day::timestamp::time FROM orders WHERE id % 300 = 0 ORDER BY id
 SELECT max(created_at::time) FROM orders WHERE created_at < now() - interval '60 days'
 SELECT NULL::int AS n, NULL::text AS t, count(*) FROM orders WHERE id < 100
+-- More joins and time bounds
+SELECT c.region, count(*), sum(o.amount) FROM orders o JOIN customers c ON c.id = o.customer_id WHERE c.region = 'east' AND o.created_at >= TIMESTAMPTZ '2025-06-01 00:00:00+00' GROUP BY 1
+SELECT c1.region, count(*) FROM orders o JOIN customers c1 ON c1.id = o.customer_id JOIN customers c2 ON c2.id = o.customer_id % 20 + 1 GROUP BY 1 ORDER BY 1
+SELECT count(*) FROM orders a JOIN orders b ON b.id = a.id + 1 WHERE a.created_at < b.created_at
+SELECT c.name FROM customers c WHERE c.id IN (SELECT customer_id FROM orders WHERE amount > 95) ORDER BY 1
+SELECT count(*), min(created_at) FROM orders WHERE created_at BETWEEN '2025-01-01' AND '2025-06-30 12:00:00'
+SELECT count(*) FROM orders WHERE created_at = (SELECT max(created_at) FROM orders WHERE created_at < now() - interval '90 days')
+SELECT count(*) FROM orders WHERE NOT (created_at < TIMESTAMPTZ '2025-09-01 00:00:00+00') AND created_at <= TIMESTAMPTZ '2025-10-01 00:00:00+00'
+SELECT count(*) FROM orders WHERE created_at < TIMESTAMPTZ '2025-03-01 00:00:00+00' OR created_at > now() - interval '10 days'
+SELECT count(*) FROM orders WHERE created_at > '2025-05-01'::date AND created_at < '2025-05-01'::date + 30
+SELECT count(*) FROM orders WHERE day >= DATE '2025-02-01' AND day < DATE '2025-03-01' AND created_at >= TIMESTAMP '2025-01-15 00:00:00'
