@@ -409,7 +409,7 @@ pub(crate) struct TieredLeaf {
     /// location, snapshot, watermark, columns and pruning filters.
     pub reads: String,
     /// How to read the hot rows in parts.
-    pub recipe: super::scan::HotRecipe,
+    pub recipe: super::recipe::HotRecipe,
 }
 
 /// What a statement's cold halves are keyed by besides their own plan.

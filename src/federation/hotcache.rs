@@ -41,7 +41,8 @@ use datafusion::physical_plan::streaming::PartitionStream;
 
 use super::cache::{ColdCache, HotState, Partial};
 use super::link::{data_row_fields, quote_literal};
-use super::scan::{Buckets, LateCheck, ScanColumn, ScanContext, decode_rows, run_whole};
+use super::recipe::Buckets;
+use super::scan::{LateCheck, ScanColumn, ScanContext, decode_rows, run_whole};
 use crate::pgtypes::PgType;
 use crate::tiering::TieredTable;
 

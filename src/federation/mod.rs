@@ -31,6 +31,7 @@ mod memory;
 mod numeric;
 mod planning;
 mod pushdown;
+mod recipe;
 mod results;
 pub(crate) mod scan;
 mod tochar;

@@ -168,7 +168,7 @@ async fn top(
 }
 
 /// How many of the hot rows read are at or after the watermark.
-fn at_or_after_watermark(batches: &[RecordBatch], recipe: &super::scan::HotRecipe) -> usize {
+fn at_or_after_watermark(batches: &[RecordBatch], recipe: &super::recipe::HotRecipe) -> usize {
     let Some(pos) = recipe.time_in_output() else {
         return 0;
     };
