@@ -60,13 +60,30 @@ pg -c "VACUUM FULL ANALYZE orders"
 
 serve
 
-# time_ms PORT SQL: the median of RUNS runs, in milliseconds.
-time_ms() {
-    local port="$1" sql="$2" i
+# once_ms PORT SQL: one run in a new session, in milliseconds.
+once_ms() {
+    "$PSQL" -X -h 127.0.0.1 -p "$1" -U postgres -d bench -v ON_ERROR_STOP=1 \
+        -c '\timing on' -c "$2" 2>&1 | awk '/^Time:/ { print $2 }'
+}
+
+# median: the median of the numbers on standard input.
+median() {
+    sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+
+# pair_ms SQL_DIRECT SQL_THROUGH: the medians of RUNS runs each, directly
+# and through thermocline, in new sessions. Runs alternate, so that what
+# the machine does meanwhile (autovacuum, checkpoints, the page cache)
+# weighs on both alike.
+pair_ms() {
+    local i direct="$WORK/direct.ms" through="$WORK/through.ms"
+    : >"$direct"
+    : >"$through"
     for i in $(seq "$RUNS"); do
-        "$PSQL" -X -h 127.0.0.1 -p "$port" -U postgres -d bench -v ON_ERROR_STOP=1 \
-            -c '\timing on' -c "$sql" 2>&1 | awk '/^Time:/ { print $2 }'
-    done | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+        once_ms "$PG_PORT" "$1" >>"$direct"
+        once_ms "$TC_PORT" "$2" >>"$through"
+    done
+    printf '%s %s' "$(median <"$direct")" "$(median <"$through")"
 }
 
 # session_ms PORT SQL: the median of RUNS runs in one session, after one
@@ -79,7 +96,7 @@ session_ms() {
         for i in $(seq $(( RUNS + 1 ))); do echo "$sql;"; done
     } | "$PSQL" -X -q -h 127.0.0.1 -p "$port" -U postgres -d bench -v ON_ERROR_STOP=1 2>&1 \
         | awk '/^Time:/ { print $2 }' | tail -n +2 \
-        | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+        | median
 }
 
 declare -a NAMES QUERIES
@@ -97,13 +114,12 @@ NAMES+=("join with a dimension, by region")
 QUERIES+=("SELECT c.region, count(*), sum(o.amount) FROM TBL o JOIN customers c ON c.id = o.customer_id GROUP BY 1 ORDER BY 1")
 
 printf '\n%d rows, 30 days hot; moved to Iceberg in %d s; median of %d runs\n' "$ROWS" "$MOVE_SECS" "$RUNS"
-printf 'each run a new session; then %d runs in one warmed session\n\n' "$RUNS"
+printf 'each run a new session (direct and thermocline alternating); then %d runs in one warmed session\n\n' "$RUNS"
 printf '%-34s %14s %16s %8s %14s %16s %8s\n' "query" "Postgres (ms)" "thermocline (ms)" "ratio" \
     "warm: Postgres" "warm: thermocline" "ratio"
 ratio_of() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
 for i in "${!NAMES[@]}"; do
-    direct=$(time_ms "$PG_PORT" "${QUERIES[$i]//TBL/orders_all}")
-    through=$(time_ms "$TC_PORT" "${QUERIES[$i]//TBL/orders}")
+    read -r direct through <<<"$(pair_ms "${QUERIES[$i]//TBL/orders_all}" "${QUERIES[$i]//TBL/orders}")"
     warm_direct=$(session_ms "$PG_PORT" "${QUERIES[$i]//TBL/orders_all}")
     warm_through=$(session_ms "$TC_PORT" "${QUERIES[$i]//TBL/orders}")
     printf '%-34s %14s %16s %8s %14s %16s %8s\n' "${NAMES[$i]}" "$direct" "$through" \

@@ -173,6 +173,14 @@ fn load_for_tier(file: Option<&std::path::Path>, verb: &str) -> Result<Config, E
 }
 
 fn main() -> ExitCode {
+    // Libraries we read with (Iceberg's reader among them) make errors as
+    // a matter of course, and capture a backtrace in each where
+    // RUST_BACKTRACE is set: a lake read then costs more than the read.
+    // Panics still print theirs; RUST_LIB_BACKTRACE=1 asks for the rest.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread runs yet.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Demo { rows, listen } => {

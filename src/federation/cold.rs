@@ -519,7 +519,11 @@ impl PartitionStream for ColdPartition {
 /// Iceberg's own reader does all of it in the task that polls it. Rows
 /// come in no particular order, as from Iceberg's reader.
 fn parallel_scan(scan: &IcebergTableScan, row_filters: &[Expr]) -> SendableRecordBatchStream {
-    let readers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
+    // Reading the machine's CPU quota takes several file reads: once.
+    static READERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let readers = *READERS.get_or_init(|| {
+        std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8))
+    });
     let schema = scan.schema();
     let (table, snapshot) = (scan.table().clone(), scan.snapshot_id());
     let projection = scan.projection().map(<[String]>::to_vec);
@@ -569,23 +573,27 @@ fn parallel_scan(scan: &IcebergTableScan, row_filters: &[Expr]) -> SendableRecor
             share.0 += task.length;
             share.1.push(task);
         }
+        let runtime = match iceberg::Runtime::try_current() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Err(external(e))).await;
+                return;
+            }
+        };
+        let reader = iceberg::arrow::ArrowReaderBuilder::new(table.file_io().clone(), runtime)
+            .with_data_file_concurrency_limit(1)
+            // With a predicate, pages its column index rules out are
+            // skipped, not decompressed: a lookup by key reads a page of
+            // a row group, not all of it.
+            .with_row_selection_enabled(true)
+            // A file's footer and page index are read in one request of
+            // this size from its end (the reader's default is 512 KiB,
+            // a third of a typical file of ours read for a lookup).
+            .with_metadata_size_hint(64 << 10)
+            .build();
         for (_, share) in shares.into_iter().filter(|s| !s.1.is_empty()) {
-            let (tx, file_io) = (tx.clone(), table.file_io().clone());
+            let (tx, reader) = (tx.clone(), reader.clone());
             tokio::spawn(async move {
-                let runtime = match iceberg::Runtime::try_current() {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.send(Err(external(e))).await;
-                        return;
-                    }
-                };
-                let reader = iceberg::arrow::ArrowReaderBuilder::new(file_io, runtime)
-                    .with_data_file_concurrency_limit(1)
-                    // With a predicate, pages its column index rules out
-                    // are skipped, not decompressed: a lookup by key reads
-                    // a page of a row group, not all of it.
-                    .with_row_selection_enabled(true)
-                    .build();
                 let files = futures::stream::iter(share.into_iter().map(Ok)).boxed();
                 let mut batches = match reader.read(files) {
                     Ok(r) => r.stream(),

@@ -128,37 +128,19 @@ async fn register_tables_at(
             ControlFlow::<()>::Continue(())
         });
     }
-    for name in names {
-        let written = name.to_string();
-        let query = format!(
-            "SELECT n.nspname, c.relname, a.attname, a.atttypid, a.atttypmod, \
-                    pg_catalog.format_type(a.atttypid, a.atttypmod), c.relkind, \
-                    CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid, true) END, a.attnum, \
-                    (SELECT pg_catalog.json_agg(e.enumlabel ORDER BY e.enumsortorder) \
-                       FROM pg_catalog.pg_enum e WHERE e.enumtypid = a.atttypid), \
-                    (SELECT coalesce(pg_catalog.to_jsonb(d) ->> 'datlocprovider', 'c') = 'c' \
-                            AND d.datcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8') \
-                       FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()) \
-                    AND (a.attcollation IN (0, 100) OR \
-                         (SELECT co.collprovider = 'c' AND co.collcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8') \
-                            FROM pg_catalog.pg_collation co WHERE co.oid = a.attcollation)), \
-                    c.reltuples \
-             FROM pg_catalog.pg_class c \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-             WHERE c.oid = pg_catalog.to_regclass({}) ORDER BY a.attnum",
-            quote_literal(&written)
-        );
-        let rows = {
-            let mut link = ctx.link.lock().await;
-            link.rows(&query).await?
-        };
+    let written: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let catalog = {
+        let mut link = ctx.link.lock().await;
+        relations(&mut link, &written).await?
+    };
+    for (index, name) in names.into_iter().enumerate() {
+        let rows = catalog.iter().filter(|(i, _)| *i == index).map(|(_, r)| r);
         let mut columns = Vec::new();
         let mut place = None;
         let mut view_def = None;
         // Never analyzed: -1.
         let mut pg_rows = None;
-        for f in &rows {
+        for f in rows {
             let text = |i: usize| f.get(i).cloned().flatten().unwrap_or_default();
             place = Some((text(0), text(1)));
             // Strings (the column's, or computed ones in the database's
@@ -272,4 +254,133 @@ async fn register_tables_at(
         session.register_table(reference, provider)?;
     }
     Ok(())
+}
+
+/// The Postgres type OIDs below this are built in (`FirstNormalObjectId`):
+/// no enum among them.
+const FIRST_NORMAL_OID: u32 = 16384;
+
+/// Collations that compare as the executor does: none (0), C and POSIX.
+/// The default (100) is the database's, checked on its own.
+const C_COLLATIONS: [u32; 3] = [0, 950, 951];
+
+/// The columns of the relations `written` names, resolved against the
+/// session's search_path, by the index of their name, in one query:
+/// schema, name, column, type OID, typmod, type as SQL, relkind, a view's
+/// definition, attnum, an enum's labels (JSON), whether strings in the
+/// column (and computed ones) order as in the executor (`t`), and
+/// `reltuples`. Enum labels and non-default collations, which a new
+/// backend would pay to look up for every statement, are looked up only
+/// for columns that have them.
+async fn relations(
+    link: &mut super::link::PgLink,
+    written: &[String],
+) -> Result<Vec<(usize, Vec<Option<String>>)>, Failure> {
+    if written.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names = written
+        .iter()
+        .enumerate()
+        .map(|(i, w)| format!("({i}, {})", quote_literal(w)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = link
+        .rows(&format!(
+            "SELECT r.i, n.nspname, c.relname, a.attname, a.atttypid, a.atttypmod, \
+                    pg_catalog.format_type(a.atttypid, a.atttypmod), c.relkind, \
+                    CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid, true) END, a.attnum, \
+                    a.attcollation, \
+                    (SELECT coalesce(pg_catalog.to_jsonb(d) ->> 'datlocprovider', 'c') = 'c' \
+                            AND d.datcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8') \
+                       FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()), \
+                    c.reltuples \
+             FROM (VALUES {names}) r(i, name) \
+             JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(r.name) \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY r.i, a.attnum"
+        ))
+        .await?;
+    let oid = |r: &Vec<Option<String>>, i: usize| {
+        r.get(i)
+            .cloned()
+            .flatten()
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let mut types: Vec<u32> = rows
+        .iter()
+        .map(|r| oid(r, 4))
+        .filter(|t| *t >= FIRST_NORMAL_OID)
+        .collect();
+    let mut collations: Vec<u32> = rows
+        .iter()
+        .map(|r| oid(r, 10))
+        .filter(|c| *c != 100 && !C_COLLATIONS.contains(c))
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    collations.sort_unstable();
+    collations.dedup();
+    let list = |oids: &[u32]| {
+        oids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut lookups = Vec::new();
+    if !types.is_empty() {
+        lookups.push(format!(
+            "SELECT 'e', e.enumtypid::text, pg_catalog.json_agg(e.enumlabel ORDER BY e.enumsortorder)::text \
+             FROM pg_catalog.pg_enum e WHERE e.enumtypid IN ({}) GROUP BY e.enumtypid",
+            list(&types)
+        ));
+    }
+    if !collations.is_empty() {
+        lookups.push(format!(
+            "SELECT 'c', co.oid::text, \
+                    (co.collprovider = 'c' AND co.collcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8'))::text \
+             FROM pg_catalog.pg_collation co WHERE co.oid IN ({})",
+            list(&collations)
+        ));
+    }
+    let found = if lookups.is_empty() {
+        Vec::new()
+    } else {
+        link.rows(&lookups.join(" UNION ALL ")).await?
+    };
+    let lookup = |kind: &str, key: u32| {
+        found
+            .iter()
+            .find(|f| {
+                f.first().cloned().flatten().as_deref() == Some(kind)
+                    && oid(f, 1) == key
+            })
+            .and_then(|f| f.get(2).cloned().flatten())
+    };
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let index = oid(r, 0) as usize;
+            let (atttypid, collation) = (oid(r, 4), oid(r, 10));
+            let database_c = r.get(11).cloned().flatten().as_deref() == Some("t");
+            let column_c = collation == 100
+                || C_COLLATIONS.contains(&collation)
+                || lookup("c", collation).as_deref() == Some("true");
+            let labels = if atttypid >= FIRST_NORMAL_OID {
+                lookup("e", atttypid)
+            } else {
+                None
+            };
+            let flag = if database_c && column_c { "t" } else { "f" };
+            // schema, name, column, type, typmod, type as SQL, relkind,
+            // view, attnum, labels, collation flag, reltuples.
+            let mut out: Vec<Option<String>> = r[1..10].to_vec();
+            out.push(labels);
+            out.push(Some(flag.into()));
+            out.push(r.get(12).cloned().flatten());
+            (index, out)
+        })
+        .collect())
 }
