@@ -521,9 +521,8 @@ impl PartitionStream for ColdPartition {
 fn parallel_scan(scan: &IcebergTableScan, row_filters: &[Expr]) -> SendableRecordBatchStream {
     // Reading the machine's CPU quota takes several file reads: once.
     static READERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let readers = *READERS.get_or_init(|| {
-        std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8))
-    });
+    let readers = *READERS
+        .get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8)));
     let schema = scan.schema();
     let (table, snapshot) = (scan.table().clone(), scan.snapshot_id());
     let projection = scan.projection().map(<[String]>::to_vec);

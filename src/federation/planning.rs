@@ -353,10 +353,7 @@ async fn relations(
     let lookup = |kind: &str, key: u32| {
         found
             .iter()
-            .find(|f| {
-                f.first().cloned().flatten().as_deref() == Some(kind)
-                    && oid(f, 1) == key
-            })
+            .find(|f| f.first().cloned().flatten().as_deref() == Some(kind) && oid(f, 1) == key)
             .and_then(|f| f.get(2).cloned().flatten())
     };
     Ok(rows
