@@ -2,6 +2,7 @@
 //! names registered in it: tiered tables as hot ∪ cold, views by their
 //! definitions, other tables as Postgres scans.
 
+use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -134,38 +135,22 @@ async fn register_tables_at(
         relations(&mut link, &written).await?
     };
     for (index, name) in names.into_iter().enumerate() {
-        let rows = catalog.iter().filter(|(i, _)| *i == index).map(|(_, r)| r);
         let mut columns = Vec::new();
         let mut place = None;
         let mut view_def = None;
-        // Never analyzed: -1.
         let mut pg_rows = None;
-        for f in rows {
-            let text = |i: usize| f.get(i).cloned().flatten().unwrap_or_default();
-            place = Some((text(0), text(1)));
+        for a in catalog.iter().filter(|a| a.index == index) {
+            place = Some((a.schema.clone(), a.table.clone()));
             // Strings (the column's, or computed ones in the database's
             // collation) in an order other than the executor's: see
             // `collation`.
-            if text(10) != "t" {
+            if !a.byte_ordered {
                 ctx.collated
                     .store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            if text(6) == "v" {
-                view_def = Some(text(7));
-            }
-            pg_rows = text(11)
-                .parse::<f64>()
-                .ok()
-                .filter(|n| *n >= 0.0)
-                .map(|n| n as u64);
-            columns.push((
-                text(2),
-                text(3).parse::<u32>().unwrap_or(0),
-                text(4).parse::<i32>().unwrap_or(-1),
-                text(5),
-                text(8).parse::<i16>().unwrap_or(0),
-                serde_json::from_str::<Vec<String>>(&text(9)).ok(),
-            ));
+            view_def = a.view.clone();
+            pg_rows = a.reltuples;
+            columns.push(a.column.clone());
         }
         // A CTE or a name Postgres does not know: nothing to register
         // (Postgres already accepted the statement, so it is a CTE).
@@ -261,21 +246,37 @@ async fn register_tables_at(
 const FIRST_NORMAL_OID: u32 = 16384;
 
 /// Collations that compare as the executor does: none (0), C and POSIX.
-/// The default (100) is the database's, checked on its own.
 const C_COLLATIONS: [u32; 3] = [0, 950, 951];
 
+/// The database's collation, checked on its own.
+const DEFAULT_COLLATION: u32 = 100;
+
+/// A column of a relation a statement names, as the catalog describes it.
+struct Attribute {
+    /// The position of the relation's name among those looked up.
+    index: usize,
+    schema: String,
+    table: String,
+    /// A view's definition.
+    view: Option<String>,
+    /// Name, type OID, typmod, type as SQL, attnum and an enum's labels,
+    /// as [`scan_columns`] takes them.
+    column: (String, u32, i32, String, i16, Option<Vec<String>>),
+    /// Whether strings in the column (and computed ones) order as in the
+    /// executor: byte by byte.
+    byte_ordered: bool,
+    /// `reltuples`, where the table was analyzed.
+    reltuples: Option<u64>,
+}
+
 /// The columns of the relations `written` names, resolved against the
-/// session's search_path, by the index of their name, in one query:
-/// schema, name, column, type OID, typmod, type as SQL, relkind, a view's
-/// definition, attnum, an enum's labels (JSON), whether strings in the
-/// column (and computed ones) order as in the executor (`t`), and
-/// `reltuples`. Enum labels and non-default collations, which a new
-/// backend would pay to look up for every statement, are looked up only
-/// for columns that have them.
+/// session's search_path, in one query. Enum labels and non-default
+/// collations, which a new backend would pay to look up for every
+/// statement, are looked up only for columns that have them.
 async fn relations(
     link: &mut super::link::PgLink,
     written: &[String],
-) -> Result<Vec<(usize, Vec<Option<String>>)>, Failure> {
+) -> Result<Vec<Attribute>, Failure> {
     if written.is_empty() {
         return Ok(Vec::new());
     }
@@ -288,7 +289,7 @@ async fn relations(
     let rows = link
         .rows(&format!(
             "SELECT r.i, n.nspname, c.relname, a.attname, a.atttypid, a.atttypmod, \
-                    pg_catalog.format_type(a.atttypid, a.atttypmod), c.relkind, \
+                    pg_catalog.format_type(a.atttypid, a.atttypmod), \
                     CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid, true) END, a.attnum, \
                     a.attcollation, \
                     (SELECT coalesce(pg_catalog.to_jsonb(d) ->> 'datlocprovider', 'c') = 'c' \
@@ -302,28 +303,19 @@ async fn relations(
              ORDER BY r.i, a.attnum"
         ))
         .await?;
-    let oid = |r: &Vec<Option<String>>, i: usize| {
-        r.get(i)
-            .cloned()
-            .flatten()
-            .and_then(|v| v.parse::<u32>().ok())
-            .unwrap_or(0)
-    };
-    let mut types: Vec<u32> = rows
+    let text = |r: &[Option<String>], i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+    let oid = |r: &[Option<String>], i: usize| text(r, i).parse::<u32>().unwrap_or(0);
+    let types: BTreeSet<u32> = rows
         .iter()
         .map(|r| oid(r, 4))
         .filter(|t| *t >= FIRST_NORMAL_OID)
         .collect();
-    let mut collations: Vec<u32> = rows
+    let collations: BTreeSet<u32> = rows
         .iter()
-        .map(|r| oid(r, 10))
-        .filter(|c| *c != 100 && !C_COLLATIONS.contains(c))
+        .map(|r| oid(r, 9))
+        .filter(|c| *c != DEFAULT_COLLATION && !C_COLLATIONS.contains(c))
         .collect();
-    types.sort_unstable();
-    types.dedup();
-    collations.sort_unstable();
-    collations.dedup();
-    let list = |oids: &[u32]| {
+    let list = |oids: &BTreeSet<u32>| {
         oids.iter()
             .map(u32::to_string)
             .collect::<Vec<_>>()
@@ -353,31 +345,42 @@ async fn relations(
     let lookup = |kind: &str, key: u32| {
         found
             .iter()
-            .find(|f| f.first().cloned().flatten().as_deref() == Some(kind) && oid(f, 1) == key)
-            .and_then(|f| f.get(2).cloned().flatten())
+            .find(|f| text(f, 0) == kind && oid(f, 1) == key)
+            .map(|f| text(f, 2))
     };
     Ok(rows
         .iter()
         .map(|r| {
-            let index = oid(r, 0) as usize;
-            let (atttypid, collation) = (oid(r, 4), oid(r, 10));
-            let database_c = r.get(11).cloned().flatten().as_deref() == Some("t");
-            let column_c = collation == 100
-                || C_COLLATIONS.contains(&collation)
-                || lookup("c", collation).as_deref() == Some("true");
+            let (atttypid, collation) = (oid(r, 4), oid(r, 9));
             let labels = if atttypid >= FIRST_NORMAL_OID {
-                lookup("e", atttypid)
+                lookup("e", atttypid).and_then(|l| serde_json::from_str::<Vec<String>>(&l).ok())
             } else {
                 None
             };
-            let flag = if database_c && column_c { "t" } else { "f" };
-            // schema, name, column, type, typmod, type as SQL, relkind,
-            // view, attnum, labels, collation flag, reltuples.
-            let mut out: Vec<Option<String>> = r[1..10].to_vec();
-            out.push(labels);
-            out.push(Some(flag.into()));
-            out.push(r.get(12).cloned().flatten());
-            (index, out)
+            let column_c = collation == DEFAULT_COLLATION
+                || C_COLLATIONS.contains(&collation)
+                || lookup("c", collation).as_deref() == Some("true");
+            Attribute {
+                index: oid(r, 0) as usize,
+                schema: text(r, 1),
+                table: text(r, 2),
+                view: r.get(7).cloned().flatten(),
+                column: (
+                    text(r, 3),
+                    atttypid,
+                    text(r, 5).parse::<i32>().unwrap_or(-1),
+                    text(r, 6),
+                    text(r, 8).parse::<i16>().unwrap_or(0),
+                    labels,
+                ),
+                byte_ordered: text(r, 10) == "t" && column_c,
+                // Never analyzed: -1.
+                reltuples: text(r, 11)
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|n| *n >= 0.0)
+                    .map(|n| n as u64),
+            }
         })
         .collect())
 }
