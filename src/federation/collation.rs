@@ -26,6 +26,8 @@ fn is_string(t: &DataType) -> bool {
     match t {
         DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => true,
         DataType::Dictionary(_, v) => is_string(v),
+        // Arrays of strings order by their elements.
+        DataType::List(f) | DataType::LargeList(f) => is_string(f.data_type()),
         _ => false,
     }
 }

@@ -69,6 +69,16 @@ const FUNCTIONS: &[&str] = &[
     "lead",
     "first_value",
     "last_value",
+    "cardinality",
+    "array_length",
+    "array_to_string",
+    "array_position",
+    "array_agg",
+    "unnest",
+    "array_cat",
+    "array_append",
+    "array_prepend",
+    "array_replace",
 ];
 
 /// `extract` fields whose Postgres result (numeric) is always integral.
@@ -135,6 +145,9 @@ pub(crate) fn check(
         }
     });
     verdict?;
+    if let Some(what) = super::arrays::subscript_refusal(statement) {
+        return refuse(what).map(|()| Vec::new());
+    }
     Ok(fields
         .iter()
         .enumerate()
@@ -271,9 +284,18 @@ fn executor_sql(sql: &str) -> Option<String> {
     use datafusion::sql::sqlparser::parser::Parser;
 
     let lower = sql.to_ascii_lowercase();
-    if !["json", "interval", "avg", "epoch", "floor", "round", "zone"]
-        .iter()
-        .any(|w| lower.contains(w))
+    if ![
+        "json",
+        "interval",
+        "avg",
+        "epoch",
+        "floor",
+        "round",
+        "zone",
+        "array_length",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
     {
         return None;
     }
@@ -283,7 +305,8 @@ fn executor_sql(sql: &str) -> Option<String> {
     let averages = super::average::rewrite(&mut statements);
     let numerics = super::numeric::rewrite(&mut statements);
     let zones = super::casts::at_time_zone_calls(&mut statements);
-    (json || intervals || averages || numerics || zones).then(|| {
+    let arrays = super::arrays::rewrite(&mut statements);
+    (json || intervals || averages || numerics || zones || arrays).then(|| {
         statements
             .iter()
             .map(|s| s.to_string())

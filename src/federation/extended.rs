@@ -297,6 +297,9 @@ fn param_scalar(
     value: Option<&[u8]>,
     tz: &str,
 ) -> Result<ScalarValue, String> {
+    if let Some(element) = crate::pgtypes::array_element(type_oid) {
+        return array_param(element, format, value, tz);
+    }
     let pg_type = match type_oid {
         oid::NUMERIC => None,
         0 => Some(PgType::Text(oid::TEXT)),
@@ -373,6 +376,85 @@ fn param_scalar(
             .cast_to(&target(t))
             .map_err(|_| invalid(&format!("{:?}", t).to_lowercase()))?,
     })
+}
+
+/// A bound array parameter (one dimension) as a list of its elements,
+/// each read as a parameter of the element type.
+fn array_param(
+    element: u32,
+    format: i16,
+    value: Option<&[u8]>,
+    tz: &str,
+) -> Result<ScalarValue, String> {
+    let malformed = || "malformed array literal".to_string();
+    let items: Vec<Option<Vec<u8>>> = match value {
+        None => {
+            let t = param_scalar(element, 0, None, tz)?.data_type();
+            return ScalarValue::try_from(DataType::new_list(t, true)).map_err(|e| e.to_string());
+        }
+        Some(v) if format == 1 => {
+            let int = |at: usize| {
+                v.get(at..at + 4)
+                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                    .ok_or_else(malformed)
+            };
+            let len = match int(0)? {
+                0 => 0,
+                1 => int(12)?,
+                _ => return Err("multidimensional array parameters are not supported yet".into()),
+            };
+            let mut pos = 20;
+            let mut items = Vec::new();
+            for _ in 0..len {
+                let n = int(pos)?;
+                pos += 4;
+                if n < 0 {
+                    items.push(None);
+                } else {
+                    let end = pos + n as usize;
+                    items.push(Some(v.get(pos..end).ok_or_else(malformed)?.to_vec()));
+                    pos = end;
+                }
+            }
+            items
+        }
+        Some(v) => {
+            let text = std::str::from_utf8(v).map_err(|_| "parameter is not valid UTF-8")?;
+            crate::pgtypes::array_items(text)
+                .ok_or_else(|| format!("malformed array literal: \"{text}\""))?
+                .into_iter()
+                .map(|i| i.map(String::into_bytes))
+                .collect()
+        }
+    };
+    let scalars = items
+        .iter()
+        .map(|v| param_scalar(element, format, v.as_deref(), tz))
+        .collect::<Result<Vec<_>, _>>()?;
+    // numeric elements each carry their own scale: the list takes the
+    // largest.
+    let t = match param_scalar(element, 0, None, tz)?.data_type() {
+        DataType::Decimal128(p, _) => DataType::Decimal128(
+            p,
+            scalars
+                .iter()
+                .filter_map(|s| match s {
+                    ScalarValue::Decimal128(Some(_), _, s) => Some(*s),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0),
+        ),
+        t => t,
+    };
+    let scalars = scalars
+        .into_iter()
+        .map(|s| s.cast_to(&t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+        &scalars, &t,
+    )))
 }
 
 /// Takes the statement's SQL and types from a Parse body.

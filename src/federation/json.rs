@@ -88,7 +88,7 @@ impl std::fmt::Display for DataError {
 
 impl std::error::Error for DataError {}
 
-fn data_error<T>(code: &'static str, message: &str) -> Result<T> {
+pub(crate) fn data_error<T>(code: &'static str, message: &str) -> Result<T> {
     Err(datafusion::common::DataFusionError::External(Box::new(
         DataError {
             code,

@@ -9,6 +9,7 @@
 //! REPEATABLE READ transaction of its own, so all its hot scans share one
 //! snapshot.
 
+mod arrays;
 mod average;
 pub(crate) mod cache;
 mod casts;
@@ -724,6 +725,7 @@ async fn execute(
         .or_else(|| enums::refusal(df.logical_plan()))
         .or_else(|| average::refusal(df.logical_plan()))
         .or_else(|| casts::refusal(df.logical_plan()))
+        .or_else(|| arrays::refusal(df.logical_plan()))
         .or_else(|| {
             ctx.collated
                 .load(std::sync::atomic::Ordering::Relaxed)

@@ -17,7 +17,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use super::link::quote_literal;
 use super::scan::{FederatedTable, ScanContext, scan_columns};
 use super::{
-    Failure, Federation, average, casts, datetrunc, exactness, joins, json, memory, tochar,
+    Failure, Federation, arrays, average, casts, datetrunc, exactness, joins, json, memory, tochar,
 };
 use crate::protocol::ErrorFields;
 
@@ -63,6 +63,13 @@ pub(super) fn plan_session(ctx: &ScanContext, federation: &Federation) -> Sessio
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
+        // Before the executor's own, which would plan `@>` over arrays
+        // its way.
+        .with_expr_planners(
+            std::iter::once(Arc::new(arrays::ArrayPlanner) as _)
+                .chain(datafusion::execution::SessionStateDefaults::default_expr_planners())
+                .collect(),
+        )
         .with_physical_optimizer_rules(rules)
         .build();
     let mut session = SessionContext::new_with_state(state);

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use iceberg::io::LocalFsStorageFactory;
 use iceberg::spec::{
-    NestedField, NullOrder, PrimitiveType, Schema, SortDirection, SortField, SortOrder, Transform,
-    Type, UnboundPartitionSpec,
+    ListType, NestedField, NullOrder, PrimitiveType, Schema, SortDirection, SortField, SortOrder,
+    Transform, Type, UnboundPartitionSpec,
 };
 use iceberg::table::Table;
 use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
@@ -189,12 +189,18 @@ impl Lake {
                 Err(e) => return Err(e.into()),
             }
         }
+        // Element fields of arrays are numbered after the columns, as
+        // Iceberg numbers nested fields.
+        let mut element_id = t.columns.len() as i32;
         let fields = t
             .columns
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let ty = iceberg_type(c.pg_type)?;
+                if matches!(c.pg_type, PgType::Array(_)) {
+                    element_id += 1;
+                }
+                let ty = iceberg_type(c.pg_type, element_id)?;
                 let id = i as i32 + 1;
                 Ok(if c.not_null {
                     NestedField::required(id, &c.name, ty)
@@ -458,8 +464,9 @@ pub fn last_move(table: &Table) -> Option<String> {
     newest_recorded(table, BATCH_KEY)
 }
 
-/// The Iceberg type that holds a Postgres type exactly.
-pub fn iceberg_type(t: PgType) -> Result<Type, iceberg::Error> {
+/// The Iceberg type that holds a Postgres type exactly; an array's
+/// element field gets the id `element_id`.
+pub fn iceberg_type(t: PgType, element_id: i32) -> Result<Type, iceberg::Error> {
     let p = |t| Ok(Type::Primitive(t));
     match t {
         PgType::Bool => p(PrimitiveType::Boolean),
@@ -475,5 +482,8 @@ pub fn iceberg_type(t: PgType) -> Result<Type, iceberg::Error> {
         PgType::Time => p(PrimitiveType::Time),
         PgType::Timestamp => p(PrimitiveType::Timestamp),
         PgType::Timestamptz => p(PrimitiveType::Timestamptz),
+        PgType::Array(of) => Ok(Type::List(ListType::new(
+            NestedField::list_element(element_id, iceberg_type(of.element(), 0)?, false).into(),
+        ))),
     }
 }

@@ -4,7 +4,7 @@
 
 use datafusion::arrow::array::{
     Array, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
-    Float32Array, Float64Array,
+    Float32Array, Float64Array, ListArray,
 };
 
 use super::{
@@ -116,6 +116,11 @@ pub fn write_binary(
             out.extend_from_slice(&days.to_be_bytes());
             out.extend_from_slice(&months.to_be_bytes());
         }
+        o if super::array_element(o).is_some() => {
+            let element = super::array_element(o).expect("an array type");
+            let list = any.downcast_ref::<ListArray>().ok_or_else(mismatch)?;
+            write_array(out, list.value(row).as_ref(), element)?;
+        }
         // A type known only to Postgres holding a string here: an enum,
         // whose binary form is its label.
         _ => {
@@ -124,6 +129,32 @@ pub fn write_binary(
         }
     }
     Ok(true)
+}
+
+/// Writes a one-dimensional array as `array_send` does: dimensions (none
+/// when empty), whether any element is NULL, the element type, the length
+/// and lower bound 1, then each element's length (-1: NULL) and bytes.
+fn write_array(out: &mut Vec<u8>, values: &dyn Array, element: u32) -> Result<(), EncodeError> {
+    let n = values.len();
+    out.extend_from_slice(&i32::from(n > 0).to_be_bytes());
+    out.extend_from_slice(&i32::from(values.null_count() > 0).to_be_bytes());
+    out.extend_from_slice(&element.to_be_bytes());
+    if n > 0 {
+        let n = i32::try_from(n).map_err(|_| EncodeError::OutOfRange("array"))?;
+        out.extend_from_slice(&n.to_be_bytes());
+        out.extend_from_slice(&1i32.to_be_bytes());
+    }
+    for i in 0..n {
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        let len = if write_binary(out, values, i, element)? {
+            i32::try_from(out.len() - at - 4).map_err(|_| EncodeError::OutOfRange("array"))?
+        } else {
+            -1
+        };
+        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+    Ok(())
 }
 
 /// Numeric text (`-12.3400`) as an integer and its scale.

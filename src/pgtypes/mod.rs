@@ -8,11 +8,11 @@
 use datafusion::arrow::array::{
     Array, ArrayBuilder, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
     FixedSizeBinaryBuilder, Float32Builder, Float64Builder, Int16Builder, Int32Builder,
-    Int64Builder, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondArray,
+    Int64Builder, ListBuilder, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondArray,
     TimestampMicrosecondBuilder, TimestampMillisecondArray, TimestampNanosecondArray,
     TimestampSecondArray,
 };
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
 
 mod binary;
 mod interval;
@@ -52,6 +52,59 @@ pub mod oid {
     pub const NAME: u32 = 19;
 }
 
+/// Array types (`pg_type.oid` of `_elem`) whose element the cold tier can
+/// hold, with that element's OID.
+const ARRAY_TYPES: &[(u32, u32)] = &[
+    (1000, oid::BOOL),
+    (1001, oid::BYTEA),
+    (1003, oid::NAME),
+    (1005, oid::INT2),
+    (1007, oid::INT4),
+    (1009, oid::TEXT),
+    (1014, oid::BPCHAR),
+    (1015, oid::VARCHAR),
+    (1016, oid::INT8),
+    (1021, oid::FLOAT4),
+    (1022, oid::FLOAT8),
+    (1115, oid::TIMESTAMP),
+    (1182, oid::DATE),
+    (1183, oid::TIME),
+    (1185, oid::TIMESTAMPTZ),
+    (1231, oid::NUMERIC),
+    (199, oid::JSON),
+    (2951, oid::UUID),
+    (3807, oid::JSONB),
+];
+
+/// The element type OID of an array type thermocline carries.
+pub fn array_element(array_oid: u32) -> Option<u32> {
+    ARRAY_TYPES
+        .iter()
+        .find(|(a, _)| *a == array_oid)
+        .map(|(_, e)| *e)
+}
+
+/// A one-dimensional array column: its element type, by OID and the
+/// column's typmod (which Postgres applies to each element).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArrayOf {
+    element_oid: u32,
+    typmod: i32,
+}
+
+impl ArrayOf {
+    /// The element's type.
+    pub fn element(self) -> PgType {
+        PgType::from_oid(self.element_oid, self.typmod, "")
+            .expect("element type checked when the array type was made")
+    }
+
+    /// The element's type OID.
+    pub fn element_oid(self) -> u32 {
+        self.element_oid
+    }
+}
+
 /// A column type a tiered table may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PgType {
@@ -75,6 +128,9 @@ pub enum PgType {
     Time,
     Timestamp,
     Timestamptz,
+    /// A one-dimensional array whose indexes start at 1 (any other shape
+    /// is refused value by value).
+    Array(ArrayOf),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -89,6 +145,10 @@ pub enum TypeError {
     Malformed(&'static str),
     #[error("{0} values such as infinity cannot be stored in the cold tier")]
     Infinite(&'static str),
+    #[error(
+        "arrays with more than one dimension, or whose indexes do not start at 1, cannot be stored in the cold tier"
+    )]
+    ArrayShape,
 }
 
 impl PgType {
@@ -101,9 +161,17 @@ impl PgType {
         is_enum: bool,
     ) -> Result<Self, TypeError> {
         if is_enum {
-            Ok(PgType::Enum)
-        } else {
-            Self::from_oid(type_oid, typmod, type_name)
+            return Ok(PgType::Enum);
+        }
+        match array_element(type_oid) {
+            Some(element_oid) => {
+                Self::from_oid(element_oid, typmod, type_name)?;
+                Ok(PgType::Array(ArrayOf {
+                    element_oid,
+                    typmod,
+                }))
+            }
+            None => Self::from_oid(type_oid, typmod, type_name),
         }
     }
 
@@ -159,6 +227,7 @@ impl PgType {
             PgType::Time => DataType::Time64(TimeUnit::Microsecond),
             PgType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             PgType::Timestamptz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            PgType::Array(of) => DataType::new_list(of.element().arrow(), true),
         }
     }
 
@@ -185,6 +254,13 @@ impl PgType {
             PgType::Timestamp => Box::new(TimestampMicrosecondBuilder::with_capacity(capacity)),
             PgType::Timestamptz => {
                 Box::new(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"))
+            }
+            PgType::Array(of) => {
+                let element = of.element();
+                Box::new(
+                    ListBuilder::with_capacity(element.builder(capacity * 4), capacity)
+                        .with_field(Field::new_list_field(element.arrow(), true)),
+                )
             }
         }
     }
@@ -294,9 +370,56 @@ impl PgType {
                     .transpose()?;
                 b::<TimestampMicrosecondBuilder>(builder).append_option(t)
             }
+            PgType::Array(of) => {
+                let list = b::<ListBuilder<Box<dyn ArrayBuilder>>>(builder);
+                match value {
+                    None => list.append_null(),
+                    Some(v) => {
+                        append_array(of.element(), list.values().as_mut(), v)?;
+                        list.append(true);
+                    }
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Appends the elements of a one-dimensional array in Postgres's binary
+/// format (`array_send`): dimensions, flags, element type, then each
+/// element's length (-1: NULL) and bytes.
+fn append_array(element: PgType, values: &mut dyn ArrayBuilder, v: &[u8]) -> Result<(), TypeError> {
+    const BAD: TypeError = TypeError::Malformed("array");
+    let int = |at: usize| -> Result<i32, TypeError> {
+        v.get(at..at + 4)
+            .map(|b| i32::from_be_bytes(b.try_into().expect("4 bytes")))
+            .ok_or(BAD)
+    };
+    match int(0)? {
+        0 => return Ok(()),
+        1 => {}
+        _ => return Err(TypeError::ArrayShape),
+    }
+    let len = int(12)?;
+    if int(16)? != 1 {
+        return Err(TypeError::ArrayShape);
+    }
+    let mut pos = 20;
+    for _ in 0..len {
+        let n = int(pos)?;
+        pos += 4;
+        if n < 0 {
+            element.append_binary(values, None)?;
+        } else {
+            let item = v.get(pos..pos + n as usize).ok_or(BAD)?;
+            element.append_binary(values, Some(item))?;
+            pos += n as usize;
+        }
+    }
+    if pos != v.len() {
+        return Err(BAD);
+    }
+    Ok(())
 }
 
 /// A `numeric` in binary format as an integer scaled by 10^`scale`.
@@ -424,6 +547,74 @@ fn timestamp_micros(array: &dyn Array, row: usize) -> Option<i64> {
         return a.value(row).checked_mul(1_000_000);
     }
     None
+}
+
+/// The elements of a one-dimensional array in Postgres's text form
+/// (`{a,"b c",NULL}`), each as the text of its value (`None`: NULL);
+/// `None` when the text is not such an array.
+pub fn array_items(text: &str) -> Option<Vec<Option<String>>> {
+    let is_space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c');
+    let inner = text
+        .trim_matches(is_space)
+        .strip_prefix('{')?
+        .strip_suffix('}')?;
+    let mut items = Vec::new();
+    let mut chars = inner.chars().peekable();
+    if inner.trim_matches(is_space).is_empty() {
+        return Some(items);
+    }
+    loop {
+        while chars.peek().is_some_and(|c| is_space(*c)) {
+            chars.next();
+        }
+        let mut item = String::new();
+        let mut literal = false;
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            literal = true;
+            loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => item.push(chars.next()?),
+                    c => item.push(c),
+                }
+            }
+            while chars.peek().is_some_and(|c| is_space(*c)) {
+                chars.next();
+            }
+        } else {
+            // Unquoted: up to the next comma, white space around it dropped.
+            let mut kept = 0;
+            while let Some(&c) = chars.peek() {
+                match c {
+                    ',' => break,
+                    '{' | '}' | '"' => return None,
+                    '\\' => {
+                        chars.next();
+                        item.push(chars.next()?);
+                        literal = true;
+                        kept = item.len();
+                        continue;
+                    }
+                    c => item.push(c),
+                }
+                chars.next();
+                if !is_space(c) {
+                    kept = item.len();
+                }
+            }
+            item.truncate(kept);
+            if item.is_empty() && !literal {
+                return None;
+            }
+        }
+        items.push((literal || !item.eq_ignore_ascii_case("NULL")).then_some(item));
+        match chars.next() {
+            None => return Some(items),
+            Some(',') => {}
+            Some(_) => return None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 use datafusion::arrow::array::{
     Array, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
-    Float32Array, Float64Array,
+    Float32Array, Float64Array, ListArray,
 };
 
 use super::{EncodeError, int_value, oid, str_value, timestamp_micros};
@@ -165,6 +165,12 @@ pub fn write_text(
             super::write_interval(out, months, days, micros, settings.interval_style);
             Ok(true)
         }
+        o if super::array_element(o).is_some() => {
+            let element = super::array_element(o).expect("an array type");
+            let list = any.downcast_ref::<ListArray>().ok_or_else(mismatch)?;
+            write_array(out, list.value(row).as_ref(), element, settings)?;
+            Ok(true)
+        }
         // A type known only to Postgres holding a string here: an enum,
         // written as its label.
         _ => {
@@ -173,6 +179,51 @@ pub fn write_text(
             Ok(true)
         }
     }
+}
+
+/// Writes a one-dimensional array as `array_out` does: `{a,b,NULL}`,
+/// quoting an element that is empty, reads as NULL, or holds a brace, a
+/// comma, a quote, a backslash or white space.
+fn write_array(
+    out: &mut Vec<u8>,
+    values: &dyn Array,
+    element: u32,
+    settings: &TextSettings,
+) -> Result<(), EncodeError> {
+    out.push(b'{');
+    let mut item = Vec::new();
+    for i in 0..values.len() {
+        if i > 0 {
+            out.push(b',');
+        }
+        item.clear();
+        if !write_text(&mut item, values, i, element, settings)? {
+            out.extend_from_slice(b"NULL");
+            continue;
+        }
+        let quote = item.is_empty()
+            || item.eq_ignore_ascii_case(b"NULL")
+            || item.iter().any(|b| {
+                matches!(
+                    b,
+                    b'"' | b'\\' | b'{' | b'}' | b',' | b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c
+                )
+            });
+        if !quote {
+            out.extend_from_slice(&item);
+            continue;
+        }
+        out.push(b'"');
+        for &b in &item {
+            if b == b'"' || b == b'\\' {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    }
+    out.push(b'}');
+    Ok(())
 }
 
 fn write_date(out: &mut Vec<u8>, d: NaiveDate) {

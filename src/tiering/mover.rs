@@ -331,9 +331,13 @@ pub(crate) fn evolved_schema(
     let mut next_id = metadata.last_column_id();
     let mut fields = Vec::with_capacity(t.columns.len());
     for c in &t.columns {
-        let want = crate::lake::iceberg_type(c.pg_type)?;
         let field = match crate::lake::field_of(current, c.attnum, &c.name) {
             Some(f) => {
+                let element_id = match f.field_type.as_ref() {
+                    Type::List(l) => l.element_field.id,
+                    _ => 0,
+                };
+                let want = crate::lake::iceberg_type(c.pg_type, element_id)?;
                 let field_type = match (f.field_type.as_ref(), &want) {
                     (a, b) if a == b => want.clone(),
                     (Type::Primitive(a), Type::Primitive(b)) if widens(a, b) => want.clone(),
@@ -352,9 +356,23 @@ pub(crate) fn evolved_schema(
                 .with_doc(crate::lake::attnum_doc(c.attnum))
             }
             None => {
+                // Iceberg's reader cannot give NULL for a list field that
+                // files written before it lack.
+                if matches!(c.pg_type, crate::pgtypes::PgType::Array(_))
+                    && metadata.snapshots().next().is_some()
+                {
+                    return Err(change(format!(
+                        "array column {:?} was added in Postgres after rows were moved; the lake cannot add an array column to the rows it holds, so its rows stay in Postgres until the column is dropped",
+                        c.name
+                    )));
+                }
                 next_id += 1;
-                NestedField::optional(next_id, &c.name, want)
-                    .with_doc(crate::lake::attnum_doc(c.attnum))
+                let id = next_id;
+                if matches!(c.pg_type, crate::pgtypes::PgType::Array(_)) {
+                    next_id += 1;
+                }
+                let want = crate::lake::iceberg_type(c.pg_type, next_id)?;
+                NestedField::optional(id, &c.name, want).with_doc(crate::lake::attnum_doc(c.attnum))
             }
         };
         fields.push(std::sync::Arc::new(field));
