@@ -2256,6 +2256,14 @@ async fn array_columns_over_the_lake_equal_postgres() {
         .iter()
         .find(|t| t.def.qualified() == "public.posts")
         .expect("posts is tiered");
+    // The lake's rows check out against the checksums recorded when they
+    // were moved (arrays hashed as they were written).
+    let report = thermocline::tiering::verify::verify(&target, &fed.lake, posts, &s.tiered)
+        .await
+        .unwrap();
+    if report.mismatches() != 0 || report.partitions.is_empty() {
+        failures.push(format!("verify of posts: {report:?}"));
+    }
     let refused =
         thermocline::tiering::mover::run_once(&target, &fed.lake, posts, &s.tiered, false).await;
     match refused {
