@@ -2168,6 +2168,8 @@ async fn array_columns_over_the_lake_equal_postgres() {
         "SELECT id FROM posts WHERE tags <@ ARRAY['t1', 'a b', 'z1', 'z2', NULL] ORDER BY id",
         "SELECT id, ARRAY['t1'] <@ tags, tags @> '{}', ratios @> ARRAY[0.0::float8, 'NaN'], scores && ARRAY[4000000000] FROM posts ORDER BY id",
         "SELECT id FROM posts WHERE NULL::text = ANY(tags) OR 5 = ANY(scores) ORDER BY id",
+        "SELECT count(*) FROM posts WHERE NOT ('t1' = ANY(tags))",
+        "SELECT id, 'z1' = ANY(tags), NULL::int = ANY(scores), 0.0::float8 = ANY(ratios) FROM posts ORDER BY id",
         "SELECT id, tags[0], tags[2], scores[4], scores[5] FROM posts ORDER BY id",
         "SELECT id, cardinality(tags), array_length(tags, 1), array_length(scores, 2) FROM posts ORDER BY id",
         "SELECT id, array_to_string(tags, '|'), array_to_string(scores, ',', '*') FROM posts ORDER BY id",
@@ -2293,6 +2295,29 @@ async fn array_columns_over_the_lake_equal_postgres() {
     match ask(&both.through, "SELECT id, tags FROM posts ORDER BY id").await {
         Answer::Error(_) => {}
         other => failures.push(format!("a two-dimensional array was answered: {other:?}")),
+    }
+    // Filters with the array operators go to Postgres for the hot rows.
+    let plan: Vec<String> = both
+        .through
+        .simple_query("EXPLAIN SELECT id FROM posts WHERE tags @> '{t1}' AND scores && ARRAY[7, NULL] AND 'z1' = ANY(names) AND ARRAY[1.5] <@ prices")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    let plan = plan.join("\n");
+    for want in [
+        "(tags @> CAST(ARRAY['t1'] AS text[]))",
+        "(scores && CAST(ARRAY[7, NULL] AS int4[]))",
+        "('z1' = ANY(names))",
+        "(prices @> CAST(ARRAY[1.50::numeric] AS numeric[]))",
+    ] {
+        if !plan.contains(want) {
+            failures.push(format!("EXPLAIN lacks {want:?}:\n{plan}"));
+        }
     }
     // What the executor would answer differently: refused.
     for sql in [

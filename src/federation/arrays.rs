@@ -18,6 +18,9 @@ use std::any::Any;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use super::scan::ScanColumn;
+use crate::catalog::quote_ident;
+use crate::pgtypes::PgType;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, GenericListArray, StringArray,
 };
@@ -25,6 +28,7 @@ use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::utils::SingleRowListArrayBuilder;
 use datafusion::common::{DFSchema, Result, exec_err, plan_err};
 use datafusion::logical_expr::expr::{AggregateFunction, ScalarFunction};
@@ -326,4 +330,214 @@ pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
             _ => None,
         },
     )
+}
+
+/// `x = ANY(a)` as Postgres answers it: true when an element equals `x`,
+/// else NULL when `x` or an element is NULL (and `a` is not empty), else
+/// false. The executor's `array_has` answers false where Postgres answers
+/// NULL, which `NOT` turns into a row kept.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct AnyEqual {
+    signature: Signature,
+}
+
+impl AnyEqual {
+    pub(crate) fn udf() -> ScalarUDF {
+        ScalarUDF::new_from_impl(Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for AnyEqual {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        "any_equal"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        let [a, x] = args else {
+            return plan_err!("= ANY takes an array and a value");
+        };
+        let Some(e) = element(a) else {
+            return plan_err!("= ANY takes an array, not {a}");
+        };
+        let Some(common) = comparison_coercion(e, x) else {
+            return plan_err!("cannot compare the elements of {a} with {x}");
+        };
+        Ok(vec![DataType::new_list(common.clone(), true), common])
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let [a, x] = args.args.as_slice() else {
+            return exec_err!("= ANY takes two arguments");
+        };
+        let (a, x) = (a.to_array(n)?, x.to_array(n)?);
+        let Some(a) = a.as_list_opt::<i32>() else {
+            return exec_err!("= ANY takes an array");
+        };
+        let converter = RowConverter::new(vec![SortField::new(x.data_type().clone())])?;
+        let values = converter.convert_columns(&[positive_zero(a.values())?])?;
+        let needles = converter.convert_columns(&[positive_zero(&x)?])?;
+        let va = a.values();
+        let out: BooleanArray = (0..n)
+            .map(|i| {
+                if a.is_null(i) {
+                    return None;
+                }
+                let range = a.value_offsets()[i] as usize..a.value_offsets()[i + 1] as usize;
+                if range.is_empty() {
+                    return Some(false);
+                }
+                if x.is_null(i) {
+                    return None;
+                }
+                let mut unknown = false;
+                for j in range {
+                    if va.is_null(j) {
+                        unknown = true;
+                    } else if values.row(j) == needles.row(i) {
+                        return Some(true);
+                    }
+                }
+                (!unknown).then_some(false)
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// `plan` with the executor's `array_has` (its plan of `x = ANY(a)`) as
+/// [`AnyEqual`].
+pub(crate) fn any_as_postgres(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+    let any = Arc::new(AnyEqual::udf());
+    let swap = |x: Expr| -> Result<Transformed<Expr>> {
+        Ok(match x {
+            Expr::ScalarFunction(f) if f.func.name() == "array_has" => Transformed::yes(
+                Expr::ScalarFunction(ScalarFunction::new_udf(any.clone(), f.args)),
+            ),
+            x => Transformed::no(x),
+        })
+    };
+    super::exactness::rewrite_plan(
+        plan,
+        |e, _| {
+            let t = e.clone().transform_up(swap).ok()?;
+            t.transformed.then_some(t.data)
+        },
+        |x, _| swap(x),
+    )
+}
+
+/// An array operator over a column of `columns` as Postgres SQL, for
+/// filters pushed to the hot scan: `a @> b`, `a <@ b` (as `b @> a`),
+/// `a && b` and `x = ANY(a)`, a literal array written as an array of the
+/// column's type (the type Postgres resolved the operator to when it
+/// described the statement).
+pub(crate) fn pg_sql(f: &ScalarFunction, columns: &[ScanColumn]) -> Option<String> {
+    let inner = f.func.inner().as_any();
+    // A column cast by the executor to the other operand's type is the
+    // column as Postgres compares it: Postgres resolved the operator to
+    // the column's type when it described the statement.
+    fn column<'c>(e: &Expr, columns: &'c [ScanColumn]) -> Option<&'c ScanColumn> {
+        match e {
+            Expr::Column(c) => columns.iter().find(|x| x.name == c.name),
+            Expr::Cast(c) => column(&c.expr, columns),
+            _ => None,
+        }
+    }
+    let column = |e: &Expr| column(e, columns);
+    let operand = |e: &Expr, beside: Option<&ScanColumn>| -> Option<String> {
+        if let Some(c) = column(e) {
+            return Some(quote_ident(&c.name));
+        }
+        let Expr::Literal(v, _) = e else {
+            return None;
+        };
+        match v {
+            ScalarValue::List(l) if l.len() == 1 && !l.is_null(0) => {
+                let PgType::Array(of) = beside?.pg_type else {
+                    return None;
+                };
+                let values = l.value(0);
+                let items = (0..values.len())
+                    .map(
+                        |i| match ScalarValue::try_from_array(values.as_ref(), i).ok()? {
+                            v if v.is_null() => Some("NULL".to_string()),
+                            v => super::pushdown::literal_sql(&v),
+                        },
+                    )
+                    .collect::<Option<Vec<_>>>()?;
+                Some(format!(
+                    "CAST(ARRAY[{}] AS {}[])",
+                    items.join(", "),
+                    type_name(of.element_oid())?
+                ))
+            }
+            v => super::pushdown::literal_sql(v),
+        }
+    };
+    let [first, second] = f.args.as_slice() else {
+        return None;
+    };
+    if let Some(m) = inner.downcast_ref::<ArrayMatch>() {
+        let (a, b) = (column(first), column(second));
+        if a.is_none() && b.is_none() {
+            return None;
+        }
+        let symbol = if m.all { "@>" } else { "&&" };
+        return Some(format!(
+            "({} {symbol} {})",
+            operand(first, b)?,
+            operand(second, a)?
+        ));
+    }
+    if inner.downcast_ref::<AnyEqual>().is_some() {
+        column(first)?;
+        return Some(format!(
+            "({} = ANY({}))",
+            operand(second, None)?,
+            operand(first, None)?
+        ));
+    }
+    None
+}
+
+/// The name Postgres knows an element type by.
+fn type_name(oid: u32) -> Option<&'static str> {
+    use crate::pgtypes::oid::*;
+    Some(match oid {
+        BOOL => "bool",
+        BYTEA => "bytea",
+        INT2 => "int2",
+        INT4 => "int4",
+        INT8 => "int8",
+        TEXT => "text",
+        VARCHAR => "varchar",
+        BPCHAR => "bpchar",
+        NAME => "name",
+        FLOAT4 => "float4",
+        FLOAT8 => "float8",
+        NUMERIC => "numeric",
+        DATE => "date",
+        TIME => "time",
+        TIMESTAMP => "timestamp",
+        TIMESTAMPTZ => "timestamptz",
+        UUID => "uuid",
+        JSON => "json",
+        JSONB => "jsonb",
+        _ => return None,
+    })
 }

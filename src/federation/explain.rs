@@ -57,7 +57,7 @@ pub(super) async fn explain(
     let sql = folded.as_deref().unwrap_or(sql);
     let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
-    let df = super::exactness::plan_sql(&session, sql).await?;
+    let df = super::executor_plan(&session, ctx, sql).await?;
     let task = Arc::new(df.task_ctx());
     let plan = physical_plan(df, &task, ctx, federation, sql, &[], user).await?;
     let mut lines = vec![

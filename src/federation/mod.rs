@@ -677,6 +677,38 @@ pub(crate) type Remainder = std::collections::VecDeque<Vec<u8>>;
 
 /// Plans and runs the statement; writes RowDescription (if asked) and
 /// DataRows. Returns the rows sent and those held back by the limit.
+/// The executor's plan of `sql`, rewritten to mean what Postgres means:
+/// dates and times read as Postgres reads them (ISO 8601), averages and
+/// enums ordered and compared by value, times cast and truncated in the
+/// session's zone, `= ANY` with Postgres's NULLs. What still differs is
+/// refused by the caller.
+async fn executor_plan(
+    session: &datafusion::prelude::SessionContext,
+    ctx: &Arc<ScanContext>,
+    sql: &str,
+) -> Result<datafusion::prelude::DataFrame, Failure> {
+    let mut df = exactness::plan_sql(session, sql).await?;
+    let read = literals::read_by_postgres(df.logical_plan().clone(), ctx).await?;
+    if read.transformed {
+        df = datafusion::prelude::DataFrame::new(session.state(), read.data);
+    }
+    let zone = ctx.time_zone.clone();
+    let in_zone = move |plan| casts::rewrite(plan, &zone);
+    let rewrites: [&dyn Fn(_) -> _; 4] = [
+        &average::in_value_order,
+        &enums::in_label_order,
+        &in_zone,
+        &arrays::any_as_postgres,
+    ];
+    for rewrite in rewrites {
+        let t = rewrite(df.logical_plan().clone())?;
+        if t.transformed {
+            df = datafusion::prelude::DataFrame::new(session.state(), t.data);
+        }
+    }
+    Ok(df)
+}
+
 async fn execute(
     run: &Run<'_>,
     ctx: &Arc<ScanContext>,
@@ -703,24 +735,7 @@ async fn execute(
     }
     let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
-    let mut df = exactness::plan_sql(&session, sql).await?;
-    // Dates and times written as Postgres reads them, in ISO 8601.
-    let read = literals::read_by_postgres(df.logical_plan().clone(), ctx).await?;
-    if read.transformed {
-        df = datafusion::prelude::DataFrame::new(session.state(), read.data);
-    }
-    // Averages and enums ordered and compared by value; what still is not
-    // is refused below.
-    let zone = ctx.time_zone.clone();
-    let in_zone = move |plan| casts::rewrite(plan, &zone);
-    let rewrites: [&dyn Fn(_) -> _; 3] =
-        [&average::in_value_order, &enums::in_label_order, &in_zone];
-    for rewrite in rewrites {
-        let t = rewrite(df.logical_plan().clone())?;
-        if t.transformed {
-            df = datafusion::prelude::DataFrame::new(session.state(), t.data);
-        }
-    }
+    let mut df = executor_plan(&session, ctx, sql).await?;
     if let Some(what) = json::refusal(df.logical_plan())
         .or_else(|| enums::refusal(df.logical_plan()))
         .or_else(|| average::refusal(df.logical_plan()))

@@ -45,7 +45,8 @@ pub(crate) fn to_pg_sql(e: &Expr, columns: &[ScanColumn]) -> Option<String> {
                 to_pg_sql(right, columns)?
             ))
         }
-        Expr::ScalarFunction(f) => super::json::pg_sql(f, |x| to_pg_sql(x, columns)),
+        Expr::ScalarFunction(f) => super::json::pg_sql(f, |x| to_pg_sql(x, columns))
+            .or_else(|| super::arrays::pg_sql(f, columns)),
         Expr::Not(x) => Some(format!("(NOT {})", to_pg_sql(x, columns)?)),
         Expr::IsNull(x) => Some(format!("({} IS NULL)", to_pg_sql(x, columns)?)),
         Expr::IsNotNull(x) => Some(format!("({} IS NOT NULL)", to_pg_sql(x, columns)?)),
