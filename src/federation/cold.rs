@@ -513,6 +513,104 @@ impl PartitionStream for ColdPartition {
     }
 }
 
+/// Takes out of each task the list fields (arrays) its file lacks, having
+/// been written before they were added: Iceberg's reader gives NULL for a
+/// missing field of a simple type, but fails on a missing list. Only
+/// lists absent from some schema of the table's history are looked for,
+/// in the file's footer. True when a task changed (its batches then lack
+/// columns, see [`aligned`]).
+async fn without_late_lists(
+    table: &Table,
+    tasks: &mut [iceberg::scan::FileScanTask],
+) -> std::result::Result<bool, iceberg::Error> {
+    use iceberg::io::FileRead;
+    let metadata = table.metadata();
+    let late: Vec<i32> = metadata
+        .current_schema()
+        .as_struct()
+        .fields()
+        .iter()
+        .filter(|f| matches!(f.field_type.as_ref(), iceberg::spec::Type::List(_)))
+        .filter(|f| {
+            metadata
+                .schemas_iter()
+                .any(|s| s.field_by_id(f.id).is_none())
+        })
+        .map(|f| f.id)
+        .collect();
+    let mut changed = false;
+    for task in tasks {
+        if !task.project_field_ids.iter().any(|id| late.contains(id)) {
+            continue;
+        }
+        let input = table.file_io().new_input(&task.data_file_path)?;
+        let size = task.file_size_in_bytes;
+        let reader = input.reader().await?;
+        let tail = reader.read(size.saturating_sub(64 << 10)..size).await?;
+        let bad = || {
+            iceberg::Error::new(
+                iceberg::ErrorKind::DataInvalid,
+                format!("{}: not a Parquet footer", task.data_file_path),
+            )
+        };
+        let n = tail.len();
+        if n < 8 || &tail[n - 4..] != b"PAR1" {
+            return Err(bad());
+        }
+        let len = u32::from_le_bytes(tail[n - 8..n - 4].try_into().expect("4 bytes")) as usize;
+        let footer = if len + 8 <= n {
+            tail.slice(n - 8 - len..n - 8)
+        } else {
+            let end = size - 8;
+            reader
+                .read(end.checked_sub(len as u64).ok_or_else(bad)?..end)
+                .await?
+        };
+        let footer =
+            datafusion::parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer)
+                .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string()))?;
+        let held: Vec<i32> = footer
+            .file_metadata()
+            .schema_descr()
+            .root_schema()
+            .get_fields()
+            .iter()
+            .filter(|f| f.get_basic_info().has_id())
+            .map(|f| f.get_basic_info().id())
+            .collect();
+        let before = task.project_field_ids.len();
+        task.project_field_ids
+            .retain(|id| !late.contains(id) || held.contains(id));
+        changed |= task.project_field_ids.len() != before;
+    }
+    Ok(changed)
+}
+
+/// `batch` in `schema`'s columns, matched by Iceberg field id (else by
+/// name); a column it lacks reads NULL.
+fn aligned(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    use crate::tiering::verify::{field_id, field_position};
+    let have = batch.schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let at = field_id(f)
+                .and_then(|id| field_position(&have, id))
+                .or_else(|| have.index_of(f.name()).ok());
+            Ok(match at {
+                Some(i) => cast(batch.column(i), f.data_type())?,
+                None => datafusion::arrow::array::new_null_array(f.data_type(), batch.num_rows()),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
 /// Reads an Iceberg scan's data files in as many parallel readers as there
 /// are cores, each on a share of the files (by size), into one stream.
 /// Decompressing and decoding Parquet is most of a cold scan's work, and
@@ -531,6 +629,7 @@ fn parallel_scan(scan: &IcebergTableScan, row_filters: &[Expr]) -> SendableRecor
         iceberg_datafusion::physical_plan::convert_filters_to_predicate(row_filters);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2 * readers);
     let external = |e: iceberg::Error| DataFusionError::External(Box::new(e));
+    let read_schema = schema.clone();
     tokio::spawn(async move {
         let planned = async {
             let mut builder = match snapshot {
@@ -560,6 +659,13 @@ fn parallel_scan(scan: &IcebergTableScan, row_filters: &[Expr]) -> SendableRecor
                 .clone()
                 .and_then(|p| iceberg::expr::Bind::bind(&p, task.schema.clone(), true).ok());
         }
+        let realign = match without_late_lists(&table, &mut tasks).await {
+            Ok(changed) => changed,
+            Err(e) => {
+                let _ = tx.send(Err(external(e))).await;
+                return;
+            }
+        };
         // The largest files first, each to the reader with the fewest bytes.
         let mut shares: Vec<(u64, Vec<iceberg::scan::FileScanTask>)> =
             (0..readers).map(|_| (0, Vec::new())).collect();
@@ -591,7 +697,7 @@ fn parallel_scan(scan: &IcebergTableScan, row_filters: &[Expr]) -> SendableRecor
             .with_metadata_size_hint(64 << 10)
             .build();
         for (_, share) in shares.into_iter().filter(|s| !s.1.is_empty()) {
-            let (tx, reader) = (tx.clone(), reader.clone());
+            let (tx, reader, schema) = (tx.clone(), reader.clone(), read_schema.clone());
             tokio::spawn(async move {
                 let files = futures::stream::iter(share.into_iter().map(Ok)).boxed();
                 let mut batches = match reader.read(files) {
@@ -602,8 +708,12 @@ fn parallel_scan(scan: &IcebergTableScan, row_filters: &[Expr]) -> SendableRecor
                     }
                 };
                 while let Some(batch) = batches.next().await {
+                    let batch = match batch.map_err(external) {
+                        Ok(b) if realign => aligned(b, &schema),
+                        other => other,
+                    };
                     // The statement ended (or failed) when no one listens.
-                    if tx.send(batch.map_err(external)).await.is_err() {
+                    if tx.send(batch).await.is_err() {
                         return;
                     }
                 }

@@ -356,16 +356,6 @@ pub(crate) fn evolved_schema(
                 .with_doc(crate::lake::attnum_doc(c.attnum))
             }
             None => {
-                // Iceberg's reader cannot give NULL for a list field that
-                // files written before it lack.
-                if matches!(c.pg_type, crate::pgtypes::PgType::Array(_))
-                    && metadata.snapshots().next().is_some()
-                {
-                    return Err(change(format!(
-                        "array column {:?} was added in Postgres after rows were moved; the lake cannot add an array column to the rows it holds, so its rows stay in Postgres until the column is dropped",
-                        c.name
-                    )));
-                }
                 next_id += 1;
                 let id = next_id;
                 if matches!(c.pg_type, crate::pgtypes::PgType::Array(_)) {
