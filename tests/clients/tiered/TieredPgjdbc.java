@@ -21,7 +21,7 @@ import java.util.Properties;
  */
 public class TieredPgjdbc {
     static final Object[] PARAMS = {
-        null, 97L, OffsetDateTime.of(2025, 6, 1, 0, 0, 0, 0, ZoneOffset.UTC), null, 15,
+        null, 97L, OffsetDateTime.of(2025, 6, 1, 0, 0, 0, 0, ZoneOffset.UTC), null, 15, 7L,
     };
 
     static String show(Object v) {

@@ -8,7 +8,7 @@ const fs = require('fs');
 const path = require('path');
 const pg = require('pg');
 
-const PARAMS = [null, 97, new Date(Date.UTC(2025, 5, 1)), null, 15];
+const PARAMS = [null, 97, new Date(Date.UTC(2025, 5, 1)), null, 15, 7];
 
 function show(v) {
   if (v === null) return 'null';

@@ -19,6 +19,7 @@ PARAMS = [
     datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc),
     None,
     15,
+    7,
 ]
 
 
