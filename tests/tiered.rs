@@ -2318,7 +2318,7 @@ async fn array_columns_over_the_lake_equal_postgres() {
     // Filters with the array operators go to Postgres for the hot rows.
     let plan: Vec<String> = both
         .through
-        .simple_query("EXPLAIN SELECT id FROM posts WHERE tags @> '{t1}' AND scores && ARRAY[7, NULL] AND 'z1' = ANY(names) AND ARRAY[1.5] <@ prices")
+        .simple_query("EXPLAIN SELECT id FROM posts WHERE tags @> '{t1}' AND scores && ARRAY[7, NULL] AND 'z1' = ANY(names) AND ARRAY[1.5] <@ prices AND id = ANY(ARRAY[1, 2, 3000000000])")
         .await
         .unwrap()
         .into_iter()
@@ -2333,6 +2333,7 @@ async fn array_columns_over_the_lake_equal_postgres() {
         "(scores && CAST(ARRAY[7, NULL] AS int4[]))",
         "('z1' = ANY(names))",
         "(prices @> CAST(ARRAY[1.50::numeric] AS numeric[]))",
+        "(id = ANY(CAST(ARRAY[1, 2, 3000000000] AS int8[])))",
     ] {
         if !plan.contains(want) {
             failures.push(format!("EXPLAIN lacks {want:?}:\n{plan}"));

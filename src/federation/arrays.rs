@@ -1,12 +1,16 @@
 //! Array columns, answered as Postgres answers them.
 //!
 //! The executor holds a one-dimensional array as an Arrow list. Most of
-//! what a statement does with one (elements, `= ANY`, `cardinality`,
-//! `array_agg`, `unnest`, equality, grouping, ORDER BY) means the same in
-//! both; what does not is planned Postgres's way here or refused:
+//! what a statement does with one (elements, `cardinality`, `array_agg`,
+//! `unnest` in the select list, equality, grouping, ORDER BY) means the
+//! same in both; what does not is planned Postgres's way here or refused:
 //!
 //! - `@>`, `<@` and `&&` follow Postgres: a NULL element matches nothing
 //!   (the executor's `array_has_all` matches NULL with NULL);
+//! - `x = ANY(a)` is NULL, not false, when no element equals `x` and one
+//!   is NULL (the difference shows under `NOT`);
+//! - a string literal beside an array (`tags @> '{a,b}'`) is read as an
+//!   array, as Postgres reads it;
 //! - `array_length` of an empty array is NULL (the executor's is 0);
 //! - a subscript must be a literal that is not negative (the executor
 //!   counts a negative one from the end, Postgres answers NULL), and
@@ -18,9 +22,6 @@ use std::any::Any;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use super::scan::ScanColumn;
-use crate::catalog::quote_ident;
-use crate::pgtypes::PgType;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, GenericListArray, StringArray,
 };
@@ -44,8 +45,12 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
+use super::scan::ScanColumn;
+use crate::catalog::quote_ident;
+use crate::pgtypes::PgType;
+
 /// Whether `t` is an array, as the executor holds one.
-pub(crate) fn is_list(t: &DataType) -> bool {
+fn is_list(t: &DataType) -> bool {
     matches!(t, DataType::List(_) | DataType::LargeList(_))
 }
 
@@ -420,32 +425,43 @@ impl ScalarUDFImpl for AnyEqual {
 }
 
 /// `plan` with the executor's `array_has` (its plan of `x = ANY(a)`) as
-/// [`AnyEqual`].
+/// [`AnyEqual`], a string literal for `a` (`x = ANY('{1,2}')`) read as an
+/// array of `x`'s type.
 pub(crate) fn any_as_postgres(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
     let any = Arc::new(AnyEqual::udf());
-    let swap = |x: Expr| -> Result<Transformed<Expr>> {
-        Ok(match x {
-            Expr::ScalarFunction(f) if f.func.name() == "array_has" => Transformed::yes(
-                Expr::ScalarFunction(ScalarFunction::new_udf(any.clone(), f.args)),
-            ),
-            x => Transformed::no(x),
-        })
+    let swap = |x: Expr, schemas: &[&DFSchema]| -> Result<Transformed<Expr>> {
+        let Expr::ScalarFunction(f) = x else {
+            return Ok(Transformed::no(x));
+        };
+        if f.func.name() != "array_has" {
+            return Ok(Transformed::no(Expr::ScalarFunction(f)));
+        }
+        let mut args = f.args;
+        if let [a, x] = args.as_mut_slice()
+            && !schemas.iter().any(|s| listy(a, s))
+            && let Some(t) = schemas.iter().find_map(|s| x.get_type(*s).ok())
+        {
+            *a = literal_list(a.clone(), &DataType::new_list(t, true))?;
+        }
+        Ok(Transformed::yes(Expr::ScalarFunction(
+            ScalarFunction::new_udf(any.clone(), args),
+        )))
     };
     super::exactness::rewrite_plan(
         plan,
-        |e, _| {
-            let t = e.clone().transform_up(swap).ok()?;
+        |e, schema| {
+            let t = e.clone().transform_up(|x| swap(x, &[schema])).ok()?;
             t.transformed.then_some(t.data)
         },
-        |x, _| swap(x),
+        swap,
     )
 }
 
 /// An array operator over a column of `columns` as Postgres SQL, for
 /// filters pushed to the hot scan: `a @> b`, `a <@ b` (as `b @> a`),
-/// `a && b` and `x = ANY(a)`, a literal array written as an array of the
-/// column's type (the type Postgres resolved the operator to when it
-/// described the statement).
+/// `a && b`, `x = ANY(a)` and `column = ANY(literal)` (`id = ANY($1)`), a
+/// literal array written as an array of the column's type (the type
+/// Postgres resolved the operator to when it described the statement).
 pub(crate) fn pg_sql(f: &ScalarFunction, columns: &[ScanColumn]) -> Option<String> {
     let inner = f.func.inner().as_any();
     // A column cast by the executor to the other operand's type is the
@@ -459,6 +475,8 @@ pub(crate) fn pg_sql(f: &ScalarFunction, columns: &[ScanColumn]) -> Option<Strin
         }
     }
     let column = |e: &Expr| column(e, columns);
+    // A literal array beside a column is written as an array of the
+    // column's type (or, for `= ANY`, of the type of its elements).
     let operand = |e: &Expr, beside: Option<&ScanColumn>| -> Option<String> {
         if let Some(c) = column(e) {
             return Some(quote_ident(&c.name));
@@ -468,8 +486,9 @@ pub(crate) fn pg_sql(f: &ScalarFunction, columns: &[ScanColumn]) -> Option<Strin
         };
         match v {
             ScalarValue::List(l) if l.len() == 1 && !l.is_null(0) => {
-                let PgType::Array(of) = beside?.pg_type else {
-                    return None;
+                let element = match beside?.pg_type {
+                    PgType::Array(of) => type_name(of.element_oid())?,
+                    scalar => scalar_name(scalar)?,
                 };
                 let values = l.value(0);
                 let items = (0..values.len())
@@ -480,11 +499,7 @@ pub(crate) fn pg_sql(f: &ScalarFunction, columns: &[ScanColumn]) -> Option<Strin
                         },
                     )
                     .collect::<Option<Vec<_>>>()?;
-                Some(format!(
-                    "CAST(ARRAY[{}] AS {}[])",
-                    items.join(", "),
-                    type_name(of.element_oid())?
-                ))
+                Some(format!("CAST(ARRAY[{}] AS {element}[])", items.join(", ")))
             }
             v => super::pushdown::literal_sql(v),
         }
@@ -505,14 +520,46 @@ pub(crate) fn pg_sql(f: &ScalarFunction, columns: &[ScanColumn]) -> Option<Strin
         ));
     }
     if inner.downcast_ref::<AnyEqual>().is_some() {
-        column(first)?;
+        // `column = ANY(literal)` only when the executor compares in the
+        // column's own type (it is not cast), as Postgres then does.
+        let value = match second {
+            Expr::Column(_) => column(second),
+            _ => None,
+        };
+        if column(first).is_none() && value.is_none() {
+            return None;
+        }
         return Some(format!(
             "({} = ANY({}))",
             operand(second, None)?,
-            operand(first, None)?
+            operand(first, value)?
         ));
     }
     None
+}
+
+/// The name Postgres knows a column's (not array) type by.
+fn scalar_name(t: PgType) -> Option<&'static str> {
+    use crate::pgtypes::oid;
+    type_name(match t {
+        PgType::Bool => oid::BOOL,
+        PgType::Int2 => oid::INT2,
+        PgType::Int4 => oid::INT4,
+        PgType::Int8 => oid::INT8,
+        PgType::Float4 => oid::FLOAT4,
+        PgType::Float8 => oid::FLOAT8,
+        PgType::Numeric(..) => oid::NUMERIC,
+        PgType::Text(o) => o,
+        PgType::Json => oid::JSON,
+        PgType::Jsonb => oid::JSONB,
+        PgType::Bytea => oid::BYTEA,
+        PgType::Uuid => oid::UUID,
+        PgType::Date => oid::DATE,
+        PgType::Time => oid::TIME,
+        PgType::Timestamp => oid::TIMESTAMP,
+        PgType::Timestamptz => oid::TIMESTAMPTZ,
+        PgType::Enum | PgType::Array(_) => return None,
+    })
 }
 
 /// The name Postgres knows an element type by.
