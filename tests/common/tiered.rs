@@ -285,6 +285,28 @@ impl BothProtocols {
 
     /// What differs between the two answers to `sql`; `None` when they
     /// are the same in text and in binary.
+    /// What the EXPLAIN of `sql` through thermocline lacks of `wants`
+    /// (filters in the SQL sent to Postgres, say), each with the plan.
+    pub async fn explain_lacks(&self, sql: &str, wants: &[&str]) -> Vec<String> {
+        let plan: Vec<String> = self
+            .through
+            .simple_query(&format!("EXPLAIN {sql}"))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .collect();
+        let plan = plan.join("\n");
+        wants
+            .iter()
+            .filter(|w| !plan.contains(*w))
+            .map(|w| format!("EXPLAIN lacks {w:?}:\n{plan}"))
+            .collect()
+    }
+
     pub async fn differs(&mut self, sql: &str) -> Option<String> {
         let want = ask(&self.direct, sql).await;
         let got = ask(&self.through, sql).await;
