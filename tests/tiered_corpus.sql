@@ -218,7 +218,7 @@ SELECT upper(status), lower(note), length(note), char_length(status) FROM orders
 UNSUPPORTED SELECT greatest(customer_id, 5, NULL), least(amount, 10.5), greatest(score, 0.5) FROM orders WHERE id < 6 ORDER BY id
 SELECT count(*) FROM orders o WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = o.customer_id AND c.region = 'north')
 SELECT count(*) FROM orders WHERE customer_id = ANY(ARRAY[1, 2, 3])
-SELECT count(*) FROM orders WHERE NOT (status = ANY(ARRAY['paid', NULL]))
+SELECT count(*) FROM orders WHERE NOT (status = ANY(ARRAY['paid', NULL])) OR NOT (note = SOME('{x,NULL}'))
 SELECT id, status FROM orders WHERE id = ANY(ARRAY[5, 500, 5000]) OR note = ANY('{x,y}') ORDER BY id
 UNSUPPORTED SELECT sum(customer_id::int2), sum(customer_id::bigint * 1000000000) FROM orders
 SELECT max(id) - min(id), count(DISTINCT (customer_id, status)) FROM orders

@@ -694,11 +694,20 @@ async fn executor_plan(
     }
     let zone = ctx.time_zone.clone();
     let in_zone = move |plan| casts::rewrite(plan, &zone);
+    // `= ANY` (or `= SOME`) is the only source of what the last rewrites.
+    let lower = sql.to_ascii_lowercase();
+    let any = lower.contains("any") || lower.contains("some");
     let rewrites: [&dyn Fn(_) -> _; 4] = [
         &average::in_value_order,
         &enums::in_label_order,
         &in_zone,
-        &arrays::any_as_postgres,
+        &|plan| {
+            if any {
+                arrays::any_as_postgres(plan)
+            } else {
+                Ok(datafusion::common::tree_node::Transformed::no(plan))
+            }
+        },
     ];
     for rewrite in rewrites {
         let t = rewrite(df.logical_plan().clone())?;
