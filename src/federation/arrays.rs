@@ -22,12 +22,10 @@ use std::any::Any;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, GenericListArray, StringArray,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::utils::SingleRowListArrayBuilder;
@@ -49,17 +47,13 @@ use super::scan::ScanColumn;
 use crate::catalog::quote_ident;
 use crate::pgtypes::PgType;
 
-/// Whether `t` is an array, as the executor holds one.
-fn is_list(t: &DataType) -> bool {
-    matches!(t, DataType::List(_) | DataType::LargeList(_))
+/// The type of `e` when it is an array (an Arrow list).
+fn list_type(e: &Expr, schema: &DFSchema) -> Option<DataType> {
+    e.get_type(schema).ok().filter(|t| element(t).is_some())
 }
 
 fn listy(e: &Expr, schema: &DFSchema) -> bool {
-    e.get_type(schema).is_ok_and(|t| is_list(&t))
-}
-
-fn list_type(e: &Expr, schema: &DFSchema) -> Option<DataType> {
-    e.get_type(schema).ok().filter(is_list)
+    list_type(e, schema).is_some()
 }
 
 /// A string literal beside an array (`tags @> '{a,b}'`) read as an array
@@ -202,14 +196,11 @@ impl ScalarUDFImpl for ArrayMatch {
         let Some(t) = element(a.data_type()) else {
             return exec_err!("{} takes two arrays", self.name());
         };
-        // Elements compared by their row encoding, with -0 made 0 (equal
-        // in Postgres, as are two NaNs).
         let converter = RowConverter::new(vec![SortField::new(t.clone())])?;
-        let rows_of = |l: &GenericListArray<i32>| -> Result<_> {
-            let values = positive_zero(l.values())?;
-            Ok(converter.convert_columns(&[values])?)
-        };
-        let (ra, rb) = (rows_of(a)?, rows_of(b)?);
+        let (ra, rb) = (
+            comparable(&converter, a.values())?,
+            comparable(&converter, b.values())?,
+        );
         let (va, vb) = (a.values(), b.values());
         let out: BooleanArray = (0..n)
             .map(|i| {
@@ -234,9 +225,11 @@ impl ScalarUDFImpl for ArrayMatch {
     }
 }
 
-/// Float values with -0 written as 0, so that they encode alike.
-fn positive_zero(values: &ArrayRef) -> Result<ArrayRef> {
-    Ok(match values.data_type() {
+/// Values encoded to be compared for equality as Postgres compares them:
+/// by their row encoding, with -0 made 0 (equal in Postgres, as are two
+/// NaNs).
+fn comparable(converter: &RowConverter, values: &ArrayRef) -> Result<Rows> {
+    let values: ArrayRef = match values.data_type() {
         DataType::Float64 => Arc::new(
             values
                 .as_primitive::<Float64Type>()
@@ -248,7 +241,8 @@ fn positive_zero(values: &ArrayRef) -> Result<ArrayRef> {
                 .unary::<_, Float32Type>(|x| if x == 0.0 { 0.0 } else { x }),
         ),
         _ => values.clone(),
-    })
+    };
+    Ok(converter.convert_columns(&[values])?)
 }
 
 /// Rewrites `array_length(a, d)` to be NULL for an empty array, as
@@ -394,8 +388,8 @@ impl ScalarUDFImpl for AnyEqual {
             return exec_err!("= ANY takes an array");
         };
         let converter = RowConverter::new(vec![SortField::new(x.data_type().clone())])?;
-        let values = converter.convert_columns(&[positive_zero(a.values())?])?;
-        let needles = converter.convert_columns(&[positive_zero(&x)?])?;
+        let values = comparable(&converter, a.values())?;
+        let needles = comparable(&converter, &x)?;
         let va = a.values();
         let out: BooleanArray = (0..n)
             .map(|i| {

@@ -523,7 +523,7 @@ async fn without_late_lists(
     table: &Table,
     tasks: &mut [iceberg::scan::FileScanTask],
 ) -> std::result::Result<bool, iceberg::Error> {
-    use iceberg::io::FileRead;
+    use datafusion::parquet::arrow::async_reader::AsyncFileReader;
     let metadata = table.metadata();
     let late: Vec<i32> = metadata
         .current_schema()
@@ -544,31 +544,16 @@ async fn without_late_lists(
             continue;
         }
         let input = table.file_io().new_input(&task.data_file_path)?;
-        let size = task.file_size_in_bytes;
-        let reader = input.reader().await?;
-        let tail = reader.read(size.saturating_sub(64 << 10)..size).await?;
-        let bad = || {
-            iceberg::Error::new(
-                iceberg::ErrorKind::DataInvalid,
-                format!("{}: not a Parquet footer", task.data_file_path),
-            )
-        };
-        let n = tail.len();
-        if n < 8 || &tail[n - 4..] != b"PAR1" {
-            return Err(bad());
-        }
-        let len = u32::from_le_bytes(tail[n - 8..n - 4].try_into().expect("4 bytes")) as usize;
-        let footer = if len + 8 <= n {
-            tail.slice(n - 8 - len..n - 8)
-        } else {
-            let end = size - 8;
-            reader
-                .read(end.checked_sub(len as u64).ok_or_else(bad)?..end)
-                .await?
-        };
-        let footer =
-            datafusion::parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer)
-                .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string()))?;
+        let mut file = iceberg::arrow::ArrowFileReader::new(
+            iceberg::io::FileMetadata {
+                size: task.file_size_in_bytes,
+            },
+            input.reader().await?,
+        );
+        let footer = file
+            .get_metadata(None)
+            .await
+            .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string()))?;
         let held: Vec<i32> = footer
             .file_metadata()
             .schema_descr()

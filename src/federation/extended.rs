@@ -392,32 +392,13 @@ fn array_param(
             let t = param_scalar(element, 0, None, tz)?.data_type();
             return ScalarValue::try_from(DataType::new_list(t, true)).map_err(|e| e.to_string());
         }
-        Some(v) if format == 1 => {
-            let int = |at: usize| {
-                v.get(at..at + 4)
-                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                    .ok_or_else(malformed)
-            };
-            let len = match int(0)? {
-                0 => 0,
-                1 => int(12)?,
-                _ => return Err("multidimensional array parameters are not supported yet".into()),
-            };
-            let mut pos = 20;
-            let mut items = Vec::new();
-            for _ in 0..len {
-                let n = int(pos)?;
-                pos += 4;
-                if n < 0 {
-                    items.push(None);
-                } else {
-                    let end = pos + n as usize;
-                    items.push(Some(v.get(pos..end).ok_or_else(malformed)?.to_vec()));
-                    pos = end;
-                }
+        Some(v) if format == 1 => match crate::pgtypes::array_elements(v) {
+            Ok((_, items)) => items.into_iter().map(|i| i.map(<[u8]>::to_vec)).collect(),
+            Err(crate::pgtypes::TypeError::ArrayShape) => {
+                return Err("multidimensional array parameters are not supported yet".into());
             }
-            items
-        }
+            Err(_) => return Err(malformed()),
+        },
         Some(v) => {
             let text = std::str::from_utf8(v).map_err(|_| "parameter is not valid UTF-8")?;
             crate::pgtypes::array_items(text)

@@ -799,7 +799,7 @@ pub(crate) fn scan_columns(
     rows.iter()
         .filter_map(|(name, oid, typmod, type_name, attnum, labels)| {
             // A column of a type the executor cannot carry exactly (an
-            // unbounded numeric, an array, …) is left out: a statement
+            // unbounded numeric, an interval, …) is left out: a statement
             // that uses it fails to plan, with 0A000.
             let pg_type = PgType::of_column(*oid, *typmod, type_name, labels.is_some()).ok()?;
             Some((

@@ -116,17 +116,18 @@ pub fn write_binary(
             out.extend_from_slice(&days.to_be_bytes());
             out.extend_from_slice(&months.to_be_bytes());
         }
-        o if super::array_element(o).is_some() => {
-            let element = super::array_element(o).expect("an array type");
-            let list = any.downcast_ref::<ListArray>().ok_or_else(mismatch)?;
-            write_array(out, list.value(row).as_ref(), element)?;
-        }
-        // A type known only to Postgres holding a string here: an enum,
-        // whose binary form is its label.
-        _ => {
-            let v = str_value(array, row).ok_or_else(mismatch)?;
-            out.extend_from_slice(v.as_bytes());
-        }
+        // An array of a type above; else a type known only to Postgres
+        // holding a string here: an enum, whose binary form is its label.
+        _ => match super::array_element(pg_type) {
+            Some(element) => {
+                let list = any.downcast_ref::<ListArray>().ok_or_else(mismatch)?;
+                write_array(out, list.value(row).as_ref(), element)?;
+            }
+            None => {
+                let v = str_value(array, row).ok_or_else(mismatch)?;
+                out.extend_from_slice(v.as_bytes());
+            }
+        },
     }
     Ok(true)
 }

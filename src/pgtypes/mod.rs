@@ -385,10 +385,24 @@ impl PgType {
     }
 }
 
-/// Appends the elements of a one-dimensional array in Postgres's binary
-/// format (`array_send`): dimensions, flags, element type, then each
-/// element's length (-1: NULL) and bytes.
+/// Appends the elements of a one-dimensional array whose indexes start
+/// at 1, in Postgres's binary format.
 fn append_array(element: PgType, values: &mut dyn ArrayBuilder, v: &[u8]) -> Result<(), TypeError> {
+    let (lower, items) = array_elements(v)?;
+    if lower != 1 {
+        return Err(TypeError::ArrayShape);
+    }
+    for item in items {
+        element.append_binary(values, item)?;
+    }
+    Ok(())
+}
+
+/// The lower bound and elements (`None`: NULL) of a one-dimensional
+/// array in Postgres's binary format (`array_send`): dimensions, flags,
+/// element type, then each element's length (-1: NULL) and bytes. An
+/// empty array's lower bound is 1.
+pub fn array_elements(v: &[u8]) -> Result<(i32, Vec<Option<&[u8]>>), TypeError> {
     const BAD: TypeError = TypeError::Malformed("array");
     let int = |at: usize| -> Result<i32, TypeError> {
         v.get(at..at + 4)
@@ -396,30 +410,27 @@ fn append_array(element: PgType, values: &mut dyn ArrayBuilder, v: &[u8]) -> Res
             .ok_or(BAD)
     };
     match int(0)? {
-        0 => return Ok(()),
+        0 => return Ok((1, Vec::new())),
         1 => {}
         _ => return Err(TypeError::ArrayShape),
     }
-    let len = int(12)?;
-    if int(16)? != 1 {
-        return Err(TypeError::ArrayShape);
-    }
+    let (len, lower) = (int(12)?, int(16)?);
+    let mut items = Vec::with_capacity(len.max(0) as usize);
     let mut pos = 20;
     for _ in 0..len {
         let n = int(pos)?;
         pos += 4;
         if n < 0 {
-            element.append_binary(values, None)?;
+            items.push(None);
         } else {
-            let item = v.get(pos..pos + n as usize).ok_or(BAD)?;
-            element.append_binary(values, Some(item))?;
+            items.push(Some(v.get(pos..pos + n as usize).ok_or(BAD)?));
             pos += n as usize;
         }
     }
     if pos != v.len() {
         return Err(BAD);
     }
-    Ok(())
+    Ok((lower, items))
 }
 
 /// A `numeric` in binary format as an integer scaled by 10^`scale`.

@@ -165,15 +165,14 @@ pub fn write_text(
             super::write_interval(out, months, days, micros, settings.interval_style);
             Ok(true)
         }
-        o if super::array_element(o).is_some() => {
-            let element = super::array_element(o).expect("an array type");
-            let list = any.downcast_ref::<ListArray>().ok_or_else(mismatch)?;
-            write_array(out, list.value(row).as_ref(), element, settings)?;
-            Ok(true)
-        }
-        // A type known only to Postgres holding a string here: an enum,
-        // written as its label.
+        // An array of a type above; else a type known only to Postgres
+        // holding a string here: an enum, written as its label.
         _ => {
+            if let Some(element) = super::array_element(pg_type) {
+                let list = any.downcast_ref::<ListArray>().ok_or_else(mismatch)?;
+                write_array(out, list.value(row).as_ref(), element, settings)?;
+                return Ok(true);
+            }
             let v = str_value(array, row).ok_or_else(mismatch)?;
             out.extend_from_slice(v.as_bytes());
             Ok(true)
