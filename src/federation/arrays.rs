@@ -552,6 +552,7 @@ fn scalar_name(t: PgType) -> Option<&'static str> {
         PgType::Time => oid::TIME,
         PgType::Timestamp => oid::TIMESTAMP,
         PgType::Timestamptz => oid::TIMESTAMPTZ,
+        PgType::Interval => oid::INTERVAL,
         PgType::Enum | PgType::Array(_) => return None,
     })
 }

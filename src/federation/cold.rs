@@ -496,7 +496,7 @@ impl PartitionStream for ColdPartition {
                 .iter()
                 .zip(out.fields())
                 .map(|(p, f)| match p {
-                    Some(p) => cast(batch.column(*p), f.data_type()),
+                    Some(p) => crate::lake::convert(batch.column(*p), f.data_type()),
                     None => Ok(datafusion::arrow::array::new_null_array(
                         f.data_type(),
                         batch.num_rows(),
@@ -513,13 +513,13 @@ impl PartitionStream for ColdPartition {
     }
 }
 
-/// Takes out of each task the list fields (arrays) its file lacks, having
-/// been written before they were added: Iceberg's reader gives NULL for a
-/// missing field of a simple type, but fails on a missing list. Only
-/// lists absent from some schema of the table's history are looked for,
+/// Takes out of each task the list and struct fields (arrays, intervals)
+/// its file lacks, having been written before they were added: Iceberg's
+/// reader gives NULL for a missing field of a simple type, but fails on a
+/// missing nested one. Only such fields absent from some schema of the table's history are looked for,
 /// in the file's footer. True when a task changed (its batches then lack
 /// columns, see [`aligned`]).
-async fn without_late_lists(
+async fn without_late_nested(
     table: &Table,
     tasks: &mut [iceberg::scan::FileScanTask],
 ) -> std::result::Result<bool, iceberg::Error> {
@@ -530,7 +530,12 @@ async fn without_late_lists(
         .as_struct()
         .fields()
         .iter()
-        .filter(|f| matches!(f.field_type.as_ref(), iceberg::spec::Type::List(_)))
+        .filter(|f| {
+            matches!(
+                f.field_type.as_ref(),
+                iceberg::spec::Type::List(_) | iceberg::spec::Type::Struct(_)
+            )
+        })
         .filter(|f| {
             metadata
                 .schemas_iter()
@@ -584,7 +589,7 @@ fn aligned(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
                 .and_then(|id| field_position(&have, id))
                 .or_else(|| have.index_of(f.name()).ok());
             Ok(match at {
-                Some(i) => cast(batch.column(i), f.data_type())?,
+                Some(i) => crate::lake::convert(batch.column(i), f.data_type())?,
                 None => datafusion::arrow::array::new_null_array(f.data_type(), batch.num_rows()),
             })
         })
@@ -644,7 +649,7 @@ fn parallel_scan(scan: &IcebergTableScan, row_filters: &[Expr]) -> SendableRecor
                 .clone()
                 .and_then(|p| iceberg::expr::Bind::bind(&p, task.schema.clone(), true).ok());
         }
-        let realign = match without_late_lists(&table, &mut tasks).await {
+        let realign = match without_late_nested(&table, &mut tasks).await {
             Ok(changed) => changed,
             Err(e) => {
                 let _ = tx.send(Err(external(e))).await;

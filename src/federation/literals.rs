@@ -25,6 +25,7 @@ fn pg_type(t: &DataType) -> Option<&'static str> {
         DataType::Timestamp(_, Some(_)) => Some("timestamptz"),
         DataType::Timestamp(_, None) => Some("timestamp"),
         DataType::Date32 => Some("date"),
+        DataType::Interval(_) | DataType::Duration(_) => Some("interval"),
         _ => None,
     }
 }
@@ -32,6 +33,9 @@ fn pg_type(t: &DataType) -> Option<&'static str> {
 /// Whether the executor reads `s` as a value of `pg_type` itself.
 fn readable(s: &str, pg_type: &str) -> bool {
     match pg_type {
+        // Postgres's interval syntax is its own ('1 mon', '-1 days
+        // +02:00', '1-2', 'P1D'): always read by Postgres.
+        "interval" => false,
         "date" => chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").is_ok(),
         _ => datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(s.trim())
             .is_ok(),
@@ -119,7 +123,14 @@ pub(super) async fn read_by_postgres(
     }
     let columns: Vec<String> = strings
         .iter()
-        .map(|(s, t)| format!("pg_catalog.to_jsonb({}::{t}) #>> '{{}}'", quote_literal(s)))
+        .map(|(s, t)| match *t {
+            // Its parts, from its binary form.
+            "interval" => format!(
+                "pg_catalog.encode(pg_catalog.interval_send({}::interval), 'hex')",
+                quote_literal(s)
+            ),
+            _ => format!("pg_catalog.to_jsonb({}::{t}) #>> '{{}}'", quote_literal(s)),
+        })
         .collect();
     let rows = {
         let mut link = ctx.link.lock().await;
@@ -130,10 +141,17 @@ pub(super) async fn read_by_postgres(
     let Some(row) = rows.into_iter().next() else {
         return Err(super::Failure::Link(LinkError::Gone));
     };
-    let read: HashMap<(String, &'static str), String> = strings
+    let read: HashMap<(String, &'static str), ScalarValue> = strings
         .into_iter()
         .zip(row)
-        .filter_map(|(k, v)| Some((k, v?)))
+        .filter_map(|(k, v)| {
+            let v = v?;
+            let value = match k.1 {
+                "interval" => ScalarValue::IntervalMonthDayNano(Some(interval_of_hex(&v)?)),
+                _ => ScalarValue::Utf8(Some(v)),
+            };
+            Some((k, value))
+        })
         .collect();
     let replace = |e: Expr, schemas: &[&DFSchema]| -> Result<Transformed<Expr>> {
         // Each comparison's own strings, in place.
@@ -150,9 +168,7 @@ pub(super) async fn read_by_postgres(
         e.map_children(|c| {
             Ok(
                 match string(&c).and_then(|s| pairs.iter().find(|(p, _)| p == s)) {
-                    Some((_, v)) => {
-                        Transformed::yes(Expr::Literal(ScalarValue::Utf8(Some(v.clone())), None))
-                    }
+                    Some((_, v)) => Transformed::yes(Expr::Literal(v.clone(), None)),
                     None => Transformed::no(c),
                 },
             )
@@ -161,4 +177,18 @@ pub(super) async fn read_by_postgres(
     let rewritten =
         super::exactness::rewrite_plan(plan, |_, _| None, |e, schemas| replace(e, schemas))?;
     Ok(rewritten)
+}
+
+/// An interval from the hex of Postgres's binary form (`interval_send`):
+/// microseconds, days, months.
+fn interval_of_hex(hex: &str) -> Option<datafusion::arrow::datatypes::IntervalMonthDayNano> {
+    let part = |at: usize, len: usize| hex.get(at * 2..(at + len) * 2);
+    let micros = u64::from_str_radix(part(0, 8)?, 16).ok()? as i64;
+    let days = u32::from_str_radix(part(8, 4)?, 16).ok()? as i32;
+    let months = u32::from_str_radix(part(12, 4)?, 16).ok()? as i32;
+    Some(datafusion::arrow::datatypes::IntervalMonthDayNano::new(
+        months,
+        days,
+        micros.checked_mul(1000)?,
+    ))
 }

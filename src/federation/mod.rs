@@ -23,6 +23,7 @@ mod explain;
 pub(crate) mod extended;
 mod hotagg;
 pub(crate) mod hotcache;
+mod intervals;
 mod joins;
 mod json;
 pub(crate) mod link;
@@ -697,8 +698,9 @@ async fn executor_plan(
     // `= ANY` (or `= SOME`) is the only source of what the last rewrites.
     let lower = sql.to_ascii_lowercase();
     let any = lower.contains("any") || lower.contains("some");
-    let rewrites: [&dyn Fn(_) -> _; 4] = [
+    let rewrites: [&dyn Fn(_) -> _; 5] = [
         &average::in_value_order,
+        &|plan| intervals::by_length(plan, sql),
         &enums::in_label_order,
         &in_zone,
         &|plan| {
@@ -750,6 +752,7 @@ async fn execute(
         .or_else(|| average::refusal(df.logical_plan()))
         .or_else(|| casts::refusal(df.logical_plan()))
         .or_else(|| arrays::refusal(df.logical_plan()))
+        .or_else(|| intervals::refusal(df.logical_plan()))
         .or_else(|| {
             ctx.collated
                 .load(std::sync::atomic::Ordering::Relaxed)

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use iceberg::io::LocalFsStorageFactory;
 use iceberg::spec::{
     ListType, NestedField, NullOrder, PrimitiveType, Schema, SortDirection, SortField, SortOrder,
-    Transform, Type, UnboundPartitionSpec,
+    StructType, Transform, Type, UnboundPartitionSpec,
 };
 use iceberg::table::Table;
 use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
@@ -189,18 +189,16 @@ impl Lake {
                 Err(e) => return Err(e.into()),
             }
         }
-        // Element fields of arrays are numbered after the columns, as
-        // Iceberg numbers nested fields.
-        let mut element_id = t.columns.len() as i32;
+        // Nested fields (an array's element, an interval's parts) are
+        // numbered after the columns, as Iceberg numbers them.
+        let mut last_id = t.columns.len() as i32;
         let fields = t
             .columns
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                if matches!(c.pg_type, PgType::Array(_)) {
-                    element_id += 1;
-                }
-                let ty = iceberg_type(c.pg_type, element_id)?;
+                let ty = iceberg_type(c.pg_type, last_id + 1)?;
+                last_id += nested_fields(c.pg_type);
                 let id = i as i32 + 1;
                 Ok(if c.not_null {
                     NestedField::required(id, &c.name, ty)
@@ -464,9 +462,32 @@ pub fn last_move(table: &Table) -> Option<String> {
     newest_recorded(table, BATCH_KEY)
 }
 
-/// The Iceberg type that holds a Postgres type exactly; an array's
-/// element field gets the id `element_id`.
-pub fn iceberg_type(t: PgType, element_id: i32) -> Result<Type, iceberg::Error> {
+/// How many nested fields [`iceberg_type`] gives a type.
+pub fn nested_fields(t: PgType) -> i32 {
+    match t {
+        PgType::Array(_) => 1,
+        PgType::Interval => INTERVAL_PARTS.len() as i32,
+        _ => 0,
+    }
+}
+
+/// The fields of an interval in the lake, in order: Postgres keeps the
+/// three apart (a month is not a number of days, nor a day a number of
+/// hours), and so does the lake.
+pub const INTERVAL_PARTS: [&str; 3] = ["months", "days", "microseconds"];
+
+/// The id of the first nested field of a lake field's type (0: none).
+pub fn first_nested_id(t: &Type) -> i32 {
+    match t {
+        Type::List(l) => l.element_field.id,
+        Type::Struct(s) => s.fields().first().map_or(0, |f| f.id),
+        _ => 0,
+    }
+}
+
+/// The Iceberg type that holds a Postgres type exactly; its nested fields
+/// (see [`nested_fields`]) are numbered from `nested_id`.
+pub fn iceberg_type(t: PgType, nested_id: i32) -> Result<Type, iceberg::Error> {
     let p = |t| Ok(Type::Primitive(t));
     match t {
         PgType::Bool => p(PrimitiveType::Boolean),
@@ -482,8 +503,92 @@ pub fn iceberg_type(t: PgType, element_id: i32) -> Result<Type, iceberg::Error> 
         PgType::Time => p(PrimitiveType::Time),
         PgType::Timestamp => p(PrimitiveType::Timestamp),
         PgType::Timestamptz => p(PrimitiveType::Timestamptz),
-        PgType::Array(of) => Ok(Type::List(ListType::new(
-            NestedField::list_element(element_id, iceberg_type(of.element(), 0)?, false).into(),
+        PgType::Interval => Ok(Type::Struct(StructType::new(
+            INTERVAL_PARTS
+                .iter()
+                .zip(nested_id..)
+                .map(|(name, id)| {
+                    let ty = if *name == "microseconds" {
+                        PrimitiveType::Long
+                    } else {
+                        PrimitiveType::Int
+                    };
+                    NestedField::required(id, *name, Type::Primitive(ty)).into()
+                })
+                .collect(),
         ))),
+        PgType::Array(of) => Ok(Type::List(ListType::new(
+            NestedField::list_element(nested_id, iceberg_type(of.element(), 0)?, false).into(),
+        ))),
+    }
+}
+
+/// `array` in type `to`, between the executor's types and the lake's: an
+/// interval becomes the lake's struct of its parts and back; anything
+/// else is Arrow's cast.
+pub fn convert(
+    array: &datafusion::arrow::array::ArrayRef,
+    to: &datafusion::arrow::datatypes::DataType,
+) -> Result<datafusion::arrow::array::ArrayRef, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::array::{
+        Array, AsArray, Int32Array, Int64Array, IntervalMonthDayNanoArray, StructArray,
+    };
+    use datafusion::arrow::datatypes::{
+        DataType, Int32Type, Int64Type, IntervalMonthDayNano, IntervalMonthDayNanoType,
+        IntervalUnit,
+    };
+    use datafusion::arrow::error::ArrowError;
+    match (array.data_type(), to) {
+        (DataType::Interval(IntervalUnit::MonthDayNano), DataType::Struct(fields)) => {
+            let values = array.as_primitive::<IntervalMonthDayNanoType>();
+            let part = |v: Option<IntervalMonthDayNano>| v.unwrap_or(IntervalMonthDayNano::ZERO);
+            let months: Int32Array = values.iter().map(|v| Some(part(v).months)).collect();
+            let days: Int32Array = values.iter().map(|v| Some(part(v).days)).collect();
+            let micros: Int64Array = values
+                .iter()
+                .map(|v| {
+                    let nanos = part(v).nanoseconds;
+                    (nanos % 1000 == 0).then_some(nanos / 1000)
+                })
+                .collect();
+            if micros.null_count() > 0 {
+                return Err(ArrowError::CastError(
+                    "an interval finer than a microsecond".into(),
+                ));
+            }
+            Ok(Arc::new(StructArray::try_new(
+                fields.clone(),
+                vec![Arc::new(months), Arc::new(days), Arc::new(micros)],
+                values.nulls().cloned(),
+            )?))
+        }
+        (DataType::Struct(_), DataType::Interval(IntervalUnit::MonthDayNano)) => {
+            let parts = array.as_struct();
+            let part = |name: &str| {
+                parts
+                    .column_by_name(name)
+                    .ok_or_else(|| ArrowError::CastError(format!("an interval without {name}")))
+            };
+            let months = part(INTERVAL_PARTS[0])?.as_primitive::<Int32Type>();
+            let days = part(INTERVAL_PARTS[1])?.as_primitive::<Int32Type>();
+            let micros = part(INTERVAL_PARTS[2])?.as_primitive::<Int64Type>();
+            let values: IntervalMonthDayNanoArray = (0..parts.len())
+                .map(|r| {
+                    if parts.is_null(r) {
+                        return Ok(None);
+                    }
+                    let nanos = micros.value(r).checked_mul(1000).ok_or_else(|| {
+                        ArrowError::CastError(crate::pgtypes::TypeError::IntervalRange.to_string())
+                    })?;
+                    Ok(Some(IntervalMonthDayNano::new(
+                        months.value(r),
+                        days.value(r),
+                        nanos,
+                    )))
+                })
+                .collect::<Result<_, ArrowError>>()?;
+            Ok(Arc::new(values))
+        }
+        _ => datafusion::arrow::compute::cast(array, to),
     }
 }

@@ -82,10 +82,11 @@ pub fn interval_value(array: &dyn Array, row: usize) -> Option<(i32, i32, i64)> 
 
 /// The fields Postgres prints: years, months, days, hours, minutes,
 /// seconds and microseconds, each with the sign of its part.
+/// (All in i64: the absolute value of any i32 fits.)
 struct Fields {
-    year: i32,
-    mon: i32,
-    mday: i32,
+    year: i64,
+    mon: i64,
+    mday: i64,
     hour: i64,
     min: i64,
     sec: i64,
@@ -100,9 +101,9 @@ impl Fields {
         let rest = rest - min * USECS_PER_MINUTE;
         let sec = rest / USECS_PER_SEC;
         Fields {
-            year: months / 12,
-            mon: months % 12,
-            mday: days,
+            year: i64::from(months / 12),
+            mon: i64::from(months % 12),
+            mday: i64::from(days),
             hour,
             min,
             sec,
@@ -186,9 +187,9 @@ pub fn write_interval(
             let mut is_before = false;
             s.push('@');
             for (value, unit) in [
-                (f.year as i64, "year"),
-                (f.mon as i64, "mon"),
-                (f.mday as i64, "day"),
+                (f.year, "year"),
+                (f.mon, "mon"),
+                (f.mday, "day"),
                 (f.hour, "hour"),
                 (f.min, "min"),
             ] {
@@ -236,15 +237,7 @@ pub fn write_interval(
             }
         }
         IntervalStyle::SqlStandard => {
-            let parts = [
-                f.year as i64,
-                f.mon as i64,
-                f.mday as i64,
-                f.hour,
-                f.min,
-                f.sec,
-                f.fsec,
-            ];
+            let parts = [f.year, f.mon, f.mday, f.hour, f.min, f.sec, f.fsec];
             let has_negative = parts.iter().any(|v| *v < 0);
             let has_positive = parts.iter().any(|v| *v > 0);
             let has_year_month = f.year != 0 || f.mon != 0;
@@ -292,9 +285,9 @@ pub fn write_interval(
                         let _ = write!(s, "{v}{unit}");
                     }
                 };
-                part(&mut s, f.year as i64, 'Y');
-                part(&mut s, f.mon as i64, 'M');
-                part(&mut s, f.mday as i64, 'D');
+                part(&mut s, f.year, 'Y');
+                part(&mut s, f.mon, 'M');
+                part(&mut s, f.mday, 'D');
                 if !f.time_is_zero() {
                     s.push('T');
                 }

@@ -8,11 +8,11 @@
 use datafusion::arrow::array::{
     Array, ArrayBuilder, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
     FixedSizeBinaryBuilder, Float32Builder, Float64Builder, Int16Builder, Int32Builder,
-    Int64Builder, ListBuilder, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondArray,
-    TimestampMicrosecondBuilder, TimestampMillisecondArray, TimestampNanosecondArray,
-    TimestampSecondArray,
+    Int64Builder, IntervalMonthDayNanoBuilder, ListBuilder, StringBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+    TimestampMillisecondArray, TimestampNanosecondArray, TimestampSecondArray,
 };
-use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, IntervalMonthDayNano, IntervalUnit, TimeUnit};
 
 mod binary;
 mod interval;
@@ -128,6 +128,9 @@ pub enum PgType {
     Time,
     Timestamp,
     Timestamptz,
+    /// months, days and microseconds, each kept as they are (Postgres does
+    /// not carry one into another when it stores an interval).
+    Interval,
     /// A one-dimensional array whose indexes start at 1 (any other shape
     /// is refused value by value).
     Array(ArrayOf),
@@ -149,6 +152,10 @@ pub enum TypeError {
         "arrays with more than one dimension, or whose indexes do not start at 1, cannot be stored in the cold tier"
     )]
     ArrayShape,
+    #[error(
+        "interval values whose time part exceeds 2562047 hours cannot be stored in the cold tier"
+    )]
+    IntervalRange,
 }
 
 impl PgType {
@@ -205,6 +212,7 @@ impl PgType {
             oid::TIME => PgType::Time,
             oid::TIMESTAMP => PgType::Timestamp,
             oid::TIMESTAMPTZ => PgType::Timestamptz,
+            oid::INTERVAL => PgType::Interval,
             _ => return Err(TypeError::Unsupported(type_name.to_string())),
         })
     }
@@ -227,6 +235,7 @@ impl PgType {
             PgType::Time => DataType::Time64(TimeUnit::Microsecond),
             PgType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             PgType::Timestamptz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            PgType::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
             PgType::Array(of) => DataType::new_list(of.element().arrow(), true),
         }
     }
@@ -255,6 +264,7 @@ impl PgType {
             PgType::Timestamptz => {
                 Box::new(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"))
             }
+            PgType::Interval => Box::new(IntervalMonthDayNanoBuilder::with_capacity(capacity)),
             PgType::Array(of) => {
                 let element = of.element();
                 Box::new(
@@ -369,6 +379,19 @@ impl PgType {
                     })
                     .transpose()?;
                 b::<TimestampMicrosecondBuilder>(builder).append_option(t)
+            }
+            PgType::Interval => {
+                let v = value
+                    .map(|v| {
+                        let v = fixed::<16>(v, "interval")?;
+                        let micros = i64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+                        let days = i32::from_be_bytes(v[8..12].try_into().expect("4 bytes"));
+                        let months = i32::from_be_bytes(v[12..].try_into().expect("4 bytes"));
+                        let nanos = micros.checked_mul(1000).ok_or(TypeError::IntervalRange)?;
+                        Ok(IntervalMonthDayNano::new(months, days, nanos))
+                    })
+                    .transpose()?;
+                b::<IntervalMonthDayNanoBuilder>(builder).append_option(v)
             }
             PgType::Array(of) => {
                 let list = b::<ListBuilder<Box<dyn ArrayBuilder>>>(builder);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 use datafusion::arrow::array::BooleanArray;
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
-use datafusion::arrow::compute::{SortOptions, cast, filter_record_batch, sort_to_indices, take};
+use datafusion::arrow::compute::{SortOptions, filter_record_batch, sort_to_indices, take};
 use datafusion::arrow::datatypes::{Schema as ArrowSchema, SchemaRef};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
@@ -333,11 +333,8 @@ pub(crate) fn evolved_schema(
     for c in &t.columns {
         let field = match crate::lake::field_of(current, c.attnum, &c.name) {
             Some(f) => {
-                let element_id = match f.field_type.as_ref() {
-                    Type::List(l) => l.element_field.id,
-                    _ => 0,
-                };
-                let want = crate::lake::iceberg_type(c.pg_type, element_id)?;
+                let nested_id = crate::lake::first_nested_id(f.field_type.as_ref());
+                let want = crate::lake::iceberg_type(c.pg_type, nested_id)?;
                 let field_type = match (f.field_type.as_ref(), &want) {
                     (a, b) if a == b => want.clone(),
                     (Type::Primitive(a), Type::Primitive(b)) if widens(a, b) => want.clone(),
@@ -358,10 +355,8 @@ pub(crate) fn evolved_schema(
             None => {
                 next_id += 1;
                 let id = next_id;
-                if matches!(c.pg_type, crate::pgtypes::PgType::Array(_)) {
-                    next_id += 1;
-                }
-                let want = crate::lake::iceberg_type(c.pg_type, next_id)?;
+                let want = crate::lake::iceberg_type(c.pg_type, next_id + 1)?;
+                next_id += crate::lake::nested_fields(c.pg_type);
                 NestedField::optional(id, &c.name, want).with_doc(crate::lake::attnum_doc(c.attnum))
             }
         };
@@ -731,7 +726,7 @@ impl FileWriter {
             .columns()
             .iter()
             .zip(target.fields())
-            .map(|(c, f)| cast(&take(c, &order, None)?, f.data_type()))
+            .map(|(c, f)| crate::lake::convert(&take(c, &order, None)?, f.data_type()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(data)?;
         let batch = RecordBatch::try_new(target.clone(), columns).map_err(data)?;
