@@ -10,7 +10,8 @@ use std::path::Path;
 
 use common::tiered::{
     Answer, BothProtocols, Setup, ask, define_tier, hot_count, in_both, move_every_table,
-    move_rows, oracle_now, same_answers, serve, setup, tier_new_table, tiers, verify_orders,
+    move_late_rows_and_verify, move_rows, oracle_now, same_answers, serve, setup, tier_new_table,
+    tiers, verify_orders,
 };
 use common::{ServeProcess, admin, assert_same_transcript, client, pg, transcript, value};
 use tokio_postgres::SimpleQueryMessage;
@@ -849,21 +850,23 @@ async fn extended_protocol_replies_are_identical() {
 async fn real_clients_read_both_tiers() {
     let s = setup().await;
     move_rows(&s).await;
-    // A table with array columns: each driver decodes them.
+    // A table with array and interval columns: each driver decodes them.
     let now = oracle_now(&s).await;
     tier_new_table(
         &s,
         "posts",
         &format!(
             r#"CREATE TABLE posts (id bigint PRIMARY KEY, at timestamptz NOT NULL, tags text[], scores int[],
-                 prices numeric(8,2)[], stamps timestamptz[], flags boolean[]);
+                 prices numeric(8,2)[], stamps timestamptz[], flags boolean[], took interval);
              INSERT INTO posts SELECT i, '{now}'::timestamptz - i * interval '9 hours',
                  CASE WHEN i % 11 = 0 THEN NULL WHEN i % 13 = 0 THEN '{{}}'
                       ELSE ARRAY['t' || (i % 5), (ARRAY['a b', 'c,d', 'e"f', 'g\h', 'NULL', ''])[1 + i % 6], NULL] END,
                  ARRAY[i % 10, NULL, -i],
                  ARRAY[(i % 100) / 4.0, -0.25]::numeric(8,2)[],
                  ARRAY['{now}'::timestamptz - i * interval '1 minute', NULL],
-                 ARRAY[i % 2 = 0, NULL]
+                 ARRAY[i % 2 = 0, NULL],
+                 CASE WHEN i % 17 = 0 THEN NULL
+                      ELSE make_interval(months => i % 14, days => i % 3, hours => i, secs => i / 8.0) * (1 - 2 * (i % 4 / 3)) END
                FROM generate_series(1, 300) i;"#
         ),
     )
@@ -2262,25 +2265,9 @@ async fn array_columns_over_the_lake_equal_postgres() {
         ),
     )
     .await;
-    move_every_table(&s).await;
-    let hot_late: i64 = value(&s.tiered, "SELECT count(*) FROM posts WHERE id > 1000").await;
-    if hot_late != 0 {
-        failures.push(format!("{hot_late} late rows were not moved"));
-    }
     // The lake's rows check out against the checksums recorded when they
     // were moved (arrays hashed as they were written).
-    let (target, fed) = tiers(&s).await;
-    let posts = fed
-        .tables
-        .iter()
-        .find(|t| t.def.qualified() == "public.posts")
-        .expect("posts is tiered");
-    let report = thermocline::tiering::verify::verify(&target, &fed.lake, posts, &s.tiered)
-        .await
-        .unwrap();
-    if report.mismatches() != 0 || report.partitions.is_empty() {
-        failures.push(format!("verify of posts: {report:?}"));
-    }
+    failures.extend(move_late_rows_and_verify(&s, "posts", 1000).await);
     for sql in [
         "SELECT id, later, tags FROM posts WHERE id > 990 OR id < 5 ORDER BY id",
         "SELECT count(*), count(later) FROM posts WHERE later @> '{0.3}' OR later IS NULL",
@@ -2416,23 +2403,7 @@ async fn interval_columns_over_the_lake_equal_postgres() {
         ),
     )
     .await;
-    move_every_table(&s).await;
-    let hot_late: i64 = value(&s.tiered, "SELECT count(*) FROM jobs WHERE id > 1000").await;
-    if hot_late != 0 {
-        failures.push(format!("{hot_late} late rows were not moved"));
-    }
-    let (target, fed) = tiers(&s).await;
-    let jobs = fed
-        .tables
-        .iter()
-        .find(|t| t.def.qualified() == "public.jobs")
-        .expect("jobs is tiered");
-    let report = thermocline::tiering::verify::verify(&target, &fed.lake, jobs, &s.tiered)
-        .await
-        .unwrap();
-    if report.mismatches() != 0 || report.partitions.is_empty() {
-        failures.push(format!("verify of jobs: {report:?}"));
-    }
+    failures.extend(move_late_rows_and_verify(&s, "jobs", 1000).await);
     failures.extend(
         both.differs("SELECT id, waited, took FROM jobs WHERE id > 990 OR id < 5 ORDER BY id")
             .await,

@@ -231,6 +231,11 @@ SELECT count(*) FROM orders WHERE created_at::date = day
 SELECT count(*) FROM orders WHERE day - 1 < created_at::date
 SELECT id, day + 7, day - 7, day - DATE '2025-01-01' FROM orders WHERE id < 6 ORDER BY id
 SELECT id, created_at + interval '1 day 2 hours', created_at - interval '1 month' FROM orders WHERE id < 6 ORDER BY id
+-- Differences of times compared and ordered as Postgres weighs intervals
+SELECT count(*) FROM orders WHERE timestamptz '2026-06-01' - created_at > interval '100 days'
+SELECT count(*) FROM orders WHERE timestamptz '2026-06-01' - created_at BETWEEN '1 mon' AND interval '1 year'
+SELECT status, max(created_at) - min(created_at) > interval '2 mons' FROM orders GROUP BY status ORDER BY status
+SELECT id, created_at - date_trunc('month', created_at) AS into_month FROM orders WHERE id < 200 ORDER BY into_month DESC, id LIMIT 12
 SELECT count(*) FROM orders WHERE created_at >= '2025-03-10 12:00' AND created_at < '2025-03-17 08:30'
 SELECT count(*) FROM orders WHERE created_at BETWEEN '2025-03-10 12:00' AND '2025-03-11'
 SELECT count(*) FROM orders WHERE day >= '20250310' AND day IN ('2025-03-12', 'March 14, 2025')

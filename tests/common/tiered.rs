@@ -158,6 +158,36 @@ pub async fn move_every_table(s: &Setup) -> usize {
     fed.tables.len()
 }
 
+/// A pass of the mover for every tiered table, which must move the rows
+/// of `table` whose id exceeds `above` (late rows, older than the
+/// boundary); then `tier verify` of `table` against the checksums
+/// recorded when its rows were moved. What went wrong, if anything.
+pub async fn move_late_rows_and_verify(s: &Setup, table: &str, above: i64) -> Vec<String> {
+    let mut failures = Vec::new();
+    move_every_table(s).await;
+    let hot_late: i64 = value(
+        &s.tiered,
+        &format!("SELECT count(*) FROM {table} WHERE id > {above}"),
+    )
+    .await;
+    if hot_late != 0 {
+        failures.push(format!("{hot_late} late rows of {table} were not moved"));
+    }
+    let (target, fed) = tiers(s).await;
+    let tiered = fed
+        .tables
+        .iter()
+        .find(|t| t.def.qualified() == format!("public.{table}"))
+        .expect("the table is tiered");
+    let report = thermocline::tiering::verify::verify(&target, &fed.lake, tiered, &s.tiered)
+        .await
+        .unwrap();
+    if report.mismatches() != 0 || report.partitions.is_empty() {
+        failures.push(format!("verify of {table}: {report:?}"));
+    }
+    failures
+}
+
 /// `tier verify` of the orders table, through the library.
 pub async fn verify_orders(s: &Setup) -> thermocline::tiering::verify::VerifyReport {
     let (target, fed) = tiers(s).await;

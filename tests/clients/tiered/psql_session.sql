@@ -4,7 +4,7 @@ SELECT id, created_at, amount, status, note, score, day, flag FROM orders WHERE 
 SELECT status, count(*), sum(amount) FROM orders WHERE created_at < '2025-06-01 00:00:00+00' GROUP BY status ORDER BY status;
 SELECT date_trunc('month', created_at) AS m, count(*) FROM orders GROUP BY 1 ORDER BY 1;
 SELECT o.id, c.name, o.amount FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id < 15 ORDER BY o.id;
-SELECT id, tags, scores, prices, stamps, flags FROM posts WHERE id % 7 = 0 ORDER BY id;
+SELECT id, tags, scores, prices, stamps, flags, took FROM posts WHERE id % 7 = 0 ORDER BY id;
 \x on
 SELECT * FROM orders WHERE id = 42;
 \x off
