@@ -89,6 +89,9 @@ impl ScalarUDFImpl for Average {
         }
         Ok(match args.first() {
             Some(DataType::Float32 | DataType::Float64) if self.name == NAME => DataType::Float64,
+            Some(DataType::Interval(_)) if self.name == NAME => {
+                DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano)
+            }
             _ => DataType::Utf8,
         })
     }
@@ -123,6 +126,24 @@ impl ScalarUDFImpl for Average {
         let counts = cast(&count.to_array(n)?, &DataType::Int64)?;
         let counts: &Int64Array = counts.as_primitive();
         let out: ArrayRef = match sums.data_type() {
+            DataType::Interval(_) => {
+                let sums = cast(
+                    &sums,
+                    &DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano),
+                )?;
+                let sums =
+                    sums.as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>();
+                let averages = (0..n)
+                    .map(|i| {
+                        if sums.is_null(i) || counts.is_null(i) || counts.value(i) <= 0 {
+                            Ok(None)
+                        } else {
+                            super::intervals::divide(sums.value(i), counts.value(i)).map(Some)
+                        }
+                    })
+                    .collect::<Result<datafusion::arrow::array::IntervalMonthDayNanoArray>>()?;
+                Arc::new(averages)
+            }
             DataType::Float32 | DataType::Float64 => {
                 let sums = cast(&sums, &DataType::Float64)?;
                 let sums = sums.as_primitive::<datafusion::arrow::datatypes::Float64Type>();

@@ -257,9 +257,12 @@ pub(super) fn first_refusal(
 pub(super) async fn plan_sql(
     session: &datafusion::prelude::SessionContext,
     sql: &str,
+    interval_columns: &[String],
 ) -> datafusion::common::Result<datafusion::prelude::DataFrame> {
     let rewritten = executor_sql(sql);
     let sql = rewritten.as_deref().unwrap_or(sql);
+    let summed = super::intervals::sums_as_postgres(sql, interval_columns);
+    let sql = summed.as_deref().unwrap_or(sql);
     match session.sql(sql).await {
         Err(e)
             if e.to_string()

@@ -15,7 +15,7 @@
 //!
 //! Comparisons and ORDER BY of intervals (columns, or computed, as
 //! `now() - at > interval '1 day'`) are planned by Postgres's length
-//! ([`by_length`]). Anything else that reads the value of an interval
+//! ([`as_postgres`]). Anything else that reads the value of an interval
 //! column (groups, aggregates or computes with it) is refused with 0A000.
 
 use std::any::Any;
@@ -23,16 +23,19 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array};
 use datafusion::arrow::datatypes::{
-    DataType, DurationMicrosecondType, DurationMillisecondType, DurationNanosecondType,
-    DurationSecondType, IntervalDayTimeType, IntervalMonthDayNanoType, IntervalUnit,
-    IntervalYearMonthType, TimeUnit,
+    DataType, Decimal128Type, DurationMicrosecondType, DurationMillisecondType,
+    DurationNanosecondType, DurationSecondType, Field, FieldRef, Int64Type, IntervalDayTimeType,
+    IntervalMonthDayNano, IntervalMonthDayNanoType, IntervalUnit, IntervalYearMonthType, TimeUnit,
 };
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DFSchema, Result, exec_err};
+use datafusion::common::{DFSchema, Result, ScalarValue, exec_err};
 use datafusion::logical_expr::expr::{AggregateFunction, ScalarFunction};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
-    Between, BinaryExpr, ColumnarValue, Distinct, Expr, ExprSchemable, LogicalPlan, Operator,
-    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, Between, BinaryExpr, ColumnarValue, Distinct,
+    Expr, ExprSchemable, LogicalPlan, Operator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
 };
 
 fn is_interval(t: &DataType) -> bool {
@@ -149,7 +152,7 @@ fn length(e: Expr) -> Expr {
 /// `'25 hours' > '1 day'`). Runs only for a statement that names
 /// intervals or reads an interval column (a difference of times compared
 /// with another is compared by length already).
-pub(crate) fn by_length(plan: LogicalPlan, sql: &str) -> Result<Transformed<LogicalPlan>> {
+pub(crate) fn as_postgres(plan: LogicalPlan, sql: &str) -> Result<Transformed<LogicalPlan>> {
     if !sql.to_ascii_lowercase().contains("interval") && !reads_intervals(&plan) {
         return Ok(Transformed::no(plan));
     }
@@ -182,6 +185,31 @@ pub(crate) fn by_length(plan: LogicalPlan, sql: &str) -> Result<Transformed<Logi
                         Box::new(length(*b.right)),
                     )))
                 }
+                Expr::AggregateFunction(AggregateFunction { func, mut params })
+                    if !params.distinct
+                        && params.args.len() == 1
+                        && params.args[0]
+                            .get_type(&schema)
+                            .is_ok_and(|t| t == INTERVAL) =>
+                {
+                    match Kind::of(func.name()) {
+                        Some(kind) => {
+                            let args = std::mem::take(&mut params.args);
+                            Transformed::yes(Expr::AggregateFunction(AggregateFunction::new_udf(
+                                Arc::new(aggregate(kind)),
+                                args,
+                                params.distinct,
+                                params.filter,
+                                params.order_by,
+                                params.null_treatment,
+                            )))
+                        }
+                        None => Transformed::no(Expr::AggregateFunction(AggregateFunction {
+                            func,
+                            params,
+                        })),
+                    }
+                }
                 Expr::Between(b) if typed(&b.expr, &schema) => {
                     Transformed::yes(Expr::Between(Between::new(
                         Box::new(length(*b.expr)),
@@ -206,9 +234,15 @@ fn interval_column(e: &Expr, schema: &DFSchema) -> bool {
 fn use_of_value(e: &Expr, schema: &DFSchema) -> Option<&'static str> {
     match e {
         Expr::Column(_) | Expr::Alias(_) | Expr::IsNull(_) | Expr::IsNotNull(_) => None,
-        Expr::ScalarFunction(f) if f.func.name() == LENGTH => None,
+        // Lengths to compare, and the average of a sum and a count.
+        Expr::ScalarFunction(f) if [LENGTH, super::average::NAME].contains(&f.func.name()) => None,
         Expr::AggregateFunction(AggregateFunction { func, params })
-            if func.name() == "count" && !params.distinct && params.order_by.is_empty() =>
+            if !params.distinct
+                && params.order_by.is_empty()
+                && (func.name() == "count"
+                    || [Kind::Sum, Kind::Min, Kind::Max]
+                        .iter()
+                        .any(|k| k.name() == func.name())) =>
         {
             None
         }
@@ -311,4 +345,302 @@ pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
         })
     });
     found.map(str::to_string)
+}
+
+/// The aggregates of intervals, as Postgres computes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    /// Months, days and time each summed (Postgres adds intervals part by
+    /// part); out of range is 22008.
+    Sum,
+    /// The shortest by length; of equal ones, the last seen (as
+    /// Postgres's `interval_smaller` keeps).
+    Min,
+    /// The longest by length; of equal ones, the last seen.
+    Max,
+}
+
+impl Kind {
+    /// The aggregate planned in place of the executor's own `min` or
+    /// `max` (`sum` of an interval it cannot plan: see
+    /// [`sums_as_postgres`]).
+    fn of(name: &str) -> Option<Self> {
+        match name {
+            "min" => Some(Kind::Min),
+            "max" => Some(Kind::Max),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Sum => "interval_sum",
+            Kind::Min => "interval_min",
+            Kind::Max => "interval_max",
+        }
+    }
+}
+
+/// `sum`, `min` or `max` of intervals (see [`Kind`]).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IntervalAggregate {
+    kind: Kind,
+    signature: Signature,
+}
+
+fn aggregate(kind: Kind) -> AggregateUDF {
+    AggregateUDF::new_from_impl(IntervalAggregate {
+        kind,
+        signature: Signature::exact(vec![INTERVAL], Volatility::Immutable),
+    })
+}
+
+/// `sum` of intervals, as `interval_sum`: for the planning session.
+pub(crate) fn sum() -> AggregateUDF {
+    aggregate(Kind::Sum)
+}
+
+/// `sql` with `sum(c)` of an interval column `c` (one of `columns`, the
+/// names of those the statement's tables hold) written `interval_sum(c)`:
+/// the executor has no `sum` of intervals to plan. `None` when nothing
+/// changed. (A column of another type named as one of those is then
+/// refused, not summed otherwise.)
+pub(crate) fn sums_as_postgres(sql: &str, columns: &[String]) -> Option<String> {
+    use datafusion::sql::sqlparser::ast;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    if columns.is_empty() || !sql.to_ascii_lowercase().contains("sum") {
+        return None;
+    }
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let named = |i: &ast::Ident| {
+        columns.iter().any(|c| match i.quote_style {
+            Some(_) => *c == i.value,
+            None => c.eq_ignore_ascii_case(&i.value),
+        })
+    };
+    let mut changed = false;
+    let _ = ast::visit_expressions_mut(&mut statements, |e: &mut ast::Expr| {
+        if let ast::Expr::Function(f) = e
+            && f.over.is_none()
+            && f.name.0.len() == 1
+            && f.name.to_string().eq_ignore_ascii_case("sum")
+            && let ast::FunctionArguments::List(list) = &f.args
+            && list.duplicate_treatment.is_none()
+            && let [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(arg))] =
+                list.args.as_slice()
+            && match arg {
+                ast::Expr::Identifier(i) => named(i),
+                ast::Expr::CompoundIdentifier(parts) => parts.last().is_some_and(named),
+                _ => false,
+            }
+        {
+            f.name = ast::ObjectName::from(vec![ast::Ident::new(Kind::Sum.name())]);
+            changed = true;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    changed.then(|| {
+        statements
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+const INTERVAL: DataType = DataType::Interval(IntervalUnit::MonthDayNano);
+
+impl AggregateUDFImpl for IntervalAggregate {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        self.kind.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(INTERVAL)
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(match self.kind {
+            Kind::Sum => vec![
+                Arc::new(Field::new(
+                    format_state_name(args.name, "months"),
+                    DataType::Int64,
+                    true,
+                )),
+                Arc::new(Field::new(
+                    format_state_name(args.name, "days"),
+                    DataType::Int64,
+                    true,
+                )),
+                Arc::new(Field::new(
+                    format_state_name(args.name, "micros"),
+                    DataType::Decimal128(38, 0),
+                    true,
+                )),
+            ],
+            Kind::Min | Kind::Max => vec![Arc::new(Field::new(
+                format_state_name(args.name, "value"),
+                INTERVAL,
+                true,
+            ))],
+        })
+    }
+
+    fn accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(IntervalAccumulator {
+            kind: self.kind,
+            sum: None,
+            kept: None,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct IntervalAccumulator {
+    kind: Kind,
+    /// Months, days, microseconds so far (`Sum`).
+    sum: Option<(i64, i64, i128)>,
+    /// The value kept (`Min`, `Max`).
+    kept: Option<IntervalMonthDayNano>,
+}
+
+fn interval_length(v: IntervalMonthDayNano) -> i128 {
+    (i128::from(v.months) * 30 + i128::from(v.days)) * NANOS_PER_DAY + i128::from(v.nanoseconds)
+}
+
+impl IntervalAccumulator {
+    fn add(&mut self, months: i64, days: i64, micros: i128) {
+        let (m, d, t) = self.sum.get_or_insert((0, 0, 0));
+        *m += months;
+        *d += days;
+        *t += micros;
+    }
+
+    fn keep(&mut self, v: IntervalMonthDayNano) {
+        let replace = match (self.kept, self.kind) {
+            (None, _) => true,
+            (Some(k), Kind::Max) => interval_length(v) >= interval_length(k),
+            (Some(k), _) => interval_length(v) <= interval_length(k),
+        };
+        if replace {
+            self.kept = Some(v);
+        }
+    }
+}
+
+impl Accumulator for IntervalAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let values = values[0].as_primitive::<IntervalMonthDayNanoType>();
+        for v in values.iter().flatten() {
+            match self.kind {
+                Kind::Sum => self.add(
+                    i64::from(v.months),
+                    i64::from(v.days),
+                    i128::from(v.nanoseconds / 1000),
+                ),
+                _ => self.keep(v),
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        match self.kind {
+            Kind::Sum => {
+                let months = states[0].as_primitive::<Int64Type>();
+                let days = states[1].as_primitive::<Int64Type>();
+                let micros = states[2].as_primitive::<Decimal128Type>();
+                for r in 0..months.len() {
+                    if months.is_valid(r) {
+                        self.add(months.value(r), days.value(r), micros.value(r));
+                    }
+                }
+            }
+            _ => self.update_batch(states)?,
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(match self.kind {
+            Kind::Sum => {
+                let (m, d, t) = match self.sum {
+                    Some((m, d, t)) => (Some(m), Some(d), Some(t)),
+                    None => (None, None, None),
+                };
+                vec![
+                    ScalarValue::Int64(m),
+                    ScalarValue::Int64(d),
+                    ScalarValue::Decimal128(t, 38, 0),
+                ]
+            }
+            _ => vec![ScalarValue::IntervalMonthDayNano(self.kept)],
+        })
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        if self.kind != Kind::Sum {
+            return Ok(ScalarValue::IntervalMonthDayNano(self.kept));
+        }
+        let Some((m, d, t)) = self.sum else {
+            return Ok(ScalarValue::IntervalMonthDayNano(None));
+        };
+        let (Ok(months), Ok(days), Ok(micros)) =
+            (i32::try_from(m), i32::try_from(d), i64::try_from(t))
+        else {
+            return super::json::data_error("22008", "interval out of range");
+        };
+        Ok(ScalarValue::IntervalMonthDayNano(Some(
+            IntervalMonthDayNano::new(months, days, nanos(micros)?),
+        )))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+    }
+}
+
+/// Microseconds as the executor's nanoseconds, where they fit.
+fn nanos(micros: i64) -> Result<i64> {
+    match micros.checked_mul(1000) {
+        Some(n) => Ok(n),
+        None => super::json::data_error(
+            "0A000",
+            &crate::pgtypes::TypeError::IntervalRange.to_string(),
+        ),
+    }
+}
+
+/// Postgres's `interval / float8` (`interval_div`), by which `avg` divides
+/// the sum by the count: months and days divided and truncated, their
+/// fractions carried down (a month as 30 days, a day as 24 hours), each
+/// carry rounded to a microsecond, the time rounded half to even.
+pub(crate) fn divide(sum: IntervalMonthDayNano, count: i64) -> Result<IntervalMonthDayNano> {
+    // `rint`, then TSROUND: to the nearest microsecond.
+    let ts_round = |x: f64| (x * 1e6).round_ties_even() / 1e6;
+    let factor = count as f64;
+    let (orig_month, orig_day) = (f64::from(sum.months), f64::from(sum.days));
+    let month = (orig_month / factor) as i32;
+    let mut day = (orig_day / factor) as i32;
+    let month_days = ts_round((orig_month / factor - f64::from(month)) * 30.0);
+    let mut secs = ts_round(
+        (orig_day / factor - f64::from(day) + month_days - f64::from(month_days as i32)) * 86_400.0,
+    );
+    if secs.abs() >= 86_400.0 {
+        let whole = (secs / 86_400.0) as i32;
+        day += whole;
+        secs -= f64::from(whole) * 86_400.0;
+    }
+    day += month_days as i32;
+    let micros = ((sum.nanoseconds / 1000) as f64 / factor + secs * 1e6).round_ties_even();
+    Ok(IntervalMonthDayNano::new(month, day, nanos(micros as i64)?))
 }

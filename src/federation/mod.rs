@@ -688,7 +688,7 @@ async fn executor_plan(
     ctx: &Arc<ScanContext>,
     sql: &str,
 ) -> Result<datafusion::prelude::DataFrame, Failure> {
-    let mut df = exactness::plan_sql(session, sql).await?;
+    let mut df = exactness::plan_sql(session, sql, &planning::interval_columns(ctx)).await?;
     let read = literals::read_by_postgres(df.logical_plan().clone(), ctx).await?;
     if read.transformed {
         df = datafusion::prelude::DataFrame::new(session.state(), read.data);
@@ -700,7 +700,7 @@ async fn executor_plan(
     let any = lower.contains("any") || lower.contains("some");
     let rewrites: [&dyn Fn(_) -> _; 5] = [
         &average::in_value_order,
-        &|plan| intervals::by_length(plan, sql),
+        &|plan| intervals::as_postgres(plan, sql),
         &enums::in_label_order,
         &in_zone,
         &|plan| {

@@ -17,7 +17,8 @@ use datafusion::sql::sqlparser::parser::Parser;
 use super::link::quote_literal;
 use super::scan::{FederatedTable, ScanContext, scan_columns};
 use super::{
-    Failure, Federation, arrays, average, casts, datetrunc, exactness, joins, json, memory, tochar,
+    Failure, Federation, arrays, average, casts, datetrunc, exactness, intervals, joins, json,
+    memory, tochar,
 };
 use crate::protocol::ErrorFields;
 
@@ -73,6 +74,7 @@ pub(super) fn plan_session(ctx: &ScanContext, federation: &Federation) -> Sessio
         .with_physical_optimizer_rules(rules)
         .build();
     let mut session = SessionContext::new_with_state(state);
+    session.register_udaf(intervals::sum());
     session.register_udf(datetrunc::BucketedDateTrunc::udf());
     session.register_udf(tochar::ToChar::udf(&ctx.time_zone));
     session.register_udf(casts::AtTimeZone::udf(&ctx.time_zone));
@@ -155,6 +157,11 @@ async fn register_tables_at(
                 ctx.collated
                     .store(true, std::sync::atomic::Ordering::Relaxed);
             }
+            if a.column.1 == crate::pgtypes::oid::INTERVAL
+                && let Ok(mut names) = ctx.interval_columns.lock()
+            {
+                names.push(a.column.0.clone());
+            }
             view_def = a.view.clone();
             pg_rows = a.reltuples;
             columns.push(a.column.clone());
@@ -187,7 +194,7 @@ async fn register_tables_at(
                     depth + 1,
                 ))
                 .await?;
-                let plan = exactness::plan_sql(session, &def)
+                let plan = exactness::plan_sql(session, &def, &interval_columns(ctx))
                     .await?
                     .into_unoptimized_plan();
                 Arc::new(datafusion::catalog::view::ViewTable::new(plan, Some(def)))
@@ -390,4 +397,12 @@ async fn relations(
             }
         })
         .collect())
+}
+
+/// The names of the interval columns of the tables registered so far.
+pub(super) fn interval_columns(ctx: &ScanContext) -> Vec<String> {
+    ctx.interval_columns
+        .lock()
+        .map(|names| names.clone())
+        .unwrap_or_default()
 }

@@ -69,6 +69,9 @@ pub(crate) struct ScanContext {
     pub lake_scans: std::sync::Mutex<Vec<(Table, Vec<Expr>)>>,
     /// A column read holds strings whose collation is not byte order.
     pub collated: std::sync::atomic::AtomicBool,
+    /// The names of the interval columns of the tables read (see
+    /// `intervals::sums_as_postgres`).
+    pub interval_columns: std::sync::Mutex<Vec<String>>,
     /// How many rows each scan may produce, where known (see `joins`).
     pub estimates: super::joins::Estimates,
 }
@@ -108,6 +111,7 @@ impl ScanContext {
             reads: Default::default(),
             lake_scans: Default::default(),
             collated: Default::default(),
+            interval_columns: Default::default(),
             estimates: Default::default(),
         }
     }
