@@ -152,16 +152,50 @@ async fn answer(
         Ok(tz) => tz,
         Err(e) => return fail(link, out, e).await,
     };
+    // Intervals in text are read by Postgres (their syntax is its own),
+    // into its binary form.
+    let mut read: Vec<Option<Vec<u8>>> = vec![None; bind.params.len()];
+    let texts: Vec<(usize, &[u8])> = bind
+        .params
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            param_types.get(*i) == Some(&oid::INTERVAL)
+                && bind.param_formats.get(*i).copied().unwrap_or(0) == 0
+        })
+        .filter_map(|(i, v)| Some((i, v.as_deref()?)))
+        .collect();
+    if !texts.is_empty() {
+        let values: Vec<String> = texts
+            .iter()
+            .map(|(_, v)| {
+                format!(
+                    "pg_catalog.encode(pg_catalog.interval_send({}::interval), 'hex')",
+                    super::link::quote_literal(&String::from_utf8_lossy(v))
+                )
+            })
+            .collect();
+        let row = match link.rows(&format!("SELECT {}", values.join(", "))).await {
+            Ok(rows) => rows.into_iter().next().unwrap_or_default(),
+            Err(LinkError::Postgres(e)) => {
+                out.error(e.encode());
+                return Some(link);
+            }
+            Err(_) => return None,
+        };
+        for ((i, _), hex) in texts.iter().zip(row) {
+            read[*i] = hex.as_deref().and_then(crate::pgtypes::from_hex);
+        }
+    }
     let mut params = Vec::with_capacity(bind.params.len());
     for (i, value) in bind.params.iter().enumerate() {
         let type_oid = param_types.get(i).copied().unwrap_or(0);
-        let format = bind.param_formats.get(i).copied().unwrap_or(0);
-        match param_scalar(
-            type_oid,
-            format,
-            value.as_deref(),
-            crate::pgtypes::executor_zone(tz),
-        ) {
+        let mut format = bind.param_formats.get(i).copied().unwrap_or(0);
+        let mut value = value.as_deref();
+        if let Some(binary) = &read[i] {
+            (format, value) = (1, Some(binary.as_slice()));
+        }
+        match param_scalar(type_oid, format, value, crate::pgtypes::executor_zone(tz)) {
             Ok(v) => params.push(v),
             Err(message) => {
                 return fail(link, out, ErrorFields::error("22P02", message)).await;

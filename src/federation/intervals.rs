@@ -11,12 +11,15 @@
 //!   the executor compares months first, then days, then time;
 //! - `sum`, `avg`, `min` and `max` follow those rules too, and Postgres's
 //!   `avg` carries fractions of a month into days;
+//! - `extract(epoch from …)` takes a year as 365.25 days;
 //! - a day added to a `timestamptz` is a day in the session's time zone.
 //!
 //! Comparisons and ORDER BY of intervals (columns, or computed, as
-//! `now() - at > interval '1 day'`) are planned by Postgres's length
-//! ([`as_postgres`]). Anything else that reads the value of an interval
-//! column (groups, aggregates or computes with it) is refused with 0A000.
+//! `now() - at > interval '1 day'`) are planned by Postgres's length, and
+//! `sum`, `avg`, `min`, `max` and `extract(epoch from …)` of them as
+//! Postgres computes them ([`as_postgres`], [`sums_as_postgres`]).
+//! Anything else that reads the value of an interval column (groups by it,
+//! computes with it) is refused with 0A000.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -140,6 +143,38 @@ fn lengths(values: &ArrayRef) -> Result<Decimal128Array> {
     Ok(out.with_precision_and_scale(38, 0)?)
 }
 
+/// `extract(epoch from i)` of intervals as Postgres gives it: seconds, in
+/// a numeric of 6 decimals, a year taken as 365.25 days and the other
+/// months as 30 days each.
+pub(crate) fn epochs(values: &ArrayRef) -> Result<Decimal128Array> {
+    let cast = datafusion::arrow::compute::cast(values, &INTERVAL);
+    let values = match values.data_type() {
+        DataType::Duration(_) => {
+            let nanos = lengths(values)?;
+            return Ok(nanos
+                .iter()
+                .map(|v| v.map(|n| n / 1000))
+                .collect::<Decimal128Array>()
+                .with_precision_and_scale(38, 6)?);
+        }
+        _ => cast?,
+    };
+    let out: Decimal128Array = values
+        .as_primitive::<IntervalMonthDayNanoType>()
+        .iter()
+        .map(|v| {
+            v.map(|v| {
+                let months = i128::from(v.months);
+                // In quarter days: 1461 a year, 120 a month, 4 a day.
+                let quarter_days =
+                    1461 * (months / 12) + 120 * (months % 12) + 4 * i128::from(v.days);
+                quarter_days * 21_600 * 1_000_000 + i128::from(v.nanoseconds / 1000)
+            })
+        })
+        .collect();
+    Ok(out.with_precision_and_scale(38, 6)?)
+}
+
 fn length(e: Expr) -> Expr {
     let udf = ScalarUDF::new_from_impl(Length {
         signature: Signature::any(1, Volatility::Immutable),
@@ -235,7 +270,11 @@ fn use_of_value(e: &Expr, schema: &DFSchema) -> Option<&'static str> {
     match e {
         Expr::Column(_) | Expr::Alias(_) | Expr::IsNull(_) | Expr::IsNotNull(_) => None,
         // Lengths to compare, and the average of a sum and a count.
-        Expr::ScalarFunction(f) if [LENGTH, super::average::NAME].contains(&f.func.name()) => None,
+        Expr::ScalarFunction(f)
+            if [LENGTH, super::average::NAME, super::numeric::EPOCH].contains(&f.func.name()) =>
+        {
+            None
+        }
         Expr::AggregateFunction(AggregateFunction { func, params })
             if !params.distinct
                 && params.order_by.is_empty()

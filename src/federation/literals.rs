@@ -179,16 +179,7 @@ pub(super) async fn read_by_postgres(
     Ok(rewritten)
 }
 
-/// An interval from the hex of Postgres's binary form (`interval_send`):
-/// microseconds, days, months.
+/// An interval from the hex of Postgres's binary form (`interval_send`).
 fn interval_of_hex(hex: &str) -> Option<datafusion::arrow::datatypes::IntervalMonthDayNano> {
-    let part = |at: usize, len: usize| hex.get(at * 2..(at + len) * 2);
-    let micros = u64::from_str_radix(part(0, 8)?, 16).ok()? as i64;
-    let days = u32::from_str_radix(part(8, 4)?, 16).ok()? as i32;
-    let months = u32::from_str_radix(part(12, 4)?, 16).ok()? as i32;
-    Some(datafusion::arrow::datatypes::IntervalMonthDayNano::new(
-        months,
-        days,
-        micros.checked_mul(1000)?,
-    ))
+    crate::pgtypes::interval_from_binary(&crate::pgtypes::from_hex(hex)?).ok()
 }

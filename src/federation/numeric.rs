@@ -29,7 +29,7 @@ use datafusion::sql::sqlparser::ast;
 
 pub(crate) const NAME: &str = "thermocline_numeric";
 /// `extract(epoch from t)`: Postgres's numeric, 6 decimals for a
-/// timestamp, none for a date.
+/// timestamp or an interval, none for a date.
 pub(crate) const EPOCH: &str = "thermocline_epoch";
 /// `floor(x / k)` for a whole number k > 0: the floor of Postgres's
 /// rounded quotient.
@@ -399,6 +399,7 @@ pub(crate) fn return_type(name: &str, args: &[DataType]) -> Option<DataType> {
         VALUE => Some(DataType::Decimal128(38, VALUE_SCALE)),
         EPOCH => Some(match args.first() {
             Some(DataType::Date32 | DataType::Date64) => DataType::Decimal128(20, 0),
+            Some(DataType::Interval(_) | DataType::Duration(_)) => DataType::Decimal128(38, 6),
             _ => DataType::Decimal128(20, 6),
         }),
         FLOOR_DIV => Some(DataType::Decimal128(38, 0)),
@@ -443,6 +444,7 @@ fn epoch(args: ScalarFunctionArgs) -> Result<ColumnarValue> {
                 .collect::<Decimal128Array>()
                 .with_precision_and_scale(20, 6)?
         }
+        DataType::Interval(_) | DataType::Duration(_) => super::intervals::epochs(&time)?,
         other => return exec_err!("{EPOCH} of {other}"),
     };
     Ok(ColumnarValue::Array(Arc::new(out)))

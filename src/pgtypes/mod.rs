@@ -380,19 +380,8 @@ impl PgType {
                     .transpose()?;
                 b::<TimestampMicrosecondBuilder>(builder).append_option(t)
             }
-            PgType::Interval => {
-                let v = value
-                    .map(|v| {
-                        let v = fixed::<16>(v, "interval")?;
-                        let micros = i64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-                        let days = i32::from_be_bytes(v[8..12].try_into().expect("4 bytes"));
-                        let months = i32::from_be_bytes(v[12..].try_into().expect("4 bytes"));
-                        let nanos = micros.checked_mul(1000).ok_or(TypeError::IntervalRange)?;
-                        Ok(IntervalMonthDayNano::new(months, days, nanos))
-                    })
-                    .transpose()?;
-                b::<IntervalMonthDayNanoBuilder>(builder).append_option(v)
-            }
+            PgType::Interval => b::<IntervalMonthDayNanoBuilder>(builder)
+                .append_option(value.map(interval_from_binary).transpose()?),
             PgType::Array(of) => {
                 let list = b::<ListBuilder<Box<dyn ArrayBuilder>>>(builder);
                 match value {
@@ -410,6 +399,25 @@ impl PgType {
 
 /// Appends the elements of a one-dimensional array whose indexes start
 /// at 1, in Postgres's binary format.
+/// An interval in Postgres's binary format (microseconds, days, months)
+/// as the executor holds it.
+pub fn interval_from_binary(v: &[u8]) -> Result<IntervalMonthDayNano, TypeError> {
+    let v: [u8; 16] = v.try_into().map_err(|_| TypeError::Malformed("interval"))?;
+    let micros = i64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+    let days = i32::from_be_bytes(v[8..12].try_into().expect("4 bytes"));
+    let months = i32::from_be_bytes(v[12..].try_into().expect("4 bytes"));
+    let nanos = micros.checked_mul(1000).ok_or(TypeError::IntervalRange)?;
+    Ok(IntervalMonthDayNano::new(months, days, nanos))
+}
+
+/// Bytes written in hex (as `encode(…, 'hex')` writes them).
+pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 fn append_array(element: PgType, values: &mut dyn ArrayBuilder, v: &[u8]) -> Result<(), TypeError> {
     let (lower, items) = array_elements(v)?;
     if lower != 1 {
