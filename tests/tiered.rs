@@ -2385,6 +2385,7 @@ async fn interval_columns_over_the_lake_equal_postgres() {
         "SELECT date_trunc('month', at) AS m, avg(took), min(took), max(took), sum(took), count(took) \
            FROM jobs WHERE id % 12 NOT IN (6, 7, 8) GROUP BY 1 ORDER BY 1",
         "SELECT id % 7 AS k, avg(took) FILTER (WHERE id > 100), avg(grace) FROM jobs WHERE id % 12 <> 6 GROUP BY 1 ORDER BY 1",
+        "SELECT id % 37 AS k, avg(took), avg(budget), avg(grace), sum(grace) FROM jobs WHERE id % 12 NOT IN (6, 7) GROUP BY 1 ORDER BY 1",
         "SELECT sum(took) FROM jobs",
         "SELECT id, extract(epoch FROM took), extract(epoch FROM grace), extract(epoch FROM now() - at) > 0 FROM jobs ORDER BY id",
         "SELECT sum(extract(epoch FROM budget)), max(extract(epoch FROM took)) FROM jobs",

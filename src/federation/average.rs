@@ -89,7 +89,7 @@ impl ScalarUDFImpl for Average {
         }
         Ok(match args.first() {
             Some(DataType::Float32 | DataType::Float64) if self.name == NAME => DataType::Float64,
-            Some(DataType::Interval(_)) if self.name == NAME => {
+            Some(DataType::Interval(_) | DataType::Struct(_)) if self.name == NAME => {
                 DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano)
             }
             _ => DataType::Utf8,
@@ -126,19 +126,21 @@ impl ScalarUDFImpl for Average {
         let counts = cast(&count.to_array(n)?, &DataType::Int64)?;
         let counts: &Int64Array = counts.as_primitive();
         let out: ArrayRef = match sums.data_type() {
-            DataType::Interval(_) => {
-                let sums = cast(
-                    &sums,
-                    &DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano),
-                )?;
-                let sums =
-                    sums.as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>();
+            DataType::Struct(_) => {
+                use datafusion::arrow::datatypes::{Int32Type, Int64Type};
+                let parts = sums.as_struct();
+                let (months, days, micros) = (
+                    parts.column(0).as_primitive::<Int32Type>(),
+                    parts.column(1).as_primitive::<Int32Type>(),
+                    parts.column(2).as_primitive::<Int64Type>(),
+                );
                 let averages = (0..n)
                     .map(|i| {
-                        if sums.is_null(i) || counts.is_null(i) || counts.value(i) <= 0 {
+                        if parts.is_null(i) || counts.is_null(i) || counts.value(i) <= 0 {
                             Ok(None)
                         } else {
-                            super::intervals::divide(sums.value(i), counts.value(i)).map(Some)
+                            let sum = (months.value(i), days.value(i), micros.value(i));
+                            super::intervals::divide(sum, counts.value(i)).map(Some)
                         }
                     })
                     .collect::<Result<datafusion::arrow::array::IntervalMonthDayNanoArray>>()?;

@@ -279,7 +279,7 @@ fn use_of_value(e: &Expr, schema: &DFSchema) -> Option<&'static str> {
             if !params.distinct
                 && params.order_by.is_empty()
                 && (func.name() == "count"
-                    || [Kind::Sum, Kind::Min, Kind::Max]
+                    || [Kind::Sum, Kind::Min, Kind::Max, Kind::Parts]
                         .iter()
                         .any(|k| k.name() == func.name())) =>
         {
@@ -397,6 +397,10 @@ enum Kind {
     Min,
     /// The longest by length; of equal ones, the last seen.
     Max,
+    /// The sum's parts, for `avg` (see `average`): months, days and
+    /// microseconds, in Postgres's ranges but beyond what the executor's
+    /// interval holds.
+    Parts,
 }
 
 impl Kind {
@@ -416,6 +420,7 @@ impl Kind {
             Kind::Sum => "interval_sum",
             Kind::Min => "interval_min",
             Kind::Max => "interval_max",
+            Kind::Parts => "interval_sum_parts",
         }
     }
 }
@@ -434,9 +439,22 @@ fn aggregate(kind: Kind) -> AggregateUDF {
     })
 }
 
-/// `sum` of intervals, as `interval_sum`: for the planning session.
-pub(crate) fn sum() -> AggregateUDF {
-    aggregate(Kind::Sum)
+/// `sum` of intervals, as `interval_sum` and `interval_sum_parts`: for
+/// the planning session.
+pub(crate) fn sums() -> [AggregateUDF; 2] {
+    [aggregate(Kind::Sum), aggregate(Kind::Parts)]
+}
+
+/// The type of [`Kind::Parts`].
+fn parts_type() -> DataType {
+    DataType::Struct(
+        vec![
+            Field::new("months", DataType::Int32, false),
+            Field::new("days", DataType::Int32, false),
+            Field::new("microseconds", DataType::Int64, false),
+        ]
+        .into(),
+    )
 }
 
 /// `sql` with `sum(c)` of an interval column `c` (one of `columns`, the
@@ -458,23 +476,42 @@ pub(crate) fn sums_as_postgres(sql: &str, columns: &[String]) -> Option<String> 
             None => c.eq_ignore_ascii_case(&i.value),
         })
     };
-    let mut changed = false;
-    let _ = ast::visit_expressions_mut(&mut statements, |e: &mut ast::Expr| {
-        if let ast::Expr::Function(f) = e
-            && f.over.is_none()
+    // `sum(c)`, an interval column summed.
+    let summed = |f: &ast::Function| {
+        f.over.is_none()
             && f.name.0.len() == 1
             && f.name.to_string().eq_ignore_ascii_case("sum")
-            && let ast::FunctionArguments::List(list) = &f.args
-            && list.duplicate_treatment.is_none()
-            && let [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(arg))] =
-                list.args.as_slice()
-            && match arg {
-                ast::Expr::Identifier(i) => named(i),
-                ast::Expr::CompoundIdentifier(parts) => parts.last().is_some_and(named),
-                _ => false,
-            }
+            && matches!(&f.args, ast::FunctionArguments::List(list)
+            if list.duplicate_treatment.is_none()
+                && matches!(list.args.as_slice(),
+                    [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(arg))]
+                        if match arg {
+                            ast::Expr::Identifier(i) => named(i),
+                            ast::Expr::CompoundIdentifier(parts) => parts.last().is_some_and(named),
+                            _ => false,
+                        }))
+    };
+    let renamed = |f: &mut ast::Function, kind: Kind| {
+        f.name = ast::ObjectName::from(vec![ast::Ident::new(kind.name())]);
+    };
+    let mut changed = false;
+    let _ = ast::visit_expressions_mut(&mut statements, |e: &mut ast::Expr| {
+        let ast::Expr::Function(f) = e else {
+            return std::ops::ControlFlow::<()>::Continue(());
+        };
+        if summed(f) {
+            renamed(f, Kind::Sum);
+            changed = true;
+        } else if f.name.to_string() == super::average::NAME
+            && let ast::FunctionArguments::List(list) = &mut f.args
+            && let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(ast::Expr::Function(
+                sum,
+            )))) = list.args.first_mut()
+            && (summed(sum) || sum.name.to_string() == Kind::Sum.name())
         {
-            f.name = ast::ObjectName::from(vec![ast::Ident::new(Kind::Sum.name())]);
+            // An average's sum, whole: its parts may exceed what the
+            // executor's interval holds while their average does not.
+            renamed(sum, Kind::Parts);
             changed = true;
         }
         std::ops::ControlFlow::<()>::Continue(())
@@ -504,12 +541,15 @@ impl AggregateUDFImpl for IntervalAggregate {
     }
 
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(INTERVAL)
+        Ok(match self.kind {
+            Kind::Parts => parts_type(),
+            _ => INTERVAL,
+        })
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         Ok(match self.kind {
-            Kind::Sum => vec![
+            Kind::Sum | Kind::Parts => vec![
                 Arc::new(Field::new(
                     format_state_name(args.name, "months"),
                     DataType::Int64,
@@ -540,6 +580,15 @@ impl AggregateUDFImpl for IntervalAggregate {
             sum: None,
             kept: None,
         }))
+    }
+}
+
+impl IntervalAccumulator {
+    fn return_type(&self) -> DataType {
+        match self.kind {
+            Kind::Parts => parts_type(),
+            _ => INTERVAL,
+        }
     }
 }
 
@@ -581,7 +630,7 @@ impl Accumulator for IntervalAccumulator {
         let values = values[0].as_primitive::<IntervalMonthDayNanoType>();
         for v in values.iter().flatten() {
             match self.kind {
-                Kind::Sum => self.add(
+                Kind::Sum | Kind::Parts => self.add(
                     i64::from(v.months),
                     i64::from(v.days),
                     i128::from(v.nanoseconds / 1000),
@@ -594,7 +643,7 @@ impl Accumulator for IntervalAccumulator {
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         match self.kind {
-            Kind::Sum => {
+            Kind::Sum | Kind::Parts => {
                 let months = states[0].as_primitive::<Int64Type>();
                 let days = states[1].as_primitive::<Int64Type>();
                 let micros = states[2].as_primitive::<Decimal128Type>();
@@ -611,7 +660,7 @@ impl Accumulator for IntervalAccumulator {
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
         Ok(match self.kind {
-            Kind::Sum => {
+            Kind::Sum | Kind::Parts => {
                 let (m, d, t) = match self.sum {
                     Some((m, d, t)) => (Some(m), Some(d), Some(t)),
                     None => (None, None, None),
@@ -627,17 +676,32 @@ impl Accumulator for IntervalAccumulator {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        if self.kind != Kind::Sum {
+        if matches!(self.kind, Kind::Min | Kind::Max) {
             return Ok(ScalarValue::IntervalMonthDayNano(self.kept));
         }
         let Some((m, d, t)) = self.sum else {
-            return Ok(ScalarValue::IntervalMonthDayNano(None));
+            return ScalarValue::try_from(self.return_type());
         };
         let (Ok(months), Ok(days), Ok(micros)) =
             (i32::try_from(m), i32::try_from(d), i64::try_from(t))
         else {
             return super::json::data_error("22008", "interval out of range");
         };
+        if self.kind == Kind::Parts {
+            let parts = datafusion::arrow::array::StructArray::try_new(
+                match parts_type() {
+                    DataType::Struct(fields) => fields,
+                    _ => unreachable!("parts_type is a struct"),
+                },
+                vec![
+                    Arc::new(datafusion::arrow::array::Int32Array::from(vec![months])),
+                    Arc::new(datafusion::arrow::array::Int32Array::from(vec![days])),
+                    Arc::new(datafusion::arrow::array::Int64Array::from(vec![micros])),
+                ],
+                None,
+            )?;
+            return Ok(ScalarValue::Struct(Arc::new(parts)));
+        }
         Ok(ScalarValue::IntervalMonthDayNano(Some(
             IntervalMonthDayNano::new(months, days, nanos(micros)?),
         )))
@@ -663,11 +727,14 @@ fn nanos(micros: i64) -> Result<i64> {
 /// the sum by the count: months and days divided and truncated, their
 /// fractions carried down (a month as 30 days, a day as 24 hours), each
 /// carry rounded to a microsecond, the time rounded half to even.
-pub(crate) fn divide(sum: IntervalMonthDayNano, count: i64) -> Result<IntervalMonthDayNano> {
+pub(crate) fn divide(
+    (months, days, micros): (i32, i32, i64),
+    count: i64,
+) -> Result<IntervalMonthDayNano> {
     // `rint`, then TSROUND: to the nearest microsecond.
     let ts_round = |x: f64| (x * 1e6).round_ties_even() / 1e6;
     let factor = count as f64;
-    let (orig_month, orig_day) = (f64::from(sum.months), f64::from(sum.days));
+    let (orig_month, orig_day) = (f64::from(months), f64::from(days));
     let month = (orig_month / factor) as i32;
     let mut day = (orig_day / factor) as i32;
     let month_days = ts_round((orig_month / factor - f64::from(month)) * 30.0);
@@ -680,6 +747,6 @@ pub(crate) fn divide(sum: IntervalMonthDayNano, count: i64) -> Result<IntervalMo
         secs -= f64::from(whole) * 86_400.0;
     }
     day += month_days as i32;
-    let micros = ((sum.nanoseconds / 1000) as f64 / factor + secs * 1e6).round_ties_even();
+    let micros = (micros as f64 / factor + secs * 1e6).round_ties_even();
     Ok(IntervalMonthDayNano::new(month, day, nanos(micros as i64)?))
 }

@@ -74,7 +74,9 @@ pub(super) fn plan_session(ctx: &ScanContext, federation: &Federation) -> Sessio
         .with_physical_optimizer_rules(rules)
         .build();
     let mut session = SessionContext::new_with_state(state);
-    session.register_udaf(intervals::sum());
+    for udaf in intervals::sums() {
+        session.register_udaf(udaf);
+    }
     session.register_udf(datetrunc::BucketedDateTrunc::udf());
     session.register_udf(tochar::ToChar::udf(&ctx.time_zone));
     session.register_udf(casts::AtTimeZone::udf(&ctx.time_zone));
