@@ -12,14 +12,16 @@
 //! - `sum`, `avg`, `min` and `max` follow those rules too, and Postgres's
 //!   `avg` carries fractions of a month into days;
 //! - `extract(epoch from …)` takes a year as 365.25 days;
-//! - a day added to a `timestamptz` is a day in the session's time zone.
+//! - a day added to a `timestamptz` is a day in the session's time zone
+//!   (the executor's, in UTC).
 //!
 //! Comparisons and ORDER BY of intervals (columns, or computed, as
 //! `now() - at > interval '1 day'`) are planned by Postgres's length, and
 //! `sum`, `avg`, `min`, `max` and `extract(epoch from …)` of them as
 //! Postgres computes them ([`as_postgres`], [`sums_as_postgres`]).
-//! Anything else that reads the value of an interval column (groups by it,
-//! computes with it) is refused with 0A000.
+//! An interval column added to or taken from a timestamp (a `timestamptz`
+//! in a session in UTC) is too. Anything else that reads the value of an
+//! interval column (groups by it, computes with it) is refused with 0A000.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -264,10 +266,30 @@ fn interval_column(e: &Expr, schema: &DFSchema) -> bool {
     matches!(e, Expr::Column(_)) && e.get_type(schema).is_ok_and(|t| is_interval(&t))
 }
 
+/// Whether adding an interval to `e` is done as Postgres does it: a
+/// timestamp, in a session in UTC (the executor adds days to a
+/// `timestamptz` in UTC, Postgres in the session's time zone; a
+/// `timestamptz` cast to `timestamp` in another zone is not added to
+/// either, yet).
+fn shifted_alike(e: &Expr, schema: &DFSchema, utc: bool) -> bool {
+    utc && matches!(e.get_type(schema), Ok(DataType::Timestamp(..)))
+}
+
 /// What `e` does with the value of an interval column among its direct
-/// operands, if anything but return it, count it or test it for NULL.
-fn use_of_value(e: &Expr, schema: &DFSchema) -> Option<&'static str> {
+/// operands, if anything but return it, count it, test it for NULL, or
+/// add it to a time as Postgres does (see [`shifted_alike`]).
+fn use_of_value(e: &Expr, schema: &DFSchema, utc: bool) -> Option<&'static str> {
     match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right })
+            if matches!(op, Operator::Plus | Operator::Minus)
+                && interval_column(right, schema)
+                && shifted_alike(left, schema, utc)
+                || *op == Operator::Plus
+                    && interval_column(left, schema)
+                    && shifted_alike(right, schema, utc) =>
+        {
+            None
+        }
         Expr::Column(_) | Expr::Alias(_) | Expr::IsNull(_) | Expr::IsNotNull(_) => None,
         // Lengths to compare, and the average of a sum and a count.
         Expr::ScalarFunction(f)
@@ -356,8 +378,9 @@ fn reads_intervals(plan: &LogicalPlan) -> bool {
 }
 
 /// The first thing in `plan` that reads inside an interval column's
-/// values, as the start of a 0A000 message.
-pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
+/// values, as the start of a 0A000 message. `utc`: the session's time
+/// zone is UTC.
+pub(crate) fn refusal(plan: &LogicalPlan, utc: bool) -> Option<String> {
     if !reads_intervals(plan) {
         return None;
     }
@@ -368,7 +391,7 @@ pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
         if found.is_none() {
             node.apply_expressions(|e| {
                 e.apply(|x| {
-                    found = use_of_value(x, &schema);
+                    found = use_of_value(x, &schema, utc);
                     Ok(if found.is_some() {
                         TreeNodeRecursion::Stop
                     } else {

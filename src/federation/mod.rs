@@ -632,6 +632,12 @@ impl Failure {
                         datafusion::arrow::error::ArrowError::DivideByZero => {
                             ("22012", "division by zero".to_string())
                         }
+                        // An interval added to a time (see `intervals`).
+                        datafusion::arrow::error::ArrowError::ComputeError(m)
+                            if m == "Timestamp out of range" =>
+                        {
+                            ("22008", "timestamp out of range".to_string())
+                        }
                         other => ("22000", other.to_string()),
                     },
                     other => ("XX000", other.to_string()),
@@ -752,7 +758,12 @@ async fn execute(
         .or_else(|| average::refusal(df.logical_plan()))
         .or_else(|| casts::refusal(df.logical_plan()))
         .or_else(|| arrays::refusal(df.logical_plan()))
-        .or_else(|| intervals::refusal(df.logical_plan()))
+        .or_else(|| {
+            intervals::refusal(
+                df.logical_plan(),
+                *ctx.time_zone == *crate::pgtypes::executor_zone(chrono_tz::UTC),
+            )
+        })
         .or_else(|| {
             ctx.collated
                 .load(std::sync::atomic::Ordering::Relaxed)
