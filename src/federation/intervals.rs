@@ -19,9 +19,11 @@
 //! `now() - at > interval '1 day'`) are planned by Postgres's length, and
 //! `sum`, `avg`, `min`, `max` and `extract(epoch from …)` of them as
 //! Postgres computes them ([`as_postgres`], [`sums_as_postgres`]).
-//! An interval column added to or taken from a timestamp (a `timestamptz`
-//! in a session in UTC) is too. Anything else that reads the value of an
-//! interval column (groups by it, computes with it) is refused with 0A000.
+//! Groups of interval columns (GROUP BY, DISTINCT) are formed by length
+//! ([`grouped_by_length`]), and an interval column added to or taken from
+//! a timestamp in a session in UTC is computed as Postgres computes it.
+//! Anything else that reads the value of an interval column (computes
+//! with it otherwise) is refused with 0A000.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -193,8 +195,10 @@ pub(crate) fn as_postgres(plan: LogicalPlan, sql: &str) -> Result<Transformed<Lo
     if !sql.to_ascii_lowercase().contains("interval") && !reads_intervals(&plan) {
         return Ok(Transformed::no(plan));
     }
+    let grouped = grouped_by_length(plan)?;
+    let (plan, regrouped) = (grouped.data, grouped.transformed);
     let typed = |e: &Expr, schema: &DFSchema| e.get_type(schema).is_ok_and(|t| is_length(&t));
-    super::exactness::rewrite_plan(
+    let t = super::exactness::rewrite_plan(
         plan,
         |key, schema| typed(key, schema).then(|| length(key.clone())),
         |x, schemas| {
@@ -258,7 +262,11 @@ pub(crate) fn as_postgres(plan: LogicalPlan, sql: &str) -> Result<Transformed<Lo
                 x => Transformed::no(x),
             })
         },
-    )
+    )?;
+    Ok(Transformed::new_transformed(
+        t.data,
+        t.transformed || regrouped,
+    ))
 }
 
 /// An interval column read by `e` itself (not through a nested expression).
@@ -335,7 +343,7 @@ fn use_by_node(node: &LogicalPlan, schema: &DFSchema) -> Option<&'static str> {
     let typed = |e: &Expr| e.get_type(schema).is_ok_and(|t| is_interval(&t));
     match node {
         LogicalPlan::Aggregate(a) if a.group_expr.iter().any(typed) => {
-            Some("GROUP BY an interval column")
+            Some("grouping sets of an interval column")
         }
         LogicalPlan::Distinct(Distinct::All(input))
             if input
@@ -354,6 +362,81 @@ fn use_by_node(node: &LogicalPlan, schema: &DFSchema) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// `plan` with groups of interval columns (GROUP BY, DISTINCT) formed by
+/// length, as Postgres forms them (`'1 day'` and `'24 hours'` are one
+/// group): the aggregate groups by the length, keeps one value of each
+/// group (the longest's last seen, as Postgres keeps the first it saw of
+/// equals: either is its answer), and a projection gives the groups their
+/// names again.
+fn grouped_by_length(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+    use datafusion::common::Column;
+    use datafusion::logical_expr::{Aggregate, Projection};
+    plan.transform_up(|node| {
+        let agg = match node {
+            LogicalPlan::Aggregate(a) => a,
+            LogicalPlan::Distinct(Distinct::All(input))
+                if input
+                    .schema()
+                    .fields()
+                    .iter()
+                    .any(|f| is_interval(f.data_type())) =>
+            {
+                let columns = input.schema().columns().into_iter().map(Expr::Column);
+                Aggregate::try_new(input.clone(), columns.collect(), Vec::new())?
+            }
+            other => return Ok(Transformed::no(other)),
+        };
+        let input = agg.input.schema().clone();
+        let by_value: Vec<usize> = agg
+            .group_expr
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| interval_column(g, &input))
+            .map(|(i, _)| i)
+            .collect();
+        if by_value.is_empty() || matches!(agg.group_expr.as_slice(), [Expr::GroupingSet(_)]) {
+            return Ok(Transformed::no(LogicalPlan::Aggregate(agg)));
+        }
+        let group = agg
+            .group_expr
+            .iter()
+            .enumerate()
+            .map(|(i, g)| match by_value.contains(&i) {
+                true => length(g.clone()).alias(format!("interval_group_{i}")),
+                false => g.clone(),
+            })
+            .collect();
+        let kept = by_value.iter().map(|&i| {
+            aggregate(Kind::Max)
+                .call(vec![agg.group_expr[i].clone()])
+                .alias(format!("interval_value_{i}"))
+        });
+        let aggr: Vec<Expr> = agg.aggr_expr.iter().cloned().chain(kept).collect();
+        let (groups, aggregates) = (agg.group_expr.len(), agg.aggr_expr.len());
+        let regrouped = Aggregate::try_new(agg.input.clone(), group, aggr)?;
+        let new_schema = regrouped.schema.clone();
+        let exprs = agg
+            .schema
+            .iter()
+            .enumerate()
+            .map(|(i, (qualifier, field))| {
+                let from = match by_value.iter().position(|&g| g == i) {
+                    Some(k) => groups + aggregates + k,
+                    None => i,
+                };
+                let (q, f) = new_schema.qualified_field(from);
+                Expr::Column(Column::new(q.cloned(), f.name()))
+                    .alias_qualified(qualifier.cloned(), field.name())
+            })
+            .collect();
+        let projection = Projection::try_new(
+            exprs,
+            std::sync::Arc::new(LogicalPlan::Aggregate(regrouped)),
+        )?;
+        Ok(Transformed::yes(LogicalPlan::Projection(projection)))
+    })
 }
 
 /// Whether a table the plan reads has an interval column.
