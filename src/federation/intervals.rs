@@ -36,7 +36,9 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, Result, ScalarValue, exec_err};
-use datafusion::logical_expr::expr::{AggregateFunction, ScalarFunction};
+use datafusion::logical_expr::expr::{
+    AggregateFunction, ScalarFunction, WindowFunction, WindowFunctionDefinition,
+};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
@@ -179,6 +181,22 @@ pub(crate) fn epochs(values: &ArrayRef) -> Result<Decimal128Array> {
     Ok(out.with_precision_and_scale(38, 6)?)
 }
 
+/// The aggregate to plan for a window's `min` or `max` of an interval.
+fn window_kind(w: &WindowFunction, schema: &DFSchema) -> Option<Kind> {
+    match &w.fun {
+        WindowFunctionDefinition::AggregateUDF(f)
+            if !w.params.distinct
+                && w.params.args.len() == 1
+                && w.params.args[0]
+                    .get_type(schema)
+                    .is_ok_and(|t| t == INTERVAL) =>
+        {
+            Kind::of(f.name())
+        }
+        _ => None,
+    }
+}
+
 fn length(e: Expr) -> Expr {
     let udf = ScalarUDF::new_from_impl(Length {
         signature: Signature::any(1, Volatility::Immutable),
@@ -225,6 +243,41 @@ pub(crate) fn as_postgres(plan: LogicalPlan, sql: &str) -> Result<Transformed<Lo
                         b.op,
                         Box::new(length(*b.right)),
                     )))
+                }
+                // Distinct by length, as Postgres tells intervals apart.
+                Expr::AggregateFunction(AggregateFunction { func, mut params })
+                    if func.name() == "count"
+                        && params.distinct
+                        && params.args.iter().any(|a| typed(a, &schema)) =>
+                {
+                    params.args = params
+                        .args
+                        .into_iter()
+                        .map(|a| if typed(&a, &schema) { length(a) } else { a })
+                        .collect();
+                    Transformed::yes(Expr::AggregateFunction(AggregateFunction { func, params }))
+                }
+                // A window partitioned or ordered by intervals: by length;
+                // `min`/`max` over one as above.
+                Expr::WindowFunction(mut w)
+                    if w.params.partition_by.iter().any(|e| typed(e, &schema))
+                        || w.params.order_by.iter().any(|s| typed(&s.expr, &schema))
+                        || window_kind(&w, &schema).is_some() =>
+                {
+                    let p = &mut w.params;
+                    for e in p
+                        .partition_by
+                        .iter_mut()
+                        .chain(p.order_by.iter_mut().map(|s| &mut s.expr))
+                    {
+                        if typed(e, &schema) {
+                            *e = length(e.clone());
+                        }
+                    }
+                    if let Some(kind) = window_kind(&w, &schema) {
+                        w.fun = WindowFunctionDefinition::AggregateUDF(Arc::new(aggregate(kind)));
+                    }
+                    Transformed::yes(Expr::WindowFunction(w))
                 }
                 Expr::AggregateFunction(AggregateFunction { func, mut params })
                     if !params.distinct
@@ -302,6 +355,21 @@ fn use_of_value(e: &Expr, schema: &DFSchema, utc: bool) -> Option<&'static str> 
         // Lengths to compare, and the average of a sum and a count.
         Expr::ScalarFunction(f)
             if [LENGTH, super::average::NAME, super::numeric::EPOCH].contains(&f.func.name()) =>
+        {
+            None
+        }
+        // Functions that give a row's value as it is.
+        Expr::WindowFunction(w)
+            if matches!(
+                w.fun.name(),
+                "lag"
+                    | "lead"
+                    | "first_value"
+                    | "last_value"
+                    | "nth_value"
+                    | "interval_min"
+                    | "interval_max"
+            ) =>
         {
             None
         }
