@@ -261,7 +261,7 @@ pub(super) async fn plan_sql(
 ) -> datafusion::common::Result<datafusion::prelude::DataFrame> {
     let rewritten = executor_sql(sql);
     let sql = rewritten.as_deref().unwrap_or(sql);
-    let summed = super::intervals::sums_as_postgres(sql, interval_columns);
+    let summed = super::intervals::columns_as_postgres(sql, interval_columns);
     let sql = summed.as_deref().unwrap_or(sql);
     match session.sql(sql).await {
         Err(e)

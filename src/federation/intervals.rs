@@ -18,7 +18,7 @@
 //! Comparisons and ORDER BY of intervals (columns, or computed, as
 //! `now() - at > interval '1 day'`) are planned by Postgres's length, and
 //! `sum`, `avg`, `min`, `max` and `extract(epoch from …)` of them as
-//! Postgres computes them ([`as_postgres`], [`sums_as_postgres`]).
+//! Postgres computes them ([`as_postgres`], [`columns_as_postgres`]).
 //! Groups of interval columns (GROUP BY, DISTINCT) are formed by length
 //! ([`grouped_by_length`]), and an interval column added to or taken from
 //! a timestamp in a session in UTC is computed as Postgres computes it.
@@ -354,7 +354,14 @@ fn use_of_value(e: &Expr, schema: &DFSchema, utc: bool) -> Option<&'static str> 
         Expr::Column(_) | Expr::Alias(_) | Expr::IsNull(_) | Expr::IsNotNull(_) => None,
         // Lengths to compare, and the average of a sum and a count.
         Expr::ScalarFunction(f)
-            if [LENGTH, super::average::NAME, super::numeric::EPOCH].contains(&f.func.name()) =>
+            if [
+                LENGTH,
+                MUL,
+                DIV,
+                super::average::NAME,
+                super::numeric::EPOCH,
+            ]
+            .contains(&f.func.name()) =>
         {
             None
         }
@@ -580,7 +587,7 @@ enum Kind {
 impl Kind {
     /// The aggregate planned in place of the executor's own `min` or
     /// `max` (`sum` of an interval it cannot plan: see
-    /// [`sums_as_postgres`]).
+    /// [`columns_as_postgres`]).
     fn of(name: &str) -> Option<Self> {
         match name {
             "min" => Some(Kind::Min),
@@ -632,15 +639,17 @@ fn parts_type() -> DataType {
 }
 
 /// `sql` with `sum(c)` of an interval column `c` (one of `columns`, the
-/// names of those the statement's tables hold) written `interval_sum(c)`:
-/// the executor has no `sum` of intervals to plan. `None` when nothing
+/// names of those the statement's tables hold) written `interval_sum(c)`,
+/// and `c * k`, `c / k` written `interval_mul(c, k)`, `interval_div(c,
+/// k)`: the executor has none of these to plan. `None` when nothing
 /// changed. (A column of another type named as one of those is then
 /// refused, not summed otherwise.)
-pub(crate) fn sums_as_postgres(sql: &str, columns: &[String]) -> Option<String> {
+pub(crate) fn columns_as_postgres(sql: &str, columns: &[String]) -> Option<String> {
     use datafusion::sql::sqlparser::ast;
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
-    if columns.is_empty() || !sql.to_ascii_lowercase().contains("sum") {
+    let lower = sql.to_ascii_lowercase();
+    if columns.is_empty() || !["sum", "*", "/"].iter().any(|w| lower.contains(w)) {
         return None;
     }
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
@@ -650,26 +659,54 @@ pub(crate) fn sums_as_postgres(sql: &str, columns: &[String]) -> Option<String> 
             None => c.eq_ignore_ascii_case(&i.value),
         })
     };
+    let column = |e: &ast::Expr| match e {
+        ast::Expr::Identifier(i) => named(i),
+        ast::Expr::CompoundIdentifier(parts) => parts.last().is_some_and(named),
+        _ => false,
+    };
     // `sum(c)`, an interval column summed.
     let summed = |f: &ast::Function| {
         f.over.is_none()
             && f.name.0.len() == 1
             && f.name.to_string().eq_ignore_ascii_case("sum")
             && matches!(&f.args, ast::FunctionArguments::List(list)
-            if list.duplicate_treatment.is_none()
-                && matches!(list.args.as_slice(),
-                    [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(arg))]
-                        if match arg {
-                            ast::Expr::Identifier(i) => named(i),
-                            ast::Expr::CompoundIdentifier(parts) => parts.last().is_some_and(named),
-                            _ => false,
-                        }))
+                if list.duplicate_treatment.is_none()
+                    && matches!(list.args.as_slice(),
+                        [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(arg))] if column(arg)))
     };
     let renamed = |f: &mut ast::Function, kind: Kind| {
         f.name = ast::ObjectName::from(vec![ast::Ident::new(kind.name())]);
     };
     let mut changed = false;
     let _ = ast::visit_expressions_mut(&mut statements, |e: &mut ast::Expr| {
+        // `i * k`, `k * i`, `i / k`: as Postgres multiplies intervals.
+        if let ast::Expr::BinaryOp { left, op, right } = e
+            && matches!(
+                op,
+                ast::BinaryOperator::Multiply | ast::BinaryOperator::Divide
+            )
+        {
+            let (interval, factor) = if column(left) {
+                (left, right)
+            } else if column(right) && *op == ast::BinaryOperator::Multiply {
+                (right, left)
+            } else {
+                return std::ops::ControlFlow::Continue(());
+            };
+            let name = if *op == ast::BinaryOperator::Divide {
+                DIV
+            } else {
+                MUL
+            };
+            if let Ok(call) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&format!("{name}({interval}, {factor})"))
+                .and_then(|mut p| p.parse_expr())
+            {
+                *e = call;
+                changed = true;
+            }
+            return std::ops::ControlFlow::Continue(());
+        }
         let ast::Expr::Function(f) = e else {
             return std::ops::ControlFlow::<()>::Continue(());
         };
@@ -898,29 +935,114 @@ fn nanos(micros: i64) -> Result<i64> {
 }
 
 /// Postgres's `interval / float8` (`interval_div`), by which `avg` divides
-/// the sum by the count: months and days divided and truncated, their
-/// fractions carried down (a month as 30 days, a day as 24 hours), each
-/// carry rounded to a microsecond, the time rounded half to even.
-pub(crate) fn divide(
+/// the sum by the count (see [`scale`]).
+pub(crate) fn divide(parts: (i32, i32, i64), count: i64) -> Result<IntervalMonthDayNano> {
+    scale(parts, count as f64, true)
+}
+
+/// Postgres's `interval * float8` and `interval / float8` (`interval_mul`,
+/// `interval_div`): months and days multiplied (or divided) and
+/// truncated, their fractions carried down (a month as 30 days, a day as
+/// 24 hours), each carry rounded to a microsecond, the time rounded half
+/// to even. Out of range is 22008, division by zero 22012.
+fn scale(
     (months, days, micros): (i32, i32, i64),
-    count: i64,
+    factor: f64,
+    divide: bool,
 ) -> Result<IntervalMonthDayNano> {
+    if divide && factor == 0.0 {
+        return super::json::data_error("22012", "division by zero");
+    }
+    let by = |x: f64| if divide { x / factor } else { x * factor };
+    let out_of_range = || super::json::data_error("22008", "interval out of range");
+    let int32 = |x: f64| (x >= f64::from(i32::MIN) && x < -f64::from(i32::MIN)).then_some(x as i32);
     // `rint`, then TSROUND: to the nearest microsecond.
     let ts_round = |x: f64| (x * 1e6).round_ties_even() / 1e6;
-    let factor = count as f64;
     let (orig_month, orig_day) = (f64::from(months), f64::from(days));
-    let month = (orig_month / factor) as i32;
-    let mut day = (orig_day / factor) as i32;
-    let month_days = ts_round((orig_month / factor - f64::from(month)) * 30.0);
+    let (Some(month), Some(mut day)) = (int32(by(orig_month)), int32(by(orig_day))) else {
+        return out_of_range();
+    };
+    let month_days = ts_round((by(orig_month) - f64::from(month)) * 30.0);
     let mut secs = ts_round(
-        (orig_day / factor - f64::from(day) + month_days - f64::from(month_days as i32)) * 86_400.0,
+        (by(orig_day) - f64::from(day) + month_days - f64::from(month_days as i32)) * 86_400.0,
     );
     if secs.abs() >= 86_400.0 {
         let whole = (secs / 86_400.0) as i32;
-        day += whole;
+        let Some(d) = day.checked_add(whole) else {
+            return out_of_range();
+        };
+        day = d;
         secs -= f64::from(whole) * 86_400.0;
     }
-    day += month_days as i32;
-    let micros = (micros as f64 / factor + secs * 1e6).round_ties_even();
-    Ok(IntervalMonthDayNano::new(month, day, nanos(micros as i64)?))
+    let Some(day) = day.checked_add(month_days as i32) else {
+        return out_of_range();
+    };
+    let time = (by(micros as f64) + secs * 1e6).round_ties_even();
+    if time.is_nan() || time < -(2f64.powi(63)) || time >= 2f64.powi(63) {
+        return out_of_range();
+    }
+    Ok(IntervalMonthDayNano::new(month, day, nanos(time as i64)?))
+}
+
+/// `interval_mul(i, k)` and `interval_div(i, k)`: an interval column
+/// multiplied or divided by a number, as Postgres does (see [`scale`]).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Scaled {
+    divide: bool,
+    signature: Signature,
+}
+
+const MUL: &str = "interval_mul";
+const DIV: &str = "interval_div";
+
+/// `interval_mul` and `interval_div`: for the planning session.
+pub(crate) fn scalings() -> [ScalarUDF; 2] {
+    [false, true].map(|divide| {
+        ScalarUDF::new_from_impl(Scaled {
+            divide,
+            signature: Signature::any(2, Volatility::Immutable),
+        })
+    })
+}
+
+impl ScalarUDFImpl for Scaled {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        if self.divide { DIV } else { MUL }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(INTERVAL)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let values = datafusion::arrow::compute::cast(&args.args[0].to_array(n)?, &INTERVAL)?;
+        let factors =
+            datafusion::arrow::compute::cast(&args.args[1].to_array(n)?, &DataType::Float64)?;
+        let values = values.as_primitive::<IntervalMonthDayNanoType>();
+        let factors = factors.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        let out = (0..n)
+            .map(|i| {
+                if values.is_null(i) || factors.is_null(i) {
+                    return Ok(None);
+                }
+                let v = values.value(i);
+                scale(
+                    (v.months, v.days, v.nanoseconds / 1000),
+                    factors.value(i),
+                    self.divide,
+                )
+                .map(Some)
+            })
+            .collect::<Result<datafusion::arrow::array::IntervalMonthDayNanoArray>>()?;
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
 }

@@ -77,6 +77,9 @@ pub(super) fn plan_session(ctx: &ScanContext, federation: &Federation) -> Sessio
     for udaf in intervals::sums() {
         session.register_udaf(udaf);
     }
+    for udf in intervals::scalings() {
+        session.register_udf(udf);
+    }
     session.register_udf(datetrunc::BucketedDateTrunc::udf());
     session.register_udf(tochar::ToChar::udf(&ctx.time_zone));
     session.register_udf(casts::AtTimeZone::udf(&ctx.time_zone));

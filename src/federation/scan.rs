@@ -70,7 +70,7 @@ pub(crate) struct ScanContext {
     /// A column read holds strings whose collation is not byte order.
     pub collated: std::sync::atomic::AtomicBool,
     /// The names of the interval columns of the tables read (see
-    /// `intervals::sums_as_postgres`).
+    /// `intervals::columns_as_postgres`).
     pub interval_columns: std::sync::Mutex<Vec<String>>,
     /// How many rows each scan may produce, where known (see `joins`).
     pub estimates: super::joins::Estimates,
