@@ -2524,6 +2524,69 @@ async fn intervals_follow_the_session_interval_style() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Dates and times are written in the session's DateStyle (ISO, SQL,
+/// Postgres, German; day or month first) and TimeZone (its abbreviation
+/// where the style shows one), as Postgres writes them, from both tiers;
+/// a date cast to text is refused where the style is not ISO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dates_follow_the_session_date_style() {
+    let s = setup().await;
+    // Dates before year 1, in the lake and in Postgres.
+    let now = oracle_now(&s).await;
+    in_both(
+        &s,
+        &format!(
+            "INSERT INTO orders (id, created_at, customer_id, status, day)
+               VALUES (900001, '{now}'::timestamptz - interval '400 days', 1, 'old', '0044-03-15 BC'),
+                      (900002, '{now}', 2, 'new', '0001-01-01 BC')"
+        ),
+    )
+    .await;
+    move_rows(&s).await;
+    let proxy = serve(&s).await;
+    let mut both = BothProtocols::connect(&s, &proxy).await;
+    let mut failures = Vec::new();
+    for style in [
+        "SQL, DMY",
+        "SQL, MDY",
+        "Postgres, MDY",
+        "Postgres, DMY",
+        "German",
+        "ISO, DMY",
+    ] {
+        for zone in [
+            "UTC",
+            "America/New_York",
+            "Asia/Kolkata",
+            "Etc/GMT+5",
+            "Australia/Lord_Howe",
+        ] {
+            both.run_everywhere(&format!("SET DateStyle = '{style}'"))
+                .await;
+            both.run_everywhere(&format!("SET TimeZone = '{zone}'"))
+                .await;
+            for sql in [
+                "SELECT id, created_at, day, created_at::timestamp AS local FROM orders WHERE id % 97 = 0 OR id > 900000 ORDER BY id",
+                "SELECT date_trunc('month', created_at) AS m, min(day), max(created_at) FROM orders GROUP BY 1 ORDER BY 1",
+            ] {
+                if let Some(f) = both.differs(sql).await {
+                    failures.push(format!("DateStyle {style}, TimeZone {zone}: {f}"));
+                }
+            }
+        }
+        let refused = both.not_refused("SELECT day::text FROM orders").await;
+        match (style.starts_with("ISO"), refused) {
+            (false, Some(f)) => failures.push(format!("DateStyle {style}: {f}")),
+            (true, None) => failures.extend(
+                both.differs("SELECT id, day::text FROM orders WHERE id % 89 = 0 ORDER BY id")
+                    .await,
+            ),
+            _ => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Compaction rewrites the small files passes leave in a partition into
 /// one, killed part-way it leaves the lake as it was; retention takes out
 /// the partitions past `cold_retention` (the oracle deletes the same

@@ -421,7 +421,7 @@ pub(crate) fn rewrite(plan: LogicalPlan, zone: &str) -> Result<Transformed<Logic
 }
 
 /// The first cast to text of a value the executor writes unlike Postgres.
-pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
+pub(crate) fn refusal(plan: &LogicalPlan, iso_dates: bool) -> Option<String> {
     let mut found = None;
     let _ = plan.apply_with_subqueries(|node| {
         let schema = merged_input_schema(node);
@@ -435,7 +435,10 @@ pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
                 let Ok(from) = inner.get_type(&schema) else {
                     return Ok(TreeNodeRecursion::Continue);
                 };
-                if to_text(to) && written_differently(&from) {
+                // Dates too, where the session writes them other than as
+                // ISO 8601 (DateStyle).
+                let date = matches!(from, DataType::Date32 | DataType::Date64);
+                if to_text(to) && (written_differently(&from) || date && !iso_dates) {
                     found = Some(format!("a cast of {from} to text"));
                     return Ok(TreeNodeRecursion::Stop);
                 }

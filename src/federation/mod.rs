@@ -110,17 +110,8 @@ pub(crate) struct SessionSettings {
 
 impl SessionSettings {
     /// The session's time zone, when the executor can write Postgres's text
-    /// for these settings: DateStyle ISO and a named TimeZone.
+    /// for these settings: a named TimeZone.
     pub(crate) fn zone(&self) -> Result<chrono_tz::Tz, ErrorFields> {
-        if self.date_style.split(',').next().map(str::trim) != Some("ISO") {
-            return Err(ErrorFields::error(
-                "0A000",
-                format!(
-                    "reading the history of tiered tables needs DateStyle ISO, not {:?}",
-                    self.date_style
-                ),
-            ));
-        }
         crate::pgtypes::resolve_time_zone(&self.time_zone).ok_or_else(|| {
             ErrorFields::error(
                 "0A000",
@@ -140,6 +131,7 @@ impl SessionSettings {
             time_zone: tz,
             extra_float_digits: self.extra_float_digits,
             interval_style: crate::pgtypes::IntervalStyle::from_setting(&self.interval_style),
+            date_style: crate::pgtypes::DateStyle::from_setting(&self.date_style),
         }
     }
 }
@@ -756,7 +748,12 @@ async fn execute(
     if let Some(what) = json::refusal(df.logical_plan())
         .or_else(|| enums::refusal(df.logical_plan()))
         .or_else(|| average::refusal(df.logical_plan()))
-        .or_else(|| casts::refusal(df.logical_plan()))
+        .or_else(|| {
+            casts::refusal(
+                df.logical_plan(),
+                text.date_style.style == crate::pgtypes::DateOutput::Iso,
+            )
+        })
         .or_else(|| arrays::refusal(df.logical_plan()))
         .or_else(|| {
             intervals::refusal(

@@ -20,7 +20,10 @@ mod text;
 
 pub use binary::{write_binary, write_numeric_binary};
 pub use interval::{IntervalStyle, interval_value, write_interval};
-pub use text::{TextSettings, executor_zone, resolve_time_zone, write_decimal, write_text};
+pub use text::{
+    DateOutput, DateStyle, TextSettings, executor_zone, resolve_time_zone, write_decimal,
+    write_text,
+};
 
 /// Microseconds between 1970-01-01 and 2000-01-01, Postgres's epoch.
 pub const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;

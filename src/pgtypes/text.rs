@@ -1,7 +1,9 @@
 //! Arrow values in Postgres's text output format, shaped by the session's
-//! settings (TimeZone, extra_float_digits), as `*out` functions print them.
+//! settings (TimeZone, DateStyle, IntervalStyle, extra_float_digits), as
+//! `*out` functions print them.
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
+use chrono_tz::OffsetName;
 use datafusion::arrow::array::{
     Array, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
     Float32Array, Float64Array, ListArray,
@@ -18,6 +20,47 @@ pub struct TextSettings {
     pub extra_float_digits: i32,
     /// `IntervalStyle`.
     pub interval_style: super::IntervalStyle,
+    /// `DateStyle`.
+    pub date_style: DateStyle,
+}
+
+/// The session's `DateStyle`: how dates and times are written, and, for
+/// the SQL and Postgres styles, whether the day comes before the month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DateStyle {
+    pub style: DateOutput,
+    pub day_first: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DateOutput {
+    /// `2026-12-06 13:24:00+00`
+    #[default]
+    Iso,
+    /// `12/06/2026 13:24:00 UTC`
+    Sql,
+    /// `Sun Dec 06 13:24:00 2026 UTC`
+    Postgres,
+    /// `06.12.2026 13:24:00 UTC`
+    German,
+}
+
+impl DateStyle {
+    /// The style a `DateStyle` setting names, as Postgres reports it
+    /// (`ISO, MDY`, `SQL, DMY`, `Postgres, YMD`, `German, DMY`).
+    pub fn from_setting(setting: &str) -> Self {
+        let mut parts = setting.split(',').map(|p| p.trim().to_ascii_lowercase());
+        let style = match parts.next().as_deref() {
+            Some("sql") => DateOutput::Sql,
+            Some("postgres") => DateOutput::Postgres,
+            Some("german") => DateOutput::German,
+            _ => DateOutput::Iso,
+        };
+        DateStyle {
+            style,
+            day_first: parts.next().as_deref() == Some("dmy"),
+        }
+    }
 }
 
 impl Default for TextSettings {
@@ -26,6 +69,7 @@ impl Default for TextSettings {
             time_zone: chrono_tz::UTC,
             extra_float_digits: 1,
             interval_style: super::IntervalStyle::Postgres,
+            date_style: DateStyle::default(),
         }
     }
 }
@@ -122,7 +166,7 @@ pub fn write_text(
             let a = any.downcast_ref::<Date32Array>().ok_or_else(mismatch)?;
             let d = NaiveDate::from_num_days_from_ce_opt(a.value(row) + 719_163)
                 .ok_or(EncodeError::OutOfRange("date"))?;
-            write_date(out, d);
+            write_date(out, d, settings.date_style);
             Ok(true)
         }
         oid::TIME => {
@@ -143,20 +187,12 @@ pub fn write_text(
             let utc = DateTime::<Utc>::from_timestamp_micros(us)
                 .ok_or(EncodeError::OutOfRange("timestamp"))?;
             if pg_type == oid::TIMESTAMP {
-                write_datetime(out, utc.naive_utc());
+                write_datetime(out, utc.naive_utc(), settings.date_style, None);
             } else {
                 let local = settings.time_zone.from_utc_datetime(&utc.naive_utc());
-                write_datetime(out, local.naive_local());
                 let offset = local.offset().fix().local_minus_utc();
-                let sign = if offset < 0 { '-' } else { '+' };
-                let o = offset.abs();
-                let _ = write!(out, "{sign}{:02}", o / 3600);
-                if o % 3600 != 0 {
-                    let _ = write!(out, ":{:02}", o / 60 % 60);
-                    if o % 60 != 0 {
-                        let _ = write!(out, ":{:02}", o % 60);
-                    }
-                }
+                let zone = (offset, local.offset().abbreviation());
+                write_datetime(out, local.naive_local(), settings.date_style, Some(zone));
             }
             Ok(true)
         }
@@ -225,37 +261,104 @@ fn write_array(
     Ok(())
 }
 
-fn write_date(out: &mut Vec<u8>, d: NaiveDate) {
-    use std::io::Write;
-    let (year, bc) = if d.year() <= 0 {
+/// A year as Postgres writes it: at least four digits, a year before 1
+/// counted back from 1 BC.
+fn year_of(d: NaiveDate) -> (i32, bool) {
+    if d.year() <= 0 {
         (1 - d.year(), true)
     } else {
         (d.year(), false)
+    }
+}
+
+fn write_date(out: &mut Vec<u8>, d: NaiveDate, ds: DateStyle) {
+    use std::io::Write;
+    let (year, bc) = year_of(d);
+    let (month, day) = (d.month(), d.day());
+    let _ = match ds.style {
+        DateOutput::Iso => write!(out, "{year:04}-{month:02}-{day:02}"),
+        DateOutput::Sql if ds.day_first => write!(out, "{day:02}/{month:02}/{year:04}"),
+        DateOutput::Sql => write!(out, "{month:02}/{day:02}/{year:04}"),
+        DateOutput::Postgres if ds.day_first => write!(out, "{day:02}-{month:02}-{year:04}"),
+        DateOutput::Postgres => write!(out, "{month:02}-{day:02}-{year:04}"),
+        DateOutput::German => write!(out, "{day:02}.{month:02}.{year:04}"),
     };
-    let _ = write!(out, "{year:04}-{:02}-{:02}", d.month(), d.day());
     if bc {
         out.extend_from_slice(b" BC");
     }
 }
 
-fn write_datetime(out: &mut Vec<u8>, t: NaiveDateTime) {
+/// A timestamp in the session's DateStyle; with `zone` (its offset from
+/// UTC in seconds and the zone's abbreviation then), a timestamptz.
+fn write_datetime(
+    out: &mut Vec<u8>,
+    t: NaiveDateTime,
+    ds: DateStyle,
+    zone: Option<(i32, Option<&str>)>,
+) {
     use std::io::Write;
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let d = t.date();
-    let (year, bc) = if d.year() <= 0 {
-        (1 - d.year(), true)
-    } else {
-        (d.year(), false)
+    let (year, bc) = year_of(d);
+    let clock = |out: &mut Vec<u8>| {
+        let _ = write!(out, "{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second());
+        write_fraction(out, t.nanosecond() / 1000);
     };
-    let _ = write!(
-        out,
-        "{year:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        d.month(),
-        d.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
-    write_fraction(out, t.nanosecond() / 1000);
+    match ds.style {
+        DateOutput::Postgres => {
+            let (day, month) = (d.day(), MONTHS[d.month0() as usize]);
+            let _ = write!(
+                out,
+                "{} ",
+                DAYS[d.weekday().num_days_from_monday() as usize]
+            );
+            let _ = if ds.day_first {
+                write!(out, "{day:02} {month} ")
+            } else {
+                write!(out, "{month} {day:02} ")
+            };
+            clock(out);
+            let _ = write!(out, " {year:04}");
+        }
+        _ => {
+            write_date(out, d, ds);
+            // The date's own " BC" is written after the zone instead.
+            if bc {
+                out.truncate(out.len() - 3);
+            }
+            out.push(b' ');
+            clock(out);
+        }
+    }
+    if let Some((offset, abbreviation)) = zone {
+        let sign = if offset < 0 { '-' } else { '+' };
+        let o = offset.abs();
+        match (ds.style, abbreviation) {
+            (DateOutput::Iso, _) => {
+                let _ = write!(out, "{sign}{:02}", o / 3600);
+                if o % 3600 != 0 {
+                    let _ = write!(out, ":{:02}", o / 60 % 60);
+                    if o % 60 != 0 {
+                        let _ = write!(out, ":{:02}", o % 60);
+                    }
+                }
+            }
+            (_, Some(name)) => {
+                let _ = write!(out, " {name}");
+            }
+            // A zone whose abbreviation is its offset (`+1030`, `-03`),
+            // as the time zone database writes it.
+            (_, None) => {
+                let _ = write!(out, " {sign}{:02}", o / 3600);
+                if o % 3600 != 0 {
+                    let _ = write!(out, "{:02}", o / 60 % 60);
+                }
+            }
+        }
+    }
     if bc {
         out.extend_from_slice(b" BC");
     }
