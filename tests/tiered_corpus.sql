@@ -60,8 +60,10 @@ SELECT count(*) FROM orders WHERE to_char(created_at, 'D') IN ('1', '7')
 SELECT to_char(created_at, 'Day') AS d, count(*) FROM orders GROUP BY 1 ORDER BY 2 DESC, 1
 UNSUPPORTED SELECT to_char(created_at, 'YYYY-MM-DD TZ') FROM orders WHERE id < 5
 UNSUPPORTED SELECT to_char(amount, '999D99') FROM orders WHERE id < 5
-UNSUPPORTED SELECT max(created_at::text) FROM orders
-UNSUPPORTED SELECT id, score::text FROM orders WHERE id < 5 ORDER BY id
+SELECT max(created_at::text) FROM orders
+SELECT id, score::text, created_at::text, day::text, created_at::time::text AS t, (created_at - date_trunc('day', created_at))::text AS since FROM orders WHERE id < 25 ORDER BY id
+SELECT id, 'at ' || created_at, day || '', score || '', flag || '', concat(day, '/', created_at, '/', score, '/', flag) FROM orders WHERE id < 25 ORDER BY id
+SELECT id, concat(created_at, ' ', score * 1e20, ' ', amount), (score * 1e20)::text AS big FROM orders WHERE id < 9 ORDER BY id
 UNSUPPORTED SELECT id, created_at::timestamp(0) FROM orders WHERE id < 5 ORDER BY id
 SELECT id, customer_id::text || '-' || day::text AS k, flag::text FROM orders WHERE id < 20 ORDER BY id
 SELECT count(*) FROM orders WHERE created_at BETWEEN '2025-03-01T00:00:00Z' AND '2025-04-01T00:00:00Z'

@@ -416,7 +416,9 @@ pub(crate) struct TieredLeaf {
 pub(crate) struct Statement<'a> {
     pub sql: &'a str,
     pub params: &'a [datafusion::common::ScalarValue],
-    pub time_zone: &'a str,
+    /// The session's settings for text (its time zone among them): values
+    /// a statement writes as text (`pg_text`) depend on them.
+    pub output: &'a crate::pgtypes::TextSettings,
     pub user: &'a str,
 }
 
@@ -434,10 +436,10 @@ pub(crate) fn rewrite(
         return Ok(plan);
     }
     let prefix = format!(
-        "{}\n{:?}\n{}",
+        "{}\n{:?}\n{:?}",
         statement.sql.trim(),
         statement.params,
-        statement.time_zone
+        statement.output
     );
     let rewriter = Rewriter {
         ctx,

@@ -421,7 +421,7 @@ pub(crate) fn rewrite(plan: LogicalPlan, zone: &str) -> Result<Transformed<Logic
 }
 
 /// The first cast to text of a value the executor writes unlike Postgres.
-pub(crate) fn refusal(plan: &LogicalPlan, iso_dates: bool) -> Option<String> {
+pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
     let mut found = None;
     let _ = plan.apply_with_subqueries(|node| {
         let schema = merged_input_schema(node);
@@ -435,10 +435,7 @@ pub(crate) fn refusal(plan: &LogicalPlan, iso_dates: bool) -> Option<String> {
                 let Ok(from) = inner.get_type(&schema) else {
                     return Ok(TreeNodeRecursion::Continue);
                 };
-                // Dates too, where the session writes them other than as
-                // ISO 8601 (DateStyle).
-                let date = matches!(from, DataType::Date32 | DataType::Date64);
-                if to_text(to) && (written_differently(&from) || date && !iso_dates) {
+                if to_text(to) && written_differently(&from) {
                     found = Some(format!("a cast of {from} to text"));
                     return Ok(TreeNodeRecursion::Stop);
                 }
@@ -465,4 +462,145 @@ pub(super) fn merged_input_schema(node: &LogicalPlan) -> DFSchema {
         schema.merge(input.schema());
     }
     schema
+}
+
+/// `pg_text(x)`: a value as Postgres's output function writes it, in the
+/// session's settings (DateStyle, TimeZone, IntervalStyle,
+/// extra_float_digits). Postgres writes a value so wherever it becomes
+/// text: a cast, `||`, `concat`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PgText {
+    signature: Signature,
+    settings: crate::pgtypes::TextSettings,
+}
+
+pub(crate) const PG_TEXT: &str = "pg_text";
+
+/// The Postgres type whose output function writes values of `t` unlike
+/// the executor's cast to text (`concat`: also booleans, which Postgres
+/// writes `t` and `f` there but `true` and `false` in a cast or `||`).
+fn written_by_postgres(t: &DataType, concat: bool) -> Option<u32> {
+    use crate::pgtypes::oid;
+    Some(match t {
+        DataType::Timestamp(_, Some(_)) => oid::TIMESTAMPTZ,
+        DataType::Timestamp(_, None) => oid::TIMESTAMP,
+        DataType::Date32 | DataType::Date64 => oid::DATE,
+        DataType::Time32(_) | DataType::Time64(_) => oid::TIME,
+        DataType::Float32 => oid::FLOAT4,
+        DataType::Float64 => oid::FLOAT8,
+        DataType::Interval(_) | DataType::Duration(_) => oid::INTERVAL,
+        DataType::Boolean if concat => oid::BOOL,
+        _ => return None,
+    })
+}
+
+impl ScalarUDFImpl for PgText {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        PG_TEXT
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let values = args.args[0].to_array(args.number_rows)?;
+        let Some(pg_type) = written_by_postgres(values.data_type(), true) else {
+            return exec_err!("{PG_TEXT} of {}", values.data_type());
+        };
+        let mut out = datafusion::arrow::array::StringBuilder::new();
+        let mut text = Vec::new();
+        for row in 0..values.len() {
+            text.clear();
+            let written = crate::pgtypes::write_text(
+                &mut text,
+                values.as_ref(),
+                row,
+                pg_type,
+                &self.settings,
+            )
+            .map_err(|e| datafusion::common::DataFusionError::Execution(e.to_string()))?;
+            if written {
+                out.append_value(String::from_utf8_lossy(&text));
+            } else {
+                out.append_null();
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// `plan` with the values that become text (cast to text, operands of
+/// `||`, arguments of `concat` and `concat_ws`) written as Postgres writes
+/// them ([`PgText`]) where the executor would write them otherwise.
+pub(crate) fn as_postgres_text(
+    plan: LogicalPlan,
+    settings: &crate::pgtypes::TextSettings,
+) -> Result<Transformed<LogicalPlan>> {
+    let udf = Arc::new(ScalarUDF::new_from_impl(PgText {
+        signature: Signature::any(1, Volatility::Immutable),
+        settings: settings.clone(),
+    }));
+    let text = |e: Expr| Expr::ScalarFunction(ScalarFunction::new_udf(udf.clone(), vec![e]));
+    super::exactness::rewrite_plan(
+        plan,
+        |_, _| None,
+        |x, schemas| {
+            let mut schema = DFSchema::empty();
+            for s in schemas {
+                schema.merge(s);
+            }
+            let written = |e: &Expr, concat: bool| {
+                e.get_type(&schema)
+                    .ok()
+                    .and_then(|t| written_by_postgres(&t, concat))
+                    .is_some()
+            };
+            Ok(match x {
+                Expr::Cast(Cast { expr, data_type })
+                    if to_text(&data_type) && written(&expr, false) =>
+                {
+                    Transformed::yes(text(*expr))
+                }
+                Expr::TryCast(TryCast { expr, data_type })
+                    if to_text(&data_type) && written(&expr, false) =>
+                {
+                    Transformed::yes(text(*expr))
+                }
+                // `||` writes booleans as a cast does, `concat` as `t`/`f`.
+                Expr::BinaryExpr(BinaryExpr { left, op, right })
+                    if op == Operator::StringConcat
+                        && (written(&left, false) || written(&right, false)) =>
+                {
+                    let side =
+                        |e: Box<Expr>| Box::new(if written(&e, false) { text(*e) } else { *e });
+                    Transformed::yes(Expr::BinaryExpr(BinaryExpr::new(
+                        side(left),
+                        op,
+                        side(right),
+                    )))
+                }
+                Expr::ScalarFunction(mut f)
+                    if matches!(f.func.name(), "concat" | "concat_ws")
+                        && f.args.iter().any(|a| written(a, true)) =>
+                {
+                    f.args = f
+                        .args
+                        .into_iter()
+                        .map(|a| if written(&a, true) { text(a) } else { a })
+                        .collect();
+                    Transformed::yes(Expr::ScalarFunction(f))
+                }
+                x => Transformed::no(x),
+            })
+        },
+    )
 }

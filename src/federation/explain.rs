@@ -49,7 +49,7 @@ pub(super) async fn explain(
     ctx: &Arc<ScanContext>,
     federation: &Federation,
     fields: &[link::FieldDescription],
-    user: &str,
+    (user, text): (&str, &crate::pgtypes::TextSettings),
     out: &mut Out<'_>,
 ) -> Result<u64, Failure> {
     use datafusion::physical_plan::display::DisplayableExecutionPlan;
@@ -57,9 +57,15 @@ pub(super) async fn explain(
     let sql = folded.as_deref().unwrap_or(sql);
     let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
-    let df = super::executor_plan(&session, ctx, sql).await?;
+    let df = super::executor_plan(&session, ctx, sql, text).await?;
     let task = Arc::new(df.task_ctx());
-    let plan = physical_plan(df, &task, ctx, federation, sql, &[], user).await?;
+    let statement = super::cache::Statement {
+        sql,
+        params: &[],
+        output: text,
+        user,
+    };
+    let plan = physical_plan(df, &task, ctx, federation, &statement).await?;
     let mut lines = vec![
         "Federated read (thermocline): hot rows from Postgres, history from Iceberg".to_string(),
     ];

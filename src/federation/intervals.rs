@@ -352,7 +352,8 @@ fn use_of_value(e: &Expr, schema: &DFSchema, utc: bool) -> Option<&'static str> 
             None
         }
         Expr::Column(_) | Expr::Alias(_) | Expr::IsNull(_) | Expr::IsNotNull(_) => None,
-        // Lengths to compare, and the average of a sum and a count.
+        // Lengths to compare, the average of a sum and a count, products,
+        // seconds, and the text Postgres writes.
         Expr::ScalarFunction(f)
             if [
                 LENGTH,
@@ -360,6 +361,7 @@ fn use_of_value(e: &Expr, schema: &DFSchema, utc: bool) -> Option<&'static str> 
                 DIV,
                 super::average::NAME,
                 super::numeric::EPOCH,
+                super::casts::PG_TEXT,
             ]
             .contains(&f.func.name()) =>
         {

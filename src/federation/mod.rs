@@ -342,7 +342,7 @@ async fn answer(
                     &ctx,
                     federation,
                     &fields,
-                    &settings.user,
+                    (&settings.user, &text),
                     out,
                 )
                 .await
@@ -685,6 +685,7 @@ async fn executor_plan(
     session: &datafusion::prelude::SessionContext,
     ctx: &Arc<ScanContext>,
     sql: &str,
+    text: &TextSettings,
 ) -> Result<datafusion::prelude::DataFrame, Failure> {
     let mut df = exactness::plan_sql(session, sql, &planning::interval_columns(ctx)).await?;
     let read = literals::read_by_postgres(df.logical_plan().clone(), ctx).await?;
@@ -696,7 +697,7 @@ async fn executor_plan(
     // `= ANY` (or `= SOME`) is the only source of what the last rewrites.
     let lower = sql.to_ascii_lowercase();
     let any = lower.contains("any") || lower.contains("some");
-    let rewrites: [&dyn Fn(_) -> _; 5] = [
+    let rewrites: [&dyn Fn(_) -> _; 6] = [
         &average::in_value_order,
         &|plan| intervals::as_postgres(plan, sql),
         &enums::in_label_order,
@@ -708,6 +709,7 @@ async fn executor_plan(
                 Ok(datafusion::common::tree_node::Transformed::no(plan))
             }
         },
+        &|plan| casts::as_postgres_text(plan, text),
     ];
     for rewrite in rewrites {
         let t = rewrite(df.logical_plan().clone())?;
@@ -744,16 +746,11 @@ async fn execute(
     }
     let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
-    let mut df = executor_plan(&session, ctx, sql).await?;
+    let mut df = executor_plan(&session, ctx, sql, text).await?;
     if let Some(what) = json::refusal(df.logical_plan())
         .or_else(|| enums::refusal(df.logical_plan()))
         .or_else(|| average::refusal(df.logical_plan()))
-        .or_else(|| {
-            casts::refusal(
-                df.logical_plan(),
-                text.date_style.style == crate::pgtypes::DateOutput::Iso,
-            )
-        })
+        .or_else(|| casts::refusal(df.logical_plan()))
         .or_else(|| arrays::refusal(df.logical_plan()))
         .or_else(|| {
             intervals::refusal(
@@ -809,9 +806,12 @@ async fn execute(
         &task,
         ctx,
         federation,
-        normalized.as_deref().unwrap_or(sql),
-        &run.params,
-        run.user,
+        &cache::Statement {
+            sql: normalized.as_deref().unwrap_or(sql),
+            params: &run.params,
+            output: text,
+            user: run.user,
+        },
     )
     .await?;
     let mut stream = datafusion::physical_plan::execute_stream(plan, task)?;
@@ -872,26 +872,13 @@ async fn physical_plan(
     task: &Arc<datafusion::execution::TaskContext>,
     ctx: &Arc<ScanContext>,
     federation: &Federation,
-    sql: &str,
-    params: &[datafusion::common::ScalarValue],
-    user: &str,
+    statement: &cache::Statement<'_>,
 ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>, DataFusionError> {
     let plan = df.create_physical_plan().await?;
     let plan = exactness::null_filters_exclude(plan)?;
     let plan = topk::rewrite(plan, ctx, task).await?;
     let leaves = ctx.leaves.lock().map(|l| l.clone()).unwrap_or_default();
-    cache::rewrite(
-        plan,
-        ctx,
-        &leaves,
-        &federation.cache,
-        &cache::Statement {
-            sql,
-            params,
-            time_zone: &ctx.time_zone,
-            user,
-        },
-    )
+    cache::rewrite(plan, ctx, &leaves, &federation.cache, statement)
 }
 
 /// Refuses a numeric column of declared scale that would come out with

@@ -12,7 +12,7 @@ const USECS_PER_MINUTE: i64 = 60_000_000;
 const USECS_PER_SEC: i64 = 1_000_000;
 
 /// The session's `IntervalStyle`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum IntervalStyle {
     #[default]
     Postgres,

@@ -12,7 +12,7 @@ use datafusion::arrow::array::{
 use super::{EncodeError, int_value, oid, str_value, timestamp_micros};
 
 /// The session settings that shape Postgres's text output.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TextSettings {
     /// `TimeZone`, resolved.
     pub time_zone: chrono_tz::Tz,
@@ -26,13 +26,13 @@ pub struct TextSettings {
 
 /// The session's `DateStyle`: how dates and times are written, and, for
 /// the SQL and Postgres styles, whether the day comes before the month.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct DateStyle {
     pub style: DateOutput,
     pub day_first: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum DateOutput {
     /// `2026-12-06 13:24:00+00`
     #[default]
