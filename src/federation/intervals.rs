@@ -414,22 +414,13 @@ fn use_of_value(e: &Expr, schema: &DFSchema, utc: bool) -> Option<&'static str> 
     }
 }
 
-/// What a plan node does with whole interval values (grouping, DISTINCT,
-/// joining on them), if anything.
+/// What a plan node does with whole interval values that is not planned
+/// by length (grouping sets, DISTINCT ON, a join on them), if anything.
 fn use_by_node(node: &LogicalPlan, schema: &DFSchema) -> Option<&'static str> {
     let typed = |e: &Expr| e.get_type(schema).is_ok_and(|t| is_interval(&t));
     match node {
         LogicalPlan::Aggregate(a) if a.group_expr.iter().any(typed) => {
             Some("grouping sets of an interval column")
-        }
-        LogicalPlan::Distinct(Distinct::All(input))
-            if input
-                .schema()
-                .fields()
-                .iter()
-                .any(|f| is_interval(f.data_type())) =>
-        {
-            Some("DISTINCT over an interval column")
         }
         LogicalPlan::Distinct(Distinct::On(on)) if on.on_expr.iter().any(typed) => {
             Some("DISTINCT ON an interval column")
@@ -460,6 +451,7 @@ fn grouped_by_length(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
                     .iter()
                     .any(|f| is_interval(f.data_type())) =>
             {
+                // As GROUP BY every column.
                 let columns = input.schema().columns().into_iter().map(Expr::Column);
                 Aggregate::try_new(input.clone(), columns.collect(), Vec::new())?
             }
