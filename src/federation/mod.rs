@@ -694,9 +694,14 @@ async fn executor_plan(
     }
     let zone = ctx.time_zone.clone();
     let in_zone = move |plan| casts::rewrite(plan, &zone);
-    // `= ANY` (or `= SOME`) is the only source of what the last rewrites.
+    // `= ANY` (or `= SOME`) is the only source of what `any_as_postgres`
+    // rewrites.
     let lower = sql.to_ascii_lowercase();
     let any = lower.contains("any") || lower.contains("some");
+    // A value becomes text only through a cast, `||` or `concat`.
+    let becomes_text = ["text", "char", "cast", "::", "||", "concat"]
+        .iter()
+        .any(|w| lower.contains(w));
     let rewrites: [&dyn Fn(_) -> _; 6] = [
         &average::in_value_order,
         &|plan| intervals::as_postgres(plan, sql),
@@ -709,7 +714,13 @@ async fn executor_plan(
                 Ok(datafusion::common::tree_node::Transformed::no(plan))
             }
         },
-        &|plan| casts::as_postgres_text(plan, text),
+        &|plan| {
+            if becomes_text {
+                casts::as_postgres_text(plan, text)
+            } else {
+                Ok(datafusion::common::tree_node::Transformed::no(plan))
+            }
+        },
     ];
     for rewrite in rewrites {
         let t = rewrite(df.logical_plan().clone())?;

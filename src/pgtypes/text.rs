@@ -191,7 +191,12 @@ pub fn write_text(
             } else {
                 let local = settings.time_zone.from_utc_datetime(&utc.naive_utc());
                 let offset = local.offset().fix().local_minus_utc();
-                let zone = (offset, local.offset().abbreviation());
+                // Only the styles other than ISO show the abbreviation.
+                let abbreviation = match settings.date_style.style {
+                    DateOutput::Iso => None,
+                    _ => local.offset().abbreviation(),
+                };
+                let zone = (offset, abbreviation);
                 write_datetime(out, local.naive_local(), settings.date_style, Some(zone));
             }
             Ok(true)
