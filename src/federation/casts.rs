@@ -4,11 +4,12 @@
 //! wall-clock time in the session's time zone (Tableau writes it around
 //! every date column). The executor's cast keeps the UTC clock instead, so
 //! such a cast is rewritten to `x AT TIME ZONE` its zone ([`AtTimeZone`])
-//! first. A timestamp, time, float or interval cast to text is written
-//! differently by the two (`T` between date and time, `1e+20`,
-//! `Infinity`), so it is refused with
-//! 0A000 rather than answered differently; so is a cast to fewer digits of
-//! a second (`timestamp(0)`), which Postgres rounds and the executor cuts.
+//! first. A date, time, timestamp, float or interval that becomes text (a
+//! cast, `||`, `concat`) is written differently by the two (`T` between
+//! date and time, `1e+20`, `Infinity`, the DateStyle), so it is written by
+//! Postgres's rules instead ([`PgText`]). A cast to fewer digits of a
+//! second (`timestamp(0)`), which Postgres rounds and the executor cuts,
+//! is refused with 0A000 rather than answered differently.
 //!
 //! `x AT TIME ZONE 'zone'` is, in Postgres, the wall clock in that zone of
 //! a timestamptz, or the instant at which a timestamp is that zone's wall
@@ -228,21 +229,6 @@ pub(crate) fn at_time_zone_calls(
     changed
 }
 
-/// Types whose text the executor writes unlike Postgres.
-fn written_differently(t: &DataType) -> bool {
-    matches!(
-        t,
-        DataType::Timestamp(..)
-            | DataType::Time32(_)
-            | DataType::Time64(_)
-            | DataType::Float16
-            | DataType::Float32
-            | DataType::Float64
-            | DataType::Interval(_)
-            | DataType::Duration(_)
-    )
-}
-
 /// A cast that drops digits of a second: Postgres rounds them (to the
 /// nearest), the executor cuts them off.
 fn coarser_clock(from: &DataType, to: &DataType) -> bool {
@@ -435,7 +421,9 @@ pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
                 let Ok(from) = inner.get_type(&schema) else {
                     return Ok(TreeNodeRecursion::Continue);
                 };
-                if to_text(to) && written_differently(&from) {
+                // A cast `as_postgres_text` did not take (it runs only for
+                // statements that name one).
+                if to_text(to) && written_by_postgres(&from, false).is_some() {
                     found = Some(format!("a cast of {from} to text"));
                     return Ok(TreeNodeRecursion::Stop);
                 }
@@ -539,7 +527,7 @@ impl ScalarUDFImpl for PgText {
 }
 
 /// `plan` with the values that become text (cast to text, operands of
-/// `||`, arguments of `concat` and `concat_ws`) written as Postgres writes
+/// `||`, arguments of `concat`) written as Postgres writes
 /// them ([`PgText`]) where the executor would write them otherwise.
 pub(crate) fn as_postgres_text(
     plan: LogicalPlan,
@@ -589,8 +577,7 @@ pub(crate) fn as_postgres_text(
                     )))
                 }
                 Expr::ScalarFunction(mut f)
-                    if matches!(f.func.name(), "concat" | "concat_ws")
-                        && f.args.iter().any(|a| written(a, true)) =>
+                    if f.func.name() == "concat" && f.args.iter().any(|a| written(a, true)) =>
                 {
                     f.args = f
                         .args

@@ -168,12 +168,7 @@ async fn answer(
     if !texts.is_empty() {
         let values: Vec<String> = texts
             .iter()
-            .map(|(_, v)| {
-                format!(
-                    "pg_catalog.encode(pg_catalog.interval_send({}::interval), 'hex')",
-                    super::link::quote_literal(&String::from_utf8_lossy(v))
-                )
-            })
+            .map(|(_, v)| super::intervals::read_by_postgres(&String::from_utf8_lossy(v)))
             .collect();
         let row = match link.rows(&format!("SELECT {}", values.join(", "))).await {
             Ok(rows) => rows.into_iter().next().unwrap_or_default(),

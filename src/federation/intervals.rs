@@ -153,18 +153,14 @@ fn lengths(values: &ArrayRef) -> Result<Decimal128Array> {
 /// a numeric of 6 decimals, a year taken as 365.25 days and the other
 /// months as 30 days each.
 pub(crate) fn epochs(values: &ArrayRef) -> Result<Decimal128Array> {
-    let cast = datafusion::arrow::compute::cast(values, &INTERVAL);
-    let values = match values.data_type() {
-        DataType::Duration(_) => {
-            let nanos = lengths(values)?;
-            return Ok(nanos
-                .iter()
-                .map(|v| v.map(|n| n / 1000))
-                .collect::<Decimal128Array>()
-                .with_precision_and_scale(38, 6)?);
-        }
-        _ => cast?,
-    };
+    if let DataType::Duration(_) = values.data_type() {
+        return Ok(lengths(values)?
+            .iter()
+            .map(|v| v.map(|nanos| nanos / 1000))
+            .collect::<Decimal128Array>()
+            .with_precision_and_scale(38, 6)?);
+    }
+    let values = datafusion::arrow::compute::cast(values, &INTERVAL)?;
     let out: Decimal128Array = values
         .as_primitive::<IntervalMonthDayNanoType>()
         .iter()
@@ -206,11 +202,17 @@ fn length(e: Expr) -> Expr {
 
 /// `plan` with comparisons and sort keys of intervals made comparisons of
 /// their lengths, as Postgres compares them (`'1 day' = '24 hours'`,
-/// `'25 hours' > '1 day'`). Runs only for a statement that names
-/// intervals or reads an interval column (a difference of times compared
-/// with another is compared by length already).
-pub(crate) fn as_postgres(plan: LogicalPlan, sql: &str) -> Result<Transformed<LogicalPlan>> {
-    if !sql.to_ascii_lowercase().contains("interval") && !reads_intervals(&plan) {
+/// `'25 hours' > '1 day'`), groups formed by length, and `min`, `max`
+/// and `count(DISTINCT)` of them as Postgres takes them. Runs only for a
+/// statement that names intervals or `reads_intervals` (a table it reads
+/// has an interval column); a difference of times compared with another
+/// is compared by length already.
+pub(crate) fn as_postgres(
+    plan: LogicalPlan,
+    sql: &str,
+    reads_intervals: bool,
+) -> Result<Transformed<LogicalPlan>> {
+    if !reads_intervals && !sql.to_ascii_lowercase().contains("interval") {
         return Ok(Transformed::no(plan));
     }
     let grouped = grouped_by_length(plan)?;
@@ -508,32 +510,12 @@ fn grouped_by_length(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
     })
 }
 
-/// Whether a table the plan reads has an interval column.
-fn reads_intervals(plan: &LogicalPlan) -> bool {
-    let mut found = false;
-    let _ = plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node {
-            found = scan
-                .source
-                .schema()
-                .fields()
-                .iter()
-                .any(|f| is_interval(f.data_type()));
-        }
-        Ok(if found {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    found
-}
-
 /// The first thing in `plan` that reads inside an interval column's
-/// values, as the start of a 0A000 message. `utc`: the session's time
-/// zone is UTC.
-pub(crate) fn refusal(plan: &LogicalPlan, utc: bool) -> Option<String> {
-    if !reads_intervals(plan) {
+/// values, as the start of a 0A000 message. `reads_intervals`: a table
+/// the plan reads has an interval column; `utc`: the session's time zone
+/// is UTC.
+pub(crate) fn refusal(plan: &LogicalPlan, reads_intervals: bool, utc: bool) -> Option<String> {
+    if !reads_intervals {
         return None;
     }
     let mut found = None;
@@ -788,15 +770,6 @@ impl AggregateUDFImpl for IntervalAggregate {
     }
 }
 
-impl IntervalAccumulator {
-    fn return_type(&self) -> DataType {
-        match self.kind {
-            Kind::Parts => parts_type(),
-            _ => INTERVAL,
-        }
-    }
-}
-
 #[derive(Debug)]
 struct IntervalAccumulator {
     kind: Kind,
@@ -811,6 +784,13 @@ fn interval_length(v: IntervalMonthDayNano) -> i128 {
 }
 
 impl IntervalAccumulator {
+    fn return_type(&self) -> DataType {
+        match self.kind {
+            Kind::Parts => parts_type(),
+            _ => INTERVAL,
+        }
+    }
+
     fn add(&mut self, months: i64, days: i64, micros: i128) {
         let (m, d, t) = self.sum.get_or_insert((0, 0, 0));
         *m += months;
@@ -915,6 +895,17 @@ impl Accumulator for IntervalAccumulator {
     fn size(&self) -> usize {
         std::mem::size_of_val(self)
     }
+}
+
+/// A query column that has Postgres read `text` (a SQL literal) as an
+/// interval, its syntax being Postgres's own: the hex of its binary form,
+/// for [`crate::pgtypes::from_hex`] and
+/// [`crate::pgtypes::interval_from_binary`].
+pub(crate) fn read_by_postgres(text: &str) -> String {
+    format!(
+        "pg_catalog.encode(pg_catalog.interval_send({}::interval), 'hex')",
+        super::link::quote_literal(text)
+    )
 }
 
 /// Microseconds as the executor's nanoseconds, where they fit.

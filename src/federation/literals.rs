@@ -125,10 +125,7 @@ pub(super) async fn read_by_postgres(
         .iter()
         .map(|(s, t)| match *t {
             // Its parts, from its binary form.
-            "interval" => format!(
-                "pg_catalog.encode(pg_catalog.interval_send({}::interval), 'hex')",
-                quote_literal(s)
-            ),
+            "interval" => super::intervals::read_by_postgres(s),
             _ => format!("pg_catalog.to_jsonb({}::{t}) #>> '{{}}'", quote_literal(s)),
         })
         .collect();

@@ -687,7 +687,8 @@ async fn executor_plan(
     sql: &str,
     text: &TextSettings,
 ) -> Result<datafusion::prelude::DataFrame, Failure> {
-    let mut df = exactness::plan_sql(session, sql, &planning::interval_columns(ctx)).await?;
+    let interval_columns = planning::interval_columns(ctx);
+    let mut df = exactness::plan_sql(session, sql, &interval_columns).await?;
     let read = literals::read_by_postgres(df.logical_plan().clone(), ctx).await?;
     if read.transformed {
         df = datafusion::prelude::DataFrame::new(session.state(), read.data);
@@ -696,6 +697,7 @@ async fn executor_plan(
     let in_zone = move |plan| casts::rewrite(plan, &zone);
     // `= ANY` (or `= SOME`) is the only source of what `any_as_postgres`
     // rewrites.
+    let reads_intervals = !interval_columns.is_empty();
     let lower = sql.to_ascii_lowercase();
     let any = lower.contains("any") || lower.contains("some");
     // A value becomes text only through a cast, `||` or `concat`.
@@ -704,7 +706,7 @@ async fn executor_plan(
         .any(|w| lower.contains(w));
     let rewrites: [&dyn Fn(_) -> _; 6] = [
         &average::in_value_order,
-        &|plan| intervals::as_postgres(plan, sql),
+        &|plan| intervals::as_postgres(plan, sql, reads_intervals),
         &enums::in_label_order,
         &in_zone,
         &|plan| {
@@ -766,6 +768,7 @@ async fn execute(
         .or_else(|| {
             intervals::refusal(
                 df.logical_plan(),
+                !planning::interval_columns(ctx).is_empty(),
                 *ctx.time_zone == *crate::pgtypes::executor_zone(chrono_tz::UTC),
             )
         })

@@ -277,8 +277,16 @@ fn year_of(d: NaiveDate) -> (i32, bool) {
 }
 
 fn write_date(out: &mut Vec<u8>, d: NaiveDate, ds: DateStyle) {
+    write_day(out, d, ds);
+    if year_of(d).1 {
+        out.extend_from_slice(b" BC");
+    }
+}
+
+/// A date in the DateStyle, without its era.
+fn write_day(out: &mut Vec<u8>, d: NaiveDate, ds: DateStyle) {
     use std::io::Write;
-    let (year, bc) = year_of(d);
+    let year = year_of(d).0;
     let (month, day) = (d.month(), d.day());
     let _ = match ds.style {
         DateOutput::Iso => write!(out, "{year:04}-{month:02}-{day:02}"),
@@ -288,9 +296,6 @@ fn write_date(out: &mut Vec<u8>, d: NaiveDate, ds: DateStyle) {
         DateOutput::Postgres => write!(out, "{month:02}-{day:02}-{year:04}"),
         DateOutput::German => write!(out, "{day:02}.{month:02}.{year:04}"),
     };
-    if bc {
-        out.extend_from_slice(b" BC");
-    }
 }
 
 /// A timestamp in the session's DateStyle; with `zone` (its offset from
@@ -329,11 +334,7 @@ fn write_datetime(
             let _ = write!(out, " {year:04}");
         }
         _ => {
-            write_date(out, d, ds);
-            // The date's own " BC" is written after the zone instead.
-            if bc {
-                out.truncate(out.len() - 3);
-            }
+            write_day(out, d, ds);
             out.push(b' ');
             clock(out);
         }
