@@ -537,14 +537,16 @@ impl Config {
             }
             c.catalog_dir = Some(dir.into());
         }
+        let mut rest = None;
         if let Some((kind, origin)) = l.string("lake.catalog")? {
             match kind.trim() {
                 "" | "sql" => {}
-                "rest" | "glue" => {
+                "rest" => rest = Some(origin),
+                "glue" => {
                     return Err(Loader::error(
                         "lake.catalog",
                         &origin,
-                        format!("the {kind} catalog is not supported yet; use \"sql\""),
+                        "the glue catalog is not supported yet; use \"sql\" or \"rest\"",
                     ));
                 }
                 other => {
@@ -557,10 +559,43 @@ impl Config {
             }
         }
         let mut lake = crate::lake::LakeConfig::default();
-        if let Some((uri, _)) = l.string("lake.uri")? {
-            let path = uri.strip_prefix("sqlite://").unwrap_or(&uri);
-            let path = path.split('?').next().unwrap_or_default();
-            lake.catalog_db = (!path.is_empty()).then(|| PathBuf::from(path));
+        let uri = l.string("lake.uri")?;
+        let token = l.string("lake.token")?.filter(|(t, _)| !t.is_empty());
+        if let Some(catalog_origin) = rest {
+            let Some((uri, origin)) = uri.filter(|(u, _)| !u.trim().is_empty()) else {
+                return Err(Loader::error(
+                    "lake.catalog",
+                    &catalog_origin,
+                    "lake.catalog is \"rest\", so lake.uri must name the catalog's address, e.g. http://127.0.0.1:8181",
+                ));
+            };
+            let uri = uri.trim().trim_end_matches('/').to_string();
+            if !uri.starts_with("http://") && !uri.starts_with("https://") {
+                return Err(Loader::error(
+                    "lake.uri",
+                    &origin,
+                    format!(
+                        "a REST catalog's address starts with http:// or https://, found {uri:?}"
+                    ),
+                ));
+            }
+            lake.rest = Some(crate::lake::RestConfig {
+                uri,
+                token: token.map(|(t, _)| t),
+            });
+        } else {
+            if let Some((_, origin)) = token {
+                return Err(Loader::error(
+                    "lake.token",
+                    &origin,
+                    "a token is for a REST catalog; set lake.catalog = \"rest\"",
+                ));
+            }
+            if let Some((uri, _)) = uri {
+                let path = uri.strip_prefix("sqlite://").unwrap_or(&uri);
+                let path = path.split('?').next().unwrap_or_default();
+                lake.catalog_db = (!path.is_empty()).then(|| PathBuf::from(path));
+            }
         }
         for (key, prop) in [
             ("lake.s3_endpoint", "s3.endpoint"),
@@ -588,7 +623,7 @@ impl Config {
             }
             lake.warehouse = dir.strip_prefix("file://").unwrap_or(&dir).to_string();
         }
-        c.lake = (!lake.warehouse.is_empty()).then_some(lake);
+        c.lake = (!lake.warehouse.is_empty() || lake.rest.is_some()).then_some(lake);
         if let Some(d) = l.parsed("tier_interval", parse_optional_duration)? {
             c.tier_interval = d;
         }
@@ -773,6 +808,44 @@ mod tests {
         assert_eq!(parse_interval("5 min"), Some(Duration::from_secs(300)));
         assert_eq!(parse_interval("30 seconds"), Some(Duration::from_secs(30)));
         assert_eq!(parse_interval("soon"), None);
+    }
+
+    #[test]
+    fn a_rest_catalog_is_configured_by_file_and_environment() {
+        let c = load(
+            "[lake]\ncatalog = \"rest\"\nuri = \"http://127.0.0.1:8181/catalog/\"\n",
+            &[("THERMOCLINE_LAKE_TOKEN", "secret")],
+        )
+        .unwrap();
+        let lake = c.lake.unwrap();
+        assert_eq!(
+            lake.rest,
+            Some(crate::lake::RestConfig {
+                uri: "http://127.0.0.1:8181/catalog".into(),
+                token: Some("secret".into()),
+            })
+        );
+        assert_eq!(lake.warehouse, "");
+        for (file, env, key) in [
+            ("[lake]\ncatalog = \"rest\"\n", None, "lake.catalog"),
+            (
+                "[lake]\ncatalog = \"rest\"\nuri = \"/var/lib/catalog.db\"\n",
+                None,
+                "lake.uri",
+            ),
+            (
+                "[lake]\nwarehouse = \"/srv/lake\"\n",
+                Some(("THERMOCLINE_LAKE_TOKEN", "secret")),
+                "lake.token",
+            ),
+        ] {
+            let e = load(file, env.as_slice()).unwrap_err().to_string();
+            assert!(e.contains(key), "{file}: {e}");
+        }
+        let e = load("[lake]\ncatalog = \"glue\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("glue") && e.contains("not supported"), "{e}");
     }
 
     #[test]

@@ -1690,7 +1690,11 @@ fn pyiceberg_read(s: &Setup) -> String {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/pyiceberg_read.py"
     ));
-    if thermocline::lake::is_s3(&lake.warehouse) {
+    if let Some(rest) = &lake.rest {
+        cmd.arg(&rest.uri)
+            .arg("public.orders")
+            .arg(rest.token.as_deref().unwrap_or_default());
+    } else if thermocline::lake::is_s3(&lake.warehouse) {
         cmd.arg(&lake.warehouse)
             .arg("public.orders")
             .arg(lake.catalog_db.as_ref().unwrap())
@@ -2728,11 +2732,20 @@ const MAINTAIN_NOW: [&str; 8] = [
 ];
 
 fn cli(config_file: &Path, args: &[&str], stop_at: Option<&str>) -> (Option<i32>, String) {
+    let env: &[(&str, &str)] = match stop_at {
+        Some(step) => &[("THERMOCLINE_MOVER_STOP_AT", step)],
+        None => &[],
+    };
+    cli_env(config_file, args, env)
+}
+
+/// [`cli`] with these environment variables set.
+fn cli_env(config_file: &Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"));
-    cmd.args(args).arg("--config").arg(config_file);
-    if let Some(step) = stop_at {
-        cmd.env("THERMOCLINE_MOVER_STOP_AT", step);
-    }
+    cmd.args(args)
+        .arg("--config")
+        .arg(config_file)
+        .envs(env.iter().copied());
     let out = cmd.output().unwrap();
     let printed = format!(
         "{}{}",
@@ -2831,6 +2844,7 @@ impl S3Server {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+            rest: None,
         }
     }
 
@@ -2942,6 +2956,177 @@ async fn a_lake_in_s3_answers_as_a_local_one() {
 
     // The server goes away: history cannot be read (by a statement whose
     // cold part is not cached yet), the rest goes on.
+    drop(server);
+    let c = client(proxy.port(), "postgres", &s.tiered).await;
+    let e = c
+        .simple_query("SELECT max(amount) FROM orders WHERE customer_id = 7")
+        .await
+        .unwrap_err();
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(message.contains("cold tier of public.orders"), "{e:?}");
+    let relayed: i64 = c
+        .query_one("SELECT count(*) FROM customers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let direct: i64 = value(&s.tiered, "SELECT count(*) FROM customers").await;
+    assert_eq!(relayed, direct);
+}
+
+/// An Iceberg REST catalog (pyiceberg's SQL catalog served over the REST
+/// protocol, tests/clients/rest_catalog.py) over a temporary warehouse,
+/// answering only requests that carry its bearer token; stopped on drop.
+struct RestServer {
+    child: std::process::Child,
+    root: tempfile::TempDir,
+    uri: String,
+}
+
+impl RestServer {
+    const TOKEN: &'static str = "thermocline-test-token";
+    /// A path prefix of two segments, as catalogs that serve several
+    /// warehouses give one.
+    const PREFIX: &'static str = "warehouses/lake";
+
+    fn start() -> Self {
+        let tools = tools_dir();
+        let root = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = std::process::Command::new(format!("{tools}/venv/bin/python"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/clients/rest_catalog.py"
+            ))
+            .arg(port.to_string())
+            .arg(root.path())
+            .arg(Self::PREFIX)
+            .arg(Self::TOKEN)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run the REST catalog (tests/clients/install.sh installs pyiceberg)");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(line.starts_with("listening"), "REST catalog: {line:?}");
+        Self {
+            child,
+            root,
+            uri: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn lake(&self) -> thermocline::lake::LakeConfig {
+        thermocline::lake::LakeConfig {
+            rest: Some(thermocline::lake::RestConfig {
+                uri: self.uri.clone(),
+                token: Some(Self::TOKEN.into()),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn parquet_files(&self) -> usize {
+        parquet_files_under(self.root.path()).len()
+    }
+}
+
+impl Drop for RestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A lake whose catalog is a REST catalog: the mover commits through it,
+/// reads equal the oracle's, `tier verify` passes, pyiceberg's REST client
+/// reads the same rows, and maintenance's own commits (compaction) go
+/// through it too. A wrong token is refused by the catalog and named in
+/// the error; with the catalog gone, reads of history fail naming the cold
+/// tier while relayed statements go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lake_in_a_rest_catalog_answers_as_a_local_one() {
+    let mut s = setup().await;
+    let server = RestServer::start();
+    s.config.lake = Some(server.lake());
+    assert!(move_rows(&s).await > 0);
+    assert!(server.parquet_files() > 0, "the files are in its warehouse");
+    assert!(parquet_files_of(&s).is_empty(), "and not in the local one");
+    let proxy = serve(&s).await;
+    same_answers(&s, &proxy, QUERIES).await;
+    pyiceberg_reads_the_cold_rows(&s).await;
+
+    // The command line, configured by environment.
+    let config_file = s._dirs.0.path().join("rest.conf");
+    std::fs::write(
+        &config_file,
+        format!(
+            "postgres_url = \"{}\"\ncatalog_dir = \"{}\"\n[lake]\ncatalog = \"rest\"\n",
+            pg().url(),
+            s.config.catalog_dir.as_ref().unwrap().display(),
+        ),
+    )
+    .unwrap();
+    let env = [
+        ("THERMOCLINE_LAKE_URI", server.uri.as_str()),
+        ("THERMOCLINE_LAKE_TOKEN", RestServer::TOKEN),
+    ];
+    let (code, printed) = cli_env(&config_file, &["tier", "verify"], &env);
+    assert_eq!(code, Some(0), "{printed}");
+    let (code, printed) = cli_env(
+        &config_file,
+        &["tier", "verify"],
+        &[env[0], ("THERMOCLINE_LAKE_TOKEN", "wrong")],
+    );
+    assert_ne!(code, Some(0), "{printed}");
+    assert!(
+        printed.contains("401") || printed.to_lowercase().contains("unauthorized"),
+        "{printed}"
+    );
+
+    // Late rows make a second file in old partitions; compaction commits
+    // its replacement through the catalog.
+    let now = oracle_now(&s).await;
+    in_both(
+        &s,
+        &format!(
+            "INSERT INTO orders SELECT i, '{now}'::timestamptz - (40 + i % 300) * interval '1 day', 1, 2.00, 'late', NULL, NULL, DATE '2025-01-01', NULL
+               FROM generate_series(500000, 500099) i"
+        ),
+    )
+    .await;
+    assert!(move_rows(&s).await > 0);
+    let (code, printed) = cli_env(
+        &config_file,
+        &[
+            "tier",
+            "maintain",
+            "--keep-snapshots",
+            "1",
+            "--snapshot-age",
+            "0s",
+        ],
+        &env,
+    );
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(printed.contains("rewritten as"), "{printed}");
+    let report = verify_orders(&s).await;
+    assert_eq!(report.mismatches(), 0, "{report:?}");
+    assert!(report.partitions.iter().all(|p| p.files == 1), "{report:?}");
+    same_answers(&s, &proxy, QUERIES).await;
+    pyiceberg_reads_the_cold_rows(&s).await;
+
+    // The catalog goes away: history cannot be read, the rest goes on.
     drop(server);
     let c = client(proxy.port(), "postgres", &s.tiered).await;
     let e = c

@@ -1,6 +1,7 @@
-//! The cold tier: an Iceberg catalog (SQL catalog on SQLite, data files in
-//! a local warehouse directory or in S3), the Iceberg form of each tiered
-//! table, and the watermark each snapshot the mover commits records.
+//! The cold tier: an Iceberg catalog (the SQL catalog on SQLite, or a REST
+//! catalog; data files in a local warehouse directory or in S3), the
+//! Iceberg form of each tiered table, and the watermark each snapshot the
+//! mover commits records.
 //!
 //! Invariant: a snapshot written by the mover carries `thermocline.watermark`
 //! (microseconds since 1970, UTC): every row older than it had been moved
@@ -10,29 +11,42 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use iceberg::io::LocalFsStorageFactory;
+use iceberg::io::{LocalFsStorageFactory, StorageFactory};
 use iceberg::spec::{
     ListType, NestedField, NullOrder, PrimitiveType, Schema, SortDirection, SortField, SortOrder,
     StructType, Transform, Type, UnboundPartitionSpec,
 };
 use iceberg::table::Table;
-use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
+use iceberg::{
+    Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent,
+    TableRequirement, TableUpdate,
+};
+use iceberg_catalog_rest::{
+    REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE, RestCatalogBuilder,
+};
 use iceberg_catalog_sql::{
     SQL_CATALOG_PROP_BIND_STYLE, SQL_CATALOG_PROP_URI, SQL_CATALOG_PROP_WAREHOUSE, SqlBindStyle,
-    SqlCatalog, SqlCatalogBuilder,
+    SqlCatalogBuilder,
 };
+
+mod rest;
+pub use rest::RestConfig;
 
 use crate::catalog::PartitionBy;
 use crate::pgtypes::PgType;
 use crate::tiering::TieredTable;
 
-/// Where the lake is: the warehouse (a directory or `s3://bucket/prefix`),
-/// the SQL catalog's SQLite file, and Iceberg's S3 properties.
+/// Where the lake is: the warehouse (a directory or `s3://bucket/prefix`;
+/// for a REST catalog, whatever it calls a warehouse, or nothing), the SQL
+/// catalog's SQLite file or the REST catalog's address, and Iceberg's S3
+/// properties.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LakeConfig {
     pub warehouse: String,
     /// Default for a local warehouse: `catalog.db` in it.
     pub catalog_db: Option<PathBuf>,
+    /// A REST catalog instead of the SQL one.
+    pub rest: Option<RestConfig>,
     /// `s3.endpoint`, `s3.region`, `s3.access-key-id`, … as Iceberg names them.
     pub s3: std::collections::BTreeMap<String, String>,
 }
@@ -73,15 +87,25 @@ pub enum LakeError {
 /// The lake: one Iceberg catalog.
 #[derive(Clone)]
 pub struct Lake {
-    catalog: Arc<SqlCatalog>,
-    /// The catalog database, read directly to see whether a table's current
-    /// metadata file is still the one cached.
-    pointers: sqlx::SqlitePool,
-    /// The SQL catalog's SQLite file.
-    catalog_db: PathBuf,
+    catalog: Arc<dyn Catalog>,
+    backing: Backing,
     /// Tables as last loaded, by identifier. A cached table keeps its
     /// manifests in memory, so reading a snapshot again reads no metadata.
     tables: Arc<std::sync::Mutex<HashMap<TableIdent, Table>>>,
+}
+
+/// What commits of whole metadata, and the cheap check of a table's
+/// current metadata file, go through.
+#[derive(Clone)]
+enum Backing {
+    Sql {
+        /// The catalog database, read directly to see whether a table's
+        /// current metadata file is still the one cached.
+        pointers: sqlx::SqlitePool,
+        /// The SQL catalog's SQLite file.
+        catalog_db: PathBuf,
+    },
+    Rest(Arc<rest::Commits>),
 }
 
 impl std::fmt::Debug for Lake {
@@ -94,6 +118,9 @@ impl Lake {
     /// Opens (creating on first use) the lake the configuration names: its
     /// SQL catalog and the warehouse its data files are written under.
     pub async fn open(config: &LakeConfig) -> Result<Self, LakeError> {
+        if let Some(rest) = &config.rest {
+            return Self::open_rest(config, rest).await;
+        }
         let s3 = is_s3(&config.warehouse);
         let (warehouse, db) = if s3 {
             let db = config.catalog_db.clone().ok_or(LakeError::NoCatalogDb)?;
@@ -154,14 +181,52 @@ impl Lake {
             .map_err(|e| LakeError::Pointer(e.to_string()))?;
         Ok(Self {
             catalog: Arc::new(catalog),
-            pointers,
-            catalog_db: db.clone(),
+            backing: Backing::Sql {
+                pointers,
+                catalog_db: db.clone(),
+            },
             tables: Default::default(),
         })
     }
 
-    pub fn catalog(&self) -> &SqlCatalog {
-        &self.catalog
+    /// Opens a lake whose catalog is a REST catalog. Nothing is asked of
+    /// it until a table is: a catalog that is down at start fails the
+    /// reads and moves that need it, not the server.
+    async fn open_rest(config: &LakeConfig, rest: &RestConfig) -> Result<Self, LakeError> {
+        let mut props = HashMap::from([(REST_CATALOG_PROP_URI.to_string(), rest.uri.clone())]);
+        if !config.warehouse.is_empty() {
+            props.insert(
+                REST_CATALOG_PROP_WAREHOUSE.to_string(),
+                config.warehouse.clone(),
+            );
+        }
+        if let Some(token) = &rest.token {
+            props.insert("token".into(), token.clone());
+        }
+        props.extend(config.s3.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // The catalog says where each table's files are; S3 properties,
+        // or a warehouse in S3, say they are in S3.
+        let storage: Arc<dyn StorageFactory> = if is_s3(&config.warehouse) || !config.s3.is_empty()
+        {
+            Arc::new(iceberg_storage_opendal::OpenDalStorageFactory::S3 {
+                customized_credential_load: None,
+            })
+        } else {
+            Arc::new(LocalFsStorageFactory)
+        };
+        let catalog = RestCatalogBuilder::default()
+            .with_storage_factory(storage)
+            .load(CATALOG_NAME, props)
+            .await?;
+        Ok(Self {
+            catalog: Arc::new(catalog),
+            backing: Backing::Rest(Arc::new(rest::Commits::new(rest, &config.warehouse))),
+            tables: Default::default(),
+        })
+    }
+
+    pub fn catalog(&self) -> &dyn Catalog {
+        self.catalog.as_ref()
     }
 
     fn ident(t: &TieredTable) -> TableIdent {
@@ -273,6 +338,14 @@ impl Lake {
         match self.catalog.load_table(&ident).await {
             Ok(table) => {
                 if let Ok(mut c) = self.tables.lock() {
+                    // Loaded again but unchanged (a REST catalog is asked
+                    // every time): the cached table keeps its manifests.
+                    if let Some(cached) = c.get(&ident)
+                        && cached.metadata_location().is_some()
+                        && cached.metadata_location() == table.metadata_location()
+                    {
+                        return Ok(Some(cached.clone()));
+                    }
                     c.insert(ident, table.clone());
                 }
                 Ok(Some(table))
@@ -289,8 +362,12 @@ impl Lake {
 }
 
 impl Lake {
-    /// The metadata file the catalog points at for `ident`, read directly.
+    /// The metadata file the catalog points at for `ident`, read directly
+    /// (`None` for a REST catalog: its tables are loaded to tell).
     async fn pointer(&self, ident: &TableIdent) -> Option<String> {
+        let Backing::Sql { pointers, .. } = &self.backing else {
+            return None;
+        };
         sqlx::query_scalar(
             "SELECT metadata_location FROM iceberg_tables \
              WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
@@ -298,7 +375,7 @@ impl Lake {
         .bind(CATALOG_NAME)
         .bind(ident.namespace().join("."))
         .bind(ident.name())
-        .fetch_optional(&self.pointers)
+        .fetch_optional(pointers)
         .await
         .ok()
         .flatten()
@@ -320,24 +397,66 @@ impl Lake {
 /// update only adds and deletes fields; renaming and widening need the
 /// schema given whole, so the commit is made here.
 pub async fn set_schema(lake: &Lake, table: &Table, schema: Schema) -> Result<Table, LakeError> {
-    let location = table.metadata_location().map(str::to_string);
-    let metadata = table
-        .metadata()
-        .clone()
-        .into_builder(location)
-        .add_current_schema(schema)?
-        .build()?
-        .metadata;
-    lake.swap_metadata(table, metadata).await
+    lake.commit(
+        table,
+        vec![
+            TableUpdate::AddSchema { schema },
+            TableUpdate::SetCurrentSchema { schema_id: -1 },
+        ],
+    )
+    .await
 }
 
 impl Lake {
-    /// Commits `metadata`, built from `table`'s: writes it as the next
-    /// metadata file, then moves the catalog's pointer to it only if the
-    /// pointer is still `table`'s, as the SQL catalog's own commits do. A
-    /// commit made meanwhile makes this one fail instead of being lost.
-    pub(crate) async fn swap_metadata(
+    /// Commits `updates` to `table` only if no other commit came after the
+    /// one `table` was loaded at: a commit made meanwhile makes this one
+    /// fail instead of being lost or applied to what it was not made for.
+    pub(crate) async fn commit(
         &self,
+        table: &Table,
+        updates: Vec<TableUpdate>,
+    ) -> Result<Table, LakeError> {
+        let metadata = table.metadata();
+        let requirements = vec![
+            TableRequirement::UuidMatch {
+                uuid: metadata.uuid(),
+            },
+            TableRequirement::RefSnapshotIdMatch {
+                r#ref: iceberg::spec::MAIN_BRANCH.to_string(),
+                snapshot_id: metadata.current_snapshot_id(),
+            },
+            TableRequirement::CurrentSchemaIdMatch {
+                current_schema_id: metadata.current_schema_id(),
+            },
+            TableRequirement::LastAssignedFieldIdMatch {
+                last_assigned_field_id: metadata.last_column_id(),
+            },
+        ];
+        match &self.backing {
+            Backing::Rest(rest) => {
+                rest.commit(table.identifier(), &requirements, &updates)
+                    .await?;
+                Ok(self.catalog.load_table(table.identifier()).await?)
+            }
+            Backing::Sql { catalog_db, .. } => {
+                let location = table.metadata_location().map(str::to_string);
+                let mut builder = metadata.clone().into_builder(location);
+                for update in updates {
+                    builder = update.apply(builder)?;
+                }
+                let metadata = builder.build()?.metadata;
+                self.swap_metadata(catalog_db, table, metadata).await
+            }
+        }
+    }
+
+    /// Commits `metadata`, built from `table`'s, to the SQL catalog: writes
+    /// it as the next metadata file, then moves the catalog's pointer to it
+    /// only if the pointer is still `table`'s, as the SQL catalog's own
+    /// commits do.
+    async fn swap_metadata(
+        &self,
+        catalog_db: &Path,
         table: &Table,
         metadata: iceberg::spec::TableMetadata,
     ) -> Result<Table, LakeError> {
@@ -350,7 +469,7 @@ impl Lake {
         let next = next.to_string();
         let ident = table.identifier();
         let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&self.catalog_db)
+            .filename(catalog_db)
             .busy_timeout(std::time::Duration::from_secs(10));
         let pointer = |e: sqlx::Error| LakeError::Pointer(e.to_string());
         let mut conn = sqlx::ConnectOptions::connect(&options)

@@ -1,9 +1,8 @@
 //! Commits that replace or remove data files: compaction of small files
 //! and cold retention. Iceberg 0.10's transactions only append, so each
 //! snapshot here is built from Iceberg's manifest and manifest-list
-//! writers and committed by moving the catalog's pointer only if no other
-//! commit came first ([`Lake::swap_metadata`]): it happens whole or not at
-//! all. The files it takes out stay on disk, still named by older
+//! writers and committed only if no other commit came first
+//! ([`Lake::commit`]): it happens whole or not at all. The files it takes out stay on disk, still named by older
 //! snapshots, until snapshot expiry and orphan removal free them, so reads
 //! that started before it finish unharmed.
 //!
@@ -15,9 +14,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use iceberg::TableUpdate;
 use iceberg::spec::{
     DataFile, FormatVersion, MAIN_BRANCH, ManifestEntryRef, ManifestListWriter,
-    ManifestWriterBuilder, Operation, PrimitiveLiteral, Snapshot, Summary,
+    ManifestWriterBuilder, Operation, PrimitiveLiteral, Snapshot, SnapshotReference,
+    SnapshotRetention, Summary,
 };
 use iceberg::table::Table;
 
@@ -213,13 +214,18 @@ async fn replace_files(lake: &Lake, table: &Table, r: Replacement) -> Result<Tab
         })
         .with_schema_id(metadata.current_schema_id())
         .build();
-    let new_metadata = metadata
-        .clone()
-        .into_builder(table.metadata_location().map(str::to_string))
-        .set_branch_snapshot(snapshot, MAIN_BRANCH)?
-        .build()?
-        .metadata;
-    Ok(lake.swap_metadata(table, new_metadata).await?)
+    let reference = SnapshotReference::new(
+        snapshot.snapshot_id(),
+        SnapshotRetention::branch(None, None, None),
+    );
+    let updates = vec![
+        TableUpdate::AddSnapshot { snapshot },
+        TableUpdate::SetSnapshotRef {
+            ref_name: MAIN_BRANCH.to_string(),
+            reference,
+        },
+    ];
+    Ok(lake.commit(table, updates).await?)
 }
 
 /// What compaction did (or, in a dry run, would do).

@@ -3,6 +3,7 @@ Iceberg implementation, and prints what it holds.
 
     pyiceberg_read.py WAREHOUSE NAMESPACE.TABLE
     pyiceberg_read.py s3://BUCKET/PREFIX NAMESPACE.TABLE CATALOG_DB ENDPOINT KEY SECRET
+    pyiceberg_read.py http://REST-CATALOG NAMESPACE.TABLE TOKEN
 
 Prints one line: rows, sum of id, sum of amount, and the watermark recorded
 in the current snapshot's summary.
@@ -12,12 +13,15 @@ import decimal
 import sys
 
 import pyarrow.compute as pc
+from pyiceberg.catalog.rest import RestCatalog
 from pyiceberg.catalog.sql import SqlCatalog
 
 
 def main():
     warehouse, name = sys.argv[1], sys.argv[2]
-    if warehouse.startswith("s3://"):
+    if warehouse.startswith("http://"):
+        catalog = RestCatalog("thermocline", uri=warehouse, token=sys.argv[3])
+    elif warehouse.startswith("s3://"):
         db, endpoint, key, secret = sys.argv[3:7]
         catalog = SqlCatalog(
             "thermocline",
