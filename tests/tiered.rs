@@ -3050,8 +3050,9 @@ impl Drop for RestServer {
 
 /// A lake whose catalog is a REST catalog: the mover commits through it,
 /// reads equal the oracle's, `tier verify` passes, pyiceberg's REST client
-/// reads the same rows, and maintenance's own commits (compaction) go
-/// through it too. A wrong token is refused by the catalog and named in
+/// reads the same rows, and the commits thermocline makes whole (a column
+/// added to the schema, compaction's replacement of files) go through it
+/// too. A wrong token is refused by the catalog and named in
 /// the error; with the catalog gone, reads of history fail naming the cold
 /// tier while relayed statements go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -3094,18 +3095,23 @@ async fn a_lake_in_a_rest_catalog_answers_as_a_local_one() {
         "{printed}"
     );
 
-    // Late rows make a second file in old partitions; compaction commits
-    // its replacement through the catalog.
+    // A column added in Postgres is added to the lake's schema, committed
+    // whole through the catalog. Late rows holding it make a second file in
+    // old partitions; compaction commits its replacement through the
+    // catalog too.
     let now = oracle_now(&s).await;
     in_both(
         &s,
         &format!(
-            "INSERT INTO orders SELECT i, '{now}'::timestamptz - (40 + i % 300) * interval '1 day', 1, 2.00, 'late', NULL, NULL, DATE '2025-01-01', NULL
+            "ALTER TABLE orders ADD COLUMN extra int;
+             INSERT INTO orders SELECT i, '{now}'::timestamptz - (40 + i % 300) * interval '1 day', 1, 2.00, 'late', NULL, NULL, DATE '2025-01-01', NULL, i % 7
                FROM generate_series(500000, 500099) i"
         ),
     )
     .await;
     assert!(move_rows(&s).await > 0);
+    let extra = "SELECT id, extra FROM orders WHERE extra IS NOT NULL ORDER BY id";
+    same_answers(&s, &proxy, &[extra]).await;
     let (code, printed) = cli_env(
         &config_file,
         &[
@@ -3124,6 +3130,7 @@ async fn a_lake_in_a_rest_catalog_answers_as_a_local_one() {
     assert_eq!(report.mismatches(), 0, "{report:?}");
     assert!(report.partitions.iter().all(|p| p.files == 1), "{report:?}");
     same_answers(&s, &proxy, QUERIES).await;
+    same_answers(&s, &proxy, &[extra]).await;
     pyiceberg_reads_the_cold_rows(&s).await;
 
     // The catalog goes away: history cannot be read, the rest goes on.
