@@ -2787,11 +2787,62 @@ fn tools_dir() -> String {
     })
 }
 
-/// An S3-compatible server (s3s-fs) over a temporary directory, with one
-/// bucket, `lake`; stopped on drop.
-struct S3Server {
+/// A server a test starts over a temporary directory, listening on a free
+/// port of 127.0.0.1; stopped on drop.
+struct Service {
     child: std::process::Child,
     root: tempfile::TempDir,
+    port: u16,
+}
+
+impl Service {
+    /// Runs `program` with the arguments `args` gives for the directory
+    /// and the port, and waits until it accepts connections.
+    fn start(program: &str, args: impl FnOnce(&Path, u16) -> Vec<String>) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(program)
+            .args(args(root.path(), port))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("run {program} (tests/clients/install.sh installs it): {e}")
+            });
+        for _ in 0..400 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self { child, root, port }
+    }
+
+    fn address(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The Parquet files the server holds.
+    fn parquet_files(&self) -> usize {
+        parquet_files_under(self.root.path()).len()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An S3-compatible server (s3s-fs) over a temporary directory, with one
+/// bucket, `lake`.
+struct S3Server {
+    service: Service,
     endpoint: String,
 }
 
@@ -2800,32 +2851,23 @@ impl S3Server {
     const SECRET: &'static str = "thermocline-test-secret";
 
     fn start() -> Self {
-        let tools = tools_dir();
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join("lake")).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(format!("{tools}/s3s/bin/s3s-fs"))
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", Self::KEY, "--secret-key", Self::SECRET])
-            .arg(root.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("run s3s-fs (tests/clients/install.sh installs it)");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        let service = Service::start(&format!("{}/s3s/bin/s3s-fs", tools_dir()), |root, port| {
+            std::fs::create_dir(root.join("lake")).unwrap();
+            vec![
+                "--host".into(),
+                "127.0.0.1".into(),
+                "--port".into(),
+                port.to_string(),
+                "--access-key".into(),
+                Self::KEY.into(),
+                "--secret-key".into(),
+                Self::SECRET.into(),
+                root.display().to_string(),
+            ]
+        });
         Self {
-            child,
-            root,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: service.address(),
+            service,
         }
     }
 
@@ -2848,16 +2890,8 @@ impl S3Server {
         }
     }
 
-    /// The Parquet files the server holds.
     fn parquet_files(&self) -> usize {
-        parquet_files_under(self.root.path()).len()
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.service.parquet_files()
     }
 }
 
@@ -2978,10 +3012,9 @@ async fn a_lake_in_s3_answers_as_a_local_one() {
 
 /// An Iceberg REST catalog (pyiceberg's SQL catalog served over the REST
 /// protocol, tests/clients/rest_catalog.py) over a temporary warehouse,
-/// answering only requests that carry its bearer token; stopped on drop.
+/// answering only requests that carry its bearer token.
 struct RestServer {
-    child: std::process::Child,
-    root: tempfile::TempDir,
+    service: Service,
     uri: String,
 }
 
@@ -2992,37 +3025,19 @@ impl RestServer {
     const PREFIX: &'static str = "warehouses/lake";
 
     fn start() -> Self {
-        let tools = tools_dir();
-        let root = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = std::process::Command::new(format!("{tools}/venv/bin/python"))
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/clients/rest_catalog.py"
-            ))
-            .arg(port.to_string())
-            .arg(root.path())
-            .arg(Self::PREFIX)
-            .arg(Self::TOKEN)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("run the REST catalog (tests/clients/install.sh installs pyiceberg)");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert!(line.starts_with("listening"), "REST catalog: {line:?}");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/rest_catalog.py");
+        let service = Service::start(&format!("{}/venv/bin/python", tools_dir()), |root, port| {
+            vec![
+                script.into(),
+                port.to_string(),
+                root.display().to_string(),
+                Self::PREFIX.into(),
+                Self::TOKEN.into(),
+            ]
+        });
         Self {
-            child,
-            root,
-            uri: format!("http://127.0.0.1:{port}"),
+            uri: service.address(),
+            service,
         }
     }
 
@@ -3037,14 +3052,7 @@ impl RestServer {
     }
 
     fn parquet_files(&self) -> usize {
-        parquet_files_under(self.root.path()).len()
-    }
-}
-
-impl Drop for RestServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.service.parquet_files()
     }
 }
 
