@@ -13,7 +13,7 @@ use common::tiered::{
     move_late_rows_and_verify, move_rows, oracle_now, same_answers, serve, setup, tier_new_table,
     tiers, verify_orders,
 };
-use common::{ServeProcess, admin, assert_same_transcript, client, pg, transcript, value};
+use common::{Proxy, ServeProcess, admin, assert_same_transcript, client, pg, transcript, value};
 use tokio_postgres::SimpleQueryMessage;
 
 const QUERIES: &[&str] = &[
@@ -2787,6 +2787,28 @@ fn tools_dir() -> String {
     })
 }
 
+/// With the lake out of reach, a read of history (one whose cold part is
+/// not cached) fails naming the cold tier, and relayed statements go on.
+async fn history_fails_and_the_rest_goes_on(s: &Setup, proxy: &Proxy) {
+    let c = client(proxy.port(), "postgres", &s.tiered).await;
+    let e = c
+        .simple_query("SELECT max(amount) FROM orders WHERE customer_id = 7")
+        .await
+        .unwrap_err();
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(message.contains("cold tier of public.orders"), "{e:?}");
+    let relayed: i64 = c
+        .query_one("SELECT count(*) FROM customers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let direct: i64 = value(&s.tiered, "SELECT count(*) FROM customers").await;
+    assert_eq!(relayed, direct);
+}
+
 /// A server a test starts over a temporary directory, listening on a free
 /// port of 127.0.0.1; stopped on drop.
 struct Service {
@@ -2991,23 +3013,7 @@ async fn a_lake_in_s3_answers_as_a_local_one() {
     // The server goes away: history cannot be read (by a statement whose
     // cold part is not cached yet), the rest goes on.
     drop(server);
-    let c = client(proxy.port(), "postgres", &s.tiered).await;
-    let e = c
-        .simple_query("SELECT max(amount) FROM orders WHERE customer_id = 7")
-        .await
-        .unwrap_err();
-    let message = e
-        .as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_default();
-    assert!(message.contains("cold tier of public.orders"), "{e:?}");
-    let relayed: i64 = c
-        .query_one("SELECT count(*) FROM customers", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let direct: i64 = value(&s.tiered, "SELECT count(*) FROM customers").await;
-    assert_eq!(relayed, direct);
+    history_fails_and_the_rest_goes_on(&s, &proxy).await;
 }
 
 /// An Iceberg REST catalog (pyiceberg's SQL catalog served over the REST
@@ -3143,23 +3149,7 @@ async fn a_lake_in_a_rest_catalog_answers_as_a_local_one() {
 
     // The catalog goes away: history cannot be read, the rest goes on.
     drop(server);
-    let c = client(proxy.port(), "postgres", &s.tiered).await;
-    let e = c
-        .simple_query("SELECT max(amount) FROM orders WHERE customer_id = 7")
-        .await
-        .unwrap_err();
-    let message = e
-        .as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_default();
-    assert!(message.contains("cold tier of public.orders"), "{e:?}");
-    let relayed: i64 = c
-        .query_one("SELECT count(*) FROM customers", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let direct: i64 = value(&s.tiered, "SELECT count(*) FROM customers").await;
-    assert_eq!(relayed, direct);
+    history_fails_and_the_rest_goes_on(&s, &proxy).await;
 }
 
 /// Postgres orders strings by their collation; the executor byte by byte.
