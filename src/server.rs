@@ -542,6 +542,7 @@ async fn load_tiers_with(
                 runtime: runtime.clone(),
                 limits: limits.clone(),
                 cache: cache.clone(),
+                byte_ordered_collation: Default::default(),
             })
             .tables
             .push(std::sync::Arc::new(table));

@@ -73,6 +73,9 @@ pub struct Federation {
     pub limits: Arc<crate::limits::Limits>,
     /// Cold partial results, shared by every database of the server.
     pub cache: Arc<cache::ColdCache>,
+    /// Whether the database's collation orders strings byte by byte, once
+    /// a statement has asked.
+    pub byte_ordered_collation: Arc<std::sync::OnceLock<bool>>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -254,8 +257,22 @@ async fn answer(
         Ok(slot) => slot,
         Err(e) => return refuse(link, out, e).await,
     };
-    // Postgres describes the statement.
+    let tz = match settings.zone() {
+        Ok(tz) => tz,
+        Err(e) => return refuse(link, out, e).await,
+    };
+    // Outside a transaction block, the statement runs in a read-only
+    // REPEATABLE READ transaction of its own, begun in the same round
+    // trip as Postgres describes the statement. Its snapshot is taken as
+    // Postgres parses the statement, before the lake is read.
+    let own_transaction = link.txn_status == b'I';
     let mut msgs = Vec::new();
+    if own_transaction {
+        link::frontend::query(
+            &mut msgs,
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        );
+    }
     link::frontend::parse(&mut msgs, "", sql);
     link::frontend::describe(&mut msgs, b'S', "");
     ask_statement_timeout(&mut msgs);
@@ -263,43 +280,33 @@ async fn answer(
     if link.send(&msgs).await.is_err() {
         return None;
     }
-    let described = match link.until_ready().await {
-        Ok(m) => m,
-        Err(LinkError::Postgres(e)) => {
+    let begun = match own_transaction {
+        true => link.until_ready().await,
+        false => Ok(Vec::new()),
+    };
+    let described = link.until_ready().await;
+    let described = match (begun, described) {
+        (Ok(_), Ok(m)) => m,
+        (Err(LinkError::Postgres(e)), Ok(_) | Err(LinkError::Postgres(_)))
+        | (Ok(_), Err(LinkError::Postgres(e))) => {
+            // The client's own transaction, if any, failed in Postgres.
             out.error(e.encode());
+            if own_transaction {
+                link.simple("ROLLBACK").await.ok()?;
+            }
             finish(&mut link, out);
             return Some(link);
         }
-        Err(_) => return None,
+        _ => return None,
     };
     let Some(row_desc) = described.iter().find(|m| m.tag == b'T').cloned() else {
+        if own_transaction {
+            link.simple("ROLLBACK").await.ok()?;
+        }
         return relay_query(link, out, sql).await;
     };
     let fields = row_description(&row_desc.body)?;
     let deadline = statement_timeout(&described).map(|t| tokio::time::Instant::now() + t);
-    let tz = match settings.zone() {
-        Ok(tz) => tz,
-        Err(e) => {
-            out.error(e.encode());
-            finish(&mut link, out);
-            return Some(link);
-        }
-    };
-    let own_transaction = link.txn_status == b'I';
-    if own_transaction {
-        match link
-            .simple("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .await
-        {
-            Ok(_) => {}
-            Err(LinkError::Postgres(e)) => {
-                out.error(e.encode());
-                finish(&mut link, out);
-                return Some(link);
-            }
-            Err(_) => return None,
-        }
-    }
     let (shared, ctx) = ScanContext::start(link, tz, false, own_transaction);
     let text = settings.text(tz);
     let run = Run {

@@ -146,7 +146,7 @@ async fn register_tables_at(
     let written: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let catalog = {
         let mut link = ctx.link.lock().await;
-        relations(&mut link, &written).await?
+        relations(&mut link, &written, &federation.byte_ordered_collation).await?
     };
     for (index, name) in names.into_iter().enumerate() {
         let mut columns = Vec::new();
@@ -295,33 +295,50 @@ struct Attribute {
 async fn relations(
     link: &mut super::link::PgLink,
     written: &[String],
+    database_collation: &std::sync::OnceLock<bool>,
 ) -> Result<Vec<Attribute>, Failure> {
     if written.is_empty() {
         return Ok(Vec::new());
     }
-    let names = written
+    // One branch per name, each finding its relation by the index on
+    // pg_class's oid: cheaper for a new backend than a join with a list of
+    // names, which this query is for most statements.
+    let branches = written
         .iter()
         .enumerate()
-        .map(|(i, w)| format!("({i}, {})", quote_literal(w)))
+        .map(|(i, w)| {
+            format!(
+                "SELECT {i}, (SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid = c.relnamespace), \
+                        c.relname, a.attname, a.atttypid, a.atttypmod, \
+                        pg_catalog.format_type(a.atttypid, a.atttypmod), \
+                        CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid, true) END, a.attnum, \
+                        a.attcollation, c.reltuples \
+                 FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+                 WHERE c.oid = pg_catalog.to_regclass({})",
+                quote_literal(w)
+            )
+        })
         .collect::<Vec<_>>()
-        .join(", ");
-    let rows = link
-        .rows(&format!(
-            "SELECT r.i, n.nspname, c.relname, a.attname, a.atttypid, a.atttypmod, \
-                    pg_catalog.format_type(a.atttypid, a.atttypmod), \
-                    CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid, true) END, a.attnum, \
-                    a.attcollation, \
-                    (SELECT coalesce(pg_catalog.to_jsonb(d) ->> 'datlocprovider', 'c') = 'c' \
+        .join(" UNION ALL ");
+    let rows = link.rows(&format!("{branches} ORDER BY 1, 9")).await?;
+    // Whether the database's collation orders strings byte by byte: asked
+    // once per database (it cannot be changed).
+    let database_byte_ordered = match database_collation.get() {
+        Some(known) => *known,
+        None => {
+            let rows = link
+                .rows(
+                    "SELECT coalesce(pg_catalog.to_jsonb(d) ->> 'datlocprovider', 'c') = 'c' \
                             AND d.datcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8') \
-                       FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()), \
-                    c.reltuples \
-             FROM (VALUES {names}) r(i, name) \
-             JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(r.name) \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-             ORDER BY r.i, a.attnum"
-        ))
-        .await?;
+                     FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()",
+                )
+                .await?;
+            let known = rows.first().and_then(|r| r.first().cloned().flatten()) == Some("t".into());
+            let _ = database_collation.set(known);
+            known
+        }
+    };
     let text = |r: &[Option<String>], i: usize| r.get(i).cloned().flatten().unwrap_or_default();
     let oid = |r: &[Option<String>], i: usize| text(r, i).parse::<u32>().unwrap_or(0);
     let types: BTreeSet<u32> = rows
@@ -392,9 +409,9 @@ async fn relations(
                     text(r, 8).parse::<i16>().unwrap_or(0),
                     labels,
                 ),
-                byte_ordered: text(r, 10) == "t" && column_c,
+                byte_ordered: database_byte_ordered && column_c,
                 // Never analyzed: -1.
-                reltuples: text(r, 11)
+                reltuples: text(r, 10)
                     .parse::<f64>()
                     .ok()
                     .filter(|n| *n >= 0.0)

@@ -280,8 +280,14 @@ impl TableProvider for FederatedTable {
             sql.push_str(&wheres.join(" AND "));
         }
         // The cursor (or portal) first: its snapshot is taken now, before
-        // the Iceberg snapshot is chosen below.
-        let cursor = open(&self.ctx, &sql).await?;
+        // the Iceberg snapshot is chosen below. In a transaction of the
+        // statement's own, the snapshot was taken by its first query:
+        // the cursor is declared with its first fetch.
+        let cursor = if self.ctx.fixed_snapshot && !self.ctx.extended {
+            Fetch::Open(sql.clone())
+        } else {
+            open(&self.ctx, &sql).await?
+        };
         self.ctx
             .trace
             .lock()
@@ -568,10 +574,7 @@ async fn open(ctx: &ScanContext, sql: &str) -> Result<Fetch> {
             .push((statement, portal.clone()));
         Ok(Fetch::Portal(portal))
     } else {
-        let cursor = format!(
-            "thermocline_c{}",
-            ctx.next_cursor.fetch_add(1, Ordering::Relaxed)
-        );
+        let cursor = cursor_name(ctx);
         let mut link = ctx.link.lock().await;
         link.simple(&format!(
             "DECLARE {cursor} BINARY NO SCROLL CURSOR FOR {sql}"
@@ -584,6 +587,35 @@ async fn open(ctx: &ScanContext, sql: &str) -> Result<Fetch> {
             .push(cursor.clone());
         Ok(Fetch::Cursor(cursor))
     }
+}
+
+/// A name for the statement's next cursor.
+fn cursor_name(ctx: &ScanContext) -> String {
+    format!(
+        "thermocline_c{}",
+        ctx.next_cursor.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Declares a binary cursor for `sql` and fetches its first rows, in one
+/// query (simple protocol): the replies to both.
+async fn open_and_fetch(
+    ctx: &ScanContext,
+    link: &mut super::link::PgLink,
+    sql: &str,
+) -> Result<(String, Vec<super::link::BackendMessage>)> {
+    let cursor = cursor_name(ctx);
+    let messages = link
+        .simple(&format!(
+            "DECLARE {cursor} BINARY NO SCROLL CURSOR FOR {sql}; FETCH FORWARD {FETCH_ROWS} FROM {cursor}"
+        ))
+        .await
+        .map_err(link_error)?;
+    ctx.cursors
+        .lock()
+        .expect("not poisoned")
+        .push(cursor.clone());
+    Ok((cursor, messages))
 }
 
 fn link_error(e: LinkError) -> DataFusionError {
@@ -673,15 +705,21 @@ impl PartitionStream for HotPartition {
                 {
                     late.delay_for_tests().await;
                 }
-                if let Fetch::Open(sql) = &s.fetch {
+                let mut whole = false;
+                let extended = s.ctx.extended;
+                if let (Fetch::Open(sql), true) = (&s.fetch, extended) {
                     s.fetch = open(&s.ctx, sql).await?;
                     sent_late = true;
                 }
-                let mut whole = false;
-                let extended = s.ctx.extended;
                 let messages = {
                     let mut link = s.ctx.link.lock().await;
                     match &s.fetch {
+                        Fetch::Open(sql) => {
+                            let (cursor, messages) = open_and_fetch(&s.ctx, &mut link, sql).await?;
+                            s.fetch = Fetch::Cursor(cursor);
+                            sent_late = true;
+                            messages
+                        }
                         Fetch::Cursor(c) => link
                             .simple(&format!("FETCH FORWARD {FETCH_ROWS} FROM {c}"))
                             .await
@@ -700,7 +738,6 @@ impl PartitionStream for HotPartition {
                             let sql = b.apply(&mut link, sql, extended).await?;
                             run_whole(&mut link, &sql, extended).await?
                         }
-                        Fetch::Open(_) => unreachable!("opened above"),
                     }
                 };
                 if let (true, Some(late)) = (sent_late, &s.late) {
