@@ -91,7 +91,8 @@ SELECT id, avg(amount) OVER (PARTITION BY status) FROM orders WHERE id < 30 ORDE
 SELECT status FROM orders GROUP BY status ORDER BY avg(amount)
 SELECT status, avg(amount) FROM orders GROUP BY status HAVING avg(amount) > 50
 SELECT customer_id, avg(amount) AS a FROM orders GROUP BY 1 ORDER BY a DESC, 1 LIMIT 8
-UNSUPPORTED SELECT customer_id, avg(amount) FROM orders GROUP BY 1 ORDER BY 2, 1
+SELECT customer_id, avg(amount) FROM orders GROUP BY 1 ORDER BY 2, 1
+SELECT status, avg(amount), avg(customer_id) FROM orders GROUP BY 1 ORDER BY 3 DESC, 2 LIMIT 4
 SELECT customer_id, avg(amount) FROM orders GROUP BY 1 HAVING avg(amount) BETWEEN 45 AND 55 ORDER BY 1
 SELECT customer_id, rank() OVER (ORDER BY avg(amount) DESC, customer_id) FROM orders GROUP BY 1 ORDER BY 1
 SELECT customer_id, avg(customer_id) FROM orders GROUP BY 1 HAVING avg(customer_id) IN (3, 4, 5) ORDER BY 1
@@ -207,7 +208,7 @@ SELECT id, left(status, -2), right(status, -2), left(status, 2) FROM orders WHER
 SELECT id, btrim('  ' || status || '  '), ltrim(status, 'p'), rtrim(status, 'd') FROM orders WHERE id < 6 ORDER BY id
 SELECT id, strpos(status, 'a'), replace(status, 'a', 'AA'), concat(status, NULL, id), status || NULL FROM orders WHERE id < 6 ORDER BY id
 SELECT id, customer_id % -3, -customer_id % 3, customer_id / -3, -customer_id / 3 FROM orders WHERE id < 6 ORDER BY id
-UNSUPPORTED SELECT id, abs(amount - 50), abs(-customer_id), nullif(status, 'paid'), coalesce(note, status) FROM orders WHERE id < 8 ORDER BY id
+SELECT id, abs(amount - 50), abs(-customer_id), nullif(status, 'paid'), coalesce(note, status) FROM orders WHERE id < 8 ORDER BY id
 SELECT count(*) FILTER (WHERE note IS NULL), count(*) FILTER (WHERE score IS NOT NULL AND flag) FROM orders
 SELECT id, note FROM orders ORDER BY note NULLS FIRST, id LIMIT 5
 SELECT id, score FROM orders ORDER BY score DESC NULLS LAST, id LIMIT 5
@@ -217,7 +218,10 @@ UNSUPPORTED SELECT count(*) FROM orders WHERE score IS DISTINCT FROM NULL AND no
 UNSUPPORTED SELECT count(*) FROM orders WHERE customer_id BETWEEN SYMMETRIC 10 AND 5
 SELECT CASE WHEN amount > 50 THEN 'big' WHEN amount IS NULL THEN 'none' ELSE 'small' END AS size, count(*) FROM orders GROUP BY 1 ORDER BY 1
 SELECT upper(status), lower(note), length(note), char_length(status) FROM orders WHERE id < 6 ORDER BY id
-UNSUPPORTED SELECT greatest(customer_id, 5, NULL), least(amount, 10.5), greatest(score, 0.5) FROM orders WHERE id < 6 ORDER BY id
+SELECT id, greatest(customer_id, 5, NULL), least(amount, 10.5), least(score, 0.5::float8) FROM orders WHERE id < 6 ORDER BY id
+UNSUPPORTED SELECT id, greatest(score, 0.5) FROM orders WHERE id < 6 ORDER BY id
+UNSUPPORTED SELECT least(amount, 10.5) FROM orders WHERE id < 6 ORDER BY id
+SELECT id, greatest(amount, 50.5, 50.50), least(amount * 2, amount + 1) FROM orders WHERE id < 200 ORDER BY id DESC LIMIT 6
 SELECT count(*) FROM orders o WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = o.customer_id AND c.region = 'north')
 SELECT count(*) FROM orders WHERE customer_id = ANY(ARRAY[1, 2, 3])
 SELECT count(*) FROM orders WHERE NOT (status = ANY(ARRAY['paid', NULL])) OR NOT (note = SOME('{x,NULL}'))
@@ -226,7 +230,8 @@ UNSUPPORTED SELECT sum(customer_id::int2), sum(customer_id::bigint * 1000000000)
 SELECT max(id) - min(id), count(DISTINCT (customer_id, status)) FROM orders
 SELECT customer_id, count(*) FROM orders GROUP BY ROLLUP (customer_id) ORDER BY 1 NULLS LAST LIMIT 5
 SELECT id, amount, sum(amount) OVER (ORDER BY id ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) FROM orders WHERE id < 12 ORDER BY id
-UNSUPPORTED SELECT id, first_value(amount) OVER (PARTITION BY customer_id ORDER BY id), lag(amount, 2, 0) OVER (ORDER BY id) FROM orders WHERE id < 12 ORDER BY id
+SELECT id, first_value(amount) OVER (PARTITION BY customer_id ORDER BY id), last_value(amount) OVER (ORDER BY id), lag(amount, 2, 0.00) OVER (ORDER BY id), lead(amount) OVER (ORDER BY id) FROM orders WHERE id < 12 ORDER BY id
+UNSUPPORTED SELECT id, lag(amount, 2, 0) OVER (ORDER BY id) FROM orders WHERE id < 12 ORDER BY id
 SELECT status, count(*) FROM orders GROUP BY status HAVING bool_or(flag) ORDER BY 1
 SELECT 1 AS one, 'x' AS x, NULL AS n, count(*) FROM orders
 SELECT count(*) FROM orders WHERE created_at::date = day

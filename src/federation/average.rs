@@ -278,6 +278,7 @@ pub(crate) fn quotient(a: i128, sa: u32, b: u128, sb: u32) -> Option<String> {
 /// `thermocline_avg(sum(x), count(x))`; true when it rewrote any.
 pub(crate) fn rewrite(statements: &mut Vec<ast::Statement>) -> bool {
     use std::ops::ControlFlow;
+    let _ = ast::VisitMut::visit(statements, &mut OrderedByPosition);
     let mut changed = false;
     let _ = ast::visit_expressions_mut(statements, |e: &mut ast::Expr| {
         if let ast::Expr::Function(f) = e
@@ -311,6 +312,69 @@ pub(crate) fn rewrite(statements: &mut Vec<ast::Statement>) -> bool {
         ControlFlow::<()>::Continue(())
     });
     changed
+}
+
+/// `ORDER BY n` where the n-th output column holds an average: ordered by
+/// the column's expression instead, which Postgres takes as the same
+/// order. (The executor cannot order by position once the average is
+/// rewritten into a function of two aggregates.)
+struct OrderedByPosition;
+
+impl ast::VisitorMut for OrderedByPosition {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, q: &mut ast::Query) -> std::ops::ControlFlow<()> {
+        let ast::SetExpr::Select(select) = q.body.as_ref() else {
+            return std::ops::ControlFlow::Continue(());
+        };
+        let Some(ast::OrderBy {
+            kind: ast::OrderByKind::Expressions(order),
+            ..
+        }) = &mut q.order_by
+        else {
+            return std::ops::ControlFlow::Continue(());
+        };
+        for o in order.iter_mut() {
+            let ast::Expr::Value(v) = &o.expr else {
+                continue;
+            };
+            let ast::Value::Number(n, _) = &v.value else {
+                continue;
+            };
+            let Some(i) = n.parse::<usize>().ok().and_then(|n| n.checked_sub(1)) else {
+                continue;
+            };
+            let (ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. }) =
+                (match select.projection.get(i) {
+                    Some(item) => item,
+                    None => continue,
+                })
+            else {
+                continue;
+            };
+            if has_average(e) {
+                o.expr = e.clone();
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+/// Whether `e` calls `avg` (outside a subquery of its own, too).
+fn has_average(e: &ast::Expr) -> bool {
+    ast::visit_expressions(e, |x: &ast::Expr| match x {
+        ast::Expr::Function(f)
+            if f.name.0.len() == 1
+                && f.name
+                    .to_string()
+                    .trim_matches('"')
+                    .eq_ignore_ascii_case("avg") =>
+        {
+            std::ops::ControlFlow::Break(())
+        }
+        _ => std::ops::ControlFlow::Continue(()),
+    })
+    .is_break()
 }
 
 /// Whether `e` (over inputs of `schemas`) is a numeric average, written

@@ -684,6 +684,26 @@ fn scale_of(e: &Expr, input: &LogicalPlan) -> Option<Expr> {
         Expr::ScalarFunction(f) if [EPOCH, FLOOR_DIV, ROUND].contains(&f.func.name()) => {
             fixed(&e.get_type(schema).ok()?)
         }
+        Expr::ScalarFunction(f) if f.func.name() == "abs" && f.args.len() == 1 => {
+            scale_of(&f.args[0], input)
+        }
+        // The value of the argument chosen (the first of equal ones).
+        Expr::ScalarFunction(f)
+            if matches!(f.func.name(), "greatest" | "least") && !f.args.is_empty() =>
+        {
+            let mut case = None::<datafusion::logical_expr::conditional_expressions::CaseBuilder>;
+            for a in &f.args {
+                let s = scale_of(a, input)?;
+                let chosen = a.clone().eq(e.clone());
+                case = Some(match case {
+                    None => when(chosen, s),
+                    Some(mut c) => c.when(chosen, s),
+                });
+            }
+            case?
+                .otherwise(Expr::Literal(ScalarValue::Int64(Some(0)), None))
+                .ok()
+        }
         Expr::ScalarFunction(f) if f.func.name() == "coalesce" && !f.args.is_empty() => {
             let mut scales = Vec::new();
             for a in &f.args {
@@ -730,6 +750,7 @@ fn exact(e: &Expr, input: &LogicalPlan) -> bool {
         Expr::Alias(a) => exact(&a.expr, input),
         Expr::Column(c) => column_exact(input, c),
         Expr::Literal(..) => true,
+        Expr::ScalarFunction(f) if f.func.name() == "abs" => f.args.iter().all(|a| exact(a, input)),
         Expr::ScalarFunction(f) => [EPOCH, FLOOR_DIV, ROUND].contains(&f.func.name()),
         Expr::Negative(x) => exact(x, input),
         Expr::Cast(c) => exact(&c.expr, input),
@@ -786,9 +807,26 @@ fn column_exact(plan: &LogicalPlan, c: &Column) -> bool {
             }
             match w.window_expr.get(i - inputs).map(unalias) {
                 Some(Expr::WindowFunction(f)) => {
-                    matches!(f.fun.name(), "sum" | "min" | "max")
-                        && f.params.args.len() == 1
-                        && exact(&f.params.args[0], &w.input)
+                    let args = &f.params.args;
+                    match f.fun.name() {
+                        "sum" | "min" | "max" => args.len() == 1 && exact(&args[0], &w.input),
+                        // A value of the argument's rows.
+                        "first_value" | "last_value" | "nth_value" => {
+                            args.first().is_some_and(|a| exact(a, &w.input))
+                        }
+                        // A default stands where there is no row: written
+                        // at its own scale, so only one of the argument's.
+                        "lag" | "lead" => {
+                            args.first().is_some_and(|a| exact(a, &w.input))
+                                && args.get(2).is_none_or(|default| {
+                                    exact(default, &w.input)
+                                        && scale_of(default, &w.input).is_some()
+                                        && scale_of(default, &w.input)
+                                            == scale_of(&args[0], &w.input)
+                                })
+                        }
+                        _ => false,
+                    }
                 }
                 _ => false,
             }
