@@ -257,10 +257,6 @@ async fn answer(
         Ok(slot) => slot,
         Err(e) => return refuse(link, out, e).await,
     };
-    let tz = match settings.zone() {
-        Ok(tz) => tz,
-        Err(e) => return refuse(link, out, e).await,
-    };
     // Outside a transaction block, the statement runs in a read-only
     // REPEATABLE READ transaction of its own, begun in the same round
     // trip as Postgres describes the statement. Its snapshot is taken as
@@ -304,6 +300,15 @@ async fn answer(
             link.simple("ROLLBACK").await.ok()?;
         }
         return relay_query(link, out, sql).await;
+    };
+    let tz = match settings.zone() {
+        Ok(tz) => tz,
+        Err(e) => {
+            if own_transaction {
+                link.simple("ROLLBACK").await.ok()?;
+            }
+            return refuse(link, out, e).await;
+        }
     };
     let fields = row_description(&row_desc.body)?;
     let deadline = statement_timeout(&described).map(|t| tokio::time::Instant::now() + t);
