@@ -56,6 +56,10 @@ pub fn is_s3(warehouse: &str) -> bool {
     warehouse.starts_with("s3://")
 }
 
+/// How long a table loaded again unchanged is served from the one loaded
+/// before (with its manifests read).
+const REUSE_LOADED_TABLE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The catalog's name in its SQL tables (other engines must use it too).
 pub const CATALOG_NAME: &str = "thermocline";
 
@@ -91,7 +95,7 @@ pub struct Lake {
     backing: Backing,
     /// Tables as last loaded, by identifier. A cached table keeps its
     /// manifests in memory, so reading a snapshot again reads no metadata.
-    tables: Arc<std::sync::Mutex<HashMap<TableIdent, Table>>>,
+    tables: Arc<std::sync::Mutex<HashMap<TableIdent, (Table, std::time::Instant)>>>,
 }
 
 /// What commits of whole metadata, and the cheap check of a table's
@@ -328,7 +332,11 @@ impl Lake {
         // Busy or unreadable: the catalog itself decides below.
         let current = self.pointer(&ident).await;
         if let Some(location) = &current {
-            let cached = self.tables.lock().ok().and_then(|c| c.get(&ident).cloned());
+            let cached = self
+                .tables
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&ident).map(|(t, _)| t.clone()));
             if let Some(table) = cached
                 && table.metadata_location() == Some(location.as_str())
             {
@@ -340,13 +348,16 @@ impl Lake {
                 if let Ok(mut c) = self.tables.lock() {
                     // Loaded again but unchanged (a REST catalog is asked
                     // every time): the cached table keeps its manifests.
-                    if let Some(cached) = c.get(&ident)
+                    // For a few minutes only: the storage credentials a
+                    // REST catalog hands out with a table expire.
+                    if let Some((cached, at)) = c.get(&ident)
                         && cached.metadata_location().is_some()
                         && cached.metadata_location() == table.metadata_location()
+                        && at.elapsed() < REUSE_LOADED_TABLE
                     {
                         return Ok(Some(cached.clone()));
                     }
-                    c.insert(ident, table.clone());
+                    c.insert(ident, (table.clone(), std::time::Instant::now()));
                 }
                 Ok(Some(table))
             }
