@@ -574,43 +574,30 @@ async fn open(ctx: &ScanContext, sql: &str) -> Result<Fetch> {
             .push((statement, portal.clone()));
         Ok(Fetch::Portal(portal))
     } else {
-        let cursor = cursor_name(ctx);
         let mut link = ctx.link.lock().await;
-        link.simple(&format!(
-            "DECLARE {cursor} BINARY NO SCROLL CURSOR FOR {sql}"
-        ))
-        .await
-        .map_err(link_error)?;
-        ctx.cursors
-            .lock()
-            .expect("not poisoned")
-            .push(cursor.clone());
+        let (cursor, _) = declare(ctx, &mut link, sql, false).await?;
         Ok(Fetch::Cursor(cursor))
     }
 }
 
-/// A name for the statement's next cursor.
-fn cursor_name(ctx: &ScanContext) -> String {
-    format!(
-        "thermocline_c{}",
-        ctx.next_cursor.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Declares a binary cursor for `sql` and fetches its first rows, in one
-/// query (simple protocol): the replies to both.
-async fn open_and_fetch(
+/// Declares a binary cursor for `sql` (simple protocol), and with
+/// `fetch_first` fetches its first rows in the same query: the cursor's
+/// name and the replies.
+async fn declare(
     ctx: &ScanContext,
     link: &mut super::link::PgLink,
     sql: &str,
+    fetch_first: bool,
 ) -> Result<(String, Vec<super::link::BackendMessage>)> {
-    let cursor = cursor_name(ctx);
-    let messages = link
-        .simple(&format!(
-            "DECLARE {cursor} BINARY NO SCROLL CURSOR FOR {sql}; FETCH FORWARD {FETCH_ROWS} FROM {cursor}"
-        ))
-        .await
-        .map_err(link_error)?;
+    let cursor = format!(
+        "thermocline_c{}",
+        ctx.next_cursor.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut query = format!("DECLARE {cursor} BINARY NO SCROLL CURSOR FOR {sql}");
+    if fetch_first {
+        query.push_str(&format!("; FETCH FORWARD {FETCH_ROWS} FROM {cursor}"));
+    }
+    let messages = link.simple(&query).await.map_err(link_error)?;
     ctx.cursors
         .lock()
         .expect("not poisoned")
@@ -715,7 +702,7 @@ impl PartitionStream for HotPartition {
                     let mut link = s.ctx.link.lock().await;
                     match &s.fetch {
                         Fetch::Open(sql) => {
-                            let (cursor, messages) = open_and_fetch(&s.ctx, &mut link, sql).await?;
+                            let (cursor, messages) = declare(&s.ctx, &mut link, sql, true).await?;
                             s.fetch = Fetch::Cursor(cursor);
                             sent_late = true;
                             messages
