@@ -2809,6 +2809,31 @@ async fn history_fails_and_the_rest_goes_on(s: &Setup, proxy: &Proxy) {
     assert_eq!(relayed, direct);
 }
 
+/// `tier maintain`, keeping one snapshot, compacts the files late rows
+/// added: afterwards `tier verify` passes with one file per partition.
+/// What the command printed, and the report.
+async fn maintain_compacts(
+    s: &Setup,
+    config_file: &Path,
+    env: &[(&str, &str)],
+) -> (String, thermocline::tiering::verify::VerifyReport) {
+    let args = [
+        "tier",
+        "maintain",
+        "--keep-snapshots",
+        "1",
+        "--snapshot-age",
+        "0s",
+    ];
+    let (code, printed) = cli_env(config_file, &args, env);
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(printed.contains("rewritten as"), "{printed}");
+    let report = verify_orders(s).await;
+    assert_eq!(report.mismatches(), 0, "{report:?}");
+    assert!(report.partitions.iter().all(|p| p.files == 1), "{report:?}");
+    (printed, report)
+}
+
 /// A server a test starts over a temporary directory, listening on a free
 /// port of 127.0.0.1; stopped on drop.
 struct Service {
@@ -2985,23 +3010,7 @@ async fn a_lake_in_s3_answers_as_a_local_one() {
     .await;
     assert!(move_rows(&s).await > 0);
     let files_before = server.parquet_files();
-    let (code, printed) = cli(
-        &config_file,
-        &[
-            "tier",
-            "maintain",
-            "--keep-snapshots",
-            "1",
-            "--snapshot-age",
-            "0s",
-        ],
-        None,
-    );
-    assert_eq!(code, Some(0), "{printed}");
-    assert!(printed.contains("rewritten as"), "{printed}");
-    let report = verify_orders(&s).await;
-    assert_eq!(report.mismatches(), 0, "{report:?}");
-    assert!(report.partitions.iter().all(|p| p.files == 1), "{report:?}");
+    let (printed, report) = maintain_compacts(&s, &config_file, &[]).await;
     assert_eq!(
         server.parquet_files(),
         report.partitions.len(),
@@ -3126,23 +3135,7 @@ async fn a_lake_in_a_rest_catalog_answers_as_a_local_one() {
     assert!(move_rows(&s).await > 0);
     let extra = "SELECT id, extra FROM orders WHERE extra IS NOT NULL ORDER BY id";
     same_answers(&s, &proxy, &[extra]).await;
-    let (code, printed) = cli_env(
-        &config_file,
-        &[
-            "tier",
-            "maintain",
-            "--keep-snapshots",
-            "1",
-            "--snapshot-age",
-            "0s",
-        ],
-        &env,
-    );
-    assert_eq!(code, Some(0), "{printed}");
-    assert!(printed.contains("rewritten as"), "{printed}");
-    let report = verify_orders(&s).await;
-    assert_eq!(report.mismatches(), 0, "{report:?}");
-    assert!(report.partitions.iter().all(|p| p.files == 1), "{report:?}");
+    maintain_compacts(&s, &config_file, &env).await;
     same_answers(&s, &proxy, QUERIES).await;
     same_answers(&s, &proxy, &[extra]).await;
     pyiceberg_reads_the_cold_rows(&s).await;

@@ -278,7 +278,6 @@ pub(crate) fn quotient(a: i128, sa: u32, b: u128, sb: u32) -> Option<String> {
 /// `thermocline_avg(sum(x), count(x))`; true when it rewrote any.
 pub(crate) fn rewrite(statements: &mut Vec<ast::Statement>) -> bool {
     use std::ops::ControlFlow;
-    let _ = ast::VisitMut::visit(statements, &mut OrderedByPosition);
     let mut changed = false;
     let _ = ast::visit_expressions_mut(statements, |e: &mut ast::Expr| {
         if let ast::Expr::Function(f) = e
@@ -311,13 +310,16 @@ pub(crate) fn rewrite(statements: &mut Vec<ast::Statement>) -> bool {
         }
         ControlFlow::<()>::Continue(())
     });
+    if changed {
+        let _ = ast::VisitMut::visit(statements, &mut OrderedByPosition);
+    }
     changed
 }
 
-/// `ORDER BY n` where the n-th output column holds an average: ordered by
-/// the column's expression instead, which Postgres takes as the same
-/// order. (The executor cannot order by position once the average is
-/// rewritten into a function of two aggregates.)
+/// `ORDER BY n` where the n-th output column holds an average (rewritten):
+/// ordered by the column's expression instead, which Postgres takes as the
+/// same order. (The executor cannot order by the position of a function of
+/// two aggregates.)
 struct OrderedByPosition;
 
 impl ast::VisitorMut for OrderedByPosition {
@@ -352,7 +354,7 @@ impl ast::VisitorMut for OrderedByPosition {
             else {
                 continue;
             };
-            if has_average(e) {
+            if calls_average(e) {
                 o.expr = e.clone();
             }
         }
@@ -360,18 +362,10 @@ impl ast::VisitorMut for OrderedByPosition {
     }
 }
 
-/// Whether `e` calls `avg` (outside a subquery of its own, too).
-fn has_average(e: &ast::Expr) -> bool {
+/// Whether `e` calls an average, as [`rewrite`] writes it.
+fn calls_average(e: &ast::Expr) -> bool {
     ast::visit_expressions(e, |x: &ast::Expr| match x {
-        ast::Expr::Function(f)
-            if f.name.0.len() == 1
-                && f.name
-                    .to_string()
-                    .trim_matches('"')
-                    .eq_ignore_ascii_case("avg") =>
-        {
-            std::ops::ControlFlow::Break(())
-        }
+        ast::Expr::Function(f) if f.name.to_string() == NAME => std::ops::ControlFlow::Break(()),
         _ => std::ops::ControlFlow::Continue(()),
     })
     .is_break()

@@ -280,33 +280,25 @@ async fn answer(
         true => link.until_ready().await,
         false => Ok(Vec::new()),
     };
-    let described = link.until_ready().await;
-    let described = match (begun, described) {
-        (Ok(_), Ok(m)) => m,
-        (Err(LinkError::Postgres(e)), Ok(_) | Err(LinkError::Postgres(_)))
-        | (Ok(_), Err(LinkError::Postgres(e))) => {
+    let described = match begun.and(link.until_ready().await) {
+        Ok(m) => m,
+        Err(LinkError::Postgres(e)) => {
             // The client's own transaction, if any, failed in Postgres.
             out.error(e.encode());
-            if own_transaction {
-                link.simple("ROLLBACK").await.ok()?;
-            }
+            roll_back_own(&mut link, own_transaction).await?;
             finish(&mut link, out);
             return Some(link);
         }
-        _ => return None,
+        Err(_) => return None,
     };
     let Some(row_desc) = described.iter().find(|m| m.tag == b'T').cloned() else {
-        if own_transaction {
-            link.simple("ROLLBACK").await.ok()?;
-        }
+        roll_back_own(&mut link, own_transaction).await?;
         return relay_query(link, out, sql).await;
     };
     let tz = match settings.zone() {
         Ok(tz) => tz,
         Err(e) => {
-            if own_transaction {
-                link.simple("ROLLBACK").await.ok()?;
-            }
+            roll_back_own(&mut link, own_transaction).await?;
             return refuse(link, out, e).await;
         }
     };
@@ -440,6 +432,14 @@ async fn refuse(mut link: PgLink, out: &mut Out<'_>, e: ErrorFields) -> Option<P
 
 /// Undoes a failed statement: its own transaction rolled back, or the
 /// client's aborted. `None`: the link is gone.
+/// Rolls back the transaction a statement began for itself, if it did.
+async fn roll_back_own(link: &mut PgLink, own_transaction: bool) -> Option<()> {
+    if own_transaction {
+        link.simple("ROLLBACK").await.ok()?;
+    }
+    Some(())
+}
+
 async fn undo(link: &mut PgLink, own_transaction: bool) -> Option<()> {
     if own_transaction {
         link.simple("ROLLBACK").await.ok().map(|_| ())

@@ -820,9 +820,9 @@ fn column_exact(plan: &LogicalPlan, c: &Column) -> bool {
                             args.first().is_some_and(|a| exact(a, &w.input))
                                 && args.get(2).is_none_or(|default| {
                                     exact(default, &w.input)
-                                        && scale_of(default, &w.input).is_some()
-                                        && scale_of(default, &w.input)
-                                            == scale_of(&args[0], &w.input)
+                                        && scale_of(default, &w.input).is_some_and(|s| {
+                                            Some(s) == scale_of(&args[0], &w.input)
+                                        })
                                 })
                         }
                         _ => false,

@@ -301,8 +301,8 @@ async fn relations(
         return Ok(Vec::new());
     }
     // One branch per name, each finding its relation by the index on
-    // pg_class's oid: cheaper for a new backend than a join with a list of
-    // names, which this query is for most statements.
+    // pg_class's oid: cheaper for a new backend than joining a list of
+    // names (most statements name one relation).
     let branches = written
         .iter()
         .enumerate()

@@ -193,9 +193,9 @@ impl Lake {
         })
     }
 
-    /// Opens a lake whose catalog is a REST catalog. Nothing is asked of
-    /// it until a table is: a catalog that is down at start fails the
-    /// reads and moves that need it, not the server.
+    /// Opens a lake whose catalog is a REST catalog. Opening asks nothing
+    /// of the catalog; its tables are loaded (and, at the server's start,
+    /// created when missing) as they are needed.
     async fn open_rest(config: &LakeConfig, rest: &RestConfig) -> Result<Self, LakeError> {
         let mut props = HashMap::from([(REST_CATALOG_PROP_URI.to_string(), rest.uri.clone())]);
         if !config.warehouse.is_empty() {

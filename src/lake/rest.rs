@@ -54,7 +54,7 @@ impl Commits {
                     .request(reqwest::Method::GET, url)
                     .send()
                     .await
-                    .map_err(unreachable)?;
+                    .map_err(not_reached)?;
                 let body = answer(response).await?;
                 let setting = |name: &str| {
                     ["overrides", "defaults"]
@@ -97,7 +97,7 @@ impl Commits {
             .body(body)
             .send()
             .await
-            .map_err(unreachable)?;
+            .map_err(not_reached)?;
         match response.status() {
             reqwest::StatusCode::CONFLICT => Err(Error::new(
                 ErrorKind::CatalogCommitConflicts,
@@ -133,7 +133,7 @@ fn url(base: &str, segments: &[&str]) -> Result<reqwest::Url, Error> {
     Ok(url)
 }
 
-fn unreachable(e: reqwest::Error) -> Error {
+fn not_reached(e: reqwest::Error) -> Error {
     Error::new(ErrorKind::Unexpected, "cannot reach the REST catalog").with_source(e)
 }
 
@@ -141,7 +141,7 @@ fn unreachable(e: reqwest::Error) -> Error {
 /// message.
 async fn answer(response: reqwest::Response) -> Result<serde_json::Value, Error> {
     let status = response.status();
-    let text = response.text().await.map_err(unreachable)?;
+    let text = response.text().await.map_err(not_reached)?;
     let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     if status.is_success() {
         return Ok(body);
