@@ -2936,10 +2936,6 @@ impl S3Server {
             rest: None,
         }
     }
-
-    fn parquet_files(&self) -> usize {
-        self.service.parquet_files()
-    }
 }
 
 /// A lake whose warehouse is in S3 (an S3-compatible server the test
@@ -2963,7 +2959,7 @@ async fn a_lake_in_s3_answers_as_a_local_one() {
     s.config.lake = Some(server.lake(&catalog_db));
     assert!(move_rows(&s).await > 0);
     assert!(
-        server.parquet_files() > 0,
+        server.service.parquet_files() > 0,
         "the data files are in the bucket"
     );
     assert!(
@@ -3009,10 +3005,10 @@ async fn a_lake_in_s3_answers_as_a_local_one() {
     )
     .await;
     assert!(move_rows(&s).await > 0);
-    let files_before = server.parquet_files();
+    let files_before = server.service.parquet_files();
     let (printed, report) = maintain_compacts(&s, &config_file, &[]).await;
     assert_eq!(
-        server.parquet_files(),
+        server.service.parquet_files(),
         report.partitions.len(),
         "{files_before} files before: {printed}"
     );
@@ -3065,10 +3061,6 @@ impl RestServer {
             ..Default::default()
         }
     }
-
-    fn parquet_files(&self) -> usize {
-        self.service.parquet_files()
-    }
 }
 
 /// A lake whose catalog is a REST catalog: the mover commits through it,
@@ -3084,7 +3076,10 @@ async fn a_lake_in_a_rest_catalog_answers_as_a_local_one() {
     let server = RestServer::start();
     s.config.lake = Some(server.lake());
     assert!(move_rows(&s).await > 0);
-    assert!(server.parquet_files() > 0, "the files are in its warehouse");
+    assert!(
+        server.service.parquet_files() > 0,
+        "the files are in its warehouse"
+    );
     assert!(parquet_files_of(&s).is_empty(), "and not in the local one");
     let proxy = serve(&s).await;
     same_answers(&s, &proxy, QUERIES).await;
