@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, SelectItem,
-    SetExpr, Statement, TableFactor, Value, visit_relations,
+    BinaryOperator, DuplicateTreatment, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    GroupByExpr, SelectItem, SetExpr, Statement, TableFactor, Value, visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -123,6 +123,186 @@ fn buckets(statement: &Statement, t: &TieredTable, relations: usize) -> Option<B
         }
     }
     None
+}
+
+/// Units whose buckets are whole days, in any time zone.
+const WHOLE_DAYS: [&str; 7] = [
+    "week",
+    "month",
+    "quarter",
+    "year",
+    "decade",
+    "century",
+    "millennium",
+];
+
+/// How a view is kept in parts: for each day of its time column and each
+/// group of the view, the partial state of each aggregate (`count`, `sum`,
+/// `min`, `max`). A refresh recomputes the parts of the days written and
+/// merges the buckets that hold them from their days' parts, rather than
+/// recomputing whole buckets from rows.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Parts {
+    /// The parts, computed from the view's rows: `part` (the day), `k1`…
+    /// (the view's group keys), `a1`… (the aggregates' states).
+    pub query: String,
+    /// The parts' column holding the view's bucket.
+    pub bucket: String,
+    /// The view's columns, from the parts.
+    columns: Vec<String>,
+    keys: usize,
+}
+
+impl Parts {
+    /// The view's rows from the parts in `table`, those of the buckets
+    /// `condition` (on [`Parts::bucket`]) keeps.
+    pub fn merge(&self, table: &str, condition: Option<&str>) -> String {
+        let keys: Vec<String> = (1..=self.keys).map(|i| format!("k{i}")).collect();
+        format!(
+            "SELECT {} FROM {table}{} GROUP BY {}",
+            self.columns.join(", "),
+            condition.map_or(String::new(), |c| format!(" WHERE {c}")),
+            keys.join(", ")
+        )
+    }
+}
+
+/// How `query`, refreshed by `buckets`, is kept in parts; `None` when its
+/// buckets are not whole days or it computes more than group keys and
+/// `count`, `sum`, `min` and `max` of them.
+pub(super) fn parts(query: &str, buckets: &Buckets) -> Option<Parts> {
+    if !WHOLE_DAYS.contains(&buckets.unit.as_str()) {
+        return None;
+    }
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, query).ok()?;
+    let [Statement::Query(q)] = statements.as_slice() else {
+        return None;
+    };
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return None;
+    };
+    if select.distinct.is_some()
+        || select.having.is_some()
+        || select.qualify.is_some()
+        || !select.named_window.is_empty()
+        || select.into.is_some()
+    {
+        return None;
+    }
+    let GroupByExpr::Expressions(group, modifiers) = &select.group_by else {
+        return None;
+    };
+    if !modifiers.is_empty() {
+        return None;
+    }
+    let items: Vec<(&Expr, Option<&str>)> = select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::UnnamedExpr(e) => Some((e, None)),
+            SelectItem::ExprWithAlias { expr, alias } => Some((expr, Some(alias.value.as_str()))),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    // The group keys, as expressions of the table's columns.
+    let mut keys: Vec<&Expr> = Vec::new();
+    for g in group {
+        let key = match g {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => items.get(n.parse::<usize>().ok()?.checked_sub(1)?)?.0,
+                _ => return None,
+            },
+            // A name that may be an output column's: not told apart here.
+            Expr::Identifier(i)
+                if items
+                    .iter()
+                    .any(|(e, a)| *a == Some(i.value.as_str()) && *e != g) =>
+            {
+                return None;
+            }
+            Expr::Rollup(_) | Expr::Cube(_) | Expr::GroupingSets(_) => return None,
+            e => e,
+        };
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    let bucket_expr = items.get(buckets.position)?.0;
+    let bucket = keys.iter().position(|k| *k == bucket_expr)? + 1;
+    let mut states = Vec::new();
+    let mut columns = Vec::new();
+    for (e, _) in &items {
+        if let Some(i) = keys.iter().position(|k| k == e) {
+            columns.push(format!("k{}", i + 1));
+            continue;
+        }
+        let merge = mergeable(e)?;
+        states.push(e.to_string());
+        columns.push(format!("{merge}(a{})", states.len()));
+    }
+    let mut parts = vec![format!("date_trunc('day', {}) AS part", buckets.time)];
+    parts.extend(
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} AS k{}", i + 1)),
+    );
+    parts.extend(
+        states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{s} AS a{}", i + 1)),
+    );
+    let group: Vec<String> = (1..=keys.len() + 1).map(|i| i.to_string()).collect();
+    let from: Vec<String> = select.from.iter().map(|f| f.to_string()).collect();
+    let query = format!(
+        "SELECT {} FROM {}{} GROUP BY {}",
+        parts.join(", "),
+        from.join(", "),
+        select
+            .selection
+            .as_ref()
+            .map_or(String::new(), |w| format!(" WHERE {w}")),
+        group.join(", ")
+    );
+    Some(Parts {
+        query,
+        bucket: format!("k{bucket}"),
+        columns,
+        keys: keys.len(),
+    })
+}
+
+/// For an aggregate whose partial states merge: the aggregate merging them
+/// (`count`'s counts are summed).
+fn mergeable(e: &Expr) -> Option<&'static str> {
+    let Expr::Function(f) = e else {
+        return None;
+    };
+    if f.over.is_some()
+        || !f.within_group.is_empty()
+        || f.null_treatment.is_some()
+        || !matches!(f.parameters, FunctionArguments::None)
+    {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    if !list.clauses.is_empty()
+        || list.args.len() != 1
+        || matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct))
+    {
+        return None;
+    }
+    match f.name.0.as_slice() {
+        [name] => match name.as_ident()?.value.to_lowercase().as_str() {
+            "count" | "sum" => Some("sum"),
+            "min" => Some("min"),
+            "max" => Some("max"),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// `date_trunc('unit', <time column>)`: its unit and column expression.
@@ -270,18 +450,41 @@ pub(super) fn lake_changes(
     )
 }
 
-/// Conditions keeping the buckets of `unit` that hold the times of
-/// `ranges`: on the time column `time` (for the view's query) and on the
-/// view's bucket column `column` (for its rows); the bucket of no time too
-/// when the column may be NULL. `None` when there are no ranges.
-pub(super) async fn bucket_conditions(
+/// What a refresh recomputes, as conditions.
+#[derive(Debug)]
+pub(super) struct Recompute {
+    /// On the time column, for the query: the rows recomputed, those of
+    /// whole buckets (or of whole days, for a view kept in parts).
+    pub on_time: String,
+    /// On the view's bucket column: its rows replaced.
+    pub on_bucket: String,
+    /// For a view kept in parts: on `part`, the parts replaced, and on
+    /// the parts' bucket column, the parts merged.
+    pub on_part: String,
+    pub on_part_bucket: String,
+    /// Every row recomputed is at or after the lake's watermark, so
+    /// Postgres holds them all.
+    pub in_postgres: bool,
+}
+
+/// What a refresh of a view bucketed by `unit` recomputes for the times of
+/// `ranges`: the buckets that hold them, or with `parts` (the parts'
+/// bucket column), the days that hold them and their buckets. `time` is
+/// the time column as the query writes it, `column` the view's bucket
+/// column; the bucket of no time is recomputed too when the time column
+/// may be NULL. `watermark`: the lake's, if anything was moved. `None`
+/// when there are no ranges.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn recompute(
     link: &mut PgLink,
     ranges: Vec<(Option<i64>, Option<i64>)>,
     unit: &str,
     time: &str,
     tiered: &TieredTable,
     column: &str,
-) -> Result<Option<(String, String)>, LinkError> {
+    parts: Option<&str>,
+    watermark: Option<i64>,
+) -> Result<Option<Recompute>, LinkError> {
     let runs = merge(ranges);
     if runs.is_empty() {
         return Ok(None);
@@ -303,51 +506,75 @@ pub(super) async fn bucket_conditions(
     } else {
         format!("1 {unit}")
     };
+    let first = if parts.is_some() {
+        "'day'"
+    } else {
+        &unit_literal
+    };
+    let in_postgres = match watermark {
+        Some(w) => format!(
+            "coalesce(pg_catalog.date_trunc({first}, lo) >= {}, false)",
+            literal(Some(w))
+        ),
+        None => "true".into(),
+    };
     let bounds = link
         .rows(&format!(
             "SELECT pg_catalog.date_trunc({unit_literal}, lo)::text, \
                     (pg_catalog.date_trunc({unit_literal}, hi) + {}::interval)::text, \
-                    pg_catalog.pg_typeof(pg_catalog.date_trunc({unit_literal}, NULL::{ty}))::text \
+                    pg_catalog.date_trunc('day', lo)::text, \
+                    (pg_catalog.date_trunc('day', hi) + '1 day'::interval)::text, \
+                    pg_catalog.pg_typeof(pg_catalog.date_trunc({unit_literal}, NULL::{ty}))::text, \
+                    {in_postgres}::text \
              FROM (VALUES {}) v(lo, hi)",
             quote_literal(&step),
             values.join(", ")
         ))
         .await?;
     let bucket = crate::catalog::quote_ident(column);
-    let (mut on_time, mut on_bucket) = (Vec::new(), Vec::new());
-    for r in &bounds {
-        let ty = r.get(2).cloned().flatten().unwrap_or_default();
-        let bound = |i: usize| {
-            r.get(i)
-                .cloned()
-                .flatten()
-                .map(|v| format!("{}::{ty}", quote_literal(&v)))
-        };
-        let (start, end) = (bound(0), bound(1));
-        let on = |of: &str| {
-            let mut c = Vec::new();
-            if let Some(s) = &start {
-                c.push(format!("{of} >= {s}"));
-            }
-            if let Some(e) = &end {
-                c.push(format!("{of} < {e}"));
-            }
-            if c.is_empty() {
-                "true".to_string()
-            } else {
-                format!("({})", c.join(" AND "))
-            }
-        };
-        on_time.push(on(time));
-        on_bucket.push(on(&bucket));
-    }
-    on_time.dedup();
-    on_bucket.dedup();
-    if !tiered.time_column().not_null {
-        on_time.push(format!("{time} IS NULL"));
-        on_bucket.push(format!("{bucket} IS NULL"));
-    }
-    Ok(Some((on_time.join(" OR "), on_bucket.join(" OR "))))
+    let nullable = !tiered.time_column().not_null;
+    // `of` within one of the ranges (the columns at `from` and `from + 1`
+    // of `bounds`), or NULL when the time column may be.
+    let within = |of: &str, from: usize| {
+        let mut any: Vec<String> = bounds
+            .iter()
+            .map(|r| {
+                let ty = r.get(4).cloned().flatten().unwrap_or_default();
+                let bound = |i: usize| {
+                    r.get(i)
+                        .cloned()
+                        .flatten()
+                        .map(|v| format!("{}::{ty}", quote_literal(&v)))
+                };
+                let mut c = Vec::new();
+                if let Some(s) = bound(from) {
+                    c.push(format!("{of} >= {s}"));
+                }
+                if let Some(e) = bound(from + 1) {
+                    c.push(format!("{of} < {e}"));
+                }
+                if c.is_empty() {
+                    "true".to_string()
+                } else {
+                    format!("({})", c.join(" AND "))
+                }
+            })
+            .collect();
+        any.dedup();
+        if nullable {
+            any.push(format!("{of} IS NULL"));
+        }
+        any.join(" OR ")
+    };
+    Ok(Some(Recompute {
+        on_time: within(time, if parts.is_some() { 2 } else { 0 }),
+        on_bucket: within(&bucket, 0),
+        on_part: within("part", 2),
+        on_part_bucket: parts.map_or(String::new(), |p| within(p, 0)),
+        in_postgres: bounds
+            .iter()
+            .all(|r| r.get(5).cloned().flatten().as_deref() == Some("true")),
+    }))
 }
 
 /// The most runs of times a refresh names; more are taken as one, from

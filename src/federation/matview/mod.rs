@@ -54,9 +54,7 @@ use super::{Failure, Federation, Out, SessionSettings, finish, refuse, relay_que
 use crate::frontend::cancel::SessionCancel;
 use crate::protocol::ErrorFields;
 use crate::tiering::TieredTable;
-use incremental::{
-    analyze, bucket_conditions, changed_since, lake_changes, recorded, with_condition,
-};
+use incremental::{analyze, changed_since, lake_changes, recompute, recorded, with_condition};
 use parse::{Command, Create, parse, split_top_level};
 pub(crate) use parse::{is_create, may_be_command};
 use rows::{copy_in, rows_of};
@@ -84,8 +82,10 @@ CREATE TABLE IF NOT EXISTS thermocline.materialized_views (
     lake_checksums text,
     hot_snapshot text,
     hot_signature text,
+    parts_table text,
     PRIMARY KEY (view_schema, view_name)
-)";
+);
+ALTER TABLE thermocline.materialized_views ADD COLUMN IF NOT EXISTS parts_table text";
 
 /// Answers a materialized-view command.
 pub(super) async fn answer(
@@ -244,6 +244,9 @@ struct Definition {
     /// Whether the definitions table has those two columns (it was
     /// created by an earlier version otherwise).
     keeps_snapshots: bool,
+    /// The table of its parts, when it is kept in parts (see
+    /// [`incremental::Parts`]).
+    parts_table: Option<String>,
 }
 
 /// The definition kept for the relation `name` resolves to, if any.
@@ -260,7 +263,8 @@ async fn definition(link: &mut PgLink, name: &str) -> Result<Option<Definition>,
     let found = link.rows(&format!(
             "SELECT d.view_schema, d.view_name, d.definition, d.time_zone, d.bucket_column, \
                     d.hot_min, d.lake_checksums, to_jsonb(d) ->> 'hot_snapshot', \
-                    to_jsonb(d) ->> 'hot_signature', (to_jsonb(d) ? 'hot_snapshot')::text \
+                    to_jsonb(d) ->> 'hot_signature', (to_jsonb(d) ? 'hot_snapshot')::text, \
+                    to_jsonb(d) ->> 'parts_table' \
              FROM {DEFINITIONS} d \
              JOIN pg_catalog.pg_class c ON c.relname = d.view_name \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = d.view_schema \
@@ -288,6 +292,7 @@ async fn definition(link: &mut PgLink, name: &str) -> Result<Option<Definition>,
             hot_snapshot: get(7),
             hot_signature: get(8),
             keeps_snapshots: get(9).as_deref() == Some("true"),
+            parts_table: get(10),
         }
     }))
 }
@@ -351,7 +356,7 @@ async fn create(
     let place = on_link!(
         link,
         link.rows(&format!(
-                "SELECT n.nspname, c.relname, \
+                "SELECT n.nspname, c.relname, c.oid::text, \
                         (SELECT array_agg(a.attname ORDER BY a.attnum)::text[] FROM pg_catalog.pg_attribute a \
                           WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text \
                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -371,27 +376,57 @@ async fn create(
         place[0].clone().unwrap_or_default(),
         place[1].clone().unwrap_or_default(),
     );
-    let columns = column_names(place[2].as_deref().unwrap_or("{}"));
+    let columns = column_names(place[3].as_deref().unwrap_or("{}"));
     let bucket_column = buckets
         .as_ref()
         .and_then(|b| columns.get(b.position).cloned());
     let nullable = |v: Option<&String>| v.map_or("NULL".to_string(), |s| quote_literal(s));
-    // A definition left by a table dropped with DROP TABLE goes first.
-    on_link!(
+    // A definition left by a table dropped with DROP TABLE goes first,
+    // with its parts.
+    let left = on_link!(
         link,
-        link.simple(&format!(
-            "DELETE FROM {DEFINITIONS} WHERE view_schema = {} AND view_name = {}",
+        link.rows(&format!(
+            "DELETE FROM {DEFINITIONS} WHERE view_schema = {} AND view_name = {} RETURNING parts_table",
             quote_literal(&schema),
             quote_literal(&name)
         ))
         .await
     );
+    for parts in left
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+    {
+        on_link!(
+            link,
+            link.simple(&format!("DROP TABLE IF EXISTS {parts}")).await
+        );
+    }
+    // Kept in parts when it can be: their table is made as the view's is.
+    let parts = buckets
+        .as_ref()
+        .and_then(|b| incremental::parts(&c.query, b))
+        .map(|p| {
+            (
+                format!(
+                    "thermocline.parts_{}",
+                    place[2].as_deref().unwrap_or_default()
+                ),
+                p,
+            )
+        });
+    if let Some((table, p)) = &parts {
+        on_link!(
+            link,
+            link.simple(&format!("CREATE TABLE {table} AS {} WITH NO DATA", p.query))
+                .await
+        );
+    }
     on_link!(
         link,
         link.simple(&format!(
             "INSERT INTO {DEFINITIONS} (view_schema, view_name, definition, tiered_table, time_zone, \
-                 bucket_column, bucket_unit, time_column, refresh_interval) \
-             VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}::interval)",
+                 bucket_column, bucket_unit, time_column, refresh_interval, parts_table) \
+             VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}::interval, {})",
             quote_literal(&schema),
             quote_literal(&name),
             quote_literal(&c.query),
@@ -401,6 +436,7 @@ async fn create(
             nullable(buckets.as_ref().map(|b| &b.unit)),
             nullable(buckets.as_ref().map(|b| b.time.to_string()).as_ref()),
             nullable(c.refresh_interval.as_ref()),
+            nullable(parts.as_ref().map(|(t, _)| t)),
         ))
         .await
     );
@@ -417,7 +453,7 @@ async fn create(
         link,
         &definition,
         tiered,
-        None,
+        buckets.as_ref(),
         federation,
         settings,
         cancel,
@@ -462,10 +498,14 @@ async fn refresh(
     };
     if !with_data {
         // Emptied: the next refresh computes it whole.
+        let parts = d
+            .parts_table
+            .as_ref()
+            .map_or(String::new(), |t| format!("DELETE FROM {t}; "));
         on_link!(
             link,
             link.simple(&format!(
-                "DELETE FROM {}; UPDATE {DEFINITIONS} SET lake_checksums = NULL \
+                "DELETE FROM {}; {parts}UPDATE {DEFINITIONS} SET lake_checksums = NULL \
                  WHERE view_schema = {} AND view_name = {}",
                 d.qualified,
                 quote_literal(&d.schema),
@@ -500,6 +540,12 @@ async fn drop_views(mut link: PgLink, names: &[String], if_exists: bool, cascade
                     link.simple(&format!("DROP TABLE {}{cascade}", d.qualified))
                         .await
                 );
+                if let Some(parts) = &d.parts_table {
+                    on_link!(
+                        link,
+                        link.simple(&format!("DROP TABLE IF EXISTS {parts}")).await
+                    );
+                }
                 on_link!(
                     link,
                     link.simple(&format!(
@@ -560,25 +606,30 @@ async fn fill(
         settings.time_zone = d.time_zone.clone();
     }
     // What the lake holds before the view is computed: a change after this
-    // is seen by the next refresh.
-    let checksums = match federation.lake.load(tiered).await {
-        Ok(Some(table)) => crate::tiering::verify::recorded_checksums(&table)
-            .map(|c| crate::tiering::verify::encode_checksums(&c)),
-        _ => None,
+    // is seen by the next refresh. Its watermark: rows from it on are all
+    // in Postgres, in this command's snapshot (taken before).
+    let (checksums, watermark) = match federation.lake.load(tiered).await {
+        Ok(Some(table)) => (
+            crate::tiering::verify::recorded_checksums(&table)
+                .map(|c| crate::tiering::verify::encode_checksums(&c)),
+            crate::lake::watermark(&table),
+        ),
+        _ => (None, None),
     };
     let time = crate::catalog::quote_ident(&tiered.time_column().name);
     // The writes since the last refresh, where they were recorded.
     let recorded = on_link!(link, recorded(&mut link, d, tiered).await);
-    let mut query = d.query.clone();
-    let mut kind = "full";
-    let mut delete = format!("DELETE FROM {}", d.qualified);
+    let parts = match (buckets, &d.parts_table) {
+        (Some(b), Some(table)) => incremental::parts(&d.query, b).map(|p| (p, table.as_str())),
+        _ => None,
+    };
     let lake = lake_changes(
         d.lake_checksums.as_deref(),
         checksums.as_deref(),
         tiered.def.partition_by,
     );
+    let mut plan = Plan::Full;
     if let (Some(buckets), Some(column)) = (buckets, &d.bucket_column) {
-        let unit = &buckets.unit;
         // Only the buckets written since, in either tier, where the writes
         // were recorded; else the buckets from the earliest time that may
         // have changed on. Neither when the lake's changes are unknown.
@@ -594,46 +645,100 @@ async fn fill(
             )),
             (_, None) => None,
         };
-        let conditions = match ranges {
-            Some(ranges) => {
-                let time = buckets.time.to_string();
-                Some(on_link!(
-                    link,
-                    bucket_conditions(&mut link, ranges, unit, &time, tiered, column).await
-                ))
-            }
-            None => None,
-        };
-        match conditions {
-            None => {}
-            Some(None) => {
-                query.clear();
-                kind = "unchanged";
-            }
-            Some(Some((on_time, on_bucket))) => {
-                let Some(bounded) = with_condition(&d.query, &on_time) else {
-                    return (Some(link), Err(internal("cannot bound the view's query")));
-                };
-                query = bounded;
-                delete = format!("DELETE FROM {} WHERE {on_bucket}", d.qualified);
-                kind = "incremental";
-            }
+        if let Some(ranges) = ranges {
+            let time = buckets.time.to_string();
+            let part_bucket = parts.as_ref().map(|(p, _)| p.bucket.as_str());
+            plan = match on_link!(
+                link,
+                recompute(
+                    &mut link,
+                    ranges,
+                    &buckets.unit,
+                    &time,
+                    tiered,
+                    column,
+                    part_bucket,
+                    watermark,
+                )
+                .await
+            ) {
+                None => Plan::Unchanged,
+                Some(r) => Plan::Incremental(r),
+            };
         }
     }
+    let kind = match plan {
+        Plan::Full => "full",
+        Plan::Unchanged => "unchanged",
+        Plan::Incremental(_) => "incremental",
+    };
+    // What is recomputed from rows: the view's query or its parts' (with
+    // where they are replaced), kept to the times recomputed; and whether
+    // Postgres alone holds those rows (it computes them then, as the
+    // command's snapshot is its own).
+    let (query, target, replaced, in_postgres) = match (&plan, &parts) {
+        (Plan::Unchanged, _) => (None, "", String::new(), false),
+        (Plan::Full, Some((p, table))) => (Some(p.query.clone()), *table, String::new(), false),
+        (Plan::Full, None) => (
+            Some(d.query.clone()),
+            d.qualified.as_str(),
+            String::new(),
+            false,
+        ),
+        (Plan::Incremental(r), parts) => {
+            let (query, target, on) = match parts {
+                Some((p, table)) => (&p.query, *table, &r.on_part),
+                None => (&d.query, d.qualified.as_str(), &r.on_bucket),
+            };
+            let Some(bounded) = with_condition(query, &r.on_time) else {
+                return (Some(link), Err(internal("cannot bound the view's query")));
+            };
+            (
+                Some(bounded),
+                target,
+                format!(" WHERE {on}"),
+                r.in_postgres && own_snapshot,
+            )
+        }
+    };
     let mut written = 0;
-    if !query.is_empty() {
-        let (back, computed) =
-            rows_of(link, &query, federation, &settings, cancel, own_snapshot).await;
-        let Some(back) = back else {
-            return (None, Err(Failure::Link(LinkError::Gone)));
-        };
-        link = back;
-        let tuples = match computed {
-            Ok(t) => t,
-            Err(e) => return (Some(link), Err(e)),
-        };
-        on_link!(link, link.simple(&delete).await);
-        written = on_link!(link, copy_in(&mut link, &d.qualified, &tuples).await);
+    if let Some(query) = query {
+        // The rows replaced, then the view's buckets merged from the parts.
+        let mut statements = format!("DELETE FROM {target}{replaced}");
+        if in_postgres {
+            statements.push_str(&format!("; INSERT INTO {target} {query}"));
+        } else {
+            let (back, computed) =
+                rows_of(link, &query, federation, &settings, cancel, own_snapshot).await;
+            let Some(back) = back else {
+                return (None, Err(Failure::Link(LinkError::Gone)));
+            };
+            link = back;
+            let tuples = match computed {
+                Ok(t) => t,
+                Err(e) => return (Some(link), Err(e)),
+            };
+            on_link!(link, link.simple(&statements).await);
+            written = on_link!(link, copy_in(&mut link, target, &tuples).await);
+            statements.clear();
+        }
+        if let Some((p, table)) = &parts {
+            let (delete, merge) = match &plan {
+                Plan::Incremental(r) => (
+                    format!("DELETE FROM {} WHERE {}", d.qualified, r.on_bucket),
+                    p.merge(table, Some(&r.on_part_bucket)),
+                ),
+                _ => (format!("DELETE FROM {}", d.qualified), p.merge(table, None)),
+            };
+            if !statements.is_empty() {
+                statements.push_str("; ");
+            }
+            statements.push_str(&format!("{delete}; INSERT INTO {} {merge}", d.qualified));
+        }
+        if !statements.is_empty() {
+            let done = on_link!(link, link.simple(&statements).await);
+            written = inserted(&done).unwrap_or(written);
+        }
     }
     let hot_min = on_link!(
         link,
@@ -680,6 +785,28 @@ async fn fill(
         );
     }
     (Some(link), Ok((written, kind)))
+}
+
+/// How a refresh recomputes a view.
+enum Plan {
+    Full,
+    Unchanged,
+    Incremental(incremental::Recompute),
+}
+
+/// The rows of the last INSERT among `messages`' command tags.
+fn inserted(messages: &[link::BackendMessage]) -> Option<u64> {
+    let tag = messages
+        .iter()
+        .rev()
+        .find(|m| m.tag == b'C' && m.body.starts_with(b"INSERT "))?;
+    std::str::from_utf8(&tag.body)
+        .ok()?
+        .trim_end_matches('\0')
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The SQL type of a tiered table's time column.
