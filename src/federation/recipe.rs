@@ -106,7 +106,7 @@ impl HotRecipe {
             Some(b) => {
                 let described = format!(
                     "{sql} -- {} evaluated as ranges between the first and last hot rows' buckets",
-                    b.call
+                    b.calls()
                 );
                 (Fetch::Buckets(sql.clone(), Arc::new(b)), described)
             }
@@ -164,7 +164,7 @@ impl HotRecipe {
         if let Some(b) = &query.buckets {
             described.push_str(&format!(
                 " -- {} evaluated as ranges between the first and last hot rows' buckets",
-                b.call
+                b.calls()
             ));
         }
         described.push_str(&format!(
@@ -230,22 +230,27 @@ impl HotRecipe {
             ("hour", "1 hour"),
             ("minute", "1 minute"),
         ];
-        let (unit, step, call) = UNITS.iter().find_map(|(unit, step)| {
-            let call = format!("date_trunc('{unit}', {})", self.time);
-            let used = agg.select.contains(&call) || agg.filters.iter().any(|f| f.contains(&call));
-            (used && (!zoned || !matches!(*unit, "hour" | "minute"))).then_some((unit, step, call))
-        })?;
         let (t, table, w) = (&self.time, &self.qualified, &self.w);
-        let bounds = format!(
-            "SELECT g, date_trunc('{unit}', g) = g FROM generate_series(\
-             date_trunc('{unit}', (SELECT min({t}) FROM {table} WHERE {t} >= {w})), \
-             (SELECT max({t}) FROM {table} WHERE {t} >= {w}), interval '{step}') g \
-             LIMIT {}",
-            MAX_BUCKETS + 1
-        );
-        Some(Buckets {
-            call,
-            bounds,
+        let units: Vec<Unit> = UNITS
+            .iter()
+            .filter_map(|(unit, step)| {
+                let call = format!("date_trunc('{unit}', {})", self.time);
+                let used =
+                    agg.select.contains(&call) || agg.filters.iter().any(|f| f.contains(&call));
+                (used && (!zoned || !matches!(*unit, "hour" | "minute"))).then(|| Unit {
+                    call,
+                    bounds: format!(
+                        "SELECT g, date_trunc('{unit}', g) = g FROM generate_series(\
+                         date_trunc('{unit}', (SELECT min({t}) FROM {table} WHERE {t} >= {w})), \
+                         (SELECT max({t}) FROM {table} WHERE {t} >= {w}), interval '{step}') g \
+                         LIMIT {}",
+                        MAX_BUCKETS + 1
+                    ),
+                })
+            })
+            .collect();
+        (!units.is_empty()).then(|| Buckets {
+            units,
             time: self.time.clone(),
             zoned,
         })
@@ -261,7 +266,7 @@ fn group_positions(agg: &super::hotagg::HotAggregate) -> Vec<String> {
 /// ranges for.
 const MAX_BUCKETS: usize = 1024;
 
-/// A `date_trunc` of the time column evaluated as ranges. Postgres's
+/// The `date_trunc`s of the time column evaluated as ranges. Postgres's
 /// date_trunc of a timestamptz works out the calendar in the session's time
 /// zone for every row, which costs more than the rest of a partial
 /// aggregate. With the buckets the hot rows fall in known (from the
@@ -269,53 +274,80 @@ const MAX_BUCKETS: usize = 1024;
 /// call becomes a binary search over their starts: a few comparisons a row.
 #[derive(Debug)]
 pub(crate) struct Buckets {
+    /// One for each unit used.
+    units: Vec<Unit>,
+    time: String,
+    zoned: bool,
+}
+
+/// A `date_trunc` of the time column by one unit.
+#[derive(Debug)]
+struct Unit {
     /// The text replaced: `date_trunc('month', created_at)`.
     call: String,
     /// Lists the starts of the buckets from the earliest hot row's to the
     /// latest's, each with whether date_trunc maps it to itself.
     bounds: String,
-    time: String,
-    zoned: bool,
 }
 
 impl Buckets {
-    /// `sql` with the call replaced by a search over the bucket starts the
-    /// hot rows fall in; unchanged when they are many, unknown, or do not
-    /// match date_trunc's own.
+    /// The calls evaluated as ranges, for EXPLAIN.
+    pub(crate) fn calls(&self) -> String {
+        let calls: Vec<&str> = self.units.iter().map(|u| u.call.as_str()).collect();
+        calls.join(", ")
+    }
+
+    /// `sql` with each call replaced by a search over the bucket starts the
+    /// hot rows fall in; a call is left when they are many, unknown, or do
+    /// not match date_trunc's own.
     pub(crate) async fn apply(
         &self,
         link: &mut PgLink,
         sql: &str,
         extended: bool,
     ) -> Result<String> {
-        let rows = run_whole(link, &self.bounds, extended).await?;
+        let mut sql = sql.to_string();
+        for unit in &self.units {
+            if let Some(starts) = self.starts(link, unit, extended).await? {
+                // Every row the query reads has its time at or after W (so
+                // not NULL), and at or after the first start.
+                sql = sql.replace(&unit.call, &format!("({})", self.search(&starts)));
+            }
+        }
+        Ok(sql)
+    }
+
+    /// The starts of `unit`'s buckets the hot rows fall in, as literals;
+    /// `None` when they are many, unknown, or do not match date_trunc's own.
+    async fn starts(
+        &self,
+        link: &mut PgLink,
+        unit: &Unit,
+        extended: bool,
+    ) -> Result<Option<Vec<String>>> {
+        let rows = run_whole(link, &unit.bounds, extended).await?;
         let mut starts = Vec::new();
         for m in rows.iter().filter(|m| m.tag == b'D') {
             let fields = data_row_fields(&m.body)
                 .ok_or_else(|| DataFusionError::Execution("malformed DataRow".into()))?;
             let (Some(Some(g)), Some(Some(fixed))) = (fields.first(), fields.get(1)) else {
-                return Ok(sql.to_string());
+                return Ok(None);
             };
             let (Ok(g), [1]) = (<[u8; 8]>::try_from(*g), *fixed) else {
-                return Ok(sql.to_string());
+                return Ok(None);
             };
             // Microseconds since 2000-01-01, to since 1970-01-01.
             let Some(us) = i64::from_be_bytes(g).checked_add(946_684_800_000_000) else {
-                return Ok(sql.to_string());
+                return Ok(None);
             };
             let zone = self.zoned.then(|| Arc::from("UTC"));
             let value = datafusion::common::ScalarValue::TimestampMicrosecond(Some(us), zone);
             let Some(literal) = super::pushdown::literal_sql(&value) else {
-                return Ok(sql.to_string());
+                return Ok(None);
             };
             starts.push(literal);
         }
-        if starts.is_empty() || starts.len() > MAX_BUCKETS {
-            return Ok(sql.to_string());
-        }
-        // Every row the query reads has its time at or after W (so not
-        // NULL), and at or after the first start.
-        Ok(sql.replace(&self.call, &format!("({})", self.search(&starts))))
+        Ok((!starts.is_empty() && starts.len() <= MAX_BUCKETS).then_some(starts))
     }
 
     /// The start of the bucket among `starts` (ascending) the time falls in.
