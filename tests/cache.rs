@@ -503,6 +503,24 @@ async fn materialized_views_hold_the_whole_history() {
         ]
     );
 
+    // Writes to hot rows only: Postgres alone holds the days written, and
+    // recomputes them.
+    in_both(
+        &s,
+        "INSERT INTO orders SELECT 100006, max(created_at) - interval '1 day', 2, 7.77, 'new', NULL, 0.2, max(day) - 1, true FROM orders;
+         UPDATE orders SET amount = amount + 2, score = 1e6 WHERE id IN (1, 2);",
+    )
+    .await;
+    refresh(false).await;
+    compare("after writes to hot rows").await;
+    in_both(
+        &s,
+        "UPDATE orders SET amount = amount + 3 WHERE id IN (1, 100006)",
+    )
+    .await;
+    refresh(false).await;
+    compare("after more writes to the same days").await;
+
     // A late row arrives and the mover takes it to the lake before the next
     // refresh: its month is recomputed all the same.
     in_both(

@@ -257,6 +257,22 @@ impl HotRecipe {
     }
 }
 
+/// The start of the bucket among `starts` (ascending literals) that `time`
+/// falls in, for a time at or after the first start: a binary search
+/// written as nested CASEs, a few comparisons a row.
+pub(crate) fn search(time: &str, starts: &[String]) -> String {
+    if starts.len() == 1 {
+        return starts[0].clone();
+    }
+    let mid = starts.len() / 2;
+    format!(
+        "CASE WHEN {time} < {} THEN {} ELSE {} END",
+        starts[mid],
+        search(time, &starts[..mid]),
+        search(time, &starts[mid..])
+    )
+}
+
 /// The positions of a hot partial aggregate's groups, for GROUP BY.
 fn group_positions(agg: &super::hotagg::HotAggregate) -> Vec<String> {
     (1..=agg.groups).map(|i| i.to_string()).collect()
@@ -311,7 +327,7 @@ impl Buckets {
             if let Some(starts) = self.starts(link, unit, extended).await? {
                 // Every row the query reads has its time at or after W (so
                 // not NULL), and at or after the first start.
-                sql = sql.replace(&unit.call, &format!("({})", self.search(&starts)));
+                sql = sql.replace(&unit.call, &format!("({})", search(&self.time, &starts)));
             }
         }
         Ok(sql)
@@ -348,20 +364,5 @@ impl Buckets {
             starts.push(literal);
         }
         Ok((!starts.is_empty() && starts.len() <= MAX_BUCKETS).then_some(starts))
-    }
-
-    /// The start of the bucket among `starts` (ascending) the time falls in.
-    fn search(&self, starts: &[String]) -> String {
-        if starts.len() == 1 {
-            return starts[0].clone();
-        }
-        let mid = starts.len() / 2;
-        format!(
-            "CASE WHEN {} < {} THEN {} ELSE {} END",
-            self.time,
-            starts[mid],
-            self.search(&starts[..mid]),
-            self.search(&starts[mid..])
-        )
     }
 }

@@ -148,12 +148,37 @@ pub(super) struct Parts {
     pub query: String,
     /// The parts' column holding the view's bucket.
     pub bucket: String,
+    /// The calls in [`Parts::query`] of the part's day and of the bucket.
+    day_call: String,
+    bucket_call: String,
+    /// The time column as the query writes it.
+    time: String,
     /// The view's columns, from the parts.
     columns: Vec<String>,
     keys: usize,
 }
 
 impl Parts {
+    /// [`Parts::query`] for rows in the days `days` (the starts of them
+    /// and of their buckets, ascending literals), with the day and the
+    /// bucket of a row found among those starts: Postgres's date_trunc of
+    /// a timestamptz works out the calendar for every row, at more cost
+    /// than the rest of the query.
+    pub fn ranged(&self, days: &[String], buckets: &[String], not_null: bool) -> String {
+        let time = &self.time;
+        let of = |starts: &[String]| {
+            let search = crate::federation::recipe::search(time, starts);
+            if not_null {
+                format!("({search})")
+            } else {
+                format!("(CASE WHEN {time} IS NULL THEN NULL ELSE {search} END)")
+            }
+        };
+        self.query
+            .replace(&self.day_call, &of(days))
+            .replace(&self.bucket_call, &of(buckets))
+    }
+
     /// The view's rows from the parts in `table`, those of the buckets
     /// `condition` (on [`Parts::bucket`]) keeps.
     pub fn merge(&self, table: &str, condition: Option<&str>) -> String {
@@ -240,12 +265,16 @@ pub(super) fn parts(query: &str, buckets: &Buckets) -> Option<Parts> {
         states.push(e.to_string());
         columns.push(format!("{merge}(a{})", states.len()));
     }
-    let mut parts = vec![format!("date_trunc('day', {}) AS part", buckets.time)];
-    parts.extend(
-        keys.iter()
-            .enumerate()
-            .map(|(i, k)| format!("{k} AS k{}", i + 1)),
-    );
+    let day_call = format!("date_trunc('day', {})", buckets.time);
+    let bucket_call = format!("date_trunc('{}', {})", buckets.unit, buckets.time);
+    let mut parts = vec![format!("{day_call} AS part")];
+    parts.extend(keys.iter().enumerate().map(|(i, k)| {
+        if i + 1 == bucket {
+            format!("{bucket_call} AS k{bucket}")
+        } else {
+            format!("{k} AS k{}", i + 1)
+        }
+    }));
     parts.extend(
         states
             .iter()
@@ -267,6 +296,9 @@ pub(super) fn parts(query: &str, buckets: &Buckets) -> Option<Parts> {
     Some(Parts {
         query,
         bucket: format!("k{bucket}"),
+        day_call,
+        bucket_call,
+        time: buckets.time.to_string(),
         columns,
         keys: keys.len(),
     })
@@ -465,6 +497,9 @@ pub(super) struct Recompute {
     /// Every row recomputed is at or after the lake's watermark, so
     /// Postgres holds them all.
     pub in_postgres: bool,
+    /// For a view kept in parts whose rows Postgres holds: the starts (as
+    /// literals, ascending) of the days recomputed and of their buckets.
+    pub starts: Option<(Vec<String>, Vec<String>)>,
 }
 
 /// What a refresh of a view bucketed by `unit` recomputes for the times of
@@ -566,15 +601,75 @@ pub(super) async fn recompute(
         }
         any.join(" OR ")
     };
+    let in_postgres = bounds
+        .iter()
+        .all(|r| r.get(5).cloned().flatten().as_deref() == Some("true"));
+    let starts = if in_postgres && parts.is_some() {
+        starts(link, &values, unit, &step).await?
+    } else {
+        None
+    };
     Ok(Some(Recompute {
         on_time: within(time, if parts.is_some() { 2 } else { 0 }),
         on_bucket: within(&bucket, 0),
         on_part: within("part", 2),
         on_part_bucket: parts.map_or(String::new(), |p| within(p, 0)),
-        in_postgres: bounds
-            .iter()
-            .all(|r| r.get(5).cloned().flatten().as_deref() == Some("true")),
+        in_postgres,
+        starts,
     }))
+}
+
+/// The most days a refresh evaluates as ranges.
+const MAX_STARTS: usize = 1024;
+
+/// The starts of the days and of the buckets of `unit` (`step` long) that
+/// hold the times of the runs `values` (`(first, last)` literals), as
+/// literals; `None` when a run is unbounded, they are many, or a start is
+/// not date_trunc's own (see [`crate::federation::recipe::Buckets`]).
+async fn starts(
+    link: &mut PgLink,
+    values: &[String],
+    unit: &str,
+    step: &str,
+) -> Result<Option<(Vec<String>, Vec<String>)>, LinkError> {
+    let each = |kind: u8, u: &str, step: &str| {
+        format!(
+            "SELECT {kind}, g, pg_catalog.date_trunc({u}, g) = g \
+             FROM (VALUES {}) v(lo, hi), \
+                  pg_catalog.generate_series(pg_catalog.date_trunc({u}, lo), \
+                      pg_catalog.date_trunc({u}, hi), {}::interval) g",
+            values.join(", "),
+            quote_literal(step),
+        )
+    };
+    let rows = link
+        .rows(&format!(
+            "SELECT kind, g::text, pg_catalog.pg_typeof(g)::text, fixed::text, \
+                    (SELECT count(*) FROM (VALUES {}) v(lo, hi) WHERE lo IS NULL OR hi IS NULL) \
+             FROM ({} UNION {}) s(kind, g, fixed) ORDER BY kind, g LIMIT {}",
+            values.join(", "),
+            each(0, "'day'", "1 day"),
+            each(1, &quote_literal(unit), step),
+            2 * MAX_STARTS + 1
+        ))
+        .await?;
+    let (mut days, mut buckets) = (Vec::new(), Vec::new());
+    for r in &rows {
+        let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+        if get(3) != "true" || get(4) != "0" {
+            return Ok(None);
+        }
+        let literal = format!("{}::{}", quote_literal(&get(1)), get(2));
+        if get(0) == "0" {
+            days.push(literal);
+        } else {
+            buckets.push(literal);
+        }
+    }
+    Ok(
+        (!days.is_empty() && !buckets.is_empty() && days.len() + buckets.len() <= 2 * MAX_STARTS)
+            .then_some((days, buckets)),
+    )
 }
 
 /// The most runs of times a refresh names; more are taken as one, from

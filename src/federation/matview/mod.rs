@@ -686,19 +686,24 @@ async fn fill(
             false,
         ),
         (Plan::Incremental(r), parts) => {
+            let in_postgres = r.in_postgres && own_snapshot;
             let (query, target, on) = match parts {
-                Some((p, table)) => (&p.query, *table, &r.on_part),
-                None => (&d.query, d.qualified.as_str(), &r.on_bucket),
+                Some((p, table)) => (
+                    match (&r.starts, in_postgres) {
+                        (Some((days, buckets)), true) => {
+                            p.ranged(days, buckets, tiered.time_column().not_null)
+                        }
+                        _ => p.query.clone(),
+                    },
+                    *table,
+                    &r.on_part,
+                ),
+                None => (d.query.clone(), d.qualified.as_str(), &r.on_bucket),
             };
-            let Some(bounded) = with_condition(query, &r.on_time) else {
+            let Some(bounded) = with_condition(&query, &r.on_time) else {
                 return (Some(link), Err(internal("cannot bound the view's query")));
             };
-            (
-                Some(bounded),
-                target,
-                format!(" WHERE {on}"),
-                r.in_postgres && own_snapshot,
-            )
+            (Some(bounded), target, format!(" WHERE {on}"), in_postgres)
         }
     };
     let mut written = 0;
