@@ -140,54 +140,50 @@ const WHOLE_DAYS: [&str; 7] = [
 /// group of the view, the partial state of each aggregate (`count`, `sum`,
 /// `min`, `max`). A refresh recomputes the parts of the days written and
 /// merges the buckets that hold them from their days' parts, rather than
-/// recomputing whole buckets from rows.
+/// recomputing whole buckets from rows. A bucket is whole days, so the
+/// parts hold no bucket: it is the bucket of their day.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Parts {
     /// The parts, computed from the view's rows: `part` (the day), `k1`…
-    /// (the view's group keys), `a1`… (the aggregates' states).
+    /// (the view's other group keys), `a1`… (the aggregates' states).
     pub query: String,
-    /// The parts' column holding the view's bucket.
-    pub bucket: String,
-    /// The calls in [`Parts::query`] of the part's day and of the bucket.
+    /// The call in [`Parts::query`] of the part's day.
     day_call: String,
-    bucket_call: String,
     /// The time column as the query writes it.
     time: String,
+    /// The bucket of a part.
+    bucket: String,
     /// The view's columns, from the parts.
     columns: Vec<String>,
     keys: usize,
 }
 
 impl Parts {
-    /// [`Parts::query`] for rows in the days `days` (the starts of them
-    /// and of their buckets, ascending literals), with the day and the
-    /// bucket of a row found among those starts: Postgres's date_trunc of
-    /// a timestamptz works out the calendar for every row, at more cost
-    /// than the rest of the query.
-    pub fn ranged(&self, days: &[String], buckets: &[String], not_null: bool) -> String {
+    /// [`Parts::query`] for rows in the days `days` (their starts,
+    /// ascending literals), with the day of a row found among those
+    /// starts: Postgres's date_trunc of a timestamptz works out the
+    /// calendar for every row, at more cost than the rest of the query.
+    pub fn ranged(&self, days: &[String], not_null: bool) -> String {
         let time = &self.time;
-        let of = |starts: &[String]| {
-            let search = crate::federation::recipe::search(time, starts);
-            if not_null {
-                format!("({search})")
-            } else {
-                format!("(CASE WHEN {time} IS NULL THEN NULL ELSE {search} END)")
-            }
+        let search = crate::federation::recipe::search(time, days);
+        let day = if not_null {
+            format!("({search})")
+        } else {
+            format!("(CASE WHEN {time} IS NULL THEN NULL ELSE {search} END)")
         };
-        self.query
-            .replace(&self.day_call, &of(days))
-            .replace(&self.bucket_call, &of(buckets))
+        self.query.replace(&self.day_call, &day)
     }
 
-    /// The view's rows from the parts in `table`, those of the buckets
-    /// `condition` (on [`Parts::bucket`]) keeps.
+    /// The view's rows from the parts in `table`, those `condition` (on
+    /// `part`) keeps.
     pub fn merge(&self, table: &str, condition: Option<&str>) -> String {
-        let keys: Vec<String> = (1..=self.keys).map(|i| format!("k{i}")).collect();
+        let mut group = vec![self.bucket.clone()];
+        group.extend((1..=self.keys).map(|i| format!("k{i}")));
         format!(
             "SELECT {} FROM {table}{} GROUP BY {}",
             self.columns.join(", "),
             condition.map_or(String::new(), |c| format!(" WHERE {c}")),
-            keys.join(", ")
+            group.join(", ")
         )
     }
 }
@@ -229,7 +225,8 @@ pub(super) fn parts(query: &str, buckets: &Buckets) -> Option<Parts> {
             _ => None,
         })
         .collect::<Option<_>>()?;
-    // The group keys, as expressions of the table's columns.
+    let bucket_expr = items.get(buckets.position)?.0;
+    // The other group keys, as expressions of the table's columns.
     let mut keys: Vec<&Expr> = Vec::new();
     for g in group {
         let key = match g {
@@ -248,33 +245,31 @@ pub(super) fn parts(query: &str, buckets: &Buckets) -> Option<Parts> {
             Expr::Rollup(_) | Expr::Cube(_) | Expr::GroupingSets(_) => return None,
             e => e,
         };
-        if !keys.contains(&key) {
+        if key != bucket_expr && !keys.contains(&key) {
             keys.push(key);
         }
     }
-    let bucket_expr = items.get(buckets.position)?.0;
-    let bucket = keys.iter().position(|k| *k == bucket_expr)? + 1;
+    let bucket = format!("date_trunc('{}', part)", buckets.unit);
     let mut states = Vec::new();
     let mut columns = Vec::new();
     for (e, _) in &items {
-        if let Some(i) = keys.iter().position(|k| k == e) {
+        if *e == bucket_expr {
+            columns.push(bucket.clone());
+        } else if let Some(i) = keys.iter().position(|k| k == e) {
             columns.push(format!("k{}", i + 1));
-            continue;
+        } else {
+            let merge = mergeable(e)?;
+            states.push(e.to_string());
+            columns.push(format!("{merge}(a{})", states.len()));
         }
-        let merge = mergeable(e)?;
-        states.push(e.to_string());
-        columns.push(format!("{merge}(a{})", states.len()));
     }
     let day_call = format!("date_trunc('day', {})", buckets.time);
-    let bucket_call = format!("date_trunc('{}', {})", buckets.unit, buckets.time);
     let mut parts = vec![format!("{day_call} AS part")];
-    parts.extend(keys.iter().enumerate().map(|(i, k)| {
-        if i + 1 == bucket {
-            format!("{bucket_call} AS k{bucket}")
-        } else {
-            format!("{k} AS k{}", i + 1)
-        }
-    }));
+    parts.extend(
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} AS k{}", i + 1)),
+    );
     parts.extend(
         states
             .iter()
@@ -295,10 +290,9 @@ pub(super) fn parts(query: &str, buckets: &Buckets) -> Option<Parts> {
     );
     Some(Parts {
         query,
-        bucket: format!("k{bucket}"),
         day_call,
-        bucket_call,
         time: buckets.time.to_string(),
+        bucket,
         columns,
         keys: keys.len(),
     })
@@ -490,21 +484,21 @@ pub(super) struct Recompute {
     pub on_time: String,
     /// On the view's bucket column: its rows replaced.
     pub on_bucket: String,
-    /// For a view kept in parts: on `part`, the parts replaced, and on
-    /// the parts' bucket column, the parts merged.
+    /// For a view kept in parts: on `part`, the parts replaced, and the
+    /// parts merged (those of the buckets replaced).
     pub on_part: String,
     pub on_part_bucket: String,
     /// Every row recomputed is at or after the lake's watermark, so
     /// Postgres holds them all.
     pub in_postgres: bool,
     /// For a view kept in parts whose rows Postgres holds: the starts (as
-    /// literals, ascending) of the days recomputed and of their buckets.
-    pub starts: Option<(Vec<String>, Vec<String>)>,
+    /// literals, ascending) of the days recomputed.
+    pub days: Option<Vec<String>>,
 }
 
 /// What a refresh of a view bucketed by `unit` recomputes for the times of
-/// `ranges`: the buckets that hold them, or with `parts` (the parts'
-/// bucket column), the days that hold them and their buckets. `time` is
+/// `ranges`: the buckets that hold them, or for a view kept in `parts`,
+/// the days that hold them and their buckets. `time` is
 /// the time column as the query writes it, `column` the view's bucket
 /// column; the bucket of no time is recomputed too when the time column
 /// may be NULL. `watermark`: the lake's, if anything was moved. `None`
@@ -517,7 +511,7 @@ pub(super) async fn recompute(
     time: &str,
     tiered: &TieredTable,
     column: &str,
-    parts: Option<&str>,
+    parts: bool,
     watermark: Option<i64>,
 ) -> Result<Option<Recompute>, LinkError> {
     let runs = merge(ranges);
@@ -541,11 +535,7 @@ pub(super) async fn recompute(
     } else {
         format!("1 {unit}")
     };
-    let first = if parts.is_some() {
-        "'day'"
-    } else {
-        &unit_literal
-    };
+    let first = if parts { "'day'" } else { &unit_literal };
     let in_postgres = match watermark {
         Some(w) => format!(
             "coalesce(pg_catalog.date_trunc({first}, lo) >= {}, false)",
@@ -604,72 +594,51 @@ pub(super) async fn recompute(
     let in_postgres = bounds
         .iter()
         .all(|r| r.get(5).cloned().flatten().as_deref() == Some("true"));
-    let starts = if in_postgres && parts.is_some() {
-        starts(link, &values, unit, &step).await?
+    let days = if in_postgres && parts {
+        days(link, &values).await?
     } else {
         None
     };
     Ok(Some(Recompute {
-        on_time: within(time, if parts.is_some() { 2 } else { 0 }),
+        on_time: within(time, if parts { 2 } else { 0 }),
         on_bucket: within(&bucket, 0),
         on_part: within("part", 2),
-        on_part_bucket: parts.map_or(String::new(), |p| within(p, 0)),
+        on_part_bucket: within("part", 0),
         in_postgres,
-        starts,
+        days,
     }))
 }
 
 /// The most days a refresh evaluates as ranges.
-const MAX_STARTS: usize = 1024;
+const MAX_DAYS: usize = 1024;
 
-/// The starts of the days and of the buckets of `unit` (`step` long) that
-/// hold the times of the runs `values` (`(first, last)` literals), as
-/// literals; `None` when a run is unbounded, they are many, or a start is
-/// not date_trunc's own (see [`crate::federation::recipe::Buckets`]).
-async fn starts(
-    link: &mut PgLink,
-    values: &[String],
-    unit: &str,
-    step: &str,
-) -> Result<Option<(Vec<String>, Vec<String>)>, LinkError> {
-    let each = |kind: u8, u: &str, step: &str| {
-        format!(
-            "SELECT {kind}, g, pg_catalog.date_trunc({u}, g) = g \
-             FROM (VALUES {}) v(lo, hi), \
-                  pg_catalog.generate_series(pg_catalog.date_trunc({u}, lo), \
-                      pg_catalog.date_trunc({u}, hi), {}::interval) g",
-            values.join(", "),
-            quote_literal(step),
-        )
-    };
+/// The starts of the days that hold the times of the runs `values`
+/// (`(first, last)` literals), as literals; `None` when a run is
+/// unbounded, they are many, or a start is not date_trunc's own (see
+/// [`crate::federation::recipe::Buckets`]).
+async fn days(link: &mut PgLink, values: &[String]) -> Result<Option<Vec<String>>, LinkError> {
+    let values = values.join(", ");
     let rows = link
         .rows(&format!(
-            "SELECT kind, g::text, pg_catalog.pg_typeof(g)::text, fixed::text, \
-                    (SELECT count(*) FROM (VALUES {}) v(lo, hi) WHERE lo IS NULL OR hi IS NULL) \
-             FROM ({} UNION {}) s(kind, g, fixed) ORDER BY kind, g LIMIT {}",
-            values.join(", "),
-            each(0, "'day'", "1 day"),
-            each(1, &quote_literal(unit), step),
-            2 * MAX_STARTS + 1
+            "SELECT g::text, pg_catalog.pg_typeof(g)::text, \
+                    (pg_catalog.date_trunc('day', g) = g)::text, \
+                    (SELECT count(*) FROM (VALUES {values}) v(lo, hi) WHERE lo IS NULL OR hi IS NULL) \
+             FROM (SELECT DISTINCT g FROM (VALUES {values}) v(lo, hi), \
+                       pg_catalog.generate_series(pg_catalog.date_trunc('day', lo), \
+                           pg_catalog.date_trunc('day', hi), '1 day'::interval) g) s \
+             ORDER BY g LIMIT {}",
+            MAX_DAYS + 1
         ))
         .await?;
-    let (mut days, mut buckets) = (Vec::new(), Vec::new());
+    let mut days = Vec::new();
     for r in &rows {
         let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
-        if get(3) != "true" || get(4) != "0" {
+        if get(2) != "true" || get(3) != "0" {
             return Ok(None);
         }
-        let literal = format!("{}::{}", quote_literal(&get(1)), get(2));
-        if get(0) == "0" {
-            days.push(literal);
-        } else {
-            buckets.push(literal);
-        }
+        days.push(format!("{}::{}", quote_literal(&get(0)), get(1)));
     }
-    Ok(
-        (!days.is_empty() && !buckets.is_empty() && days.len() + buckets.len() <= 2 * MAX_STARTS)
-            .then_some((days, buckets)),
-    )
+    Ok((!days.is_empty() && days.len() <= MAX_DAYS).then_some(days))
 }
 
 /// The most runs of times a refresh names; more are taken as one, from
@@ -775,6 +744,70 @@ mod tests {
             "SELECT date_trunc('month', created_at), count(*) FROM orders WHERE (status = 'paid') AND \
              (created_at >= '2026-01-01'::TIMESTAMPTZ OR created_at IS NULL) GROUP BY 1"
         );
+    }
+
+    #[test]
+    fn views_of_mergeable_aggregates_are_kept_in_parts() {
+        let buckets = |query: &str| {
+            let statements = Parser::parse_sql(&PostgreSqlDialect {}, query).unwrap();
+            let Statement::Query(q) = &statements[0] else {
+                unreachable!()
+            };
+            let SetExpr::Select(select) = q.body.as_ref() else {
+                unreachable!()
+            };
+            let position = select
+                .projection
+                .iter()
+                .position(|p| p.to_string().starts_with("date_trunc"))
+                .unwrap();
+            let (SelectItem::ExprWithAlias { expr, .. } | SelectItem::UnnamedExpr(expr)) =
+                &select.projection[position]
+            else {
+                unreachable!()
+            };
+            let (unit, time) = date_trunc_of(expr, "created_at").unwrap();
+            Buckets {
+                position,
+                unit,
+                time,
+            }
+        };
+        let query = "SELECT status, date_trunc('month', created_at) AS month, count(*) AS n, \
+                     sum(amount) FILTER (WHERE flag) AS total, max(score) \
+                     FROM orders WHERE customer_id > 3 GROUP BY 2, status";
+        let p = parts(query, &buckets(query)).unwrap();
+        assert_eq!(
+            p.query,
+            "SELECT date_trunc('day', created_at) AS part, status AS k1, count(*) AS a1, \
+             sum(amount) FILTER (WHERE flag) AS a2, max(score) AS a3 \
+             FROM orders WHERE customer_id > 3 GROUP BY 1, 2"
+        );
+        assert_eq!(
+            p.merge("t", Some("part >= x")),
+            "SELECT k1, date_trunc('month', part), sum(a1), sum(a2), max(a3) FROM t \
+             WHERE part >= x GROUP BY date_trunc('month', part), k1"
+        );
+        assert_eq!(
+            p.ranged(&["'a'".into(), "'b'".into()], true),
+            "SELECT (CASE WHEN created_at < 'b' THEN 'a' ELSE 'b' END) AS part, status AS k1, \
+             count(*) AS a1, sum(amount) FILTER (WHERE flag) AS a2, max(score) AS a3 \
+             FROM orders WHERE customer_id > 3 GROUP BY 1, 2"
+        );
+        // Not kept in parts: aggregates whose parts do not merge, buckets
+        // shorter than a day, or rows filtered after grouping.
+        for query in [
+            "SELECT date_trunc('month', created_at), avg(amount) FROM orders GROUP BY 1",
+            "SELECT date_trunc('month', created_at), count(DISTINCT status) FROM orders GROUP BY 1",
+            "SELECT date_trunc('month', created_at), upper(status), count(*) FROM orders GROUP BY 1, status",
+            "SELECT date_trunc('hour', created_at), count(*) FROM orders GROUP BY 1",
+            "SELECT date_trunc('day', created_at), count(*) FROM orders GROUP BY 1",
+            "SELECT date_trunc('month', created_at), count(*) FROM orders GROUP BY 1 HAVING count(*) > 1",
+            "SELECT DISTINCT date_trunc('month', created_at), count(*) FROM orders GROUP BY 1",
+            "SELECT date_trunc('month', created_at) AS m, count(*) FROM orders GROUP BY ROLLUP (1)",
+        ] {
+            assert_eq!(parts(query, &buckets(query)), None, "{query}");
+        }
     }
 
     #[test]

@@ -647,7 +647,6 @@ async fn fill(
         };
         if let Some(ranges) = ranges {
             let time = buckets.time.to_string();
-            let part_bucket = parts.as_ref().map(|(p, _)| p.bucket.as_str());
             plan = match on_link!(
                 link,
                 recompute(
@@ -657,7 +656,7 @@ async fn fill(
                     &time,
                     tiered,
                     column,
-                    part_bucket,
+                    parts.is_some(),
                     watermark,
                 )
                 .await
@@ -689,10 +688,8 @@ async fn fill(
             let in_postgres = r.in_postgres && own_snapshot;
             let (query, target, on) = match parts {
                 Some((p, table)) => (
-                    match (&r.starts, in_postgres) {
-                        (Some((days, buckets)), true) => {
-                            p.ranged(days, buckets, tiered.time_column().not_null)
-                        }
+                    match (&r.days, in_postgres) {
+                        (Some(days), true) => p.ranged(days, tiered.time_column().not_null),
                         _ => p.query.clone(),
                     },
                     *table,
