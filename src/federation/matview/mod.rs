@@ -742,15 +742,6 @@ async fn fill(
             written = inserted(&done).unwrap_or(written);
         }
     }
-    let hot_min = on_link!(
-        link,
-        link.rows(&format!(
-            "SELECT min({time})::text FROM {}",
-            tiered.def.qualified()
-        ))
-        .await
-    );
-    let hot_min = hot_min.first().and_then(|r| r[0].clone());
     let nullable = |v: Option<&String>| v.map_or("NULL".to_string(), |s| quote_literal(s));
     let snapshot = if d.keeps_snapshots {
         format!(
@@ -765,11 +756,12 @@ async fn fill(
         link,
         link.simple(&format!(
             "UPDATE {DEFINITIONS} SET last_refresh = now(), last_refresh_kind = {}, \
-                 last_refresh_ms = {}, last_refresh_rows = {written}, hot_min = {}, lake_checksums = {}{snapshot} \
+                 last_refresh_ms = {}, last_refresh_rows = {written}, \
+                 hot_min = (SELECT min({time})::text FROM {}), lake_checksums = {}{snapshot} \
              WHERE view_schema = {} AND view_name = {}",
             quote_literal(kind),
             started.elapsed().as_secs_f64() * 1000.0,
-            nullable(hot_min.as_ref()),
+            tiered.def.qualified(),
             nullable(checksums.as_ref()),
             quote_literal(&d.schema),
             quote_literal(&d.name),
