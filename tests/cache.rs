@@ -508,6 +508,9 @@ async fn materialized_views_hold_the_whole_history() {
     in_both(
         &s,
         "INSERT INTO orders SELECT 100006, max(created_at) - interval '1 day', 2, 7.77, 'new', NULL, 0.2, max(day) - 1, true FROM orders;
+         INSERT INTO orders SELECT 100021 + i, date_trunc('day', max(created_at)) + i * interval '30 minutes', 2, 1.25, 'new', NULL, 0.3, max(day), true
+           FROM orders, generate_series(-1, 1) i GROUP BY i;
+         INSERT INTO orders SELECT 100010, date_trunc('day', max(created_at)) - interval '1 microsecond', 2, 2.50, 'new', NULL, 0.3, max(day) - 1, true FROM orders;
          UPDATE orders SET amount = amount + 2, score = 1e6 WHERE id IN (1, 2);",
     )
     .await;

@@ -260,7 +260,7 @@ impl HotRecipe {
 /// The start of the bucket among `starts` (ascending literals) that `time`
 /// falls in, for a time at or after the first start: a binary search
 /// written as nested CASEs, a few comparisons a row.
-pub(crate) fn search(time: &str, starts: &[String]) -> String {
+fn search(time: &str, starts: &[String]) -> String {
     if starts.len() == 1 {
         return starts[0].clone();
     }

@@ -147,8 +147,10 @@ pub(super) struct Parts {
     /// The parts, computed from the view's rows: `part` (the day), `k1`…
     /// (the view's other group keys), `a1`… (the aggregates' states).
     pub query: String,
-    /// The call in [`Parts::query`] of the part's day.
-    day_call: String,
+    /// The query's FROM and WHERE, and its columns after `part`.
+    from: String,
+    selection: Option<String>,
+    items: Vec<String>,
     /// The time column as the query writes it.
     time: String,
     /// The bucket of a part.
@@ -159,19 +161,38 @@ pub(super) struct Parts {
 }
 
 impl Parts {
-    /// [`Parts::query`] for rows in the days `days` (their starts,
-    /// ascending literals), with the day of a row found among those
-    /// starts: Postgres's date_trunc of a timestamptz works out the
+    /// The parts of the days `days` (their starts, ascending literals),
+    /// of the rows `condition` keeps: a query for each day, on the range of
+    /// its times. Postgres's date_trunc of a timestamptz works out the
     /// calendar for every row, at more cost than the rest of the query.
-    pub fn ranged(&self, days: &[String], not_null: bool) -> String {
+    pub fn of_days(&self, days: &[String], condition: &str) -> String {
         let time = &self.time;
-        let search = crate::federation::recipe::search(time, days);
-        let day = if not_null {
-            format!("({search})")
+        let group = if self.keys == 0 {
+            // One row for a day with rows, none for one without.
+            " HAVING count(*) > 0".to_string()
         } else {
-            format!("(CASE WHEN {time} IS NULL THEN NULL ELSE {search} END)")
+            let keys: Vec<String> = (2..=self.keys + 1).map(|i| i.to_string()).collect();
+            format!(" GROUP BY {}", keys.join(", "))
         };
-        self.query.replace(&self.day_call, &day)
+        let selection = self
+            .selection
+            .as_ref()
+            .map_or(String::new(), |w| format!("({w}) AND "));
+        let each: Vec<String> = days
+            .iter()
+            .enumerate()
+            .map(|(i, day)| {
+                let next = days
+                    .get(i + 1)
+                    .map_or(String::new(), |n| format!(" AND {time} < {n}"));
+                format!(
+                    "SELECT {day} AS part, {} FROM {} WHERE {selection}({condition}) AND {time} >= {day}{next}{group}",
+                    self.items.join(", "),
+                    self.from,
+                )
+            })
+            .collect();
+        each.join(" UNION ALL ")
     }
 
     /// The view's rows from the parts in `table`, those `condition` (on
@@ -263,14 +284,12 @@ pub(super) fn parts(query: &str, buckets: &Buckets) -> Option<Parts> {
             columns.push(format!("{merge}(a{})", states.len()));
         }
     }
-    let day_call = format!("date_trunc('day', {})", buckets.time);
-    let mut parts = vec![format!("{day_call} AS part")];
-    parts.extend(
-        keys.iter()
-            .enumerate()
-            .map(|(i, k)| format!("{k} AS k{}", i + 1)),
-    );
-    parts.extend(
+    let mut items: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("{k} AS k{}", i + 1))
+        .collect();
+    items.extend(
         states
             .iter()
             .enumerate()
@@ -278,19 +297,24 @@ pub(super) fn parts(query: &str, buckets: &Buckets) -> Option<Parts> {
     );
     let group: Vec<String> = (1..=keys.len() + 1).map(|i| i.to_string()).collect();
     let from: Vec<String> = select.from.iter().map(|f| f.to_string()).collect();
-    let query = format!(
-        "SELECT {} FROM {}{} GROUP BY {}",
-        parts.join(", "),
+    let (from, selection) = (
         from.join(", "),
-        select
-            .selection
+        select.selection.as_ref().map(|w| w.to_string()),
+    );
+    let query = format!(
+        "SELECT date_trunc('day', {}) AS part, {} FROM {from}{} GROUP BY {}",
+        buckets.time,
+        items.join(", "),
+        selection
             .as_ref()
             .map_or(String::new(), |w| format!(" WHERE {w}")),
         group.join(", ")
     );
     Some(Parts {
         query,
-        day_call,
+        from,
+        selection,
+        items,
         time: buckets.time.to_string(),
         bucket,
         columns,
@@ -594,7 +618,7 @@ pub(super) async fn recompute(
     let in_postgres = bounds
         .iter()
         .all(|r| r.get(5).cloned().flatten().as_deref() == Some("true"));
-    let days = if in_postgres && parts {
+    let days = if in_postgres && parts && !nullable {
         days(link, &values).await?
     } else {
         None
@@ -609,8 +633,8 @@ pub(super) async fn recompute(
     }))
 }
 
-/// The most days a refresh evaluates as ranges.
-const MAX_DAYS: usize = 1024;
+/// The most days a refresh computes the parts of one by one.
+const MAX_DAYS: usize = 64;
 
 /// The starts of the days that hold the times of the runs `values`
 /// (`(first, last)` literals), as literals; `None` when a run is
@@ -789,10 +813,12 @@ mod tests {
              WHERE part >= x GROUP BY date_trunc('month', part), k1"
         );
         assert_eq!(
-            p.ranged(&["'a'".into(), "'b'".into()], true),
-            "SELECT (CASE WHEN created_at < 'b' THEN 'a' ELSE 'b' END) AS part, status AS k1, \
-             count(*) AS a1, sum(amount) FILTER (WHERE flag) AS a2, max(score) AS a3 \
-             FROM orders WHERE customer_id > 3 GROUP BY 1, 2"
+            p.of_days(&["'a'".into(), "'b'".into()], "c"),
+            "SELECT 'a' AS part, status AS k1, count(*) AS a1, sum(amount) FILTER (WHERE flag) AS a2, \
+             max(score) AS a3 FROM orders WHERE (customer_id > 3) AND (c) AND created_at >= 'a' \
+             AND created_at < 'b' GROUP BY 2 UNION ALL \
+             SELECT 'b' AS part, status AS k1, count(*) AS a1, sum(amount) FILTER (WHERE flag) AS a2, \
+             max(score) AS a3 FROM orders WHERE (customer_id > 3) AND (c) AND created_at >= 'b' GROUP BY 2"
         );
         // Not kept in parts: aggregates whose parts do not merge, buckets
         // shorter than a day, or rows filtered after grouping.

@@ -687,17 +687,14 @@ async fn fill(
         (Plan::Incremental(r), parts) => {
             let in_postgres = r.in_postgres && own_snapshot;
             let (query, target, on) = match parts {
-                Some((p, table)) => (
-                    match (&r.days, in_postgres) {
-                        (Some(days), true) => p.ranged(days, tiered.time_column().not_null),
-                        _ => p.query.clone(),
-                    },
-                    *table,
-                    &r.on_part,
-                ),
-                None => (d.query.clone(), d.qualified.as_str(), &r.on_bucket),
+                Some((p, table)) => (&p.query, *table, &r.on_part),
+                None => (&d.query, d.qualified.as_str(), &r.on_bucket),
             };
-            let Some(bounded) = with_condition(&query, &r.on_time) else {
+            let bounded = match (parts, &r.days, in_postgres) {
+                (Some((p, _)), Some(days), true) => Some(p.of_days(days, &r.on_time)),
+                _ => with_condition(query, &r.on_time),
+            };
+            let Some(bounded) = bounded else {
                 return (Some(link), Err(internal("cannot bound the view's query")));
             };
             (Some(bounded), target, format!(" WHERE {on}"), in_postgres)
