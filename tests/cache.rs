@@ -683,6 +683,20 @@ async fn materialized_views_hold_the_whole_history() {
     )
     .await;
     assert_eq!(kind as u8, b'm');
+    // Its refresh is Postgres's too, and so is the error for a view that
+    // does not exist.
+    through
+        .batch_execute("REFRESH MATERIALIZED VIEW regions")
+        .await
+        .unwrap();
+    let missing = "REFRESH MATERIALIZED VIEW no_such_view";
+    assert_eq!(ask(&through, missing).await, ask(&direct, missing).await);
+    assert_eq!(ask(&direct, missing).await, Answer::Error("42P01".into()));
+    assert_eq!(
+        rows_of(&through, "SELECT 1").await,
+        vec![vec![Some("1".to_string())]],
+        "the session goes on"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,9 +126,38 @@ pub(super) async fn answer(
             return relay_query(link, out, sql).await;
         }
     };
+    let own_transaction = link.txn_status == b'I';
+    // A refresh in a transaction of its own begins it here, and takes the
+    // view's lock before the snapshot (LOCK takes none): one refresh of a
+    // view at a time, the next one seeing what this one wrote; readers are
+    // not blocked. Its definition is then read once, in the snapshot.
+    let mut begun: Option<Definition> = None;
     // Ours only when it concerns a tiered table or a view kept here.
     let ours = match &command {
         Command::Create(c) => analyze(&c.query, &federation.tables).is_some(),
+        Command::Refresh { name, .. } if own_transaction => {
+            let found = match link
+                .simple(&format!(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ; LOCK TABLE {name} IN EXCLUSIVE MODE"
+                ))
+                .await
+            {
+                Ok(_) => definition(&mut link, name).await,
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(Some(d)) => {
+                    begun = Some(d);
+                    true
+                }
+                Err(LinkError::Gone) => return None,
+                // Not kept here, or not a table: Postgres answers.
+                Ok(None) | Err(_) => {
+                    link.simple("ROLLBACK").await.ok()?;
+                    false
+                }
+            }
+        }
         Command::Refresh { name, .. } => match definition(&mut link, name).await {
             Ok(d) => d.is_some(),
             Err(LinkError::Gone) => return None,
@@ -151,11 +180,16 @@ pub(super) async fn answer(
     }
     let _slot = match federation.limits.federated_slot(cancel).await {
         Ok(slot) => slot,
-        Err(e) => return refuse(link, out, e).await,
+        Err(e) => {
+            if begun.is_some() {
+                link.simple("ROLLBACK").await.ok()?;
+            }
+            return refuse(link, out, e).await;
+        }
     };
-    let own_transaction = link.txn_status == b'I';
     // One snapshot for every query of the command, as for a read.
     if own_transaction
+        && begun.is_none()
         && link
             .simple("BEGIN ISOLATION LEVEL REPEATABLE READ")
             .await
@@ -163,10 +197,9 @@ pub(super) async fn answer(
     {
         return None;
     }
-    // One refresh of a view at a time, taken before the snapshot (LOCK
-    // takes none): the next one sees what this one wrote. Readers are not
-    // blocked.
+    // The refresh's lock, in a client's transaction.
     if let Command::Refresh { name, .. } = &command
+        && begun.is_none()
         && let Err(e) = link
             .simple(&format!("LOCK TABLE {name} IN EXCLUSIVE MODE"))
             .await
@@ -185,6 +218,7 @@ pub(super) async fn answer(
             refresh(
                 link,
                 &name,
+                begun,
                 with_data,
                 federation,
                 settings,
@@ -472,16 +506,24 @@ fn column_names(array: &str) -> Vec<String> {
         .collect()
 }
 
+/// Refreshes view `name`, whose definition is `begun` when already read
+/// (in the command's snapshot).
+#[allow(clippy::too_many_arguments)]
 async fn refresh(
     mut link: PgLink,
     name: &str,
+    begun: Option<Definition>,
     with_data: bool,
     federation: &Federation,
     settings: &SessionSettings,
     cancel: &SessionCancel,
     own_snapshot: bool,
 ) -> Outcome {
-    let Some(d) = on_link!(link, definition(&mut link, name).await) else {
+    let d = match begun {
+        Some(d) => Some(d),
+        None => on_link!(link, definition(&mut link, name).await),
+    };
+    let Some(d) = d else {
         return (Some(link), Err(internal("no such materialized view")));
     };
     let Some((tiered, buckets)) = analyze(&d.query, &federation.tables) else {
