@@ -158,18 +158,34 @@ impl PgLink {
 
     /// The rows `sql` returns through [`Self::simple`], each field as text.
     pub(crate) async fn rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, LinkError> {
+        Ok(self.row_sets(sql).await?.into_iter().flatten().collect())
+    }
+
+    /// The rows of each statement of `sql` that returns rows, through
+    /// [`Self::simple`], each field as text.
+    pub(crate) async fn row_sets(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Vec<Option<String>>>>, LinkError> {
         let messages = self.simple(sql).await?;
-        Ok(messages
-            .iter()
-            .filter(|m| m.tag == b'D')
-            .filter_map(|m| data_row_fields(&m.body))
-            .map(|fields| {
-                fields
-                    .into_iter()
-                    .map(|f| f.map(|v| String::from_utf8_lossy(v).into_owned()))
-                    .collect()
-            })
-            .collect())
+        let mut sets: Vec<Vec<Vec<Option<String>>>> = Vec::new();
+        for m in &messages {
+            match m.tag {
+                b'T' => sets.push(Vec::new()),
+                b'D' => {
+                    if let (Some(set), Some(fields)) = (sets.last_mut(), data_row_fields(&m.body)) {
+                        set.push(
+                            fields
+                                .into_iter()
+                                .map(|f| f.map(|v| String::from_utf8_lossy(v).into_owned()))
+                                .collect(),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(sets)
     }
 
     /// Sends extended-protocol messages and a Sync, and returns the replies

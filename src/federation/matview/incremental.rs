@@ -567,21 +567,31 @@ pub(super) async fn recompute(
         ),
         None => "true".into(),
     };
-    let bounds = link
-        .rows(&format!(
+    let nullable = !tiered.time_column().not_null;
+    // With the days, for a view kept in parts (used when Postgres holds
+    // their rows), in the same round trip.
+    let days_sql = if parts && !nullable {
+        days_sql(&values)
+    } else {
+        String::new()
+    };
+    let mut sets = link
+        .row_sets(&format!(
             "SELECT pg_catalog.date_trunc({unit_literal}, lo)::text, \
                     (pg_catalog.date_trunc({unit_literal}, hi) + {}::interval)::text, \
                     pg_catalog.date_trunc('day', lo)::text, \
                     (pg_catalog.date_trunc('day', hi) + '1 day'::interval)::text, \
                     pg_catalog.pg_typeof(pg_catalog.date_trunc({unit_literal}, NULL::{ty}))::text, \
                     {in_postgres}::text \
-             FROM (VALUES {}) v(lo, hi)",
+             FROM (VALUES {}) v(lo, hi);{days_sql}",
             quote_literal(&step),
             values.join(", ")
         ))
-        .await?;
+        .await?
+        .into_iter();
+    let bounds = sets.next().unwrap_or_default();
+    let days = sets.next().and_then(days);
     let bucket = crate::catalog::quote_ident(column);
-    let nullable = !tiered.time_column().not_null;
     // `of` within one of the ranges (the columns at `from` and `from + 1`
     // of `bounds`), or NULL when the time column may be.
     let within = |of: &str, from: usize| {
@@ -618,51 +628,48 @@ pub(super) async fn recompute(
     let in_postgres = bounds
         .iter()
         .all(|r| r.get(5).cloned().flatten().as_deref() == Some("true"));
-    let days = if in_postgres && parts && !nullable {
-        days(link, &values).await?
-    } else {
-        None
-    };
     Ok(Some(Recompute {
         on_time: within(time, if parts { 2 } else { 0 }),
         on_bucket: within(&bucket, 0),
         on_part: within("part", 2),
         on_part_bucket: within("part", 0),
         in_postgres,
-        days,
+        days: days.filter(|_| in_postgres),
     }))
 }
 
 /// The most days a refresh computes the parts of one by one.
 const MAX_DAYS: usize = 64;
 
-/// The starts of the days that hold the times of the runs `values`
-/// (`(first, last)` literals), as literals; `None` when a run is
-/// unbounded, they are many, or a start is not date_trunc's own (see
-/// [`crate::federation::recipe::Buckets`]).
-async fn days(link: &mut PgLink, values: &[String]) -> Result<Option<Vec<String>>, LinkError> {
+/// Lists the starts of the days that hold the times of the runs `values`
+/// (`(first, last)` literals), for [`days`].
+fn days_sql(values: &[String]) -> String {
     let values = values.join(", ");
-    let rows = link
-        .rows(&format!(
-            "SELECT g::text, pg_catalog.pg_typeof(g)::text, \
-                    (pg_catalog.date_trunc('day', g) = g)::text, \
-                    (SELECT count(*) FROM (VALUES {values}) v(lo, hi) WHERE lo IS NULL OR hi IS NULL) \
-             FROM (SELECT DISTINCT g FROM (VALUES {values}) v(lo, hi), \
-                       pg_catalog.generate_series(pg_catalog.date_trunc('day', lo), \
-                           pg_catalog.date_trunc('day', hi), '1 day'::interval) g) s \
-             ORDER BY g LIMIT {}",
-            MAX_DAYS + 1
-        ))
-        .await?;
+    format!(
+        "SELECT g::text, pg_catalog.pg_typeof(g)::text, \
+                (pg_catalog.date_trunc('day', g) = g)::text, \
+                (SELECT count(*) FROM (VALUES {values}) v(lo, hi) WHERE lo IS NULL OR hi IS NULL) \
+         FROM (SELECT DISTINCT g FROM (VALUES {values}) v(lo, hi), \
+                   pg_catalog.generate_series(pg_catalog.date_trunc('day', lo), \
+                       pg_catalog.date_trunc('day', hi), '1 day'::interval) g) s \
+         ORDER BY g LIMIT {}",
+        MAX_DAYS + 1
+    )
+}
+
+/// The starts of the days [`days_sql`] lists, as literals; `None` when a
+/// run is unbounded, they are many, or a start is not date_trunc's own
+/// (see [`crate::federation::recipe::Buckets`]).
+fn days(rows: Vec<Vec<Option<String>>>) -> Option<Vec<String>> {
     let mut days = Vec::new();
     for r in &rows {
         let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
         if get(2) != "true" || get(3) != "0" {
-            return Ok(None);
+            return None;
         }
         days.push(format!("{}::{}", quote_literal(&get(0)), get(1)));
     }
-    Ok((!days.is_empty() && days.len() <= MAX_DAYS).then_some(days))
+    (!days.is_empty() && days.len() <= MAX_DAYS).then_some(days)
 }
 
 /// The most runs of times a refresh names; more are taken as one, from
