@@ -214,7 +214,11 @@ SELECT id, note FROM orders ORDER BY note NULLS FIRST, id LIMIT 5
 SELECT id, score FROM orders ORDER BY score DESC NULLS LAST, id LIMIT 5
 SELECT id, score FROM orders ORDER BY score, id LIMIT 5 OFFSET 3
 SELECT DISTINCT ON (customer_id) customer_id, id, amount FROM orders ORDER BY customer_id, amount DESC, id
-UNSUPPORTED SELECT count(*) FROM orders WHERE score IS DISTINCT FROM NULL AND note IS NOT DISTINCT FROM NULL
+SELECT count(*) FROM orders WHERE score IS DISTINCT FROM NULL AND note IS NOT DISTINCT FROM NULL
+SELECT count(*) FROM orders WHERE flag IS DISTINCT FROM true AND customer_id = 3
+SELECT count(*) FROM orders WHERE flag IS NOT DISTINCT FROM false OR customer_id < 3 AND status = 'paid'
+SELECT status, count(*) FILTER (WHERE flag IS DISTINCT FROM (customer_id > 10) AND amount > 50), count(*) FILTER (WHERE flag IS NOT DISTINCT FROM true IS TRUE) FROM orders GROUP BY 1 ORDER BY 1
+SELECT status, count(*) FILTER (WHERE NULL IS NOT DISTINCT FROM flag), count(*) FILTER (WHERE NULL IS DISTINCT FROM amount) FROM orders GROUP BY status ORDER BY status
 UNSUPPORTED SELECT count(*) FROM orders WHERE customer_id BETWEEN SYMMETRIC 10 AND 5
 SELECT CASE WHEN amount > 50 THEN 'big' WHEN amount IS NULL THEN 'none' ELSE 'small' END AS size, count(*) FROM orders GROUP BY 1 ORDER BY 1
 SELECT upper(status), lower(note), length(note), char_length(status) FROM orders WHERE id < 6 ORDER BY id
@@ -261,7 +265,9 @@ SELECT id FROM orders WHERE id < 10 INTERSECT SELECT customer_id FROM orders ORD
 SELECT status FROM orders WHERE id < 50 UNION SELECT region FROM customers ORDER BY 1
 WITH m AS (SELECT customer_id, max(amount) AS top FROM orders GROUP BY 1) SELECT count(*) FROM orders o JOIN m ON m.customer_id = o.customer_id AND o.amount = m.top
 SELECT id, amount, avg(amount) OVER (PARTITION BY status) FROM orders WHERE id < 10 ORDER BY id
-UNSUPPORTED SELECT id, ntile(4) OVER (ORDER BY id), percent_rank() OVER (ORDER BY id), cume_dist() OVER (ORDER BY id) FROM orders WHERE id < 10 ORDER BY id
+UNSUPPORTED SELECT id, ntile(4) OVER (ORDER BY id) FROM orders WHERE id < 11 ORDER BY id
+SELECT id, status, percent_rank() OVER (ORDER BY id), cume_dist() OVER (PARTITION BY status ORDER BY customer_id) FROM orders WHERE id < 40 ORDER BY id
+SELECT status, percent_rank() OVER (ORDER BY count(*)), cume_dist() OVER (ORDER BY count(*) DESC) FROM orders GROUP BY status ORDER BY status
 SELECT id, count(*) OVER (ORDER BY day RANGE BETWEEN INTERVAL '7 days' PRECEDING AND CURRENT ROW) FROM orders WHERE id < 30 ORDER BY id
 SELECT id, row_number() OVER w, dense_rank() OVER w FROM orders WHERE id < 15 WINDOW w AS (PARTITION BY customer_id ORDER BY amount) ORDER BY id
 SELECT date_trunc('month', created_at) AS m, sum(sum(amount)) OVER (ORDER BY date_trunc('month', created_at) ROWS UNBOUNDED PRECEDING) FROM orders GROUP BY 1 ORDER BY 1

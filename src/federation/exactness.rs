@@ -65,6 +65,8 @@ const FUNCTIONS: &[&str] = &[
     "row_number",
     "rank",
     "dense_rank",
+    "percent_rank",
+    "cume_dist",
     "lag",
     "lead",
     "first_value",
@@ -280,8 +282,9 @@ pub(super) async fn plan_sql(
 /// `sql` as the executor plans it, when that differs: casts to json taken
 /// off the JSON operators' operands, interval literals written with a
 /// time of day (`'1 day 04:05:06.5'`) spelled with units instead,
-/// `avg` computed as Postgres does, and `AT TIME ZONE` as Postgres means
-/// it.
+/// `avg` computed as Postgres does, `AT TIME ZONE` as Postgres means it,
+/// and `IS [NOT] DISTINCT FROM` read with Postgres's precedence (and
+/// `IS [NOT] DISTINCT FROM NULL` as `IS [NOT] NULL`).
 fn executor_sql(sql: &str) -> Option<String> {
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
@@ -296,6 +299,7 @@ fn executor_sql(sql: &str) -> Option<String> {
         "round",
         "zone",
         "array_length",
+        "distinct",
     ]
     .iter()
     .any(|w| lower.contains(w))
@@ -309,13 +313,101 @@ fn executor_sql(sql: &str) -> Option<String> {
     let numerics = super::numeric::rewrite(&mut statements);
     let zones = super::casts::at_time_zone_calls(&mut statements);
     let arrays = super::arrays::rewrite(&mut statements);
-    (json || intervals || averages || numerics || zones || arrays).then(|| {
+    let distinct = distinct_from_precedence(&mut statements);
+    let nulls = distinct_from_null(&mut statements);
+    (json || intervals || averages || numerics || zones || arrays || distinct || nulls).then(|| {
         statements
             .iter()
             .map(|s| s.to_string())
             .collect::<Vec<_>>()
             .join("; ")
     })
+}
+
+/// The executor's parser reads `a IS DISTINCT FROM b AND c` as
+/// `a IS DISTINCT FROM (b AND c)`: the right operand of `IS [NOT]
+/// DISTINCT FROM` takes in what follows. In Postgres `IS` binds tighter
+/// than `AND`, `OR` and itself, and is left-associative. Rewrites each
+/// such reading as Postgres's, the comparison in parentheses (which the
+/// executor reads as written); true when it rewrote any.
+fn distinct_from_precedence(statements: &mut Vec<Statement>) -> bool {
+    use datafusion::sql::sqlparser::ast::{BinaryOperator, visit_expressions_mut};
+    /// `left IS [NOT] DISTINCT FROM right`, with what `right` took in
+    /// beyond its own operand put back outside.
+    fn regroup(not: bool, left: Box<Expr>, right: Expr, changed: &mut bool) -> Expr {
+        let outer = |operand: Expr, changed: &mut bool| {
+            *changed = true;
+            Box::new(Expr::Nested(Box::new(regroup(
+                not,
+                left.clone(),
+                operand,
+                changed,
+            ))))
+        };
+        match right {
+            Expr::BinaryOp {
+                left: l,
+                op: op @ (BinaryOperator::And | BinaryOperator::Or),
+                right: r,
+            } => Expr::BinaryOp {
+                left: outer(*l, changed),
+                op,
+                right: r,
+            },
+            Expr::IsDistinctFrom(l, r) => Expr::IsDistinctFrom(outer(*l, changed), r),
+            Expr::IsNotDistinctFrom(l, r) => Expr::IsNotDistinctFrom(outer(*l, changed), r),
+            Expr::IsNull(e) => Expr::IsNull(outer(*e, changed)),
+            Expr::IsNotNull(e) => Expr::IsNotNull(outer(*e, changed)),
+            Expr::IsTrue(e) => Expr::IsTrue(outer(*e, changed)),
+            Expr::IsNotTrue(e) => Expr::IsNotTrue(outer(*e, changed)),
+            Expr::IsFalse(e) => Expr::IsFalse(outer(*e, changed)),
+            Expr::IsNotFalse(e) => Expr::IsNotFalse(outer(*e, changed)),
+            Expr::IsUnknown(e) => Expr::IsUnknown(outer(*e, changed)),
+            Expr::IsNotUnknown(e) => Expr::IsNotUnknown(outer(*e, changed)),
+            operand if not => Expr::IsNotDistinctFrom(left, Box::new(operand)),
+            operand => Expr::IsDistinctFrom(left, Box::new(operand)),
+        }
+    }
+    let mut changed = false;
+    let _ = visit_expressions_mut(statements, |e: &mut Expr| {
+        let taken = std::mem::replace(
+            e,
+            Expr::Value(datafusion::sql::sqlparser::ast::Value::Null.into()),
+        );
+        *e = match taken {
+            Expr::IsDistinctFrom(l, r) => regroup(false, l, *r, &mut changed),
+            Expr::IsNotDistinctFrom(l, r) => regroup(true, l, *r, &mut changed),
+            other => other,
+        };
+        ControlFlow::<()>::Continue(())
+    });
+    changed
+}
+
+/// Rewrites `x IS [NOT] DISTINCT FROM NULL` (either way round) as
+/// `x IS [NOT] NULL`, which it is; the executor cannot type the NULL
+/// there. True when it rewrote any.
+fn distinct_from_null(statements: &mut Vec<Statement>) -> bool {
+    use datafusion::sql::sqlparser::ast::{Value, visit_expressions_mut};
+    let null = |e: &Expr| matches!(e, Expr::Value(v) if v.value == Value::Null);
+    let mut changed = false;
+    let _ = visit_expressions_mut(statements, |e: &mut Expr| {
+        let (Expr::IsDistinctFrom(a, b) | Expr::IsNotDistinctFrom(a, b)) = e else {
+            return ControlFlow::<()>::Continue(());
+        };
+        let other = match (null(a), null(b)) {
+            (false, true) => a.clone(),
+            (true, false) => b.clone(),
+            _ => return ControlFlow::Continue(()),
+        };
+        *e = match e {
+            Expr::IsDistinctFrom(..) => Expr::IsNotNull(other),
+            _ => Expr::IsNull(other),
+        };
+        changed = true;
+        ControlFlow::Continue(())
+    });
+    changed
 }
 
 /// Rewrites interval literals with a time of day into units; true when
