@@ -20,6 +20,12 @@
 //! the earliest hot row then and now, and the start of every lake
 //! partition changed.
 //!
+//! A view bucketed by a week or longer whose columns are group keys and
+//! `count`/`sum`/`min`/`max` is also kept in parts, per day
+//! ([`incremental::Parts`]): a refresh recomputes the days written, then
+//! merges the buckets that hold them from their days' parts. Days at or
+//! after the lake's watermark are recomputed by Postgres alone.
+//!
 //! `WITH (thermocline.refresh_interval = '5 minutes')` has the server
 //! refresh a view on that interval ([`schedule::refresh_due`]).
 //!
