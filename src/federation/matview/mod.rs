@@ -300,40 +300,48 @@ async fn definition(link: &mut PgLink, name: &str) -> Result<Option<Definition>,
     if kept.first().and_then(|r| r[0].as_deref()) != Some("t") {
         return Ok(None);
     }
-    let found = link.rows(&format!(
-            "SELECT d.view_schema, d.view_name, d.definition, d.time_zone, d.bucket_column, \
-                    d.hot_min, d.lake_checksums, to_jsonb(d) ->> 'hot_snapshot', \
-                    to_jsonb(d) ->> 'hot_signature', (to_jsonb(d) ? 'hot_snapshot')::text, \
-                    to_jsonb(d) ->> 'parts_table' \
-             FROM {DEFINITIONS} d \
-             JOIN pg_catalog.pg_class c ON c.relname = d.view_name \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = d.view_schema \
-             WHERE c.oid = pg_catalog.to_regclass({})",
+    // The row as JSON: a table made by an earlier version lacks the later
+    // columns.
+    let found = link
+        .rows(&format!(
+            "SELECT pg_catalog.row_to_json(d)::text FROM {DEFINITIONS} d \
+             WHERE pg_catalog.to_regclass(pg_catalog.format('%I.%I', d.view_schema, d.view_name)) \
+                 = pg_catalog.to_regclass({})",
             quote_literal(name)
+        ))
+        .await?;
+    let Some(row) = found
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next().flatten())
+        .and_then(|json| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&json).ok()
+        })
+    else {
+        return Ok(None);
+    };
+    let get = |key: &str| row.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    let (schema, name) = (
+        get("view_schema").unwrap_or_default(),
+        get("view_name").unwrap_or_default(),
+    );
+    Ok(Some(Definition {
+        qualified: format!(
+            "{}.{}",
+            crate::catalog::quote_ident(&schema),
+            crate::catalog::quote_ident(&name)
         ),
-    )
-    .await?;
-    Ok(found.into_iter().next().map(|r| {
-        let get = |i: usize| r.get(i).cloned().flatten();
-        let (schema, name) = (get(0).unwrap_or_default(), get(1).unwrap_or_default());
-        Definition {
-            qualified: format!(
-                "{}.{}",
-                crate::catalog::quote_ident(&schema),
-                crate::catalog::quote_ident(&name)
-            ),
-            schema,
-            name,
-            query: get(2).unwrap_or_default(),
-            time_zone: get(3).unwrap_or_else(|| "UTC".into()),
-            bucket_column: get(4),
-            hot_min: get(5),
-            lake_checksums: get(6),
-            hot_snapshot: get(7),
-            hot_signature: get(8),
-            keeps_snapshots: get(9).as_deref() == Some("true"),
-            parts_table: get(10),
-        }
+        schema,
+        name,
+        query: get("definition").unwrap_or_default(),
+        time_zone: get("time_zone").unwrap_or_else(|| "UTC".into()),
+        bucket_column: get("bucket_column"),
+        hot_min: get("hot_min"),
+        lake_checksums: get("lake_checksums"),
+        hot_snapshot: get("hot_snapshot"),
+        hot_signature: get("hot_signature"),
+        keeps_snapshots: row.contains_key("hot_snapshot"),
+        parts_table: get("parts_table"),
     }))
 }
 
