@@ -619,6 +619,25 @@ async fn materialized_views_hold_the_whole_history() {
     through.batch_execute("ROLLBACK").await.unwrap();
     compare("rolled back").await;
 
+    // A role that may read the views but not refresh them gets Postgres's
+    // error, and the views stay as they were.
+    for db in [&s.oracle, &s.tiered] {
+        admin(db)
+            .await
+            .batch_execute(
+                "DO $$BEGIN CREATE ROLE viewer LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END$$;
+                 GRANT SELECT ON by_month, by_status TO viewer",
+            )
+            .await
+            .unwrap();
+    }
+    let refresh_by = |c| async move { ask(c, "REFRESH MATERIALIZED VIEW by_month").await };
+    let viewer = client(proxy.port(), "viewer", &s.tiered).await;
+    let oracle_viewer = client(pg().port(), "viewer", &s.oracle).await;
+    assert_eq!(refresh_by(&viewer).await, refresh_by(&oracle_viewer).await);
+    assert_eq!(refresh_by(&viewer).await, Answer::Error("42501".into()));
+    compare("refused").await;
+
     // Dropped: the table and its definition.
     through
         .batch_execute("DROP MATERIALIZED VIEW by_month, by_status")

@@ -157,7 +157,8 @@ pub(super) async fn answer(
                     true
                 }
                 Err(LinkError::Gone) => return None,
-                // Not kept here, or not a table: Postgres answers.
+                // Not kept here, not a table, or one this role may not
+                // lock (nor refresh): Postgres answers.
                 Ok(None) | Err(_) => {
                     link.simple("ROLLBACK").await.ok()?;
                     false
