@@ -265,7 +265,9 @@ SELECT id FROM orders WHERE id < 10 INTERSECT SELECT customer_id FROM orders ORD
 SELECT status FROM orders WHERE id < 50 UNION SELECT region FROM customers ORDER BY 1
 WITH m AS (SELECT customer_id, max(amount) AS top FROM orders GROUP BY 1) SELECT count(*) FROM orders o JOIN m ON m.customer_id = o.customer_id AND o.amount = m.top
 SELECT id, amount, avg(amount) OVER (PARTITION BY status) FROM orders WHERE id < 10 ORDER BY id
-UNSUPPORTED SELECT id, ntile(4) OVER (ORDER BY id) FROM orders WHERE id < 11 ORDER BY id
+SELECT id, ntile(4) OVER (ORDER BY id), ntile(3) OVER (PARTITION BY status ORDER BY id DESC), ntile(20) OVER (ORDER BY id) FROM orders WHERE id < 11 ORDER BY id
+SELECT status, ntile(2) OVER (ORDER BY count(*), status) FROM orders GROUP BY status ORDER BY status
+UNSUPPORTED SELECT id, ntile(customer_id) OVER (ORDER BY id) FROM orders WHERE id < 11 ORDER BY id
 SELECT id, status, percent_rank() OVER (ORDER BY id), cume_dist() OVER (PARTITION BY status ORDER BY customer_id) FROM orders WHERE id < 40 ORDER BY id
 SELECT status, percent_rank() OVER (ORDER BY count(*)), cume_dist() OVER (ORDER BY count(*) DESC) FROM orders GROUP BY status ORDER BY status
 SELECT id, count(*) OVER (ORDER BY day RANGE BETWEEN INTERVAL '7 days' PRECEDING AND CURRENT ROW) FROM orders WHERE id < 30 ORDER BY id

@@ -125,6 +125,7 @@ pub(crate) fn check(
                 if FUNCTIONS.contains(&name.as_str())
                     || super::json::FUNCTION_NAMES.contains(&name.as_str())
                     || (name == "round" && super::numeric::round_form(f))
+                    || (name == "ntile" && ntile_of(f).is_some())
                 {
                     Ok(())
                 } else {
@@ -300,6 +301,7 @@ fn executor_sql(sql: &str) -> Option<String> {
         "zone",
         "array_length",
         "distinct",
+        "ntile",
     ]
     .iter()
     .any(|w| lower.contains(w))
@@ -315,13 +317,84 @@ fn executor_sql(sql: &str) -> Option<String> {
     let arrays = super::arrays::rewrite(&mut statements);
     let distinct = distinct_from_precedence(&mut statements);
     let nulls = distinct_from_null(&mut statements);
-    (json || intervals || averages || numerics || zones || arrays || distinct || nulls).then(|| {
-        statements
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
+    let tiles = ntiles(&mut statements);
+    (json || intervals || averages || numerics || zones || arrays || distinct || nulls || tiles)
+        .then(|| {
+            statements
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+}
+
+/// `ntile(n) OVER (...)` as Postgres fills its buckets, when `n` is a
+/// positive whole number and the window is written in place: the
+/// executor's own fills them in another order (10 rows in 4: 3, 2, 3, 2
+/// rows, where Postgres puts 3, 3, 2, 2).
+fn ntile_of(f: &datafusion::sql::sqlparser::ast::Function) -> Option<Expr> {
+    use datafusion::sql::sqlparser::ast::{Value, WindowType};
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let Some(WindowType::WindowSpec(spec)) = &f.over else {
+        return None;
+    };
+    if spec.window_name.is_some() || f.filter.is_some() {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))] = list.args.as_slice() else {
+        return None;
+    };
+    let Value::Number(n, _) = &v.value else {
+        return None;
+    };
+    let n: i64 = n.parse().ok().filter(|n| *n > 0)?;
+    let partition = if spec.partition_by.is_empty() {
+        String::new()
+    } else {
+        let p: Vec<String> = spec.partition_by.iter().map(|e| e.to_string()).collect();
+        format!("PARTITION BY {}", p.join(", "))
+    };
+    let order = if spec.order_by.is_empty() {
+        String::new()
+    } else {
+        let o: Vec<String> = spec.order_by.iter().map(|e| e.to_string()).collect();
+        format!(" ORDER BY {}", o.join(", "))
+    };
+    // Row k of N: the first N % n buckets hold N / n + 1 rows, the others
+    // N / n.
+    let k = format!("CAST(row_number() OVER ({partition}{order}) AS BIGINT)");
+    let total = format!("CAST(count(*) OVER ({partition}) AS BIGINT)");
+    let (q, r) = (format!("({total} / {n})"), format!("({total} % {n})"));
+    let sql = format!(
+        "CAST(CASE WHEN {k} <= {r} * ({q} + 1) THEN ({k} - 1) / ({q} + 1) + 1 \
+         ELSE {r} + ({k} - 1 - {r} * ({q} + 1)) / nullif({q}, 0) + 1 END AS INTEGER)"
+    );
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&sql)
+        .ok()?
+        .parse_expr()
+        .ok()
+}
+
+/// Rewrites each `ntile` as [`ntile_of`] does; true when it rewrote any.
+fn ntiles(statements: &mut Vec<Statement>) -> bool {
+    use datafusion::sql::sqlparser::ast::visit_expressions_mut;
+    let mut changed = false;
+    let _ = visit_expressions_mut(statements, |e: &mut Expr| {
+        if let Expr::Function(f) = e
+            && f.name.to_string().eq_ignore_ascii_case("ntile")
+            && let Some(rewritten) = ntile_of(f)
+        {
+            *e = Expr::Nested(Box::new(rewritten));
+            changed = true;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    changed
 }
 
 /// The executor's parser reads `a IS DISTINCT FROM b AND c` as
