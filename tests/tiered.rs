@@ -2890,7 +2890,6 @@ impl Drop for Service {
 /// bucket, `lake`.
 struct S3Server {
     service: Service,
-    endpoint: String,
 }
 
 impl S3Server {
@@ -2912,10 +2911,7 @@ impl S3Server {
                 root.display().to_string(),
             ]
         });
-        Self {
-            endpoint: service.address(),
-            service,
-        }
+        Self { service }
     }
 
     /// The lake's configuration for a warehouse in the bucket.
@@ -2924,7 +2920,7 @@ impl S3Server {
             warehouse: "s3://lake/warehouse".into(),
             catalog_db: Some(catalog_db.to_path_buf()),
             s3: [
-                ("s3.endpoint", self.endpoint.as_str()),
+                ("s3.endpoint", self.service.address().as_str()),
                 ("s3.region", "us-east-1"),
                 ("s3.access-key-id", Self::KEY),
                 ("s3.secret-access-key", Self::SECRET),
@@ -2983,7 +2979,7 @@ async fn a_lake_in_s3_answers_as_a_local_one() {
             s.config.catalog_dir.as_ref().unwrap().display(),
             lake.warehouse,
             catalog_db.display(),
-            server.endpoint,
+            server.service.address(),
             S3Server::KEY,
             S3Server::SECRET,
         ),
@@ -3026,7 +3022,6 @@ async fn a_lake_in_s3_answers_as_a_local_one() {
 /// answering only requests that carry its bearer token.
 struct RestServer {
     service: Service,
-    uri: String,
 }
 
 impl RestServer {
@@ -3046,16 +3041,13 @@ impl RestServer {
                 Self::TOKEN.into(),
             ]
         });
-        Self {
-            uri: service.address(),
-            service,
-        }
+        Self { service }
     }
 
     fn lake(&self) -> thermocline::lake::LakeConfig {
         thermocline::lake::LakeConfig {
             rest: Some(thermocline::lake::RestConfig {
-                uri: self.uri.clone(),
+                uri: self.service.address(),
                 token: Some(Self::TOKEN.into()),
             }),
             ..Default::default()
@@ -3096,8 +3088,9 @@ async fn a_lake_in_a_rest_catalog_answers_as_a_local_one() {
         ),
     )
     .unwrap();
+    let uri = server.service.address();
     let env = [
-        ("THERMOCLINE_LAKE_URI", server.uri.as_str()),
+        ("THERMOCLINE_LAKE_URI", uri.as_str()),
         ("THERMOCLINE_LAKE_TOKEN", RestServer::TOKEN),
     ];
     let (code, printed) = cli_env(&config_file, &["tier", "verify"], &env);

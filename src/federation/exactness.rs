@@ -99,6 +99,15 @@ fn integral_field(field: &DateTimeField) -> bool {
     )
 }
 
+/// A function's name, without its schema, as [`FUNCTIONS`] lists it.
+fn function_name(f: &datafusion::sql::sqlparser::ast::Function) -> String {
+    f.name
+        .0
+        .last()
+        .map(|p| p.to_string().trim_matches('"').to_lowercase())
+        .unwrap_or_default()
+}
+
 fn refuse(message: String) -> Result<(), String> {
     Err(format!(
         "{message} is not supported yet in reads of the history of a tiered table"
@@ -116,12 +125,7 @@ pub(crate) fn check(
     let _ = visit_expressions(statement, |e: &Expr| {
         let v = match e {
             Expr::Function(f) => {
-                let name = f
-                    .name
-                    .0
-                    .last()
-                    .map(|p| p.to_string().trim_matches('"').to_lowercase())
-                    .unwrap_or_default();
+                let name = function_name(f);
                 if FUNCTIONS.contains(&name.as_str())
                     || super::json::FUNCTION_NAMES.contains(&name.as_str())
                     || (name == "round" && super::numeric::round_form(f))
@@ -386,7 +390,7 @@ fn ntiles(statements: &mut Vec<Statement>) -> bool {
     let mut changed = false;
     let _ = visit_expressions_mut(statements, |e: &mut Expr| {
         if let Expr::Function(f) = e
-            && f.name.to_string().eq_ignore_ascii_case("ntile")
+            && function_name(f) == "ntile"
             && let Some(rewritten) = ntile_of(f)
         {
             *e = Expr::Nested(Box::new(rewritten));

@@ -284,12 +284,12 @@ pub(super) fn parts(query: &str, buckets: &Buckets) -> Option<Parts> {
             columns.push(format!("{merge}(a{})", states.len()));
         }
     }
-    let mut items: Vec<String> = keys
+    let mut selected: Vec<String> = keys
         .iter()
         .enumerate()
         .map(|(i, k)| format!("{k} AS k{}", i + 1))
         .collect();
-    items.extend(
+    selected.extend(
         states
             .iter()
             .enumerate()
@@ -304,7 +304,7 @@ pub(super) fn parts(query: &str, buckets: &Buckets) -> Option<Parts> {
     let query = format!(
         "SELECT date_trunc('day', {}) AS part, {} FROM {from}{} GROUP BY {}",
         buckets.time,
-        items.join(", "),
+        selected.join(", "),
         selection
             .as_ref()
             .map_or(String::new(), |w| format!(" WHERE {w}")),
@@ -314,7 +314,7 @@ pub(super) fn parts(query: &str, buckets: &Buckets) -> Option<Parts> {
         query,
         from,
         selection,
-        items,
+        items: selected,
         time: buckets.time.to_string(),
         bucket,
         columns,

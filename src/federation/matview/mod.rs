@@ -728,41 +728,41 @@ async fn fill(
         Plan::Unchanged => "unchanged",
         Plan::Incremental(_) => "incremental",
     };
-    // What is recomputed from rows: the view's query or its parts' (with
-    // where they are replaced), kept to the times recomputed; and whether
-    // Postgres alone holds those rows (it computes them then, as the
-    // command's snapshot is its own).
-    let (query, target, replaced, in_postgres) = match (&plan, &parts) {
-        (Plan::Unchanged, _) => (None, "", String::new(), false),
-        (Plan::Full, Some((p, table))) => (Some(p.query.clone()), *table, String::new(), false),
-        (Plan::Full, None) => (
-            Some(d.query.clone()),
-            d.qualified.as_str(),
-            String::new(),
-            false,
-        ),
-        (Plan::Incremental(r), parts) => {
+    // What is recomputed from rows, and where it goes: the view's query
+    // into the view, or its parts' into the parts.
+    let (source, target) = match &parts {
+        Some((p, table)) => (&p.query, *table),
+        None => (&d.query, d.qualified.as_str()),
+    };
+    // That query kept to the times recomputed, with the rows it replaces;
+    // and whether Postgres alone holds those rows (it computes them then,
+    // as the command's snapshot is its own).
+    let (query, replaced, in_postgres) = match &plan {
+        Plan::Unchanged => (None, String::new(), false),
+        Plan::Full => (Some(source.clone()), String::new(), false),
+        Plan::Incremental(r) => {
             let in_postgres = r.in_postgres && own_snapshot;
-            let (query, target, on) = match parts {
-                Some((p, table)) => (&p.query, *table, &r.on_part),
-                None => (&d.query, d.qualified.as_str(), &r.on_bucket),
+            let on = if parts.is_some() {
+                &r.on_part
+            } else {
+                &r.on_bucket
             };
-            let bounded = match (parts, &r.days, in_postgres) {
+            let bounded = match (&parts, &r.days, in_postgres) {
                 (Some((p, _)), Some(days), true) => Some(p.of_days(days, &r.on_time)),
-                _ => with_condition(query, &r.on_time),
+                _ => with_condition(source, &r.on_time),
             };
             let Some(bounded) = bounded else {
                 return (Some(link), Err(internal("cannot bound the view's query")));
             };
-            (Some(bounded), target, format!(" WHERE {on}"), in_postgres)
+            (Some(bounded), format!(" WHERE {on}"), in_postgres)
         }
     };
     let mut written = 0;
     if let Some(query) = query {
         // The rows replaced, then the view's buckets merged from the parts.
-        let mut statements = format!("DELETE FROM {target}{replaced}");
+        let mut statements = vec![format!("DELETE FROM {target}{replaced}")];
         if in_postgres {
-            statements.push_str(&format!("; INSERT INTO {target} {query}"));
+            statements.push(format!("INSERT INTO {target} {query}"));
         } else {
             let (back, computed) =
                 rows_of(link, &query, federation, &settings, cancel, own_snapshot).await;
@@ -774,25 +774,27 @@ async fn fill(
                 Ok(t) => t,
                 Err(e) => return (Some(link), Err(e)),
             };
-            on_link!(link, link.simple(&statements).await);
+            on_link!(link, link.simple(&statements.join("; ")).await);
             written = on_link!(link, copy_in(&mut link, target, &tuples).await);
             statements.clear();
         }
         if let Some((p, table)) = &parts {
-            let (delete, merge) = match &plan {
+            let (view_rows, merged) = match &plan {
                 Plan::Incremental(r) => (
-                    format!("DELETE FROM {} WHERE {}", d.qualified, r.on_bucket),
-                    p.merge(table, Some(&r.on_part_bucket)),
+                    format!(" WHERE {}", r.on_bucket),
+                    Some(r.on_part_bucket.as_str()),
                 ),
-                _ => (format!("DELETE FROM {}", d.qualified), p.merge(table, None)),
+                _ => (String::new(), None),
             };
-            if !statements.is_empty() {
-                statements.push_str("; ");
-            }
-            statements.push_str(&format!("{delete}; INSERT INTO {} {merge}", d.qualified));
+            statements.push(format!("DELETE FROM {}{view_rows}", d.qualified));
+            statements.push(format!(
+                "INSERT INTO {} {}",
+                d.qualified,
+                p.merge(table, merged)
+            ));
         }
         if !statements.is_empty() {
-            let done = on_link!(link, link.simple(&statements).await);
+            let done = on_link!(link, link.simple(&statements.join("; ")).await);
             written = inserted(&done).unwrap_or(written);
         }
     }
