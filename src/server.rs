@@ -171,6 +171,7 @@ pub async fn run(
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = Some(cache.clone());
     let federations = load_tiers_with(&config, &target, &limits, &cache).await?;
+    open_catalog_links(&federations);
     let (phase, _) = watch::channel(Phase::Running);
     let shared = Arc::new(Shared {
         config,
@@ -437,6 +438,7 @@ async fn reload_on_sighup(shared: Arc<Shared>) {
         .await
         {
             Ok(federations) => {
+                open_catalog_links(&federations);
                 let tables: usize = federations.values().map(|f| f.tables.len()).sum();
                 if let Ok(mut f) = shared.federations.write() {
                     *f = Arc::new(federations);
@@ -503,6 +505,14 @@ pub async fn load_tiers(
     .await
 }
 
+/// Opens, in the background, each database's connection for catalog
+/// reads: a server's first statements need not open it.
+fn open_catalog_links(federations: &HashMap<String, Federation>) {
+    for federation in federations.values() {
+        federation.catalog.connect();
+    }
+}
+
 /// [`load_tiers`], for a server whose limits are `limits`.
 async fn load_tiers_with(
     config: &Config,
@@ -535,7 +545,7 @@ async fn load_tiers_with(
             );
         }
         tracing::info!(table = %def.qualified(), database = %db, file = %def.file.display(), "tiered table");
-        out.entry(db)
+        out.entry(db.clone())
             .or_insert_with(|| Federation {
                 lake: lake.clone(),
                 tables: Vec::new(),
@@ -543,6 +553,7 @@ async fn load_tiers_with(
                 limits: limits.clone(),
                 cache: cache.clone(),
                 byte_ordered_collation: Default::default(),
+                catalog: crate::federation::CatalogLink::new(target.clone(), db),
             })
             .tables
             .push(std::sync::Arc::new(table));

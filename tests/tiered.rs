@@ -1237,6 +1237,100 @@ async fn an_unreachable_lake_fails_federated_reads_only() {
     assert_eq!(ask(&through, "SELECT count(*) FROM orders").await, want);
 }
 
+/// Names resolve as the session resolves them: its search_path, its
+/// temporary tables, and views written back with names the session reads
+/// the same way. Columns are read on thermocline's catalog connection, and
+/// on the session's while that connection is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_resolve_as_the_session_resolves_them() {
+    let s = setup().await;
+    move_rows(&s).await;
+    // sales.customers shadows public.customers for a session whose
+    // search_path starts with sales: the view's definition must name
+    // public.customers for it.
+    in_both(
+        &s,
+        "CREATE SCHEMA sales;
+         CREATE TABLE sales.customers (id int PRIMARY KEY, region text, since date);
+         INSERT INTO sales.customers SELECT i, 'sales ' || i, date '2024-01-01' + i FROM generate_series(1, 5) i;
+         CREATE VIEW public.orders_by_region AS
+             SELECT c.region, count(*) AS n, sum(o.amount) AS total
+             FROM public.orders o JOIN public.customers c ON c.id = o.customer_id GROUP BY c.region;",
+    )
+    .await;
+    let proxy = serve(&s).await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let queries = [
+        "SELECT * FROM orders_by_region ORDER BY region",
+        "SELECT c.region, count(*) FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY 1 ORDER BY 1",
+        "SELECT count(*), sum(amount) FROM orders",
+        "SELECT count(*), sum(amount) FROM public.orders",
+    ];
+    let same = |label: &'static str, direct, through| async move {
+        for sql in queries {
+            let want = ask(direct, sql).await;
+            assert!(matches!(want, Answer::Rows(..)), "{label}: {sql}: {want:?}");
+            assert_eq!(ask(through, sql).await, want, "{label}: {sql}");
+        }
+    };
+    let session = "SET search_path = sales, public";
+    for c in [&direct, &through] {
+        c.batch_execute(session).await.unwrap();
+    }
+    same("search_path sales, public", &direct, &through).await;
+    // The catalog connection read the columns, with the session's path.
+    let last: String = value(
+        &s.tiered,
+        "SELECT query FROM pg_stat_activity WHERE application_name = 'thermocline catalog' AND datname = current_database()",
+    )
+    .await;
+    assert!(
+        last.contains("pg_attribute")
+            && last.contains("'search_path', 'pg_catalog, sales, public'"),
+        "{last}"
+    );
+
+    // A temporary table comes first (and the session reads the catalogs
+    // itself: its temporary schema is its own).
+    let temp = "CREATE TEMP TABLE orders (id int, customer_id int, amount numeric(10, 2));
+                INSERT INTO orders VALUES (1, 1, 2.5), (2, 3, 4), (3, 3, NULL)";
+    for c in [&direct, &through] {
+        c.batch_execute(temp).await.unwrap();
+    }
+    same("a temporary orders", &direct, &through).await;
+
+    // The catalog connection gone: a new session reads the catalogs
+    // itself, and the connection comes back.
+    let killed: i64 = value(
+        &s.tiered,
+        "SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE application_name = 'thermocline catalog' AND datname = current_database()",
+    )
+    .await;
+    assert_eq!(killed, 1);
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    for c in [&direct, &through] {
+        c.batch_execute(session).await.unwrap();
+    }
+    same("catalog connection gone", &direct, &through).await;
+    let mut back = 0;
+    for _ in 0..100 {
+        back = value(
+            &s.tiered,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'thermocline catalog' AND datname = current_database()",
+        )
+        .await;
+        if back == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(back, 1_i64, "the catalog connection is open again");
+    same("catalog connection back", &direct, &through).await;
+}
+
 /// SIGHUP reloads the tier definitions: a table defined after start is read
 /// over both tiers by sessions that start after the reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

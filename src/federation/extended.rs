@@ -115,11 +115,8 @@ async fn answer(
     // Postgres describes the statement: parameter types and columns.
     let mut msgs = Vec::new();
     frontend::describe(&mut msgs, b'S', &job.statement);
-    super::ask_statement_timeout(&mut msgs);
-    let described = match link
-        .extended(&msgs, 1 + super::STATEMENT_TIMEOUT_REPLIES)
-        .await
-    {
+    super::ask_session(&mut msgs, &super::names::ask(&[]));
+    let described = match link.extended(&msgs, 1 + super::SESSION_REPLIES).await {
         Ok(m) => m,
         Err(LinkError::Postgres(e)) => {
             out.error(e.encode());

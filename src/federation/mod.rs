@@ -30,6 +30,7 @@ pub(crate) mod link;
 mod literals;
 pub(crate) mod matview;
 mod memory;
+mod names;
 mod numeric;
 mod planning;
 mod pushdown;
@@ -58,6 +59,7 @@ use crate::tiering::mover::KeySet;
 pub use cold::row_key;
 use explain::{explain, explain_of};
 use link::{LinkError, PgLink, row_description};
+pub use names::CatalogLink;
 use planning::{plan_session, register_tables};
 use scan::ScanContext;
 
@@ -76,6 +78,8 @@ pub struct Federation {
     /// Whether the database's collation orders strings byte by byte, once
     /// a statement has asked.
     pub byte_ordered_collation: Arc<std::sync::OnceLock<bool>>,
+    /// thermocline's own connection to the database, for catalog reads.
+    pub catalog: Arc<CatalogLink>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -269,9 +273,15 @@ async fn answer(
             "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
         );
     }
+    // Outside a transaction block, the session also tells where the
+    // statement's names resolve (see `names`).
+    let names = match own_transaction {
+        true => names::written_names(sql),
+        false => Vec::new(),
+    };
     link::frontend::parse(&mut msgs, "", sql);
     link::frontend::describe(&mut msgs, b'S', "");
-    ask_statement_timeout(&mut msgs);
+    ask_session(&mut msgs, &names::ask(&names));
     crate::protocol::put_message(&mut msgs, b'S', b"");
     if link.send(&msgs).await.is_err() {
         return None;
@@ -305,6 +315,11 @@ async fn answer(
     let fields = row_description(&row_desc.body)?;
     let deadline = statement_timeout(&described).map(|t| tokio::time::Instant::now() + t);
     let (shared, ctx) = ScanContext::start(link, tz, false, own_transaction);
+    if let Some(fields) = session_answers(&described)
+        && let Ok(mut resolved) = ctx.resolved.lock()
+    {
+        *resolved = names::resolved(&fields, &names);
+    }
     let text = settings.text(tz);
     let run = Run {
         sql,
@@ -460,33 +475,36 @@ async fn abort_transaction(link: &mut PgLink) -> Option<()> {
     }
 }
 
-/// Asks for the session's statement_timeout alongside a statement's
-/// Describe, through a statement and portal of thermocline's own, closed
-/// again (the client's unnamed ones are left alone).
-fn ask_statement_timeout(msgs: &mut Vec<u8>) {
+/// Runs `sql` (see [`names::ask`]: the session's statement_timeout, and
+/// where the statement's names resolve) alongside a statement's Describe,
+/// through a statement and portal of thermocline's own, closed again (the
+/// client's unnamed ones are left alone).
+fn ask_session(msgs: &mut Vec<u8>, sql: &str) {
     const NAME: &str = "thermocline_statement_timeout";
-    link::frontend::parse(
-        msgs,
-        NAME,
-        "SELECT pg_catalog.current_setting('statement_timeout')",
-    );
+    link::frontend::parse(msgs, NAME, sql);
     link::frontend::bind_binary(msgs, NAME, NAME);
     link::frontend::execute(msgs, NAME, 0);
     link::frontend::close(msgs, b'P', NAME);
     link::frontend::close(msgs, b'S', NAME);
 }
 
-/// The replies that end what [`ask_statement_timeout`] sends: ParseComplete,
+/// The replies that end what [`ask_session`] sends: ParseComplete,
 /// BindComplete, CommandComplete and two CloseCompletes.
-const STATEMENT_TIMEOUT_REPLIES: usize = 5;
+const SESSION_REPLIES: usize = 5;
 
-/// The session's statement_timeout, from the replies to
-/// [`ask_statement_timeout`]; `None` when it is off. Postgres's own limit
-/// applies to each query thermocline sends it; this one bounds the
-/// federated statement as a whole, lake reads and the executor included.
-fn statement_timeout(replies: &[link::BackendMessage]) -> Option<std::time::Duration> {
+/// The fields of the row answering [`ask_session`] (every one text, the
+/// first the session's statement_timeout).
+fn session_answers(replies: &[link::BackendMessage]) -> Option<Vec<Option<&[u8]>>> {
     let row = replies.iter().find(|m| m.tag == b'D')?;
-    let fields = link::data_row_fields(&row.body)?;
+    link::data_row_fields(&row.body)
+}
+
+/// The session's statement_timeout, from the replies to [`ask_session`];
+/// `None` when it is off. Postgres's own limit applies to each query
+/// thermocline sends it; this one bounds the federated statement as a
+/// whole, lake reads and the executor included.
+fn statement_timeout(replies: &[link::BackendMessage]) -> Option<std::time::Duration> {
+    let fields = session_answers(replies)?;
     let text = std::str::from_utf8((*fields.first()?)?).ok()?;
     // As Postgres shows it: "0" (off), "250ms", "5s", "2min", "1h", "1d".
     crate::config::parse_interval(text)

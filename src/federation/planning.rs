@@ -15,6 +15,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::quote_literal;
+use super::names::Resolved;
 use super::scan::{FederatedTable, ScanContext, scan_columns};
 use super::{
     Failure, Federation, arrays, average, casts, datetrunc, exactness, intervals, joins, json,
@@ -144,9 +145,23 @@ async fn register_tables_at(
         });
     }
     let written: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    // The statement's own names may have been resolved by the session
+    // already: their columns are then read on the warm connection.
+    let resolved = match depth {
+        0 => ctx.resolved.lock().ok().and_then(|r| r.clone()),
+        _ => None,
+    };
+    let warm = resolved.and_then(|r| Some((r, federation.catalog.client()?)));
     let catalog = {
         let mut link = ctx.link.lock().await;
-        relations(&mut link, &written, &federation.byte_ordered_collation).await?
+        let warm = warm.as_ref().map(|(r, c)| (r, c.as_ref()));
+        relations(
+            &mut link,
+            &written,
+            warm,
+            &federation.byte_ordered_collation,
+        )
+        .await?
     };
     for (index, name) in names.into_iter().enumerate() {
         let mut columns = Vec::new();
@@ -291,23 +306,101 @@ struct Attribute {
 /// The columns of the relations `written` names, resolved against the
 /// session's search_path, in one query. Enum labels and non-default
 /// collations, which a new backend would pay to look up for every
-/// statement, are looked up only for columns that have them.
+/// statement, are looked up only for columns that have them. With `warm`
+/// (where the session resolved the names, and the catalog connection), the
+/// catalogs are read on that connection; on the session's when it fails.
 async fn relations(
     link: &mut super::link::PgLink,
     written: &[String],
+    warm: Option<(&Resolved, &tokio_postgres::Client)>,
     database_collation: &std::sync::OnceLock<bool>,
 ) -> Result<Vec<Attribute>, Failure> {
     if written.is_empty() {
         return Ok(Vec::new());
     }
+    // The relation each name resolved to, where the session resolved
+    // them all.
+    let oids: Option<Vec<Option<u32>>> = warm.and_then(|(resolved, _)| {
+        written
+            .iter()
+            .map(|w| {
+                resolved
+                    .names
+                    .iter()
+                    .find(|(name, _)| name == w)
+                    .map(|(_, oid)| *oid)
+            })
+            .collect()
+    });
+    if let (Some(oids), Some((resolved, client))) = (oids, warm) {
+        let mut source = Catalogs::Warm(client, &resolved.schemas);
+        match columns_of(&mut source, written, Some(&oids), database_collation).await {
+            Ok(attributes) => return Ok(attributes),
+            Err(e) => {
+                tracing::debug!(error = %e, "the catalog connection failed; reading the catalogs on the session's");
+            }
+        }
+    }
+    columns_of(
+        &mut Catalogs::Session(link),
+        written,
+        None,
+        database_collation,
+    )
+    .await
+    .map_err(|e| match e {
+        CatalogError::Session(e) => e.into(),
+        CatalogError::Warm(e) => Failure::Ours(ErrorFields::error("XX000", e.to_string())),
+    })
+}
+
+/// Where [`columns_of`] reads the catalogs.
+enum Catalogs<'a> {
+    /// The session's backend, its search_path in effect.
+    Session(&'a mut super::link::PgLink),
+    /// thermocline's own connection, with the session's search path.
+    Warm(&'a tokio_postgres::Client, &'a [String]),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CatalogError {
+    #[error(transparent)]
+    Session(super::link::LinkError),
+    #[error(transparent)]
+    Warm(tokio_postgres::Error),
+}
+
+impl Catalogs<'_> {
+    async fn rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, CatalogError> {
+        match self {
+            Self::Session(link) => link.rows(sql).await.map_err(CatalogError::Session),
+            Self::Warm(client, schemas) => super::names::rows_in(client, schemas, sql)
+                .await
+                .map_err(CatalogError::Warm),
+        }
+    }
+}
+
+/// [`relations`], from `source`: each name found by the relation it
+/// resolved to (`oids`), or by resolving it there.
+async fn columns_of(
+    source: &mut Catalogs<'_>,
+    written: &[String],
+    oids: Option<&[Option<u32>]>,
+    database_collation: &std::sync::OnceLock<bool>,
+) -> Result<Vec<Attribute>, CatalogError> {
     // One branch per name, each finding its relation by the index on
     // pg_class's oid: cheaper for a new backend than joining a list of
     // names (most statements name one relation).
     let branches = written
         .iter()
         .enumerate()
-        .map(|(i, w)| {
-            format!(
+        .filter_map(|(i, w)| {
+            let relation = match oids {
+                Some(oids) => format!("'{}'::pg_catalog.oid", oids[i]?),
+                None => format!("pg_catalog.to_regclass({})", quote_literal(w)),
+            };
+            Some(format!(
                 "SELECT {i}, (SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid = c.relnamespace), \
                         c.relname, a.attname, a.atttypid, a.atttypmod, \
                         pg_catalog.format_type(a.atttypid, a.atttypmod), \
@@ -315,19 +408,24 @@ async fn relations(
                         a.attcollation, c.reltuples \
                  FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-                 WHERE c.oid = pg_catalog.to_regclass({})",
-                quote_literal(w)
-            )
+                 WHERE c.oid = {relation}"
+            ))
         })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    let rows = link.rows(&format!("{branches} ORDER BY 1, 9")).await?;
+        .collect::<Vec<_>>();
+    let rows = match branches.is_empty() {
+        true => Vec::new(),
+        false => {
+            source
+                .rows(&format!("{} ORDER BY 1, 9", branches.join(" UNION ALL ")))
+                .await?
+        }
+    };
     // Whether the database's collation orders strings byte by byte: asked
     // once per database (it cannot be changed).
     let database_byte_ordered = match database_collation.get() {
         Some(known) => *known,
         None => {
-            let rows = link
+            let rows = source
                 .rows(
                     "SELECT coalesce(pg_catalog.to_jsonb(d) ->> 'datlocprovider', 'c') = 'c' \
                             AND d.datcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8') \
@@ -376,7 +474,7 @@ async fn relations(
     let found = if lookups.is_empty() {
         Vec::new()
     } else {
-        link.rows(&lookups.join(" UNION ALL ")).await?
+        source.rows(&lookups.join(" UNION ALL ")).await?
     };
     let lookup = |kind: &str, key: u32| {
         found

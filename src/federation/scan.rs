@@ -74,6 +74,9 @@ pub(crate) struct ScanContext {
     pub interval_columns: std::sync::Mutex<Vec<String>>,
     /// How many rows each scan may produce, where known (see `joins`).
     pub estimates: super::joins::Estimates,
+    /// Where the statement's names resolve, when the session told as it
+    /// described the statement (see `names`).
+    pub resolved: std::sync::Mutex<Option<super::names::Resolved>>,
 }
 
 /// Names of thermocline's own statements and portals, unique per process
@@ -113,6 +116,7 @@ impl ScanContext {
             collated: Default::default(),
             interval_columns: Default::default(),
             estimates: Default::default(),
+            resolved: Default::default(),
         }
     }
 }

@@ -159,11 +159,21 @@ pub async fn service_connection(
     target: &BackendTarget,
     database: &str,
 ) -> Result<tokio_postgres::Client, TieringError> {
+    service_connection_as(target, database, "thermocline").await
+}
+
+/// [`service_connection`], shown in `pg_stat_activity` as
+/// `application_name`.
+pub(crate) async fn service_connection_as(
+    target: &BackendTarget,
+    database: &str,
+    application_name: &str,
+) -> Result<tokio_postgres::Client, TieringError> {
     let tls = UpstreamTls::new(target).map_err(|e| TieringError::Connect(e.to_string()))?;
     let stream = connect(target, &tls, std::time::Duration::from_secs(10))
         .await
         .map_err(|e| TieringError::Connect(e.to_string()))?;
-    let (client, conn) = service_config(target, database, "thermocline")
+    let (client, conn) = service_config(target, database, application_name)
         .connect_raw(stream, tokio_postgres::NoTls)
         .await
         .map_err(|e| TieringError::Connect(e.to_string()))?;

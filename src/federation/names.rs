@@ -1,0 +1,269 @@
+//! Where the names of a federated statement resolve, and a warm connection
+//! to read their columns from.
+//!
+//! Reading a relation's columns from the catalogs costs a new backend
+//! 1.5–2 ms (its catalog caches are cold), more than the rest of a
+//! primary-key lookup. So the session's own backend only resolves the
+//! names, against its search_path and temporary schema, in the round trip
+//! that describes the statement; the columns of the relations found are
+//! read on a connection of thermocline's own, kept open per database,
+//! whose caches are warm. Only a statement outside a transaction block
+//! does so: inside one, the client may have changed a table it has not
+//! committed, which only its own backend sees.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use datafusion::sql::sqlparser::ast::{ObjectName, visit_relations};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::link::quote_literal;
+use crate::backend::target::BackendTarget;
+
+/// The relations the statements in `sql` name, as written, each once.
+pub(super) fn written_names(sql: &str) -> Vec<String> {
+    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+        return Vec::new();
+    };
+    let mut names: Vec<ObjectName> = Vec::new();
+    for s in &statements {
+        let _ = visit_relations(s, |n: &ObjectName| {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    names.iter().map(ToString::to_string).collect()
+}
+
+/// The session's answers to [`ask`]: where the statement's names resolve.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Resolved {
+    /// The schemas of the session's search_path in effect, in order,
+    /// `pg_catalog` included where it is.
+    pub schemas: Vec<String>,
+    /// Each name as written and the OID of the relation it names, if any.
+    pub names: Vec<(String, Option<u32>)>,
+}
+
+/// The query, run by the session's backend with its statement, that asks
+/// its statement_timeout (first column) and, for `names`, its search path
+/// and the relation each name resolves to. Every column is text.
+pub(super) fn ask(names: &[String]) -> String {
+    let mut sql = String::from("SELECT pg_catalog.current_setting('statement_timeout')");
+    if !names.is_empty() {
+        sql.push_str(
+            ", pg_catalog.array_to_json(pg_catalog.current_schemas(true))::pg_catalog.text",
+        );
+        for name in names {
+            sql.push_str(&format!(
+                ", pg_catalog.to_regclass({})::pg_catalog.oid::pg_catalog.text",
+                quote_literal(name)
+            ));
+        }
+    }
+    sql
+}
+
+/// Reads the answer to [`ask`] for `names` from its row's fields.
+pub(super) fn resolved(fields: &[Option<&[u8]>], names: &[String]) -> Option<Resolved> {
+    if names.is_empty() || fields.len() != names.len() + 2 {
+        return None;
+    }
+    let schemas: Vec<String> = serde_json::from_slice(fields[1]?).ok()?;
+    // A session with temporary objects: its temporary schema, first in
+    // its path, is its own. Its catalogs are read on its own backend.
+    if schemas.iter().any(|s| s.starts_with("pg_temp")) {
+        return None;
+    }
+    let names = names
+        .iter()
+        .zip(&fields[2..])
+        .map(|(name, oid)| {
+            let oid = oid.and_then(|o| std::str::from_utf8(o).ok()?.parse().ok());
+            (name.clone(), oid)
+        })
+        .collect();
+    Some(Resolved { schemas, names })
+}
+
+/// The catalog connection's `application_name`.
+pub const APPLICATION_NAME: &str = "thermocline catalog";
+
+/// How long after a failed attempt the connection is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// thermocline's own connection to one database, for catalog reads. It is
+/// never waited for: while it is down (or being opened), statements read
+/// the catalogs on their session's backend as before.
+pub struct CatalogLink {
+    target: BackendTarget,
+    database: String,
+    client: std::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
+    connecting: AtomicBool,
+    failed_at: std::sync::Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for CatalogLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CatalogLink")
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+impl CatalogLink {
+    /// The link for `database`, opened by [`Self::connect`] or at its
+    /// first use.
+    pub fn new(target: BackendTarget, database: String) -> Arc<Self> {
+        Arc::new(Self {
+            target,
+            database,
+            client: std::sync::Mutex::new(None),
+            connecting: AtomicBool::new(false),
+            failed_at: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Opens the connection in the background, unless it is open.
+    pub fn connect(self: &Arc<Self>) {
+        let _ = self.client();
+    }
+
+    /// The open connection, if there is one. A closed one is dropped and
+    /// a new one opened in the background.
+    pub(super) fn client(self: &Arc<Self>) -> Option<Arc<tokio_postgres::Client>> {
+        let mut current = self.client.lock().ok()?;
+        if let Some(client) = current.as_ref()
+            && !client.is_closed()
+        {
+            return Some(client.clone());
+        }
+        *current = None;
+        drop(current);
+        self.reconnect();
+        None
+    }
+
+    fn reconnect(self: &Arc<Self>) {
+        if self
+            .failed_at
+            .lock()
+            .is_ok_and(|failed| failed.is_some_and(|at| at.elapsed() < RETRY_AFTER))
+        {
+            return;
+        }
+        if self.connecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            match crate::tiering::service_connection_as(
+                &this.target,
+                &this.database,
+                APPLICATION_NAME,
+            )
+            .await
+            {
+                Ok(client) => {
+                    if let Ok(mut current) = this.client.lock() {
+                        *current = Some(Arc::new(client));
+                    }
+                    if let Ok(mut failed) = this.failed_at.lock() {
+                        *failed = None;
+                    }
+                }
+                Err(e) => {
+                    if let Ok(mut failed) = this.failed_at.lock() {
+                        *failed = Some(Instant::now());
+                    }
+                    tracing::debug!(database = %this.database, error = %e, "cannot open the catalog connection")
+                }
+            }
+            this.connecting.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Runs `sql` on `client` with the search path `schemas` (so that names in
+/// view definitions and types are written as the session would see them),
+/// and returns its rows, each field as text. One message: another
+/// statement's query on the same connection cannot come between.
+pub(super) async fn rows_in(
+    client: &tokio_postgres::Client,
+    schemas: &[String],
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
+    let path = schemas
+        .iter()
+        .map(|s| crate::catalog::quote_ident(s))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let messages = client
+        .simple_query(&format!(
+            "SELECT pg_catalog.set_config('search_path', {}, false); {sql}",
+            quote_literal(&path)
+        ))
+        .await?;
+    // The rows after the first statement's.
+    let mut statement = 0;
+    let mut rows = Vec::new();
+    for m in messages {
+        match m {
+            tokio_postgres::SimpleQueryMessage::CommandComplete(_) => statement += 1,
+            tokio_postgres::SimpleQueryMessage::Row(r) if statement > 0 => {
+                rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => {}
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_asked_as_written_and_read_back_in_order() {
+        let names = written_names(
+            "WITH w AS (SELECT 1) SELECT * FROM public.orders o JOIN \"Customers\" c ON true, w, orders",
+        );
+        assert_eq!(names, ["public.orders", "\"Customers\"", "w", "orders"]);
+        let sql = ask(&names);
+        assert!(sql.contains("to_regclass('\"Customers\"')"), "{sql}");
+        assert_eq!(
+            ask(&[]),
+            "SELECT pg_catalog.current_setting('statement_timeout')"
+        );
+        let row: Vec<Option<&[u8]>> = vec![
+            Some(b"0"),
+            Some(br#"["pg_catalog","my schema","public"]"#),
+            Some(b"16384"),
+            Some(b"16390"),
+            None,
+            Some(b"16384"),
+        ];
+        let r = resolved(&row, &names).expect("read");
+        assert_eq!(r.schemas, ["pg_catalog", "my schema", "public"]);
+        assert_eq!(
+            r.names,
+            [
+                ("public.orders".to_string(), Some(16384)),
+                ("\"Customers\"".to_string(), Some(16390)),
+                ("w".to_string(), None),
+                ("orders".to_string(), Some(16384)),
+            ]
+        );
+        // A row of another shape is not read.
+        assert_eq!(resolved(&row[..3], &names), None);
+        // Nor the names of a session with temporary objects.
+        let mut temp = row.clone();
+        temp[1] = Some(br#"["pg_temp_3","pg_catalog","public"]"#);
+        assert_eq!(resolved(&temp, &names), None);
+    }
+}
