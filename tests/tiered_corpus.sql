@@ -162,7 +162,21 @@ SELECT count(*) FROM orders WHERE customer_id IN (SELECT id FROM customers WHERE
 SELECT count(*) FROM orders o WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = o.customer_id AND c.region = 'east')
 SELECT id FROM orders WHERE amount = (SELECT max(amount) FROM orders) ORDER BY id
 SELECT (SELECT count(*) FROM orders) AS n, (SELECT count(*) FROM customers) AS m
-UNSUPPORTED SELECT id, (SELECT name FROM customers c WHERE c.id = o.customer_id) FROM orders o WHERE id < 8 ORDER BY id
+SELECT id, (SELECT name FROM customers c WHERE c.id = o.customer_id) FROM orders o WHERE id < 8 ORDER BY id
+-- A subquery used as a value returns one row, or none; more is 21000
+SELECT id, (SELECT name FROM customers c WHERE c.region = 'north') FROM orders o WHERE id < 8 ORDER BY id
+SELECT count(*) FROM orders o WHERE customer_id = (SELECT id FROM customers WHERE region = 'north')
+SELECT count(*) FROM orders o WHERE customer_id = (SELECT id FROM customers WHERE name = 'customer 3')
+SELECT id, (SELECT name FROM customers c WHERE c.region = 'north' AND c.id = 1) FROM orders o WHERE id < 8 ORDER BY id
+SELECT id, (SELECT o2.amount FROM orders o2 WHERE o2.id = o.id + 1) AS next FROM orders o WHERE id < 6 OR id BETWEEN 2395 AND 2400 ORDER BY id
+SELECT id, (SELECT c.region FROM customers c WHERE c.id = o.customer_id) AS r, amount FROM orders o WHERE id > 2380 ORDER BY r, id
+UNSUPPORTED SELECT (SELECT region FROM customers c WHERE c.id = o.customer_id) AS r, count(*) FROM orders o GROUP BY 1 ORDER BY 1
+-- Averages of subqueries, compared by their values
+SELECT count(*) FROM orders o WHERE amount > (SELECT avg(amount) FROM orders o2 WHERE o2.customer_id = o.customer_id)
+SELECT id FROM orders o WHERE amount > (SELECT avg(amount) FROM orders o2 WHERE o2.customer_id = o.customer_id AND o2.id > 0) AND id < 2000 ORDER BY id LIMIT 5
+SELECT count(*) FROM orders WHERE amount > (SELECT avg(amount) FROM orders)
+SELECT customer_id FROM orders GROUP BY customer_id HAVING avg(amount) > (SELECT avg(amount) FROM orders) ORDER BY 1
+UNSUPPORTED SELECT count(*) FROM orders WHERE amount IN (SELECT avg(amount) FROM orders GROUP BY customer_id)
 WITH big AS (SELECT * FROM orders WHERE amount > 90) SELECT count(*), min(id) FROM big
 WITH m AS (SELECT date_trunc('month', created_at) AS m, sum(amount) AS s FROM orders GROUP BY 1) SELECT count(*), max(s) FROM m
 WITH per AS (SELECT customer_id, count(*) AS n FROM orders GROUP BY 1) SELECT c.name, per.n FROM per JOIN customers c ON c.id = per.customer_id ORDER BY 2 DESC, 1 LIMIT 5

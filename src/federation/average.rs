@@ -382,8 +382,35 @@ fn is_average(e: &Expr, schemas: &[&DFSchema]) -> bool {
         }),
         Expr::Alias(a) => is_average(&a.expr, schemas),
         Expr::ScalarFunction(f) => f.func.name() == NAME,
+        // A subquery's average, as its one column.
+        Expr::ScalarSubquery(s) => averages_out(&s.subquery),
         _ => false,
     }
+}
+
+/// True when the first column of `plan`'s output is a numeric average.
+fn averages_out(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Projection(p) => p
+            .expr
+            .first()
+            .is_some_and(|e| is_average(e, &[p.input.schema().as_ref()])),
+        // Nodes that pass their input's columns on.
+        LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Distinct(_) => other_input(plan).is_some_and(averages_out),
+        other => {
+            other.schema().fields().first().is_some_and(|f| {
+                f.metadata().get(PG_TYPE).map(String::as_str) == Some(NUMERIC_TEXT)
+            })
+        }
+    }
+}
+
+fn other_input(plan: &LogicalPlan) -> Option<&LogicalPlan> {
+    plan.inputs().first().copied()
 }
 
 /// The plan with numeric averages ordered and compared by their values:
@@ -393,15 +420,19 @@ fn is_average(e: &Expr, schemas: &[&DFSchema]) -> bool {
 pub(crate) fn in_value_order(
     plan: LogicalPlan,
 ) -> Result<datafusion::common::tree_node::Transformed<LogicalPlan>> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
     use datafusion::common::tree_node::{Transformed, TreeNode};
-    let averages = plan
-        .exists(|node| {
-            Ok(node.expressions().iter().any(|e| {
-                e.exists(|x| Ok(matches!(x, Expr::ScalarFunction(f) if f.func.name() == NAME)))
-                    .unwrap_or(false)
-            }))
+    let mut averages = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        averages = node.expressions().iter().any(|e| {
+            e.exists(|x| Ok(matches!(x, Expr::ScalarFunction(f) if f.func.name() == NAME)))
+                .unwrap_or(false)
+        });
+        Ok(match averages {
+            true => TreeNodeRecursion::Stop,
+            false => TreeNodeRecursion::Continue,
         })
-        .unwrap_or(false);
+    });
     if !averages {
         return Ok(Transformed::no(plan));
     }
@@ -478,6 +509,9 @@ pub(crate) fn refusal(plan: &LogicalPlan) -> Option<String> {
                 if !matches!(b.op, Operator::And | Operator::Or)
                     && (is_average(&b.left, inputs) || is_average(&b.right, inputs)) =>
             {
+                Some("comparing avg() of a whole number or numeric".to_string())
+            }
+            Expr::InSubquery(i) if averages_out(&i.subquery.subquery) => {
                 Some("comparing avg() of a whole number or numeric".to_string())
             }
             _ => None,

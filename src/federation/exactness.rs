@@ -100,7 +100,7 @@ fn integral_field(field: &DateTimeField) -> bool {
 }
 
 /// A function's name, without its schema, as [`FUNCTIONS`] lists it.
-fn function_name(f: &datafusion::sql::sqlparser::ast::Function) -> String {
+pub(super) fn function_name(f: &datafusion::sql::sqlparser::ast::Function) -> String {
     f.name
         .0
         .last()
@@ -229,7 +229,8 @@ pub(super) fn first_refusal(
     use datafusion::common::tree_node::TreeNodeRecursion;
     use datafusion::logical_expr::LogicalPlan;
     let mut found = None;
-    let _ = plan.apply(|node| {
+    // Subqueries' plans too: what they compute flows into the statement.
+    let _ = plan.apply_with_subqueries(|node| {
         let inputs: Vec<&DFSchema> = node.inputs().iter().map(|i| i.schema().as_ref()).collect();
         if let LogicalPlan::Sort(sort) = node {
             found = sort.expr.iter().find_map(|s| sort_key(&s.expr, &inputs));
@@ -309,10 +310,13 @@ fn executor_sql(sql: &str) -> Option<String> {
     ]
     .iter()
     .any(|w| lower.contains(w))
+        && lower.matches("select").nth(1).is_none()
     {
         return None;
     }
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    // First: the others rewrite what it collects.
+    let single = super::subqueries::rewrite(&mut statements);
     let json = super::json::strip_operand_casts(&mut statements);
     let intervals = interval_literals_with_units(&mut statements);
     let averages = super::average::rewrite(&mut statements);
@@ -322,7 +326,16 @@ fn executor_sql(sql: &str) -> Option<String> {
     let distinct = distinct_from_precedence(&mut statements);
     let nulls = distinct_from_null(&mut statements);
     let tiles = ntiles(&mut statements);
-    (json || intervals || averages || numerics || zones || arrays || distinct || nulls || tiles)
+    (single
+        || json
+        || intervals
+        || averages
+        || numerics
+        || zones
+        || arrays
+        || distinct
+        || nulls
+        || tiles)
         .then(|| {
             statements
                 .iter()
@@ -687,7 +700,7 @@ pub(super) fn rewrite_plan(
     use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::logical_expr::LogicalPlan;
     use datafusion::logical_expr::expr_rewriter::NamePreserver;
-    plan.transform_up(|node| {
+    plan.transform_up_with_subqueries(|node| {
         // Its inputs may have been rewritten: their fields, and so this
         // node's, may have changed.
         let node = node.recompute_schema()?;

@@ -37,6 +37,7 @@ mod pushdown;
 mod recipe;
 mod results;
 pub(crate) mod scan;
+mod subqueries;
 mod tochar;
 mod topk;
 

@@ -82,6 +82,7 @@ pub(super) fn plan_session(ctx: &ScanContext, federation: &Federation) -> Sessio
         session.register_udf(udf);
     }
     session.register_udf(datetrunc::BucketedDateTrunc::udf());
+    session.register_udf(super::subqueries::Single::udf());
     session.register_udf(tochar::ToChar::udf(&ctx.time_zone));
     session.register_udf(casts::AtTimeZone::udf(&ctx.time_zone));
     for udf in average::Average::all() {
