@@ -293,8 +293,13 @@ SELECT sum(amount) / 3, avg(amount)::numeric(10,3), round(avg(score)::numeric, 4
 SELECT count(*) FROM orders WHERE amount > 50.005 AND amount <= 99.99
 SELECT id, score, score * 2, score + 1e-10 FROM orders WHERE score IS NOT NULL AND id < 30 ORDER BY id
 SELECT count(*) FROM orders WHERE created_at > (SELECT max(created_at) FROM orders) - interval '40 days'
-UNSUPPORTED SELECT (SELECT count(*) FROM customers), count(*) FROM orders
-UNSUPPORTED SELECT id, EXISTS (SELECT 1 FROM customers c WHERE c.id = o.customer_id) FROM orders o WHERE id < 5 ORDER BY id
+SELECT (SELECT count(*) FROM customers), count(*) FROM orders
+SELECT (SELECT max(region) FROM customers), count(*), (SELECT min(id) FROM customers) FROM orders
+SELECT id, EXISTS (SELECT 1 FROM customers c WHERE c.id = o.customer_id) FROM orders o WHERE id < 5 ORDER BY id
+SELECT id, NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = o.customer_id AND c.region = 'east') AS not_east FROM orders o WHERE id < 12 ORDER BY id
+UNSUPPORTED SELECT id, EXISTS (SELECT 1 FROM orders o2 WHERE o2.customer_id = o.customer_id AND o2.id > o.id + 2390) AS later FROM orders o WHERE id < 8 OR id > 2395 ORDER BY id
+SELECT EXISTS (SELECT 1 FROM customers WHERE region = 'nowhere') AS none, count(*) FROM orders
+UNSUPPORTED SELECT id, EXISTS (SELECT 1 FROM customers c WHERE c.id = o.customer_id LIMIT 1) FROM orders o WHERE id < 5 ORDER BY id
 UNSUPPORTED SELECT count(*) FROM orders WHERE (customer_id, status) IN (SELECT id, 'paid' FROM customers)
 SELECT count(*) FROM orders WHERE flag IS NOT TRUE
 SELECT count(*) FROM orders WHERE NOT flag

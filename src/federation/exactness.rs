@@ -317,6 +317,7 @@ fn executor_sql(sql: &str) -> Option<String> {
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
     // First: the others rewrite what it collects.
     let single = super::subqueries::rewrite(&mut statements);
+    let exists = super::subqueries::exists_in_select_lists(&mut statements);
     let json = super::json::strip_operand_casts(&mut statements);
     let intervals = interval_literals_with_units(&mut statements);
     let averages = super::average::rewrite(&mut statements);
@@ -327,6 +328,7 @@ fn executor_sql(sql: &str) -> Option<String> {
     let nulls = distinct_from_null(&mut statements);
     let tiles = ntiles(&mut statements);
     (single
+        || exists
         || json
         || intervals
         || averages
@@ -582,8 +584,10 @@ fn time_as_units(text: &str) -> Option<String> {
     Some(out.join(" "))
 }
 
-/// `sql` with each output column whose name an earlier one has given an
-/// alias of its own; `None` when it has no such column.
+/// `sql` with an alias of its own for each output column whose name an
+/// earlier one has, and for each computed one (the executor names some
+/// alike: a scalar subquery after the column it returns); `None` when it
+/// has no such column.
 fn unique_output_names(sql: &str) -> Option<String> {
     use datafusion::sql::sqlparser::ast::{Ident, Query};
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -606,7 +610,12 @@ fn unique_output_names(sql: &str) -> Option<String> {
                 let mut seen = std::collections::HashSet::new();
                 for (i, item) in select.projection.iter_mut().enumerate() {
                     let Some(k) = key(item) else { continue };
-                    if seen.insert(k) {
+                    let computed = matches!(
+                        item,
+                        SelectItem::UnnamedExpr(e)
+                            if !matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+                    );
+                    if seen.insert(k) && !computed {
                         continue;
                     }
                     let alias = Ident::with_quote('"', format!("thermocline_column_{}", i + 1));

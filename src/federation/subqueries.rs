@@ -11,6 +11,9 @@
 //! No row gives NULL, one row its value, more than one row the error, and
 //! only for the rows that use it: a correlated subquery becomes an
 //! aggregate by its correlation keys, joined to the rows that match.
+//!
+//! `EXISTS` in a select list, which the executor answers only in WHERE,
+//! becomes a count of the subquery's rows compared with zero.
 
 use std::any::Any;
 use std::ops::ControlFlow;
@@ -60,6 +63,94 @@ pub(super) fn rewrite(statements: &mut Vec<Statement>) -> bool {
     changed
 }
 
+/// Rewrites each `[NOT] EXISTS (…)` in a select list (the executor
+/// answers EXISTS only in WHERE) as a count of the subquery's rows
+/// compared with zero, when the subquery is a plain SELECT: a correlated
+/// count becomes an aggregate by the correlation keys, 0 where none
+/// match. True when it rewrote any.
+pub(super) fn exists_in_select_lists(statements: &mut [Statement]) -> bool {
+    fn body(set: &mut SetExpr, changed: &mut bool) {
+        match set {
+            SetExpr::Select(select) => {
+                for item in select.projection.iter_mut() {
+                    let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) =
+                        item
+                    else {
+                        continue;
+                    };
+                    let _ = visit_expressions_mut(e, |x: &mut Expr| {
+                        if let Expr::Exists { subquery, negated } = x
+                            && let Some(counted) = counted(subquery)
+                            && let Some(compared) = parse_expr(&format!(
+                                "(({counted}) {} 0)",
+                                if *negated { "=" } else { ">" }
+                            ))
+                        {
+                            *x = compared;
+                            *changed = true;
+                        }
+                        ControlFlow::<()>::Continue(())
+                    });
+                }
+            }
+            SetExpr::Query(q) => query(q, changed),
+            SetExpr::SetOperation { left, right, .. } => {
+                body(left, changed);
+                body(right, changed);
+            }
+            _ => {}
+        }
+    }
+    fn query(q: &mut Query, changed: &mut bool) {
+        if let Some(with) = &mut q.with {
+            for cte in with.cte_tables.iter_mut() {
+                query(&mut cte.query, changed);
+            }
+        }
+        body(&mut q.body, changed);
+    }
+    let mut changed = false;
+    for statement in statements.iter_mut() {
+        if let Statement::Query(q) = statement {
+            query(q, &mut changed);
+        }
+    }
+    changed
+}
+
+/// The subquery counting its rows, when it is a plain SELECT.
+fn counted(q: &Query) -> Option<Query> {
+    if q.with.is_some() || q.limit_clause.is_some() || q.fetch.is_some() || !q.locks.is_empty() {
+        return None;
+    }
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return None;
+    };
+    if !plain(select) || select.distinct.is_some() {
+        return None;
+    }
+    let mut select = select.clone();
+    select.projection = vec![SelectItem::UnnamedExpr(parse_expr("count(*)")?)];
+    let mut q = q.clone();
+    q.order_by = None;
+    q.body = Box::new(SetExpr::Select(select));
+    Some(q)
+}
+
+/// No grouping, HAVING, QUALIFY, windows, TOP or INTO.
+fn plain(select: &datafusion::sql::sqlparser::ast::Select) -> bool {
+    let grouped = match &select.group_by {
+        GroupByExpr::All(_) => true,
+        GroupByExpr::Expressions(keys, _) => !keys.is_empty(),
+    };
+    !(grouped
+        || select.having.is_some()
+        || select.qualify.is_some()
+        || !select.named_window.is_empty()
+        || select.top.is_some()
+        || select.into.is_some())
+}
+
 /// `thermocline_single((collected))`.
 fn call(collected: &Query) -> Result<Expr, datafusion::sql::sqlparser::parser::ParserError> {
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -78,17 +169,7 @@ fn collected(q: &Query) -> Option<Query> {
     let SetExpr::Select(select) = q.body.as_ref() else {
         return None;
     };
-    let grouped = match &select.group_by {
-        GroupByExpr::All(_) => true,
-        GroupByExpr::Expressions(keys, _) => !keys.is_empty(),
-    };
-    if grouped
-        || select.having.is_some()
-        || select.qualify.is_some()
-        || !select.named_window.is_empty()
-        || select.top.is_some()
-        || select.into.is_some()
-    {
+    if !plain(select) {
         return None;
     }
     let [item] = select.projection.as_slice() else {
@@ -257,5 +338,23 @@ mod tests {
         ] {
             assert_eq!(rewritten(sql), sql, "{sql}");
         }
+    }
+
+    #[test]
+    fn exists_in_a_select_list_is_a_count() {
+        let rewritten = |sql: &str| {
+            let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+            exists_in_select_lists(&mut statements);
+            statements[0].to_string()
+        };
+        assert_eq!(
+            rewritten(
+                "SELECT id, EXISTS (SELECT 1 FROM c WHERE c.id = o.cid) AS e, NOT EXISTS (SELECT 1 FROM c) FROM o WHERE EXISTS (SELECT 1 FROM d)"
+            ),
+            "SELECT id, ((SELECT count(*) FROM c WHERE c.id = o.cid) > 0) AS e, ((SELECT count(*) FROM c) = 0) FROM o WHERE EXISTS (SELECT 1 FROM d)"
+        );
+        // Not a plain SELECT: left as it is.
+        let limited = "SELECT EXISTS (SELECT 1 FROM c LIMIT 1) FROM o";
+        assert_eq!(rewritten(limited), limited);
     }
 }
