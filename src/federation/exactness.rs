@@ -26,11 +26,8 @@ use datafusion::sql::sqlparser::ast::{
 use super::link::FieldDescription;
 use crate::pgtypes::oid;
 
-/// Functions whose results equal Postgres's for the column types a tiered
-/// table holds (`avg` through [`super::average`]). Anything else is
-/// refused (for example `round`, whose ties differ for float8). `to_char`
-/// is [`super::tochar`]'s, which refuses what it does not write.
-const FUNCTIONS: &[&str] = &[
+/// The aggregates among [`FUNCTIONS`] (`array_agg` too).
+pub(super) const AGGREGATES: &[&str] = &[
     "avg",
     "count",
     "sum",
@@ -39,6 +36,15 @@ const FUNCTIONS: &[&str] = &[
     "bool_and",
     "bool_or",
     "every",
+    "array_agg",
+];
+
+/// Functions whose results equal Postgres's for the column types a tiered
+/// table holds (`avg` through [`super::average`]), besides
+/// [`AGGREGATES`]. Anything else is refused (for example `round`, whose
+/// ties differ for float8). `to_char` is [`super::tochar`]'s, which
+/// refuses what it does not write.
+const FUNCTIONS: &[&str] = &[
     "coalesce",
     "nullif",
     "greatest",
@@ -75,7 +81,6 @@ const FUNCTIONS: &[&str] = &[
     "array_length",
     "array_to_string",
     "array_position",
-    "array_agg",
     "unnest",
     "array_cat",
     "array_append",
@@ -99,7 +104,8 @@ fn integral_field(field: &DateTimeField) -> bool {
     )
 }
 
-/// A function's name, without its schema, as [`FUNCTIONS`] lists it.
+/// A function's name, without its schema, as [`FUNCTIONS`] and
+/// [`AGGREGATES`] list it.
 pub(super) fn function_name(f: &datafusion::sql::sqlparser::ast::Function) -> String {
     f.name
         .0
@@ -127,6 +133,7 @@ pub(crate) fn check(
             Expr::Function(f) => {
                 let name = function_name(f);
                 if FUNCTIONS.contains(&name.as_str())
+                    || AGGREGATES.contains(&name.as_str())
                     || super::json::FUNCTION_NAMES.contains(&name.as_str())
                     || (name == "round" && super::numeric::round_form(f))
                     || (name == "ntile" && ntile_of(f).is_some())

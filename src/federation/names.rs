@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use datafusion::sql::sqlparser::ast::{ObjectName, visit_relations};
+use datafusion::sql::sqlparser::ast::{ObjectName, Statement, visit_relations};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -28,8 +28,16 @@ pub(super) fn written_names(sql: &str) -> Vec<String> {
     let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
         return Vec::new();
     };
+    relation_names(&statements)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// The relations `statements` name, each once, in the order named.
+pub(super) fn relation_names(statements: &[Statement]) -> Vec<ObjectName> {
     let mut names: Vec<ObjectName> = Vec::new();
-    for s in &statements {
+    for s in statements {
         let _ = visit_relations(s, |n: &ObjectName| {
             if !names.contains(n) {
                 names.push(n.clone());
@@ -37,7 +45,7 @@ pub(super) fn written_names(sql: &str) -> Vec<String> {
             ControlFlow::<()>::Continue(())
         });
     }
-    names.iter().map(ToString::to_string).collect()
+    names
 }
 
 /// The session's answers to [`ask`]: where the statement's names resolve.

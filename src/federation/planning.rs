@@ -3,14 +3,12 @@
 //! definitions, other tables as Postgres scans.
 
 use std::collections::BTreeSet;
-use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::common::TableReference;
 use datafusion::datasource::TableProvider;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::sqlparser::ast::{ObjectName, visit_relations};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -136,15 +134,8 @@ async fn register_tables_at(
         exactness::check(statement, &[])
             .map_err(|m| Failure::Ours(ErrorFields::error("0A000", m)))?;
     }
-    let mut names: Vec<ObjectName> = Vec::new();
-    for s in &statements {
-        let _ = visit_relations(s, |n: &ObjectName| {
-            if !names.contains(n) {
-                names.push(n.clone());
-            }
-            ControlFlow::<()>::Continue(())
-        });
-    }
+    // As the session was asked about them (see `names`).
+    let names = super::names::relation_names(&statements);
     let written: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     // The statement's own names may have been resolved by the session
     // already: their columns are then read on the warm connection.

@@ -31,20 +31,6 @@ use datafusion::sql::sqlparser::ast::{
 
 const NAME: &str = "thermocline_single";
 
-/// Aggregates (those the statement check lets through): a subquery
-/// computing one returns one row.
-const AGGREGATES: &[&str] = &[
-    "avg",
-    "count",
-    "sum",
-    "min",
-    "max",
-    "bool_and",
-    "bool_or",
-    "every",
-    "array_agg",
-];
-
 /// Rewrites the scalar subqueries of `statements` that may return more
 /// than one row (see the module's documentation); true when it rewrote
 /// any.
@@ -218,7 +204,8 @@ fn aggregates(value: &Expr) -> bool {
         if let Expr::Function(f) = e {
             found |= f.over.is_some()
                 || f.filter.is_some()
-                || AGGREGATES.contains(&super::exactness::function_name(f).as_str());
+                || super::exactness::AGGREGATES
+                    .contains(&super::exactness::function_name(f).as_str());
         }
         ControlFlow::<()>::Continue(())
     });
