@@ -55,6 +55,10 @@ write_config
 log "moving rows older than 30 days to Iceberg"
 "$THERMOCLINE_BIN" tier run --config "$WORK/thermocline.toml" >&2
 pg -c "VACUUM FULL ANALYZE orders"
+# The load left gigabytes of dirty buffers for the checkpointer to write
+# back over the next minutes, on the cores the runs share: written now,
+# before any run.
+pg -c "CHECKPOINT"
 serve
 
 # A second thermocline, without cache, on the same Postgres and lake.
