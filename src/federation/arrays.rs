@@ -40,8 +40,6 @@ use datafusion::logical_expr::{
 use datafusion::sql::sqlparser::ast::{
     self, AccessExpr, BinaryOperator, Subscript, Value, visit_expressions, visit_expressions_mut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 
 use super::scan::ScanColumn;
 use crate::catalog::quote_ident;
@@ -254,12 +252,9 @@ pub(crate) fn rewrite(statements: &mut Vec<ast::Statement>) -> bool {
             && f.name.to_string().eq_ignore_ascii_case("array_length")
         {
             let rewritten = format!("nullif(CAST({f} AS integer), 0)");
-            match Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&rewritten)
-                .and_then(|mut p| p.parse_expr())
-            {
-                Ok(x) => *e = x,
-                Err(_) => return ControlFlow::Continue(()),
+            match super::exactness::parse_expr(&rewritten) {
+                Some(x) => *e = x,
+                None => return ControlFlow::Continue(()),
             }
             changed = true;
             // Not into the call just made.

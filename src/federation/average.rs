@@ -400,17 +400,13 @@ fn averages_out(plan: &LogicalPlan) -> bool {
         | LogicalPlan::Sort(_)
         | LogicalPlan::Limit(_)
         | LogicalPlan::SubqueryAlias(_)
-        | LogicalPlan::Distinct(_) => other_input(plan).is_some_and(averages_out),
+        | LogicalPlan::Distinct(_) => plan.inputs().first().is_some_and(|i| averages_out(i)),
         other => {
             other.schema().fields().first().is_some_and(|f| {
                 f.metadata().get(PG_TYPE).map(String::as_str) == Some(NUMERIC_TEXT)
             })
         }
     }
-}
-
-fn other_input(plan: &LogicalPlan) -> Option<&LogicalPlan> {
-    plan.inputs().first().copied()
 }
 
 /// The plan with numeric averages ordered and compared by their values:

@@ -230,10 +230,7 @@ pub(super) async fn fold(
         let Some(sql) = literal(&ty, text(2 * i + 1).as_deref()) else {
             continue;
         };
-        let Ok(expr) = Parser::new(&PostgreSqlDialect {})
-            .try_with_sql(&sql)
-            .and_then(|mut p| p.parse_expr())
-        else {
+        let Some(expr) = super::exactness::parse_expr(&sql) else {
             continue;
         };
         values.push((call.clone(), expr));

@@ -360,8 +360,6 @@ fn executor_sql(sql: &str) -> Option<String> {
 /// rows, where Postgres puts 3, 3, 2, 2).
 fn ntile_of(f: &datafusion::sql::sqlparser::ast::Function) -> Option<Expr> {
     use datafusion::sql::sqlparser::ast::{Value, WindowType};
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
     let Some(WindowType::WindowSpec(spec)) = &f.over else {
         return None;
     };
@@ -399,10 +397,16 @@ fn ntile_of(f: &datafusion::sql::sqlparser::ast::Function) -> Option<Expr> {
         "CAST(CASE WHEN {k} <= {r} * ({q} + 1) THEN ({k} - 1) / ({q} + 1) + 1 \
          ELSE {r} + ({k} - 1 - {r} * ({q} + 1)) / nullif({q}, 0) + 1 END AS INTEGER)"
     );
+    parse_expr(&sql)
+}
+
+/// `sql`, one expression in Postgres's syntax, as the SQL parser reads it.
+pub(super) fn parse_expr(sql: &str) -> Option<Expr> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
     Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&sql)
-        .ok()?
-        .parse_expr()
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
         .ok()
 }
 

@@ -674,9 +674,8 @@ pub(crate) fn columns_as_postgres(sql: &str, columns: &[String]) -> Option<Strin
             } else {
                 MUL
             };
-            if let Ok(call) = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&format!("{name}({interval}, {factor})"))
-                .and_then(|mut p| p.parse_expr())
+            if let Some(call) =
+                super::exactness::parse_expr(&format!("{name}({interval}, {factor})"))
             {
                 *e = call;
                 changed = true;

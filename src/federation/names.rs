@@ -13,7 +13,6 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use datafusion::sql::sqlparser::ast::{ObjectName, Statement, visit_relations};
@@ -100,7 +99,7 @@ pub(super) fn resolved(fields: &[Option<&[u8]>], names: &[String]) -> Option<Res
 }
 
 /// The catalog connection's `application_name`.
-pub const APPLICATION_NAME: &str = "thermocline catalog";
+const APPLICATION_NAME: &str = "thermocline catalog";
 
 /// How long after a failed attempt the connection is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -111,9 +110,17 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 pub struct CatalogLink {
     target: BackendTarget,
     database: String,
-    client: std::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
-    connecting: AtomicBool,
-    failed_at: std::sync::Mutex<Option<Instant>>,
+    state: std::sync::Mutex<Connection>,
+}
+
+/// Where a [`CatalogLink`]'s connection stands.
+enum Connection {
+    /// Not open, nor being opened.
+    Closed,
+    Opening,
+    Open(Arc<tokio_postgres::Client>),
+    /// The last attempt failed, at that instant.
+    Failed(Instant),
 }
 
 impl std::fmt::Debug for CatalogLink {
@@ -131,9 +138,7 @@ impl CatalogLink {
         Arc::new(Self {
             target,
             database,
-            client: std::sync::Mutex::new(None),
-            connecting: AtomicBool::new(false),
-            failed_at: std::sync::Mutex::new(None),
+            state: std::sync::Mutex::new(Connection::Closed),
         })
     }
 
@@ -143,57 +148,36 @@ impl CatalogLink {
     }
 
     /// The open connection, if there is one. A closed one is dropped and
-    /// a new one opened in the background.
+    /// a new one opened in the background (at most one attempt at a time,
+    /// and none within [`RETRY_AFTER`] of a failed one).
     pub(super) fn client(self: &Arc<Self>) -> Option<Arc<tokio_postgres::Client>> {
-        let mut current = self.client.lock().ok()?;
-        if let Some(client) = current.as_ref()
-            && !client.is_closed()
-        {
-            return Some(client.clone());
-        }
-        *current = None;
-        drop(current);
-        self.reconnect();
-        None
-    }
-
-    fn reconnect(self: &Arc<Self>) {
-        if self
-            .failed_at
-            .lock()
-            .is_ok_and(|failed| failed.is_some_and(|at| at.elapsed() < RETRY_AFTER))
-        {
-            return;
-        }
-        if self.connecting.swap(true, Ordering::AcqRel) {
-            return;
+        let mut state = self.state.lock().ok()?;
+        match &*state {
+            Connection::Open(client) if !client.is_closed() => return Some(client.clone()),
+            Connection::Opening => return None,
+            Connection::Failed(at) if at.elapsed() < RETRY_AFTER => return None,
+            _ => *state = Connection::Opening,
         }
         let this = self.clone();
         tokio::spawn(async move {
-            match crate::tiering::service_connection_as(
+            let opened = crate::tiering::service_connection_as(
                 &this.target,
                 &this.database,
                 APPLICATION_NAME,
             )
-            .await
-            {
-                Ok(client) => {
-                    if let Ok(mut current) = this.client.lock() {
-                        *current = Some(Arc::new(client));
-                    }
-                    if let Ok(mut failed) = this.failed_at.lock() {
-                        *failed = None;
-                    }
-                }
+            .await;
+            let next = match opened {
+                Ok(client) => Connection::Open(Arc::new(client)),
                 Err(e) => {
-                    if let Ok(mut failed) = this.failed_at.lock() {
-                        *failed = Some(Instant::now());
-                    }
-                    tracing::debug!(database = %this.database, error = %e, "cannot open the catalog connection")
+                    tracing::debug!(database = %this.database, error = %e, "cannot open the catalog connection");
+                    Connection::Failed(Instant::now())
                 }
+            };
+            if let Ok(mut state) = this.state.lock() {
+                *state = next;
             }
-            this.connecting.store(false, Ordering::Release);
         });
+        None
     }
 }
 

@@ -64,11 +64,7 @@ pub(crate) fn rewrite(statements: &mut Vec<ast::Statement>) -> bool {
             _ => None,
         };
         if let Some(call) = call
-            && let Ok(parsed) = datafusion::sql::sqlparser::parser::Parser::new(
-                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
-            )
-            .try_with_sql(&call)
-            .and_then(|mut p| p.parse_expr())
+            && let Some(parsed) = super::exactness::parse_expr(&call)
         {
             *e = parsed;
             changed = true;

@@ -26,8 +26,11 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::sql::sqlparser::ast::{
-    Distinct, Expr, GroupByExpr, Query, SelectItem, SetExpr, Statement, visit_expressions_mut,
+    Distinct, Expr, GroupByExpr, Query, Select, SelectItem, SetExpr, Statement, visit_expressions,
+    visit_expressions_mut,
 };
+
+use super::exactness::parse_expr;
 
 const NAME: &str = "thermocline_single";
 
@@ -39,7 +42,7 @@ pub(super) fn rewrite(statements: &mut Vec<Statement>) -> bool {
     let _ = visit_expressions_mut(statements, |e: &mut Expr| {
         if let Expr::Subquery(q) = e
             && let Some(collected) = collected(q)
-            && let Ok(call) = call(&collected)
+            && let Some(call) = parse_expr(&format!("{NAME}(({collected}))"))
         {
             *e = call;
             changed = true;
@@ -106,58 +109,17 @@ pub(super) fn exists_in_select_lists(statements: &mut [Statement]) -> bool {
 
 /// The subquery counting its rows, when it is a plain SELECT.
 fn counted(q: &Query) -> Option<Query> {
-    if q.with.is_some() || q.limit_clause.is_some() || q.fetch.is_some() || !q.locks.is_empty() {
+    let select = plain(q)?;
+    if select.distinct.is_some() {
         return None;
     }
-    let SetExpr::Select(select) = q.body.as_ref() else {
-        return None;
-    };
-    if !plain(select) || select.distinct.is_some() {
-        return None;
-    }
-    let mut select = select.clone();
-    select.projection = vec![SelectItem::UnnamedExpr(parse_expr("count(*)")?)];
-    let mut q = q.clone();
-    q.order_by = None;
-    q.body = Box::new(SetExpr::Select(select));
-    Some(q)
-}
-
-/// No grouping, HAVING, QUALIFY, windows, TOP or INTO.
-fn plain(select: &datafusion::sql::sqlparser::ast::Select) -> bool {
-    let grouped = match &select.group_by {
-        GroupByExpr::All(_) => true,
-        GroupByExpr::Expressions(keys, _) => !keys.is_empty(),
-    };
-    !(grouped
-        || select.having.is_some()
-        || select.qualify.is_some()
-        || !select.named_window.is_empty()
-        || select.top.is_some()
-        || select.into.is_some())
-}
-
-/// `thermocline_single((collected))`.
-fn call(collected: &Query) -> Result<Expr, datafusion::sql::sqlparser::parser::ParserError> {
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-    Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&format!("{NAME}(({collected}))"))?
-        .parse_expr()
+    Some(with_column(q, select, parse_expr("count(*)")?))
 }
 
 /// The subquery with its one column collected into an array, when it is
 /// a plain SELECT of one column that may return more than one row.
 fn collected(q: &Query) -> Option<Query> {
-    if q.with.is_some() || q.limit_clause.is_some() || q.fetch.is_some() || !q.locks.is_empty() {
-        return None;
-    }
-    let SetExpr::Select(select) = q.body.as_ref() else {
-        return None;
-    };
-    if !plain(select) {
-        return None;
-    }
+    let select = plain(q)?;
     let [item] = select.projection.as_slice() else {
         return None;
     };
@@ -173,34 +135,52 @@ fn collected(q: &Query) -> Option<Query> {
         Some(Distinct::Distinct) => "DISTINCT ",
         Some(_) => return None,
     };
-    let mut select = select.clone();
-    select.distinct = None;
-    select.projection = vec![SelectItem::UnnamedExpr(parse_expr(&format!(
-        "array_agg({distinct}{value})"
-    ))?)];
-    let mut q = q.clone();
-    // One value or an error: its order does not matter.
-    q.order_by = None;
-    q.body = Box::new(SetExpr::Select(select));
-    Some(q)
+    Some(with_column(
+        q,
+        select,
+        parse_expr(&format!("array_agg({distinct}{value})"))?,
+    ))
 }
 
-fn parse_expr(sql: &str) -> Option<Expr> {
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-    Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(sql)
-        .ok()?
-        .parse_expr()
-        .ok()
+/// The SELECT of `q`, when `q` is one with no WITH, LIMIT, FETCH or
+/// locking, and no grouping, HAVING, QUALIFY, windows, TOP or INTO.
+fn plain(q: &Query) -> Option<&Select> {
+    if q.with.is_some() || q.limit_clause.is_some() || q.fetch.is_some() || !q.locks.is_empty() {
+        return None;
+    }
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return None;
+    };
+    let grouped = match &select.group_by {
+        GroupByExpr::All(_) => true,
+        GroupByExpr::Expressions(keys, _) => !keys.is_empty(),
+    };
+    let plain = !(grouped
+        || select.having.is_some()
+        || select.qualify.is_some()
+        || !select.named_window.is_empty()
+        || select.top.is_some()
+        || select.into.is_some());
+    plain.then_some(select.as_ref())
+}
+
+/// `q` selecting `column` alone, without DISTINCT or ORDER BY (it returns
+/// one value, or an error, in any order).
+fn with_column(q: &Query, select: &Select, column: Expr) -> Query {
+    let mut select = select.clone();
+    select.distinct = None;
+    select.projection = vec![SelectItem::UnnamedExpr(column)];
+    let mut q = q.clone();
+    q.order_by = None;
+    q.body = Box::new(SetExpr::Select(Box::new(select)));
+    q
 }
 
 /// True when `value` computes an aggregate or a window function, or a
 /// subquery inside it does (such a value is left as it is).
 fn aggregates(value: &Expr) -> bool {
     let mut found = false;
-    let mut value = value.clone();
-    let _ = visit_expressions_mut(&mut value, |e: &mut Expr| {
+    let _ = visit_expressions(value, |e: &Expr| {
         if let Expr::Function(f) = e {
             found |= f.over.is_some()
                 || f.filter.is_some()

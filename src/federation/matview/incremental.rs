@@ -398,11 +398,7 @@ pub(super) fn with_condition(query: &str, condition: &str) -> Option<String> {
     let SetExpr::Select(select) = q.body.as_mut() else {
         return None;
     };
-    let condition = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(condition)
-        .ok()?
-        .parse_expr()
-        .ok()?;
+    let condition = crate::federation::exactness::parse_expr(condition)?;
     select.selection = Some(match select.selection.take() {
         Some(existing) => Expr::BinaryOp {
             left: Box::new(Expr::Nested(Box::new(existing))),
