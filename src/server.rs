@@ -554,6 +554,7 @@ async fn load_tiers_with(
                 cache: cache.clone(),
                 byte_ordered_collation: Default::default(),
                 catalog: crate::federation::CatalogLink::new(target.clone(), db),
+                keeps_views: Default::default(),
             })
             .tables
             .push(std::sync::Arc::new(table));

@@ -81,6 +81,9 @@ pub struct Federation {
     pub byte_ordered_collation: Arc<std::sync::OnceLock<bool>>,
     /// thermocline's own connection to the database, for catalog reads.
     pub catalog: Arc<CatalogLink>,
+    /// Whether the database keeps definitions of materialized views, as
+    /// last seen (a refresh then reads its view's in its first round trip).
+    pub keeps_views: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Federation {

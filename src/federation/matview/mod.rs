@@ -53,6 +53,7 @@ mod parse;
 mod rows;
 pub(crate) mod schedule;
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::link::{self, LinkError, PgLink, quote_literal};
@@ -136,30 +137,42 @@ pub(super) async fn answer(
     // A refresh in a transaction of its own begins it here, and takes the
     // view's lock before the snapshot (LOCK takes none): one refresh of a
     // view at a time, the next one seeing what this one wrote; readers are
-    // not blocked. Its definition is then read once, in the snapshot.
+    // not blocked. Its definition is then read once, in the snapshot; in
+    // the same round trip where the database was seen to keep definitions
+    // (the read fails otherwise).
     let mut begun: Option<Definition> = None;
     // Ours only when it concerns a tiered table or a view kept here.
     let ours = match &command {
         Command::Create(c) => analyze(&c.query, &federation.tables).is_some(),
         Command::Refresh { name, .. } if own_transaction => {
-            let found = match link
-                .simple(&format!(
-                    "BEGIN ISOLATION LEVEL REPEATABLE READ; LOCK TABLE {name} IN EXCLUSIVE MODE"
-                ))
-                .await
-            {
-                Ok(_) => definition(&mut link, name).await,
-                Err(e) => Err(e),
+            let keeps = &federation.keeps_views;
+            let seen = keeps.load(Ordering::Relaxed);
+            let begin = format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ; LOCK TABLE {name} IN EXCLUSIVE MODE"
+            );
+            let found = if seen {
+                link.rows(&format!("{begin}; {}", definition_sql(name)))
+                    .await
+                    .map(Definition::from_rows)
+            } else {
+                match link.simple(&begin).await {
+                    Ok(_) => definition(&mut link, name).await,
+                    Err(e) => Err(e),
+                }
             };
             match found {
                 Ok(Some(d)) => {
+                    keeps.store(true, Ordering::Relaxed);
                     begun = Some(d);
                     true
                 }
                 Err(LinkError::Gone) => return None,
                 // Not kept here, not a table, or one this role may not
                 // lock (nor refresh): Postgres answers.
-                Ok(None) | Err(_) => {
+                other => {
+                    if other.is_err() {
+                        keeps.store(false, Ordering::Relaxed);
+                    }
                     link.simple("ROLLBACK").await.ok()?;
                     false
                 }
@@ -301,49 +314,53 @@ async fn definition(link: &mut PgLink, name: &str) -> Result<Option<Definition>,
     if kept.first().and_then(|r| r[0].as_deref()) != Some("t") {
         return Ok(None);
     }
+    Ok(Definition::from_rows(
+        link.rows(&definition_sql(name)).await?,
+    ))
+}
+
+/// The query reading the definition kept for `name`; it fails where the
+/// database keeps no definitions.
+fn definition_sql(name: &str) -> String {
     // The row as JSON: a table made by an earlier version lacks the later
     // columns.
-    let found = link
-        .rows(&format!(
-            "SELECT pg_catalog.row_to_json(d)::text FROM {DEFINITIONS} d \
-             WHERE pg_catalog.to_regclass(pg_catalog.format('%I.%I', d.view_schema, d.view_name)) \
-                 = pg_catalog.to_regclass({})",
-            quote_literal(name)
-        ))
-        .await?;
-    let Some(row) = found
-        .into_iter()
-        .next()
-        .and_then(|r| r.into_iter().next().flatten())
-        .and_then(|json| {
-            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&json).ok()
+    format!(
+        "SELECT pg_catalog.row_to_json(d)::text FROM {DEFINITIONS} d \
+         WHERE pg_catalog.to_regclass(pg_catalog.format('%I.%I', d.view_schema, d.view_name)) \
+             = pg_catalog.to_regclass({})",
+        quote_literal(name)
+    )
+}
+
+impl Definition {
+    /// The definition [`definition_sql`] read, if any.
+    fn from_rows(rows: Vec<Vec<Option<String>>>) -> Option<Self> {
+        let json = rows.into_iter().next()?.into_iter().next()??;
+        let row = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&json).ok()?;
+        let get = |key: &str| row.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        let (schema, name) = (
+            get("view_schema").unwrap_or_default(),
+            get("view_name").unwrap_or_default(),
+        );
+        Some(Definition {
+            qualified: format!(
+                "{}.{}",
+                crate::catalog::quote_ident(&schema),
+                crate::catalog::quote_ident(&name)
+            ),
+            schema,
+            name,
+            query: get("definition").unwrap_or_default(),
+            time_zone: get("time_zone").unwrap_or_else(|| "UTC".into()),
+            bucket_column: get("bucket_column"),
+            hot_min: get("hot_min"),
+            lake_checksums: get("lake_checksums"),
+            hot_snapshot: get("hot_snapshot"),
+            hot_signature: get("hot_signature"),
+            keeps_snapshots: row.contains_key("hot_snapshot"),
+            parts_table: get("parts_table"),
         })
-    else {
-        return Ok(None);
-    };
-    let get = |key: &str| row.get(key).and_then(|v| v.as_str()).map(str::to_string);
-    let (schema, name) = (
-        get("view_schema").unwrap_or_default(),
-        get("view_name").unwrap_or_default(),
-    );
-    Ok(Some(Definition {
-        qualified: format!(
-            "{}.{}",
-            crate::catalog::quote_ident(&schema),
-            crate::catalog::quote_ident(&name)
-        ),
-        schema,
-        name,
-        query: get("definition").unwrap_or_default(),
-        time_zone: get("time_zone").unwrap_or_else(|| "UTC".into()),
-        bucket_column: get("bucket_column"),
-        hot_min: get("hot_min"),
-        lake_checksums: get("lake_checksums"),
-        hot_snapshot: get("hot_snapshot"),
-        hot_signature: get("hot_signature"),
-        keeps_snapshots: row.contains_key("hot_snapshot"),
-        parts_table: get("parts_table"),
-    }))
+    }
 }
 
 type Outcome = (Option<PgLink>, Result<String, Failure>);
@@ -664,8 +681,12 @@ async fn fill(
     }
     // What the lake holds before the view is computed: a change after this
     // is seen by the next refresh. Its watermark: rows from it on are all
-    // in Postgres, in this command's snapshot (taken before).
-    let (checksums, watermark) = match federation.lake.load(tiered).await {
+    // in Postgres, in this command's snapshot (taken before). Read while
+    // Postgres tells the writes since the last refresh, where they were
+    // recorded.
+    let (loaded, recorded) =
+        tokio::join!(federation.lake.load(tiered), recorded(&mut link, d, tiered));
+    let (checksums, watermark) = match loaded {
         Ok(Some(table)) => (
             crate::tiering::verify::recorded_checksums(&table)
                 .map(|c| crate::tiering::verify::encode_checksums(&c)),
@@ -674,8 +695,7 @@ async fn fill(
         _ => (None, None),
     };
     let time = crate::catalog::quote_ident(&tiered.time_column().name);
-    // The writes since the last refresh, where they were recorded.
-    let recorded = on_link!(link, recorded(&mut link, d, tiered).await);
+    let recorded = on_link!(link, recorded);
     let parts = match (buckets, &d.parts_table) {
         (Some(b), Some(table)) => incremental::parts(&d.query, b).map(|p| (p, table.as_str())),
         _ => None,
