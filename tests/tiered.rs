@@ -1202,6 +1202,66 @@ async fn a_role_without_select_gets_postgres_error() {
     );
 }
 
+/// A joined table's column of a type the executor cannot carry (a numeric
+/// without a precision, an inet) is named in the 0A000 error of a
+/// statement reading it; the table's other columns read as Postgres reads
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_the_executor_cannot_carry_are_named_in_the_error() {
+    let s = setup().await;
+    move_rows(&s).await;
+    in_both(
+        &s,
+        "CREATE TABLE prices (customer_id int PRIMARY KEY, price numeric, addr inet, note text);
+         INSERT INTO prices SELECT i, i * 1.5, '10.0.0.1', 'note ' || i FROM generate_series(1, 50) i",
+    )
+    .await;
+    let proxy = serve(&s).await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let readable = "SELECT o.id, p.note FROM orders o JOIN prices p ON p.customer_id = o.customer_id \
+                    ORDER BY o.id LIMIT 5";
+    let want = ask(&direct, readable).await;
+    assert!(matches!(&want, Answer::Rows(_, rows) if rows.len() == 5));
+    assert_eq!(ask(&through, readable).await, want);
+    for (sql, column, hint) in [
+        (
+            "SELECT o.id, p.price FROM orders o JOIN prices p ON p.customer_id = o.customer_id",
+            "price",
+            Some("numeric(p, s)"),
+        ),
+        (
+            "SELECT count(*) FROM orders o JOIN prices p ON p.customer_id = o.customer_id WHERE p.price > 10",
+            "price",
+            Some("numeric(p, s)"),
+        ),
+        (
+            "SELECT o.id, p.* FROM orders o JOIN prices p ON p.customer_id = o.customer_id",
+            "price",
+            Some("numeric(p, s)"),
+        ),
+        (
+            "SELECT o.id, p.addr FROM orders o JOIN prices p ON p.customer_id = o.customer_id",
+            "addr",
+            None,
+        ),
+    ] {
+        assert!(
+            matches!(ask(&direct, sql).await, Answer::Rows(_, rows) if !rows.is_empty()),
+            "{sql}"
+        );
+        let e = through.simple_query(sql).await.unwrap_err();
+        let e = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e}"));
+        assert_eq!(e.code().code(), "0A000", "{sql}");
+        let named = format!("column \"{column}\" of table public.prices");
+        assert!(e.message().contains(&named), "{sql}: {}", e.message());
+        if let Some(hint) = hint {
+            assert!(e.message().contains(hint), "{sql}: {}", e.message());
+        }
+    }
+    assert_eq!(ask(&through, readable).await, want, "the session goes on");
+}
+
 /// With the lake unreadable, federated reads fail with an error naming the
 /// tier; relayed statements go on; reads work again once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

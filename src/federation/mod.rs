@@ -722,7 +722,9 @@ async fn executor_plan(
     text: &TextSettings,
 ) -> Result<datafusion::prelude::DataFrame, Failure> {
     let interval_columns = planning::interval_columns(ctx);
-    let mut df = exactness::plan_sql(session, sql, &interval_columns).await?;
+    let mut df = exactness::plan_sql(session, sql, &interval_columns)
+        .await
+        .map_err(|e| planning::unreadable(ctx, e))?;
     let read = literals::read_by_postgres(df.logical_plan().clone(), ctx).await?;
     if read.transformed {
         df = datafusion::prelude::DataFrame::new(session.state(), read.data);
@@ -823,7 +825,8 @@ async fn execute(
             numeric::at_postgres_scale(df.logical_plan().clone(), &computed).map_err(|i| {
                 Failure::Ours(ErrorFields::error(
                     "0A000",
-                    exactness::computed_numeric(&fields[i]),
+                    planning::left_out_among(ctx, fields)
+                        .unwrap_or_else(|| exactness::computed_numeric(&fields[i])),
                 ))
             })?;
         df = datafusion::prelude::DataFrame::new(session.state(), scaled);
@@ -842,10 +845,14 @@ async fn execute(
     }
     let schema = df.schema().inner().clone();
     if schema.fields().len() != fields.len() {
-        return Err(Failure::Ours(ErrorFields::error(
-            "XX000",
-            "the federated plan does not have the columns Postgres described",
-        )));
+        // A wildcard over a table with columns left out, or a bug.
+        return Err(Failure::Ours(match planning::left_out_among(ctx, fields) {
+            Some(m) => ErrorFields::error("0A000", m),
+            None => ErrorFields::error(
+                "XX000",
+                "the federated plan does not have the columns Postgres described",
+            ),
+        }));
     }
     check_numeric_scales(&schema, fields)?;
     let task = Arc::new(df.task_ctx());

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::catalog::MemorySchemaProvider;
-use datafusion::common::TableReference;
+use datafusion::common::{DataFusionError, TableReference};
 use datafusion::datasource::TableProvider;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -207,12 +207,20 @@ async fn register_tables_at(
                 ))
                 .await?;
                 let plan = exactness::plan_sql(session, &def, &interval_columns(ctx))
-                    .await?
+                    .await
+                    .map_err(|e| unreadable(ctx, e))?
                     .into_unoptimized_plan();
                 Arc::new(datafusion::catalog::view::ViewTable::new(plan, Some(def)))
             }
             None => {
-                let (columns, attnums) = scan_columns(&columns);
+                let (columns, attnums, left_out) = scan_columns(&columns);
+                if let Ok(mut all) = ctx.left_out.lock() {
+                    all.extend(
+                        left_out
+                            .into_iter()
+                            .map(|(column, ty)| (qualified.clone(), column, ty)),
+                    );
+                }
                 // The definition with the columns as they are now: one
                 // renamed, retyped, added or dropped since it was loaded.
                 let tiered = tiered.map(|t| {
@@ -517,4 +525,55 @@ pub(super) fn interval_columns(ctx: &ScanContext) -> Vec<String> {
         .lock()
         .map(|names| names.clone())
         .unwrap_or_default()
+}
+
+/// A planning error that names a column the scans left out, said as such:
+/// the executor cannot carry the column's type.
+pub(super) fn unreadable(ctx: &ScanContext, e: DataFusionError) -> Failure {
+    let DataFusionError::SchemaError(schema_error, _) = e.find_root() else {
+        return Failure::DataFusion(e);
+    };
+    let datafusion::common::SchemaError::FieldNotFound { field, .. } = schema_error.as_ref() else {
+        return Failure::DataFusion(e);
+    };
+    let left_out = ctx.left_out.lock().map(|l| l.clone()).unwrap_or_default();
+    let Some((table, column, ty)) = left_out.iter().find(|(_, c, _)| *c == field.name) else {
+        return Failure::DataFusion(e);
+    };
+    Failure::Ours(ErrorFields::error(
+        "0A000",
+        unreadable_message(table, column, ty),
+    ))
+}
+
+/// For an output column (of those Postgres described) that is a table's
+/// column the scans left out: why it cannot be read.
+pub(super) fn left_out_among(
+    ctx: &ScanContext,
+    fields: &[super::link::FieldDescription],
+) -> Option<String> {
+    let left_out = ctx.left_out.lock().ok()?;
+    fields
+        .iter()
+        .filter(|f| f.table_oid != 0)
+        .find_map(|f| left_out.iter().find(|(_, c, _)| *c == f.name))
+        .map(|(table, column, ty)| unreadable_message(table, column, ty))
+}
+
+/// Why column `column` of `table`, of type `ty`, cannot be read in a
+/// statement over a tiered table's history.
+pub(super) fn unreadable_message(table: &str, column: &str, ty: &str) -> String {
+    let hint = if ty == "numeric" || ty.starts_with("numeric(") {
+        "; declare it as numeric(p, s) with p <= 38"
+    } else {
+        ""
+    };
+    let ty = if ty == "numeric" {
+        "numeric without a precision"
+    } else {
+        ty
+    };
+    format!(
+        "column \"{column}\" of table {table} has type {ty}, which a statement over the history of a tiered table cannot read yet{hint}"
+    )
 }

@@ -72,6 +72,9 @@ pub(crate) struct ScanContext {
     /// The names of the interval columns of the tables read (see
     /// `intervals::columns_as_postgres`).
     pub interval_columns: std::sync::Mutex<Vec<String>>,
+    /// The columns of the tables read that the executor cannot carry:
+    /// table, column and type, for the error of a statement using one.
+    pub left_out: std::sync::Mutex<Vec<(String, String, String)>>,
     /// How many rows each scan may produce, where known (see `joins`).
     pub estimates: super::joins::Estimates,
     /// Where the statement's names resolve, when the session told as it
@@ -115,6 +118,7 @@ impl ScanContext {
             lake_scans: Default::default(),
             collated: Default::default(),
             interval_columns: Default::default(),
+            left_out: Default::default(),
             estimates: Default::default(),
             resolved: Default::default(),
         }
@@ -824,24 +828,27 @@ async fn drop_stragglers_in_cold(split: &Split, batch: RecordBatch) -> Result<Re
 }
 
 /// Columns of a table, for a scan: the ones thermocline can read, with
-/// their Postgres column numbers.
+/// their Postgres column numbers; and the names of those it cannot, each
+/// with its type as Postgres writes it.
 pub(crate) fn scan_columns(
     rows: &[(String, u32, i32, String, i16, Option<Vec<String>>)],
-) -> (Vec<ScanColumn>, Vec<i16>) {
-    rows.iter()
-        .filter_map(|(name, oid, typmod, type_name, attnum, labels)| {
-            // A column of a type the executor cannot carry exactly (an
-            // unbounded numeric, an interval, …) is left out: a statement
-            // that uses it fails to plan, with 0A000.
-            let pg_type = PgType::of_column(*oid, *typmod, type_name, labels.is_some()).ok()?;
-            Some((
-                ScanColumn {
+) -> (Vec<ScanColumn>, Vec<i16>, Vec<(String, String)>) {
+    let (mut columns, mut attnums, mut left_out) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, oid, typmod, type_name, attnum, labels) in rows {
+        // A column of a type the executor cannot carry exactly (a numeric
+        // without a precision, an inet, …) is left out: a statement that
+        // uses it fails to plan, with 0A000 (see [`ScanContext::left_out`]).
+        match PgType::of_column(*oid, *typmod, type_name, labels.is_some()) {
+            Ok(pg_type) => {
+                columns.push(ScanColumn {
                     name: name.clone(),
                     pg_type,
                     labels: labels.clone().map(Arc::new),
-                },
-                *attnum,
-            ))
-        })
-        .unzip()
+                });
+                attnums.push(*attnum);
+            }
+            Err(_) => left_out.push((name.clone(), type_name.clone())),
+        }
+    }
+    (columns, attnums, left_out)
 }
