@@ -1350,6 +1350,42 @@ async fn names_resolve_as_the_session_resolves_them() {
             && last.contains("'search_path', 'pg_catalog, sales, public'"),
         "{last}"
     );
+    // Over the extended protocol too, in a session whose path reads
+    // public.customers first.
+    let extended = "SELECT c.region, count(*), sum(o.amount)::text FROM orders o \
+                    JOIN customers c ON c.id = o.customer_id GROUP BY 1 ORDER BY 1";
+    let mut answers = Vec::new();
+    for port in [pg().port(), proxy.port()] {
+        let db = if port == pg().port() {
+            &s.oracle
+        } else {
+            &s.tiered
+        };
+        let c = client(port, "postgres", db).await;
+        c.batch_execute("SET search_path = public, sales")
+            .await
+            .unwrap();
+        let rows: Vec<(String, i64, Option<String>)> = c
+            .query(extended, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        answers.push(rows);
+    }
+    assert!(answers[0].len() > 1);
+    assert_eq!(answers[1], answers[0], "extended protocol: {extended}");
+    let last: String = value(
+        &s.tiered,
+        "SELECT query FROM pg_stat_activity WHERE application_name = 'thermocline catalog' AND datname = current_database()",
+    )
+    .await;
+    assert!(
+        last.contains("pg_attribute")
+            && last.contains("'search_path', 'pg_catalog, public, sales'"),
+        "extended protocol: {last}"
+    );
 
     // A temporary table comes first (and the session reads the catalogs
     // itself: its temporary schema is its own).

@@ -34,6 +34,8 @@ pub(crate) struct ExecuteJob {
     pub sql: String,
     /// The Bind message body that created the portal.
     pub bind: Vec<u8>,
+    /// No portal ran before it since the last Sync.
+    pub first_in_batch: bool,
 }
 
 /// Portals suspended by a row limit: the rows still to send.
@@ -112,10 +114,18 @@ async fn answer(
         )
         .await;
     }
-    // Postgres describes the statement: parameter types and columns.
+    // Postgres describes the statement: parameter types and columns. Where
+    // the session has changed nothing yet (outside a transaction block, no
+    // portal run since the last Sync), it also tells where the statement's
+    // names resolve (see `names`).
+    let unchanged = job.first_in_batch && link.txn_status == b'I';
+    let names = match unchanged {
+        true => super::names::written_names(&job.sql),
+        false => Vec::new(),
+    };
     let mut msgs = Vec::new();
     frontend::describe(&mut msgs, b'S', &job.statement);
-    super::ask_session(&mut msgs, &super::names::ask(&[]));
+    super::ask_session(&mut msgs, &super::names::ask(&names));
     let described = match link.extended(&msgs, 1 + super::SESSION_REPLIES).await {
         Ok(m) => m,
         Err(LinkError::Postgres(e)) => {
@@ -199,6 +209,11 @@ async fn answer(
         Err(e) => return fail(link, out, e).await,
     };
     let (shared, ctx) = ScanContext::start(link, tz, true, false);
+    if let Some(answers) = super::session_answers(&described)
+        && let Ok(mut resolved) = ctx.resolved.lock()
+    {
+        *resolved = super::names::resolved(&answers, &names);
+    }
     let run = Run {
         sql: &job.sql,
         fields: &fields,

@@ -296,6 +296,10 @@ async fn client_to_backend(
     // recorded as running yet, and where it is answered.
     let mut batch_begun = false;
     let mut batch_route = RouteLabel::Relay;
+    // Whether a portal ran since the last Sync, and whether none had when
+    // the federated one handed over last was executed.
+    let mut batch_executed = false;
+    let mut first_execute = false;
     // A statement naming a system view, to rewrite before it goes on. Kept
     // across scans: the scanner hands a message over only after forwarding
     // what preceded it.
@@ -390,7 +394,10 @@ async fn client_to_backend(
                             .is_some_and(|(portal, _)| portals.contains_key(portal));
                         if federated {
                             batch_route = RouteLabel::Federated;
-                        } else {
+                            first_execute = !batch_executed;
+                        }
+                        batch_executed = true;
+                        if !federated {
                             state.ext_pending.fetch_add(1, Relaxed);
                         }
                         !federated
@@ -411,6 +418,7 @@ async fn client_to_backend(
                         true
                     }
                     tag::SYNC | tag::FUNCTION_CALL => {
+                        batch_executed = false;
                         let route = std::mem::replace(&mut batch_route, RouteLabel::Relay);
                         if m[0] == tag::FUNCTION_CALL {
                             state
@@ -499,6 +507,7 @@ async fn client_to_backend(
                             statement,
                             sql,
                             bind,
+                            first_in_batch: first_execute,
                         })
                     };
                     buf.advance(n);
