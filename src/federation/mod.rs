@@ -724,7 +724,10 @@ async fn executor_plan(
     let interval_columns = planning::interval_columns(ctx);
     let mut df = exactness::plan_sql(session, sql, &interval_columns)
         .await
-        .map_err(|e| planning::unreadable(ctx, e))?;
+        .map_err(|e| planning::unreadable(ctx, e, sql))?;
+    if let Some(m) = planning::numeric_text_refusal(df.logical_plan(), ctx) {
+        return Err(Failure::Ours(ErrorFields::error("0A000", m)));
+    }
     let read = literals::read_by_postgres(df.logical_plan().clone(), ctx).await?;
     if read.transformed {
         df = datafusion::prelude::DataFrame::new(session.state(), read.data);
@@ -795,6 +798,9 @@ async fn execute(
     }
     let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
+    // A plain table's numeric without a precision, returned as Postgres
+    // wrote it, is exact as it is.
+    computed.retain(|&i| !planning::returned_as_text(ctx, &fields[i]));
     let mut df = executor_plan(&session, ctx, sql, text).await?;
     if let Some(what) = json::refusal(df.logical_plan())
         .or_else(|| enums::refusal(df.logical_plan()))

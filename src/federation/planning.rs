@@ -2,19 +2,21 @@
 //! names registered in it: tiered tables as hot ∪ cold, views by their
 //! definitions, other tables as Postgres scans.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use datafusion::catalog::MemorySchemaProvider;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, TableReference};
 use datafusion::datasource::TableProvider;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::quote_literal;
 use super::names::Resolved;
-use super::scan::{FederatedTable, ScanContext, scan_columns};
+use super::scan::{FederatedTable, NUMERIC_TEXT, ScanContext, scan_columns};
 use super::{
     Failure, Federation, arrays, average, casts, datetrunc, exactness, intervals, joins, json,
     memory, tochar,
@@ -208,17 +210,25 @@ async fn register_tables_at(
                 .await?;
                 let plan = exactness::plan_sql(session, &def, &interval_columns(ctx))
                     .await
-                    .map_err(|e| unreadable(ctx, e))?
+                    .map_err(|e| unreadable(ctx, e, &def))?
                     .into_unoptimized_plan();
                 Arc::new(datafusion::catalog::view::ViewTable::new(plan, Some(def)))
             }
             None => {
-                let (columns, attnums, left_out) = scan_columns(&columns);
+                let (columns, attnums, left_out) = scan_columns(&columns, tiered.is_none());
                 if let Ok(mut all) = ctx.left_out.lock() {
                     all.extend(
                         left_out
                             .into_iter()
                             .map(|(column, ty)| (qualified.clone(), column, ty)),
+                    );
+                }
+                if let Ok(mut all) = ctx.numeric_text.lock() {
+                    all.extend(
+                        columns
+                            .iter()
+                            .filter(|c| c.pg_type == NUMERIC_TEXT)
+                            .map(|c| (qualified.clone(), c.name.clone())),
                     );
                 }
                 // The definition with the columns as they are now: one
@@ -529,7 +539,18 @@ pub(super) fn interval_columns(ctx: &ScanContext) -> Vec<String> {
 
 /// A planning error that names a column the scans left out, said as such:
 /// the executor cannot carry the column's type.
-pub(super) fn unreadable(ctx: &ScanContext, e: DataFusionError) -> Failure {
+pub(super) fn unreadable(ctx: &ScanContext, e: DataFusionError, sql: &str) -> Failure {
+    // Types that do not go together, with a numeric read as text among
+    // them (see `numeric_text_refusal`).
+    if e.find_root().to_string().contains("Utf8")
+        && let Ok(carried) = ctx.numeric_text.lock()
+        && let Some((table, column)) = carried.iter().find(|(_, c)| sql.contains(c.as_str()))
+    {
+        return Failure::Ours(ErrorFields::error(
+            "0A000",
+            numeric_text_message(table, column),
+        ));
+    }
     let DataFusionError::SchemaError(schema_error, _) = e.find_root() else {
         return Failure::DataFusion(e);
     };
@@ -576,4 +597,94 @@ pub(super) fn unreadable_message(table: &str, column: &str, ty: &str) -> String 
     format!(
         "column \"{column}\" of table {table} has type {ty}, which a statement over the history of a tiered table cannot read yet{hint}"
     )
+}
+
+/// Why the statement cannot run as planned (`plan`), when it computes
+/// with a numeric column without a precision of a plain table: such a
+/// column is read as its text, which it may return, under any name, but
+/// not compare, sort, group, deduplicate or compute with.
+pub(super) fn numeric_text_refusal(plan: &LogicalPlan, ctx: &ScanContext) -> Option<String> {
+    let carried = ctx.numeric_text.lock().ok()?.clone();
+    if carried.is_empty() {
+        return None;
+    }
+    // The names the columns go by, under the aliases given to them.
+    let mut names: HashSet<String> = carried.iter().map(|(_, c)| c.clone()).collect();
+    loop {
+        let before = names.len();
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::Projection(p) = node {
+                for e in &p.expr {
+                    if let Expr::Alias(a) = e
+                        && let Expr::Column(c) = a.expr.as_ref()
+                        && names.contains(&c.name)
+                    {
+                        names.insert(a.name.clone());
+                    }
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        if names.len() == before {
+            break;
+        }
+    }
+    let used = |e: &Expr| {
+        e.column_refs()
+            .into_iter()
+            .find(|c| names.contains(&c.name))
+            .map(|c| c.name.clone())
+    };
+    let mut found = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        found = match node {
+            LogicalPlan::Projection(p) => p
+                .expr
+                .iter()
+                .filter(|e| {
+                    let inner = match e {
+                        Expr::Alias(a) => a.expr.as_ref(),
+                        e => e,
+                    };
+                    !matches!(inner, Expr::Column(_))
+                })
+                .find_map(used),
+            LogicalPlan::Distinct(_) | LogicalPlan::Union(_) => node
+                .schema()
+                .fields()
+                .iter()
+                .find(|f| names.contains(f.name()))
+                .map(|f| f.name().clone()),
+            _ => node.expressions().iter().find_map(used),
+        };
+        Ok(match found {
+            Some(_) => TreeNodeRecursion::Stop,
+            None => TreeNodeRecursion::Continue,
+        })
+    });
+    let name = found?;
+    // The column by its own name, else the first such column.
+    let (table, column) = carried
+        .iter()
+        .find(|(_, c)| *c == name)
+        .unwrap_or(&carried[0]);
+    Some(numeric_text_message(table, column))
+}
+
+fn numeric_text_message(table: &str, column: &str) -> String {
+    format!(
+        "column \"{column}\" of table {table} has type numeric without a precision, which a \
+         statement over the history of a tiered table may return but cannot compute with yet; \
+         declare it as numeric(p, s) with p <= 38"
+    )
+}
+
+/// Whether output column `f` is a plain table's numeric without a
+/// precision, returned as Postgres wrote it (see [`numeric_text_refusal`]).
+pub(super) fn returned_as_text(ctx: &ScanContext, f: &super::link::FieldDescription) -> bool {
+    f.table_oid != 0
+        && ctx
+            .numeric_text
+            .lock()
+            .is_ok_and(|all| all.iter().any(|(_, c)| *c == f.name))
 }

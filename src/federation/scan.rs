@@ -75,6 +75,11 @@ pub(crate) struct ScanContext {
     /// The columns of the tables read that the executor cannot carry:
     /// table, column and type, for the error of a statement using one.
     pub left_out: std::sync::Mutex<Vec<(String, String, String)>>,
+    /// The numeric columns without a precision of the plain tables read
+    /// (table and column): read as Postgres writes them, as text, which
+    /// the statement may return but not compute with
+    /// (see `planning::numeric_text_refusal`).
+    pub numeric_text: std::sync::Mutex<Vec<(String, String)>>,
     /// How many rows each scan may produce, where known (see `joins`).
     pub estimates: super::joins::Estimates,
     /// Where the statement's names resolve, when the session told as it
@@ -119,6 +124,7 @@ impl ScanContext {
             collated: Default::default(),
             interval_columns: Default::default(),
             left_out: Default::default(),
+            numeric_text: Default::default(),
             estimates: Default::default(),
             resolved: Default::default(),
         }
@@ -273,7 +279,13 @@ impl TableProvider for FederatedTable {
             "NULL".to_string()
         } else {
             read.iter()
-                .map(|&i| quote_ident(&self.columns[i].name))
+                .map(|&i| {
+                    let c = &self.columns[i];
+                    match c.pg_type == NUMERIC_TEXT {
+                        true => format!("{}::text", quote_ident(&c.name)),
+                        false => quote_ident(&c.name),
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -827,18 +839,31 @@ async fn drop_stragglers_in_cold(split: &Split, batch: RecordBatch) -> Result<Re
     Ok(filter_record_batch(&batch, &keep)?)
 }
 
+/// How a plain table's numeric without a precision is read: as its text.
+pub(crate) const NUMERIC_TEXT: PgType = PgType::Text(crate::pgtypes::oid::NUMERIC);
+
 /// Columns of a table, for a scan: the ones thermocline can read, with
 /// their Postgres column numbers; and the names of those it cannot, each
-/// with its type as Postgres writes it.
+/// with its type as Postgres writes it. A `plain` table's numeric without
+/// a precision is read as its text (see [`ScanContext::numeric_text`]).
 pub(crate) fn scan_columns(
     rows: &[(String, u32, i32, String, i16, Option<Vec<String>>)],
+    plain: bool,
 ) -> (Vec<ScanColumn>, Vec<i16>, Vec<(String, String)>) {
     let (mut columns, mut attnums, mut left_out) = (Vec::new(), Vec::new(), Vec::new());
     for (name, oid, typmod, type_name, attnum, labels) in rows {
-        // A column of a type the executor cannot carry exactly (a numeric
-        // without a precision, an inet, …) is left out: a statement that
-        // uses it fails to plan, with 0A000 (see [`ScanContext::left_out`]).
-        match PgType::of_column(*oid, *typmod, type_name, labels.is_some()) {
+        // A column of a type the executor cannot carry exactly (an inet,
+        // …) is left out: a statement that uses it fails to plan, with
+        // 0A000 (see [`ScanContext::left_out`]).
+        let read = match PgType::of_column(*oid, *typmod, type_name, labels.is_some()) {
+            Err(crate::pgtypes::TypeError::UnboundedNumeric)
+                if plain && *oid == crate::pgtypes::oid::NUMERIC =>
+            {
+                Ok(NUMERIC_TEXT)
+            }
+            read => read,
+        };
+        match read {
             Ok(pg_type) => {
                 columns.push(ScanColumn {
                     name: name.clone(),

@@ -56,9 +56,13 @@ pub fn write_binary(
                 Some(a) => (a.value(row), a.scale()),
                 None => match int() {
                     Some(v) => (v, 0),
-                    // A value computed as Postgres's numeric text.
-                    None => numeric_text(str_value(array, row).ok_or_else(mismatch)?)
-                        .ok_or_else(mismatch)?,
+                    // A value as Postgres's numeric text: computed (an
+                    // average), or read as text.
+                    None => {
+                        let text = str_value(array, row).ok_or_else(mismatch)?;
+                        write_numeric_text(out, text).ok_or_else(mismatch)?;
+                        return Ok(true);
+                    }
                 },
             };
             write_numeric_binary(out, v, scale);
@@ -158,11 +162,32 @@ fn write_array(out: &mut Vec<u8>, values: &dyn Array, element: u32) -> Result<()
     Ok(())
 }
 
-/// Numeric text (`-12.3400`) as an integer and its scale.
-fn numeric_text(text: &str) -> Option<(i128, i8)> {
-    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-    let scale = i8::try_from(frac.len()).ok().filter(|s| *s <= 38)?;
-    Some((format!("{int}{frac}").parse().ok()?, scale))
+/// Numeric text as Postgres writes it (`-123.4500`, `NaN`, `Infinity`) in
+/// numeric's binary format; `None` when it is not such text.
+fn write_numeric_text(out: &mut Vec<u8>, text: &str) -> Option<()> {
+    let special = match text {
+        "NaN" => Some(0xC000u16),
+        "Infinity" => Some(0xD000),
+        "-Infinity" => Some(0xF000),
+        _ => None,
+    };
+    if let Some(sign) = special {
+        for v in [0u16, 0, sign, 0] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        return Some(());
+    }
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || !digits(int) || !digits(frac) || frac.len() > i16::MAX as usize {
+        return None;
+    }
+    write_numeric_digits(out, negative, int, frac);
+    Some(())
 }
 
 /// A decimal (`value` scaled by 10^`scale`) in numeric's binary format:
@@ -173,7 +198,6 @@ pub fn write_numeric_binary(out: &mut Vec<u8>, value: i128, scale: i8) {
     } else {
         (value, scale as u32)
     };
-    let negative = value < 0;
     let digits = value.unsigned_abs().to_string();
     let (int_part, frac_part) = if digits.len() > scale as usize {
         digits.split_at(digits.len() - scale as usize)
@@ -181,6 +205,12 @@ pub fn write_numeric_binary(out: &mut Vec<u8>, value: i128, scale: i8) {
         ("", digits.as_str())
     };
     let frac = format!("{:0>width$}", frac_part, width = scale as usize);
+    write_numeric_digits(out, value < 0, int_part, &frac);
+}
+
+/// The decimal `int`.`frac` (ASCII digits; `frac`'s length is the
+/// display scale) in numeric's binary format.
+fn write_numeric_digits(out: &mut Vec<u8>, negative: bool, int_part: &str, frac: &str) {
     let int_padded = format!("{}{}", "0".repeat((4 - int_part.len() % 4) % 4), int_part);
     let frac_padded = format!("{}{}", frac, "0".repeat((4 - frac.len() % 4) % 4));
     let mut groups: Vec<u16> = Vec::new();
@@ -217,7 +247,7 @@ pub fn write_numeric_binary(out: &mut Vec<u8>, value: i128, scale: i8) {
         })
         .to_be_bytes(),
     );
-    out.extend_from_slice(&(scale as u16).to_be_bytes());
+    out.extend_from_slice(&(frac.len() as u16).to_be_bytes());
     for g in groups {
         out.extend_from_slice(&g.to_be_bytes());
     }
@@ -227,6 +257,30 @@ pub fn write_numeric_binary(out: &mut Vec<u8>, value: i128, scale: i8) {
 mod tests {
     use super::*;
     use crate::pgtypes::numeric_value;
+
+    #[test]
+    fn numeric_text_is_written_as_its_value() {
+        for (text, v, scale) in [
+            ("123.4500", 1_234_500i128, 4i8),
+            ("-0.05", -5, 2),
+            ("0.00", 0, 2),
+            ("7", 7, 0),
+            ("100000000", 100_000_000, 0),
+            ("0.000001", 1, 6),
+            ("-123456789.012", -123_456_789_012, 3),
+        ] {
+            let (mut from_text, mut from_value) = (Vec::new(), Vec::new());
+            write_numeric_text(&mut from_text, text).unwrap();
+            write_numeric_binary(&mut from_value, v, scale);
+            assert_eq!(from_text, from_value, "{text}");
+        }
+        let mut nan = Vec::new();
+        write_numeric_text(&mut nan, "NaN").unwrap();
+        assert_eq!(nan, [0, 0, 0, 0, 0xC0, 0, 0, 0]);
+        for bad in ["", "1e5", "1.2.3", "abc", "-"] {
+            assert!(write_numeric_text(&mut Vec::new(), bad).is_none(), "{bad}");
+        }
+    }
 
     #[test]
     fn numeric_binary_round_trips() {
