@@ -1376,16 +1376,21 @@ async fn names_resolve_as_the_session_resolves_them() {
     }
     same("search_path sales, public", &direct, &through).await;
     // The catalog connection read the columns, with the session's path.
-    let last: String = value(
-        &s.tiered,
-        "SELECT query FROM pg_stat_activity WHERE application_name = 'thermocline catalog' AND datname = current_database()",
-    )
-    .await;
-    assert!(
-        last.contains("pg_attribute")
-            && last.contains("'search_path', 'pg_catalog, sales, public'"),
-        "{last}"
-    );
+    let read_on_catalog_connection = |path: &'static str, label: &'static str| {
+        let db = &s.tiered;
+        async move {
+            let last: String = value(
+                db,
+                "SELECT query FROM pg_stat_activity WHERE application_name = 'thermocline catalog' AND datname = current_database()",
+            )
+            .await;
+            assert!(
+                last.contains("pg_attribute") && last.contains(&format!("'search_path', '{path}'")),
+                "{label}: {last}"
+            );
+        }
+    };
+    read_on_catalog_connection("pg_catalog, sales, public", "simple protocol").await;
     // Over the extended protocol too, in a session whose path reads
     // public.customers first.
     let extended = "SELECT c.region, count(*), sum(o.amount)::text FROM orders o \
@@ -1412,16 +1417,7 @@ async fn names_resolve_as_the_session_resolves_them() {
     }
     assert!(answers[0].len() > 1);
     assert_eq!(answers[1], answers[0], "extended protocol: {extended}");
-    let last: String = value(
-        &s.tiered,
-        "SELECT query FROM pg_stat_activity WHERE application_name = 'thermocline catalog' AND datname = current_database()",
-    )
-    .await;
-    assert!(
-        last.contains("pg_attribute")
-            && last.contains("'search_path', 'pg_catalog, public, sales'"),
-        "extended protocol: {last}"
-    );
+    read_on_catalog_connection("pg_catalog, public, sales", "extended protocol").await;
 
     // A temporary table comes first (and the session reads the catalogs
     // itself: its temporary schema is its own).
