@@ -1229,6 +1229,10 @@ async fn columns_the_executor_cannot_carry_are_named_in_the_error() {
          ON p.customer_id = o.customer_id WHERE p.note LIKE 'note 1%' ORDER BY o.id LIMIT 20",
         "SELECT o.id, p.price AS cost FROM orders o JOIN prices p ON p.customer_id = o.customer_id \
          ORDER BY o.id DESC LIMIT 20",
+        "SELECT o.id, p.price, p.price IS NULL FROM orders o JOIN prices p ON p.customer_id = o.customer_id \
+         WHERE p.price IS NOT NULL OR o.id < 30 ORDER BY o.id LIMIT 60",
+        "SELECT o.status, count(p.price), count(*) FROM orders o JOIN prices p ON p.customer_id = o.customer_id \
+         GROUP BY 1 ORDER BY 1",
     ] {
         let want = ask(&both.direct, sql).await;
         assert!(
@@ -1262,6 +1266,11 @@ async fn columns_the_executor_cannot_carry_are_named_in_the_error() {
         ),
         (
             "SELECT DISTINCT p.price FROM orders o JOIN prices p ON p.customer_id = o.customer_id",
+            "price",
+            Some("numeric(p, s)"),
+        ),
+        (
+            "SELECT count(DISTINCT p.price) FROM orders o JOIN prices p ON p.customer_id = o.customer_id",
             "price",
             Some("numeric(p, s)"),
         ),

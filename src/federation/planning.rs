@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use datafusion::catalog::MemorySchemaProvider;
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, TableReference};
 use datafusion::datasource::TableProvider;
 use datafusion::logical_expr::{Expr, LogicalPlan};
@@ -629,11 +629,34 @@ pub(super) fn numeric_text_refusal(plan: &LogicalPlan, ctx: &ScanContext) -> Opt
             break;
         }
     }
+    // A use of the column other than asking whether it is NULL (`IS
+    // [NOT] NULL`, `count(x)`), which its text tells as its value would.
     let used = |e: &Expr| {
-        e.column_refs()
-            .into_iter()
-            .find(|c| names.contains(&c.name))
-            .map(|c| c.name.clone())
+        let mut found = None;
+        let _ = e.apply(|x| {
+            let null_test = match x {
+                Expr::IsNull(inner) | Expr::IsNotNull(inner) => Some(inner.as_ref()),
+                Expr::AggregateFunction(f)
+                    if f.func.name() == "count"
+                        && f.params.args.len() == 1
+                        && !f.params.distinct =>
+                {
+                    f.params.args.first()
+                }
+                _ => None,
+            };
+            if matches!(null_test, Some(Expr::Column(_))) {
+                return Ok(TreeNodeRecursion::Jump);
+            }
+            if let Expr::Column(c) = x
+                && names.contains(&c.name)
+            {
+                found = Some(c.name.clone());
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        found
     };
     let mut found = None;
     let _ = plan.apply_with_subqueries(|node| {
