@@ -314,6 +314,40 @@ async fn hot_halves_are_kept_and_brought_up_to_date_from_recorded_writes() {
     }
     same_answers(&s, &proxy, &aggregates).await;
 
+    // The function that tells the writes since dropped by hand: the
+    // statement that finds it gone fails with Postgres's 42883, and every
+    // kept half is forgotten, so the next ones are answered; kept again
+    // once it is back.
+    let function: String = value(
+        &s.tiered,
+        "SELECT pg_get_functiondef('thermocline.written_since'::regproc)",
+    )
+    .await;
+    same_answers(&s, &proxy, &aggregates).await;
+    admin(&s.tiered)
+        .await
+        .batch_execute("DROP FUNCTION thermocline.written_since")
+        .await
+        .unwrap();
+    assert_eq!(
+        ask(&through, aggregates[0]).await,
+        Answer::Error("42883".into())
+    );
+    same_answers(&s, &proxy, &aggregates).await;
+    same_answers(&s, &proxy, &aggregates).await;
+    admin(&s.tiered)
+        .await
+        .batch_execute(&function)
+        .await
+        .unwrap();
+    same_answers(&s, &proxy, &aggregates).await;
+    same_answers(&s, &proxy, &aggregates).await;
+    let hot = hot_entries(&through).await;
+    assert!(
+        hot.iter().any(|(_, hits)| *hits >= 1),
+        "kept and used again once the function is back: {hot:?}"
+    );
+
     // The mover takes rows out of Postgres: still exact.
     move_rows(&s).await;
     same_answers(&s, &proxy, &aggregates).await;

@@ -202,6 +202,19 @@ impl ColdCache {
         self.entries.get(key).await.filter(|p| p.hot.is_some())
     }
 
+    /// Drops every kept hot half.
+    pub(crate) async fn forget_hot_halves(&self) {
+        let keys: Vec<Arc<String>> = self
+            .entries
+            .iter()
+            .filter(|(_, p)| p.hot.is_some())
+            .map(|(k, _)| k)
+            .collect();
+        for k in keys {
+            self.entries.invalidate(k.as_str()).await;
+        }
+    }
+
     /// Keeps a hot half, when it is small enough; a larger one's statement
     /// computes its hot half whole for a while (see [`Self::parts_pay`]).
     pub(crate) async fn keep_hot(&self, key: String, partial: Partial) {

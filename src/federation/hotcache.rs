@@ -40,7 +40,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 
 use super::cache::{ColdCache, HotState, Partial};
-use super::link::{data_row_fields, quote_literal};
+use super::link::{LinkError, data_row_fields, quote_literal};
 use super::recipe::Buckets;
 use super::scan::{LateCheck, ScanColumn, ScanContext, decode_rows, run_whole};
 use crate::pgtypes::PgType;
@@ -235,6 +235,18 @@ pub(crate) fn check_sql(table: &str, kept: Option<&Snapshot>) -> String {
                               WHERE n.nspname = 'thermocline' AND p.proname IN ('record_change', 'written_since')), '-') \
           FROM pg_class c WHERE c.oid = {relation}), \
          {written}, pg_current_xact_id_if_assigned()::text"
+    )
+}
+
+/// Whether `e` is Postgres's "function does not exist" (42883).
+fn undefined_function(e: &DataFusionError) -> bool {
+    matches!(
+        e.find_root(),
+        DataFusionError::External(inner)
+            if matches!(
+                inner.downcast_ref::<LinkError>(),
+                Some(LinkError::Postgres(m)) if m.field(b'C').as_deref() == Some("42883")
+            )
     )
 }
 
@@ -582,7 +594,16 @@ impl HotParts {
         if let (false, Some(late)) = (own, &self.late) {
             late.delay_for_tests().await;
         }
-        let check = self.check(kept_state.map(|h| &h.snapshot)).await?;
+        let check = match self.check(kept_state.map(|h| &h.snapshot)).await {
+            // The function telling the writes since was dropped: no kept
+            // half can be brought up to date, and none is kept until it
+            // is back (the signature tells it gone).
+            Err(e) if kept_state.is_some() && undefined_function(&e) => {
+                self.cache.forget_hot_halves().await;
+                return Err(e);
+            }
+            check => check?,
+        };
         let tracked = tracked(&check.signature);
         // The parts to compute: all, or those written since the kept
         // half's snapshot (no answer: the role may not read what was
