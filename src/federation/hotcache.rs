@@ -40,9 +40,9 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 
 use super::cache::{ColdCache, HotState, Partial};
-use super::link::{LinkError, data_row_fields, quote_literal};
+use super::link::{data_row_fields, quote_literal};
 use super::recipe::Buckets;
-use super::scan::{LateCheck, ScanColumn, ScanContext, decode_rows, run_whole};
+use super::scan::{LateCheck, ScanColumn, ScanContext, decode_rows, postgres_error, run_whole};
 use crate::pgtypes::PgType;
 use crate::tiering::TieredTable;
 
@@ -235,18 +235,6 @@ pub(crate) fn check_sql(table: &str, kept: Option<&Snapshot>) -> String {
                               WHERE n.nspname = 'thermocline' AND p.proname IN ('record_change', 'written_since')), '-') \
           FROM pg_class c WHERE c.oid = {relation}), \
          {written}, pg_current_xact_id_if_assigned()::text"
-    )
-}
-
-/// Whether `e` is Postgres's "function does not exist" (42883).
-fn undefined_function(e: &DataFusionError) -> bool {
-    matches!(
-        e.find_root(),
-        DataFusionError::External(inner)
-            if matches!(
-                inner.downcast_ref::<LinkError>(),
-                Some(LinkError::Postgres(m)) if m.field(b'C').as_deref() == Some("42883")
-            )
     )
 }
 
@@ -598,7 +586,11 @@ impl HotParts {
             // The function telling the writes since was dropped: no kept
             // half can be brought up to date, and none is kept until it
             // is back (the signature tells it gone).
-            Err(e) if kept_state.is_some() && undefined_function(&e) => {
+            Err(e)
+                if kept_state.is_some()
+                    && postgres_error(&e).and_then(|m| m.field(b'C')).as_deref()
+                        == Some("42883") =>
+            {
                 self.cache.forget_hot_halves().await;
                 return Err(e);
             }

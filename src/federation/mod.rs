@@ -621,11 +621,11 @@ impl Failure {
             Failure::Link(e) => ErrorFields::error("08006", e.to_string()).encode(),
             Failure::Ours(e) => e.encode(),
             Failure::DataFusion(e) => {
+                if let Some(m) = scan::postgres_error(e) {
+                    return m.encode();
+                }
                 let root = e.find_root();
                 if let DataFusionError::External(inner) = root {
-                    if let Some(LinkError::Postgres(m)) = inner.downcast_ref::<LinkError>() {
-                        return m.encode();
-                    }
                     if let Some(e) = inner.downcast_ref::<json::DataError>() {
                         return ErrorFields::error(e.code, e.message.clone()).encode();
                     }

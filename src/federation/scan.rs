@@ -629,6 +629,17 @@ fn link_error(e: LinkError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
+/// Postgres's error at the root of `e`, if that is what failed it.
+pub(crate) fn postgres_error(e: &DataFusionError) -> Option<&super::link::BackendMessage> {
+    match e.find_root() {
+        DataFusionError::External(inner) => match inner.downcast_ref::<LinkError>() {
+            Some(LinkError::Postgres(m)) => Some(m),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Where a tiered table's rows divide.
 #[derive(Debug)]
 pub(super) struct Split {

@@ -296,10 +296,8 @@ async fn client_to_backend(
     // recorded as running yet, and where it is answered.
     let mut batch_begun = false;
     let mut batch_route = RouteLabel::Relay;
-    // Whether a portal ran since the last Sync, and whether none had when
-    // the federated one handed over last was executed.
+    // Whether a portal ran since the last Sync.
     let mut batch_executed = false;
-    let mut first_execute = false;
     // A statement naming a system view, to rewrite before it goes on. Kept
     // across scans: the scanner hands a message over only after forwarding
     // what preceded it.
@@ -394,10 +392,9 @@ async fn client_to_backend(
                             .is_some_and(|(portal, _)| portals.contains_key(portal));
                         if federated {
                             batch_route = RouteLabel::Federated;
-                            first_execute = !batch_executed;
-                        }
-                        batch_executed = true;
-                        if !federated {
+                        } else {
+                            // (A federated one counts once it is handed over.)
+                            batch_executed = true;
                             state.ext_pending.fetch_add(1, Relaxed);
                         }
                         !federated
@@ -507,7 +504,7 @@ async fn client_to_backend(
                             statement,
                             sql,
                             bind,
-                            first_in_batch: first_execute,
+                            first_in_batch: !std::mem::replace(&mut batch_executed, true),
                         })
                     };
                     buf.advance(n);
