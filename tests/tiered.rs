@@ -1307,6 +1307,154 @@ async fn columns_the_executor_cannot_carry_are_named_in_the_error() {
     );
 }
 
+/// psql's raw output of one statement (COPY data included), or its error.
+async fn psql_output(port: u16, db: &str, sql: &str) -> Result<Vec<u8>, String> {
+    let out = tokio::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", "postgres")
+        .env("PGDATABASE", db)
+        .env("PGSSLMODE", "disable")
+        .output()
+        .await
+        .expect("run psql");
+    match out.status.success() {
+        true => Ok(out.stdout),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+/// The data of a COPY … TO STDOUT run by tokio-postgres (which prepares
+/// it: the extended protocol).
+async fn copied_out(c: &tokio_postgres::Client, sql: &str) -> Vec<u8> {
+    let stream = c.copy_out(sql).await.unwrap();
+    futures::pin_mut!(stream);
+    let mut all = Vec::new();
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        all.extend_from_slice(&chunk.unwrap());
+    }
+    all
+}
+
+/// `COPY … TO STDOUT` of a tiered table, or of a query reading one, writes
+/// every row of both tiers as Postgres writes them: text, CSV and binary,
+/// with their options; bad options fail with Postgres's errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_to_stdout_writes_the_whole_history() {
+    let s = setup().await;
+    // Characters COPY escapes, in rows bound for the lake.
+    in_both(
+        &s,
+        r#"UPDATE orders SET note = E'tab\there \\ "q", a\nb\r;' WHERE id = 2000;
+           UPDATE orders SET note = '' WHERE id = 2001;
+           UPDATE orders SET note = '\.' WHERE id = 2002"#,
+    )
+    .await;
+    move_rows(&s).await;
+    let proxy = serve(&s).await;
+    let total: i64 = value(&s.oracle, "SELECT count(*) FROM orders").await;
+    assert!(hot_count(&s.tiered).await * 2 < total);
+    let direct = |sql: &'static str| psql_output(pg().port(), &s.oracle, sql);
+    let through = |sql: &'static str| psql_output(proxy.port(), &s.tiered, sql);
+    // Ordered: the same bytes.
+    for sql in [
+        "COPY (SELECT * FROM orders ORDER BY id) TO STDOUT",
+        "COPY (SELECT id, note, amount, created_at, day FROM orders ORDER BY id) TO STDOUT \
+         WITH (FORMAT csv, HEADER, FORCE_QUOTE (note))",
+        "COPY (SELECT * FROM orders ORDER BY id) TO STDOUT (FORMAT binary)",
+        "COPY (SELECT o.id, c.name, o.amount, o.note FROM orders o JOIN customers c ON c.id = o.customer_id \
+         WHERE o.amount > 50 ORDER BY o.id) TO STDOUT (FORMAT csv, DELIMITER ';', QUOTE '''', NULL 'none')",
+        "COPY (SELECT status, count(*), sum(amount) FROM orders GROUP BY status ORDER BY status) \
+         TO STDOUT (HEADER, NULL '', DELIMITER ',')",
+        "COPY (SELECT note FROM orders WHERE id BETWEEN 1995 AND 2005 ORDER BY id) TO STDOUT (FORMAT csv)",
+        "COPY (SELECT * FROM orders WHERE false) TO STDOUT (FORMAT binary)",
+    ] {
+        let want = direct(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let got = through(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert!(
+            got == want,
+            "{sql}:\nthrough thermocline {} bytes:\n{}\ndirect {} bytes:\n{}",
+            got.len(),
+            String::from_utf8_lossy(&got[..got.len().min(600)]),
+            want.len(),
+            String::from_utf8_lossy(&want[..want.len().min(600)])
+        );
+    }
+    // A whole table, in the order each server reads it: the same lines.
+    for (sql, header) in [
+        ("COPY orders TO STDOUT", false),
+        (
+            "COPY  public.orders (id, note, day) TO STDOUT csv header delimiter '|'",
+            true,
+        ),
+        ("\\copy orders (note, id) to stdout with csv", false),
+    ] {
+        let lines = |bytes: Vec<u8>| {
+            let text = String::from_utf8(bytes).unwrap();
+            let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+            let first = match header {
+                true => Some(lines.remove(0)),
+                false => None,
+            };
+            lines.sort();
+            (first, lines)
+        };
+        let want = lines(direct(sql).await.unwrap());
+        let got = lines(through(sql).await.unwrap());
+        // One line per row, and one more for the note with a line break
+        // (quoted in CSV, escaped in text).
+        assert!(want.1.len() as i64 >= total, "{sql}");
+        assert_eq!(got, want, "{sql}");
+    }
+    // Postgres's own errors for what it refuses; thermocline's for what it
+    // cannot copy.
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let code = |r: Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>| match r {
+        Ok(_) => "no error".to_string(),
+        Err(e) => e.code().map_or(e.to_string(), |c| c.code().to_string()),
+    };
+    for sql in [
+        "COPY orders TO STDOUT (FORMAT bogus)",
+        "COPY orders (nosuch) TO STDOUT",
+        "COPY orders TO STDOUT (FORMAT csv, FORCE_QUOTE (nosuch))",
+        "COPY orders TO STDOUT (FORMAT binary, HEADER)",
+        "COPY (SELECT 1/0 FROM orders) TO STDOUT",
+    ] {
+        let want = code(direct.simple_query(sql).await);
+        assert!(want.len() == 5, "{sql}: {want}");
+        assert_eq!(code(through.simple_query(sql).await), want, "{sql}");
+    }
+    for sql in [
+        "COPY orders TO '/tmp/thermocline-copy-test.csv'",
+        "COPY orders TO STDOUT (FORMAT csv, ENCODING 'LATIN1')",
+    ] {
+        assert_eq!(code(through.simple_query(sql).await), "0A000", "{sql}");
+    }
+    // Over the extended protocol (tokio-postgres prepares the COPY): the
+    // same bytes, and Postgres's error for a bad one.
+    for sql in [
+        "COPY (SELECT * FROM orders ORDER BY id) TO STDOUT (FORMAT binary)",
+        "COPY (SELECT id, note FROM orders WHERE id % 7 = 0 ORDER BY id) TO STDOUT (FORMAT csv, HEADER)",
+    ] {
+        let want = copied_out(&direct, sql).await;
+        assert!(want.len() > 1000, "{sql}");
+        assert!(copied_out(&through, sql).await == want, "{sql}");
+    }
+    let e = through
+        .copy_out("COPY orders TO STDOUT (FORMAT bogus)")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(e.code().map(|c| c.code()), Some("22023"), "{e}");
+    // The session goes on.
+    assert_eq!(
+        ask(&through, "SELECT count(*) FROM orders").await,
+        ask(&direct, "SELECT count(*) FROM orders").await
+    );
+}
+
 /// With the lake unreadable, federated reads fail with an error naming the
 /// tier; relayed statements go on; reads work again once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

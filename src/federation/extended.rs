@@ -114,19 +114,44 @@ async fn answer(
         )
         .await;
     }
+    // `COPY … TO STDOUT`: Postgres checks the COPY and describes its read,
+    // which is then answered as any other.
+    let copy = match super::copy::parse(&job.sql) {
+        Ok(c) => c,
+        Err(e) => return fail(link, out, e).await,
+    };
+    let sql = copy
+        .as_ref()
+        .map_or(job.sql.as_str(), |c| c.select.as_str());
     // Postgres describes the statement: parameter types and columns. Where
     // the session has changed nothing yet (outside a transaction block, no
     // portal run since the last Sync), it also tells where the statement's
     // names resolve (see `names`).
     let unchanged = job.first_in_batch && link.txn_status == b'I';
     let names = match unchanged {
-        true => super::names::written_names(&job.sql),
+        true => super::names::written_names(sql),
         false => Vec::new(),
     };
     let mut msgs = Vec::new();
-    frontend::describe(&mut msgs, b'S', &job.statement);
+    let mut terminals = 1 + super::SESSION_REPLIES;
+    match &copy {
+        None => frontend::describe(&mut msgs, b'S', &job.statement),
+        Some(c) => {
+            // Under a name of thermocline's own, closed at once.
+            const NAME: &str = "thermocline_copy";
+            frontend::parse(&mut msgs, NAME, &c.check);
+            frontend::bind_binary(&mut msgs, NAME, NAME);
+            frontend::execute(&mut msgs, NAME, 0);
+            frontend::close(&mut msgs, b'P', NAME);
+            frontend::close(&mut msgs, b'S', NAME);
+            frontend::parse(&mut msgs, NAME, &c.select);
+            frontend::describe(&mut msgs, b'S', NAME);
+            frontend::close(&mut msgs, b'S', NAME);
+            terminals += 7;
+        }
+    }
     super::ask_session(&mut msgs, &super::names::ask(&names));
-    let described = match link.extended(&msgs, 1 + super::SESSION_REPLIES).await {
+    let described = match link.extended(&msgs, terminals).await {
         Ok(m) => m,
         Err(LinkError::Postgres(e)) => {
             out.error(e.encode());
@@ -215,13 +240,15 @@ async fn answer(
         *resolved = super::names::resolved(&answers, &names);
     }
     let run = Run {
-        sql: &job.sql,
+        sql,
         fields: &fields,
         formats: (0..fields.len()).map(|i| bind.result_format(i)).collect(),
         params,
         row_description: false,
-        limit: (job.max_rows > 0).then_some(job.max_rows as usize),
+        // COPY runs to completion, whatever the row limit.
+        limit: (job.max_rows > 0 && copy.is_none()).then_some(job.max_rows as usize),
         user: &settings.user,
+        copy: copy.as_ref(),
     };
     let text = settings.text(tz);
     let seen = cancel.count();
@@ -242,7 +269,8 @@ async fn answer(
                 return None;
             }
             if held.is_empty() {
-                let mut tag = format!("SELECT {rows}").into_bytes();
+                let verb = if copy.is_some() { "COPY" } else { "SELECT" };
+                let mut tag = format!("{verb} {rows}").into_bytes();
                 tag.push(0);
                 crate::protocol::put_message(&mut out.buf, b'C', &tag);
             } else {

@@ -16,6 +16,7 @@ mod casts;
 mod cold;
 mod collation;
 mod constants;
+mod copy;
 mod datetrunc;
 mod enums;
 pub(crate) mod exactness;
@@ -58,6 +59,7 @@ use crate::stream::WriteHalf;
 use crate::tiering::TieredTable;
 use crate::tiering::mover::KeySet;
 pub use cold::row_key;
+pub(crate) use copy::copies_out;
 use explain::{explain, explain_of};
 use link::{LinkError, PgLink, row_description};
 pub use names::CatalogLink;
@@ -260,6 +262,25 @@ async fn answer(
     if matview::may_be_command(sql) {
         return matview::answer(link, out, sql, federation, settings, cancel).await;
     }
+    // `COPY … TO STDOUT`: its read, answered as any other, once Postgres
+    // has checked the COPY itself.
+    let copy = match copy::parse(sql) {
+        Ok(c) => c,
+        Err(e) => return refuse(link, out, e).await,
+    };
+    let original = sql;
+    let sql = copy.as_ref().map_or(sql, |c| c.select.as_str());
+    if let Some(c) = &copy {
+        match link.simple(&c.check).await {
+            Ok(_) => {}
+            Err(LinkError::Postgres(e)) => {
+                out.error(e.encode());
+                finish(&mut link, out);
+                return Some(link);
+            }
+            Err(_) => return None,
+        }
+    }
     // One of max_federated_statements, for all of the statement's work.
     let _slot = match federation.limits.federated_slot(cancel).await {
         Ok(slot) => slot,
@@ -307,7 +328,7 @@ async fn answer(
     };
     let Some(row_desc) = described.iter().find(|m| m.tag == b'T').cloned() else {
         roll_back_own(&mut link, own_transaction).await?;
-        return relay_query(link, out, sql).await;
+        return relay_query(link, out, original).await;
     };
     let tz = match settings.zone() {
         Ok(tz) => tz,
@@ -333,12 +354,13 @@ async fn answer(
         row_description: true,
         limit: None,
         user: &settings.user,
+        copy: copy.as_ref(),
     };
     let explained = explain_of(sql);
     // A whole answer from the result cache, for a session that accepts one.
-    let result_key = match explained {
-        Some(_) => None,
-        None => match results::ttl(&shared, settings, federation).await {
+    let result_key = match explained.is_some() || copy.is_some() {
+        true => None,
+        false => match results::ttl(&shared, settings, federation).await {
             Err(()) => return None,
             Ok(ttl) => ttl.map(|ttl| (ttl, results::key(sql, settings))),
         },
@@ -411,6 +433,8 @@ async fn answer(
             }
             let verb = if explained.is_some() {
                 "EXPLAIN".to_string()
+            } else if copy.is_some() {
+                format!("COPY {rows}")
             } else {
                 format!("SELECT {rows}")
             };
@@ -702,6 +726,8 @@ pub(crate) struct Run<'a> {
     pub limit: Option<usize>,
     /// The session's role, shown with the cache entries it computed.
     pub user: &'a str,
+    /// Rows written as the data of this `COPY … TO STDOUT` instead.
+    pub copy: Option<&'a copy::CopyTo>,
 }
 
 /// Rows a statement produced beyond an Execute's row limit, as DataRow
@@ -876,6 +902,9 @@ async fn execute(
     )
     .await?;
     let mut stream = datafusion::physical_plan::execute_stream(plan, task)?;
+    if let Some(c) = run.copy {
+        return copy_out(c, &mut stream, fields, text, out).await;
+    }
     if run.row_description {
         let mut row_desc = Vec::new();
         put_row_description(&mut row_desc, fields);
@@ -921,6 +950,37 @@ async fn execute(
         }
     }
     Ok((rows, held))
+}
+
+/// Writes the rows of a `COPY … TO STDOUT` as its data. Returns the rows
+/// copied.
+async fn copy_out(
+    c: &copy::CopyTo,
+    stream: &mut datafusion::execution::SendableRecordBatchStream,
+    fields: &[link::FieldDescription],
+    text: &TextSettings,
+    out: &mut Out<'_>,
+) -> Result<(u64, Remainder), Failure> {
+    let mut encoder = copy::Encoder::new(c, fields);
+    encoder.begin(&mut out.buf, fields);
+    let mut rows = 0u64;
+    let mut line = Vec::with_capacity(256);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        for r in 0..batch.num_rows() {
+            encoder
+                .row(&mut line, batch.columns(), r, fields, text)
+                .map_err(|e| Failure::Ours(ErrorFields::error("0A000", e.to_string())))?;
+            crate::protocol::put_message(&mut out.buf, b'd', &line);
+            rows += 1;
+        }
+        out.flush_if_full().await;
+        if !out.ok {
+            break;
+        }
+    }
+    encoder.end(&mut out.buf);
+    Ok((rows, Remainder::new()))
 }
 
 /// The physical plan of a federated statement: the executor's, with

@@ -9,8 +9,8 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, Ident, ObjectName, ObjectNamePart, SetExpr, Statement, TableFactor,
-    visit_relations,
+    BinaryOperator, CopySource, Expr, Ident, ObjectName, ObjectNamePart, SetExpr, Statement,
+    TableFactor, visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -125,6 +125,16 @@ impl Router {
         for statement in statements {
             let query = match statement {
                 Statement::Query(query) => query,
+                // `COPY … TO` reads; `COPY … FROM` writes.
+                Statement::Copy {
+                    source, to: true, ..
+                } => match source {
+                    CopySource::Query(query) => query,
+                    CopySource::Table { table_name, .. } => {
+                        found |= self.match_name(table_name).is_some();
+                        continue;
+                    }
+                },
                 Statement::Explain { statement, .. } => match statement.as_ref() {
                     Statement::Query(query) => query,
                     _ => continue,
@@ -306,10 +316,9 @@ fn fold(ident: &Ident) -> String {
     }
 }
 
-/// The SQL text of a Parse message (name, then query).
 /// Whether a statement the parser cannot read is a read, by its words:
 /// it begins with SELECT, TABLE or VALUES, or with WITH and writes
-/// nothing.
+/// nothing, or it is a `COPY … TO`.
 fn reads_only(sql: &str) -> bool {
     use datafusion::sql::sqlparser::keywords::Keyword;
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
@@ -326,6 +335,7 @@ fn reads_only(sql: &str) -> bool {
     match first {
         Some(Token::Word(w)) => match w.keyword {
             Keyword::SELECT | Keyword::TABLE | Keyword::VALUES => true,
+            Keyword::COPY => crate::federation::copies_out(sql),
             Keyword::WITH => !words.any(|k| {
                 matches!(
                     k,
@@ -338,6 +348,7 @@ fn reads_only(sql: &str) -> bool {
     }
 }
 
+/// The SQL text of a Parse message (name, then query).
 pub(crate) fn parse_sql_of(message: &[u8]) -> Option<&str> {
     let body = message.get(5..)?;
     let name_end = body.iter().position(|b| *b == 0)?;
@@ -391,6 +402,10 @@ mod tests {
             "SELECT * FROM other UNION ALL SELECT * FROM orders",
             "EXPLAIN SELECT count(*) FROM orders",
             "EXPLAIN (ANALYZE, COSTS OFF) SELECT count(*) FROM orders",
+            "COPY orders TO STDOUT",
+            "COPY  public.orders (id, note) TO STDOUT csv header",
+            "COPY (SELECT * FROM customers c JOIN orders o ON o.customer_id = c.id) TO STDOUT (FORMAT binary)",
+            "COPY orders TO '/tmp/orders.csv'",
         ] {
             assert_eq!(r.route(&q(sql)), Route::Federate, "{sql}");
         }
@@ -446,6 +461,9 @@ mod tests {
             "SELECT * INTO copy FROM orders",
             "INSERT INTO orders VALUES (1)",
             "DELETE FROM orders",
+            "COPY orders FROM STDIN",
+            "COPY orders (id) FROM STDIN (FORMAT csv)",
+            "COPY orders_archive TO STDOUT",
             "SELECT 'orders'",
             "SELEC * FROM orders",
             // Not read by the parser, and not reads.
@@ -464,6 +482,7 @@ mod tests {
             "SELECT count(*) FROM orders WHERE customer_id BETWEEN SYMMETRIC 10 AND 5",
             "/* dashboard */ (SELECT count(*) FROM orders WHERE id BETWEEN SYMMETRIC 2 AND 1)",
             "WITH o AS (SELECT * FROM orders) SELECT count(*) FROM o WHERE id BETWEEN SYMMETRIC 2 AND 1",
+            "COPY orders TO STDOUT (FORMAT csv, FORCE_QUOTE *)",
         ] {
             assert_eq!(r.route(&q(sql)), Route::Federate, "{sql}");
         }

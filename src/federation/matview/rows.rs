@@ -53,6 +53,7 @@ pub(super) async fn rows_of(
         row_description: false,
         limit: None,
         user: &settings.user,
+        copy: None,
     };
     let sink = Collect::default();
     let mut w: crate::stream::WriteHalf = Box::new(sink.clone());

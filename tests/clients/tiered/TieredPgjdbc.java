@@ -72,6 +72,13 @@ public class TieredPgjdbc {
                     }
                 }
             }
+            System.out.println("=== CopyManager.copyOut in CSV");
+            java.io.ByteArrayOutputStream copied = new java.io.ByteArrayOutputStream();
+            long n = conn.unwrap(org.postgresql.PGConnection.class).getCopyAPI().copyOut(
+                "COPY (SELECT id, created_at, amount, status, note FROM orders WHERE id % 97 = 0 ORDER BY id) "
+                    + "TO STDOUT (FORMAT csv, HEADER)", copied);
+            System.out.println("  " + n + " rows");
+            System.out.print(copied.toString(StandardCharsets.UTF_8));
             System.out.println("=== a portal read 100 rows at a time");
             conn.setAutoCommit(false);
             try (PreparedStatement ps = conn.prepareStatement(queries.get(1))) {

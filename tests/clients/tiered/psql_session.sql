@@ -9,3 +9,5 @@ SELECT id, tags, scores, prices, stamps, flags, took FROM posts WHERE id % 7 = 0
 SELECT * FROM orders WHERE id = 42;
 \x off
 SELECT count(*) FROM orders WHERE nosuch = 1;
+\copy (SELECT id, created_at, amount, status, note FROM orders WHERE id % 97 = 0 ORDER BY id) to stdout with csv header
+COPY (SELECT id, tags, took FROM posts WHERE id % 7 = 0 ORDER BY id) TO STDOUT;

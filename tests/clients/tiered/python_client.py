@@ -9,6 +9,7 @@ through thermocline in front of a tiered copy, the transcripts must match.
 """
 
 import asyncio
+import io
 import datetime
 import os
 import sys
@@ -21,6 +22,9 @@ PARAMS = [
     15,
     7,
 ]
+
+# Copied out by each driver's COPY support.
+COPY_QUERY = "SELECT id, created_at, amount, status, note FROM orders WHERE id % 97 = 0 ORDER BY id"
 
 
 def queries():
@@ -49,6 +53,13 @@ def run_psycopg():
                     cur.execute(sql, args)
                     print("  columns: " + ", ".join(d.name for d in cur.description))
                     show(cur.fetchall())
+        print("=== psycopg, COPY TO STDOUT as text rows and in binary")
+        with conn.cursor() as cur:
+            with cur.copy(COPY_QUERY.join(["COPY (", ") TO STDOUT"])) as copy:
+                show(copy.rows())
+            with cur.copy(COPY_QUERY.join(["COPY (", ") TO STDOUT (FORMAT binary)"])) as copy:
+                copy.set_types(["bigint", "timestamptz", "numeric", "text", "varchar"])
+                show(copy.rows())
         print("=== psycopg, a prepared statement run 7 times")
         sql = queries()[1].replace("%", "%%").replace("$1", "%s")
         for n in range(7):
@@ -69,6 +80,11 @@ async def run_asyncpg():
             stmt = await conn.prepare(sql)
             print("  columns: " + ", ".join(a.name for a in stmt.get_attributes()))
             show(await stmt.fetch(*args))
+        print("=== asyncpg, COPY TO STDOUT in CSV")
+        out = io.BytesIO()
+        status = await conn.copy_from_query(COPY_QUERY, output=out, format="csv", header=True)
+        print(f"  {status}")
+        print(out.getvalue().decode())
         print("=== asyncpg, a cursor read 7 rows at a time")
         async with conn.transaction():
             cur = await conn.cursor(queries()[1], 5)
