@@ -1307,9 +1307,11 @@ async fn columns_the_executor_cannot_carry_are_named_in_the_error() {
     );
 }
 
-/// psql's raw output of one statement (COPY data included), or its error.
-async fn psql_output(port: u16, db: &str, sql: &str) -> Result<Vec<u8>, String> {
+/// psql's raw output of one statement (COPY data included), or its error;
+/// `options` go first.
+async fn psql_output(port: u16, db: &str, options: &[&str], sql: &str) -> Result<Vec<u8>, String> {
     let out = tokio::process::Command::new("psql")
+        .args(options)
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
         .env("PGHOST", "127.0.0.1")
         .env("PGPORT", port.to_string())
@@ -1355,8 +1357,8 @@ async fn copy_to_stdout_writes_the_whole_history() {
     let proxy = serve(&s).await;
     let total: i64 = value(&s.oracle, "SELECT count(*) FROM orders").await;
     assert!(hot_count(&s.tiered).await * 2 < total);
-    let direct = |sql: &'static str| psql_output(pg().port(), &s.oracle, sql);
-    let through = |sql: &'static str| psql_output(proxy.port(), &s.tiered, sql);
+    let direct = |sql: &'static str| psql_output(pg().port(), &s.oracle, &[], sql);
+    let through = |sql: &'static str| psql_output(proxy.port(), &s.tiered, &[], sql);
     // Ordered: the same bytes.
     for sql in [
         "COPY (SELECT * FROM orders ORDER BY id) TO STDOUT",
@@ -1453,6 +1455,129 @@ async fn copy_to_stdout_writes_the_whole_history() {
         ask(&through, "SELECT count(*) FROM orders").await,
         ask(&direct, "SELECT count(*) FROM orders").await
     );
+}
+
+/// Rows (in order) or the SQLSTATE of one statement over the simple
+/// protocol.
+async fn in_order(
+    c: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, String> {
+    match c.simple_query(sql).await {
+        Ok(msgs) => Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            })
+            .collect()),
+        Err(e) => Err(e.code().map_or(e.to_string(), |c| c.code().to_string())),
+    }
+}
+
+/// A cursor declared over a tiered table reads the whole history: FETCH in
+/// every direction, MOVE, WITH HOLD, the end of the transaction and the
+/// errors are Postgres's; psql's FETCH_COUNT prints what it prints
+/// directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_read_the_whole_history() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = serve(&s).await;
+    let total: i64 = value(&s.oracle, "SELECT count(*) FROM orders").await;
+    assert!(hot_count(&s.tiered).await * 2 < total);
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let script = [
+        // Without HOLD, a cursor needs a transaction block.
+        "DECLARE early CURSOR FOR SELECT * FROM orders",
+        "BEGIN",
+        "DECLARE c SCROLL CURSOR FOR SELECT id, created_at, amount, note, score FROM orders ORDER BY id",
+        "FETCH 700 FROM c",
+        "FETCH FORWARD 1000 FROM c",
+        "MOVE 300 IN c",
+        "FETCH 5 FROM c",
+        "FETCH BACKWARD 3 FROM c",
+        "FETCH ABSOLUTE 1500 FROM c",
+        "FETCH LAST FROM c",
+        "FETCH PRIOR FROM c",
+        "FETCH ALL FROM c",
+        "FETCH RELATIVE -2400 FROM c",
+        "DECLARE c CURSOR FOR SELECT 1 FROM orders",
+        "ROLLBACK",
+        "BEGIN",
+        "DECLARE by_region NO SCROLL CURSOR FOR SELECT c.region, date_trunc('month', o.created_at) AS m, \
+         count(*), sum(o.amount) FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY 1, 2 ORDER BY 1, 2",
+        "FETCH 40 FROM by_region",
+        "FETCH ALL FROM by_region",
+        "FETCH BACKWARD 1 FROM by_region",
+        "COMMIT",
+        // Ended with its transaction.
+        "FETCH 1 FROM by_region",
+        // WITH HOLD, outside a transaction block; it outlives others.
+        "DECLARE \"Held\" CURSOR WITH HOLD FOR SELECT id, status, day FROM orders WHERE amount > 50 ORDER BY day, id",
+        "FETCH 10 FROM \"Held\"",
+        "BEGIN",
+        "FETCH 500 FROM \"Held\"",
+        "COMMIT",
+        "FETCH ALL FROM \"Held\"",
+        "CLOSE \"Held\"",
+        "FETCH 1 FROM \"Held\"",
+        // Errors abort the transaction as in Postgres.
+        "BEGIN",
+        "DECLARE bad CURSOR FOR SELECT nosuch FROM orders",
+        "FETCH 1 FROM bad",
+        "ROLLBACK",
+        "SELECT count(*) FROM orders",
+    ];
+    for sql in script {
+        let want = in_order(&direct, sql).await;
+        let got = in_order(&through, sql).await;
+        assert_eq!(got, want, "{sql}");
+    }
+    // The whole history came through one cursor.
+    through.batch_execute("BEGIN").await.unwrap();
+    through
+        .batch_execute("DECLARE every CURSOR FOR SELECT id FROM orders")
+        .await
+        .unwrap();
+    let rows = in_order(&through, "FETCH ALL FROM every").await.unwrap();
+    assert_eq!(rows.len() as i64, total);
+    // FETCH over the extended protocol is Postgres's.
+    let fetched = through.query("FETCH 5 FROM every", &[]).await.unwrap();
+    assert!(fetched.is_empty());
+    through.batch_execute("COMMIT").await.unwrap();
+    // Declared over the extended protocol, where Postgres would read the
+    // hot rows only, it is refused.
+    through.batch_execute("BEGIN").await.unwrap();
+    let e = through
+        .query("DECLARE p CURSOR FOR SELECT id FROM orders", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e}");
+    through.batch_execute("ROLLBACK").await.unwrap();
+    // No table that held a cursor's rows is left: those of cursors without
+    // HOLD went at commit, that of the closed cursor WITH HOLD at the next
+    // DECLARE.
+    let left = in_order(
+        &through,
+        "SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()",
+    )
+    .await;
+    assert_eq!(left, Ok(vec![vec![Some("0".to_string())]]));
+    // psql's FETCH_COUNT reads through a cursor: the same output.
+    let sql = "SELECT id, created_at, amount, status, note FROM orders ORDER BY id";
+    let fetch_count = ["-v", "FETCH_COUNT=150"];
+    let want = psql_output(pg().port(), &s.oracle, &fetch_count, sql)
+        .await
+        .unwrap();
+    let got = psql_output(proxy.port(), &s.tiered, &fetch_count, sql)
+        .await
+        .unwrap();
+    assert!(want.len() > 100_000);
+    assert!(got == want, "psql FETCH_COUNT output differs");
 }
 
 /// With the lake unreadable, federated reads fail with an error naming the

@@ -53,7 +53,7 @@ pub(crate) fn may_be_copy(sql: &str) -> bool {
     first_word(sql).eq_ignore_ascii_case("copy")
 }
 
-fn first_word(sql: &str) -> &str {
+pub(super) fn first_word(sql: &str) -> &str {
     let mut rest = sql;
     loop {
         rest = rest.trim_start();
@@ -102,7 +102,7 @@ pub(crate) fn parse(sql: &str) -> Result<Option<CopyTo>, ErrorFields> {
         _ => return Ok(None),
     };
     // Its text, past the source, is sent to Postgres as written.
-    let Some(layout) = layout(sql) else {
+    let Some(layout) = layout(sql, "to") else {
         return Err(refused("this form of the statement"));
     };
     let Statement::Copy {
@@ -222,17 +222,19 @@ pub(crate) fn parse(sql: &str) -> Result<Option<CopyTo>, ErrorFields> {
     Ok(Some(copy))
 }
 
-/// Where the parts of a COPY statement's text are.
-struct Layout {
-    /// The query of `COPY (query)`, inside its parentheses.
-    query: Option<std::ops::Range<usize>>,
-    /// The word TO that follows the source.
-    to: usize,
+/// Where the parts of a statement's text are.
+pub(super) struct Layout {
+    /// The first parenthesized part after the first word, inside its
+    /// parentheses (the query of `COPY (query)`).
+    pub query: Option<std::ops::Range<usize>>,
+    /// Where `word` (TO of a COPY, FOR of a DECLARE) is.
+    pub to: usize,
 }
 
-/// Finds the source's query and the word TO in a COPY statement, past
-/// comments, strings, quoted names and dollar quotes.
-fn layout(sql: &str) -> Option<Layout> {
+/// Finds the first parenthesized part and the first `word` (after the
+/// first word) outside parentheses, past comments, strings, quoted names
+/// and dollar quotes.
+pub(super) fn layout(sql: &str, word: &str) -> Option<Layout> {
     let b = sql.as_bytes();
     let (mut i, mut depth, mut words) = (0, 0usize, 0);
     let mut query: Option<std::ops::Range<usize>> = None;
@@ -306,7 +308,7 @@ fn layout(sql: &str) -> Option<Layout> {
                 }
                 if depth == 0 {
                     words += 1;
-                    if words > 1 && sql[start..i].eq_ignore_ascii_case("to") {
+                    if words > 1 && sql[start..i].eq_ignore_ascii_case(word) {
                         return Some(Layout { query, to: start });
                     }
                 }

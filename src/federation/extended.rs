@@ -114,6 +114,19 @@ async fn answer(
         )
         .await;
     }
+    if super::cursor::parse(&job.sql).is_some() {
+        // Postgres would declare it over the hot rows only.
+        return fail(
+            link,
+            out,
+            ErrorFields::error(
+                "0A000",
+                "a cursor over a tiered table is declared through the simple query protocol \
+                 (psql, or a driver's named cursor without parameters)",
+            ),
+        )
+        .await;
+    }
     // `COPY … TO STDOUT`: Postgres checks the COPY and describes its read,
     // which is then answered as any other.
     let copy = match super::copy::parse(&job.sql) {

@@ -17,6 +17,7 @@ mod cold;
 mod collation;
 mod constants;
 mod copy;
+mod cursor;
 mod datetrunc;
 mod enums;
 pub(crate) mod exactness;
@@ -262,6 +263,9 @@ async fn answer(
     if matview::may_be_command(sql) {
         return matview::answer(link, out, sql, federation, settings, cancel).await;
     }
+    if let Some(d) = cursor::parse(sql) {
+        return cursor::declare(link, out, d, federation, settings, cancel).await;
+    }
     // `COPY … TO STDOUT`: its read, answered as any other, once Postgres
     // has checked the COPY itself.
     let copy = match copy::parse(sql) {
@@ -473,8 +477,6 @@ async fn refuse(mut link: PgLink, out: &mut Out<'_>, e: ErrorFields) -> Option<P
     Some(link)
 }
 
-/// Undoes a failed statement: its own transaction rolled back, or the
-/// client's aborted. `None`: the link is gone.
 /// Rolls back the transaction a statement began for itself, if it did.
 async fn roll_back_own(link: &mut PgLink, own_transaction: bool) -> Option<()> {
     if own_transaction {
@@ -483,6 +485,8 @@ async fn roll_back_own(link: &mut PgLink, own_transaction: bool) -> Option<()> {
     Some(())
 }
 
+/// Undoes a failed statement: its own transaction rolled back, or the
+/// client's aborted. `None`: the link is gone.
 async fn undo(link: &mut PgLink, own_transaction: bool) -> Option<()> {
     if own_transaction {
         link.simple("ROLLBACK").await.ok().map(|_| ())

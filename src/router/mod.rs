@@ -135,6 +135,14 @@ impl Router {
                         continue;
                     }
                 },
+                // A cursor reads its query.
+                Statement::Declare { stmts } => match stmts.as_slice() {
+                    [d] => match &d.for_query {
+                        Some(query) => query,
+                        None => continue,
+                    },
+                    _ => continue,
+                },
                 Statement::Explain { statement, .. } => match statement.as_ref() {
                     Statement::Query(query) => query,
                     _ => continue,
@@ -406,6 +414,8 @@ mod tests {
             "COPY  public.orders (id, note) TO STDOUT csv header",
             "COPY (SELECT * FROM customers c JOIN orders o ON o.customer_id = c.id) TO STDOUT (FORMAT binary)",
             "COPY orders TO '/tmp/orders.csv'",
+            "DECLARE c CURSOR FOR SELECT * FROM orders",
+            "DECLARE \"SQL_CUR0x1\" CURSOR WITH HOLD FOR SELECT o.id FROM customers c JOIN orders o ON o.customer_id = c.id",
         ] {
             assert_eq!(r.route(&q(sql)), Route::Federate, "{sql}");
         }
@@ -464,6 +474,9 @@ mod tests {
             "COPY orders FROM STDIN",
             "COPY orders (id) FROM STDIN (FORMAT csv)",
             "COPY orders_archive TO STDOUT",
+            "DECLARE c CURSOR FOR SELECT * FROM orders FOR UPDATE",
+            "DECLARE c CURSOR FOR SELECT * FROM customers",
+            "FETCH FORWARD 100 FROM orders",
             "SELECT 'orders'",
             "SELEC * FROM orders",
             // Not read by the parser, and not reads.

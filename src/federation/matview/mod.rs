@@ -50,7 +50,7 @@ macro_rules! on_link {
 
 mod incremental;
 mod parse;
-mod rows;
+pub(super) mod rows;
 pub(crate) mod schedule;
 
 use std::sync::atomic::Ordering;
@@ -791,7 +791,7 @@ async fn fill(
             };
             link = back;
             let tuples = match computed {
-                Ok(t) => t,
+                Ok((_, t)) => t,
                 Err(e) => return (Some(link), Err(e)),
             };
             on_link!(link, link.simple(&statements.join("; ")).await);

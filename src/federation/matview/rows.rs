@@ -11,15 +11,19 @@ use crate::federation::{
 };
 use crate::frontend::cancel::SessionCancel;
 
-/// Runs `sql` federated and returns its rows as COPY binary tuples.
-pub(super) async fn rows_of(
+/// Runs `sql` federated and returns its columns and its rows as DataRow
+/// messages of binary cells.
+pub(in crate::federation) async fn rows_of(
     mut link: PgLink,
     sql: &str,
     federation: &Federation,
     settings: &SessionSettings,
     cancel: &SessionCancel,
     own_snapshot: bool,
-) -> (Option<PgLink>, Result<Vec<u8>, Failure>) {
+) -> (
+    Option<PgLink>,
+    Result<(Vec<link::FieldDescription>, Vec<u8>), Failure>,
+) {
     let mut msgs = Vec::new();
     link::frontend::parse(&mut msgs, "", sql);
     link::frontend::describe(&mut msgs, b'S', "");
@@ -75,12 +79,12 @@ pub(super) async fn rows_of(
         return (Some(link), Err(e));
     }
     let data_rows = std::mem::take(&mut *sink.0.lock().unwrap_or_else(|e| e.into_inner()));
-    (Some(link), Ok(data_rows))
+    (Some(link), Ok((fields, data_rows)))
 }
 
 /// Writes DataRow messages (binary cells) into `table` by COPY; returns
 /// the rows written.
-pub(super) async fn copy_in(
+pub(in crate::federation) async fn copy_in(
     link: &mut PgLink,
     table: &str,
     data_rows: &[u8],

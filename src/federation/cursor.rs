@@ -1,0 +1,209 @@
+//! `DECLARE … CURSOR FOR <query>` over a tiered table (psql's
+//! `FETCH_COUNT`, psycopg's named cursors, ODBC's declare/fetch): the
+//! query's rows over the whole history, computed federated and kept in a
+//! temporary table of the session, over which Postgres declares the
+//! cursor as it was written. FETCH, MOVE and CLOSE are then Postgres's own,
+//! and so are the cursor's lifetime (a cursor without HOLD ends with its
+//! transaction, and its table is dropped at commit) and `pg_cursors`.
+
+use datafusion::sql::sqlparser::ast::{DeclareType, Statement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::link::{LinkError, PgLink};
+use super::matview::rows::{copy_in, rows_of};
+use super::{Federation, Out, SessionSettings, abort_transaction, finish, refuse, undo};
+use crate::frontend::cancel::SessionCancel;
+use crate::protocol::ErrorFields;
+
+/// A `DECLARE … CURSOR … FOR query` statement, as written.
+#[derive(Debug)]
+pub(crate) struct Declare<'a> {
+    /// The statement up to its query: `DECLARE c NO SCROLL CURSOR FOR`.
+    head: &'a str,
+    /// The query.
+    query: &'a str,
+    /// WITH HOLD: the cursor outlives its transaction.
+    hold: bool,
+}
+
+/// Reads a `DECLARE … CURSOR … FOR query` statement. `None`: it is not one.
+pub(crate) fn parse(sql: &str) -> Option<Declare<'_>> {
+    if !super::copy::first_word(sql).eq_ignore_ascii_case("declare") {
+        return None;
+    }
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let [Statement::Declare { stmts }] = statements.as_slice() else {
+        return None;
+    };
+    let [d] = stmts.as_slice() else {
+        return None;
+    };
+    if d.declare_type != Some(DeclareType::Cursor) || d.for_query.is_none() {
+        return None;
+    }
+    if d.names.len() != 1 {
+        return None;
+    }
+    let at = super::copy::layout(sql, "for")?.to;
+    let query = sql[at + 3..].trim();
+    Some(Declare {
+        head: &sql[..at + 3],
+        query: query.strip_suffix(';').unwrap_or(query).trim_end(),
+        hold: d.hold == Some(true),
+    })
+}
+
+/// A new temporary table name for a cursor's rows.
+fn table_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("thermocline_cursor_{n}")
+}
+
+/// Drops the tables of cursors WITH HOLD that have been closed (a cursor
+/// without HOLD takes its table with it at commit): a table is in use
+/// while a cursor's statement names it.
+const DROP_CLOSED: &str = "DO $thermocline$DECLARE r record; BEGIN \
+    FOR r IN SELECT c.relname FROM pg_catalog.pg_class c \
+      WHERE c.relnamespace = pg_catalog.pg_my_temp_schema() \
+        AND c.relname LIKE 'thermocline\\_cursor\\_%' \
+        AND NOT EXISTS (SELECT FROM pg_catalog.pg_cursors p \
+                        WHERE pg_catalog.strpos(p.statement, c.relname) > 0) \
+    LOOP EXECUTE pg_catalog.format('DROP TABLE pg_temp.%I', r.relname); END LOOP; \
+    END$thermocline$";
+
+/// Declares the cursor over its rows computed federated. Returns the link,
+/// or `None` when the connection to Postgres was lost.
+pub(crate) async fn declare(
+    mut link: PgLink,
+    out: &mut Out<'_>,
+    d: Declare<'_>,
+    federation: &Federation,
+    settings: &SessionSettings,
+    cancel: &SessionCancel,
+) -> Option<PgLink> {
+    if !d.hold && link.txn_status == b'I' {
+        return refuse(
+            link,
+            out,
+            ErrorFields::error(
+                "25P01",
+                "DECLARE CURSOR can only be used in transaction blocks",
+            ),
+        )
+        .await;
+    }
+    let _slot = match federation.limits.federated_slot(cancel).await {
+        Ok(slot) => slot,
+        Err(e) => return refuse(link, out, e).await,
+    };
+    // A cursor WITH HOLD declared outside a transaction block: its rows
+    // are read in one snapshot, and its table made, in a transaction of
+    // its own.
+    let own = link.txn_status == b'I';
+    if own
+        && link
+            .simple("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            .await
+            .is_err()
+    {
+        return None;
+    }
+    let (back, computed) = rows_of(link, d.query, federation, settings, cancel, own).await;
+    link = back?;
+    let (fields, rows) = match computed {
+        Ok(c) => c,
+        Err(e) => {
+            out.error(e.encode());
+            undo(&mut link, own).await?;
+            finish(&mut link, out);
+            return Some(link);
+        }
+    };
+    // The table takes the query's columns and types from Postgres
+    // (`WITH NO DATA`: planned, not run), under names of its own; the
+    // cursor reads them back under the query's names.
+    let table = format!("pg_temp.{}", table_name());
+    let columns: Vec<String> = (1..=fields.len()).map(|i| format!("c{i}")).collect();
+    let on_commit = if d.hold { "" } else { " ON COMMIT DROP" };
+    let named: Vec<String> = fields
+        .iter()
+        .zip(&columns)
+        .map(|(f, c)| format!("{c} AS \"{}\"", f.name.replace('"', "\"\"")))
+        .collect();
+    let make = format!(
+        "{DROP_CLOSED}; CREATE TEMPORARY TABLE {table} ({}){on_commit} AS SELECT * FROM ({}) AS q WITH NO DATA",
+        columns.join(", "),
+        d.query
+    );
+    let declared = async {
+        link.simple(&make).await?;
+        copy_in(&mut link, &table, &rows).await?;
+        link.simple(&format!(
+            "{} SELECT {} FROM {table}",
+            d.head,
+            named.join(", ")
+        ))
+        .await
+    }
+    .await;
+    match declared {
+        Ok(_) => {
+            if own && link.simple("COMMIT").await.is_err() {
+                return None;
+            }
+            crate::protocol::put_message(&mut out.buf, b'C', b"DECLARE CURSOR\0");
+        }
+        Err(LinkError::Postgres(e)) => {
+            let e = match crate::protocol::error_code(&e.encode()) {
+                Some(b"25006") => ErrorFields::error(
+                    "0A000",
+                    "a cursor over the history of a tiered table cannot be declared in a \
+                     read-only transaction yet",
+                )
+                .encode(),
+                _ => e.encode(),
+            };
+            out.error(e);
+            if own {
+                link.simple("ROLLBACK").await.ok()?;
+            } else if link.txn_status != b'E' {
+                abort_transaction(&mut link).await?;
+            }
+        }
+        Err(_) => return None,
+    }
+    finish(&mut link, out);
+    Some(link)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_cursor_and_its_query() {
+        let d = parse(
+            "DECLARE \"Big\" BINARY NO SCROLL CURSOR WITH HOLD FOR SELECT * FROM orders WHERE note = 'for';",
+        )
+        .unwrap();
+        assert_eq!(
+            d.head,
+            "DECLARE \"Big\" BINARY NO SCROLL CURSOR WITH HOLD FOR"
+        );
+        assert_eq!(d.query, "SELECT * FROM orders WHERE note = 'for'");
+        assert!(d.hold);
+        let d = parse("declare _psql_cursor no scroll cursor for\nselect 1").unwrap();
+        assert_eq!(
+            (d.head, d.query, d.hold),
+            (
+                "declare _psql_cursor no scroll cursor for",
+                "select 1",
+                false
+            )
+        );
+        assert!(parse("SELECT 1").is_none());
+        assert_ne!(table_name(), table_name());
+    }
+}
