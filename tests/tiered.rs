@@ -308,7 +308,7 @@ async fn a_move_between_the_lake_read_and_a_late_query_gives_40001() {
     let mut server = ServeProcess::start_with_env(
         &config_file,
         Some("info"),
-        &[("THERMOCLINE_LATE_QUERY_DELAY_MS", "1500")],
+        &[("THERMOCLINE_LATE_QUERY_DELAY_MS", "3000")],
     );
     server.wait_for("thermocline is serving").await;
     let sql = "SELECT count(*), count(id) FROM orders WHERE customer_id > 0";
@@ -327,7 +327,7 @@ async fn a_move_between_the_lake_read_and_a_late_query_gives_40001() {
             .await
             .map(|r| r.get::<_, i64>(0))
     });
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
     let (target, fed) = tiers(&s).await;
     let maintained = thermocline::tiering::maintain::maintain(
         &target,
@@ -359,7 +359,7 @@ async fn a_move_between_the_lake_read_and_a_late_query_gives_40001() {
             .map(|r| r.get::<_, i64>(0));
         (first, again)
     });
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
     assert_eq!(move_rows(&s).await, 1);
     let (first, again) = reading.await.unwrap();
     let err = first.expect_err("the move landed between the lake read and the hot queries");
@@ -1549,15 +1549,55 @@ async fn cursors_read_the_whole_history() {
     let fetched = through.query("FETCH 5 FROM every", &[]).await.unwrap();
     assert!(fetched.is_empty());
     through.batch_execute("COMMIT").await.unwrap();
-    // Declared over the extended protocol, where Postgres would read the
-    // hot rows only, it is refused.
-    through.batch_execute("BEGIN").await.unwrap();
-    let e = through
-        .query("DECLARE p CURSOR FOR SELECT id FROM orders", &[])
+    // Declared over the extended protocol, with a parameter.
+    for c in [&direct, &through] {
+        c.batch_execute("BEGIN").await.unwrap();
+        c.execute(
+            "DECLARE p SCROLL CURSOR FOR SELECT id, amount, created_at FROM orders \
+             WHERE customer_id = $1 ORDER BY id",
+            &[&3i32],
+        )
         .await
-        .unwrap_err();
-    assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e}");
-    through.batch_execute("ROLLBACK").await.unwrap();
+        .unwrap();
+    }
+    for sql in [
+        "FETCH 20 FROM p",
+        "FETCH BACKWARD 5 FROM p",
+        "FETCH ALL FROM p",
+    ] {
+        assert_eq!(
+            in_order(&through, sql).await,
+            in_order(&direct, sql).await,
+            "{sql}"
+        );
+    }
+    assert_eq!(
+        in_order(&through, "FETCH ABSOLUTE 1 FROM p")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    for c in [&direct, &through] {
+        c.batch_execute("COMMIT").await.unwrap();
+    }
+    // Its rows were the whole history's.
+    let with_3: i64 = value(
+        &s.oracle,
+        "SELECT count(*) FROM orders WHERE customer_id = 3",
+    )
+    .await;
+    through.batch_execute("BEGIN").await.unwrap();
+    through
+        .execute(
+            "DECLARE q CURSOR FOR SELECT id FROM orders WHERE customer_id = $1",
+            &[&3i32],
+        )
+        .await
+        .unwrap();
+    let all = through.query("FETCH ALL FROM q", &[]).await.unwrap();
+    assert_eq!(all.len() as i64, with_3);
+    through.batch_execute("COMMIT").await.unwrap();
     // No table that held a cursor's rows is left: those of cursors without
     // HOLD went at commit, that of the closed cursor WITH HOLD at the next
     // DECLARE.

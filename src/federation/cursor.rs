@@ -10,8 +10,8 @@ use datafusion::sql::sqlparser::ast::{DeclareType, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
-use super::link::{LinkError, PgLink};
-use super::matview::rows::{copy_in, rows_of};
+use super::link::{FieldDescription, LinkError, PgLink, frontend};
+use super::matview::rows::{copy_in, rows_of, send_copy_data};
 use super::{Federation, Out, SessionSettings, abort_transaction, finish, refuse, undo};
 use crate::frontend::cancel::SessionCancel;
 use crate::protocol::ErrorFields;
@@ -22,7 +22,7 @@ pub(crate) struct Declare<'a> {
     /// The statement up to its query: `DECLARE c NO SCROLL CURSOR FOR`.
     head: &'a str,
     /// The query.
-    query: &'a str,
+    pub query: &'a str,
     /// WITH HOLD: the cursor outlives its transaction.
     hold: bool,
 }
@@ -127,11 +127,6 @@ pub(crate) async fn declare(
     let table = format!("pg_temp.{}", table_name());
     let columns: Vec<String> = (1..=fields.len()).map(|i| format!("c{i}")).collect();
     let on_commit = if d.hold { "" } else { " ON COMMIT DROP" };
-    let named: Vec<String> = fields
-        .iter()
-        .zip(&columns)
-        .map(|(f, c)| format!("{c} AS \"{}\"", f.name.replace('"', "\"\"")))
-        .collect();
     let make = format!(
         "{DROP_CLOSED}; CREATE TEMPORARY TABLE {table} ({}){on_commit} AS SELECT * FROM ({}) AS q WITH NO DATA",
         columns.join(", "),
@@ -140,12 +135,7 @@ pub(crate) async fn declare(
     let declared = async {
         link.simple(&make).await?;
         copy_in(&mut link, &table, &rows).await?;
-        link.simple(&format!(
-            "{} SELECT {} FROM {table}",
-            d.head,
-            named.join(", ")
-        ))
-        .await
+        link.simple(&select_over(&d, &fields, &table)).await
     }
     .await;
     match declared {
@@ -176,6 +166,116 @@ pub(crate) async fn declare(
     }
     finish(&mut link, out);
     Some(link)
+}
+
+/// The name of thermocline's own statement and portal.
+const NAME: &str = "thermocline_cursor";
+
+/// The statement `sql` run under thermocline's own name, in the extended
+/// protocol, and closed: five replies complete it.
+fn run_named(msgs: &mut Vec<u8>, sql: &str) {
+    frontend::parse(msgs, NAME, sql);
+    frontend::bind_binary(msgs, NAME, NAME);
+    frontend::execute(msgs, NAME, 0);
+    close_named(msgs);
+}
+
+fn close_named(msgs: &mut Vec<u8>) {
+    frontend::close(msgs, b'P', NAME);
+    frontend::close(msgs, b'S', NAME);
+}
+
+/// Reads replies until one tagged `tag`; an ErrorResponse leaves Postgres
+/// skipping to the client's Sync.
+async fn until_tag(link: &mut PgLink, tag: u8) -> Result<(), LinkError> {
+    let mut flush = Vec::new();
+    crate::protocol::put_message(&mut flush, b'H', b"");
+    link.send(&flush).await?;
+    loop {
+        let m = link.recv().await?;
+        if m.tag == tag {
+            return Ok(());
+        }
+        if m.tag == b'E' {
+            link.skip_to_sync();
+            return Err(LinkError::Postgres(m));
+        }
+    }
+}
+
+/// Declares the cursor over `rows` (DataRows of binary cells) within a
+/// client's extended-protocol exchange, where no Sync may be sent.
+pub(crate) async fn declare_extended(
+    link: &mut PgLink,
+    d: &Declare<'_>,
+    fields: &[FieldDescription],
+    rows: &[u8],
+) -> Result<(), LinkError> {
+    // Closed cursors' tables dropped; the columns' types as Postgres
+    // writes them.
+    let types = fields
+        .iter()
+        .map(|f| format!("pg_catalog.format_type({}, {})", f.type_oid, f.typmod))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut msgs = Vec::new();
+    run_named(&mut msgs, DROP_CLOSED);
+    run_named(&mut msgs, &format!("SELECT {types}"));
+    let replies = link.extended(&msgs, 10).await?;
+    let written = replies
+        .iter()
+        .find(|m| m.tag == b'D')
+        .and_then(|m| super::link::data_row_fields(&m.body))
+        .unwrap_or_default();
+    let columns = written
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            format!(
+                "c{} {}",
+                i + 1,
+                String::from_utf8_lossy(t.unwrap_or_default())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let table = format!("pg_temp.{}", table_name());
+    let on_commit = if d.hold { "" } else { " ON COMMIT DROP" };
+    let mut msgs = Vec::new();
+    run_named(
+        &mut msgs,
+        &format!("CREATE TEMPORARY TABLE {table} ({columns}){on_commit}"),
+    );
+    frontend::parse(
+        &mut msgs,
+        NAME,
+        &format!("COPY {table} FROM STDIN (FORMAT binary)"),
+    );
+    frontend::bind_binary(&mut msgs, NAME, NAME);
+    link.extended(&msgs, 7).await?;
+    // The COPY begins; then its data and its completion.
+    let mut msgs = Vec::new();
+    frontend::execute(&mut msgs, NAME, 0);
+    link.send(&msgs).await?;
+    until_tag(link, b'G').await?;
+    send_copy_data(link, rows).await?;
+    until_tag(link, b'C').await?;
+    let mut msgs = Vec::new();
+    close_named(&mut msgs);
+    run_named(&mut msgs, &select_over(d, fields, &table));
+    link.extended(&msgs, 7).await?;
+    Ok(())
+}
+
+/// The DECLARE as written, over the table's columns under the query's
+/// names.
+fn select_over(d: &Declare<'_>, fields: &[FieldDescription], table: &str) -> String {
+    let named: Vec<String> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| format!("c{} AS \"{}\"", i + 1, f.name.replace('"', "\"\"")))
+        .collect();
+    format!("{} SELECT {} FROM {table}", d.head, named.join(", "))
 }
 
 #[cfg(test)]

@@ -114,28 +114,20 @@ async fn answer(
         )
         .await;
     }
-    if super::cursor::parse(&job.sql).is_some() {
-        // Postgres would declare it over the hot rows only.
-        return fail(
-            link,
-            out,
-            ErrorFields::error(
-                "0A000",
-                "a cursor over a tiered table is declared through the simple query protocol \
-                 (psql, or a driver's named cursor without parameters)",
-            ),
-        )
-        .await;
-    }
     // `COPY … TO STDOUT`: Postgres checks the COPY and describes its read,
     // which is then answered as any other.
     let copy = match super::copy::parse(&job.sql) {
         Ok(c) => c,
         Err(e) => return fail(link, out, e).await,
     };
-    let sql = copy
-        .as_ref()
-        .map_or(job.sql.as_str(), |c| c.select.as_str());
+    // `DECLARE … CURSOR FOR query`: the query is answered, its rows kept
+    // for the cursor (see `cursor`).
+    let cursor = super::cursor::parse(&job.sql);
+    let sql = match (&copy, &cursor) {
+        (Some(c), _) => c.select.as_str(),
+        (None, Some(d)) => d.query,
+        (None, None) => job.sql.as_str(),
+    };
     // Postgres describes the statement: parameter types and columns. Where
     // the session has changed nothing yet (outside a transaction block, no
     // portal run since the last Sync), it also tells where the statement's
@@ -147,7 +139,29 @@ async fn answer(
     };
     let mut msgs = Vec::new();
     let mut terminals = 1 + super::SESSION_REPLIES;
+    if cursor.is_some() {
+        // The query, with the parameter types of the client's DECLARE.
+        let mut describe = Vec::new();
+        frontend::describe(&mut describe, b'S', &job.statement);
+        let types = match link.extended(&describe, 1).await {
+            Ok(replies) => replies
+                .iter()
+                .find(|m| m.tag == b't')
+                .map(|m| m.body.to_vec()),
+            Err(LinkError::Postgres(e)) => {
+                out.error(e.encode());
+                return Some(link);
+            }
+            Err(_) => return None,
+        };
+        const NAME: &str = "thermocline_cursor";
+        frontend::parse_typed(&mut msgs, NAME, sql, types.as_deref().unwrap_or(&[0, 0]));
+        frontend::describe(&mut msgs, b'S', NAME);
+        frontend::close(&mut msgs, b'S', NAME);
+        terminals += 2;
+    }
     match &copy {
+        None if cursor.is_some() => {}
         None => frontend::describe(&mut msgs, b'S', &job.statement),
         Some(c) => {
             // Under a name of thermocline's own, closed at once.
@@ -255,18 +269,32 @@ async fn answer(
     let run = Run {
         sql,
         fields: &fields,
-        formats: (0..fields.len()).map(|i| bind.result_format(i)).collect(),
+        formats: match cursor {
+            Some(_) => vec![1; fields.len()],
+            None => (0..fields.len()).map(|i| bind.result_format(i)).collect(),
+        },
         params,
         row_description: false,
         // COPY runs to completion, whatever the row limit.
-        limit: (job.max_rows > 0 && copy.is_none()).then_some(job.max_rows as usize),
+        limit: (job.max_rows > 0 && copy.is_none() && cursor.is_none())
+            .then_some(job.max_rows as usize),
         user: &settings.user,
         copy: copy.as_ref(),
     };
     let text = settings.text(tz);
     let seen = cancel.count();
+    // A cursor's rows are kept, not sent.
+    let kept = super::matview::rows::Collect::default();
+    let mut kept_w: crate::stream::WriteHalf = Box::new(kept.clone());
+    let mut kept_out = Out::new(&mut kept_w);
+    let work = async {
+        match cursor {
+            Some(_) => execute(&run, &ctx, federation, &text, &mut kept_out).await,
+            None => execute(&run, &ctx, federation, &text, out).await,
+        }
+    };
     let outcome = tokio::select! {
-        r = execute(&run, &ctx, federation, &text, out) => r,
+        r = work => r,
         () = cancel.after(seen) => Err(super::cancelled()),
         () = super::expire(deadline) => Err(super::timed_out()),
     };
@@ -277,6 +305,22 @@ async fn answer(
         return None;
     }
     match outcome {
+        Ok(_) if let Some(d) = &cursor => {
+            if close_portals(&mut link, &opened).await.is_err() {
+                return None;
+            }
+            kept_out.flush().await;
+            let rows = std::mem::take(&mut *kept.0.lock().unwrap_or_else(|e| e.into_inner()));
+            match super::cursor::declare_extended(&mut link, d, &fields, &rows).await {
+                Ok(()) => {
+                    crate::protocol::put_message(&mut out.buf, b'C', b"DECLARE CURSOR\0");
+                }
+                Err(LinkError::Postgres(e)) => out.error(e.encode()),
+                Err(_) => return None,
+            }
+            forward_deferred(&mut link, out);
+            Some(link)
+        }
         Ok((rows, mut held)) => {
             if close_portals(&mut link, &opened).await.is_err() {
                 return None;

@@ -203,6 +203,13 @@ impl PgLink {
         self.until_ready().await
     }
 
+    /// After an ErrorResponse within a client's extended-protocol
+    /// exchange: Postgres skips what follows until the client's Sync.
+    pub(crate) fn skip_to_sync(&mut self) {
+        self.owed = Owed::Nothing;
+        self.skipping = true;
+    }
+
     /// Sends extended-protocol messages and a Flush, then reads replies
     /// until `terminals` of them have completed (ParseComplete,
     /// BindComplete, CloseComplete, NoData, RowDescription,

@@ -104,6 +104,17 @@ pub(in crate::federation) async fn copy_in(
             _ => link.deferred.push(m),
         }
     }
+    let rows = send_copy_data(link, data_rows).await?;
+    link.until_ready().await?;
+    Ok(rows)
+}
+
+/// Sends DataRow messages (binary cells) as the data of a binary COPY
+/// FROM STDIN that Postgres has begun, and CopyDone; returns the rows.
+pub(in crate::federation) async fn send_copy_data(
+    link: &mut PgLink,
+    data_rows: &[u8],
+) -> Result<u64, LinkError> {
     // COPY's binary format: a header, then each row as a DataRow's body.
     let mut data = Vec::with_capacity(data_rows.len() + 64);
     data.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
@@ -133,13 +144,12 @@ pub(in crate::federation) async fn copy_in(
     }
     crate::protocol::put_message(&mut out, b'c', b"");
     link.send(&out).await?;
-    link.until_ready().await?;
     Ok(rows)
 }
 
 /// An in-memory writer for a statement's DataRows.
 #[derive(Clone, Default)]
-struct Collect(Arc<std::sync::Mutex<Vec<u8>>>);
+pub(in crate::federation) struct Collect(pub Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl tokio::io::AsyncWrite for Collect {
     fn poll_write(

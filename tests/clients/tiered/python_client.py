@@ -60,6 +60,13 @@ def run_psycopg():
             with cur.copy(COPY_QUERY.join(["COPY (", ") TO STDOUT (FORMAT binary)"])) as copy:
                 copy.set_types(["bigint", "timestamptz", "numeric", "text", "varchar"])
                 show(copy.rows())
+        print("=== psycopg, a server-side cursor")
+        with conn.transaction():
+            with conn.cursor(name="history") as cur:
+                cur.execute(COPY_QUERY)
+                show(cur.fetchmany(5))
+                cur.scroll(3)
+                show(cur.fetchall())
         print("=== psycopg, a prepared statement run 7 times")
         sql = queries()[1].replace("%", "%%").replace("$1", "%s")
         for n in range(7):
