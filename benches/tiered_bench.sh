@@ -5,8 +5,9 @@
 # directly and through thermocline in one run. Prints one table of median
 # times and ratios (each run in a new session, then all runs in one warmed
 # session), and thermocline's peak RSS; then streams every row to a
-# client, directly and through a freshly started thermocline, and prints
-# the time and thermocline's peak RSS while streaming.
+# client, directly and through a freshly started thermocline, as a SELECT
+# and by COPY TO STDOUT, and prints the times and thermocline's peak RSS
+# while streaming.
 #
 #   benches/tiered_bench.sh [--rows N] [--runs K] [--thermocline PATH] [--keep-workdir]
 #
@@ -156,15 +157,21 @@ printf 'thermocline peak RSS: %s\n' "$rss"
 kill "$TC_PID"
 wait "$TC_PID" 2>/dev/null || true
 serve
-# stream_ms PORT TABLE: rows streamed to psql and the milliseconds taken.
+# stream_ms PORT SQL: lines psql printed and the milliseconds taken.
 stream_ms() {
     local started rows
     started=$(date +%s%N)
-    rows=$("$PSQL" -X -q -A -t -h 127.0.0.1 -p "$1" -U postgres -d bench -c "SELECT * FROM $2" | wc -l)
+    rows=$("$PSQL" -X -q -A -t -h 127.0.0.1 -p "$1" -U postgres -d bench -c "$2" | wc -l)
     printf '%d %d' "$rows" $(( ($(date +%s%N) - started) / 1000000 ))
 }
-read -r direct_rows direct_ms <<<"$(stream_ms "$PG_PORT" orders_all)"
-read -r through_rows through_ms <<<"$(stream_ms "$TC_PORT" orders)"
+read -r direct_rows direct_ms <<<"$(stream_ms "$PG_PORT" "SELECT * FROM orders_all")"
+read -r through_rows through_ms <<<"$(stream_ms "$TC_PORT" "SELECT * FROM orders")"
 stream_rss=$(awk '/VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$TC_PID/status")
 printf '\nstreaming every row to psql: Postgres %d rows in %d ms, thermocline %d rows in %d ms; thermocline peak RSS meanwhile: %s\n' \
+    "$direct_rows" "$direct_ms" "$through_rows" "$through_ms" "$stream_rss"
+# The same rows by COPY … TO STDOUT (an export, psql's \copy).
+read -r direct_rows direct_ms <<<"$(stream_ms "$PG_PORT" "COPY orders_all TO STDOUT")"
+read -r through_rows through_ms <<<"$(stream_ms "$TC_PORT" "COPY orders TO STDOUT")"
+stream_rss=$(awk '/VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$TC_PID/status")
+printf 'COPY of every row TO STDOUT: Postgres %d rows in %d ms, thermocline %d rows in %d ms; thermocline peak RSS since start: %s\n' \
     "$direct_rows" "$direct_ms" "$through_rows" "$through_ms" "$stream_rss"

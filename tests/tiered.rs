@@ -1310,14 +1310,9 @@ async fn columns_the_executor_cannot_carry_are_named_in_the_error() {
 /// psql's raw output of one statement (COPY data included), or its error;
 /// `options` go first.
 async fn psql_output(port: u16, db: &str, options: &[&str], sql: &str) -> Result<Vec<u8>, String> {
-    let out = tokio::process::Command::new("psql")
+    let out = common::libpq_command("psql", port, db)
         .args(options)
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .env("PGHOST", "127.0.0.1")
-        .env("PGPORT", port.to_string())
-        .env("PGUSER", "postgres")
-        .env("PGDATABASE", db)
-        .env("PGSSLMODE", "disable")
         .output()
         .await
         .expect("run psql");

@@ -141,17 +141,25 @@ pub async fn client(port: u16, user: &str, dbname: &str) -> tokio_postgres::Clie
     client
 }
 
-/// Runs one real client (tests/clients/run.sh CLIENT) against `port` and
-/// database `db`, and returns its transcript.
-pub async fn transcript(client: &str, port: u16, db: &str) -> String {
-    let out = tokio::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/run.sh"))
-        .arg(client)
+/// `program`, to be run with the libpq environment naming `port` and
+/// database `db`, as the superuser.
+pub fn libpq_command(program: &str, port: u16, db: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    command
         .env("PGHOST", "127.0.0.1")
         .env("PGPORT", port.to_string())
         .env("PGUSER", "postgres")
         .env("PGDATABASE", db)
-        .env("PGSSLMODE", "disable")
+        .env("PGSSLMODE", "disable");
+    command
+}
+
+/// Runs one real client (tests/clients/run.sh CLIENT) against `port` and
+/// database `db`, and returns its transcript.
+pub async fn transcript(client: &str, port: u16, db: &str) -> String {
+    let out = libpq_command("bash", port, db)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/run.sh"))
+        .arg(client)
         .output()
         .await
         .expect("run the client");
