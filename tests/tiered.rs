@@ -1615,6 +1615,71 @@ async fn cursors_read_the_whole_history() {
     assert!(got == want, "psql FETCH_COUNT output differs");
 }
 
+/// The command tag's row count, or the SQLSTATE, of one statement.
+async fn tag_of(c: &tokio_postgres::Client, sql: &str) -> Result<Option<u64>, String> {
+    match c.simple_query(sql).await {
+        Ok(msgs) => Ok(msgs.iter().find_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })),
+        Err(e) => Err(e.code().map_or(e.to_string(), |c| c.code().to_string())),
+    }
+}
+
+/// CREATE TABLE … AS over a tiered table fills the table with the whole
+/// history, as Postgres holding every row would; its errors and its
+/// transaction are Postgres's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_table_as_holds_the_whole_history() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = serve(&s).await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    for sql in [
+        "CREATE TABLE monthly AS SELECT date_trunc('month', created_at) AS m, count(*) AS n, \
+         sum(amount) AS total FROM orders GROUP BY 1",
+        "SELECT * FROM monthly ORDER BY m",
+        "CREATE TEMP TABLE paid AS SELECT o.id, o.amount, o.note, c.region FROM orders o \
+         JOIN customers c ON c.id = o.customer_id WHERE o.status = 'paid'",
+        "SELECT count(*), sum(amount), count(note), min(id), max(id) FROM paid",
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute \
+         WHERE attrelid = 'paid'::regclass AND attnum > 0 ORDER BY attnum",
+        "CREATE TABLE monthly AS SELECT 1 FROM orders",
+        "CREATE TABLE wrong AS SELECT nosuch FROM orders",
+        "BEGIN",
+        "CREATE TABLE undone AS SELECT id FROM orders",
+        "SELECT count(*) FROM undone",
+        "ROLLBACK",
+        "SELECT count(*) FROM undone",
+    ] {
+        let want = tag_of(&direct, sql).await;
+        assert_eq!(tag_of(&through, sql).await, want, "{sql}");
+        if sql.starts_with("SELECT") {
+            // Run again for the rows: the same as the oracle's.
+            assert_eq!(
+                in_order(&through, sql).await,
+                in_order(&direct, sql).await,
+                "{sql}"
+            );
+        }
+    }
+    // The table in the tiered database holds every row's month.
+    let total: i64 = value(&s.tiered, "SELECT sum(n)::int8 FROM monthly").await;
+    assert_eq!(
+        total,
+        value::<i64>(&s.oracle, "SELECT count(*) FROM orders").await
+    );
+    assert!(hot_count(&s.tiered).await * 2 < total);
+    let sql = "CREATE TABLE IF NOT EXISTS m2 AS SELECT id FROM orders";
+    assert_eq!(tag_of(&through, sql).await, Err("0A000".to_string()));
+    let e = through
+        .execute("CREATE TABLE m3 AS SELECT id FROM orders", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e}");
+}
+
 /// With the lake unreadable, federated reads fail with an error naming the
 /// tier; relayed statements go on; reads work again once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,6 +114,19 @@ async fn answer(
         )
         .await;
     }
+    if !matches!(super::ctas::parse(&job.sql), Ok(None)) {
+        // Postgres would fill it with the hot rows only.
+        return fail(
+            link,
+            out,
+            ErrorFields::error(
+                "0A000",
+                "CREATE TABLE … AS over a tiered table runs through the simple query protocol \
+                 (psql, or a driver's simple query or script execution)",
+            ),
+        )
+        .await;
+    }
     // `COPY … TO STDOUT`: Postgres checks the COPY and describes its read,
     // which is then answered as any other.
     let copy = match super::copy::parse(&job.sql) {

@@ -17,6 +17,7 @@ mod cold;
 mod collation;
 mod constants;
 mod copy;
+mod ctas;
 mod cursor;
 mod datetrunc;
 mod enums;
@@ -265,6 +266,11 @@ async fn answer(
     }
     if let Some(d) = cursor::parse(sql) {
         return cursor::declare(link, out, d, federation, settings, cancel).await;
+    }
+    match ctas::parse(sql) {
+        Ok(Some(c)) => return ctas::create(link, out, c, federation, settings, cancel).await,
+        Ok(None) => {}
+        Err(e) => return refuse(link, out, e).await,
     }
     // `COPY … TO STDOUT`: its read, answered as any other, once Postgres
     // has checked the COPY itself.

@@ -135,6 +135,11 @@ impl Router {
                         continue;
                     }
                 },
+                // So does CREATE TABLE … AS.
+                Statement::CreateTable(t) => match &t.query {
+                    Some(query) => query,
+                    None => continue,
+                },
                 // A cursor reads its query.
                 Statement::Declare { stmts } => match stmts.as_slice() {
                     [d] => match &d.for_query {
@@ -415,6 +420,7 @@ mod tests {
             "COPY (SELECT * FROM customers c JOIN orders o ON o.customer_id = c.id) TO STDOUT (FORMAT binary)",
             "COPY orders TO '/tmp/orders.csv'",
             "DECLARE c CURSOR FOR SELECT * FROM orders",
+            "CREATE TEMP TABLE recent AS SELECT * FROM orders WHERE status = 'paid'",
             "DECLARE \"SQL_CUR0x1\" CURSOR WITH HOLD FOR SELECT o.id FROM customers c JOIN orders o ON o.customer_id = c.id",
         ] {
             assert_eq!(r.route(&q(sql)), Route::Federate, "{sql}");
@@ -476,6 +482,7 @@ mod tests {
             "COPY orders_archive TO STDOUT",
             "DECLARE c CURSOR FOR SELECT * FROM orders FOR UPDATE",
             "DECLARE c CURSOR FOR SELECT * FROM customers",
+            "CREATE TABLE orders_copy (LIKE orders)",
             "FETCH FORWARD 100 FROM orders",
             "SELECT 'orders'",
             "SELEC * FROM orders",
