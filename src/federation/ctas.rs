@@ -8,9 +8,9 @@ use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
-use super::link::{LinkError, PgLink};
-use super::matview::rows::{copy_in, rows_of};
-use super::{Federation, Out, SessionSettings, abort_transaction, finish, refuse, undo};
+use super::link::PgLink;
+use super::matview::rows::copy_in;
+use super::{Federation, Out, SessionSettings, kept, refuse};
 use crate::frontend::cancel::SessionCancel;
 use crate::protocol::ErrorFields;
 
@@ -61,7 +61,7 @@ pub(crate) fn parse(sql: &str) -> Result<Option<CreateAs<'_>>, ErrorFields> {
 /// Creates the table and copies the query's rows into it. Returns the
 /// link, or `None` when the connection to Postgres was lost.
 pub(crate) async fn create(
-    mut link: PgLink,
+    link: PgLink,
     out: &mut Out<'_>,
     c: CreateAs<'_>,
     federation: &Federation,
@@ -74,52 +74,18 @@ pub(crate) async fn create(
     };
     // Outside a transaction block, the rows are read in one snapshot and
     // the table made in a transaction of the statement's own.
-    let own = link.txn_status == b'I';
-    if own
-        && link
-            .simple("BEGIN ISOLATION LEVEL REPEATABLE READ")
-            .await
-            .is_err()
-    {
-        return None;
-    }
-    let (back, computed) = rows_of(link, c.query, federation, settings, cancel, own).await;
-    link = back?;
-    let rows = match computed {
-        Ok((_, rows)) => rows,
-        Err(e) => {
-            out.error(e.encode());
-            undo(&mut link, own).await?;
-            finish(&mut link, out);
-            return Some(link);
-        }
+    let computed = match kept::compute(link, out, c.query, federation, settings, cancel).await {
+        Ok(c) => c,
+        Err(link) => return link,
     };
+    let mut link = computed.link;
     let made = async {
         link.simple(&c.create).await?;
-        copy_in(&mut link, &c.table, &rows).await
+        copy_in(&mut link, &c.table, &computed.rows).await
     }
-    .await;
-    match made {
-        Ok(n) => {
-            if own && link.simple("COMMIT").await.is_err() {
-                return None;
-            }
-            let mut tag = format!("SELECT {n}").into_bytes();
-            tag.push(0);
-            crate::protocol::put_message(&mut out.buf, b'C', &tag);
-        }
-        Err(LinkError::Postgres(e)) => {
-            out.error(e.encode());
-            if own {
-                link.simple("ROLLBACK").await.ok()?;
-            } else if link.txn_status != b'E' {
-                abort_transaction(&mut link).await?;
-            }
-        }
-        Err(_) => return None,
-    }
-    finish(&mut link, out);
-    Some(link)
+    .await
+    .map(|n| format!("SELECT {n}"));
+    kept::end(link, out, computed.own, made, |e| e.encode()).await
 }
 
 #[cfg(test)]

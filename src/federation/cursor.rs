@@ -11,8 +11,8 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::{FieldDescription, LinkError, PgLink, frontend};
-use super::matview::rows::{copy_in, rows_of, send_copy_data};
-use super::{Federation, Out, SessionSettings, abort_transaction, finish, refuse, undo};
+use super::matview::rows::{copy_in, send_copy_data};
+use super::{Federation, Out, SessionSettings, kept, refuse};
 use crate::frontend::cancel::SessionCancel;
 use crate::protocol::ErrorFields;
 
@@ -76,7 +76,7 @@ const DROP_CLOSED: &str = "DO $thermocline$DECLARE r record; BEGIN \
 /// Declares the cursor over its rows computed federated. Returns the link,
 /// or `None` when the connection to Postgres was lost.
 pub(crate) async fn declare(
-    mut link: PgLink,
+    link: PgLink,
     out: &mut Out<'_>,
     d: Declare<'_>,
     federation: &Federation,
@@ -101,26 +101,11 @@ pub(crate) async fn declare(
     // A cursor WITH HOLD declared outside a transaction block: its rows
     // are read in one snapshot, and its table made, in a transaction of
     // its own.
-    let own = link.txn_status == b'I';
-    if own
-        && link
-            .simple("BEGIN ISOLATION LEVEL REPEATABLE READ")
-            .await
-            .is_err()
-    {
-        return None;
-    }
-    let (back, computed) = rows_of(link, d.query, federation, settings, cancel, own).await;
-    link = back?;
-    let (fields, rows) = match computed {
+    let computed = match kept::compute(link, out, d.query, federation, settings, cancel).await {
         Ok(c) => c,
-        Err(e) => {
-            out.error(e.encode());
-            undo(&mut link, own).await?;
-            finish(&mut link, out);
-            return Some(link);
-        }
+        Err(link) => return link,
     };
+    let (mut link, fields) = (computed.link, computed.fields);
     // The table takes the query's columns and types from Postgres
     // (`WITH NO DATA`: planned, not run), under names of its own; the
     // cursor reads them back under the query's names.
@@ -134,38 +119,25 @@ pub(crate) async fn declare(
     );
     let declared = async {
         link.simple(&make).await?;
-        copy_in(&mut link, &table, &rows).await?;
+        copy_in(&mut link, &table, &computed.rows).await?;
         link.simple(&select_over(&d, &fields, &table)).await
     }
-    .await;
-    match declared {
-        Ok(_) => {
-            if own && link.simple("COMMIT").await.is_err() {
-                return None;
-            }
-            crate::protocol::put_message(&mut out.buf, b'C', b"DECLARE CURSOR\0");
+    .await
+    .map(|_| "DECLARE CURSOR".to_string());
+    kept::end(link, out, computed.own, declared, |e| {
+        match crate::protocol::error_code(&e.encode()) {
+            // Postgres declares a cursor in a read-only transaction; the
+            // table cannot be made there.
+            Some(b"25006") => ErrorFields::error(
+                "0A000",
+                "a cursor over the history of a tiered table cannot be declared in a \
+                 read-only transaction yet",
+            )
+            .encode(),
+            _ => e.encode(),
         }
-        Err(LinkError::Postgres(e)) => {
-            let e = match crate::protocol::error_code(&e.encode()) {
-                Some(b"25006") => ErrorFields::error(
-                    "0A000",
-                    "a cursor over the history of a tiered table cannot be declared in a \
-                     read-only transaction yet",
-                )
-                .encode(),
-                _ => e.encode(),
-            };
-            out.error(e);
-            if own {
-                link.simple("ROLLBACK").await.ok()?;
-            } else if link.txn_status != b'E' {
-                abort_transaction(&mut link).await?;
-            }
-        }
-        Err(_) => return None,
-    }
-    finish(&mut link, out);
-    Some(link)
+    })
+    .await
 }
 
 /// The name of thermocline's own statement and portal.

@@ -29,6 +29,7 @@ pub(crate) mod hotcache;
 mod intervals;
 mod joins;
 mod json;
+mod kept;
 pub(crate) mod link;
 mod literals;
 pub(crate) mod matview;

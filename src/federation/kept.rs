@@ -1,0 +1,91 @@
+//! What cursors and `CREATE TABLE … AS` over tiered tables share: the
+//! query's rows computed federated (outside a transaction block, in a
+//! transaction of the statement's own), then kept in Postgres, and the
+//! statement ended.
+
+use super::link::{BackendMessage, FieldDescription, LinkError, PgLink};
+use super::matview::rows::rows_of;
+use super::{Federation, Out, SessionSettings, abort_transaction, finish, undo};
+use crate::frontend::cancel::SessionCancel;
+
+/// A query's rows, computed for a statement that keeps them.
+pub(super) struct Computed {
+    pub link: PgLink,
+    /// The statement began a transaction of its own.
+    pub own: bool,
+    pub fields: Vec<FieldDescription>,
+    /// DataRow messages of binary cells.
+    pub rows: Vec<u8>,
+}
+
+/// Computes `query`'s rows; outside a transaction block, in a REPEATABLE
+/// READ transaction begun for the statement. `Err`: the statement is over
+/// (its error written, its transaction undone), with the link for the
+/// session, or `None` when the connection to Postgres was lost.
+pub(super) async fn compute(
+    mut link: PgLink,
+    out: &mut Out<'_>,
+    query: &str,
+    federation: &Federation,
+    settings: &SessionSettings,
+    cancel: &SessionCancel,
+) -> Result<Computed, Option<PgLink>> {
+    let own = link.txn_status == b'I';
+    if own
+        && link
+            .simple("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            .await
+            .is_err()
+    {
+        return Err(None);
+    }
+    let (back, computed) = rows_of(link, query, federation, settings, cancel, own).await;
+    let mut link = back.ok_or(None)?;
+    match computed {
+        Ok((fields, rows)) => Ok(Computed {
+            link,
+            own,
+            fields,
+            rows,
+        }),
+        Err(e) => {
+            out.error(e.encode());
+            undo(&mut link, own).await.ok_or(None)?;
+            finish(&mut link, out);
+            Err(Some(link))
+        }
+    }
+}
+
+/// Ends the statement: its command tag after its own transaction is
+/// committed, or Postgres's error (as `error_of` writes it) and the
+/// transaction undone. `None`: the connection to Postgres was lost.
+pub(super) async fn end(
+    mut link: PgLink,
+    out: &mut Out<'_>,
+    own: bool,
+    done: Result<String, LinkError>,
+    error_of: impl Fn(&BackendMessage) -> Vec<u8>,
+) -> Option<PgLink> {
+    match done {
+        Ok(tag) => {
+            if own && link.simple("COMMIT").await.is_err() {
+                return None;
+            }
+            let mut tag = tag.into_bytes();
+            tag.push(0);
+            crate::protocol::put_message(&mut out.buf, b'C', &tag);
+        }
+        Err(LinkError::Postgres(e)) => {
+            out.error(error_of(&e));
+            if own {
+                link.simple("ROLLBACK").await.ok()?;
+            } else if link.txn_status != b'E' {
+                abort_transaction(&mut link).await?;
+            }
+        }
+        Err(_) => return None,
+    }
+    finish(&mut link, out);
+    Some(link)
+}
