@@ -140,22 +140,8 @@ pub(crate) async fn declare(
     .await
 }
 
-/// The name of thermocline's own statement and portal.
-const NAME: &str = "thermocline_cursor";
-
-/// The statement `sql` run under thermocline's own name, in the extended
-/// protocol, and closed: five replies complete it.
-fn run_named(msgs: &mut Vec<u8>, sql: &str) {
-    frontend::parse(msgs, NAME, sql);
-    frontend::bind_binary(msgs, NAME, NAME);
-    frontend::execute(msgs, NAME, 0);
-    close_named(msgs);
-}
-
-fn close_named(msgs: &mut Vec<u8>) {
-    frontend::close(msgs, b'P', NAME);
-    frontend::close(msgs, b'S', NAME);
-}
+/// The name of thermocline's own statements and portals for a cursor.
+pub(super) const NAME: &str = "thermocline_cursor";
 
 /// Reads replies until one tagged `tag`; an ErrorResponse leaves Postgres
 /// skipping to the client's Sync.
@@ -191,8 +177,8 @@ pub(crate) async fn declare_extended(
         .collect::<Vec<_>>()
         .join(", ");
     let mut msgs = Vec::new();
-    run_named(&mut msgs, DROP_CLOSED);
-    run_named(&mut msgs, &format!("SELECT {types}"));
+    frontend::run_closed(&mut msgs, NAME, DROP_CLOSED);
+    frontend::run_closed(&mut msgs, NAME, &format!("SELECT {types}"));
     let replies = link.extended(&msgs, 10).await?;
     let written = replies
         .iter()
@@ -214,8 +200,9 @@ pub(crate) async fn declare_extended(
     let table = format!("pg_temp.{}", table_name());
     let on_commit = if d.hold { "" } else { " ON COMMIT DROP" };
     let mut msgs = Vec::new();
-    run_named(
+    frontend::run_closed(
         &mut msgs,
+        NAME,
         &format!("CREATE TEMPORARY TABLE {table} ({columns}){on_commit}"),
     );
     frontend::parse(
@@ -233,8 +220,8 @@ pub(crate) async fn declare_extended(
     send_copy_data(link, rows).await?;
     until_tag(link, b'C').await?;
     let mut msgs = Vec::new();
-    close_named(&mut msgs);
-    run_named(&mut msgs, &select_over(d, fields, &table));
+    frontend::close_both(&mut msgs, NAME);
+    frontend::run_closed(&mut msgs, NAME, &select_over(d, fields, &table));
     link.extended(&msgs, 7).await?;
     Ok(())
 }

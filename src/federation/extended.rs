@@ -167,7 +167,7 @@ async fn answer(
             }
             Err(_) => return None,
         };
-        const NAME: &str = "thermocline_cursor";
+        use super::cursor::NAME;
         frontend::parse_typed(&mut msgs, NAME, sql, types.as_deref().unwrap_or(&[0, 0]));
         frontend::describe(&mut msgs, b'S', NAME);
         frontend::close(&mut msgs, b'S', NAME);
@@ -179,11 +179,7 @@ async fn answer(
         Some(c) => {
             // Under a name of thermocline's own, closed at once.
             const NAME: &str = "thermocline_copy";
-            frontend::parse(&mut msgs, NAME, &c.check);
-            frontend::bind_binary(&mut msgs, NAME, NAME);
-            frontend::execute(&mut msgs, NAME, 0);
-            frontend::close(&mut msgs, b'P', NAME);
-            frontend::close(&mut msgs, b'S', NAME);
+            frontend::run_closed(&mut msgs, NAME, &c.check);
             frontend::parse(&mut msgs, NAME, &c.select);
             frontend::describe(&mut msgs, b'S', NAME);
             frontend::close(&mut msgs, b'S', NAME);

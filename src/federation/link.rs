@@ -239,8 +239,7 @@ impl PgLink {
             let m = self.recv().await?;
             match m.tag {
                 b'E' => {
-                    self.owed = Owed::Nothing;
-                    self.skipping = true;
+                    self.skip_to_sync();
                     return Err(LinkError::Postgres(m));
                 }
                 b'A' | b'S' => self.deferred.push(m),
@@ -398,6 +397,21 @@ pub(crate) mod frontend {
         body.extend_from_slice(name.as_bytes());
         body.push(0);
         put_message(out, b'D', &body);
+    }
+
+    /// `sql` parsed, bound (results in binary) and executed under `name`,
+    /// then its portal and statement closed: five replies complete it.
+    pub(crate) fn run_closed(out: &mut Vec<u8>, name: &str, sql: &str) {
+        parse(out, name, sql);
+        bind_binary(out, name, name);
+        execute(out, name, 0);
+        close_both(out, name);
+    }
+
+    /// The portal and the statement `name` closed.
+    pub(crate) fn close_both(out: &mut Vec<u8>, name: &str) {
+        close(out, b'P', name);
+        close(out, b'S', name);
     }
 
     pub(crate) fn close(out: &mut Vec<u8>, kind: u8, name: &str) {
