@@ -659,6 +659,51 @@ async fn a_mover_killed_at_every_step_loses_and_duplicates_nothing() {
     std::fs::remove_file(config_file).ok();
 }
 
+/// Movers (or replicas) started at the same moment on an empty lake all
+/// find one namespace and one table: none fails because another created
+/// them first, and every row is moved exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn movers_started_at_once_share_one_lake_table() {
+    let s = setup().await;
+    let config_file = s
+        ._dirs
+        .0
+        .path()
+        .parent()
+        .unwrap()
+        .join(format!("{}.toml", s.tiered));
+    write_config(&config_file, &s);
+    let movers: Vec<_> = (0..4)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"))
+                .args(["tier", "run", "--config"])
+                .arg(&config_file)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mover in movers {
+        let out = mover.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (code, printed) = cli(&config_file, &["tier", "verify"], None);
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(
+        printed.contains(" 0 mismatches") && !printed.contains("in both tiers"),
+        "{printed}"
+    );
+    let proxy = serve(&s).await;
+    same_answers(&s, &proxy, QUERIES).await;
+    std::fs::remove_file(config_file).ok();
+}
+
 fn write_config(path: &Path, s: &Setup) {
     std::fs::write(
         path,

@@ -252,10 +252,15 @@ impl Lake {
         }
         let ns = ident.namespace().clone();
         if !self.catalog.namespace_exists(&ns).await? {
-            match self.catalog.create_namespace(&ns, HashMap::new()).await {
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::NamespaceAlreadyExists => {}
-                Err(e) => return Err(e.into()),
+            // Another thermocline (a replica starting, the mover) may
+            // create it at the same moment; the SQL catalog reports that
+            // as a constraint violation rather than as "already exists".
+            if let Err(e) = self.catalog.create_namespace(&ns, HashMap::new()).await {
+                if e.kind() != ErrorKind::NamespaceAlreadyExists
+                    && !self.catalog.namespace_exists(&ns).await?
+                {
+                    return Err(e.into());
+                }
             }
         }
         // Nested fields (an array's element, an interval's parts) are
@@ -318,7 +323,11 @@ impl Lake {
             .build();
         match self.catalog.create_table(&ns, creation).await {
             Ok(table) => Ok(table),
-            Err(e) if e.kind() == ErrorKind::TableAlreadyExists => {
+            // Created meanwhile by another thermocline: its table is the one.
+            Err(e)
+                if e.kind() == ErrorKind::TableAlreadyExists
+                    || self.catalog.table_exists(&ident).await? =>
+            {
                 Ok(self.catalog.load_table(&ident).await?)
             }
             Err(e) => Err(e.into()),
