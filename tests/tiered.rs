@@ -1725,6 +1725,91 @@ async fn create_table_as_holds_the_whole_history() {
     assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e}");
 }
 
+/// A statement's rows and command counts, or its SQLSTATE.
+type Outcome = Result<(Vec<Vec<Option<String>>>, Vec<u64>), String>;
+
+async fn outcome(c: &tokio_postgres::Client, sql: &str) -> Outcome {
+    let msgs = c
+        .simple_query(sql)
+        .await
+        .map_err(|e| e.code().map_or(e.to_string(), |c| c.code().to_string()))?;
+    let (mut rows, mut counts) = (Vec::new(), Vec::new());
+    for m in &msgs {
+        match m {
+            SimpleQueryMessage::Row(r) => {
+                rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            SimpleQueryMessage::CommandComplete(n) => counts.push(*n),
+            _ => {}
+        }
+    }
+    Ok((rows, counts))
+}
+
+/// `INSERT … SELECT` and `SELECT … INTO` reading a tiered table write its
+/// whole history, as Postgres holding every row would: defaults, serial
+/// order, literals typed by their column, ON CONFLICT, RETURNING, errors
+/// and transactions are Postgres's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_select_and_select_into_write_the_whole_history() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = serve(&s).await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    for sql in [
+        "CREATE TABLE summary (id serial PRIMARY KEY, month timestamptz, status text, n int8 NOT NULL, \
+         total numeric, note text DEFAULT 'none', code int, at date DEFAULT '2020-01-01')",
+        "INSERT INTO summary (month, status, n, total) SELECT date_trunc('month', created_at), status, \
+         count(*), sum(amount) FROM orders GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT * FROM summary ORDER BY id",
+        "INSERT INTO summary (month, n, note, code) SELECT date_trunc('year', created_at), count(*), \
+         NULL, '7' FROM orders GROUP BY 1 ORDER BY 1 RETURNING id, month, n, note, code, at",
+        "CREATE TABLE per_customer (customer_id int PRIMARY KEY, n int8)",
+        "INSERT INTO per_customer SELECT customer_id, count(*) FROM orders WHERE id % 2 = 0 GROUP BY 1",
+        "INSERT INTO per_customer AS p SELECT o.customer_id, count(*) FROM orders o JOIN customers c \
+         ON c.id = o.customer_id GROUP BY 1 ORDER BY 1 \
+         ON CONFLICT (customer_id) DO UPDATE SET n = p.n + excluded.n RETURNING *",
+        "INSERT INTO per_customer SELECT customer_id, count(*) FROM orders GROUP BY 1",
+        "WITH late AS (SELECT * FROM orders WHERE status = 'returned') INSERT INTO summary (status, n) \
+         SELECT 'returned', count(*) FROM late RETURNING status, n, note",
+        "INSERT INTO per_customer SELECT nosuch FROM orders",
+        "INSERT INTO per_customer SELECT 'x', 1 FROM orders",
+        "BEGIN",
+        "INSERT INTO summary (n) SELECT count(*) FROM orders WHERE note IS NULL",
+        "SELECT count(*), sum(n) FROM summary",
+        "ROLLBACK",
+        "SELECT count(*), sum(n) FROM summary",
+        "SELECT customer_id, sum(amount) AS total INTO TEMP by_customer FROM orders GROUP BY 1",
+        "SELECT * FROM by_customer ORDER BY 1",
+        "SELECT id, note INTO TABLE paid_ids FROM orders WHERE status = 'paid'",
+        "SELECT count(*), min(id), max(id), count(note) FROM paid_ids",
+        "SELECT id INTO paid_ids FROM orders",
+        "SELECT count(*) FROM pg_class WHERE relname LIKE 'thermocline%'",
+    ] {
+        let want = outcome(&direct, sql).await;
+        assert_eq!(outcome(&through, sql).await, want, "{sql}");
+    }
+    // The summary in the tiered database counts every row.
+    let total: i64 = value(
+        &s.tiered,
+        "SELECT sum(n)::int8 FROM summary WHERE status IS NOT NULL AND month IS NOT NULL",
+    )
+    .await;
+    assert_eq!(
+        total,
+        value::<i64>(&s.oracle, "SELECT count(*) FROM orders").await
+    );
+    assert!(hot_count(&s.tiered).await * 2 < total);
+    for sql in [
+        "INSERT INTO summary (n) SELECT count(*) FROM orders",
+        "SELECT id INTO more_ids FROM orders",
+    ] {
+        let e = through.execute(sql, &[]).await.unwrap_err();
+        assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e}");
+    }
+}
+
 /// With the lake unreadable, federated reads fail with an error naming the
 /// tier; relayed statements go on; reads work again once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

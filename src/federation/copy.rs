@@ -16,6 +16,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::FieldDescription;
+use super::sqltext::{first_word, layout};
 use crate::pgtypes::{EncodeError, TextSettings};
 use crate::protocol::ErrorFields;
 
@@ -51,24 +52,6 @@ pub(crate) struct CopyTo {
 /// Whether `sql` may be a COPY: its first word, past comments.
 pub(crate) fn may_be_copy(sql: &str) -> bool {
     first_word(sql).eq_ignore_ascii_case("copy")
-}
-
-pub(super) fn first_word(sql: &str) -> &str {
-    let mut rest = sql;
-    loop {
-        rest = rest.trim_start();
-        if let Some(r) = rest.strip_prefix("--") {
-            rest = r.split_once('\n').map_or("", |(_, r)| r);
-        } else if let Some(r) = rest.strip_prefix("/*") {
-            rest = r.split_once("*/").map_or("", |(_, r)| r);
-        } else {
-            break;
-        }
-    }
-    let end = rest
-        .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .unwrap_or(rest.len());
-    &rest[..end]
 }
 
 /// Whether a COPY the parser cannot read copies out: it has the word TO.
@@ -220,103 +203,6 @@ pub(crate) fn parse(sql: &str) -> Result<Option<CopyTo>, ErrorFields> {
         force_quote,
     };
     Ok(Some(copy))
-}
-
-/// Where the parts of a statement's text are.
-pub(super) struct Layout {
-    /// The first parenthesized part after the first word, inside its
-    /// parentheses (the query of `COPY (query)`).
-    pub query: Option<std::ops::Range<usize>>,
-    /// Where `word` (TO of a COPY, FOR of a DECLARE) is.
-    pub to: usize,
-}
-
-/// Finds the first parenthesized part and the first `word` (after the
-/// first word) outside parentheses, past comments, strings, quoted names
-/// and dollar quotes.
-pub(super) fn layout(sql: &str, word: &str) -> Option<Layout> {
-    let b = sql.as_bytes();
-    let (mut i, mut depth, mut words) = (0, 0usize, 0);
-    let mut query: Option<std::ops::Range<usize>> = None;
-    let mut opened = None;
-    while i < b.len() {
-        match b[i] {
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                i = sql[i..].find('\n').map_or(b.len(), |n| i + n);
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i = sql[i + 2..].find("*/").map(|n| i + n + 4)?;
-            }
-            b'\'' => {
-                let escapes = i > 0 && matches!(b[i - 1], b'e' | b'E');
-                i += 1;
-                loop {
-                    match *b.get(i)? {
-                        b'\\' if escapes => i += 2,
-                        b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
-                        b'\'' => break,
-                        _ => i += 1,
-                    }
-                }
-                i += 1;
-            }
-            b'"' => {
-                i += 1;
-                loop {
-                    match *b.get(i)? {
-                        b'"' if b.get(i + 1) == Some(&b'"') => i += 2,
-                        b'"' => break,
-                        _ => i += 1,
-                    }
-                }
-                i += 1;
-            }
-            b'$' => {
-                let tag_end = sql[i + 1..]
-                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-                    .map(|n| i + 1 + n)?;
-                if b[tag_end] == b'$' && !b[i + 1..tag_end].first().is_some_and(u8::is_ascii_digit)
-                {
-                    let tag = &sql[i..=tag_end];
-                    i = sql[tag_end + 1..]
-                        .find(tag)
-                        .map(|n| tag_end + 1 + n + tag.len())?;
-                } else {
-                    i = tag_end;
-                }
-            }
-            b'(' => {
-                if depth == 0 && words == 1 && query.is_none() {
-                    opened = Some(i + 1);
-                }
-                depth += 1;
-                i += 1;
-            }
-            b')' => {
-                depth = depth.checked_sub(1)?;
-                if depth == 0
-                    && let Some(start) = opened.take()
-                {
-                    query = Some(start..i);
-                }
-                i += 1;
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                let start = i;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'_' | b'$')) {
-                    i += 1;
-                }
-                if depth == 0 {
-                    words += 1;
-                    if words > 1 && sql[start..i].eq_ignore_ascii_case(word) {
-                        return Some(Layout { query, to: start });
-                    }
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    None
 }
 
 /// Writes the rows of one COPY.

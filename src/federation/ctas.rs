@@ -1,33 +1,39 @@
-//! `CREATE TABLE … AS <query>` over a tiered table (a dbt table model, an
-//! extract): Postgres creates the table from the query `WITH NO DATA`, so
-//! its columns, types, privileges and errors are Postgres's, and the
-//! query's rows over the whole history, computed federated, are copied
-//! into it, in the same transaction.
+//! `CREATE TABLE … AS <query>` and `SELECT … INTO` over a tiered table
+//! (a dbt table model, an extract): Postgres creates the table from the
+//! query `WITH NO DATA`, so its columns, types, privileges and errors are
+//! Postgres's, and the query's rows over the whole history, computed
+//! federated, are copied into it, in the same transaction.
 
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::PgLink;
 use super::matview::rows::copy_in;
+use super::sqltext::{Piece, first_word, layout, name_end, top_level};
 use super::{Federation, Out, SessionSettings, kept, refuse};
 use crate::frontend::cancel::SessionCancel;
 use crate::protocol::ErrorFields;
 
-/// A `CREATE TABLE … AS query` statement, as written.
+/// A `CREATE TABLE … AS query` or `SELECT … INTO` statement, as written.
 #[derive(Debug)]
-pub(crate) struct CreateAs<'a> {
+pub(crate) struct CreateAs {
     /// The statement `WITH NO DATA`.
     create: String,
     /// The table, as the statement names it.
     table: String,
     /// The query.
-    query: &'a str,
+    query: String,
 }
 
-/// Reads a `CREATE TABLE … AS query` statement. `Ok(None)`: it is not one.
-pub(crate) fn parse(sql: &str) -> Result<Option<CreateAs<'_>>, ErrorFields> {
-    if !super::copy::first_word(sql).eq_ignore_ascii_case("create") {
+/// Reads a `CREATE TABLE … AS query` or `SELECT … INTO` statement.
+/// `Ok(None)`: it is not one.
+pub(crate) fn parse(sql: &str) -> Result<Option<CreateAs>, ErrorFields> {
+    let first = first_word(sql);
+    if first.eq_ignore_ascii_case("select") || first.eq_ignore_ascii_case("with") {
+        return Ok(select_into(sql));
+    }
+    if !first.eq_ignore_ascii_case("create") {
         return Ok(None);
     }
     let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
@@ -46,7 +52,7 @@ pub(crate) fn parse(sql: &str) -> Result<Option<CreateAs<'_>>, ErrorFields> {
              yet: write it without IF NOT EXISTS",
         ));
     }
-    let Some(layout) = super::copy::layout(sql, "as") else {
+    let Some(layout) = layout(sql, "as") else {
         return Ok(None);
     };
     let query = sql[layout.to + 2..].trim();
@@ -54,8 +60,56 @@ pub(crate) fn parse(sql: &str) -> Result<Option<CreateAs<'_>>, ErrorFields> {
     Ok(Some(CreateAs {
         create: format!("{} {query} WITH NO DATA", &sql[..layout.to + 2]),
         table: t.name.to_string(),
-        query,
+        query: query.to_string(),
     }))
+}
+
+/// `SELECT … INTO [TEMPORARY | UNLOGGED] [TABLE] name …`, read as the
+/// `CREATE TABLE … AS` it is. Only a statement with INTO outside
+/// parentheses is parsed.
+fn select_into(sql: &str) -> Option<CreateAs> {
+    let pieces = top_level(sql)?;
+    let at = pieces
+        .iter()
+        .position(|p| matches!(p, Piece::Word(r) if sql[r.clone()].eq_ignore_ascii_case("into")))?;
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let [Statement::Query(q)] = statements.as_slice() else {
+        return None;
+    };
+    let mut body = q.body.as_ref();
+    let into = loop {
+        match body {
+            SetExpr::Select(s) => break s.into.as_ref()?,
+            SetExpr::SetOperation { left, .. } => body = left,
+            _ => return None,
+        }
+    };
+    // Past INTO and the words before the name.
+    let skipped = usize::from(into.temporary || into.unlogged) + usize::from(into.table);
+    let (Piece::Word(into_word), Some(Piece::Word(last))) = (&pieces[at], pieces.get(at + skipped))
+    else {
+        return None;
+    };
+    let name_from = if skipped == 0 {
+        into_word.end
+    } else {
+        last.end
+    };
+    let name_to = name_end(sql, name_from)?;
+    let table = sql[name_from..name_to].trim().to_string();
+    let query = format!("{} {}", &sql[..into_word.start], &sql[name_to..]);
+    let query = query.trim();
+    let query = query.strip_suffix(';').unwrap_or(query).trim_end();
+    let kind = match (into.temporary, into.unlogged) {
+        (true, _) => "TEMPORARY ",
+        (false, true) => "UNLOGGED ",
+        _ => "",
+    };
+    Some(CreateAs {
+        create: format!("CREATE {kind}TABLE {table} AS {query} WITH NO DATA"),
+        table,
+        query: query.to_string(),
+    })
 }
 
 /// Creates the table and copies the query's rows into it. Returns the
@@ -63,7 +117,7 @@ pub(crate) fn parse(sql: &str) -> Result<Option<CreateAs<'_>>, ErrorFields> {
 pub(crate) async fn create(
     link: PgLink,
     out: &mut Out<'_>,
-    c: CreateAs<'_>,
+    c: CreateAs,
     federation: &Federation,
     settings: &SessionSettings,
     cancel: &SessionCancel,
@@ -74,7 +128,7 @@ pub(crate) async fn create(
     };
     // Outside a transaction block, the rows are read in one snapshot and
     // the table made in a transaction of the statement's own.
-    let computed = match kept::compute(link, out, c.query, federation, settings, cancel).await {
+    let computed = match kept::compute(link, out, &c.query, federation, settings, cancel).await {
         Ok(c) => c,
         Err(link) => return link,
     };
@@ -84,7 +138,7 @@ pub(crate) async fn create(
         copy_in(&mut link, &c.table, &computed.rows).await
     }
     .await
-    .map(|n| format!("SELECT {n}"));
+    .map(|n| kept::completed(&format!("SELECT {n}")));
     kept::end(link, out, computed.own, made, |e| e.encode()).await
 }
 
@@ -112,6 +166,49 @@ mod tests {
                 .unwrap_err()
                 .code,
             "0A000"
+        );
+    }
+
+    #[test]
+    fn reads_select_into_as_create_table_as() {
+        let c = parse(
+            "SELECT id, 'into' AS t INTO TEMP TABLE s.\"In to\" FROM orders o WHERE id IN (SELECT 1) UNION SELECT 2, 'x';",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.table, "s.\"In to\"");
+        assert_eq!(
+            c.query,
+            "SELECT id, 'into' AS t   FROM orders o WHERE id IN (SELECT 1) UNION SELECT 2, 'x'"
+        );
+        assert_eq!(
+            c.create,
+            format!(
+                "CREATE TEMPORARY TABLE s.\"In to\" AS {} WITH NO DATA",
+                c.query
+            )
+        );
+        let c = parse("WITH w AS (SELECT 1 AS a) SELECT a INTO UNLOGGED t FROM w")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            c.create,
+            "CREATE UNLOGGED TABLE t AS WITH w AS (SELECT 1 AS a) SELECT a   FROM w WITH NO DATA"
+        );
+        let c = parse("select * into t2 from orders").unwrap().unwrap();
+        assert_eq!(
+            (c.table.as_str(), c.query.as_str()),
+            ("t2", "select *   from orders")
+        );
+        assert!(
+            parse("WITH w AS (SELECT 1) INSERT INTO t SELECT * FROM w")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            parse("SELECT x FROM (SELECT 1 INTO y) q")
+                .unwrap()
+                .is_none()
         );
     }
 }

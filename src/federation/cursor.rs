@@ -29,7 +29,7 @@ pub(crate) struct Declare<'a> {
 
 /// Reads a `DECLARE … CURSOR … FOR query` statement. `None`: it is not one.
 pub(crate) fn parse(sql: &str) -> Option<Declare<'_>> {
-    if !super::copy::first_word(sql).eq_ignore_ascii_case("declare") {
+    if !super::sqltext::first_word(sql).eq_ignore_ascii_case("declare") {
         return None;
     }
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
@@ -45,7 +45,7 @@ pub(crate) fn parse(sql: &str) -> Option<Declare<'_>> {
     if d.names.len() != 1 {
         return None;
     }
-    let at = super::copy::layout(sql, "for")?.to;
+    let at = super::sqltext::layout(sql, "for")?.to;
     let query = sql[at + 3..].trim();
     Some(Declare {
         head: &sql[..at + 3],
@@ -123,7 +123,7 @@ pub(crate) async fn declare(
         link.simple(&select_over(&d, &fields, &table)).await
     }
     .await
-    .map(|_| "DECLARE CURSOR".to_string());
+    .map(|_| kept::completed("DECLARE CURSOR"));
     kept::end(link, out, computed.own, declared, |e| {
         match crate::protocol::error_code(&e.encode()) {
             // Postgres declares a cursor in a read-only transaction; the

@@ -114,15 +114,24 @@ async fn answer(
         )
         .await;
     }
-    if !matches!(super::ctas::parse(&job.sql), Ok(None)) {
-        // Postgres would fill it with the hot rows only.
+    let writes = if !matches!(super::ctas::parse(&job.sql), Ok(None)) {
+        Some("CREATE TABLE … AS or SELECT … INTO")
+    } else if super::insert::parse(&job.sql).is_some() {
+        Some("INSERT … SELECT")
+    } else {
+        None
+    };
+    if let Some(statement) = writes {
+        // Postgres would write the hot rows only.
         return fail(
             link,
             out,
             ErrorFields::error(
                 "0A000",
-                "CREATE TABLE … AS over a tiered table runs through the simple query protocol \
-                 (psql, or a driver's simple query or script execution)",
+                format!(
+                    "{statement} reading a tiered table runs through the simple query protocol \
+                     (psql, or a driver's simple query or script execution)"
+                ),
             ),
         )
         .await;

@@ -57,24 +57,31 @@ pub(super) async fn compute(
     }
 }
 
-/// Ends the statement: its command tag after its own transaction is
-/// committed, or Postgres's error (as `error_of` writes it) and the
-/// transaction undone. `None`: the connection to Postgres was lost.
+/// A CommandComplete message tagged `tag`.
+pub(super) fn completed(tag: &str) -> Vec<u8> {
+    let mut body = tag.as_bytes().to_vec();
+    body.push(0);
+    let mut message = Vec::new();
+    crate::protocol::put_message(&mut message, b'C', &body);
+    message
+}
+
+/// Ends the statement: its replies (see [`completed`]) after its own
+/// transaction is committed, or Postgres's error (as `error_of` writes it)
+/// and the transaction undone. `None`: the connection to Postgres was lost.
 pub(super) async fn end(
     mut link: PgLink,
     out: &mut Out<'_>,
     own: bool,
-    done: Result<String, LinkError>,
+    done: Result<Vec<u8>, LinkError>,
     error_of: impl Fn(&BackendMessage) -> Vec<u8>,
 ) -> Option<PgLink> {
     match done {
-        Ok(tag) => {
+        Ok(replies) => {
             if own && link.simple("COMMIT").await.is_err() {
                 return None;
             }
-            let mut tag = tag.into_bytes();
-            tag.push(0);
-            crate::protocol::put_message(&mut out.buf, b'C', &tag);
+            out.buf.extend(replies);
         }
         Err(LinkError::Postgres(e)) => {
             out.error(error_of(&e));

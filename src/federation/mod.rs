@@ -26,6 +26,7 @@ mod explain;
 pub(crate) mod extended;
 mod hotagg;
 pub(crate) mod hotcache;
+mod insert;
 mod intervals;
 mod joins;
 mod json;
@@ -41,6 +42,7 @@ mod pushdown;
 mod recipe;
 mod results;
 pub(crate) mod scan;
+mod sqltext;
 mod subqueries;
 mod tochar;
 mod topk;
@@ -272,6 +274,9 @@ async fn answer(
         Ok(Some(c)) => return ctas::create(link, out, c, federation, settings, cancel).await,
         Ok(None) => {}
         Err(e) => return refuse(link, out, e).await,
+    }
+    if let Some(i) = insert::parse(sql) {
+        return insert::insert(link, out, i, federation, settings, cancel).await;
     }
     // `COPY … TO STDOUT`: its read, answered as any other, once Postgres
     // has checked the COPY itself.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, CopySource, Expr, Ident, ObjectName, ObjectNamePart, SetExpr, Statement,
-    TableFactor, visit_relations,
+    TableFactor, TableObject, visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -124,7 +124,19 @@ impl Router {
         let mut found = false;
         for statement in statements {
             let query = match statement {
-                Statement::Query(query) => query,
+                // A statement that writes after its CTEs: `WITH … INSERT`
+                // reads as an INSERT does; the others are writes.
+                Statement::Query(query) => match query.body.as_ref() {
+                    SetExpr::Insert(Statement::Insert(insert)) => match &insert.table {
+                        TableObject::TableName(name) if self.match_name(name).is_none() => query,
+                        _ => continue,
+                    },
+                    SetExpr::Insert(_)
+                    | SetExpr::Update(_)
+                    | SetExpr::Delete(_)
+                    | SetExpr::Merge(_) => continue,
+                    _ => query,
+                },
                 // `COPY … TO` reads; `COPY … FROM` writes.
                 Statement::Copy {
                     source, to: true, ..
@@ -140,6 +152,16 @@ impl Router {
                     Some(query) => query,
                     None => continue,
                 },
+                // So does INSERT … query, unless it writes to a tiered
+                // table (writes to one see its hot rows only).
+                Statement::Insert(insert) => match (&insert.table, &insert.source) {
+                    (TableObject::TableName(name), Some(query))
+                        if self.match_name(name).is_none() =>
+                    {
+                        query
+                    }
+                    _ => continue,
+                },
                 // A cursor reads its query.
                 Statement::Declare { stmts } => match stmts.as_slice() {
                     [d] => match &d.for_query {
@@ -154,9 +176,7 @@ impl Router {
                 },
                 _ => continue,
             };
-            if !query.locks.is_empty()
-                || matches!(query.body.as_ref(), SetExpr::Select(s) if s.into.is_some())
-            {
+            if !query.locks.is_empty() {
                 return false;
             }
             let _ = visit_relations(statement, |name: &ObjectName| {
@@ -474,8 +494,12 @@ mod tests {
             "SELECT * FROM \"Orders\"",
             "SELECT * FROM other.orders",
             "SELECT * FROM orders WHERE id = 1 FOR UPDATE",
-            "SELECT * INTO copy FROM orders",
             "INSERT INTO orders VALUES (1)",
+            // A write to a tiered table sees its hot rows only.
+            "INSERT INTO orders SELECT * FROM orders WHERE id = 1",
+            "INSERT INTO summary SELECT * FROM customers",
+            "WITH o AS (SELECT * FROM orders) INSERT INTO orders SELECT * FROM o",
+            "WITH o AS (SELECT * FROM orders) UPDATE summary SET n = (SELECT count(*) FROM o)",
             "DELETE FROM orders",
             "COPY orders FROM STDIN",
             "COPY orders (id) FROM STDIN (FORMAT csv)",
@@ -491,6 +515,19 @@ mod tests {
             "CREATE STATISTICS s ON (id BETWEEN SYMMETRIC 1 AND 2) FROM orders",
         ] {
             assert_eq!(r.route(&q(sql)), Route::Relay, "{sql}");
+        }
+    }
+
+    #[test]
+    fn federates_writes_that_read_tiered_tables() {
+        let r = router();
+        for sql in [
+            "SELECT * INTO copy FROM orders",
+            "INSERT INTO summary SELECT customer_id, count(*) FROM orders GROUP BY 1",
+            "INSERT INTO summary (n) SELECT count(*) FROM public.orders RETURNING *",
+            "WITH o AS (SELECT * FROM orders) INSERT INTO summary SELECT count(*) FROM o",
+        ] {
+            assert_eq!(r.route(&q(sql)), Route::Federate, "{sql}");
         }
     }
 

@@ -1,0 +1,205 @@
+//! Where the parts of a statement are in its text, for statements that
+//! are sent on to Postgres partly as the client wrote them (a COPY's
+//! options, a cursor's declaration, the target of an INSERT): the SQL
+//! parser cannot write every statement back as it was written.
+
+use std::ops::Range;
+
+/// A statement's first word, past comments.
+pub(super) fn first_word(sql: &str) -> &str {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            break;
+        }
+    }
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// A part of a statement outside parentheses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Piece {
+    /// A keyword or unquoted name.
+    Word(Range<usize>),
+    /// A parenthesized part: what is inside its parentheses.
+    Parens(Range<usize>),
+}
+
+/// The words and parenthesized parts of `sql` outside parentheses, past
+/// comments, strings, quoted names and dollar quotes. `None`: a string,
+/// quoted name, comment or parenthesis is not closed.
+pub(super) fn top_level(sql: &str) -> Option<Vec<Piece>> {
+    let b = sql.as_bytes();
+    let (mut i, mut depth) = (0, 0usize);
+    let mut opened = 0;
+    let mut pieces = Vec::new();
+    while i < b.len() {
+        match b[i] {
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                i = sql[i..].find('\n').map_or(b.len(), |n| i + n);
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = sql[i + 2..].find("*/").map(|n| i + n + 4)?;
+            }
+            b'\'' => {
+                let escapes = i > 0 && matches!(b[i - 1], b'e' | b'E');
+                i += 1;
+                loop {
+                    match *b.get(i)? {
+                        b'\\' if escapes => i += 2,
+                        b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
+                        b'\'' => break,
+                        _ => i += 1,
+                    }
+                }
+                i += 1;
+            }
+            b'"' => i = quoted_name_end(sql, i)?,
+            b'$' => {
+                let tag_end = sql[i + 1..]
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .map(|n| i + 1 + n)?;
+                if b[tag_end] == b'$' && !b[i + 1..tag_end].first().is_some_and(u8::is_ascii_digit)
+                {
+                    let tag = &sql[i..=tag_end];
+                    i = sql[tag_end + 1..]
+                        .find(tag)
+                        .map(|n| tag_end + 1 + n + tag.len())?;
+                } else {
+                    i = tag_end;
+                }
+            }
+            b'(' => {
+                if depth == 0 {
+                    opened = i + 1;
+                }
+                depth += 1;
+                i += 1;
+            }
+            b')' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    pieces.push(Piece::Parens(opened..i));
+                }
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                i = word_end(b, i);
+                if depth == 0 {
+                    pieces.push(Piece::Word(start..i));
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    (depth == 0).then_some(pieces)
+}
+
+fn word_end(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'_' | b'$')) {
+        i += 1;
+    }
+    i
+}
+
+/// Past the quoted name beginning at `start`.
+fn quoted_name_end(sql: &str, start: usize) -> Option<usize> {
+    let b = sql.as_bytes();
+    let mut i = start + 1;
+    loop {
+        match *b.get(i)? {
+            b'"' if b.get(i + 1) == Some(&b'"') => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+}
+
+/// Where the (possibly qualified, possibly quoted) name beginning at or
+/// after `from`, past white space, ends.
+pub(super) fn name_end(sql: &str, from: usize) -> Option<usize> {
+    let b = sql.as_bytes();
+    let mut i = from + sql[from..].len() - sql[from..].trim_start().len();
+    loop {
+        i = match *b.get(i)? {
+            b'"' => quoted_name_end(sql, i)?,
+            c if c.is_ascii_alphabetic() || c == b'_' => word_end(b, i),
+            _ => return None,
+        };
+        if b.get(i) != Some(&b'.') {
+            return Some(i);
+        }
+        i += 1;
+    }
+}
+
+/// Where the parts of a statement's text are.
+pub(super) struct Layout {
+    /// The first parenthesized part after the first word, inside its
+    /// parentheses (the query of `COPY (query)`).
+    pub query: Option<Range<usize>>,
+    /// Where `word` (TO of a COPY, FOR of a DECLARE) is.
+    pub to: usize,
+}
+
+/// Finds the first parenthesized part and the first `word` (after the
+/// first word) outside parentheses.
+pub(super) fn layout(sql: &str, word: &str) -> Option<Layout> {
+    let mut query = None;
+    let mut words = 0;
+    for piece in top_level(sql)? {
+        match piece {
+            Piece::Parens(inside) if words == 1 && query.is_none() => query = Some(inside),
+            Piece::Parens(_) => {}
+            Piece::Word(r) => {
+                words += 1;
+                if words > 1 && sql[r.clone()].eq_ignore_ascii_case(word) {
+                    return Some(Layout { query, to: r.start });
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_parts_outside_parentheses() {
+        let sql = "INSERT /* into ( */ INTO \"T (\"\"x\" (a, \"b)\") SELECT 'it''s (', $q$ ) $q$ FROM t -- )\n";
+        let words: Vec<&str> = top_level(sql)
+            .unwrap()
+            .into_iter()
+            .map(|p| match p {
+                Piece::Word(r) => &sql[r],
+                Piece::Parens(r) => &sql[r],
+            })
+            .collect();
+        assert_eq!(
+            words,
+            ["INSERT", "INTO", "a, \"b)\"", "SELECT", "FROM", "t"]
+        );
+        assert!(top_level("SELECT (1").is_none());
+        assert!(top_level("SELECT 'a").is_none());
+        assert!(top_level("SELECT 1)").is_none());
+    }
+
+    #[test]
+    fn finds_where_a_name_ends() {
+        let sql = "INTO  s.\"My \"\"T\".x FROM";
+        assert_eq!(&sql[..name_end(sql, 4).unwrap()], "INTO  s.\"My \"\"T\".x");
+        assert_eq!(name_end("INTO t", 4), Some(6));
+        assert_eq!(name_end("INTO (", 4), None);
+    }
+}
