@@ -932,6 +932,16 @@ async fn real_clients_read_both_tiers() {
         );
         // The arrays were read, not refused.
         assert!(want.contains("c,d"), "{client}: no array in:\n{want}");
+        // Rows were written from the history: SELECT … INTO's and the
+        // INSERT's tags (psql), the rows inserted (pgjdbc).
+        let written: &[&str] = match client {
+            "psql-tiered" => &["SELECT 4", "INSERT 0 1"],
+            "pgjdbc-tiered" => &["20 rows inserted"],
+            _ => &[],
+        };
+        for w in written {
+            assert!(want.contains(w), "{client}: no {w:?} in:\n{want}");
+        }
         assert_same_transcript(client, &want, &got);
     }
 }
@@ -1801,13 +1811,52 @@ async fn insert_select_and_select_into_write_the_whole_history() {
         value::<i64>(&s.oracle, "SELECT count(*) FROM orders").await
     );
     assert!(hot_count(&s.tiered).await * 2 < total);
-    for sql in [
-        "INSERT INTO summary (n) SELECT count(*) FROM orders",
-        "SELECT id INTO more_ids FROM orders",
-    ] {
-        let e = through.execute(sql, &[]).await.unwrap_err();
-        assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e}");
+    // Over the extended protocol, with parameters in the query and in
+    // ON CONFLICT, binary results for RETURNING.
+    for c in [&direct, &through] {
+        let n = c
+            .execute(
+                "INSERT INTO summary (n, note, code) SELECT count(*), $1, $2 FROM orders \
+                 WHERE customer_id > $2",
+                &[&"extended", &3i32],
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
     }
+    let upsert = "INSERT INTO per_customer SELECT customer_id, count(*) FROM orders \
+                  WHERE status = $1 GROUP BY 1 ORDER BY 1 \
+                  ON CONFLICT (customer_id) DO UPDATE SET n = excluded.n * $2 RETURNING *";
+    let returned = |rows: Vec<tokio_postgres::Row>| -> Vec<(i32, i64)> {
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    };
+    let want = returned(direct.query(upsert, &[&"paid", &2i64]).await.unwrap());
+    assert_eq!(
+        returned(through.query(upsert, &[&"paid", &2i64]).await.unwrap()),
+        want
+    );
+    assert!(want.len() >= 5, "{want:?}");
+    for sql in [
+        "SELECT * FROM summary ORDER BY id",
+        "SELECT * FROM per_customer ORDER BY 1",
+        "SELECT count(*) FROM pg_class WHERE relname LIKE 'thermocline%'",
+    ] {
+        let want = outcome(&direct, sql).await;
+        assert_eq!(outcome(&through, sql).await, want, "{sql}");
+    }
+    let e = through
+        .execute(
+            "INSERT INTO per_customer SELECT customer_id, count(*) FROM orders GROUP BY 1",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("23505"), "{e}");
+    let e = through
+        .execute("SELECT id INTO more_ids FROM orders", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e}");
 }
 
 /// With the lake unreadable, federated reads fail with an error naming the

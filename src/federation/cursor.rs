@@ -54,13 +54,6 @@ pub(crate) fn parse(sql: &str) -> Option<Declare<'_>> {
     })
 }
 
-/// A new temporary table name for a cursor's rows.
-fn table_name() -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("thermocline_cursor_{n}")
-}
-
 /// Drops the tables of cursors WITH HOLD that have been closed (a cursor
 /// without HOLD takes its table with it at commit): a table is in use
 /// while a cursor's statement names it.
@@ -109,7 +102,7 @@ pub(crate) async fn declare(
     // The table takes the query's columns and types from Postgres
     // (`WITH NO DATA`: planned, not run), under names of its own; the
     // cursor reads them back under the query's names.
-    let table = format!("pg_temp.{}", table_name());
+    let table = kept::temp_table("cursor");
     let columns: Vec<String> = (1..=fields.len()).map(|i| format!("c{i}")).collect();
     let on_commit = if d.hold { "" } else { " ON COMMIT DROP" };
     let make = format!(
@@ -161,13 +154,15 @@ async fn until_tag(link: &mut PgLink, tag: u8) -> Result<(), LinkError> {
     }
 }
 
-/// Declares the cursor over `rows` (DataRows of binary cells) within a
+/// Keeps `rows` (DataRows of binary cells, of `fields`) in a new
+/// temporary table `table`, columns `c1`… of Postgres's types, within a
 /// client's extended-protocol exchange, where no Sync may be sent.
-pub(crate) async fn declare_extended(
+pub(super) async fn keep_extended(
     link: &mut PgLink,
-    d: &Declare<'_>,
     fields: &[FieldDescription],
     rows: &[u8],
+    table: &str,
+    on_commit: &str,
 ) -> Result<(), LinkError> {
     // Closed cursors' tables dropped; the columns' types as Postgres
     // writes them.
@@ -197,8 +192,6 @@ pub(crate) async fn declare_extended(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let table = format!("pg_temp.{}", table_name());
-    let on_commit = if d.hold { "" } else { " ON COMMIT DROP" };
     let mut msgs = Vec::new();
     frontend::run_closed(
         &mut msgs,
@@ -221,8 +214,24 @@ pub(crate) async fn declare_extended(
     until_tag(link, b'C').await?;
     let mut msgs = Vec::new();
     frontend::close_both(&mut msgs, NAME);
+    link.extended(&msgs, 2).await?;
+    Ok(())
+}
+
+/// Declares the cursor over `rows` (DataRows of binary cells) within a
+/// client's extended-protocol exchange, where no Sync may be sent.
+pub(crate) async fn declare_extended(
+    link: &mut PgLink,
+    d: &Declare<'_>,
+    fields: &[FieldDescription],
+    rows: &[u8],
+) -> Result<(), LinkError> {
+    let table = kept::temp_table("cursor");
+    let on_commit = if d.hold { "" } else { " ON COMMIT DROP" };
+    keep_extended(link, fields, rows, &table, on_commit).await?;
+    let mut msgs = Vec::new();
     frontend::run_closed(&mut msgs, NAME, &select_over(d, fields, &table));
-    link.extended(&msgs, 7).await?;
+    link.extended(&msgs, 5).await?;
     Ok(())
 }
 
@@ -262,7 +271,9 @@ mod tests {
                 false
             )
         );
+        let d = parse("DECLARE c CURSOR FOR SELECT id FROM orders WHERE customer_id > $1").unwrap();
+        assert_eq!(d.query, "SELECT id FROM orders WHERE customer_id > $1");
         assert!(parse("SELECT 1").is_none());
-        assert_ne!(table_name(), table_name());
+        assert_ne!(kept::temp_table("cursor"), kept::temp_table("cursor"));
     }
 }

@@ -114,24 +114,15 @@ async fn answer(
         )
         .await;
     }
-    let writes = if !matches!(super::ctas::parse(&job.sql), Ok(None)) {
-        Some("CREATE TABLE … AS or SELECT … INTO")
-    } else if super::insert::parse(&job.sql).is_some() {
-        Some("INSERT … SELECT")
-    } else {
-        None
-    };
-    if let Some(statement) = writes {
-        // Postgres would write the hot rows only.
+    if !matches!(super::ctas::parse(&job.sql), Ok(None)) {
+        // Postgres would fill it with the hot rows only.
         return fail(
             link,
             out,
             ErrorFields::error(
                 "0A000",
-                format!(
-                    "{statement} reading a tiered table runs through the simple query protocol \
-                     (psql, or a driver's simple query or script execution)"
-                ),
+                "CREATE TABLE … AS or SELECT … INTO reading a tiered table runs through the \
+                 simple query protocol (psql, or a driver's simple query or script execution)",
             ),
         )
         .await;
@@ -145,11 +136,20 @@ async fn answer(
     // `DECLARE … CURSOR FOR query`: the query is answered, its rows kept
     // for the cursor (see `cursor`).
     let cursor = super::cursor::parse(&job.sql);
-    let sql = match (&copy, &cursor) {
-        (Some(c), _) => c.select.as_str(),
-        (None, Some(d)) => d.query,
-        (None, None) => job.sql.as_str(),
+    // `INSERT … query`: the query is answered, its rows kept for the
+    // INSERT (see `insert`).
+    let insert = match (&copy, &cursor) {
+        (None, None) => super::insert::parse(&job.sql),
+        _ => None,
     };
+    let sql = match (&copy, &cursor, &insert) {
+        (Some(c), _, _) => c.select.as_str(),
+        (None, Some(d), _) => d.query,
+        (None, None, Some(i)) => i.query.as_str(),
+        (None, None, None) => job.sql.as_str(),
+    };
+    // Its rows are kept, not sent.
+    let keeps = cursor.is_some() || insert.is_some();
     // Postgres describes the statement: parameter types and columns. Where
     // the session has changed nothing yet (outside a transaction block, no
     // portal run since the last Sync), it also tells where the statement's
@@ -161,11 +161,12 @@ async fn answer(
     };
     let mut msgs = Vec::new();
     let mut terminals = 1 + super::SESSION_REPLIES;
-    if cursor.is_some() {
-        // The query, with the parameter types of the client's DECLARE.
+    let mut types = None;
+    if keeps {
+        // The query, with the parameter types of the client's statement.
         let mut describe = Vec::new();
         frontend::describe(&mut describe, b'S', &job.statement);
-        let types = match link.extended(&describe, 1).await {
+        types = match link.extended(&describe, 1).await {
             Ok(replies) => replies
                 .iter()
                 .find(|m| m.tag == b't')
@@ -183,7 +184,7 @@ async fn answer(
         terminals += 2;
     }
     match &copy {
-        None if cursor.is_some() => {}
+        None if keeps => {}
         None => frontend::describe(&mut msgs, b'S', &job.statement),
         Some(c) => {
             // Under a name of thermocline's own, closed at once.
@@ -287,28 +288,26 @@ async fn answer(
     let run = Run {
         sql,
         fields: &fields,
-        formats: match cursor {
-            Some(_) => vec![1; fields.len()],
-            None => (0..fields.len()).map(|i| bind.result_format(i)).collect(),
+        formats: match keeps {
+            true => vec![1; fields.len()],
+            false => (0..fields.len()).map(|i| bind.result_format(i)).collect(),
         },
         params,
         row_description: false,
         // COPY runs to completion, whatever the row limit.
-        limit: (job.max_rows > 0 && copy.is_none() && cursor.is_none())
-            .then_some(job.max_rows as usize),
+        limit: (job.max_rows > 0 && copy.is_none() && !keeps).then_some(job.max_rows as usize),
         user: &settings.user,
         copy: copy.as_ref(),
     };
     let text = settings.text(tz);
     let seen = cancel.count();
-    // A cursor's rows are kept, not sent.
     let kept = super::matview::rows::Collect::default();
     let mut kept_w: crate::stream::WriteHalf = Box::new(kept.clone());
     let mut kept_out = Out::new(&mut kept_w);
     let work = async {
-        match cursor {
-            Some(_) => execute(&run, &ctx, federation, &text, &mut kept_out).await,
-            None => execute(&run, &ctx, federation, &text, out).await,
+        match keeps {
+            true => execute(&run, &ctx, federation, &text, &mut kept_out).await,
+            false => execute(&run, &ctx, federation, &text, out).await,
         }
     };
     let outcome = tokio::select! {
@@ -323,16 +322,25 @@ async fn answer(
         return None;
     }
     match outcome {
-        Ok(_) if let Some(d) = &cursor => {
+        Ok(_) if keeps => {
             if close_portals(&mut link, &opened).await.is_err() {
                 return None;
             }
             kept_out.flush().await;
             let rows = std::mem::take(&mut *kept.0.lock().unwrap_or_else(|e| e.into_inner()));
-            match super::cursor::declare_extended(&mut link, d, &fields, &rows).await {
-                Ok(()) => {
-                    crate::protocol::put_message(&mut out.buf, b'C', b"DECLARE CURSOR\0");
+            let done = match (&cursor, &insert) {
+                (Some(d), _) => super::cursor::declare_extended(&mut link, d, &fields, &rows)
+                    .await
+                    .map(|()| super::kept::completed("DECLARE CURSOR")),
+                (None, Some(i)) => {
+                    let types = types.as_deref().unwrap_or(&[0, 0]);
+                    super::insert::insert_extended(&mut link, i, &fields, &rows, types, &job.bind)
+                        .await
                 }
+                (None, None) => Ok(Vec::new()),
+            };
+            match done {
+                Ok(replies) => out.buf.extend(replies),
                 Err(LinkError::Postgres(e)) => out.error(e.encode()),
                 Err(_) => return None,
             }

@@ -12,7 +12,7 @@ use datafusion::sql::sqlparser::ast::{Expr, SelectItem, SetExpr, Statement, Valu
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
-use super::link::PgLink;
+use super::link::{FieldDescription, LinkError, PgLink, frontend};
 use super::matview::rows::copy_in;
 use super::sqltext::{Piece, first_word, top_level};
 use super::{Federation, Out, SessionSettings, kept, refuse};
@@ -24,7 +24,7 @@ pub(crate) struct InsertSelect<'a> {
     /// The statement before its query: `INSERT INTO t (a, b)`.
     head: &'a str,
     /// The query, after the statement's CTEs if it begins with them.
-    query: String,
+    pub query: String,
     /// What follows the query: `ON CONFLICT …`, `RETURNING …`.
     tail: &'a str,
     /// Per column of the query, a string literal or NULL written as the
@@ -125,6 +125,58 @@ pub(crate) fn parse(sql: &str) -> Option<InsertSelect<'_>> {
     })
 }
 
+impl InsertSelect<'_> {
+    /// The INSERT as written, over the `n` columns of `table` (`c1`…).
+    fn over(&self, table: &str, n: usize) -> String {
+        let read: Vec<String> = (0..n)
+            .map(|c| match self.literals.get(c) {
+                Some(Some(literal)) if self.literals.len() == n => literal.clone(),
+                _ => format!("c{}", c + 1),
+            })
+            .collect();
+        let order = if self.ordered { " ORDER BY ctid" } else { "" };
+        format!(
+            "{}SELECT {} FROM {table}{order} {}",
+            self.head,
+            read.join(", "),
+            self.tail
+        )
+    }
+}
+
+/// Runs the INSERT over `rows` (DataRows of binary cells, of `fields`)
+/// within a client's extended-protocol exchange, where no Sync may be
+/// sent: its statement is parsed with the client's parameter types
+/// (`types`, as a Parse holds them) and bound with the client's Bind
+/// (`bind`: its parameters, and its result formats for RETURNING).
+/// Returns its DataRows and CommandComplete.
+pub(crate) async fn insert_extended(
+    link: &mut PgLink,
+    i: &InsertSelect<'_>,
+    fields: &[FieldDescription],
+    rows: &[u8],
+    types: &[u8],
+    bind: &[u8],
+) -> Result<Vec<u8>, LinkError> {
+    use super::cursor::NAME;
+    let table = kept::temp_table("insert");
+    super::cursor::keep_extended(link, fields, rows, &table, " ON COMMIT DROP").await?;
+    let mut msgs = Vec::new();
+    frontend::parse_typed(&mut msgs, NAME, &i.over(&table, fields.len()), types);
+    frontend::rebind(&mut msgs, NAME, NAME, bind);
+    frontend::execute(&mut msgs, NAME, 0);
+    frontend::close_both(&mut msgs, NAME);
+    frontend::run_closed(&mut msgs, NAME, &format!("DROP TABLE {table}"));
+    let replies = link.extended(&msgs, 10).await?;
+    // Past ParseComplete and BindComplete, up to the INSERT's tag.
+    let done = replies.iter().position(|m| m.tag == b'C').unwrap_or(0);
+    Ok(replies[..=done]
+        .iter()
+        .filter(|m| matches!(m.tag, b'D' | b'C'))
+        .flat_map(|m| m.encode())
+        .collect())
+}
+
 /// A string literal or NULL, as SQL.
 fn literal(e: &Expr) -> Option<String> {
     match e {
@@ -134,13 +186,6 @@ fn literal(e: &Expr) -> Option<String> {
         },
         _ => None,
     }
-}
-
-/// A new temporary table name for an INSERT's rows.
-fn table_name() -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("pg_temp.thermocline_insert_{n}")
 }
 
 /// Runs the INSERT over its query's rows computed federated. Returns the
@@ -162,28 +207,14 @@ pub(crate) async fn insert(
         Err(link) => return link,
     };
     let (mut link, n) = (computed.link, computed.fields.len());
-    let table = table_name();
+    let table = kept::temp_table("insert");
     let columns: Vec<String> = (1..=n).map(|c| format!("c{c}")).collect();
     let make = format!(
         "CREATE TEMPORARY TABLE {table} ({}) ON COMMIT DROP AS SELECT * FROM ({}) AS q WITH NO DATA",
         columns.join(", "),
         i.query
     );
-    let read: Vec<&str> = columns
-        .iter()
-        .enumerate()
-        .map(|(c, name)| match i.literals.get(c) {
-            Some(Some(literal)) if i.literals.len() == n => literal.as_str(),
-            _ => name.as_str(),
-        })
-        .collect();
-    let order = if i.ordered { " ORDER BY ctid" } else { "" };
-    let run = format!(
-        "{}SELECT {} FROM {table}{order} {}; DROP TABLE {table}",
-        i.head,
-        read.join(", "),
-        i.tail
-    );
+    let run = format!("{}; DROP TABLE {table}", i.over(&table, n));
     let inserted = async {
         link.simple(&make).await?;
         copy_in(&mut link, &table, &computed.rows).await?;
@@ -248,6 +279,12 @@ mod tests {
             parse("WITH d AS (DELETE FROM x RETURNING *) INSERT INTO t SELECT * FROM d").is_none()
         );
         assert!(parse("WITH w AS (SELECT 1 AS a) INSERT INTO t SELECT a FROM w RETURNING (SELECT a FROM w)").is_none());
+        let i =
+            parse("INSERT INTO t (n) SELECT count(*) FROM orders WHERE customer_id > $1").unwrap();
+        assert_eq!(
+            i.query,
+            "SELECT count(*) FROM orders WHERE customer_id > $1"
+        );
         assert!(parse("INSERT INTO t DEFAULT VALUES").is_none());
         assert!(parse("SELECT 1").is_none());
     }

@@ -8,6 +8,14 @@ use super::matview::rows::rows_of;
 use super::{Federation, Out, SessionSettings, abort_transaction, finish, undo};
 use crate::frontend::cancel::SessionCancel;
 
+/// A new temporary table for a statement's rows:
+/// `pg_temp.thermocline_{kind}_N`.
+pub(super) fn temp_table(kind: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("pg_temp.thermocline_{kind}_{n}")
+}
+
 /// A query's rows, computed for a statement that keeps them.
 pub(super) struct Computed {
     pub link: PgLink,

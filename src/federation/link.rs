@@ -385,6 +385,23 @@ pub(crate) mod frontend {
         put_message(out, b'B', &body);
     }
 
+    /// The client's Bind (`body`: its parameters and result formats) for
+    /// thermocline's own `portal` and `statement`.
+    pub(crate) fn rebind(out: &mut Vec<u8>, portal: &str, statement: &str, body: &[u8]) {
+        let names = body
+            .iter()
+            .position(|b| *b == 0)
+            .and_then(|p| Some(p + 2 + body[p + 1..].iter().position(|b| *b == 0)?))
+            .unwrap_or(body.len());
+        let mut bind = Vec::with_capacity(body.len() + portal.len() + statement.len());
+        bind.extend_from_slice(portal.as_bytes());
+        bind.push(0);
+        bind.extend_from_slice(statement.as_bytes());
+        bind.push(0);
+        bind.extend_from_slice(&body[names..]);
+        put_message(out, b'B', &bind);
+    }
+
     pub(crate) fn execute(out: &mut Vec<u8>, portal: &str, max_rows: i32) {
         let mut body = portal.as_bytes().to_vec();
         body.push(0);

@@ -64,10 +64,13 @@ pub(super) fn top_level(sql: &str) -> Option<Vec<Piece>> {
             }
             b'"' => i = quoted_name_end(sql, i)?,
             b'$' => {
+                // A dollar quote's tag, or a parameter (`$1`, perhaps at
+                // the very end).
                 let tag_end = sql[i + 1..]
                     .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-                    .map(|n| i + 1 + n)?;
-                if b[tag_end] == b'$' && !b[i + 1..tag_end].first().is_some_and(u8::is_ascii_digit)
+                    .map_or(b.len(), |n| i + 1 + n);
+                if b.get(tag_end) == Some(&b'$')
+                    && !b[i + 1..tag_end].first().is_some_and(u8::is_ascii_digit)
                 {
                     let tag = &sql[i..=tag_end];
                     i = sql[tag_end + 1..]
@@ -190,6 +193,9 @@ mod tests {
             words,
             ["INSERT", "INTO", "a, \"b)\"", "SELECT", "FROM", "t"]
         );
+        let sql = "SELECT a FROM t WHERE b = $1";
+        assert_eq!(top_level(sql).unwrap().len(), 6);
+        assert_eq!(layout(sql, "where").map(|l| l.to), Some(16));
         assert!(top_level("SELECT (1").is_none());
         assert!(top_level("SELECT 'a").is_none());
         assert!(top_level("SELECT 1)").is_none());

@@ -484,6 +484,14 @@ mod tests {
         let mut m = Vec::new();
         crate::protocol::put_message(&mut m, b'P', b"\0INSERT INTO orders VALUES ($1)\0\0\0");
         assert_eq!(router().route(&m), Route::Relay);
+        for sql in [
+            "INSERT INTO summary (n, code) SELECT count(*), $1 FROM orders WHERE customer_id > $1",
+            "DECLARE hq CURSOR WITH HOLD FOR SELECT count(*) FROM orders WHERE customer_id > $1",
+        ] {
+            let mut m = Vec::new();
+            crate::protocol::put_message(&mut m, b'P', format!("s1\0{sql}\0\0\0").as_bytes());
+            assert_eq!(router().route(&m), Route::Federate, "{sql}");
+        }
     }
 
     #[test]

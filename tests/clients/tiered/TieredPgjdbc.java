@@ -7,6 +7,7 @@ import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.ResultSetMetaData;
 import java.sql.SQLException;
+import java.sql.Statement;
 import java.time.OffsetDateTime;
 import java.time.ZoneOffset;
 import java.util.ArrayList;
@@ -79,6 +80,19 @@ public class TieredPgjdbc {
                     + "TO STDOUT (FORMAT csv, HEADER)", copied);
             System.out.println("  " + n + " rows");
             System.out.print(copied.toString(StandardCharsets.UTF_8));
+            System.out.println("=== INSERT … SELECT with a parameter");
+            try (Statement st = conn.createStatement()) {
+                st.execute("CREATE TEMP TABLE per_customer (customer_id int, n bigint)");
+            }
+            try (PreparedStatement ps = conn.prepareStatement(
+                    "INSERT INTO per_customer SELECT customer_id, count(*) FROM orders WHERE id % ? = 0 GROUP BY 1")) {
+                ps.setInt(1, 3);
+                System.out.println("  " + ps.executeUpdate() + " rows inserted");
+            }
+            try (Statement st = conn.createStatement();
+                 ResultSet rs = st.executeQuery("SELECT * FROM per_customer ORDER BY 1")) {
+                print(rs);
+            }
             System.out.println("=== a portal read 100 rows at a time");
             conn.setAutoCommit(false);
             try (PreparedStatement ps = conn.prepareStatement(queries.get(1))) {

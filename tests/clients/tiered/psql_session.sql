@@ -11,3 +11,6 @@ SELECT * FROM orders WHERE id = 42;
 SELECT count(*) FROM orders WHERE nosuch = 1;
 \copy (SELECT id, created_at, amount, status, note FROM orders WHERE id % 97 = 0 ORDER BY id) to stdout with csv header
 COPY (SELECT id, tags, took FROM posts WHERE id % 7 = 0 ORDER BY id) TO STDOUT;
+SELECT status, count(*) AS n, sum(amount) AS total INTO TEMP per_status FROM orders GROUP BY status;
+INSERT INTO per_status (status, n) SELECT 'all', count(*) FROM orders RETURNING *;
+SELECT * FROM per_status ORDER BY status;

@@ -67,6 +67,17 @@ def run_psycopg():
                 show(cur.fetchmany(5))
                 cur.scroll(3)
                 show(cur.fetchall())
+        print("=== psycopg, INSERT … SELECT with parameters")
+        with conn.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE per_status (status text, n bigint, since text)")
+            cur.execute(
+                "INSERT INTO per_status SELECT status, count(*), %s FROM orders "
+                "WHERE amount > %s GROUP BY 1 ORDER BY 1 RETURNING status, n",
+                ("all", 10),
+            )
+            show(cur.fetchall())
+            cur.execute("SELECT * FROM per_status ORDER BY 1")
+            show(cur.fetchall())
         print("=== psycopg, a prepared statement run 7 times")
         sql = queries()[1].replace("%", "%%").replace("$1", "%s")
         for n in range(7):
