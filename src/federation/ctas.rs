@@ -8,8 +8,8 @@ use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
-use super::link::PgLink;
-use super::matview::rows::copy_in;
+use super::link::{LinkError, PgLink, frontend};
+use super::matview::rows::{copy_in, copy_in_extended};
 use super::sqltext::{Piece, first_word, layout, name_end, top_level};
 use super::{Federation, Out, SessionSettings, kept, refuse};
 use crate::frontend::cancel::SessionCancel;
@@ -23,7 +23,7 @@ pub(crate) struct CreateAs {
     /// The table, as the statement names it.
     table: String,
     /// The query.
-    query: String,
+    pub query: String,
 }
 
 /// Reads a `CREATE TABLE … AS query` or `SELECT … INTO` statement.
@@ -140,6 +140,29 @@ pub(crate) async fn create(
     .await
     .map(|n| kept::completed(&format!("SELECT {n}")));
     kept::end(link, out, computed.own, made, |e| e.encode()).await
+}
+
+/// Creates the table and copies `rows` (DataRows of binary cells) into it
+/// within a client's extended-protocol exchange, where no Sync may be
+/// sent: the statement is parsed with the client's parameter types
+/// (`types`, as a Parse holds them) and bound with the client's Bind.
+/// Returns its CommandComplete.
+pub(crate) async fn create_extended(
+    link: &mut PgLink,
+    c: &CreateAs,
+    rows: &[u8],
+    types: &[u8],
+    bind: &[u8],
+) -> Result<Vec<u8>, LinkError> {
+    use super::cursor::NAME;
+    let mut msgs = Vec::new();
+    frontend::parse_typed(&mut msgs, NAME, &c.create, types);
+    frontend::rebind(&mut msgs, NAME, NAME, bind);
+    frontend::execute(&mut msgs, NAME, 0);
+    frontend::close_both(&mut msgs, NAME);
+    link.extended(&msgs, 5).await?;
+    let n = copy_in_extended(link, NAME, &c.table, rows).await?;
+    Ok(kept::completed(&format!("SELECT {n}")))
 }
 
 #[cfg(test)]

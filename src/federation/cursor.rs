@@ -11,7 +11,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::{FieldDescription, LinkError, PgLink, frontend};
-use super::matview::rows::{copy_in, send_copy_data};
+use super::matview::rows::{copy_in, copy_in_extended};
 use super::{Federation, Out, SessionSettings, kept, refuse};
 use crate::frontend::cancel::SessionCancel;
 use crate::protocol::ErrorFields;
@@ -136,24 +136,6 @@ pub(crate) async fn declare(
 /// The name of thermocline's own statements and portals for a cursor.
 pub(super) const NAME: &str = "thermocline_cursor";
 
-/// Reads replies until one tagged `tag`; an ErrorResponse leaves Postgres
-/// skipping to the client's Sync.
-async fn until_tag(link: &mut PgLink, tag: u8) -> Result<(), LinkError> {
-    let mut flush = Vec::new();
-    crate::protocol::put_message(&mut flush, b'H', b"");
-    link.send(&flush).await?;
-    loop {
-        let m = link.recv().await?;
-        if m.tag == tag {
-            return Ok(());
-        }
-        if m.tag == b'E' {
-            link.skip_to_sync();
-            return Err(LinkError::Postgres(m));
-        }
-    }
-}
-
 /// Keeps `rows` (DataRows of binary cells, of `fields`) in a new
 /// temporary table `table`, columns `c1`… of Postgres's types, within a
 /// client's extended-protocol exchange, where no Sync may be sent.
@@ -198,23 +180,8 @@ pub(super) async fn keep_extended(
         NAME,
         &format!("CREATE TEMPORARY TABLE {table} ({columns}){on_commit}"),
     );
-    frontend::parse(
-        &mut msgs,
-        NAME,
-        &format!("COPY {table} FROM STDIN (FORMAT binary)"),
-    );
-    frontend::bind_binary(&mut msgs, NAME, NAME);
-    link.extended(&msgs, 7).await?;
-    // The COPY begins; then its data and its completion.
-    let mut msgs = Vec::new();
-    frontend::execute(&mut msgs, NAME, 0);
-    link.send(&msgs).await?;
-    until_tag(link, b'G').await?;
-    send_copy_data(link, rows).await?;
-    until_tag(link, b'C').await?;
-    let mut msgs = Vec::new();
-    frontend::close_both(&mut msgs, NAME);
-    link.extended(&msgs, 2).await?;
+    link.extended(&msgs, 5).await?;
+    copy_in_extended(link, NAME, table, rows).await?;
     Ok(())
 }
 

@@ -114,19 +114,12 @@ async fn answer(
         )
         .await;
     }
-    if !matches!(super::ctas::parse(&job.sql), Ok(None)) {
-        // Postgres would fill it with the hot rows only.
-        return fail(
-            link,
-            out,
-            ErrorFields::error(
-                "0A000",
-                "CREATE TABLE … AS or SELECT … INTO reading a tiered table runs through the \
-                 simple query protocol (psql, or a driver's simple query or script execution)",
-            ),
-        )
-        .await;
-    }
+    // `CREATE TABLE … AS query`, `SELECT … INTO`: the query is answered,
+    // its rows kept for the table (see `ctas`).
+    let create = match super::ctas::parse(&job.sql) {
+        Ok(c) => c,
+        Err(e) => return fail(link, out, e).await,
+    };
     // `COPY … TO STDOUT`: Postgres checks the COPY and describes its read,
     // which is then answered as any other.
     let copy = match super::copy::parse(&job.sql) {
@@ -138,18 +131,19 @@ async fn answer(
     let cursor = super::cursor::parse(&job.sql);
     // `INSERT … query`: the query is answered, its rows kept for the
     // INSERT (see `insert`).
-    let insert = match (&copy, &cursor) {
-        (None, None) => super::insert::parse(&job.sql),
+    let insert = match (&copy, &cursor, &create) {
+        (None, None, None) => super::insert::parse(&job.sql),
         _ => None,
     };
-    let sql = match (&copy, &cursor, &insert) {
-        (Some(c), _, _) => c.select.as_str(),
-        (None, Some(d), _) => d.query,
-        (None, None, Some(i)) => i.query.as_str(),
-        (None, None, None) => job.sql.as_str(),
+    let sql = match (&copy, &cursor, &create, &insert) {
+        (Some(c), ..) => c.select.as_str(),
+        (None, Some(d), ..) => d.query,
+        (None, None, Some(c), _) => c.query.as_str(),
+        (None, None, None, Some(i)) => i.query.as_str(),
+        (None, None, None, None) => job.sql.as_str(),
     };
     // Its rows are kept, not sent.
-    let keeps = cursor.is_some() || insert.is_some();
+    let keeps = cursor.is_some() || create.is_some() || insert.is_some();
     // Postgres describes the statement: parameter types and columns. Where
     // the session has changed nothing yet (outside a transaction block, no
     // portal run since the last Sync), it also tells where the statement's
@@ -328,16 +322,19 @@ async fn answer(
             }
             kept_out.flush().await;
             let rows = std::mem::take(&mut *kept.0.lock().unwrap_or_else(|e| e.into_inner()));
-            let done = match (&cursor, &insert) {
-                (Some(d), _) => super::cursor::declare_extended(&mut link, d, &fields, &rows)
+            let types = types.as_deref().unwrap_or(&[0, 0]);
+            let done = match (&cursor, &create, &insert) {
+                (Some(d), ..) => super::cursor::declare_extended(&mut link, d, &fields, &rows)
                     .await
                     .map(|()| super::kept::completed("DECLARE CURSOR")),
-                (None, Some(i)) => {
-                    let types = types.as_deref().unwrap_or(&[0, 0]);
+                (None, Some(c), _) => {
+                    super::ctas::create_extended(&mut link, c, &rows, types, &job.bind).await
+                }
+                (None, None, Some(i)) => {
                     super::insert::insert_extended(&mut link, i, &fields, &rows, types, &job.bind)
                         .await
                 }
-                (None, None) => Ok(Vec::new()),
+                (None, None, None) => Ok(Vec::new()),
             };
             match done {
                 Ok(replies) => out.buf.extend(replies),

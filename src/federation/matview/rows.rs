@@ -109,12 +109,57 @@ pub(in crate::federation) async fn copy_in(
     Ok(rows)
 }
 
-/// Sends DataRow messages (binary cells) as the data of a binary COPY
-/// FROM STDIN that Postgres has begun, and CopyDone; returns the rows.
-pub(in crate::federation) async fn send_copy_data(
+/// [`copy_in`] within a client's extended-protocol exchange, where no Sync
+/// may be sent, under thermocline's own statement and portal `name`.
+pub(in crate::federation) async fn copy_in_extended(
     link: &mut PgLink,
+    name: &str,
+    table: &str,
     data_rows: &[u8],
 ) -> Result<u64, LinkError> {
+    use link::frontend;
+    let mut msgs = Vec::new();
+    frontend::parse(
+        &mut msgs,
+        name,
+        &format!("COPY {table} FROM STDIN (FORMAT binary)"),
+    );
+    frontend::bind_binary(&mut msgs, name, name);
+    link.extended(&msgs, 2).await?;
+    // The COPY begins; then its data and its completion.
+    let mut msgs = Vec::new();
+    frontend::execute(&mut msgs, name, 0);
+    link.send(&msgs).await?;
+    until_tag(link, b'G').await?;
+    let rows = send_copy_data(link, data_rows).await?;
+    until_tag(link, b'C').await?;
+    let mut msgs = Vec::new();
+    frontend::close_both(&mut msgs, name);
+    link.extended(&msgs, 2).await?;
+    Ok(rows)
+}
+
+/// Reads replies until one tagged `tag`; an ErrorResponse leaves Postgres
+/// skipping to the client's Sync.
+async fn until_tag(link: &mut PgLink, tag: u8) -> Result<(), LinkError> {
+    let mut flush = Vec::new();
+    crate::protocol::put_message(&mut flush, b'H', b"");
+    link.send(&flush).await?;
+    loop {
+        let m = link.recv().await?;
+        if m.tag == tag {
+            return Ok(());
+        }
+        if m.tag == b'E' {
+            link.skip_to_sync();
+            return Err(LinkError::Postgres(m));
+        }
+    }
+}
+
+/// Sends DataRow messages (binary cells) as the data of a binary COPY
+/// FROM STDIN that Postgres has begun, and CopyDone; returns the rows.
+async fn send_copy_data(link: &mut PgLink, data_rows: &[u8]) -> Result<u64, LinkError> {
     // COPY's binary format: a header, then each row as a DataRow's body.
     let mut data = Vec::with_capacity(data_rows.len() + 64);
     data.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
