@@ -447,14 +447,7 @@ async fn transactions_see_their_own_writes_and_errors_abort_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mover_killed_at_every_step_loses_and_duplicates_nothing() {
     let s = setup().await;
-    let config_file = s
-        ._dirs
-        .0
-        .path()
-        .parent()
-        .unwrap()
-        .join(format!("{}.toml", s.tiered));
-    write_config(&config_file, &s);
+    let config_file = tier_config(&s);
     let file = config_file.clone();
     let tier_run = move |stop_at: Option<&str>| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"));
@@ -665,14 +658,7 @@ async fn a_mover_killed_at_every_step_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn movers_started_at_once_share_one_lake_table() {
     let s = setup().await;
-    let config_file = s
-        ._dirs
-        .0
-        .path()
-        .parent()
-        .unwrap()
-        .join(format!("{}.toml", s.tiered));
-    write_config(&config_file, &s);
+    let config_file = tier_config(&s);
     let movers: Vec<_> = (0..4)
         .map(|_| {
             std::process::Command::new(env!("CARGO_BIN_EXE_thermocline"))
@@ -702,6 +688,20 @@ async fn movers_started_at_once_share_one_lake_table() {
     let proxy = serve(&s).await;
     same_answers(&s, &proxy, QUERIES).await;
     std::fs::remove_file(config_file).ok();
+}
+
+/// The config file of `thermocline tier …` commands over the setup's
+/// databases and lake, written beside its catalog.
+fn tier_config(s: &Setup) -> std::path::PathBuf {
+    let path = s
+        ._dirs
+        .0
+        .path()
+        .parent()
+        .unwrap()
+        .join(format!("{}.toml", s.tiered));
+    write_config(&path, s);
+    path
 }
 
 fn write_config(path: &Path, s: &Setup) {

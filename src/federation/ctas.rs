@@ -11,7 +11,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use super::link::{LinkError, PgLink, frontend};
 use super::matview::rows::{copy_in, copy_in_extended};
 use super::sqltext::{Piece, first_word, layout, name_end, top_level};
-use super::{Federation, Out, SessionSettings, kept, refuse};
+use super::{Federation, Out, SessionSettings, kept};
 use crate::frontend::cancel::SessionCancel;
 use crate::protocol::ErrorFields;
 
@@ -122,10 +122,6 @@ pub(crate) async fn create(
     settings: &SessionSettings,
     cancel: &SessionCancel,
 ) -> Option<PgLink> {
-    let _slot = match federation.limits.federated_slot(cancel).await {
-        Ok(slot) => slot,
-        Err(e) => return refuse(link, out, e).await,
-    };
     // Outside a transaction block, the rows are read in one snapshot and
     // the table made in a transaction of the statement's own.
     let computed = match kept::compute(link, out, &c.query, federation, settings, cancel).await {

@@ -87,10 +87,6 @@ pub(crate) async fn declare(
         )
         .await;
     }
-    let _slot = match federation.limits.federated_slot(cancel).await {
-        Ok(slot) => slot,
-        Err(e) => return refuse(link, out, e).await,
-    };
     // A cursor WITH HOLD declared outside a transaction block: its rows
     // are read in one snapshot, and its table made, in a transaction of
     // its own.

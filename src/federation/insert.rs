@@ -15,7 +15,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use super::link::{FieldDescription, LinkError, PgLink, frontend};
 use super::matview::rows::copy_in;
 use super::sqltext::{Piece, first_word, top_level};
-use super::{Federation, Out, SessionSettings, kept, refuse};
+use super::{Federation, Out, SessionSettings, kept};
 use crate::frontend::cancel::SessionCancel;
 
 /// An `INSERT … query` statement, as written.
@@ -198,10 +198,6 @@ pub(crate) async fn insert(
     settings: &SessionSettings,
     cancel: &SessionCancel,
 ) -> Option<PgLink> {
-    let _slot = match federation.limits.federated_slot(cancel).await {
-        Ok(slot) => slot,
-        Err(e) => return refuse(link, out, e).await,
-    };
     let computed = match kept::compute(link, out, &i.query, federation, settings, cancel).await {
         Ok(c) => c,
         Err(link) => return link,

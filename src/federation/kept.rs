@@ -5,8 +5,9 @@
 
 use super::link::{BackendMessage, FieldDescription, LinkError, PgLink};
 use super::matview::rows::rows_of;
-use super::{Federation, Out, SessionSettings, abort_transaction, finish, undo};
+use super::{Federation, Out, SessionSettings, abort_transaction, finish, refuse, undo};
 use crate::frontend::cancel::SessionCancel;
+use crate::limits::FederatedSlot;
 
 /// A new temporary table for a statement's rows:
 /// `pg_temp.thermocline_{kind}_N`.
@@ -17,8 +18,10 @@ pub(super) fn temp_table(kind: &str) -> String {
 }
 
 /// A query's rows, computed for a statement that keeps them.
-pub(super) struct Computed {
+pub(super) struct Computed<'f> {
     pub link: PgLink,
+    /// One of max_federated_statements, held until the statement ends.
+    pub _slot: FederatedSlot<'f>,
     /// The statement began a transaction of its own.
     pub own: bool,
     pub fields: Vec<FieldDescription>,
@@ -26,18 +29,23 @@ pub(super) struct Computed {
     pub rows: Vec<u8>,
 }
 
-/// Computes `query`'s rows; outside a transaction block, in a REPEATABLE
-/// READ transaction begun for the statement. `Err`: the statement is over
-/// (its error written, its transaction undone), with the link for the
-/// session, or `None` when the connection to Postgres was lost.
-pub(super) async fn compute(
+/// Computes `query`'s rows, in one of max_federated_statements; outside a
+/// transaction block, in a REPEATABLE READ transaction begun for the
+/// statement. `Err`: the statement is over (its error written, its
+/// transaction undone), with the link for the session, or `None` when the
+/// connection to Postgres was lost.
+pub(super) async fn compute<'f>(
     mut link: PgLink,
     out: &mut Out<'_>,
     query: &str,
-    federation: &Federation,
+    federation: &'f Federation,
     settings: &SessionSettings,
     cancel: &SessionCancel,
-) -> Result<Computed, Option<PgLink>> {
+) -> Result<Computed<'f>, Option<PgLink>> {
+    let _slot = match federation.limits.federated_slot(cancel).await {
+        Ok(slot) => slot,
+        Err(e) => return Err(refuse(link, out, e).await),
+    };
     let own = link.txn_status == b'I';
     if own
         && link
@@ -52,6 +60,7 @@ pub(super) async fn compute(
     match computed {
         Ok((fields, rows)) => Ok(Computed {
             link,
+            _slot,
             own,
             fields,
             rows,
