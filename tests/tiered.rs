@@ -80,13 +80,20 @@ async fn reads_equal_the_oracle_across_both_tiers() {
     same_answers(&s, &proxy, QUERIES).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_session_time_zone_shapes_answers() {
+/// The setup with its old rows moved to the lake, thermocline serving it,
+/// and a client of the oracle and one through thermocline.
+async fn moved_and_served() -> (Setup, Proxy, tokio_postgres::Client, tokio_postgres::Client) {
     let s = setup().await;
     move_rows(&s).await;
     let proxy = serve(&s).await;
     let direct = client(pg().port(), "postgres", &s.oracle).await;
     let through = client(proxy.port(), "postgres", &s.tiered).await;
+    (s, proxy, direct, through)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_time_zone_shapes_answers() {
+    let (_s, _proxy, direct, through) = moved_and_served().await;
     for zone in [
         "America/New_York",
         "Asia/Kolkata",
@@ -374,11 +381,7 @@ async fn a_move_between_the_lake_read_and_a_late_query_gives_40001() {
 /// aborted. Both protocols.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statement_timeout_stops_a_federated_statement() {
-    let s = setup().await;
-    move_rows(&s).await;
-    let proxy = serve(&s).await;
-    let direct = client(pg().port(), "postgres", &s.oracle).await;
-    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let (_s, _proxy, direct, through) = moved_and_served().await;
     // Millions of numeric comparisons: far beyond 50 ms for both.
     let slow = "SELECT count(*) FROM orders a JOIN orders b ON a.amount < b.amount";
     let script = [
@@ -418,11 +421,7 @@ async fn statement_timeout_stops_a_federated_statement() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_see_their_own_writes_and_errors_abort_them() {
-    let s = setup().await;
-    move_rows(&s).await;
-    let proxy = serve(&s).await;
-    let direct = client(pg().port(), "postgres", &s.oracle).await;
-    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let (_s, _proxy, direct, through) = moved_and_served().await;
     let script = [
         "BEGIN",
         "INSERT INTO orders VALUES (200001, now() - interval '500 days', 1, 5.00, 'txn', NULL, NULL, current_date - 500, NULL)",
@@ -1686,11 +1685,7 @@ async fn tag_of(c: &tokio_postgres::Client, sql: &str) -> Result<Option<u64>, St
 /// transaction are Postgres's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_table_as_holds_the_whole_history() {
-    let s = setup().await;
-    move_rows(&s).await;
-    let proxy = serve(&s).await;
-    let direct = client(pg().port(), "postgres", &s.oracle).await;
-    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let (s, _proxy, direct, through) = moved_and_served().await;
     for sql in [
         "CREATE TABLE monthly AS SELECT date_trunc('month', created_at) AS m, count(*) AS n, \
          sum(amount) AS total FROM orders GROUP BY 1",
@@ -1786,11 +1781,7 @@ async fn outcome(c: &tokio_postgres::Client, sql: &str) -> Outcome {
 /// and transactions are Postgres's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insert_select_and_select_into_write_the_whole_history() {
-    let s = setup().await;
-    move_rows(&s).await;
-    let proxy = serve(&s).await;
-    let direct = client(pg().port(), "postgres", &s.oracle).await;
-    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let (s, _proxy, direct, through) = moved_and_served().await;
     for sql in [
         "CREATE TABLE summary (id serial PRIMARY KEY, month timestamptz, status text, n int8 NOT NULL, \
          total numeric, note text DEFAULT 'none', code int, at date DEFAULT '2020-01-01')",
