@@ -150,7 +150,7 @@ pub(crate) async fn create_extended(
     types: &[u8],
     bind: &[u8],
 ) -> Result<Vec<u8>, LinkError> {
-    use super::cursor::NAME;
+    use kept::NAME;
     let mut msgs = Vec::new();
     frontend::parse_typed(&mut msgs, NAME, &c.create, types);
     frontend::rebind(&mut msgs, NAME, NAME, bind);

@@ -11,7 +11,6 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::{FieldDescription, LinkError, PgLink, frontend};
-use super::matview::rows::{copy_in, copy_in_extended};
 use super::{Federation, Out, SessionSettings, kept, refuse};
 use crate::frontend::cancel::SessionCancel;
 use crate::protocol::ErrorFields;
@@ -99,16 +98,15 @@ pub(crate) async fn declare(
     // (`WITH NO DATA`: planned, not run), under names of its own; the
     // cursor reads them back under the query's names.
     let table = kept::temp_table("cursor");
-    let columns: Vec<String> = (1..=fields.len()).map(|i| format!("c{i}")).collect();
     let on_commit = if d.hold { "" } else { " ON COMMIT DROP" };
-    let make = format!(
-        "{DROP_CLOSED}; CREATE TEMPORARY TABLE {table} ({}){on_commit} AS SELECT * FROM ({}) AS q WITH NO DATA",
-        columns.join(", "),
-        d.query
-    );
     let declared = async {
-        link.simple(&make).await?;
-        copy_in(&mut link, &table, &computed.rows).await?;
+        let keep = kept::Keep {
+            before: Some(DROP_CLOSED),
+            table: &table,
+            on_commit,
+        };
+        keep.simple(&mut link, d.query, fields.len(), &computed.rows)
+            .await?;
         link.simple(&select_over(&d, &fields, &table)).await
     }
     .await
@@ -129,58 +127,6 @@ pub(crate) async fn declare(
     .await
 }
 
-/// The name of thermocline's own statements and portals for a cursor.
-pub(super) const NAME: &str = "thermocline_cursor";
-
-/// Keeps `rows` (DataRows of binary cells, of `fields`) in a new
-/// temporary table `table`, columns `c1`… of Postgres's types, within a
-/// client's extended-protocol exchange, where no Sync may be sent.
-pub(super) async fn keep_extended(
-    link: &mut PgLink,
-    fields: &[FieldDescription],
-    rows: &[u8],
-    table: &str,
-    on_commit: &str,
-) -> Result<(), LinkError> {
-    // Closed cursors' tables dropped; the columns' types as Postgres
-    // writes them.
-    let types = fields
-        .iter()
-        .map(|f| format!("pg_catalog.format_type({}, {})", f.type_oid, f.typmod))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut msgs = Vec::new();
-    frontend::run_closed(&mut msgs, NAME, DROP_CLOSED);
-    frontend::run_closed(&mut msgs, NAME, &format!("SELECT {types}"));
-    let replies = link.extended(&msgs, 10).await?;
-    let written = replies
-        .iter()
-        .find(|m| m.tag == b'D')
-        .and_then(|m| super::link::data_row_fields(&m.body))
-        .unwrap_or_default();
-    let columns = written
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            format!(
-                "c{} {}",
-                i + 1,
-                String::from_utf8_lossy(t.unwrap_or_default())
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut msgs = Vec::new();
-    frontend::run_closed(
-        &mut msgs,
-        NAME,
-        &format!("CREATE TEMPORARY TABLE {table} ({columns}){on_commit}"),
-    );
-    link.extended(&msgs, 5).await?;
-    copy_in_extended(link, NAME, table, rows).await?;
-    Ok(())
-}
-
 /// Declares the cursor over `rows` (DataRows of binary cells) within a
 /// client's extended-protocol exchange, where no Sync may be sent.
 pub(crate) async fn declare_extended(
@@ -190,10 +136,14 @@ pub(crate) async fn declare_extended(
     rows: &[u8],
 ) -> Result<(), LinkError> {
     let table = kept::temp_table("cursor");
-    let on_commit = if d.hold { "" } else { " ON COMMIT DROP" };
-    keep_extended(link, fields, rows, &table, on_commit).await?;
+    let keep = kept::Keep {
+        before: Some(DROP_CLOSED),
+        table: &table,
+        on_commit: if d.hold { "" } else { " ON COMMIT DROP" },
+    };
+    keep.extended(link, fields, rows).await?;
     let mut msgs = Vec::new();
-    frontend::run_closed(&mut msgs, NAME, &select_over(d, fields, &table));
+    frontend::run_closed(&mut msgs, kept::NAME, &select_over(d, fields, &table));
     link.extended(&msgs, 5).await?;
     Ok(())
 }

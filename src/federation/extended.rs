@@ -171,7 +171,7 @@ async fn answer(
             }
             Err(_) => return None,
         };
-        use super::cursor::NAME;
+        use super::kept::NAME;
         frontend::parse_typed(&mut msgs, NAME, sql, types.as_deref().unwrap_or(&[0, 0]));
         frontend::describe(&mut msgs, b'S', NAME);
         frontend::close(&mut msgs, b'S', NAME);

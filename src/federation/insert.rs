@@ -13,7 +13,6 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::{FieldDescription, LinkError, PgLink, frontend};
-use super::matview::rows::copy_in;
 use super::sqltext::{Piece, first_word, top_level};
 use super::{Federation, Out, SessionSettings, kept};
 use crate::frontend::cancel::SessionCancel;
@@ -158,9 +157,14 @@ pub(crate) async fn insert_extended(
     types: &[u8],
     bind: &[u8],
 ) -> Result<Vec<u8>, LinkError> {
-    use super::cursor::NAME;
+    use kept::NAME;
     let table = kept::temp_table("insert");
-    super::cursor::keep_extended(link, fields, rows, &table, " ON COMMIT DROP").await?;
+    let keep = kept::Keep {
+        before: None,
+        table: &table,
+        on_commit: " ON COMMIT DROP",
+    };
+    keep.extended(link, fields, rows).await?;
     let mut msgs = Vec::new();
     frontend::parse_typed(&mut msgs, NAME, &i.over(&table, fields.len()), types);
     frontend::rebind(&mut msgs, NAME, NAME, bind);
@@ -204,16 +208,14 @@ pub(crate) async fn insert(
     };
     let (mut link, n) = (computed.link, computed.fields.len());
     let table = kept::temp_table("insert");
-    let columns: Vec<String> = (1..=n).map(|c| format!("c{c}")).collect();
-    let make = format!(
-        "CREATE TEMPORARY TABLE {table} ({}) ON COMMIT DROP AS SELECT * FROM ({}) AS q WITH NO DATA",
-        columns.join(", "),
-        i.query
-    );
     let run = format!("{}; DROP TABLE {table}", i.over(&table, n));
     let inserted = async {
-        link.simple(&make).await?;
-        copy_in(&mut link, &table, &computed.rows).await?;
+        let keep = kept::Keep {
+            before: None,
+            table: &table,
+            on_commit: " ON COMMIT DROP",
+        };
+        keep.simple(&mut link, &i.query, n, &computed.rows).await?;
         let mut replies = link.simple(&run).await?;
         // The INSERT's replies, without the DROP's.
         replies.pop();

@@ -1,10 +1,10 @@
-//! What cursors and `CREATE TABLE … AS` over tiered tables share: the
-//! query's rows computed federated (outside a transaction block, in a
-//! transaction of the statement's own), then kept in Postgres, and the
-//! statement ended.
+//! What cursors, `CREATE TABLE … AS` and `INSERT … SELECT` over tiered
+//! tables share: the query's rows computed federated (outside a
+//! transaction block, in a transaction of the statement's own), then kept
+//! in Postgres, and the statement ended.
 
-use super::link::{BackendMessage, FieldDescription, LinkError, PgLink};
-use super::matview::rows::rows_of;
+use super::link::{BackendMessage, FieldDescription, LinkError, PgLink, frontend};
+use super::matview::rows::{copy_in, copy_in_extended, rows_of};
 use super::{Federation, Out, SessionSettings, abort_transaction, finish, refuse, undo};
 use crate::frontend::cancel::SessionCancel;
 use crate::limits::FederatedSlot;
@@ -15,6 +15,91 @@ pub(super) fn temp_table(kind: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("pg_temp.thermocline_{kind}_{n}")
+}
+
+/// The name of thermocline's own statements and portals for kept rows.
+pub(super) const NAME: &str = "thermocline_kept";
+
+/// A temporary table that keeps a query's rows for a statement, its
+/// columns `c1`… of the query's types.
+pub(super) struct Keep<'a> {
+    /// SQL run first, in the same round trip.
+    pub before: Option<&'a str>,
+    pub table: &'a str,
+    /// `" ON COMMIT DROP"`, or empty.
+    pub on_commit: &'a str,
+}
+
+impl Keep<'_> {
+    /// Makes the table from `query`'s columns (`WITH NO DATA`: planned,
+    /// not run) and copies `rows` (DataRows of binary cells) into it.
+    pub async fn simple(
+        &self,
+        link: &mut PgLink,
+        query: &str,
+        columns: usize,
+        rows: &[u8],
+    ) -> Result<u64, LinkError> {
+        let columns: Vec<String> = (1..=columns).map(|i| format!("c{i}")).collect();
+        let before = self.before.map(|b| format!("{b}; ")).unwrap_or_default();
+        let (table, on_commit) = (self.table, self.on_commit);
+        link.simple(&format!(
+            "{before}CREATE TEMPORARY TABLE {table} ({}){on_commit} AS SELECT * FROM ({query}) AS q WITH NO DATA",
+            columns.join(", ")
+        ))
+        .await?;
+        copy_in(link, table, rows).await
+    }
+
+    /// [`Self::simple`] within a client's extended-protocol exchange,
+    /// where no Sync may be sent: the columns' types are those of
+    /// `fields`, as Postgres writes them.
+    pub async fn extended(
+        &self,
+        link: &mut PgLink,
+        fields: &[FieldDescription],
+        rows: &[u8],
+    ) -> Result<u64, LinkError> {
+        let types = fields
+            .iter()
+            .map(|f| format!("pg_catalog.format_type({}, {})", f.type_oid, f.typmod))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut msgs = Vec::new();
+        if let Some(before) = self.before {
+            frontend::run_closed(&mut msgs, NAME, before);
+        }
+        frontend::run_closed(&mut msgs, NAME, &format!("SELECT {types}"));
+        let replies = link
+            .extended(&msgs, if self.before.is_some() { 10 } else { 5 })
+            .await?;
+        let written = replies
+            .iter()
+            .find(|m| m.tag == b'D')
+            .and_then(|m| super::link::data_row_fields(&m.body))
+            .unwrap_or_default();
+        let columns = written
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                format!(
+                    "c{} {}",
+                    i + 1,
+                    String::from_utf8_lossy(t.unwrap_or_default())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (table, on_commit) = (self.table, self.on_commit);
+        let mut msgs = Vec::new();
+        frontend::run_closed(
+            &mut msgs,
+            NAME,
+            &format!("CREATE TEMPORARY TABLE {table} ({columns}){on_commit}"),
+        );
+        link.extended(&msgs, 5).await?;
+        copy_in_extended(link, NAME, table, rows).await
+    }
 }
 
 /// A query's rows, computed for a statement that keeps them.

@@ -9,8 +9,8 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, CopySource, Expr, Ident, ObjectName, ObjectNamePart, SetExpr, Statement,
-    TableFactor, TableObject, visit_relations,
+    BinaryOperator, CopySource, Expr, Ident, Insert, ObjectName, ObjectNamePart, SetExpr,
+    Statement, TableFactor, TableObject, visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -116,10 +116,13 @@ impl Router {
         self.needles.iter().any(|n| lower.contains(n.as_str()))
     }
 
-    /// True when the statements read a tiered table and are plain reads
-    /// (a locking `SELECT … FOR UPDATE/SHARE` needs Postgres's row locks and
-    /// `SELECT INTO` creates a table: both stay with Postgres). EXPLAIN of
-    /// a read is answered with the federated plan.
+    /// True when the statements read a tiered table: reads, and the
+    /// statements that keep what a read returns (COPY TO, CREATE TABLE …
+    /// AS, SELECT … INTO, INSERT … query into a table that is not tiered,
+    /// DECLARE). A locking `SELECT … FOR UPDATE/SHARE` needs Postgres's row
+    /// locks and stays with Postgres; so do writes to a tiered table (they
+    /// see its hot rows only). EXPLAIN of a read is answered with the
+    /// federated plan.
     fn reads_tiered(&self, statements: &[Statement]) -> bool {
         let mut found = false;
         for statement in statements {
@@ -127,10 +130,9 @@ impl Router {
                 // A statement that writes after its CTEs: `WITH … INSERT`
                 // reads as an INSERT does; the others are writes.
                 Statement::Query(query) => match query.body.as_ref() {
-                    SetExpr::Insert(Statement::Insert(insert)) => match &insert.table {
-                        TableObject::TableName(name) if self.match_name(name).is_none() => query,
-                        _ => continue,
-                    },
+                    SetExpr::Insert(Statement::Insert(insert)) if !self.into_tiered(insert) => {
+                        query
+                    }
                     SetExpr::Insert(_)
                     | SetExpr::Update(_)
                     | SetExpr::Delete(_)
@@ -152,14 +154,9 @@ impl Router {
                     Some(query) => query,
                     None => continue,
                 },
-                // So does INSERT … query, unless it writes to a tiered
-                // table (writes to one see its hot rows only).
-                Statement::Insert(insert) => match (&insert.table, &insert.source) {
-                    (TableObject::TableName(name), Some(query))
-                        if self.match_name(name).is_none() =>
-                    {
-                        query
-                    }
+                // So does INSERT … query, unless it writes to a tiered table.
+                Statement::Insert(insert) => match &insert.source {
+                    Some(query) if !self.into_tiered(insert) => query,
                     _ => continue,
                 },
                 // A cursor reads its query.
@@ -185,6 +182,15 @@ impl Router {
             });
         }
         found
+    }
+
+    /// True when an INSERT writes to a tiered table (or to a table the
+    /// router cannot name).
+    fn into_tiered(&self, insert: &Insert) -> bool {
+        match &insert.table {
+            TableObject::TableName(name) => self.match_name(name).is_some(),
+            _ => true,
+        }
     }
 
     /// The fast path: a single-table read of a tiered table whose WHERE
