@@ -5,7 +5,9 @@
 
 use super::link::{BackendMessage, FieldDescription, LinkError, PgLink, frontend};
 use super::matview::rows::{copy_in, copy_in_extended, rows_of};
-use super::{Federation, Out, SessionSettings, abort_transaction, finish, refuse, undo};
+use super::{
+    Federation, Out, SessionSettings, abort_transaction, finish, refuse, roll_back_own, undo,
+};
 use crate::frontend::cancel::SessionCancel;
 use crate::limits::FederatedSlot;
 
@@ -120,19 +122,37 @@ pub(super) struct Computed<'f> {
 /// transaction undone), with the link for the session, or `None` when the
 /// connection to Postgres was lost.
 pub(super) async fn compute<'f>(
-    mut link: PgLink,
+    link: PgLink,
     out: &mut Out<'_>,
     query: &str,
     federation: &'f Federation,
     settings: &SessionSettings,
     cancel: &SessionCancel,
 ) -> Result<Computed<'f>, Option<PgLink>> {
+    let own = link.txn_status == b'I';
+    compute_within(link, out, query, (federation, settings, cancel), own).await
+}
+
+/// [`compute`], for a statement that keeps more than one query's rows:
+/// `own` tells whether the transaction is the statement's own (begun here
+/// when the link is idle, or by the statement's first query).
+pub(super) async fn compute_within<'f>(
+    mut link: PgLink,
+    out: &mut Out<'_>,
+    query: &str,
+    (federation, settings, cancel): (&'f Federation, &SessionSettings, &SessionCancel),
+    own: bool,
+) -> Result<Computed<'f>, Option<PgLink>> {
     let _slot = match federation.limits.federated_slot(cancel).await {
         Ok(slot) => slot,
-        Err(e) => return Err(refuse(link, out, e).await),
+        Err(e) => {
+            // The statement's own transaction, begun by an earlier query.
+            let begun = own && link.txn_status == b'T';
+            roll_back_own(&mut link, begun).await.ok_or(None)?;
+            return Err(refuse(link, out, e).await);
+        }
     };
-    let own = link.txn_status == b'I';
-    if own
+    if link.txn_status == b'I'
         && link
             .simple("BEGIN ISOLATION LEVEL REPEATABLE READ")
             .await

@@ -46,6 +46,7 @@ mod sqltext;
 mod subqueries;
 mod tochar;
 mod topk;
+mod writes;
 
 use std::sync::Arc;
 
@@ -70,6 +71,7 @@ use link::{LinkError, PgLink, row_description};
 pub use names::CatalogLink;
 use planning::{plan_session, register_tables};
 use scan::ScanContext;
+pub(crate) use writes::target as written_table;
 
 /// The tiered tables of one database and the lake holding their history.
 #[derive(Clone)]
@@ -91,6 +93,32 @@ pub struct Federation {
     /// Whether the database keeps definitions of materialized views, as
     /// last seen (a refresh then reads its view's in its first round trip).
     pub keeps_views: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Federation {
+    /// Whether `name` may name a tiered table, or a view over one (a name
+    /// without a schema: in any schema).
+    pub(crate) fn is_tiered(&self, name: &datafusion::sql::sqlparser::ast::ObjectName) -> bool {
+        use datafusion::sql::sqlparser::ast::ObjectNamePart;
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|p| match p {
+                ObjectNamePart::Identifier(i) if i.quote_style.is_some() => i.value.clone(),
+                ObjectNamePart::Identifier(i) => i.value.to_lowercase(),
+                other => other.to_string(),
+            })
+            .collect();
+        let (schema, table) = match parts.as_slice() {
+            [table] => (None, table),
+            [schema, table] | [_, schema, table] => (Some(schema), table),
+            _ => return false,
+        };
+        let is = |s: &String, t: &String| t == table && schema.is_none_or(|schema| schema == s);
+        self.tables
+            .iter()
+            .any(|t| is(&t.def.schema, &t.def.table) || t.views.iter().any(|(s, v)| is(s, v)))
+    }
 }
 
 impl std::fmt::Debug for Federation {
@@ -277,6 +305,9 @@ async fn answer(
     }
     if let Some(i) = insert::parse(sql) {
         return insert::insert(link, out, i, federation, settings, cancel).await;
+    }
+    if let Some(w) = writes::parse(sql, |name| federation.is_tiered(name)) {
+        return writes::write(link, out, w, federation, settings, cancel).await;
     }
     // `COPY … TO STDOUT`: its read, answered as any other, once Postgres
     // has checked the COPY itself.

@@ -98,7 +98,9 @@ impl Router {
         if message[0] == b'P' && matches!(statements.as_slice(), [Statement::Explain { .. }]) {
             return Route::Relay;
         }
-        if self.reads_tiered(&statements) && !self.inside_hot_window(&statements) {
+        if self.reads_tiered(&statements, message[0] == b'Q')
+            && !self.inside_hot_window(&statements)
+        {
             Route::Federate
         } else {
             Route::Relay
@@ -123,7 +125,7 @@ impl Router {
     /// locks and stays with Postgres; so do writes to a tiered table (they
     /// see its hot rows only). EXPLAIN of a read is answered with the
     /// federated plan.
-    fn reads_tiered(&self, statements: &[Statement]) -> bool {
+    fn reads_tiered(&self, statements: &[Statement], writes: bool) -> bool {
         let mut found = false;
         for statement in statements {
             let query = match statement {
@@ -132,6 +134,10 @@ impl Router {
                 Statement::Query(query) => match query.body.as_ref() {
                     SetExpr::Insert(Statement::Insert(insert)) if !self.into_tiered(insert) => {
                         query
+                    }
+                    SetExpr::Update(w) | SetExpr::Delete(w) | SetExpr::Merge(w) if writes => {
+                        found |= self.write_reads_tiered(statement, w);
+                        continue;
                     }
                     SetExpr::Insert(_)
                     | SetExpr::Update(_)
@@ -167,6 +173,12 @@ impl Router {
                     },
                     _ => continue,
                 },
+                // So do UPDATE … FROM, DELETE … USING and MERGE … USING
+                // into a table that is not tiered.
+                Statement::Update(_) | Statement::Delete(_) | Statement::Merge(_) if writes => {
+                    found |= self.write_reads_tiered(statement, statement);
+                    continue;
+                }
                 Statement::Explain { statement, .. } => match statement.as_ref() {
                     Statement::Query(query) => query,
                     _ => continue,
@@ -181,6 +193,21 @@ impl Router {
                 ControlFlow::<()>::Continue(())
             });
         }
+        found
+    }
+
+    /// True when `write` (an UPDATE, DELETE or MERGE: `statement`, or
+    /// within it after its CTEs) writes to a table that is not tiered,
+    /// and the statement reads a tiered table.
+    fn write_reads_tiered(&self, statement: &Statement, write: &Statement) -> bool {
+        if crate::federation::written_table(write).is_none_or(|t| self.match_name(t).is_some()) {
+            return false;
+        }
+        let mut found = false;
+        let _ = visit_relations(statement, |name: &ObjectName| {
+            found |= self.match_name(name).is_some();
+            ControlFlow::<()>::Continue(())
+        });
         found
     }
 
@@ -513,8 +540,11 @@ mod tests {
             "INSERT INTO orders SELECT * FROM orders WHERE id = 1",
             "INSERT INTO summary SELECT * FROM customers",
             "WITH o AS (SELECT * FROM orders) INSERT INTO orders SELECT * FROM o",
-            "WITH o AS (SELECT * FROM orders) UPDATE summary SET n = (SELECT count(*) FROM o)",
             "DELETE FROM orders",
+            "UPDATE orders o SET amount = 0 FROM customers c WHERE c.id = o.customer_id",
+            "DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE amount < 0)",
+            "MERGE INTO orders o USING customers c ON c.id = o.customer_id WHEN MATCHED THEN DELETE",
+            "UPDATE summary SET n = 0 FROM customers c WHERE c.id = summary.id",
             "COPY orders FROM STDIN",
             "COPY orders (id) FROM STDIN (FORMAT csv)",
             "COPY orders_archive TO STDOUT",
@@ -540,9 +570,24 @@ mod tests {
             "INSERT INTO summary SELECT customer_id, count(*) FROM orders GROUP BY 1",
             "INSERT INTO summary (n) SELECT count(*) FROM public.orders RETURNING *",
             "WITH o AS (SELECT * FROM orders) INSERT INTO summary SELECT count(*) FROM o",
+            "WITH o AS (SELECT * FROM orders) UPDATE summary SET n = (SELECT count(*) FROM o)",
+            "UPDATE summary s SET n = o.amount FROM orders o WHERE o.id = s.id",
+            "DELETE FROM summary WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = summary.id)",
+            "DELETE FROM summary s USING public.orders o WHERE o.id = s.id",
+            "MERGE INTO summary s USING (SELECT customer_id, count(*) AS n FROM orders GROUP BY 1) o \
+             ON o.customer_id = s.id WHEN MATCHED THEN UPDATE SET n = o.n",
         ] {
             assert_eq!(r.route(&q(sql)), Route::Federate, "{sql}");
         }
+        // Prepared, they are relayed: Postgres answers them from the hot
+        // rows (see the README).
+        let mut m = Vec::new();
+        crate::protocol::put_message(
+            &mut m,
+            b'P',
+            b"\0UPDATE summary s SET n = o.amount FROM orders o WHERE o.id = s.id\0\0\0",
+        );
+        assert_eq!(r.route(&m), Route::Relay);
     }
 
     #[test]
