@@ -9,6 +9,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::{LinkError, PgLink, frontend};
+use super::matview::rows::KeptRows;
 use super::matview::rows::{copy_in, copy_in_extended};
 use super::sqltext::{Piece, first_word, layout, name_end, top_level};
 use super::{Federation, Out, SessionSettings, kept};
@@ -131,7 +132,7 @@ pub(crate) async fn create(
     let mut link = computed.link;
     let made = async {
         link.simple(&c.create).await?;
-        copy_in(&mut link, &c.table, &computed.rows).await
+        copy_in(&mut link, &c.table, computed.rows).await
     }
     .await
     .map(|n| kept::completed(&format!("SELECT {n}")));
@@ -146,7 +147,7 @@ pub(crate) async fn create(
 pub(crate) async fn create_extended(
     link: &mut PgLink,
     c: &CreateAs,
-    rows: &[u8],
+    rows: KeptRows,
     types: &[u8],
     bind: &[u8],
 ) -> Result<Vec<u8>, LinkError> {

@@ -11,6 +11,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::{FieldDescription, LinkError, PgLink, frontend};
+use super::matview::rows::KeptRows;
 use super::{Federation, Out, SessionSettings, kept, refuse};
 use crate::frontend::cancel::SessionCancel;
 use crate::protocol::ErrorFields;
@@ -105,7 +106,7 @@ pub(crate) async fn declare(
             table: &table,
             on_commit,
         };
-        keep.simple(&mut link, d.query, fields.len(), &computed.rows)
+        keep.simple(&mut link, d.query, fields.len(), computed.rows)
             .await?;
         link.simple(&select_over(&d, &fields, &table)).await
     }
@@ -133,7 +134,7 @@ pub(crate) async fn declare_extended(
     link: &mut PgLink,
     d: &Declare<'_>,
     fields: &[FieldDescription],
-    rows: &[u8],
+    rows: KeptRows,
 ) -> Result<(), LinkError> {
     let table = kept::temp_table("cursor");
     let keep = kept::Keep {

@@ -321,17 +321,17 @@ async fn answer(
                 return None;
             }
             kept_out.flush().await;
-            let rows = std::mem::take(&mut *kept.0.lock().unwrap_or_else(|e| e.into_inner()));
+            let rows = kept.take();
             let types = types.as_deref().unwrap_or(&[0, 0]);
             let done = match (&cursor, &create, &insert) {
-                (Some(d), ..) => super::cursor::declare_extended(&mut link, d, &fields, &rows)
+                (Some(d), ..) => super::cursor::declare_extended(&mut link, d, &fields, rows)
                     .await
                     .map(|()| super::kept::completed("DECLARE CURSOR")),
                 (None, Some(c), _) => {
-                    super::ctas::create_extended(&mut link, c, &rows, types, &job.bind).await
+                    super::ctas::create_extended(&mut link, c, rows, types, &job.bind).await
                 }
                 (None, None, Some(i)) => {
-                    super::insert::insert_extended(&mut link, i, &fields, &rows, types, &job.bind)
+                    super::insert::insert_extended(&mut link, i, &fields, rows, types, &job.bind)
                         .await
                 }
                 (None, None, None) => Ok(Vec::new()),

@@ -13,6 +13,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::{FieldDescription, LinkError, PgLink, frontend};
+use super::matview::rows::KeptRows;
 use super::sqltext::{Piece, first_word, top_level};
 use super::{Federation, Out, SessionSettings, kept};
 use crate::frontend::cancel::SessionCancel;
@@ -153,7 +154,7 @@ pub(crate) async fn insert_extended(
     link: &mut PgLink,
     i: &InsertSelect<'_>,
     fields: &[FieldDescription],
-    rows: &[u8],
+    rows: KeptRows,
     types: &[u8],
     bind: &[u8],
 ) -> Result<Vec<u8>, LinkError> {
@@ -215,7 +216,7 @@ pub(crate) async fn insert(
             table: &table,
             on_commit: " ON COMMIT DROP",
         };
-        keep.simple(&mut link, &i.query, n, &computed.rows).await?;
+        keep.simple(&mut link, &i.query, n, computed.rows).await?;
         let mut replies = link.simple(&run).await?;
         // The INSERT's replies, without the DROP's.
         replies.pop();

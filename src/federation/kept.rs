@@ -4,7 +4,7 @@
 //! in Postgres, and the statement ended.
 
 use super::link::{BackendMessage, FieldDescription, LinkError, PgLink, frontend};
-use super::matview::rows::{copy_in, copy_in_extended, rows_of};
+use super::matview::rows::{KeptRows, copy_in, copy_in_extended, rows_of};
 use super::{
     Federation, Out, SessionSettings, abort_transaction, finish, refuse, roll_back_own, undo,
 };
@@ -40,7 +40,7 @@ impl Keep<'_> {
         link: &mut PgLink,
         query: &str,
         columns: usize,
-        rows: &[u8],
+        rows: KeptRows,
     ) -> Result<u64, LinkError> {
         let columns: Vec<String> = (1..=columns).map(|i| format!("c{i}")).collect();
         let before = self.before.map(|b| format!("{b}; ")).unwrap_or_default();
@@ -60,7 +60,7 @@ impl Keep<'_> {
         &self,
         link: &mut PgLink,
         fields: &[FieldDescription],
-        rows: &[u8],
+        rows: KeptRows,
     ) -> Result<u64, LinkError> {
         let types = fields
             .iter()
@@ -113,7 +113,7 @@ pub(super) struct Computed<'f> {
     pub own: bool,
     pub fields: Vec<FieldDescription>,
     /// DataRow messages of binary cells.
-    pub rows: Vec<u8>,
+    pub rows: KeptRows,
 }
 
 /// Computes `query`'s rows, in one of max_federated_statements; outside a

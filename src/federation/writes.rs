@@ -549,7 +549,7 @@ pub(crate) async fn write(
             on_commit: " ON COMMIT DROP",
         };
         if let Err(e) = keep
-            .simple(&mut link, &c.query, computed.fields.len(), &computed.rows)
+            .simple(&mut link, &c.query, computed.fields.len(), computed.rows)
             .await
         {
             return kept::end(link, out, own, Err(e), without_position).await;

@@ -795,7 +795,7 @@ async fn fill(
                 Err(e) => return (Some(link), Err(e)),
             };
             on_link!(link, link.simple(&statements.join("; ")).await);
-            written = on_link!(link, copy_in(&mut link, target, &tuples).await);
+            written = on_link!(link, copy_in(&mut link, target, tuples).await);
             statements.clear();
         }
         if let Some((p, table)) = &parts {

@@ -22,7 +22,7 @@ pub(in crate::federation) async fn rows_of(
     own_snapshot: bool,
 ) -> (
     Option<PgLink>,
-    Result<(Vec<link::FieldDescription>, Vec<u8>), Failure>,
+    Result<(Vec<link::FieldDescription>, KeptRows), Failure>,
 ) {
     let mut msgs = Vec::new();
     link::frontend::parse(&mut msgs, "", sql);
@@ -78,8 +78,7 @@ pub(in crate::federation) async fn rows_of(
     if let Err(e) = outcome {
         return (Some(link), Err(e));
     }
-    let data_rows = std::mem::take(&mut *sink.0.lock().unwrap_or_else(|e| e.into_inner()));
-    (Some(link), Ok((fields, data_rows)))
+    (Some(link), Ok((fields, sink.take())))
 }
 
 /// Writes DataRow messages (binary cells) into `table` by COPY; returns
@@ -87,7 +86,7 @@ pub(in crate::federation) async fn rows_of(
 pub(in crate::federation) async fn copy_in(
     link: &mut PgLink,
     table: &str,
-    data_rows: &[u8],
+    rows: KeptRows,
 ) -> Result<u64, LinkError> {
     let mut q = Vec::new();
     link::frontend::query(&mut q, &format!("COPY {table} FROM STDIN (FORMAT binary)"));
@@ -104,7 +103,7 @@ pub(in crate::federation) async fn copy_in(
             _ => link.deferred.push(m),
         }
     }
-    let rows = send_copy_data(link, data_rows).await?;
+    let rows = send_copy_data(link, rows).await?;
     link.until_ready().await?;
     Ok(rows)
 }
@@ -115,7 +114,7 @@ pub(in crate::federation) async fn copy_in_extended(
     link: &mut PgLink,
     name: &str,
     table: &str,
-    data_rows: &[u8],
+    rows: KeptRows,
 ) -> Result<u64, LinkError> {
     use link::frontend;
     let mut msgs = Vec::new();
@@ -131,7 +130,7 @@ pub(in crate::federation) async fn copy_in_extended(
     frontend::execute(&mut msgs, name, 0);
     link.send(&msgs).await?;
     until_tag(link, b'G').await?;
-    let rows = send_copy_data(link, data_rows).await?;
+    let rows = send_copy_data(link, rows).await?;
     until_tag(link, b'C').await?;
     let mut msgs = Vec::new();
     frontend::close_both(&mut msgs, name);
@@ -159,42 +158,176 @@ async fn until_tag(link: &mut PgLink, tag: u8) -> Result<(), LinkError> {
 
 /// Sends DataRow messages (binary cells) as the data of a binary COPY
 /// FROM STDIN that Postgres has begun, and CopyDone; returns the rows.
-async fn send_copy_data(link: &mut PgLink, data_rows: &[u8]) -> Result<u64, LinkError> {
+async fn send_copy_data(link: &mut PgLink, rows: KeptRows) -> Result<u64, LinkError> {
+    const CHUNK: usize = 1 << 20;
     // COPY's binary format: a header, then each row as a DataRow's body.
-    let mut data = Vec::with_capacity(data_rows.len() + 64);
+    let mut data = Vec::with_capacity(CHUNK + (64 << 10));
     data.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
     data.extend_from_slice(&0i32.to_be_bytes());
     data.extend_from_slice(&0i32.to_be_bytes());
-    let mut at = 0;
-    let mut rows = 0u64;
-    while at + 5 <= data_rows.len() {
-        let len = u32::from_be_bytes([
-            data_rows[at + 1],
-            data_rows[at + 2],
-            data_rows[at + 3],
-            data_rows[at + 4],
-        ]) as usize;
-        data.extend_from_slice(&data_rows[at + 5..at + 1 + len]);
-        at += 1 + len;
-        rows += 1;
-    }
-    data.extend_from_slice(&(-1i16).to_be_bytes());
-    let mut out = Vec::with_capacity(data.len() + 64);
-    for chunk in data.chunks(1 << 20) {
-        crate::protocol::put_message(&mut out, b'd', chunk);
-        if out.len() >= 4 << 20 {
+    let mut out = Vec::with_capacity(CHUNK + (64 << 10));
+    let mut reader = rows.reader().await.map_err(unreadable)?;
+    let mut n = 0u64;
+    while let Some(row) = reader.next().await.map_err(unreadable)? {
+        data.extend_from_slice(row);
+        n += 1;
+        if data.len() >= CHUNK {
+            crate::protocol::put_message(&mut out, b'd', &data);
+            data.clear();
             link.send(&out).await?;
             out.clear();
         }
     }
+    data.extend_from_slice(&(-1i16).to_be_bytes());
+    crate::protocol::put_message(&mut out, b'd', &data);
     crate::protocol::put_message(&mut out, b'c', b"");
     link.send(&out).await?;
-    Ok(rows)
+    Ok(n)
 }
 
-/// An in-memory writer for a statement's DataRows.
+/// A failure to keep or read back a statement's rows, as Postgres would
+/// report a failing temporary file.
+fn unreadable(e: std::io::Error) -> LinkError {
+    let message = crate::protocol::ErrorFields::error(
+        "58030",
+        &format!("could not keep the statement's rows in a temporary file: {e}"),
+    )
+    .encode();
+    LinkError::Postgres(link::BackendMessage {
+        tag: b'E',
+        body: bytes::Bytes::copy_from_slice(&message[5..]),
+    })
+}
+
+/// A statement's rows (DataRow messages), in memory up to this many bytes
+/// and past it in a temporary file: a statement that keeps millions of
+/// rows holds no more than this of them.
+const IN_MEMORY: usize = 16 << 20;
+
+/// A statement's DataRow messages, as they are written.
+#[derive(Default)]
+pub(in crate::federation) struct KeptRows {
+    memory: Vec<u8>,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    /// The first failure to write the file: reading back then fails.
+    failed: Option<std::io::Error>,
+}
+
+impl KeptRows {
+    fn write(&mut self, buf: &[u8]) {
+        use std::io::Write;
+        if self.failed.is_some() {
+            return;
+        }
+        if self.file.is_none() && self.memory.len() + buf.len() > IN_MEMORY {
+            let spilled = tempfile::tempfile().and_then(|f| {
+                let mut f = std::io::BufWriter::with_capacity(1 << 20, f);
+                f.write_all(&self.memory)?;
+                Ok(f)
+            });
+            match spilled {
+                Ok(f) => {
+                    self.memory = Vec::new();
+                    self.file = Some(f);
+                }
+                Err(e) => {
+                    self.failed = Some(e);
+                    return;
+                }
+            }
+        }
+        match &mut self.file {
+            Some(f) => {
+                if let Err(e) = f.write_all(buf) {
+                    self.failed = Some(e);
+                }
+            }
+            None => self.memory.extend_from_slice(buf),
+        }
+    }
+
+    /// Reads the rows back from the start.
+    async fn reader(self) -> std::io::Result<RowReader> {
+        use std::io::Seek;
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        match self.file {
+            None => Ok(RowReader::Memory {
+                bytes: self.memory,
+                at: 0,
+            }),
+            Some(f) => {
+                let mut f = f.into_inner().map_err(|e| e.into_error())?;
+                f.rewind()?;
+                Ok(RowReader::File {
+                    file: tokio::io::BufReader::with_capacity(
+                        1 << 20,
+                        tokio::fs::File::from_std(f),
+                    ),
+                    row: Vec::new(),
+                })
+            }
+        }
+    }
+}
+
+/// Kept DataRows read back, one row's body at a time.
+enum RowReader {
+    Memory {
+        bytes: Vec<u8>,
+        at: usize,
+    },
+    File {
+        file: tokio::io::BufReader<tokio::fs::File>,
+        row: Vec<u8>,
+    },
+}
+
+impl RowReader {
+    /// The next DataRow's body (its cells, as binary COPY writes a row).
+    async fn next(&mut self) -> std::io::Result<Option<&[u8]>> {
+        use tokio::io::AsyncReadExt;
+        match self {
+            RowReader::Memory { bytes, at } => {
+                let Some(head) = bytes.get(*at..*at + 5) else {
+                    return Ok(None);
+                };
+                let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                let row = bytes.get(*at + 5..*at + 1 + len).ok_or_else(truncated)?;
+                *at += 1 + len;
+                Ok(Some(row))
+            }
+            RowReader::File { file, row } => {
+                let mut head = [0u8; 5];
+                match file.read_exact(&mut head).await {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+                let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                row.resize(len.checked_sub(4).ok_or_else(truncated)?, 0);
+                file.read_exact(row).await?;
+                Ok(Some(row))
+            }
+        }
+    }
+}
+
+fn truncated() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, "a kept row is cut short")
+}
+
+/// A writer for a statement's DataRows (see [`KeptRows`]).
 #[derive(Clone, Default)]
-pub(in crate::federation) struct Collect(pub Arc<std::sync::Mutex<Vec<u8>>>);
+pub(in crate::federation) struct Collect(Arc<std::sync::Mutex<KeptRows>>);
+
+impl Collect {
+    /// The rows written so far.
+    pub fn take(&self) -> KeptRows {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
 
 impl tokio::io::AsyncWrite for Collect {
     fn poll_write(
@@ -202,10 +335,7 @@ impl tokio::io::AsyncWrite for Collect {
         _: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).write(buf);
         std::task::Poll::Ready(Ok(buf.len()))
     }
 
@@ -221,5 +351,42 @@ impl tokio::io::AsyncWrite for Collect {
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows past the bound go to a file and come back whole, in order.
+    #[tokio::test]
+    async fn kept_rows_spill_to_a_file_and_read_back() {
+        let row = |i: u32| {
+            let cell = format!("row {i} {}", "x".repeat((i % 97) as usize));
+            let mut body = 1i16.to_be_bytes().to_vec();
+            body.extend_from_slice(&(cell.len() as i32).to_be_bytes());
+            body.extend_from_slice(cell.as_bytes());
+            body
+        };
+        for n in [3u32, 400_000] {
+            let sink = Collect::default();
+            let mut w = sink.clone();
+            for i in 0..n {
+                let mut m = Vec::new();
+                crate::protocol::put_message(&mut m, b'D', &row(i));
+                tokio::io::AsyncWriteExt::write_all(&mut w, &m)
+                    .await
+                    .unwrap();
+            }
+            let kept = sink.take();
+            assert_eq!(kept.file.is_some(), n > 3, "{n} rows");
+            let mut reader = kept.reader().await.unwrap();
+            let mut read = 0;
+            while let Some(r) = reader.next().await.unwrap() {
+                assert_eq!(r, row(read).as_slice());
+                read += 1;
+            }
+            assert_eq!(read, n);
+        }
     }
 }
