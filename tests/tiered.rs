@@ -1945,6 +1945,42 @@ async fn writes_that_read_a_tiered_table_read_its_whole_history() {
     );
     let hot: String = value(&s.tiered, "SELECT sum(amount)::text FROM orders").await;
     assert_ne!(total, hot);
+    // In a read-only transaction, Postgres's error for the statement
+    // itself, over both protocols.
+    let refused = |c, sql: &'static str, params: bool| async move {
+        let c: &tokio_postgres::Client = c;
+        c.batch_execute("BEGIN READ ONLY").await.unwrap();
+        let e = match params {
+            false => c.simple_query(sql).await.map(|_| ()),
+            true => c.execute(sql, &[&1i32]).await.map(|_| ()),
+        }
+        .expect_err(sql);
+        c.batch_execute("ROLLBACK").await.unwrap();
+        let db = e.as_db_error().expect(sql);
+        (db.code().code().to_string(), db.message().to_string())
+    };
+    for (sql, params) in [
+        ("INSERT INTO ledger (id) SELECT id FROM orders", false),
+        (
+            "INSERT INTO ledger (id) SELECT id FROM orders WHERE customer_id = $1",
+            true,
+        ),
+        (
+            "UPDATE ledger SET tag = o.status FROM orders o WHERE o.id = ledger.id",
+            false,
+        ),
+        (
+            "DELETE FROM ledger WHERE id IN (SELECT id FROM orders)",
+            false,
+        ),
+        ("SELECT id INTO l2 FROM orders", false),
+        ("SELECT id INTO l2 FROM orders WHERE customer_id = $1", true),
+        ("CREATE TABLE l3 AS SELECT id FROM orders", false),
+    ] {
+        let want = refused(&direct, sql, params).await;
+        assert_eq!(want.0, "25006", "{sql}");
+        assert_eq!(refused(&through, sql, params).await, want, "{sql}");
+    }
 }
 
 /// With the lake unreadable, federated reads fail with an error naming the

@@ -25,6 +25,8 @@ pub(crate) struct CreateAs {
     table: String,
     /// The query.
     pub query: String,
+    /// The statement, as Postgres's errors name it.
+    pub verb: &'static str,
 }
 
 /// Reads a `CREATE TABLE … AS query` or `SELECT … INTO` statement.
@@ -62,6 +64,7 @@ pub(crate) fn parse(sql: &str) -> Result<Option<CreateAs>, ErrorFields> {
         create: format!("{} {query} WITH NO DATA", &sql[..layout.to + 2]),
         table: t.name.to_string(),
         query: query.to_string(),
+        verb: "CREATE TABLE AS",
     }))
 }
 
@@ -110,6 +113,7 @@ fn select_into(sql: &str) -> Option<CreateAs> {
         create: format!("CREATE {kind}TABLE {table} AS {query} WITH NO DATA"),
         table,
         query: query.to_string(),
+        verb: "SELECT INTO",
     })
 }
 
@@ -136,7 +140,7 @@ pub(crate) async fn create(
     }
     .await
     .map(|n| kept::completed(&format!("SELECT {n}")));
-    kept::end(link, out, computed.own, made, |e| e.encode()).await
+    kept::end(link, out, computed.own, made, kept::named(c.verb)).await
 }
 
 /// Creates the table and copies `rows` (DataRows of binary cells) into it

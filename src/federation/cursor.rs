@@ -10,7 +10,7 @@ use datafusion::sql::sqlparser::ast::{DeclareType, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
-use super::link::{FieldDescription, LinkError, PgLink, frontend};
+use super::link::{BackendMessage, FieldDescription, LinkError, PgLink, frontend};
 use super::matview::rows::KeptRows;
 use super::{Federation, Out, SessionSettings, kept, refuse};
 use crate::frontend::cancel::SessionCancel;
@@ -112,20 +112,22 @@ pub(crate) async fn declare(
     }
     .await
     .map(|_| kept::completed("DECLARE CURSOR"));
-    kept::end(link, out, computed.own, declared, |e| {
-        match crate::protocol::error_code(&e.encode()) {
-            // Postgres declares a cursor in a read-only transaction; the
-            // table cannot be made there.
-            Some(b"25006") => ErrorFields::error(
-                "0A000",
-                "a cursor over the history of a tiered table cannot be declared in a \
-                 read-only transaction yet",
-            )
-            .encode(),
-            _ => e.encode(),
-        }
-    })
-    .await
+    kept::end(link, out, computed.own, declared, error_of).await
+}
+
+/// Postgres's error for a DECLARE: Postgres declares a cursor in a
+/// read-only transaction, but the table that keeps its rows cannot be made
+/// there.
+pub(super) fn error_of(e: &BackendMessage) -> Vec<u8> {
+    match crate::protocol::error_code(&e.encode()) {
+        Some(b"25006") => ErrorFields::error(
+            "0A000",
+            "a cursor over the history of a tiered table cannot be declared in a \
+             read-only transaction yet",
+        )
+        .encode(),
+        _ => e.encode(),
+    }
 }
 
 /// Declares the cursor over `rows` (DataRows of binary cells) within a

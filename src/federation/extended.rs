@@ -172,10 +172,14 @@ async fn answer(
             Err(_) => return None,
         };
         use super::kept::NAME;
+        // thermocline's own statement and portal are closed first: an
+        // earlier statement of the session that failed while they were
+        // open left them so.
+        frontend::close_both(&mut msgs, NAME);
         frontend::parse_typed(&mut msgs, NAME, sql, types.as_deref().unwrap_or(&[0, 0]));
         frontend::describe(&mut msgs, b'S', NAME);
         frontend::close(&mut msgs, b'S', NAME);
-        terminals += 2;
+        terminals += 4;
     }
     match &copy {
         None if keeps => {}
@@ -338,7 +342,12 @@ async fn answer(
             };
             match done {
                 Ok(replies) => out.buf.extend(replies),
-                Err(LinkError::Postgres(e)) => out.error(e.encode()),
+                Err(LinkError::Postgres(e)) => out.error(match (&create, &insert) {
+                    _ if cursor.is_some() => super::cursor::error_of(&e),
+                    (Some(c), _) => super::kept::named(c.verb)(&e),
+                    (None, Some(_)) => super::kept::named("INSERT")(&e),
+                    (None, None) => e.encode(),
+                }),
                 Err(_) => return None,
             }
             forward_deferred(&mut link, out);

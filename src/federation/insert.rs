@@ -223,7 +223,7 @@ pub(crate) async fn insert(
         Ok(replies.iter().flat_map(|m| m.encode()).collect())
     }
     .await;
-    kept::end(link, out, computed.own, inserted, |e| e.encode()).await
+    kept::end(link, out, computed.own, inserted, kept::named("INSERT")).await
 }
 
 #[cfg(test)]

@@ -179,6 +179,21 @@ pub(super) async fn compute_within<'f>(
     }
 }
 
+/// Postgres's error for a statement that keeps rows, as Postgres would
+/// give it to the statement itself (`verb`, as its errors name it): in a
+/// read-only transaction, the temporary table that keeps them cannot be
+/// made.
+pub(super) fn named(verb: &str) -> impl Fn(&BackendMessage) -> Vec<u8> + '_ {
+    move |e| match e.field(b'C').as_deref() {
+        Some("25006") => crate::protocol::ErrorFields::error(
+            "25006",
+            format!("cannot execute {verb} in a read-only transaction"),
+        )
+        .encode(),
+        _ => e.encode(),
+    }
+}
+
 /// A CommandComplete message tagged `tag`.
 pub(super) fn completed(tag: &str) -> Vec<u8> {
     let mut body = tag.as_bytes().to_vec();

@@ -34,6 +34,8 @@ use crate::frontend::cancel::SessionCancel;
 #[derive(Debug)]
 pub(crate) struct Write<'a> {
     sql: &'a str,
+    /// UPDATE, DELETE or MERGE.
+    verb: &'static str,
     /// Its reads of history, each with the reads inside it.
     reads: Vec<Read>,
 }
@@ -143,8 +145,14 @@ pub(crate) fn parse<'a>(sql: &'a str, tiered: impl Fn(&ObjectName) -> bool) -> O
             })
             .collect::<Vec<_>>(),
     );
+    let verb = match write {
+        Statement::Update(_) => "UPDATE",
+        Statement::Delete(_) => "DELETE",
+        _ => "MERGE",
+    };
     Some(Write {
         sql,
+        verb,
         reads: nest(all),
     })
 }
@@ -493,8 +501,16 @@ fn replacement(read: &Read, table: &str, names: &[String]) -> String {
     }
 }
 
-/// An error of the write as Postgres ran it, without the position in its
-/// text (which is not the client's).
+/// An error of the write as Postgres ran it (see [`kept::named`]), without
+/// the position in its text (which is not the client's).
+fn error_of(verb: &str) -> impl Fn(&BackendMessage) -> Vec<u8> + '_ {
+    let named = kept::named(verb);
+    move |e| match e.field(b'C').as_deref() {
+        Some("25006") => named(e),
+        _ => without_position(e),
+    }
+}
+
 fn without_position(e: &BackendMessage) -> Vec<u8> {
     let mut body = Vec::new();
     let mut rest = &e.body[..];
@@ -552,7 +568,7 @@ pub(crate) async fn write(
             .simple(&mut link, &c.query, computed.fields.len(), computed.rows)
             .await
         {
-            return kept::end(link, out, own, Err(e), without_position).await;
+            return kept::end(link, out, own, Err(e), error_of(w.verb)).await;
         }
         let names: Vec<String> = computed.fields.iter().map(|f| f.name.clone()).collect();
         places.push((c.read.at.clone(), replacement(c.read, &table, &names)));
@@ -570,7 +586,7 @@ pub(crate) async fn write(
         replies.pop();
         replies.iter().flat_map(|m| m.encode()).collect()
     });
-    kept::end(link, out, own, done, without_position).await
+    kept::end(link, out, own, done, error_of(w.verb)).await
 }
 
 #[cfg(test)]
