@@ -1945,6 +1945,62 @@ async fn writes_that_read_a_tiered_table_read_its_whole_history() {
     );
     let hot: String = value(&s.tiered, "SELECT sum(amount)::text FROM orders").await;
     assert_ne!(total, hot);
+    // Prepared, with parameters (binary), in the write and beside the
+    // tiered table's own conditions; RETURNING rows in binary.
+    let prepared: [(&str, &[&(dyn tokio_postgres::types::ToSql + Sync)]); 5] = [
+        (
+            "UPDATE ledger l SET tag = o.status || $1, seen = seen + $2 FROM orders o \
+             WHERE o.id = l.id AND o.customer_id = $2 AND o.created_at < now() - interval '60 days' \
+             RETURNING l.id::text, l.tag, l.seen::text",
+            &[&"+", &7i32],
+        ),
+        (
+            "DELETE FROM ledger WHERE id IN (SELECT id FROM orders WHERE status = $1 AND note IS NULL) \
+             RETURNING id::text, tag",
+            &[&"paid"],
+        ),
+        (
+            "MERGE INTO totals t USING (SELECT customer_id, sum(amount) AS s FROM orders \
+             WHERE created_at < $1 GROUP BY 1) s ON s.customer_id = t.customer_id \
+             WHEN MATCHED THEN UPDATE SET total = s.s WHEN NOT MATCHED THEN INSERT VALUES (s.customer_id, s.s, 0)",
+            &[&std::time::SystemTime::now()],
+        ),
+        (
+            "UPDATE totals t SET n = (SELECT count(*) FROM orders o WHERE o.customer_id = t.customer_id \
+             AND o.amount::int > $1) RETURNING customer_id::text, n::text",
+            &[&40i32],
+        ),
+        (
+            "UPDATE totals t SET n = 'x' || $1 FROM orders o WHERE o.customer_id = t.customer_id",
+            &[&"y"],
+        ),
+    ];
+    for (sql, params) in prepared {
+        let run = |c| async move {
+            let c: &tokio_postgres::Client = c;
+            match c.query(sql, params).await {
+                Ok(rows) => {
+                    let mut texts: Vec<Vec<Option<String>>> = rows
+                        .iter()
+                        .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
+                        .collect();
+                    texts.sort();
+                    Ok(texts)
+                }
+                Err(e) => Err(e.code().map(|c| c.code().to_string())),
+            }
+        };
+        let want = run(&direct).await;
+        assert_eq!(run(&through).await, want, "{sql}");
+    }
+    for sql in [
+        "SELECT * FROM ledger ORDER BY id",
+        "SELECT * FROM totals ORDER BY 1",
+        "SELECT count(*) FROM pg_class WHERE relname LIKE 'thermocline%'",
+    ] {
+        let want = outcome(&direct, sql).await;
+        assert_eq!(outcome(&through, sql).await, want, "{sql}");
+    }
     // In a read-only transaction, Postgres's error for the statement
     // itself, over both protocols.
     let refused = |c, sql: &'static str, params: bool| async move {

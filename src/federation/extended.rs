@@ -142,6 +142,14 @@ async fn answer(
         (None, None, None, Some(i)) => i.query.as_str(),
         (None, None, None, None) => job.sql.as_str(),
     };
+    // UPDATE … FROM, DELETE … USING, MERGE … USING a tiered table (see
+    // `writes`).
+    if let (None, None, None, None) = (&copy, &cursor, &create, &insert)
+        && let Some(w) = super::writes::parse(&job.sql, |name| federation.is_tiered(name))
+    {
+        return super::writes::write_extended(link, out, job, w, (federation, settings, cancel))
+            .await;
+    }
     // Its rows are kept, not sent.
     let keeps = cursor.is_some() || create.is_some() || insert.is_some();
     // Postgres describes the statement: parameter types and columns. Where
@@ -386,6 +394,85 @@ async fn answer(
     }
 }
 
+/// The rows of `sql` (no parameters), computed federated within the
+/// client's exchange, where no Sync may be sent, as DataRows of binary
+/// cells. `Err(Failure::Link(LinkError::Postgres(_)))`: Postgres failed it
+/// and skips to the client's Sync; any other failure of ours leaves
+/// Postgres as it was. `None`: the connection to Postgres was lost.
+pub(super) async fn rows_within(
+    mut link: PgLink,
+    sql: &str,
+    federation: &Federation,
+    settings: &SessionSettings,
+    cancel: &SessionCancel,
+) -> Option<(
+    PgLink,
+    Result<
+        (
+            Vec<super::link::FieldDescription>,
+            super::matview::rows::KeptRows,
+        ),
+        Failure,
+    >,
+)> {
+    use super::kept::NAME;
+    let mut msgs = Vec::new();
+    frontend::close_both(&mut msgs, NAME);
+    frontend::parse(&mut msgs, NAME, sql);
+    frontend::describe(&mut msgs, b'S', NAME);
+    frontend::close(&mut msgs, b'S', NAME);
+    let described = match link.extended(&msgs, 5).await {
+        Ok(m) => m,
+        Err(e @ LinkError::Postgres(_)) => return Some((link, Err(Failure::Link(e)))),
+        Err(_) => return None,
+    };
+    let Some(fields) = described
+        .iter()
+        .find(|m| m.tag == b'T')
+        .and_then(|m| row_description(&m.body))
+    else {
+        let e = ErrorFields::error("XX000", "a read of history returns no rows");
+        return Some((link, Err(Failure::Ours(e))));
+    };
+    let tz = match settings.zone() {
+        Ok(tz) => tz,
+        Err(e) => return Some((link, Err(Failure::Ours(e)))),
+    };
+    let _slot = match federation.limits.federated_slot(cancel).await {
+        Ok(slot) => slot,
+        Err(e) => return Some((link, Err(Failure::Ours(e)))),
+    };
+    let (shared, ctx) = ScanContext::start(link, tz, true, false);
+    let run = Run {
+        sql,
+        fields: &fields,
+        formats: vec![1; fields.len()],
+        params: Vec::new(),
+        row_description: false,
+        limit: None,
+        user: &settings.user,
+        copy: None,
+    };
+    let text = settings.text(tz);
+    let kept = super::matview::rows::Collect::default();
+    let mut kept_w: crate::stream::WriteHalf = Box::new(kept.clone());
+    let mut kept_out = Out::new(&mut kept_w);
+    let seen = cancel.count();
+    let outcome = tokio::select! {
+        r = execute(&run, &ctx, federation, &text, &mut kept_out) => r,
+        () = cancel.after(seen) => Err(super::cancelled()),
+    };
+    kept_out.flush().await;
+    let opened: Vec<(String, String)> = std::mem::take(&mut *ctx.portals.lock().ok()?);
+    drop(ctx);
+    let mut link = super::take_back(shared).await?;
+    link.recover().await.ok()?;
+    if !matches!(outcome, Err(Failure::Link(LinkError::Postgres(_)))) {
+        close_portals(&mut link, &opened).await.ok()?;
+    }
+    Some((link, outcome.map(|_| (fields, kept.take()))))
+}
+
 /// Closes thermocline's own statements and portals of one Execute.
 async fn close_portals(link: &mut PgLink, opened: &[(String, String)]) -> Result<(), LinkError> {
     if opened.is_empty() {
@@ -414,7 +501,11 @@ async fn fail(link: PgLink, out: &mut Out<'_>, error: ErrorFields) -> Option<PgL
     fail_raw(link, out, error.encode()).await
 }
 
-async fn fail_raw(mut link: PgLink, out: &mut Out<'_>, error: Vec<u8>) -> Option<PgLink> {
+pub(super) async fn fail_raw(
+    mut link: PgLink,
+    out: &mut Out<'_>,
+    error: Vec<u8>,
+) -> Option<PgLink> {
     let mut msgs = Vec::new();
     // A named statement that fails to parse: the client's unnamed one stays.
     frontend::parse(

@@ -574,19 +574,141 @@ pub(crate) async fn write(
         places.push((c.read.at.clone(), replacement(c.read, &table, &names)));
         tables.push(table);
     }
-    places.sort_by_key(|(at, _)| std::cmp::Reverse(at.start));
-    let mut sql = w.sql.trim_end().to_string();
-    for (at, text) in places {
-        sql.replace_range(at, &text);
-    }
-    let sql = sql.trim_end().trim_end_matches(';');
-    let run = format!("{sql}; DROP TABLE {}", tables.join(", "));
+    let run = format!(
+        "{}; DROP TABLE {}",
+        rewritten(w.sql, places),
+        tables.join(", ")
+    );
     let done = link.simple(&run).await.map(|mut replies| {
         // The write's replies, without the DROP's.
         replies.pop();
         replies.iter().flat_map(|m| m.encode()).collect()
     });
     kept::end(link, out, own, done, error_of(w.verb)).await
+}
+
+impl Write<'_> {
+    /// Every tiered table it reads, wherever it is.
+    fn tables(&self) -> Vec<&Read> {
+        fn walk<'r>(reads: &'r [Read], out: &mut Vec<&'r Read>) {
+            for r in reads {
+                match r.kind {
+                    Kind::Table { .. } => out.push(r),
+                    Kind::Subquery { .. } => walk(&r.inner, out),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.reads, &mut out);
+        out
+    }
+}
+
+/// Runs a prepared write within the client's extended-protocol exchange,
+/// where no Sync may be sent. A subquery cannot be tried by itself there
+/// (its failure would end the exchange), so each tiered table is kept as
+/// its rows the conditions beside it select, and the write is run with
+/// the client's parameters (its Bind re-sent) over them.
+pub(crate) async fn write_extended(
+    mut link: PgLink,
+    out: &mut Out<'_>,
+    job: &super::extended::ExecuteJob,
+    w: Write<'_>,
+    (federation, settings, cancel): (&Federation, &SessionSettings, &SessionCancel),
+) -> Option<PgLink> {
+    use super::Failure;
+    use kept::NAME;
+    // The parameter types of the client's statement.
+    let mut msgs = Vec::new();
+    frontend::describe(&mut msgs, b'S', &job.statement);
+    let types = match link.extended(&msgs, 1).await {
+        Ok(replies) => replies
+            .iter()
+            .find(|m| m.tag == b't')
+            .map(|m| m.body.to_vec())
+            .unwrap_or_else(|| vec![0, 0]),
+        Err(LinkError::Postgres(e)) => {
+            out.error(e.encode());
+            return Some(link);
+        }
+        Err(_) => return None,
+    };
+    let mut places = Vec::new();
+    let mut tables = Vec::new();
+    for read in w.tables() {
+        let Kind::Table { query, .. } = &read.kind else {
+            continue;
+        };
+        let (back, computed) =
+            super::extended::rows_within(link, query, federation, settings, cancel).await?;
+        link = back;
+        let (fields, rows) = match computed {
+            Ok(c) => c,
+            Err(Failure::Link(LinkError::Postgres(e))) => {
+                out.error(e.encode());
+                return Some(link);
+            }
+            Err(Failure::Link(_)) => return None,
+            Err(other) => return super::extended::fail_raw(link, out, other.encode()).await,
+        };
+        let table = kept::temp_table("write");
+        let keep = kept::Keep {
+            before: None,
+            table: &table,
+            on_commit: " ON COMMIT DROP",
+        };
+        if let Err(e) = keep.extended(&mut link, &fields, rows).await {
+            return match e {
+                LinkError::Postgres(e) => {
+                    out.error(error_of(w.verb)(&e));
+                    Some(link)
+                }
+                _ => None,
+            };
+        }
+        let names: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
+        places.push((read.at.clone(), replacement(read, &table, &names)));
+        tables.push(table);
+    }
+    let mut msgs = Vec::new();
+    frontend::parse_typed(&mut msgs, NAME, &rewritten(w.sql, places), &types);
+    frontend::rebind(&mut msgs, NAME, NAME, &job.bind);
+    frontend::execute(&mut msgs, NAME, 0);
+    frontend::close_both(&mut msgs, NAME);
+    frontend::run_closed(
+        &mut msgs,
+        NAME,
+        &format!("DROP TABLE {}", tables.join(", ")),
+    );
+    match link.extended(&msgs, 10).await {
+        Ok(replies) => {
+            // Past ParseComplete and BindComplete, up to the write's tag.
+            let done = replies.iter().position(|m| m.tag == b'C').unwrap_or(0);
+            for m in replies[..=done]
+                .iter()
+                .filter(|m| matches!(m.tag, b'D' | b'C'))
+            {
+                out.buf.extend(m.encode());
+            }
+        }
+        Err(LinkError::Postgres(e)) => out.error(error_of(w.verb)(&e)),
+        Err(_) => return None,
+    }
+    for m in link.deferred.drain(..) {
+        out.buf.extend(m.encode());
+    }
+    Some(link)
+}
+
+/// The write's text with its reads replaced (`places`: where, and by what).
+fn rewritten(sql: &str, mut places: Vec<(Range<usize>, String)>) -> String {
+    places.sort_by_key(|(at, _)| std::cmp::Reverse(at.start));
+    let mut sql = sql.trim_end().to_string();
+    for (at, text) in places {
+        sql.replace_range(at, &text);
+    }
+    let sql = sql.trim_end();
+    sql.strip_suffix(';').unwrap_or(sql).to_string()
 }
 
 #[cfg(test)]

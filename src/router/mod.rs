@@ -98,9 +98,7 @@ impl Router {
         if message[0] == b'P' && matches!(statements.as_slice(), [Statement::Explain { .. }]) {
             return Route::Relay;
         }
-        if self.reads_tiered(&statements, message[0] == b'Q')
-            && !self.inside_hot_window(&statements)
-        {
+        if self.reads_tiered(&statements) && !self.inside_hot_window(&statements) {
             Route::Federate
         } else {
             Route::Relay
@@ -121,28 +119,26 @@ impl Router {
     /// True when the statements read a tiered table: reads, and the
     /// statements that keep what a read returns (COPY TO, CREATE TABLE …
     /// AS, SELECT … INTO, INSERT … query into a table that is not tiered,
-    /// DECLARE). A locking `SELECT … FOR UPDATE/SHARE` needs Postgres's row
+    /// DECLARE), and UPDATE, DELETE and MERGE of a table that is not
+    /// tiered. A locking `SELECT … FOR UPDATE/SHARE` needs Postgres's row
     /// locks and stays with Postgres; so do writes to a tiered table (they
     /// see its hot rows only). EXPLAIN of a read is answered with the
     /// federated plan.
-    fn reads_tiered(&self, statements: &[Statement], writes: bool) -> bool {
+    fn reads_tiered(&self, statements: &[Statement]) -> bool {
         let mut found = false;
         for statement in statements {
             let query = match statement {
-                // A statement that writes after its CTEs: `WITH … INSERT`
-                // reads as an INSERT does; the others are writes.
+                // A statement that writes after its CTEs reads as the
+                // write does.
                 Statement::Query(query) => match query.body.as_ref() {
                     SetExpr::Insert(Statement::Insert(insert)) if !self.into_tiered(insert) => {
                         query
                     }
-                    SetExpr::Update(w) | SetExpr::Delete(w) | SetExpr::Merge(w) if writes => {
+                    SetExpr::Update(w) | SetExpr::Delete(w) | SetExpr::Merge(w) => {
                         found |= self.write_reads_tiered(statement, w);
                         continue;
                     }
-                    SetExpr::Insert(_)
-                    | SetExpr::Update(_)
-                    | SetExpr::Delete(_)
-                    | SetExpr::Merge(_) => continue,
+                    SetExpr::Insert(_) => continue,
                     _ => query,
                 },
                 // `COPY … TO` reads; `COPY … FROM` writes.
@@ -175,7 +171,7 @@ impl Router {
                 },
                 // So do UPDATE … FROM, DELETE … USING and MERGE … USING
                 // into a table that is not tiered.
-                Statement::Update(_) | Statement::Delete(_) | Statement::Merge(_) if writes => {
+                Statement::Update(_) | Statement::Delete(_) | Statement::Merge(_) => {
                     found |= self.write_reads_tiered(statement, statement);
                     continue;
                 }
@@ -579,15 +575,14 @@ mod tests {
         ] {
             assert_eq!(r.route(&q(sql)), Route::Federate, "{sql}");
         }
-        // Prepared, they are relayed: Postgres answers them from the hot
-        // rows (see the README).
+        // Prepared, too.
         let mut m = Vec::new();
         crate::protocol::put_message(
             &mut m,
             b'P',
-            b"\0UPDATE summary s SET n = o.amount FROM orders o WHERE o.id = s.id\0\0\0",
+            b"\0UPDATE summary s SET n = o.amount FROM orders o WHERE o.id = s.id AND o.status = $1\0\0\0",
         );
-        assert_eq!(r.route(&m), Route::Relay);
+        assert_eq!(r.route(&m), Route::Federate);
     }
 
     #[test]
