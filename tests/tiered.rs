@@ -931,11 +931,13 @@ async fn real_clients_read_both_tiers() {
         );
         // The arrays were read, not refused.
         assert!(want.contains("c,d"), "{client}: no array in:\n{want}");
-        // Rows were written from the history: SELECT … INTO's and the
-        // INSERT's tags (psql), the rows inserted (pgjdbc).
+        // Rows were written from the history: the tags of SELECT … INTO,
+        // INSERT, UPDATE and DELETE (psql), the rows inserted and updated
+        // (pgjdbc), the row an UPDATE of cold rows returned (psycopg).
         let written: &[&str] = match client {
-            "psql-tiered" => &["SELECT 4", "INSERT 0 1"],
-            "pgjdbc-tiered" => &["20 rows inserted"],
+            "psql-tiered" => &["SELECT 4", "INSERT 0 1", "UPDATE 4", "DELETE 1"],
+            "pgjdbc-tiered" => &["20 rows inserted", "1 rows updated"],
+            "psycopg-tiered" => &["str:'paid' | str:'old'"],
             _ => &[],
         };
         for w in written {

@@ -93,6 +93,17 @@ public class TieredPgjdbc {
                  ResultSet rs = st.executeQuery("SELECT * FROM per_customer ORDER BY 1")) {
                 print(rs);
             }
+            System.out.println("=== UPDATE … FROM with a parameter");
+            try (PreparedStatement ps = conn.prepareStatement(
+                    "UPDATE per_customer p SET n = -p.n FROM orders o "
+                        + "WHERE o.customer_id = p.customer_id AND o.id % 100 = ? AND o.id > 500")) {
+                ps.setInt(1, 7);
+                System.out.println("  " + ps.executeUpdate() + " rows updated");
+            }
+            try (Statement st = conn.createStatement();
+                 ResultSet rs = st.executeQuery("SELECT * FROM per_customer ORDER BY 1")) {
+                print(rs);
+            }
             System.out.println("=== a portal read 100 rows at a time");
             conn.setAutoCommit(false);
             try (PreparedStatement ps = conn.prepareStatement(queries.get(1))) {

@@ -14,3 +14,6 @@ COPY (SELECT id, tags, took FROM posts WHERE id % 7 = 0 ORDER BY id) TO STDOUT;
 SELECT status, count(*) AS n, sum(amount) AS total INTO TEMP per_status FROM orders GROUP BY status;
 INSERT INTO per_status (status, n) SELECT 'all', count(*) FROM orders RETURNING *;
 SELECT * FROM per_status ORDER BY status;
+UPDATE per_status p SET total = -s.t FROM (SELECT status, sum(amount) AS t FROM orders WHERE id % 3 = 0 GROUP BY 1) s WHERE s.status = p.status;
+DELETE FROM per_status p USING orders o WHERE o.status = p.status AND o.id = 2000 RETURNING p.status;
+SELECT * FROM per_status ORDER BY status;

@@ -78,6 +78,14 @@ def run_psycopg():
             show(cur.fetchall())
             cur.execute("SELECT * FROM per_status ORDER BY 1")
             show(cur.fetchall())
+        print("=== psycopg, UPDATE … FROM with parameters")
+        with conn.cursor() as cur:
+            cur.execute(
+                "UPDATE per_status p SET since = %s FROM orders o "
+                "WHERE o.status = p.status AND o.id = %s RETURNING p.status, p.since",
+                ("old", 2001),
+            )
+            show(cur.fetchall())
         print("=== psycopg, a prepared statement run 7 times")
         sql = queries()[1].replace("%", "%%").replace("$1", "%s")
         for n in range(7):
