@@ -2003,6 +2003,31 @@ async fn writes_that_read_a_tiered_table_read_its_whole_history() {
         let want = outcome(&direct, sql).await;
         assert_eq!(outcome(&through, sql).await, want, "{sql}");
     }
+    // EXPLAIN ANALYZE would run the write over the hot rows: refused, and
+    // nothing written. EXPLAIN alone shows Postgres's plan.
+    let count = "SELECT count(*) FROM ledger";
+    let before: i64 = value(&s.tiered, count).await;
+    for sql in [
+        "EXPLAIN ANALYZE INSERT INTO ledger (id) SELECT id + 100000 FROM orders",
+        "EXPLAIN (ANALYZE, COSTS off) DELETE FROM ledger USING orders o WHERE o.id = ledger.id",
+    ] {
+        assert_eq!(
+            outcome(&through, sql).await.map(|_| ()),
+            Err("0A000".to_string()),
+            "{sql}"
+        );
+    }
+    assert_eq!(value::<i64>(&s.tiered, count).await, before);
+    let explained = outcome(
+        &through,
+        "EXPLAIN DELETE FROM ledger USING orders o WHERE o.id = ledger.id",
+    )
+    .await
+    .unwrap();
+    assert!(
+        format!("{explained:?}").contains("Delete on ledger"),
+        "{explained:?}"
+    );
     // In a read-only transaction, Postgres's error for the statement
     // itself, over both protocols.
     let refused = |c, sql: &'static str, params: bool| async move {

@@ -265,6 +265,22 @@ impl<'a> Out<'a> {
     }
 }
 
+/// Whether `sql` is an EXPLAIN of a statement that is not a query (the
+/// router sends one here only when it runs it: EXPLAIN ANALYZE).
+fn explains_a_write(sql: &str) -> bool {
+    use datafusion::sql::sqlparser::ast::Statement;
+    if !sqltext::first_word(sql).eq_ignore_ascii_case("explain") {
+        return false;
+    }
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    match datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql).as_deref() {
+        Ok([Statement::Explain { statement, .. }]) => {
+            !matches!(statement.as_ref(), Statement::Query(_))
+        }
+        _ => false,
+    }
+}
+
 /// Answers one simple-protocol statement. Returns the link for the relay to
 /// take back, or `None` when the connection to Postgres was lost.
 pub(crate) async fn answer_query(
@@ -294,6 +310,15 @@ async fn answer(
     }
     if matview::may_be_command(sql) {
         return matview::answer(link, out, sql, federation, settings, cancel).await;
+    }
+    if explains_a_write(sql) {
+        let e = ErrorFields::error(
+            "0A000",
+            "EXPLAIN ANALYZE of a statement that writes what it reads from a tiered table is \
+             not supported: it would run over the hot rows only (EXPLAIN without ANALYZE shows \
+             Postgres's plan)",
+        );
+        return refuse(link, out, e).await;
     }
     if let Some(d) = cursor::parse(sql) {
         return cursor::declare(link, out, d, federation, settings, cancel).await;

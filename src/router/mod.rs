@@ -175,8 +175,20 @@ impl Router {
                     found |= self.write_reads_tiered(statement, statement);
                     continue;
                 }
-                Statement::Explain { statement, .. } => match statement.as_ref() {
+                Statement::Explain {
+                    statement: inner,
+                    analyze,
+                    options,
+                    ..
+                } => match inner.as_ref() {
                     Statement::Query(query) => query,
+                    // EXPLAIN ANALYZE runs what it explains: a write that
+                    // reads a tiered table is not run over its hot rows
+                    // (the federation refuses it).
+                    _ if *analyze || options.as_deref().is_some_and(analyzes) => {
+                        found |= self.reads_tiered(std::slice::from_ref(inner));
+                        continue;
+                    }
                     _ => continue,
                 },
                 _ => continue,
@@ -310,6 +322,20 @@ impl Router {
             .iter()
             .find(|t| &t.table == table && schema.is_none_or(|s| *s == t.schema))
     }
+}
+
+/// Whether EXPLAIN's options (`(ANALYZE)`, `(ANALYZE true)`) run the
+/// statement.
+fn analyzes(options: &[datafusion::sql::sqlparser::ast::UtilityOption]) -> bool {
+    options.iter().any(|o| {
+        o.name.value.eq_ignore_ascii_case("analyze")
+            && o.arg.as_ref().is_none_or(|a| {
+                !matches!(
+                    a.to_string().to_ascii_lowercase().trim_matches('\''),
+                    "false" | "off" | "0" | "no"
+                )
+            })
+    })
 }
 
 /// The top-level AND terms of a condition.
@@ -541,6 +567,9 @@ mod tests {
             "DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE amount < 0)",
             "MERGE INTO orders o USING customers c ON c.id = o.customer_id WHEN MATCHED THEN DELETE",
             "UPDATE summary SET n = 0 FROM customers c WHERE c.id = summary.id",
+            "EXPLAIN UPDATE summary s SET n = o.amount FROM orders o WHERE o.id = s.id",
+            "EXPLAIN (ANALYZE false) INSERT INTO summary SELECT count(*) FROM orders",
+            "EXPLAIN ANALYZE UPDATE orders SET amount = 0",
             "COPY orders FROM STDIN",
             "COPY orders (id) FROM STDIN (FORMAT csv)",
             "COPY orders_archive TO STDOUT",
@@ -568,6 +597,8 @@ mod tests {
             "WITH o AS (SELECT * FROM orders) INSERT INTO summary SELECT count(*) FROM o",
             "WITH o AS (SELECT * FROM orders) UPDATE summary SET n = (SELECT count(*) FROM o)",
             "UPDATE summary s SET n = o.amount FROM orders o WHERE o.id = s.id",
+            "EXPLAIN ANALYZE UPDATE summary s SET n = o.amount FROM orders o WHERE o.id = s.id",
+            "EXPLAIN (ANALYZE, BUFFERS) INSERT INTO summary SELECT count(*) FROM orders",
             "DELETE FROM summary WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = summary.id)",
             "DELETE FROM summary s USING public.orders o WHERE o.id = s.id",
             "MERGE INTO summary s USING (SELECT customer_id, count(*) AS n FROM orders GROUP BY 1) o \
