@@ -1784,7 +1784,9 @@ async fn outcome(c: &tokio_postgres::Client, sql: &str) -> Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insert_select_and_select_into_write_the_whole_history() {
     let (s, _proxy, direct, through) = moved_and_served().await;
-    for sql in [
+    same_outcomes(
+        (&direct, &through),
+        &[
         "CREATE TABLE summary (id serial PRIMARY KEY, month timestamptz, status text, n int8 NOT NULL, \
          total numeric, note text DEFAULT 'none', code int, at date DEFAULT '2020-01-01')",
         "INSERT INTO summary (month, status, n, total) SELECT date_trunc('month', created_at), status, \
@@ -1813,10 +1815,10 @@ async fn insert_select_and_select_into_write_the_whole_history() {
         "SELECT count(*), min(id), max(id), count(note) FROM paid_ids",
         "SELECT id INTO paid_ids FROM orders",
         "SELECT count(*) FROM pg_class WHERE relname LIKE 'thermocline%'",
-    ] {
-        let want = outcome(&direct, sql).await;
-        assert_eq!(outcome(&through, sql).await, want, "{sql}");
-    }
+        ],
+        false,
+    )
+    .await;
     // The summary in the tiered database counts every row.
     let total: i64 = value(
         &s.tiered,
@@ -1853,14 +1855,16 @@ async fn insert_select_and_select_into_write_the_whole_history() {
         want
     );
     assert!(want.len() >= 5, "{want:?}");
-    for sql in [
-        "SELECT * FROM summary ORDER BY id",
-        "SELECT * FROM per_customer ORDER BY 1",
-        "SELECT count(*) FROM pg_class WHERE relname LIKE 'thermocline%'",
-    ] {
-        let want = outcome(&direct, sql).await;
-        assert_eq!(outcome(&through, sql).await, want, "{sql}");
-    }
+    same_outcomes(
+        (&direct, &through),
+        &[
+            "SELECT * FROM summary ORDER BY id",
+            "SELECT * FROM per_customer ORDER BY 1",
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'thermocline%'",
+        ],
+        false,
+    )
+    .await;
     let e = through
         .execute(
             "INSERT INTO per_customer SELECT customer_id, count(*) FROM orders GROUP BY 1",
@@ -1871,13 +1875,27 @@ async fn insert_select_and_select_into_write_the_whole_history() {
     assert_eq!(e.code().map(|c| c.code()), Some("23505"), "{e}");
 }
 
-/// [`outcome`], its rows sorted: the rows a write returns come in the
-/// order of Postgres's plan, which differs when it reads kept rows.
-async fn sorted_outcome(c: &tokio_postgres::Client, sql: &str) -> Outcome {
-    outcome(c, sql).await.map(|(mut rows, counts)| {
-        rows.sort();
-        (rows, counts)
-    })
+/// Runs each statement directly and through thermocline: the same
+/// [`outcome`]s. `sorted`: rows compared sorted (the rows a write returns
+/// come in the order of Postgres's plan, which differs when it reads kept
+/// rows).
+async fn same_outcomes(
+    (direct, through): (&tokio_postgres::Client, &tokio_postgres::Client),
+    sqls: &[&str],
+    sorted: bool,
+) {
+    for sql in sqls {
+        let run = |c| async move {
+            outcome(c, sql).await.map(|(mut rows, counts)| {
+                if sorted {
+                    rows.sort();
+                }
+                (rows, counts)
+            })
+        };
+        let want = run(direct).await;
+        assert_eq!(run(through).await, want, "{sql}");
+    }
 }
 
 /// `UPDATE … FROM`, `DELETE … USING`, `MERGE … USING` and the subqueries
@@ -1887,7 +1905,9 @@ async fn sorted_outcome(c: &tokio_postgres::Client, sql: &str) -> Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_that_read_a_tiered_table_read_its_whole_history() {
     let (s, _proxy, direct, through) = moved_and_served().await;
-    for sql in [
+    same_outcomes(
+        (&direct, &through),
+        &[
         "CREATE TABLE totals (customer_id int PRIMARY KEY, total numeric, n int8)",
         "INSERT INTO totals SELECT i, 0, 0 FROM generate_series(1, 25) i",
         "CREATE TABLE ledger (id bigint PRIMARY KEY, customer_id int, amount numeric(12,2), \
@@ -1933,10 +1953,10 @@ async fn writes_that_read_a_tiered_table_read_its_whole_history() {
         "SELECT * FROM ledger ORDER BY id",
         "SELECT * FROM totals ORDER BY 1",
         "SELECT count(*) FROM pg_class WHERE relname LIKE 'thermocline%'",
-    ] {
-        let want = sorted_outcome(&direct, sql).await;
-        assert_eq!(sorted_outcome(&through, sql).await, want, "{sql}");
-    }
+        ],
+        true,
+    )
+    .await;
     // The totals in the tiered database sum every row's amount.
     let sum = "SELECT sum(total)::text FROM totals";
     let total: String = value(&s.tiered, sum).await;
@@ -1995,14 +2015,16 @@ async fn writes_that_read_a_tiered_table_read_its_whole_history() {
         let want = run(&direct).await;
         assert_eq!(run(&through).await, want, "{sql}");
     }
-    for sql in [
-        "SELECT * FROM ledger ORDER BY id",
-        "SELECT * FROM totals ORDER BY 1",
-        "SELECT count(*) FROM pg_class WHERE relname LIKE 'thermocline%'",
-    ] {
-        let want = outcome(&direct, sql).await;
-        assert_eq!(outcome(&through, sql).await, want, "{sql}");
-    }
+    same_outcomes(
+        (&direct, &through),
+        &[
+            "SELECT * FROM ledger ORDER BY id",
+            "SELECT * FROM totals ORDER BY 1",
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'thermocline%'",
+        ],
+        false,
+    )
+    .await;
     // EXPLAIN ANALYZE would run the write over the hot rows: refused, and
     // nothing written. EXPLAIN alone shows Postgres's plan.
     let count = "SELECT count(*) FROM ledger";

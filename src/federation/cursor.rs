@@ -154,12 +154,11 @@ pub(crate) async fn declare_extended(
 /// The DECLARE as written, over the table's columns under the query's
 /// names.
 fn select_over(d: &Declare<'_>, fields: &[FieldDescription], table: &str) -> String {
-    let named: Vec<String> = fields
-        .iter()
-        .enumerate()
-        .map(|(i, f)| format!("c{} AS \"{}\"", i + 1, f.name.replace('"', "\"\"")))
-        .collect();
-    format!("{} SELECT {} FROM {table}", d.head, named.join(", "))
+    format!(
+        "{} SELECT {} FROM {table}",
+        d.head,
+        kept::named_columns(fields)
+    )
 }
 
 #[cfg(test)]

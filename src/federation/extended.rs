@@ -443,16 +443,7 @@ pub(super) async fn rows_within(
         Err(e) => return Some((link, Err(Failure::Ours(e)))),
     };
     let (shared, ctx) = ScanContext::start(link, tz, true, false);
-    let run = Run {
-        sql,
-        fields: &fields,
-        formats: vec![1; fields.len()],
-        params: Vec::new(),
-        row_description: false,
-        limit: None,
-        user: &settings.user,
-        copy: None,
-    };
+    let run = Run::kept(sql, &fields, &settings.user);
     let text = settings.text(tz);
     let kept = super::matview::rows::Collect::default();
     let mut kept_w: crate::stream::WriteHalf = Box::new(kept.clone());

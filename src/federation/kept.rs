@@ -104,6 +104,17 @@ impl Keep<'_> {
     }
 }
 
+/// A kept table's columns `c1`… read back under the names of `fields`:
+/// `c1 AS "id", …`.
+pub(super) fn named_columns(fields: &[FieldDescription]) -> String {
+    fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| format!("c{} AS \"{}\"", i + 1, f.name.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A query's rows, computed for a statement that keeps them.
 pub(super) struct Computed<'f> {
     pub link: PgLink,
@@ -198,9 +209,7 @@ pub(super) fn named(verb: &str) -> impl Fn(&BackendMessage) -> Vec<u8> + '_ {
 pub(super) fn completed(tag: &str) -> Vec<u8> {
     let mut body = tag.as_bytes().to_vec();
     body.push(0);
-    let mut message = Vec::new();
-    crate::protocol::put_message(&mut message, b'C', &body);
-    message
+    crate::protocol::message(b'C', &body)
 }
 
 /// Ends the statement: its replies (see [`completed`]) after its own

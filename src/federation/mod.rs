@@ -802,6 +802,23 @@ pub(crate) struct Run<'a> {
     pub copy: Option<&'a copy::CopyTo>,
 }
 
+impl<'a> Run<'a> {
+    /// A run whose rows are kept, not sent: every column in binary, no
+    /// parameters, no row limit.
+    pub(crate) fn kept(sql: &'a str, fields: &'a [link::FieldDescription], user: &'a str) -> Self {
+        Run {
+            sql,
+            fields,
+            formats: vec![1; fields.len()],
+            params: Vec::new(),
+            row_description: false,
+            limit: None,
+            user,
+            copy: None,
+        }
+    }
+}
+
 /// Rows a statement produced beyond an Execute's row limit, as DataRow
 /// messages, kept for the portal's next Execute.
 pub(crate) type Remainder = std::collections::VecDeque<Vec<u8>>;

@@ -18,17 +18,18 @@
 use std::ops::{ControlFlow, Range};
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, Ident, ObjectName, ObjectNamePart, Query, SetExpr, Spanned, Statement,
-    TableFactor, TableWithJoins, UpdateTableFromKind, Value, Visit, Visitor, visit_expressions,
+    Expr, ObjectName, ObjectNamePart, Query, SetExpr, Spanned, Statement, TableFactor,
+    TableWithJoins, UpdateTableFromKind, Value, Visit, Visitor, visit_expressions,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Location;
 
-use super::link::{BackendMessage, LinkError, PgLink, frontend};
+use super::link::{BackendMessage, FieldDescription, LinkError, PgLink, frontend};
 use super::sqltext::{Piece, top_level};
 use super::{Federation, Out, SessionSettings, kept, relay_query};
 use crate::frontend::cancel::SessionCancel;
+use crate::router::{fold, split_and};
 
 /// A write that reads tiered tables, as written.
 #[derive(Debug)]
@@ -363,29 +364,6 @@ fn own_columns_only(e: &Expr, qualifier: &str) -> bool {
     only
 }
 
-/// The top-level AND terms of a condition.
-fn split_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
-    match e {
-        Expr::BinaryOp {
-            left,
-            op: BinaryOperator::And,
-            right,
-        } => {
-            split_and(left, out);
-            split_and(right, out);
-        }
-        Expr::Nested(inner) => split_and(inner, out),
-        e => out.push(e),
-    }
-}
-
-fn fold(ident: &Ident) -> String {
-    match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => ident.value.to_lowercase(),
-    }
-}
-
 /// Where each line of `sql` begins.
 fn line_starts(sql: &str) -> Vec<usize> {
     std::iter::once(0)
@@ -479,13 +457,8 @@ async fn stands_alone(link: &mut PgLink, query: &str) -> Result<bool, LinkError>
 
 /// What stands in a read's place: its kept rows, under the names of its
 /// columns.
-fn replacement(read: &Read, table: &str, names: &[String]) -> String {
-    let columns = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| format!("c{} AS \"{}\"", i + 1, n.replace('"', "\"\"")))
-        .collect::<Vec<_>>()
-        .join(", ");
+fn replacement(read: &Read, table: &str, fields: &[FieldDescription]) -> String {
+    let columns = kept::named_columns(fields);
     match &read.kind {
         Kind::Subquery { ordered } => {
             let order = if *ordered { " ORDER BY ctid" } else { "" };
@@ -526,9 +499,7 @@ fn without_position(e: &BackendMessage) -> Vec<u8> {
         rest = tail.get(end + 1..).unwrap_or_default();
     }
     body.push(0);
-    let mut message = Vec::new();
-    crate::protocol::put_message(&mut message, b'E', &body);
-    message
+    crate::protocol::message(b'E', &body)
 }
 
 /// Runs the write over its reads of history computed federated. Returns
@@ -570,8 +541,10 @@ pub(crate) async fn write(
         {
             return kept::end(link, out, own, Err(e), error_of(w.verb)).await;
         }
-        let names: Vec<String> = computed.fields.iter().map(|f| f.name.clone()).collect();
-        places.push((c.read.at.clone(), replacement(c.read, &table, &names)));
+        places.push((
+            c.read.at.clone(),
+            replacement(c.read, &table, &computed.fields),
+        ));
         tables.push(table);
     }
     let run = format!(
@@ -666,8 +639,7 @@ pub(crate) async fn write_extended(
                 _ => None,
             };
         }
-        let names: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
-        places.push((read.at.clone(), replacement(read, &table, &names)));
+        places.push((read.at.clone(), replacement(read, &table, &fields)));
         tables.push(table);
     }
     let mut msgs = Vec::new();
@@ -736,42 +708,41 @@ mod tests {
             .collect()
     }
 
+    fn reads_of(sql: &str) -> Vec<String> {
+        shape(&parse(sql, orders).expect(sql).reads, sql)
+    }
+
     #[test]
     fn finds_the_reads_of_history_in_a_write() {
         let sql = "UPDATE customers c SET total = s.total\nFROM (SELECT customer_id, sum(amount) AS total FROM orders GROUP BY 1) s WHERE c.id = s.customer_id";
-        let w = parse(sql, orders).unwrap();
         assert_eq!(
-            shape(&w.reads, sql),
+            reads_of(sql),
             [
                 "sub [SELECT customer_id, sum(amount) AS total FROM orders GROUP BY 1] false [\"table orders [SELECT * FROM orders AS orders] Some(\\\"orders\\\")\"]"
             ]
         );
         let sql = "DELETE FROM stale t USING public.orders AS o\n  WHERE t.id = o.id AND o.created_at < '2024-01-01' AND (o.amount > 5 OR t.x) AND o.status = 'é'";
-        let w = parse(sql, orders).unwrap();
         assert_eq!(
-            shape(&w.reads, sql),
+            reads_of(sql),
             [
                 "table public.orders [SELECT * FROM public.orders AS o WHERE o.created_at < '2024-01-01' AND o.status = 'é'] None"
             ]
         );
         let sql = "delete from c where not exists (select 1 from \"orders\" where \"orders\".customer_id = c.id and \"orders\".amount > 0) returning *;";
-        let w = parse(sql, orders).unwrap();
         assert_eq!(
-            shape(&w.reads, sql),
+            reads_of(sql),
             [
                 "sub [select 1 from \"orders\" where \"orders\".customer_id = c.id and \"orders\".amount > 0] false [\"table \\\"orders\\\" [SELECT * FROM \\\"orders\\\" AS \\\"orders\\\" WHERE \\\"orders\\\".amount > 0] Some(\\\"\\\\\\\"orders\\\\\\\"\\\")\"]"
             ]
         );
         let sql = "MERGE INTO summary s USING orders o ON s.id = o.id AND o.amount > 1 WHEN MATCHED THEN UPDATE SET n = o.amount";
-        let w = parse(sql, orders).unwrap();
         assert_eq!(
-            shape(&w.reads, sql),
+            reads_of(sql),
             ["table orders [SELECT * FROM orders AS o WHERE o.amount > 1] None"]
         );
         let sql = "WITH w AS (SELECT id FROM orders ORDER BY id) UPDATE t SET x = 1 WHERE id IN (SELECT id FROM w)";
-        let w = parse(sql, orders).unwrap();
         assert_eq!(
-            shape(&w.reads, sql),
+            reads_of(sql),
             [
                 "sub [SELECT id FROM orders ORDER BY id] true [\"table orders [SELECT * FROM orders AS orders] Some(\\\"orders\\\")\"]"
             ]

@@ -37,6 +37,13 @@ pub fn put_message(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
+/// A complete message: tag, length, body.
+pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 5);
+    put_message(&mut out, tag, body);
+    out
+}
+
 /// The SQLSTATE (`C` field) of an ErrorResponse, given whole (tag and
 /// length included) or as its body.
 pub(crate) fn error_code(message: &[u8]) -> Option<&[u8]> {

@@ -339,7 +339,7 @@ fn analyzes(options: &[datafusion::sql::sqlparser::ast::UtilityOption]) -> bool 
 }
 
 /// The top-level AND terms of a condition.
-fn split_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
+pub(crate) fn split_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
     match e {
         Expr::BinaryOp {
             left,
@@ -397,7 +397,7 @@ fn recent_bound(e: &Expr) -> Option<std::time::Duration> {
 }
 
 /// An identifier as Postgres reads it: unquoted names fold to lower case.
-fn fold(ident: &Ident) -> String {
+pub(crate) fn fold(ident: &Ident) -> String {
     match ident.quote_style {
         Some(_) => ident.value.clone(),
         None => ident.value.to_lowercase(),

@@ -49,16 +49,7 @@ pub(in crate::federation) async fn rows_of(
     let fixed_snapshot = link.txn_status == b'T' && own_snapshot;
     let (shared, ctx) = ScanContext::start(link, tz, false, fixed_snapshot);
     let text = settings.text(tz);
-    let run = Run {
-        sql,
-        fields: &fields,
-        formats: vec![1; fields.len()],
-        params: Vec::new(),
-        row_description: false,
-        limit: None,
-        user: &settings.user,
-        copy: None,
-    };
+    let run = Run::kept(sql, &fields, &settings.user);
     let sink = Collect::default();
     let mut w: crate::stream::WriteHalf = Box::new(sink.clone());
     let mut o = Out::new(&mut w);
