@@ -1422,6 +1422,13 @@ async fn copy_to_stdout_writes_the_whole_history() {
          TO STDOUT (HEADER, NULL '', DELIMITER ',')",
         "COPY (SELECT note FROM orders WHERE id BETWEEN 1995 AND 2005 ORDER BY id) TO STDOUT (FORMAT csv)",
         "COPY (SELECT * FROM orders WHERE false) TO STDOUT (FORMAT binary)",
+        // Spellings Postgres accepts: quoted values, HEADER on/0,
+        // FORCE_QUOTE *, the older FORCE QUOTE.
+        "COPY (SELECT id, note, amount FROM orders ORDER BY id) TO STDOUT \
+         (FORMAT 'csv', HEADER on, FORCE_QUOTE *)",
+        "COPY (SELECT id, note FROM orders ORDER BY id) TO STDOUT (FORMAT \"csv\", HEADER 0, NULL 'n/a')",
+        "COPY (SELECT id, note, flag FROM orders ORDER BY id) TO STDOUT WITH CSV HEADER FORCE QUOTE *",
+        "COPY (SELECT id, note, status FROM orders ORDER BY id) TO STDOUT CSV FORCE QUOTE note, status",
     ] {
         let want = direct(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         let got = through(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -1473,6 +1480,8 @@ async fn copy_to_stdout_writes_the_whole_history() {
         "COPY orders (nosuch) TO STDOUT",
         "COPY orders TO STDOUT (FORMAT csv, FORCE_QUOTE (nosuch))",
         "COPY orders TO STDOUT (FORMAT binary, HEADER)",
+        "COPY orders TO STDOUT (FORMAT csv, HEADER match)",
+        "COPY orders TO STDOUT (FORMAT text, FORCE_QUOTE *)",
         "COPY (SELECT 1/0 FROM orders) TO STDOUT",
     ] {
         let want = code(direct.simple_query(sql).await);

@@ -9,9 +9,7 @@
 //! rows written as COPY writes them, one CopyData message per row.
 
 use datafusion::arrow::array::ArrayRef;
-use datafusion::sql::sqlparser::ast::{
-    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement,
-};
+use datafusion::sql::sqlparser::ast::{CopySource, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -24,8 +22,9 @@ use crate::protocol::ErrorFields;
 /// data.
 const BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Format {
+    #[default]
     Text,
     Csv,
     Binary,
@@ -46,7 +45,210 @@ pub(crate) struct CopyTo {
     quote: u8,
     escape: u8,
     /// Columns whose non-NULL values are always quoted (CSV).
-    force_quote: Vec<String>,
+    force_quote: ForceQuote,
+}
+
+/// `FORCE_QUOTE` of a CSV COPY.
+#[derive(Debug, Default, PartialEq)]
+enum ForceQuote {
+    #[default]
+    None,
+    /// `FORCE_QUOTE *`: every column.
+    All,
+    Columns(Vec<String>),
+}
+
+/// What follows `TO` in a COPY: where to, and its options, in the
+/// parenthesized syntax or the older one of words.
+#[derive(Debug, Default)]
+struct Options {
+    to_stdout: bool,
+    format: Format,
+    delimiter: Option<char>,
+    null: Option<String>,
+    quote: Option<char>,
+    escape: Option<char>,
+    header: bool,
+    force_quote: ForceQuote,
+    encoding: Option<String>,
+}
+
+impl Options {
+    /// Reads `TO STDOUT [WITH] (…)` or `TO STDOUT [WITH] CSV HEADER …`.
+    /// Options Postgres rejects are left as they are: its check of the
+    /// statement reports them. `None`: the text cannot be read.
+    fn read(text: &str) -> Option<Options> {
+        use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+        let tokens: Vec<Token> = Tokenizer::new(&PostgreSqlDialect {}, text)
+            .tokenize()
+            .ok()?
+            .into_iter()
+            .filter(|t| !matches!(t, Token::Whitespace(_) | Token::SemiColon))
+            .collect();
+        let word = |t: Option<&Token>| match t {
+            Some(Token::Word(w)) => Some(w.value.to_ascii_lowercase()),
+            _ => None,
+        };
+        let mut o = Options {
+            to_stdout: word(tokens.get(1)).as_deref() == Some("stdout"),
+            ..Options::default()
+        };
+        let mut at = 2;
+        if word(tokens.get(at)).as_deref() == Some("with") {
+            at += 1;
+        }
+        let rest = &tokens[at.min(tokens.len())..];
+        match rest.first() {
+            Some(Token::LParen) => o.read_list(&rest[1..])?,
+            _ => o.read_words(rest)?,
+        }
+        Some(o)
+    }
+
+    /// `(name [value], …)`.
+    fn read_list(
+        &mut self,
+        mut tokens: &[datafusion::sql::sqlparser::tokenizer::Token],
+    ) -> Option<()> {
+        use datafusion::sql::sqlparser::tokenizer::Token;
+        loop {
+            let Token::Word(name) = tokens.first()? else {
+                return None;
+            };
+            // The value: what comes before the next comma or closing
+            // parenthesis outside parentheses.
+            let mut depth = 0;
+            let end = tokens[1..].iter().position(|t| {
+                match t {
+                    Token::LParen => depth += 1,
+                    Token::RParen if depth > 0 => depth -= 1,
+                    Token::RParen | Token::Comma if depth == 0 => return true,
+                    _ => {}
+                }
+                false
+            })? + 1;
+            self.set(&name.value.to_ascii_lowercase(), &tokens[1..end]);
+            match tokens[end] {
+                Token::Comma => tokens = &tokens[end + 1..],
+                _ => return Some(()),
+            }
+        }
+    }
+
+    fn set(&mut self, name: &str, value: &[datafusion::sql::sqlparser::tokenizer::Token]) {
+        use datafusion::sql::sqlparser::tokenizer::Token;
+        let text = match value {
+            [Token::Word(w)] => Some(w.value.to_ascii_lowercase()),
+            [Token::SingleQuotedString(s) | Token::EscapedStringLiteral(s)] => Some(s.clone()),
+            [Token::Number(n, _)] => Some(n.clone()),
+            _ => None,
+        };
+        let char_of = |t: &Option<String>| t.as_ref().and_then(|s| s.chars().next());
+        match name {
+            "format" => {
+                self.format = match text.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                    Some("csv") => Format::Csv,
+                    Some("binary") => Format::Binary,
+                    _ => Format::Text,
+                }
+            }
+            "delimiter" => self.delimiter = char_of(&text),
+            "null" => self.null = text,
+            "quote" => self.quote = char_of(&text),
+            "escape" => self.escape = char_of(&text),
+            "encoding" => self.encoding = text,
+            "header" => {
+                self.header = !matches!(
+                    text.as_deref().map(str::to_ascii_lowercase).as_deref(),
+                    Some("false" | "off" | "0" | "no")
+                )
+            }
+            "force_quote" => self.force_quote = force_quote(value),
+            _ => {}
+        }
+    }
+
+    /// The older syntax: `BINARY`, `DELIMITER [AS] 'c'`, `NULL [AS] 's'`,
+    /// `HEADER`, `CSV`, `QUOTE [AS] 'c'`, `ESCAPE [AS] 'c'`,
+    /// `FORCE QUOTE { * | column, … }`.
+    fn read_words(
+        &mut self,
+        tokens: &[datafusion::sql::sqlparser::tokenizer::Token],
+    ) -> Option<()> {
+        use datafusion::sql::sqlparser::tokenizer::Token;
+        let mut at = 0;
+        let string = |at: &mut usize| {
+            if matches!(&tokens.get(*at), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("as"))
+            {
+                *at += 1;
+            }
+            let s = match tokens.get(*at)? {
+                Token::SingleQuotedString(s) | Token::EscapedStringLiteral(s) => s.clone(),
+                _ => return None,
+            };
+            *at += 1;
+            Some(s)
+        };
+        while let Some(t) = tokens.get(at) {
+            let Token::Word(w) = t else {
+                return None;
+            };
+            at += 1;
+            match w.value.to_ascii_lowercase().as_str() {
+                "binary" => self.format = Format::Binary,
+                "csv" => self.format = Format::Csv,
+                "header" => self.header = true,
+                "delimiter" => self.delimiter = string(&mut at)?.chars().next(),
+                "null" => self.null = Some(string(&mut at)?),
+                "quote" => self.quote = string(&mut at)?.chars().next(),
+                "escape" => self.escape = string(&mut at)?.chars().next(),
+                "force" => {
+                    let Some(Token::Word(q)) = tokens.get(at) else {
+                        return None;
+                    };
+                    if !q.value.eq_ignore_ascii_case("quote") {
+                        // FORCE NOT NULL: refused by Postgres for COPY TO.
+                        return Some(());
+                    }
+                    at += 1;
+                    // `*`, or columns separated by commas.
+                    let first = at;
+                    if matches!(tokens.get(at), Some(Token::Mul)) {
+                        at += 1;
+                    } else {
+                        while matches!(tokens.get(at), Some(Token::Word(_))) {
+                            at += 1;
+                            if !matches!(tokens.get(at), Some(Token::Comma)) {
+                                break;
+                            }
+                            at += 1;
+                        }
+                    }
+                    self.force_quote = force_quote(&tokens[first..at]);
+                }
+                _ => return None,
+            }
+        }
+        Some(())
+    }
+}
+
+/// A FORCE_QUOTE value: `*`, `(a, b)` or (older syntax) `a, b`.
+fn force_quote(value: &[datafusion::sql::sqlparser::tokenizer::Token]) -> ForceQuote {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    if matches!(value, [Token::Mul]) {
+        return ForceQuote::All;
+    }
+    ForceQuote::Columns(
+        value
+            .iter()
+            .filter_map(|t| match t {
+                Token::Word(w) if w.quote_style.is_some() => Some(w.value.clone()),
+                Token::Word(w) => Some(w.value.to_lowercase()),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// Whether `sql` may be a COPY: its first word, past comments.
@@ -78,28 +280,30 @@ pub(crate) fn parse(sql: &str) -> Result<Option<CopyTo>, ErrorFields> {
             format!("{what} is not supported yet for COPY of the history of a tiered table"),
         )
     };
-    let statement = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
-        Ok(mut s) if s.len() == 1 => s.remove(0),
-        // What the parser cannot read is refused if it copies out.
-        _ if copies_out(sql) => return Err(refused("this form of the statement")),
-        _ => return Ok(None),
-    };
     // Its text, past the source, is sent to Postgres as written.
     let Some(layout) = layout(sql, "to") else {
-        return Err(refused("this form of the statement"));
+        return match copies_out(sql) {
+            true => Err(refused("this form of the statement")),
+            false => Ok(None),
+        };
     };
-    let Statement::Copy {
-        source,
-        to: true,
-        target,
-        options,
-        legacy_options,
-        ..
-    } = &statement
-    else {
+    // The source is read by the SQL parser, the rest by `Options` (which
+    // reads the spellings Postgres accepts that the parser does not).
+    let source_sql = format!("{} TO STDOUT", &sql[..layout.to]);
+    let statement = match Parser::parse_sql(&PostgreSqlDialect {}, &source_sql) {
+        Ok(mut s) if s.len() == 1 => s.remove(0),
+        _ => return Err(refused("this form of the statement")),
+    };
+    let Statement::Copy { source, .. } = &statement else {
         return Ok(None);
     };
-    if !matches!(target, CopyTarget::Stdout) {
+    let Some(o) = Options::read(&sql[layout.to..]) else {
+        return match copies_out(sql) {
+            true => Err(refused("this form of the statement")),
+            false => Ok(None),
+        };
+    };
+    if !o.to_stdout {
         return Err(ErrorFields::error(
             "0A000",
             "COPY of the history of a tiered table to a file or program on the server is not \
@@ -126,57 +330,17 @@ pub(crate) fn parse(sql: &str) -> Result<Option<CopyTo>, ErrorFields> {
             None => query.to_string(),
         },
     };
-    let mut format = Format::Text;
-    let (mut delimiter, mut null, mut quote, mut escape) = (None, None, None, None);
-    let mut header = false;
-    let mut force_quote = Vec::new();
-    let mut encoding = None;
-    for option in options {
-        match option {
-            CopyOption::Format(f) => {
-                format = match f.value.to_ascii_lowercase().as_str() {
-                    "csv" => Format::Csv,
-                    "binary" => Format::Binary,
-                    _ => Format::Text,
-                }
-            }
-            CopyOption::Delimiter(c) => delimiter = Some(*c),
-            CopyOption::Null(s) => null = Some(s.clone()),
-            CopyOption::Header(h) => header = *h,
-            CopyOption::Quote(c) => quote = Some(*c),
-            CopyOption::Escape(c) => escape = Some(*c),
-            CopyOption::ForceQuote(cols) => {
-                force_quote.extend(cols.iter().map(|c| c.value.clone()));
-            }
-            CopyOption::Encoding(e) => encoding = Some(e.clone()),
-            // Postgres refuses the others for COPY TO.
-            CopyOption::Freeze(_) | CopyOption::ForceNotNull(_) | CopyOption::ForceNull(_) => {}
-        }
-    }
-    for option in legacy_options {
-        match option {
-            CopyLegacyOption::Binary => format = Format::Binary,
-            CopyLegacyOption::Delimiter(c) => delimiter = Some(*c),
-            CopyLegacyOption::Null(s) => null = Some(s.clone()),
-            CopyLegacyOption::Header => header = true,
-            CopyLegacyOption::Csv(csv) => {
-                format = Format::Csv;
-                for o in csv {
-                    match o {
-                        CopyLegacyCsvOption::Header => header = true,
-                        CopyLegacyCsvOption::Quote(c) => quote = Some(*c),
-                        CopyLegacyCsvOption::Escape(c) => escape = Some(*c),
-                        CopyLegacyCsvOption::ForceQuote(cols) => {
-                            force_quote.extend(cols.iter().map(|c| c.value.clone()));
-                        }
-                        CopyLegacyCsvOption::ForceNotNull(_) => {}
-                    }
-                }
-            }
-            // What Postgres does not read is its syntax error, from the check.
-            _ => {}
-        }
-    }
+    let Options {
+        format,
+        delimiter,
+        null,
+        quote,
+        escape,
+        header,
+        force_quote,
+        encoding,
+        ..
+    } = o;
     if let Some(e) = &encoding {
         let e = e.to_ascii_lowercase().replace(['-', '_'], "");
         if !matches!(e.as_str(), "utf8" | "unicode") {
@@ -221,7 +385,11 @@ impl<'a> Encoder<'a> {
             copy,
             forced: fields
                 .iter()
-                .map(|f| copy.force_quote.iter().any(|c| *c == f.name))
+                .map(|f| match &copy.force_quote {
+                    ForceQuote::None => false,
+                    ForceQuote::All => true,
+                    ForceQuote::Columns(c) => c.contains(&f.name),
+                })
                 .collect(),
             header_due: copy.format == Format::Binary,
             value: Vec::new(),
@@ -389,7 +557,7 @@ mod tests {
             (Format::Csv, b',', b'"', b'"')
         );
         assert!(c.header && c.null.is_empty());
-        assert_eq!(c.force_quote, vec!["note".to_string()]);
+        assert_eq!(c.force_quote, ForceQuote::Columns(vec!["note".to_string()]));
 
         let c = copy("-- psql\n/* \\copy */ copy orders to stdout csv header delimiter ';'");
         assert_eq!(c.select, "SELECT * FROM orders");
@@ -421,13 +589,33 @@ mod tests {
         );
         assert_eq!(copy("COPY orders TO STDOUT BINARY").format, Format::Binary);
 
+        // The spellings Postgres accepts that the SQL parser does not.
+        let c = copy("COPY orders TO STDOUT (FORMAT 'csv', HEADER on, FORCE_QUOTE *)");
+        assert_eq!(
+            (c.format, c.header, c.force_quote),
+            (Format::Csv, true, ForceQuote::All)
+        );
+        let c = copy("COPY orders TO STDOUT (FORMAT \"csv\", HEADER 0, DELIMITER E'\\t')");
+        assert_eq!(
+            (c.format, c.header, c.delimiter),
+            (Format::Csv, false, b'\t')
+        );
+        let c = copy("COPY orders TO STDOUT WITH CSV HEADER FORCE QUOTE * NULL AS 'x';");
+        assert_eq!(
+            (c.header, c.force_quote, c.null.as_slice()),
+            (true, ForceQuote::All, &b"x"[..])
+        );
+        let c = copy("COPY orders TO STDOUT CSV FORCE QUOTE id, \"Note\" QUOTE AS '|'");
+        assert_eq!(
+            (c.force_quote, c.quote),
+            (ForceQuote::Columns(vec!["id".into(), "Note".into()]), b'|')
+        );
         assert!(parse("SELECT 1").unwrap().is_none());
         assert!(parse("COPY orders FROM STDIN").unwrap().is_none());
         for refused in [
             "COPY orders TO '/tmp/orders.csv'",
             "COPY orders TO PROGRAM 'gzip > /tmp/o.gz'",
             "COPY orders TO STDOUT (ENCODING 'LATIN1')",
-            "COPY orders TO STDOUT (FORMAT csv, FORCE_QUOTE *)",
         ] {
             assert_eq!(parse(refused).unwrap_err().code, "0A000", "{refused}");
         }
