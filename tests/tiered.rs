@@ -1696,7 +1696,7 @@ async fn tag_of(c: &tokio_postgres::Client, sql: &str) -> Result<Option<u64>, St
 /// transaction are Postgres's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_table_as_holds_the_whole_history() {
-    let (s, _proxy, direct, through) = moved_and_served().await;
+    let (s, proxy, direct, through) = moved_and_served().await;
     for sql in [
         "CREATE TABLE monthly AS SELECT date_trunc('month', created_at) AS m, count(*) AS n, \
          sum(amount) AS total FROM orders GROUP BY 1",
@@ -1732,8 +1732,39 @@ async fn create_table_as_holds_the_whole_history() {
         value::<i64>(&s.oracle, "SELECT count(*) FROM orders").await
     );
     assert!(hot_count(&s.tiered).await * 2 < total);
+    // IF NOT EXISTS: made when missing, left as it is (with Postgres's
+    // notice and tag) when there.
+    for sql in [
+        "CREATE TABLE IF NOT EXISTS m2 AS SELECT id, amount FROM orders WHERE status = 'paid'",
+        "SELECT count(*), sum(amount) FROM m2",
+        "CREATE TABLE IF NOT EXISTS m2 AS SELECT id FROM orders",
+        "CREATE TABLE IF NOT EXISTS monthly AS SELECT 1 AS x FROM orders",
+        "SELECT count(*), sum(amount) FROM m2",
+    ] {
+        let want = tag_of(&direct, sql).await;
+        assert_eq!(tag_of(&through, sql).await, want, "{sql}");
+        if sql.starts_with("SELECT") {
+            assert_eq!(
+                in_order(&through, sql).await,
+                in_order(&direct, sql).await,
+                "{sql}"
+            );
+        }
+    }
+    // psql shows Postgres's notice and tag for a table already there.
     let sql = "CREATE TABLE IF NOT EXISTS m2 AS SELECT id FROM orders";
-    assert_eq!(tag_of(&through, sql).await, Err("0A000".to_string()));
+    let run = |port, db| async move {
+        let out = common::libpq_command("psql", port, db)
+            .args(["-X", "-c", sql])
+            .output()
+            .await
+            .expect("run psql");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let want = run(pg().port(), &s.oracle).await;
+    assert!(want.1.contains("already exists, skipping"), "{want:?}");
+    assert_eq!(run(proxy.port(), &s.tiered).await, want);
     // Over the extended protocol, with a parameter.
     for sql in [
         "CREATE TABLE m3 AS SELECT id, note FROM orders WHERE customer_id = $1",

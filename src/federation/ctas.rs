@@ -27,6 +27,8 @@ pub(crate) struct CreateAs {
     pub query: String,
     /// The statement, as Postgres's errors name it.
     pub verb: &'static str,
+    /// `CREATE TABLE IF NOT EXISTS … AS`.
+    pub if_not_exists: bool,
 }
 
 /// Reads a `CREATE TABLE … AS query` or `SELECT … INTO` statement.
@@ -48,13 +50,6 @@ pub(crate) fn parse(sql: &str) -> Result<Option<CreateAs>, ErrorFields> {
     if t.query.is_none() {
         return Ok(None);
     }
-    if t.if_not_exists {
-        return Err(ErrorFields::error(
-            "0A000",
-            "CREATE TABLE IF NOT EXISTS … AS over the history of a tiered table is not supported \
-             yet: write it without IF NOT EXISTS",
-        ));
-    }
     let Some(layout) = layout(sql, "as") else {
         return Ok(None);
     };
@@ -65,6 +60,7 @@ pub(crate) fn parse(sql: &str) -> Result<Option<CreateAs>, ErrorFields> {
         table: t.name.to_string(),
         query: query.to_string(),
         verb: "CREATE TABLE AS",
+        if_not_exists: t.if_not_exists,
     }))
 }
 
@@ -114,6 +110,7 @@ fn select_into(sql: &str) -> Option<CreateAs> {
         table,
         query: query.to_string(),
         verb: "SELECT INTO",
+        if_not_exists: false,
     })
 }
 
@@ -135,11 +132,27 @@ pub(crate) async fn create(
     };
     let mut link = computed.link;
     let made = async {
-        link.simple(&c.create).await?;
-        copy_in(&mut link, &c.table, computed.rows).await
+        // IF NOT EXISTS: a table already there is left as it is, with
+        // Postgres's notice and tag.
+        link.notices = c.if_not_exists.then(Vec::new);
+        let created = link.simple(&c.create).await;
+        let notices = link.notices.take().unwrap_or_default();
+        let mut replies: Vec<u8> = notices.iter().flat_map(|n| n.encode()).collect();
+        let created = created?;
+        if notices
+            .iter()
+            .any(|n| n.field(b'C').as_deref() == Some("42P07"))
+        {
+            if let Some(tag) = created.iter().find(|m| m.tag == b'C') {
+                replies.extend(tag.encode());
+            }
+            return Ok(replies);
+        }
+        let n = copy_in(&mut link, &c.table, computed.rows).await?;
+        replies.extend(kept::completed(&format!("SELECT {n}")));
+        Ok(replies)
     }
-    .await
-    .map(|n| kept::completed(&format!("SELECT {n}")));
+    .await;
     kept::end(link, out, computed.own, made, kept::named(c.verb)).await
 }
 

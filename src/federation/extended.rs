@@ -120,6 +120,14 @@ async fn answer(
         Ok(c) => c,
         Err(e) => return fail(link, out, e).await,
     };
+    if create.as_ref().is_some_and(|c| c.if_not_exists) {
+        let e = ErrorFields::error(
+            "0A000",
+            "CREATE TABLE IF NOT EXISTS … AS over the history of a tiered table is answered \
+             through the simple query protocol only",
+        );
+        return fail(link, out, e).await;
+    }
     // `COPY … TO STDOUT`: Postgres checks the COPY and describes its read,
     // which is then answered as any other.
     let copy = match super::copy::parse(&job.sql) {

@@ -73,6 +73,9 @@ pub(crate) struct PgLink {
     skipping: bool,
     /// The statement answered on this link ended with an error (metrics).
     pub(crate) statement_failed: Option<String>,
+    /// When set, the NoticeResponses read until ReadyForQuery are kept
+    /// here (otherwise they are dropped).
+    pub(crate) notices: Option<Vec<BackendMessage>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +98,7 @@ impl PgLink {
             owed: Owed::Nothing,
             skipping: false,
             statement_failed: None,
+            notices: None,
         }
     }
 
@@ -278,7 +282,11 @@ impl PgLink {
                     }
                 }
                 b'A' | b'S' => self.deferred.push(m),
-                b'N' => {}
+                b'N' => {
+                    if let Some(notices) = &mut self.notices {
+                        notices.push(m);
+                    }
+                }
                 _ => out.push(m),
             }
         }
