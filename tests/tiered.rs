@@ -1977,6 +1977,9 @@ async fn writes_that_read_a_tiered_table_read_its_whole_history() {
         "WITH w AS (SELECT customer_id, max(created_at) AS last FROM orders GROUP BY 1) \
          UPDATE totals t SET total = -1 FROM w WHERE w.customer_id = t.customer_id \
          AND w.last < now() - interval '1 day'",
+        // A CTE writing to the tiered table makes it a write to it:
+        // Postgres's, over the hot rows.
+        "WITH d AS (UPDATE orders SET note = 'cte' WHERE id = 1 RETURNING id) SELECT count(*) FROM d",
         // Postgres's errors.
         "UPDATE totals t SET n = 'x' FROM orders o WHERE o.customer_id = t.customer_id",
         "UPDATE totals t SET nosuch = 1 FROM orders o WHERE o.customer_id = t.customer_id",

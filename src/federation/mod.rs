@@ -71,7 +71,7 @@ use link::{LinkError, PgLink, row_description};
 pub use names::CatalogLink;
 use planning::{plan_session, register_tables};
 use scan::ScanContext;
-pub(crate) use writes::target as written_table;
+pub(crate) use writes::{ctes_write, target as written_table};
 
 /// The tiered tables of one database and the lake holding their history.
 #[derive(Clone)]

@@ -78,7 +78,7 @@ pub(crate) fn parse<'a>(sql: &'a str, tiered: impl Fn(&ObjectName) -> bool) -> O
     };
     let write = match statement {
         Statement::Query(q) => match q.body.as_ref() {
-            SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => s,
+            SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) if !ctes_write(q) => s,
             _ => return None,
         },
         s => s,
@@ -155,6 +155,19 @@ pub(crate) fn parse<'a>(sql: &'a str, tiered: impl Fn(&ObjectName) -> bool) -> O
         sql,
         verb,
         reads: nest(all),
+    })
+}
+
+/// Whether a query's CTEs write (`WITH d AS (DELETE … RETURNING …)`):
+/// such a statement is Postgres's to run.
+pub(crate) fn ctes_write(query: &Query) -> bool {
+    query.with.as_ref().is_some_and(|with| {
+        with.cte_tables.iter().any(|c| {
+            matches!(
+                c.query.body.as_ref(),
+                SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
+            )
+        })
     })
 }
 

@@ -128,11 +128,19 @@ impl Router {
         let mut found = false;
         for statement in statements {
             let query = match statement {
+                // A CTE that writes to a tiered table makes the statement a
+                // write to it.
+                Statement::Query(query) if self.ctes_write_tiered(query) => return false,
                 // A statement that writes after its CTEs reads as the
                 // write does.
                 Statement::Query(query) => match query.body.as_ref() {
                     SetExpr::Insert(Statement::Insert(insert)) if !self.into_tiered(insert) => {
                         query
+                    }
+                    SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
+                        if crate::federation::ctes_write(query) =>
+                    {
+                        continue;
                     }
                     SetExpr::Update(w) | SetExpr::Delete(w) | SetExpr::Merge(w) => {
                         found |= self.write_reads_tiered(statement, w);
@@ -217,6 +225,20 @@ impl Router {
             ControlFlow::<()>::Continue(())
         });
         found
+    }
+
+    /// True when a CTE of `query` writes to a tiered table (or to a table
+    /// the router cannot name).
+    fn ctes_write_tiered(&self, query: &datafusion::sql::sqlparser::ast::Query) -> bool {
+        query.with.as_ref().is_some_and(|with| {
+            with.cte_tables.iter().any(|c| match c.query.body.as_ref() {
+                SetExpr::Insert(Statement::Insert(insert)) => self.into_tiered(insert),
+                SetExpr::Update(w) | SetExpr::Delete(w) | SetExpr::Merge(w) => {
+                    crate::federation::written_table(w).is_none_or(|t| self.match_name(t).is_some())
+                }
+                _ => false,
+            })
+        })
     }
 
     /// True when an INSERT writes to a tiered table (or to a table the
@@ -570,6 +592,9 @@ mod tests {
             "EXPLAIN UPDATE summary s SET n = o.amount FROM orders o WHERE o.id = s.id",
             "EXPLAIN (ANALYZE false) INSERT INTO summary SELECT count(*) FROM orders",
             "EXPLAIN ANALYZE UPDATE orders SET amount = 0",
+            "WITH d AS (DELETE FROM orders WHERE id = 1 RETURNING id) UPDATE summary SET n = 0 FROM d",
+            "WITH d AS (DELETE FROM orders WHERE id < 5 RETURNING id) SELECT count(*) FROM d",
+            "WITH u AS (UPDATE orders SET note = 'x' WHERE id = 1 RETURNING *) SELECT * FROM u JOIN orders o USING (id)",
             "COPY orders FROM STDIN",
             "COPY orders (id) FROM STDIN (FORMAT csv)",
             "COPY orders_archive TO STDOUT",
