@@ -1977,6 +1977,14 @@ async fn writes_that_read_a_tiered_table_read_its_whole_history() {
         "WITH w AS (SELECT customer_id, max(created_at) AS last FROM orders GROUP BY 1) \
          UPDATE totals t SET total = -1 FROM w WHERE w.customer_id = t.customer_id \
          AND w.last < now() - interval '1 day'",
+        // Source rows a MERGE's ON does not match are inserted; rows an
+        // outer join extends with NULLs are kept by IS NULL.
+        "MERGE INTO ledger l USING orders o ON o.id = l.id AND o.amount > 50 \
+         WHEN MATCHED THEN UPDATE SET tag = 'big' \
+         WHEN NOT MATCHED AND o.id % 7 = 0 THEN INSERT (id, tag) VALUES (o.id + 100000, 'small')",
+        "SELECT count(*), count(tag), sum(id) FROM ledger",
+        "DELETE FROM ledger l USING customers x LEFT JOIN orders o ON o.customer_id = x.id \
+         AND o.amount > 99.9 WHERE x.id = l.customer_id AND o.id IS NULL RETURNING l.id",
         // A CTE writing to the tiered table makes it a write to it:
         // Postgres's, over the hot rows.
         "WITH d AS (UPDATE orders SET note = 'cte' WHERE id = 1 RETURNING id) SELECT count(*) FROM d",

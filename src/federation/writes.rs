@@ -18,8 +18,8 @@
 use std::ops::{ControlFlow, Range};
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, ObjectName, ObjectNamePart, Query, SetExpr, Spanned, Statement, TableFactor,
-    TableWithJoins, UpdateTableFromKind, Value, Visit, Visitor, visit_expressions,
+    Expr, JoinOperator, ObjectName, ObjectNamePart, Query, SetExpr, Spanned, Statement,
+    TableFactor, TableWithJoins, UpdateTableFromKind, Value, Visit, Visitor, visit_expressions,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -242,8 +242,20 @@ impl<F: Fn(&ObjectName) -> bool> Finder<'_, F> {
         };
         let mut conjuncts = Vec::new();
         split_and(condition, &mut conjuncts);
+        // Not a table an outer join may extend with NULLs: there a
+        // condition (`o.id IS NULL`) also keeps the rows no row of it
+        // matched.
+        let inner = |t: &&TableWithJoins| {
+            t.joins.iter().all(|j| {
+                matches!(
+                    j.join_operator,
+                    JoinOperator::Join(_) | JoinOperator::Inner(_) | JoinOperator::CrossJoin(_)
+                )
+            })
+        };
         let factors = from
             .iter()
+            .filter(inner)
             .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)));
         for factor in factors {
             self.scope_factor(factor, &conjuncts);
@@ -314,11 +326,8 @@ impl<F: Fn(&ObjectName) -> bool> Visitor for Finder<'_, F> {
                     self.scope(using, d.selection.as_ref());
                 }
             }
-            Statement::Merge(m) => {
-                let mut conjuncts = Vec::new();
-                split_and(&m.on, &mut conjuncts);
-                self.scope_factor(&m.source, &conjuncts);
-            }
+            // A MERGE's source rows that its ON condition does not match
+            // are still its rows (WHEN NOT MATCHED): none are left out.
             _ => {}
         }
         ControlFlow::Continue(())
@@ -751,7 +760,13 @@ mod tests {
         let sql = "MERGE INTO summary s USING orders o ON s.id = o.id AND o.amount > 1 WHEN MATCHED THEN UPDATE SET n = o.amount";
         assert_eq!(
             reads_of(sql),
-            ["table orders [SELECT * FROM orders AS o WHERE o.amount > 1] None"]
+            ["table orders [SELECT * FROM orders AS o] None"]
+        );
+        // Nor the conditions of a table an outer join extends.
+        let sql = "DELETE FROM t USING c LEFT JOIN orders o ON o.customer_id = c.id WHERE c.id = t.id AND o.id IS NULL";
+        assert_eq!(
+            reads_of(sql),
+            ["table orders [SELECT * FROM orders AS o] None"]
         );
         let sql = "WITH w AS (SELECT id FROM orders ORDER BY id) UPDATE t SET x = 1 WHERE id IN (SELECT id FROM w)";
         assert_eq!(
