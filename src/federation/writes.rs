@@ -20,6 +20,7 @@ use std::ops::{ControlFlow, Range};
 use datafusion::sql::sqlparser::ast::{
     Expr, JoinOperator, ObjectName, ObjectNamePart, Query, SetExpr, Spanned, Statement,
     TableFactor, TableWithJoins, UpdateTableFromKind, Value, Visit, Visitor, visit_expressions,
+    visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -39,6 +40,9 @@ pub(crate) struct Write<'a> {
     verb: &'static str,
     /// Its reads of history, each with the reads inside it.
     reads: Vec<Read>,
+    /// Every tiered table it names was found in its text (not so for a
+    /// `TABLE orders` query, or a name the parser gives no place).
+    complete: bool,
 }
 
 /// A read of history within a write.
@@ -100,13 +104,19 @@ pub(crate) fn parse<'a>(sql: &'a str, tiered: impl Fn(&ObjectName) -> bool) -> O
         filters: Vec::new(),
     };
     let _ = statement.visit(&mut finder);
+    let mut named = 0;
+    let _ = visit_relations(statement, |name: &ObjectName| {
+        named += usize::from(tiered(name));
+        ControlFlow::<()>::Continue(())
+    });
     let Finder {
         subqueries,
         tables,
         filters,
         ..
     } = finder;
-    if tables.is_empty() {
+    let complete = named == tables.len();
+    if tables.is_empty() && complete {
         return None;
     }
     let mut all: Vec<Read> = tables
@@ -155,6 +165,7 @@ pub(crate) fn parse<'a>(sql: &'a str, tiered: impl Fn(&ObjectName) -> bool) -> O
         sql,
         verb,
         reads: nest(all),
+        complete,
     })
 }
 
@@ -524,6 +535,18 @@ fn without_position(e: &BackendMessage) -> Vec<u8> {
     crate::protocol::message(b'E', &body)
 }
 
+/// The error for a write whose reads of a tiered table cannot all be
+/// placed in its text: run by Postgres, it would read the hot rows only.
+fn unplaced(verb: &str) -> crate::protocol::ErrorFields {
+    crate::protocol::ErrorFields::error(
+        "0A000",
+        format!(
+            "this {verb} reads a tiered table in a form thermocline cannot yet answer over its \
+             whole history; name the table in a FROM clause (not TABLE t)"
+        ),
+    )
+}
+
 /// Runs the write over its reads of history computed federated. Returns
 /// the link, or `None` when the connection to Postgres was lost.
 pub(crate) async fn write(
@@ -534,6 +557,9 @@ pub(crate) async fn write(
     settings: &SessionSettings,
     cancel: &SessionCancel,
 ) -> Option<PgLink> {
+    if !w.complete {
+        return super::refuse(link, out, unplaced(w.verb)).await;
+    }
     let mut chosen = Vec::new();
     choose(&mut link, w.sql, &w.reads, &mut chosen).await.ok()?;
     if chosen.is_empty() {
@@ -613,6 +639,9 @@ pub(crate) async fn write_extended(
 ) -> Option<PgLink> {
     use super::Failure;
     use kept::NAME;
+    if !w.complete {
+        return super::extended::fail_raw(link, out, unplaced(w.verb).encode()).await;
+    }
     // The parameter types of the client's statement.
     let mut msgs = Vec::new();
     frontend::describe(&mut msgs, b'S', &job.statement);
@@ -785,6 +814,7 @@ mod tests {
         );
         assert!(parse("DELETE FROM t USING c WHERE c.id = t.id", orders).is_none());
         assert!(parse("SELECT * FROM orders", orders).is_none());
+        assert!(parse(sql, orders).unwrap().complete);
     }
 
     #[test]
