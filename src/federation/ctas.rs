@@ -14,7 +14,6 @@ use super::matview::rows::{copy_in, copy_in_extended};
 use super::sqltext::{Piece, first_word, layout, name_end, top_level};
 use super::{Federation, Out, SessionSettings, kept};
 use crate::frontend::cancel::SessionCancel;
-use crate::protocol::ErrorFields;
 
 /// A `CREATE TABLE … AS query` or `SELECT … INTO` statement, as written.
 #[derive(Debug)]
@@ -32,36 +31,36 @@ pub(crate) struct CreateAs {
 }
 
 /// Reads a `CREATE TABLE … AS query` or `SELECT … INTO` statement.
-/// `Ok(None)`: it is not one.
-pub(crate) fn parse(sql: &str) -> Result<Option<CreateAs>, ErrorFields> {
+/// `None`: it is not one.
+pub(crate) fn parse(sql: &str) -> Option<CreateAs> {
     let first = first_word(sql);
     if first.eq_ignore_ascii_case("select") || first.eq_ignore_ascii_case("with") {
-        return Ok(select_into(sql));
+        return select_into(sql);
     }
     if !first.eq_ignore_ascii_case("create") {
-        return Ok(None);
+        return None;
     }
     let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
-        return Ok(None);
+        return None;
     };
     let [Statement::CreateTable(t)] = statements.as_slice() else {
-        return Ok(None);
+        return None;
     };
     if t.query.is_none() {
-        return Ok(None);
+        return None;
     }
     let Some(layout) = layout(sql, "as") else {
-        return Ok(None);
+        return None;
     };
     let query = sql[layout.to + 2..].trim();
     let query = query.strip_suffix(';').unwrap_or(query).trim_end();
-    Ok(Some(CreateAs {
+    Some(CreateAs {
         create: format!("{} {query} WITH NO DATA", &sql[..layout.to + 2]),
         table: t.name.to_string(),
         query: query.to_string(),
         verb: "CREATE TABLE AS",
         if_not_exists: t.if_not_exists,
-    }))
+    })
 }
 
 /// `SELECT … INTO [TEMPORARY | UNLOGGED] [TABLE] name …`, read as the
@@ -188,7 +187,6 @@ mod tests {
         let c = parse(
             "CREATE TEMP TABLE \"Big\" AS SELECT id AS \"as\" FROM orders WHERE note = 'as';",
         )
-        .unwrap()
         .unwrap();
         assert_eq!(
             c.create,
@@ -196,13 +194,13 @@ mod tests {
         );
         assert_eq!(c.table, "\"Big\"");
         assert_eq!(c.query, "SELECT id AS \"as\" FROM orders WHERE note = 'as'");
-        assert!(parse("CREATE TABLE t (id int)").unwrap().is_none());
-        assert!(parse("SELECT 1").unwrap().is_none());
+        assert!(parse("CREATE TABLE t (id int)").is_none());
+        assert!(parse("SELECT 1").is_none());
+        let c = parse("CREATE TABLE IF NOT EXISTS t AS SELECT 1").unwrap();
+        assert!(c.if_not_exists);
         assert_eq!(
-            parse("CREATE TABLE IF NOT EXISTS t AS SELECT 1")
-                .unwrap_err()
-                .code,
-            "0A000"
+            c.create,
+            "CREATE TABLE IF NOT EXISTS t AS SELECT 1 WITH NO DATA"
         );
     }
 
@@ -211,7 +209,6 @@ mod tests {
         let c = parse(
             "SELECT id, 'into' AS t INTO TEMP TABLE s.\"In to\" FROM orders o WHERE id IN (SELECT 1) UNION SELECT 2, 'x';",
         )
-        .unwrap()
         .unwrap();
         assert_eq!(c.table, "s.\"In to\"");
         assert_eq!(
@@ -225,27 +222,17 @@ mod tests {
                 c.query
             )
         );
-        let c = parse("WITH w AS (SELECT 1 AS a) SELECT a INTO UNLOGGED t FROM w")
-            .unwrap()
-            .unwrap();
+        let c = parse("WITH w AS (SELECT 1 AS a) SELECT a INTO UNLOGGED t FROM w").unwrap();
         assert_eq!(
             c.create,
             "CREATE UNLOGGED TABLE t AS WITH w AS (SELECT 1 AS a) SELECT a   FROM w WITH NO DATA"
         );
-        let c = parse("select * into t2 from orders").unwrap().unwrap();
+        let c = parse("select * into t2 from orders").unwrap();
         assert_eq!(
             (c.table.as_str(), c.query.as_str()),
             ("t2", "select *   from orders")
         );
-        assert!(
-            parse("WITH w AS (SELECT 1) INSERT INTO t SELECT * FROM w")
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            parse("SELECT x FROM (SELECT 1 INTO y) q")
-                .unwrap()
-                .is_none()
-        );
+        assert!(parse("WITH w AS (SELECT 1) INSERT INTO t SELECT * FROM w").is_none());
+        assert!(parse("SELECT x FROM (SELECT 1 INTO y) q").is_none());
     }
 }

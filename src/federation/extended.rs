@@ -116,10 +116,7 @@ async fn answer(
     }
     // `CREATE TABLE … AS query`, `SELECT … INTO`: the query is answered,
     // its rows kept for the table (see `ctas`).
-    let create = match super::ctas::parse(&job.sql) {
-        Ok(c) => c,
-        Err(e) => return fail(link, out, e).await,
-    };
+    let create = super::ctas::parse(&job.sql);
     if create.as_ref().is_some_and(|c| c.if_not_exists) {
         let e = ErrorFields::error(
             "0A000",

@@ -323,10 +323,8 @@ async fn answer(
     if let Some(d) = cursor::parse(sql) {
         return cursor::declare(link, out, d, federation, settings, cancel).await;
     }
-    match ctas::parse(sql) {
-        Ok(Some(c)) => return ctas::create(link, out, c, federation, settings, cancel).await,
-        Ok(None) => {}
-        Err(e) => return refuse(link, out, e).await,
+    if let Some(c) = ctas::parse(sql) {
+        return ctas::create(link, out, c, federation, settings, cancel).await;
     }
     if let Some(i) = insert::parse(sql) {
         return insert::insert(link, out, i, federation, settings, cancel).await;
