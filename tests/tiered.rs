@@ -1691,6 +1691,23 @@ async fn tag_of(c: &tokio_postgres::Client, sql: &str) -> Result<Option<u64>, St
     }
 }
 
+/// The same command count (or SQLSTATE) directly and through
+/// thermocline; for a SELECT, run again, the same rows.
+async fn same_tags_and_rows(
+    (direct, through): (&tokio_postgres::Client, &tokio_postgres::Client),
+    sql: &str,
+) {
+    let want = tag_of(direct, sql).await;
+    assert_eq!(tag_of(through, sql).await, want, "{sql}");
+    if sql.starts_with("SELECT") {
+        assert_eq!(
+            in_order(through, sql).await,
+            in_order(direct, sql).await,
+            "{sql}"
+        );
+    }
+}
+
 /// CREATE TABLE … AS over a tiered table fills the table with the whole
 /// history, as Postgres holding every row would; its errors and its
 /// transaction are Postgres's.
@@ -1714,16 +1731,7 @@ async fn create_table_as_holds_the_whole_history() {
         "ROLLBACK",
         "SELECT count(*) FROM undone",
     ] {
-        let want = tag_of(&direct, sql).await;
-        assert_eq!(tag_of(&through, sql).await, want, "{sql}");
-        if sql.starts_with("SELECT") {
-            // Run again for the rows: the same as the oracle's.
-            assert_eq!(
-                in_order(&through, sql).await,
-                in_order(&direct, sql).await,
-                "{sql}"
-            );
-        }
+        same_tags_and_rows((&direct, &through), sql).await;
     }
     // The table in the tiered database holds every row's month.
     let total: i64 = value(&s.tiered, "SELECT sum(n)::int8 FROM monthly").await;
@@ -1741,15 +1749,7 @@ async fn create_table_as_holds_the_whole_history() {
         "CREATE TABLE IF NOT EXISTS monthly AS SELECT 1 AS x FROM orders",
         "SELECT count(*), sum(amount) FROM m2",
     ] {
-        let want = tag_of(&direct, sql).await;
-        assert_eq!(tag_of(&through, sql).await, want, "{sql}");
-        if sql.starts_with("SELECT") {
-            assert_eq!(
-                in_order(&through, sql).await,
-                in_order(&direct, sql).await,
-                "{sql}"
-            );
-        }
+        same_tags_and_rows((&direct, &through), sql).await;
     }
     // psql shows Postgres's notice and tag for a table already there.
     let sql = "CREATE TABLE IF NOT EXISTS m2 AS SELECT id FROM orders";

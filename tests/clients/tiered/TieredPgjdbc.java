@@ -30,6 +30,12 @@ public class TieredPgjdbc {
         return v.getClass().getSimpleName() + ":" + v;
     }
 
+    static void printQuery(Connection conn, String sql) throws SQLException {
+        try (Statement st = conn.createStatement(); ResultSet rs = st.executeQuery(sql)) {
+            print(rs);
+        }
+    }
+
     static void print(ResultSet rs) throws SQLException {
         ResultSetMetaData md = rs.getMetaData();
         List<String> cols = new ArrayList<>();
@@ -89,10 +95,7 @@ public class TieredPgjdbc {
                 ps.setInt(1, 3);
                 System.out.println("  " + ps.executeUpdate() + " rows inserted");
             }
-            try (Statement st = conn.createStatement();
-                 ResultSet rs = st.executeQuery("SELECT * FROM per_customer ORDER BY 1")) {
-                print(rs);
-            }
+            printQuery(conn, "SELECT * FROM per_customer ORDER BY 1");
             System.out.println("=== UPDATE … FROM with a parameter");
             try (PreparedStatement ps = conn.prepareStatement(
                     "UPDATE per_customer p SET n = -p.n FROM orders o "
@@ -100,10 +103,7 @@ public class TieredPgjdbc {
                 ps.setInt(1, 7);
                 System.out.println("  " + ps.executeUpdate() + " rows updated");
             }
-            try (Statement st = conn.createStatement();
-                 ResultSet rs = st.executeQuery("SELECT * FROM per_customer ORDER BY 1")) {
-                print(rs);
-            }
+            printQuery(conn, "SELECT * FROM per_customer ORDER BY 1");
             System.out.println("=== a portal read 100 rows at a time");
             conn.setAutoCommit(false);
             try (PreparedStatement ps = conn.prepareStatement(queries.get(1))) {
