@@ -1610,27 +1610,7 @@ async fn cursors_read_the_whole_history() {
     assert!(fetched.is_empty());
     through.batch_execute("COMMIT").await.unwrap();
     // Declared over the extended protocol, with a parameter.
-    for c in [&direct, &through] {
-        c.batch_execute("BEGIN").await.unwrap();
-        c.execute(
-            "DECLARE p SCROLL CURSOR FOR SELECT id, amount, created_at FROM orders \
-             WHERE customer_id = $1 ORDER BY id",
-            &[&3i32],
-        )
-        .await
-        .unwrap();
-    }
-    for sql in [
-        "FETCH 20 FROM p",
-        "FETCH BACKWARD 5 FROM p",
-        "FETCH ALL FROM p",
-    ] {
-        assert_eq!(
-            in_order(&through, sql).await,
-            in_order(&direct, sql).await,
-            "{sql}"
-        );
-    }
+    declared_with_a_parameter((&direct, &through), "BEGIN").await;
     assert_eq!(
         in_order(&through, "FETCH ABSOLUTE 1 FROM p")
             .await
@@ -1678,6 +1658,238 @@ async fn cursors_read_the_whole_history() {
         .unwrap();
     assert!(want.len() > 100_000);
     assert!(got == want, "psql FETCH_COUNT output differs");
+}
+
+/// A SCROLL cursor declared over the extended protocol with a parameter,
+/// in a transaction begun by `begin`, directly and through thermocline:
+/// the same rows to FETCH in both directions. The transactions stay open.
+async fn declared_with_a_parameter(
+    (direct, through): (&tokio_postgres::Client, &tokio_postgres::Client),
+    begin: &str,
+) {
+    for c in [direct, through] {
+        c.batch_execute(begin).await.unwrap();
+        c.execute(
+            "DECLARE p SCROLL CURSOR FOR SELECT id, amount, created_at FROM orders \
+             WHERE customer_id = $1 ORDER BY id",
+            &[&3i32],
+        )
+        .await
+        .unwrap();
+    }
+    for sql in [
+        "FETCH 20 FROM p",
+        "FETCH BACKWARD 5 FROM p",
+        "FETCH ALL FROM p",
+    ] {
+        assert_eq!(
+            in_order(through, sql).await,
+            in_order(direct, sql).await,
+            "{sql}"
+        );
+    }
+}
+
+/// In a read-only transaction (`BEGIN READ ONLY`, or a session whose
+/// transactions are read-only by default, as on a standby), where no table
+/// can keep a cursor's rows, a cursor over a tiered table still reads the
+/// whole history: the same answers to FETCH and MOVE, and the same column
+/// types, as Postgres's, over both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_in_read_only_transactions_read_the_whole_history() {
+    let (s, _proxy, direct, through) = moved_and_served().await;
+    let total: i64 = value(&s.oracle, "SELECT count(*) FROM orders").await;
+    assert!(hot_count(&s.tiered).await * 2 < total);
+    let script = [
+        "BEGIN READ ONLY",
+        "DECLARE c SCROLL CURSOR FOR SELECT id, created_at, amount, status, note, score, day, flag, \
+         amount * 2 AS twice, created_at - interval '1 day' AS \"day before\", \
+         date_trunc('month', created_at) AS m FROM orders ORDER BY id",
+        "FETCH 700 FROM c",
+        "MOVE 300 IN c",
+        "FETCH BACKWARD 3 FROM c",
+        "FETCH ABSOLUTE 1500 FROM c",
+        "FETCH LAST FROM c",
+        "FETCH ALL FROM c",
+        "FETCH RELATIVE -2400 FROM c",
+        "DECLARE g NO SCROLL CURSOR FOR SELECT status, count(*), sum(amount), max(score) \
+         FROM orders GROUP BY 1 ORDER BY 1",
+        "FETCH ALL FROM g",
+        "DECLARE none CURSOR FOR SELECT id, note FROM orders WHERE id < 0",
+        "FETCH ALL FROM none",
+        "SELECT name, is_holdable, is_scrollable FROM pg_cursors ORDER BY name",
+        "COMMIT",
+        "FETCH 1 FROM c",
+        "SET default_transaction_read_only = on",
+        "DECLARE held CURSOR WITH HOLD FOR SELECT id, amount, day FROM orders WHERE amount > 50 ORDER BY id",
+        "FETCH 10 FROM held",
+        "BEGIN",
+        "FETCH 500 FROM held",
+        "COMMIT",
+        "FETCH ALL FROM held",
+        "CLOSE held",
+        "BEGIN",
+        "DECLARE bad CURSOR FOR SELECT nosuch FROM orders",
+        "ROLLBACK",
+        "RESET default_transaction_read_only",
+        "SHOW transaction_read_only",
+    ];
+    for sql in script {
+        let want = in_order(&direct, sql).await;
+        let got = in_order(&through, sql).await;
+        assert_eq!(got, want, "{sql}");
+    }
+    // The rows came from both tiers, and no table was made to keep them.
+    for c in [&direct, &through] {
+        c.batch_execute("BEGIN READ ONLY").await.unwrap();
+        c.batch_execute("DECLARE every CURSOR FOR SELECT id FROM orders")
+            .await
+            .unwrap();
+    }
+    let rows = in_order(&through, "FETCH ALL FROM every").await.unwrap();
+    assert_eq!(rows.len() as i64, total);
+    // FETCH described over the extended protocol: the query's columns and
+    // types.
+    for c in [&direct, &through] {
+        c.batch_execute(
+            "DECLARE typed CURSOR FOR SELECT id, created_at, amount, note, day, flag, score FROM orders",
+        )
+        .await
+        .unwrap();
+    }
+    let columns = async |c: &tokio_postgres::Client| {
+        let statement = c.prepare("FETCH 3 FROM typed").await.unwrap();
+        statement
+            .columns()
+            .iter()
+            .map(|c| (c.name().to_string(), c.type_().name().to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(columns(&through).await, columns(&direct).await);
+    for c in [&direct, &through] {
+        c.batch_execute("COMMIT").await.unwrap();
+    }
+    // Declared over the extended protocol, with a parameter.
+    declared_with_a_parameter((&direct, &through), "BEGIN READ ONLY").await;
+    for c in [&direct, &through] {
+        c.batch_execute("COMMIT").await.unwrap();
+    }
+    // A column no array can hold (an array) is refused, over both
+    // protocols, and the transaction fails as after Postgres's errors.
+    through.batch_execute("BEGIN READ ONLY").await.unwrap();
+    let refused = in_order(
+        &through,
+        "DECLARE a CURSOR FOR SELECT ARRAY[id] FROM orders",
+    )
+    .await;
+    assert_eq!(refused, Err("0A000".to_string()));
+    assert_eq!(
+        in_order(&through, "SELECT 1").await,
+        Err("25P02".to_string())
+    );
+    through
+        .batch_execute("ROLLBACK; BEGIN READ ONLY")
+        .await
+        .unwrap();
+    let refused = through
+        .execute(
+            "DECLARE a CURSOR FOR SELECT ARRAY[id] FROM orders WHERE customer_id = $1",
+            &[&3i32],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code().map(|c| c.code()), Some("0A000"));
+    assert_eq!(
+        in_order(&through, "SELECT 1").await,
+        Err("25P02".to_string())
+    );
+    through.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        in_order(&through, "SELECT count(*) FROM pg_cursors").await,
+        Ok(vec![vec![Some("0".to_string())]])
+    );
+}
+
+/// A query string of several statements, some over a tiered table (`psql
+/// -c "…; …"`, a script, psycopg's and Npgsql's multi-statement queries):
+/// each is answered in turn over the whole history, outside a transaction
+/// block all in one transaction (a failure undoes the earlier ones), and
+/// the first failure ends the rest, as Postgres answers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_statements_in_one_query_read_the_whole_history() {
+    let (s, proxy, direct, through) = moved_and_served().await;
+    let total: i64 = value(&s.oracle, "SELECT count(*) FROM orders").await;
+    assert!(hot_count(&s.tiered).await * 2 < total);
+    // Every reply but RowDescription, in order, or the SQLSTATE.
+    let replies = async |c: &tokio_postgres::Client, sql: &str| match c.simple_query(sql).await {
+        Ok(msgs) => Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(format!(
+                    "{:?}",
+                    (0..r.len()).map(|i| r.get(i)).collect::<Vec<_>>()
+                )),
+                SimpleQueryMessage::CommandComplete(n) => Some(format!("complete {n}")),
+                _ => None,
+            })
+            .collect::<Vec<_>>()),
+        Err(e) => Err(e.code().map_or(e.to_string(), |c| c.code().to_string())),
+    };
+    let script = [
+        "SELECT count(*) FROM orders; SELECT sum(amount), max(day) FROM orders WHERE customer_id = 3",
+        "CREATE TABLE side (n bigint); INSERT INTO side SELECT count(*) FROM orders; TABLE side",
+        // Outside a block, one transaction: the INSERT goes with the failure.
+        "INSERT INTO side VALUES (1); SELECT count(*) FROM orders; SELECT 1/0; INSERT INTO side VALUES (5)",
+        "SELECT n FROM side ORDER BY n",
+        "BEGIN; SELECT count(*) FROM orders WHERE status = 'paid'; INSERT INTO side VALUES (2); COMMIT",
+        "BEGIN; INSERT INTO side VALUES (3); SELECT count(*) FROM orders; SELECT nosuch FROM orders; SELECT 2",
+        "SELECT 1",
+        "ROLLBACK",
+        "SELECT n FROM side ORDER BY n",
+        // Semicolons in strings, quoted names and comments; empty statements.
+        "SELECT 1 AS \"a;b\";; -- a comment; with a semicolon\n\
+         SELECT count(*) FROM orders WHERE note <> 'x;y' /* ; */ ;",
+        "SELECT count(*) FROM orders; SHOW transaction_read_only; SELECT id FROM orders ORDER BY id LIMIT 3",
+        "DROP TABLE side; SELECT min(created_at) FROM orders",
+    ];
+    for sql in script {
+        let want = replies(&direct, sql).await;
+        let got = replies(&through, sql).await;
+        assert_eq!(got, want, "{sql}");
+    }
+    // A COPY FROM STDIN among them is refused, and nothing runs.
+    let copy = "CREATE TEMP TABLE t (n int); COPY t FROM STDIN; SELECT count(*) FROM orders";
+    assert_eq!(replies(&through, copy).await, Err("0A000".to_string()));
+    assert_eq!(
+        replies(
+            &through,
+            "SELECT count(*) FROM pg_class WHERE relname = 't'"
+        )
+        .await,
+        replies(&direct, "SELECT count(*) FROM pg_class WHERE relname = 't'").await
+    );
+    // The history was read: the first count is every row's.
+    let first = replies(&through, "SELECT 1; SELECT count(*) FROM orders").await;
+    assert_eq!(
+        first,
+        Ok(vec![
+            "[Some(\"1\")]".to_string(),
+            "complete 1".to_string(),
+            format!("[Some(\"{total}\")]"),
+            "complete 1".to_string()
+        ])
+    );
+    // psql -c with several statements prints what it prints directly.
+    // So do its errors, with their positions in the whole string.
+    for sql in [
+        "SELECT status, count(*) FROM orders GROUP BY 1 ORDER BY 1; SELECT count(*) FROM customers",
+        "SELECT 1 AS a;\nSELECT count(*) FROM orders WHERE nosuch = 1",
+        "SELECT 1 AS a; INSERT INTO nosuch SELECT count(*) FROM orders",
+    ] {
+        let want = psql_output(pg().port(), &s.oracle, &[], sql).await;
+        let got = psql_output(proxy.port(), &s.tiered, &[], sql).await;
+        assert_eq!(got, want, "{sql}");
+    }
 }
 
 /// The command tag's row count, or the SQLSTATE, of one statement.

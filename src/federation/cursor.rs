@@ -5,6 +5,11 @@
 //! cursor as it was written. FETCH, MOVE and CLOSE are then Postgres's own,
 //! and so are the cursor's lifetime (a cursor without HOLD ends with its
 //! transaction, and its table is dropped at commit) and `pg_cursors`.
+//!
+//! A read-only transaction (`default_transaction_read_only`, a standby)
+//! can make no table: there the rows go with the cursor's query itself,
+//! each column as an array parameter that the query unnests, up to
+//! [`READ_ONLY_ROWS`].
 
 use datafusion::sql::sqlparser::ast::{DeclareType, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -101,6 +106,9 @@ pub(crate) async fn declare(
     let table = kept::temp_table("cursor");
     let on_commit = if d.hold { "" } else { " ON COMMIT DROP" };
     let declared = async {
+        if let Some(types) = read_only_types(&mut link, &fields, false).await? {
+            return over_arrays(&mut link, &d, &fields, &types, computed.rows, false).await;
+        }
         let keep = kept::Keep {
             before: Some(DROP_CLOSED),
             table: &table,
@@ -108,26 +116,177 @@ pub(crate) async fn declare(
         };
         keep.simple(&mut link, d.query, fields.len(), computed.rows)
             .await?;
-        link.simple(&select_over(&d, &fields, &table)).await
+        link.simple(&select_over(&d, &fields, &table))
+            .await
+            .map(drop)
     }
     .await
-    .map(|_| kept::completed("DECLARE CURSOR"));
-    kept::end(link, out, computed.own, declared, error_of).await
+    .map(|()| kept::completed("DECLARE CURSOR"));
+    kept::end(link, out, computed.own, declared, BackendMessage::encode).await
 }
 
-/// Postgres's error for a DECLARE: Postgres declares a cursor in a
-/// read-only transaction, but the table that keeps its rows cannot be made
-/// there.
-pub(super) fn error_of(e: &BackendMessage) -> Vec<u8> {
-    match crate::protocol::error_code(&e.encode()) {
-        Some(b"25006") => ErrorFields::error(
-            "0A000",
-            "a cursor over the history of a tiered table cannot be declared in a \
-             read-only transaction yet",
-        )
-        .encode(),
-        _ => e.encode(),
+/// Most bytes of rows a cursor holds in a read-only transaction: they go
+/// to Postgres in one message, built in thermocline's memory.
+pub(super) const READ_ONLY_ROWS: usize = 64 << 20;
+
+/// In a read-only transaction, the SQL type of each of `fields` and its
+/// array type; `None` in a transaction that may write. Within a client's
+/// exchange (`extended`) no Sync is sent.
+async fn read_only_types(
+    link: &mut PgLink,
+    fields: &[FieldDescription],
+    extended: bool,
+) -> Result<Option<Vec<(String, u32)>>, LinkError> {
+    let mut sql = String::from("SELECT pg_catalog.current_setting('transaction_read_only')");
+    for f in fields {
+        sql.push_str(&format!(
+            ", pg_catalog.format_type({oid}, {typmod}), \
+             (SELECT t.typarray FROM pg_catalog.pg_type t WHERE t.oid = {oid})::pg_catalog.text",
+            oid = f.type_oid,
+            typmod = f.typmod
+        ));
     }
+    let row: Vec<Option<String>> = if extended {
+        let mut msgs = Vec::new();
+        frontend::run_closed(&mut msgs, kept::NAME, &sql);
+        let replies = link.extended(&msgs, 5).await?;
+        let text = |f: Option<&[u8]>| f.map(|b| String::from_utf8_lossy(b).into_owned());
+        replies
+            .iter()
+            .find(|m| m.tag == b'D')
+            .and_then(|m| super::link::data_row_fields(&m.body))
+            .map(|fields| fields.into_iter().map(text).collect())
+            .unwrap_or_default()
+    } else {
+        link.rows(&sql)
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    };
+    if row.first().cloned().flatten().as_deref() != Some("on") {
+        return Ok(None);
+    }
+    Ok(Some(
+        row[1..]
+            .chunks(2)
+            .map(|c| {
+                let name = c.first().cloned().flatten().unwrap_or_default();
+                let array = c.get(1).cloned().flatten().and_then(|a| a.parse().ok());
+                (name, array.unwrap_or(0))
+            })
+            .collect(),
+    ))
+}
+
+/// Declares the cursor over `rows` sent with its query, each column as an
+/// array (of `types`: each column's SQL type and array type) that the
+/// query unnests.
+async fn over_arrays(
+    link: &mut PgLink,
+    d: &Declare<'_>,
+    fields: &[FieldDescription],
+    types: &[(String, u32)],
+    rows: KeptRows,
+    extended: bool,
+) -> Result<(), LinkError> {
+    if let Some((name, _)) = types.iter().find(|(_, array)| *array == 0) {
+        let message = format!(
+            "a cursor over the history of a tiered table cannot hold a column of type {name} \
+             in a read-only transaction yet"
+        );
+        return Err(refused(link, extended, "0A000", message).await);
+    }
+    let elements: Vec<u32> = fields.iter().map(|f| f.type_oid).collect();
+    let Some((arrays, n)) =
+        super::matview::rows::column_arrays(rows, &elements, READ_ONLY_ROWS).await?
+    else {
+        let message = format!(
+            "a cursor over the history of a tiered table holds at most {} MB of rows in a \
+             read-only transaction, and this query's rows are more; declare it in a \
+             transaction that may write, or narrow the query",
+            READ_ONLY_ROWS >> 20
+        );
+        return Err(refused(link, extended, "54000", message).await);
+    };
+    let mut param_types = (types.len() as i16).to_be_bytes().to_vec();
+    for (_, array) in types {
+        param_types.extend_from_slice(&array.to_be_bytes());
+    }
+    let mut msgs = Vec::new();
+    frontend::parse_typed(
+        &mut msgs,
+        kept::NAME,
+        &unnesting(d, fields, types, n),
+        &param_types,
+    );
+    frontend::bind_params(&mut msgs, kept::NAME, kept::NAME, &arrays);
+    drop(arrays);
+    frontend::execute(&mut msgs, kept::NAME, 0);
+    frontend::close_both(&mut msgs, kept::NAME);
+    if extended {
+        link.extended(&msgs, 5).await?;
+    } else {
+        crate::protocol::put_message(&mut msgs, b'S', b"");
+        link.send(&msgs).await?;
+        drop(msgs);
+        link.until_ready().await?;
+    }
+    Ok(())
+}
+
+/// The DECLARE refused by thermocline, as Postgres's failure: within a
+/// client's exchange (`extended`), Postgres is made to fail too, so that it
+/// skips to the client's Sync and the transaction fails as the client is
+/// told.
+async fn refused(
+    link: &mut PgLink,
+    extended: bool,
+    code: &'static str,
+    message: String,
+) -> LinkError {
+    if extended && let Err(e) = super::extended::fail_exchange(link).await {
+        return e;
+    }
+    let e = ErrorFields::error(code, message).encode();
+    LinkError::Postgres(BackendMessage {
+        tag: b'E',
+        body: bytes::Bytes::copy_from_slice(&e[5..]),
+    })
+}
+
+/// The DECLARE as written, over its `n` rows given as one array parameter
+/// per column, read back in the columns' types under the query's names.
+fn unnesting(
+    d: &Declare<'_>,
+    fields: &[FieldDescription],
+    types: &[(String, u32)],
+    n: i32,
+) -> String {
+    if fields.is_empty() {
+        return format!("{} SELECT FROM pg_catalog.generate_series(1, {n})", d.head);
+    }
+    let columns = fields
+        .iter()
+        .zip(types)
+        .enumerate()
+        .map(|(i, (f, (ty, _)))| {
+            format!("u.c{}::{ty} AS \"{}\"", i + 1, f.name.replace('"', "\"\""))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let params = (1..=fields.len())
+        .map(|i| format!("pg_catalog.unnest(${i})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let names = (1..=fields.len())
+        .map(|i| format!("c{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{} SELECT {columns} FROM ROWS FROM ({params}) AS u({names})",
+        d.head
+    )
 }
 
 /// Declares the cursor over `rows` (DataRows of binary cells) within a
@@ -138,6 +297,9 @@ pub(crate) async fn declare_extended(
     fields: &[FieldDescription],
     rows: KeptRows,
 ) -> Result<(), LinkError> {
+    if let Some(types) = read_only_types(link, fields, true).await? {
+        return over_arrays(link, d, fields, &types, rows, true).await;
+    }
     let table = kept::temp_table("cursor");
     let keep = kept::Keep {
         before: Some(DROP_CLOSED),

@@ -291,11 +291,7 @@ async fn answer(
         Err(e) => return fail(link, out, e).await,
     };
     let (shared, ctx) = ScanContext::start(link, tz, true, false);
-    if let Some(answers) = super::session_answers(&described)
-        && let Ok(mut resolved) = ctx.resolved.lock()
-    {
-        *resolved = super::names::resolved(&answers, &names);
-    }
+    super::ahead::begin(&ctx, federation, &described, &names);
     let run = Run {
         sql,
         fields: &fields,
@@ -356,7 +352,6 @@ async fn answer(
             match done {
                 Ok(replies) => out.buf.extend(replies),
                 Err(LinkError::Postgres(e)) => out.error(match (&create, &insert) {
-                    _ if cursor.is_some() => super::cursor::error_of(&e),
                     (Some(c), _) => super::kept::named(c.verb)(&e),
                     (None, Some(_)) => super::kept::named("INSERT")(&e),
                     (None, None) => e.encode(),
@@ -502,23 +497,30 @@ pub(super) async fn fail_raw(
     out: &mut Out<'_>,
     error: Vec<u8>,
 ) -> Option<PgLink> {
+    fail_exchange(&mut link).await.ok()?;
+    out.error(error);
+    forward_deferred(&mut link, out);
+    Some(link)
+}
+
+/// Makes Postgres fail the client's exchange, which thermocline failed, so
+/// that it skips to the client's Sync and fails its transaction as after
+/// an error of its own: a named statement that fails to parse (the
+/// client's unnamed one stays). `Err`: the link failed otherwise.
+pub(super) async fn fail_exchange(link: &mut PgLink) -> Result<(), LinkError> {
     let mut msgs = Vec::new();
-    // A named statement that fails to parse: the client's unnamed one stays.
     frontend::parse(
         &mut msgs,
         "thermocline_fail",
         "thermocline: statement failed",
     );
     match link.extended(&msgs, 1).await {
-        Ok(_) | Err(LinkError::Postgres(_) | LinkError::Skipped) => {}
-        Err(_) => return None,
+        Ok(_) | Err(LinkError::Postgres(_) | LinkError::Skipped) => Ok(()),
+        Err(e) => Err(e),
     }
-    out.error(error);
-    forward_deferred(&mut link, out);
-    Some(link)
 }
 
-/// Sends the client's Execute to Postgres and passes its replies on.
+/// Sends the client's Execute to Postgres and passes its replies on./// Sends the client's Execute to Postgres and passes its replies on.
 async fn relay_execute(mut link: PgLink, out: &mut Out<'_>, job: &ExecuteJob) -> Option<PgLink> {
     let mut msgs = Vec::new();
     frontend::execute(&mut msgs, &job.portal, job.max_rows);

@@ -393,6 +393,30 @@ pub(crate) mod frontend {
         put_message(out, b'B', &body);
     }
 
+    /// Bind with `params`, every one binary, and results in text.
+    pub(crate) fn bind_params(
+        out: &mut Vec<u8>,
+        portal: &str,
+        statement: &str,
+        params: &[Vec<u8>],
+    ) {
+        let size: usize = params.iter().map(|p| p.len() + 4).sum();
+        let mut body = Vec::with_capacity(portal.len() + statement.len() + size + 12);
+        body.extend_from_slice(portal.as_bytes());
+        body.push(0);
+        body.extend_from_slice(statement.as_bytes());
+        body.push(0);
+        body.extend_from_slice(&1i16.to_be_bytes());
+        body.extend_from_slice(&1i16.to_be_bytes());
+        body.extend_from_slice(&(params.len() as i16).to_be_bytes());
+        for p in params {
+            body.extend_from_slice(&(p.len() as i32).to_be_bytes());
+            body.extend_from_slice(p);
+        }
+        body.extend_from_slice(&0i16.to_be_bytes());
+        put_message(out, b'B', &body);
+    }
+
     /// The client's Bind (`body`: its parameters and result formats) for
     /// thermocline's own `portal` and `statement`.
     pub(crate) fn rebind(out: &mut Vec<u8>, portal: &str, statement: &str, body: &[u8]) {

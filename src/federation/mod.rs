@@ -9,6 +9,7 @@
 //! REPEATABLE READ transaction of its own, so all its hot scans share one
 //! snapshot.
 
+mod ahead;
 mod arrays;
 mod average;
 pub(crate) mod cache;
@@ -70,6 +71,7 @@ use link::{LinkError, PgLink, row_description};
 pub use names::CatalogLink;
 use planning::{plan_session, register_tables};
 use scan::ScanContext;
+pub(crate) use sqltext::statements;
 use statement::{
     SESSION_REPLIES, abort_transaction, ask_session, cancelled, close_cursors, expire, finish,
     refuse, relay_query, roll_back_own, session_answers, statement_timeout, take_back, timed_out,
@@ -103,6 +105,15 @@ impl Federation {
     /// Whether `name` may name a tiered table, or a view over one (a name
     /// without a schema: in any schema).
     pub(crate) fn is_tiered(&self, name: &datafusion::sql::sqlparser::ast::ObjectName) -> bool {
+        self.tiered_named(name).next().is_some()
+    }
+
+    /// The tiered tables `name` may name, or read through a view it may
+    /// name (a name without a schema: in any schema).
+    fn tiered_named<'a>(
+        &'a self,
+        name: &datafusion::sql::sqlparser::ast::ObjectName,
+    ) -> impl Iterator<Item = &'a Arc<TieredTable>> + 'a {
         use datafusion::sql::sqlparser::ast::ObjectNamePart;
         let parts: Vec<String> = name
             .0
@@ -114,14 +125,15 @@ impl Federation {
             })
             .collect();
         let (schema, table) = match parts.as_slice() {
-            [table] => (None, table),
-            [schema, table] | [_, schema, table] => (Some(schema), table),
-            _ => return false,
+            [table] => (None, Some(table.clone())),
+            [schema, table] | [_, schema, table] => (Some(schema.clone()), Some(table.clone())),
+            _ => (None, None),
         };
-        let is = |s: &String, t: &String| t == table && schema.is_none_or(|schema| schema == s);
-        self.tables
-            .iter()
-            .any(|t| is(&t.def.schema, &t.def.table) || t.views.iter().any(|(s, v)| is(s, v)))
+        self.tables.iter().filter(move |t| {
+            let Some(table) = &table else { return false };
+            let is = |s: &String, n: &String| n == table && schema.as_ref().is_none_or(|x| x == s);
+            is(&t.def.schema, &t.def.table) || t.views.iter().any(|(s, v)| is(s, v))
+        })
     }
 }
 
@@ -209,6 +221,12 @@ struct Out<'a> {
     /// DataRows sent, kept for the result cache (up to a size).
     capture: Option<Vec<u8>>,
     capture_limit: usize,
+    /// One statement of several in a query string: its ReadyForQuery is
+    /// left to the last.
+    in_sequence: bool,
+    /// How many characters into the client's query string the statement
+    /// stands: the positions of its errors are moved on by as many.
+    position_offset: usize,
 }
 
 impl<'a> Out<'a> {
@@ -220,6 +238,8 @@ impl<'a> Out<'a> {
             failed: None,
             capture: None,
             capture_limit: 0,
+            in_sequence: false,
+            position_offset: 0,
         }
     }
 
@@ -240,7 +260,12 @@ impl<'a> Out<'a> {
         let code = crate::protocol::error_code(&message).unwrap_or(b"XX000");
         crate::admin::metrics::METRICS.error_sent(code);
         self.failed = Some(String::from_utf8_lossy(code).into_owned());
-        self.buf.extend(message);
+        match self.position_offset {
+            0 => self.buf.extend(message),
+            by => self
+                .buf
+                .extend(crate::protocol::shift_position(&message, by)),
+        }
     }
 
     async fn flush_if_full(&mut self) {
@@ -291,13 +316,96 @@ pub(crate) async fn answer_query(
     link: PgLink,
     cw: &mut WriteHalf,
     sql: &str,
-    federation: &Federation,
+    (federation, router): (&Federation, &crate::router::Router),
     settings: &SessionSettings,
     cancel: &SessionCancel,
 ) -> Option<PgLink> {
     let mut out = Out::new(cw);
-    let link = answer(link, &mut out, sql, federation, settings, cancel).await;
+    let link = match sqltext::statements(sql) {
+        Some(statements) if statements.len() > 1 && copies_in(&statements) => {
+            let e = ErrorFields::error(
+                "0A000",
+                "COPY FROM STDIN in a query string with a statement over a tiered table is not \
+                 supported: send the COPY on its own",
+            );
+            refuse(link, &mut out, e).await
+        }
+        Some(statements) if statements.len() > 1 => {
+            let context = (federation, router, settings, cancel);
+            answer_each(link, &mut out, (sql, &statements), context).await
+        }
+        _ => answer(link, &mut out, sql, federation, settings, cancel).await,
+    };
     out.finish(link).await
+}
+
+/// Whether one of `statements` may be a `COPY … FROM STDIN`, whose data
+/// only the client's connection carries.
+fn copies_in(statements: &[&str]) -> bool {
+    statements.iter().any(|s| {
+        sqltext::first_word(s).eq_ignore_ascii_case("copy") && s.to_lowercase().contains("stdin")
+    })
+}
+
+/// A query string of several statements, one of them over a tiered table:
+/// each is answered in turn, federated or by Postgres as the router says,
+/// until one fails; one ReadyForQuery ends them all. Outside a transaction
+/// block they run in one transaction, as Postgres runs them (its implicit
+/// block), unless one of them begins or ends a transaction itself.
+async fn answer_each(
+    mut link: PgLink,
+    out: &mut Out<'_>,
+    (whole, statements): (&str, &[&str]),
+    (federation, router, settings, cancel): (
+        &Federation,
+        &crate::router::Router,
+        &SessionSettings,
+        &SessionCancel,
+    ),
+) -> Option<PgLink> {
+    const CONTROLS: [&str; 8] = [
+        "begin",
+        "start",
+        "commit",
+        "end",
+        "rollback",
+        "abort",
+        "savepoint",
+        "release",
+    ];
+    let controls = statements.iter().any(|s| {
+        let word = sqltext::first_word(s);
+        CONTROLS.iter().any(|c| word.eq_ignore_ascii_case(c))
+            || word.eq_ignore_ascii_case("prepare") && s.to_lowercase().contains("transaction")
+    });
+    let implicit = link.txn_status == b'I' && !controls;
+    if implicit {
+        link.simple("BEGIN").await.ok()?;
+    }
+    out.in_sequence = true;
+    for sql in statements {
+        // Each statement is a part of the client's string.
+        let at = (sql.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+        out.position_offset = whole.get(..at).map_or(0, |before| before.chars().count());
+        let mut message = Vec::new();
+        link::frontend::query(&mut message, sql);
+        link = match router.route(&message) {
+            crate::router::Route::Federate => {
+                answer(link, out, sql, federation, settings, cancel).await?
+            }
+            crate::router::Route::Relay => relay_query(link, out, sql).await?,
+        };
+        if out.failed.is_some() {
+            break;
+        }
+    }
+    (out.in_sequence, out.position_offset) = (false, 0);
+    if implicit {
+        // A failed block is rolled back by its COMMIT.
+        link.simple("COMMIT").await.ok()?;
+    }
+    finish(&mut link, out);
+    Some(link)
 }
 
 async fn answer(
@@ -414,11 +522,7 @@ async fn answer(
     let fields = row_description(&row_desc.body)?;
     let deadline = statement_timeout(&described).map(|t| tokio::time::Instant::now() + t);
     let (shared, ctx) = ScanContext::start(link, tz, false, own_transaction);
-    if let Some(fields) = session_answers(&described)
-        && let Ok(mut resolved) = ctx.resolved.lock()
-    {
-        *resolved = names::resolved(&fields, &names);
-    }
+    ahead::begin(&ctx, federation, &described, &names);
     let text = settings.text(tz);
     let run = Run {
         sql,

@@ -145,17 +145,29 @@ async fn register_tables_at(
         0 => ctx.resolved.lock().ok().and_then(|r| r.clone()),
         _ => None,
     };
-    let warm = resolved.and_then(|r| Some((r, federation.catalog.client()?)));
-    let catalog = {
-        let mut link = ctx.link.lock().await;
-        let warm = warm.as_ref().map(|(r, c)| (r, c.as_ref()));
-        relations(
-            &mut link,
-            &written,
-            warm,
-            &federation.byte_ordered_collation,
-        )
-        .await?
+    let ahead = match depth {
+        0 => ctx.columns_ahead.lock().ok().and_then(|mut a| a.take()),
+        _ => None,
+    };
+    let read_ahead = match ahead {
+        Some(ahead) if ahead.written == written => ahead.columns().await,
+        _ => None,
+    };
+    let catalog = match read_ahead {
+        Some(attributes) => attributes,
+        None => {
+            // Not read ahead, or the read failed.
+            let warm = resolved.and_then(|r| Some((r, federation.catalog.client()?)));
+            let mut link = ctx.link.lock().await;
+            let warm = warm.as_ref().map(|(r, c)| (r, c.as_ref()));
+            relations(
+                &mut link,
+                &written,
+                warm,
+                &federation.byte_ordered_collation,
+            )
+            .await?
+        }
     };
     for (index, name) in names.into_iter().enumerate() {
         let mut columns = Vec::new();
@@ -296,6 +308,7 @@ const C_COLLATIONS: [u32; 3] = [0, 950, 951];
 const DEFAULT_COLLATION: u32 = 100;
 
 /// A column of a relation a statement names, as the catalog describes it.
+#[derive(Debug)]
 struct Attribute {
     /// The position of the relation's name among those looked up.
     index: usize,
@@ -328,20 +341,7 @@ async fn relations(
     if written.is_empty() {
         return Ok(Vec::new());
     }
-    // The relation each name resolved to, where the session resolved
-    // them all.
-    let oids: Option<Vec<Option<u32>>> = warm.and_then(|(resolved, _)| {
-        written
-            .iter()
-            .map(|w| {
-                resolved
-                    .names
-                    .iter()
-                    .find(|(name, _)| name == w)
-                    .map(|(_, oid)| *oid)
-            })
-            .collect()
-    });
+    let oids = warm.and_then(|(resolved, _)| oids_of(written, resolved));
     if let (Some(oids), Some((resolved, client))) = (oids, warm) {
         let mut source = Catalogs::Warm(client, &resolved.schemas);
         match columns_of(&mut source, written, Some(&oids), database_collation).await {
@@ -362,6 +362,72 @@ async fn relations(
         CatalogError::Session(e) => e.into(),
         CatalogError::Warm(e) => Failure::Ours(ErrorFields::error("XX000", e.to_string())),
     })
+}
+
+/// The relation each name resolved to, where the session resolved them
+/// all.
+fn oids_of(written: &[String], resolved: &Resolved) -> Option<Vec<Option<u32>>> {
+    written
+        .iter()
+        .map(|w| {
+            resolved
+                .names
+                .iter()
+                .find(|(name, _)| name == w)
+                .map(|(_, oid)| *oid)
+        })
+        .collect()
+}
+
+/// The columns of a statement's relations, being read on the catalog
+/// connection (see `ahead`).
+#[derive(Debug)]
+pub(super) struct ColumnsAhead {
+    /// The relations' names as written.
+    written: Vec<String>,
+    read: tokio::task::JoinHandle<Result<Vec<Attribute>, CatalogError>>,
+}
+
+impl ColumnsAhead {
+    /// Begins reading the columns of the relations `written` names, where
+    /// the session resolved them all and the catalog connection is open.
+    pub(super) fn read(
+        written: &[String],
+        resolved: &Resolved,
+        federation: &Federation,
+    ) -> Option<Self> {
+        let oids = oids_of(written, resolved)?;
+        let client = federation.catalog.client()?;
+        let (names, schemas) = (written.to_vec(), resolved.schemas.clone());
+        let collation = federation.byte_ordered_collation.clone();
+        let read = tokio::spawn(async move {
+            let mut source = Catalogs::Warm(&client, &schemas);
+            columns_of(&mut source, &names, Some(&oids), &collation).await
+        });
+        Some(Self {
+            written: written.to_vec(),
+            read,
+        })
+    }
+
+    /// The columns read; `None` when the read failed.
+    async fn columns(mut self) -> Option<Vec<Attribute>> {
+        match (&mut self.read).await {
+            Ok(Ok(attributes)) => Some(attributes),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "the catalog connection failed; reading the catalogs on the session's");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+impl Drop for ColumnsAhead {
+    fn drop(&mut self) {
+        // The statement ended first.
+        self.read.abort();
+    }
 }
 
 /// Where [`columns_of`] reads the catalogs.

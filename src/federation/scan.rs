@@ -85,6 +85,21 @@ pub(crate) struct ScanContext {
     /// Where the statement's names resolve, when the session told as it
     /// described the statement (see `names`).
     pub resolved: std::sync::Mutex<Option<super::names::Resolved>>,
+    /// The columns of the statement's relations, being read (see `ahead`).
+    pub(super) columns_ahead: std::sync::Mutex<Option<super::planning::ColumnsAhead>>,
+    /// The lake tables the statement may read, being loaded (see `ahead`),
+    /// by lake table name.
+    lakes_ahead: std::sync::Mutex<Vec<(String, LakeLoad)>>,
+}
+
+/// A lake table being loaded: its current snapshot, or why it could not be
+/// loaded.
+type LakeLoad = futures::future::Shared<
+    futures::future::BoxFuture<'static, std::result::Result<Option<Table>, String>>,
+>;
+
+fn lake_name(t: &TieredTable) -> String {
+    format!("{}.{}", t.def.lake_namespace, t.def.lake_table)
 }
 
 /// Names of thermocline's own statements and portals, unique per process
@@ -127,6 +142,47 @@ impl ScanContext {
             numeric_text: Default::default(),
             estimates: Default::default(),
             resolved: Default::default(),
+            columns_ahead: Default::default(),
+            lakes_ahead: Default::default(),
+        }
+    }
+
+    /// Begins loading `t`'s lake table, once per statement; its scans then
+    /// read that snapshot. Only where the statement's hot snapshot is
+    /// already taken.
+    pub(super) fn load_lake_ahead(&self, t: &Arc<TieredTable>, lake: &crate::lake::Lake) {
+        use futures::FutureExt;
+        let Ok(mut ahead) = self.lakes_ahead.lock() else {
+            return;
+        };
+        let name = lake_name(t);
+        if ahead.iter().any(|(n, _)| *n == name) {
+            return;
+        }
+        let (t, lake) = (t.clone(), lake.clone());
+        let load = tokio::spawn(async move { lake.load(&t).await.map_err(|e| e.to_string()) });
+        let load = load
+            .map(|joined| joined.unwrap_or_else(|e| Err(e.to_string())))
+            .boxed()
+            .shared();
+        ahead.push((name, load));
+    }
+
+    /// `t`'s lake table as loaded ahead, or loaded now.
+    async fn lake_table(
+        &self,
+        t: &TieredTable,
+        lake: &crate::lake::Lake,
+    ) -> std::result::Result<Option<Table>, String> {
+        let name = lake_name(t);
+        let ahead = self.lakes_ahead.lock().ok().and_then(|a| {
+            a.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, load)| load.clone())
+        });
+        match ahead {
+            Some(load) => load.await,
+            None => lake.load(t).await.map_err(|e| e.to_string()),
         }
     }
 }
@@ -326,11 +382,11 @@ impl TableProvider for FederatedTable {
         let mut cold_part: Option<(Arc<dyn PartitionStream>, String, String)> = None;
         let mut split = None;
         if let Some((t, lake)) = &self.tiered {
-            let table = lake.load(t).await.map_err(|e| {
+            let table = self.ctx.lake_table(t, lake).await.map_err(|message| {
                 DataFusionError::External(Box::new(ColdTierUnavailable {
                     table: t.def.qualified(),
-                    lake_table: format!("{}.{}", t.def.lake_namespace, t.def.lake_table),
-                    message: e.to_string(),
+                    lake_table: lake_name(t),
+                    message,
                 }))
             })?;
             let w = table.as_ref().and_then(crate::lake::watermark);

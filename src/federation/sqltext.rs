@@ -37,10 +37,74 @@ pub(super) enum Piece {
 /// comments, strings, quoted names and dollar quotes. `None`: a string,
 /// quoted name, comment or parenthesis is not closed.
 pub(super) fn top_level(sql: &str) -> Option<Vec<Piece>> {
+    let mut pieces = Vec::new();
+    let mut opened = 0;
+    scan(sql, |token, depth| match token {
+        Token::Open(i) if depth == 0 => opened = i + 1,
+        Token::Close(i) if depth == 0 => pieces.push(Piece::Parens(opened..i)),
+        Token::Word(r) if depth == 0 => pieces.push(Piece::Word(r)),
+        _ => {}
+    })?;
+    Some(pieces)
+}
+
+/// The statements of a query string, split at its semicolons outside
+/// parentheses, strings, quoted names, comments and dollar quotes; empty
+/// ones (only blanks and comments) left out. `None`: as [`top_level`].
+pub(crate) fn statements(sql: &str) -> Option<Vec<&str>> {
+    let mut ends = Vec::new();
+    scan(sql, |token, depth| {
+        if let (Token::Semicolon(i), 0) = (token, depth) {
+            ends.push(i);
+        }
+    })?;
+    let mut start = 0;
+    let mut statements = Vec::new();
+    for end in ends.into_iter().chain([sql.len()]) {
+        let statement = sql[start..end].trim();
+        if !blank(statement) {
+            statements.push(statement);
+        }
+        start = end + 1;
+    }
+    Some(statements)
+}
+
+/// Whether `sql` holds only white space and comments.
+fn blank(sql: &str) -> bool {
+    let mut rest = sql.trim_start();
+    loop {
+        if rest.is_empty() {
+            return true;
+        }
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.find('\n').map_or("", |n| &after[n..]).trim_start();
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after
+                .find("*/")
+                .map_or("", |n| &after[n + 2..])
+                .trim_start();
+        } else {
+            return false;
+        }
+    }
+}
+
+/// What [`scan`] meets outside comments, strings, quoted names and dollar
+/// quotes.
+enum Token {
+    Word(Range<usize>),
+    Open(usize),
+    Close(usize),
+    Semicolon(usize),
+}
+
+/// Calls `each` with every token of `sql` and the depth of parentheses
+/// around it (for a parenthesis, outside it). `None`: a string, quoted
+/// name, comment or parenthesis is not closed.
+fn scan(sql: &str, mut each: impl FnMut(Token, usize)) -> Option<()> {
     let b = sql.as_bytes();
     let (mut i, mut depth) = (0, 0usize);
-    let mut opened = 0;
-    let mut pieces = Vec::new();
     while i < b.len() {
         match b[i] {
             b'-' if b.get(i + 1) == Some(&b'-') => {
@@ -81,30 +145,28 @@ pub(super) fn top_level(sql: &str) -> Option<Vec<Piece>> {
                 }
             }
             b'(' => {
-                if depth == 0 {
-                    opened = i + 1;
-                }
+                each(Token::Open(i), depth);
                 depth += 1;
                 i += 1;
             }
             b')' => {
                 depth = depth.checked_sub(1)?;
-                if depth == 0 {
-                    pieces.push(Piece::Parens(opened..i));
-                }
+                each(Token::Close(i), depth);
+                i += 1;
+            }
+            b';' => {
+                each(Token::Semicolon(i), depth);
                 i += 1;
             }
             c if c.is_ascii_alphabetic() || c == b'_' => {
                 let start = i;
                 i = word_end(b, i);
-                if depth == 0 {
-                    pieces.push(Piece::Word(start..i));
-                }
+                each(Token::Word(start..i), depth);
             }
             _ => i += 1,
         }
     }
-    (depth == 0).then_some(pieces)
+    (depth == 0).then_some(())
 }
 
 fn word_end(b: &[u8], mut i: usize) -> usize {
@@ -177,6 +239,25 @@ pub(super) fn layout(sql: &str, word: &str) -> Option<Layout> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splits_a_query_string_into_its_statements() {
+        let sql = "SELECT 'a;b', \"c;d\" FROM t; ; -- one; two\n\
+                   DO $x$ BEGIN PERFORM 1; END $x$ /* ; */;\n\
+                   SELECT (SELECT 1; ) ; SELECT $1;";
+        assert_eq!(
+            statements(sql).unwrap(),
+            [
+                "SELECT 'a;b', \"c;d\" FROM t",
+                "-- one; two\nDO $x$ BEGIN PERFORM 1; END $x$ /* ; */",
+                "SELECT (SELECT 1; )",
+                "SELECT $1",
+            ]
+        );
+        assert_eq!(statements("SELECT 1").unwrap(), ["SELECT 1"]);
+        assert!(statements(" ; /* only */ ; -- this\n").unwrap().is_empty());
+        assert_eq!(statements("SELECT 'open; SELECT 2"), None);
+    }
 
     #[test]
     fn finds_the_parts_outside_parentheses() {

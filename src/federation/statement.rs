@@ -160,7 +160,9 @@ pub(super) fn finish(link: &mut PgLink, out: &mut Out<'_>) {
     for m in link.deferred.drain(..) {
         out.buf.extend(m.encode());
     }
-    crate::protocol::put_message(&mut out.buf, b'Z', &[link.txn_status]);
+    if !out.in_sequence {
+        crate::protocol::put_message(&mut out.buf, b'Z', &[link.txn_status]);
+    }
 }
 
 /// Sends the statement to Postgres as the client sent it and passes every
@@ -171,11 +173,18 @@ pub(super) async fn relay_query(mut link: PgLink, out: &mut Out<'_>, sql: &str) 
     link.send(&q).await.ok()?;
     loop {
         let m = link.recv().await.ok()?;
-        out.buf.extend(m.encode());
-        out.flush_if_full().await;
         if m.tag == b'Z' {
             link.txn_status = m.body.first().copied().unwrap_or(b'I');
+            if !out.in_sequence {
+                out.buf.extend(m.encode());
+            }
             return Some(link);
         }
+        if m.tag == b'E' && out.in_sequence {
+            out.error(m.encode());
+            continue;
+        }
+        out.buf.extend(m.encode());
+        out.flush_if_full().await;
     }
 }

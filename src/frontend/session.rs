@@ -175,7 +175,7 @@ pub(crate) async fn run(client: Stream, backend: Stream, shared: Arc<Shared>, se
     let (jobs_tx, mut jobs_rx) = mpsc::channel::<Job>(1);
     let end = tokio::select! {
         end = client_to_backend(&mut cr, &mut bw, &state, &shared, &router, &jobs_tx) => end,
-        end = backend_to_client(&mut br, &mut cw, &state, &shared, &mut phase, &mut jobs_rx, federation.as_ref()) => end,
+        end = backend_to_client(&mut br, &mut cw, &state, &shared, &mut phase, &mut jobs_rx, federation.as_ref().map(|f| (f, &router))) => end,
     };
     tracing::debug!(?end, "session ends");
     let finish = finish(&end, &mut cw, &mut bw, &state, &shared);
@@ -583,7 +583,7 @@ async fn backend_to_client(
     shared: &Shared,
     phase: &mut watch::Receiver<Phase>,
     jobs: &mut mpsc::Receiver<Job>,
-    federation: Option<&Federation>,
+    federation: Option<(&Federation, &Router)>,
 ) -> End {
     let mut pending: Option<Job> = None;
     let tracking = federation.is_some();
@@ -707,7 +707,7 @@ async fn backend_to_client(
             && scanner.at_boundary()
         {
             let job = pending.take().expect("checked");
-            let Some(federation) = federation else {
+            let Some((federation, router)) = federation else {
                 return End::BackendGone;
             };
             if matches!(job.work, Work::Execute(_)) && state.ext_failed.load(Relaxed) {
@@ -731,7 +731,7 @@ async fn backend_to_client(
                         link,
                         cw,
                         sql,
-                        federation,
+                        (federation, router),
                         &settings,
                         &state.cancel,
                     )

@@ -64,6 +64,35 @@ pub(crate) fn error_code(message: &[u8]) -> Option<&[u8]> {
     None
 }
 
+/// An ErrorResponse (given whole) whose position in the statement's text
+/// (`P` field, in characters) is moved `by` characters on: the statement
+/// stood that far into the query string the client sent.
+pub(crate) fn shift_position(error: &[u8], by: usize) -> Vec<u8> {
+    let (Some(b'E'), Some(mut rest)) = (error.first(), error.get(5..)) else {
+        return error.to_vec();
+    };
+    let mut body = Vec::with_capacity(rest.len() + 4);
+    while let Some((&kind, tail)) = rest.split_first() {
+        if kind == 0 {
+            break;
+        }
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        body.push(kind);
+        let value = &tail[..end];
+        match std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            Some(at) if kind == b'P' => body.extend_from_slice((at + by).to_string().as_bytes()),
+            _ => body.extend_from_slice(value),
+        }
+        body.push(0);
+        rest = tail.get(end + 1..).unwrap_or_default();
+    }
+    body.push(0);
+    message(b'E', &body)
+}
+
 /// An ErrorResponse (or NoticeResponse) written by thermocline itself.
 ///
 /// Errors that come from Postgres are never rebuilt: their bytes are relayed.

@@ -82,6 +82,23 @@ impl Router {
         if !self.may_name_tiered(sql) {
             return Route::Relay;
         }
+        // A query string of several statements: each on its own (the
+        // parser would read what follows `COPY … FROM STDIN` as its data).
+        if message[0] == b'Q'
+            && let Some(each) = crate::federation::statements(sql)
+            && each.len() > 1
+        {
+            let federates = each.iter().any(|s| {
+                let mut one = Vec::new();
+                crate::protocol::put_message(&mut one, b'Q', &[s.as_bytes(), b"\0"].concat());
+                matches!(self.route_slow(&one), Route::Federate)
+            });
+            return if federates {
+                Route::Federate
+            } else {
+                Route::Relay
+            };
+        }
         // Parsed once. A statement the parser cannot read is relayed,
         // unless it is a read: relayed, Postgres would answer it from the
         // hot rows alone. Federated, Postgres still reports what it

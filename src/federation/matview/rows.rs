@@ -176,6 +176,58 @@ async fn send_copy_data(link: &mut PgLink, rows: KeptRows) -> Result<u64, LinkEr
     Ok(n)
 }
 
+/// Each column of `rows` (DataRows of binary cells) as one binary array of
+/// its values, whose elements are of type `elements` (by column), and the
+/// rows read. `None` when the arrays would hold more than `limit` bytes.
+pub(in crate::federation) async fn column_arrays(
+    rows: KeptRows,
+    elements: &[u32],
+    limit: usize,
+) -> Result<Option<(Vec<Vec<u8>>, i32)>, LinkError> {
+    let mut values: Vec<Vec<u8>> = vec![Vec::new(); elements.len()];
+    let mut nulls = vec![false; elements.len()];
+    let (mut n, mut size) = (0i32, 0usize);
+    let mut reader = rows.reader().await.map_err(unreadable)?;
+    while let Some(row) = reader.next().await.map_err(unreadable)? {
+        size += row.len();
+        if size > limit || n == i32::MAX {
+            return Ok(None);
+        }
+        // The row's cells, each its length and bytes: an array element's
+        // form.
+        let mut at = 2;
+        for (column, null) in values.iter_mut().zip(&mut nulls) {
+            let len = row
+                .get(at..at + 4)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                .ok_or_else(|| unreadable(truncated()))?;
+            let end = at + 4 + len.max(0) as usize;
+            column.extend_from_slice(row.get(at..end).ok_or_else(|| unreadable(truncated()))?);
+            *null |= len < 0;
+            at = end;
+        }
+        n += 1;
+    }
+    let arrays = values
+        .into_iter()
+        .zip(nulls)
+        .zip(elements)
+        .map(|((cells, null), element)| {
+            let mut a = Vec::with_capacity(cells.len() + 20);
+            a.extend_from_slice(&i32::from(n > 0).to_be_bytes());
+            a.extend_from_slice(&i32::from(null).to_be_bytes());
+            a.extend_from_slice(&element.to_be_bytes());
+            if n > 0 {
+                a.extend_from_slice(&n.to_be_bytes());
+                a.extend_from_slice(&1i32.to_be_bytes());
+            }
+            a.extend_from_slice(&cells);
+            a
+        })
+        .collect();
+    Ok(Some((arrays, n)))
+}
+
 /// A failure to keep or read back a statement's rows, as Postgres would
 /// report a failing temporary file.
 fn unreadable(e: std::io::Error) -> LinkError {
@@ -379,5 +431,61 @@ mod tests {
             }
             assert_eq!(read, n);
         }
+    }
+
+    /// Columns become binary arrays, NULLs flagged; past the limit, none.
+    #[tokio::test]
+    async fn kept_rows_become_one_array_per_column() {
+        let sink = Collect::default();
+        let mut w = sink.clone();
+        // (int4 7, text "ab"), (int4 NULL, text "")
+        let rows: [&[u8]; 2] = [
+            b"\0\x02\0\0\0\x04\0\0\0\x07\0\0\0\x02ab",
+            b"\0\x02\xff\xff\xff\xff\0\0\0\0",
+        ];
+        for body in rows {
+            let mut m = Vec::new();
+            crate::protocol::put_message(&mut m, b'D', body);
+            tokio::io::AsyncWriteExt::write_all(&mut w, &m)
+                .await
+                .unwrap();
+        }
+        let (arrays, n) = column_arrays(sink.take(), &[23, 25], 1 << 20)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 2);
+        let head = |null: u8, oid: u8| {
+            let mut h = vec![0, 0, 0, 1, 0, 0, 0, null, 0, 0, 0, oid];
+            h.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 1]);
+            h
+        };
+        let mut ints = head(1, 23);
+        ints.extend_from_slice(b"\0\0\0\x04\0\0\0\x07\xff\xff\xff\xff");
+        let mut texts = head(0, 25);
+        texts.extend_from_slice(b"\0\0\0\x02ab\0\0\0\0");
+        assert_eq!(arrays, [ints, texts]);
+        // No rows: empty arrays.
+        let (arrays, n) = column_arrays(KeptRows::default(), &[23], 1 << 20)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (arrays, n),
+            (vec![vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 23]], 0)
+        );
+        let sink = Collect::default();
+        let mut w = sink.clone();
+        let mut m = Vec::new();
+        crate::protocol::put_message(&mut m, b'D', rows[0]);
+        tokio::io::AsyncWriteExt::write_all(&mut w, &m)
+            .await
+            .unwrap();
+        assert!(
+            column_arrays(sink.take(), &[23, 25], 8)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }
