@@ -1720,6 +1720,16 @@ async fn cursors_in_read_only_transactions_read_the_whole_history() {
         "SELECT name, is_holdable, is_scrollable FROM pg_cursors ORDER BY name",
         "COMMIT",
         "FETCH 1 FROM c",
+        // A cursor's name taken: Postgres's error, and the next DECLARE
+        // goes on.
+        "BEGIN READ ONLY",
+        "DECLARE d CURSOR FOR SELECT id FROM orders",
+        "DECLARE d CURSOR FOR SELECT id FROM orders",
+        "ROLLBACK",
+        "BEGIN READ ONLY",
+        "DECLARE d CURSOR FOR SELECT id, note FROM orders ORDER BY id",
+        "FETCH 3 FROM d",
+        "COMMIT",
         "SET default_transaction_read_only = on",
         "DECLARE held CURSOR WITH HOLD FOR SELECT id, amount, day FROM orders WHERE amount > 50 ORDER BY id",
         "FETCH 10 FROM held",

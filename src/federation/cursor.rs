@@ -214,6 +214,9 @@ async fn over_arrays(
         param_types.extend_from_slice(&array.to_be_bytes());
     }
     let mut msgs = Vec::new();
+    // Left open by an earlier statement of the session that failed after
+    // its Parse (Postgres then skips the Close).
+    frontend::close_both(&mut msgs, kept::NAME);
     frontend::parse_typed(
         &mut msgs,
         kept::NAME,
@@ -224,15 +227,10 @@ async fn over_arrays(
     drop(arrays);
     frontend::execute(&mut msgs, kept::NAME, 0);
     frontend::close_both(&mut msgs, kept::NAME);
-    if extended {
-        link.extended(&msgs, 5).await?;
-    } else {
-        crate::protocol::put_message(&mut msgs, b'S', b"");
-        link.send(&msgs).await?;
-        drop(msgs);
-        link.until_ready().await?;
+    match extended {
+        true => link.extended(&msgs, 7).await.map(drop),
+        false => link.extended_synced(msgs).await.map(drop),
     }
-    Ok(())
 }
 
 /// The DECLARE refused by thermocline, as Postgres's failure: within a

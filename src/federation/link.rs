@@ -200,7 +200,15 @@ impl PgLink {
         &mut self,
         messages: &[u8],
     ) -> Result<Vec<BackendMessage>, LinkError> {
-        let mut bytes = messages.to_vec();
+        self.extended_synced(messages.to_vec()).await
+    }
+
+    /// [`Self::extended_sync`], taking the messages (a large Bind is not
+    /// copied).
+    pub(crate) async fn extended_synced(
+        &mut self,
+        mut bytes: Vec<u8>,
+    ) -> Result<Vec<BackendMessage>, LinkError> {
         crate::protocol::put_message(&mut bytes, b'S', b"");
         self.owed = Owed::UntilReady;
         self.send(&bytes).await?;
