@@ -67,6 +67,24 @@ def run_psycopg():
                 show(cur.fetchmany(5))
                 cur.scroll(3)
                 show(cur.fetchall())
+        print("=== psycopg, a server-side cursor in a read-only transaction")
+        conn.read_only = True
+        with conn.transaction():
+            with conn.cursor(name="history_read_only") as cur:
+                cur.execute(COPY_QUERY)
+                show(cur.fetchmany(5))
+                cur.scroll(3)
+                show(cur.fetchall())
+        conn.read_only = False
+        print("=== psycopg, several statements in one query")
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*), sum(amount) FROM orders; "
+                "SELECT status, count(*) FROM orders GROUP BY 1 ORDER BY 1"
+            )
+            show(cur.fetchall())
+            cur.nextset()
+            show(cur.fetchall())
         print("=== psycopg, INSERT … SELECT with parameters")
         with conn.cursor() as cur:
             cur.execute("CREATE TEMP TABLE per_status (status text, n bigint, since text)")
