@@ -1861,6 +1861,13 @@ async fn several_statements_in_one_query_read_the_whole_history() {
          SELECT count(*) FROM orders WHERE note <> 'x;y' /* ; */ ;",
         "SELECT count(*) FROM orders; SHOW transaction_read_only; SELECT id FROM orders ORDER BY id LIMIT 3",
         "DROP TABLE side; SELECT min(created_at) FROM orders",
+        // A setting changed by one statement holds for the next ones, and
+        // for the session after.
+        "SET TimeZone = 'America/New_York'; SELECT min(created_at), max(created_at) FROM orders; \
+         SELECT created_at FROM orders ORDER BY id DESC LIMIT 2",
+        "SELECT min(created_at) FROM orders",
+        "SET DateStyle = 'German'; SELECT min(day), min(created_at) FROM orders; RESET DateStyle",
+        "SELECT min(day) FROM orders; RESET TimeZone; SELECT min(created_at) FROM orders",
     ];
     for sql in script {
         let want = replies(&direct, sql).await;

@@ -187,6 +187,22 @@ impl SessionSettings {
 }
 
 impl SessionSettings {
+    /// Keeps what a ParameterStatus (its body) reports of these settings.
+    pub(crate) fn remember(&mut self, status: &[u8]) {
+        let mut parts = status.split(|b| *b == 0);
+        let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        let value = String::from_utf8_lossy(value).into_owned();
+        match name {
+            b"TimeZone" => self.time_zone = value,
+            b"DateStyle" => self.date_style = value,
+            b"IntervalStyle" => self.interval_style = value,
+            b"session_authorization" => self.user = value,
+            _ => {}
+        }
+    }
+
     /// How the session writes values as text, in zone `tz`.
     pub(crate) fn text(&self, tz: chrono_tz::Tz) -> TextSettings {
         TextSettings {
@@ -227,6 +243,9 @@ struct Out<'a> {
     /// How many characters into the client's query string the statement
     /// stands: the positions of its errors are moved on by as many.
     position_offset: usize,
+    /// ParameterStatus bodies relayed in a sequence, for the statements
+    /// after them.
+    statuses: Vec<Vec<u8>>,
 }
 
 impl<'a> Out<'a> {
@@ -240,6 +259,7 @@ impl<'a> Out<'a> {
             capture_limit: 0,
             in_sequence: false,
             position_offset: 0,
+            statuses: Vec::new(),
         }
     }
 
@@ -319,6 +339,7 @@ pub(crate) async fn answer_query(
     (federation, router): (&Federation, &crate::router::Router),
     settings: &SessionSettings,
     cancel: &SessionCancel,
+    remember: &(dyn Fn(&[u8]) + Sync),
 ) -> Option<PgLink> {
     let mut out = Out::new(cw);
     let link = match sqltext::statements(sql) {
@@ -331,8 +352,8 @@ pub(crate) async fn answer_query(
             refuse(link, &mut out, e).await
         }
         Some(statements) if statements.len() > 1 => {
-            let context = (federation, router, settings, cancel);
-            answer_each(link, &mut out, (sql, &statements), context).await
+            let context = (federation, router, cancel, remember);
+            answer_each(link, &mut out, (sql, &statements), settings, context).await
         }
         _ => answer(link, &mut out, sql, federation, settings, cancel).await,
     };
@@ -356,13 +377,17 @@ async fn answer_each(
     mut link: PgLink,
     out: &mut Out<'_>,
     (whole, statements): (&str, &[&str]),
-    (federation, router, settings, cancel): (
+    settings: &SessionSettings,
+    (federation, router, cancel, remember): (
         &Federation,
         &crate::router::Router,
-        &SessionSettings,
         &SessionCancel,
+        &(dyn Fn(&[u8]) + Sync),
     ),
 ) -> Option<PgLink> {
+    // A statement may change what the next ones are answered in (`SET
+    // TimeZone`): kept here, and for the session.
+    let mut settings = settings.clone();
     const CONTROLS: [&str; 8] = [
         "begin",
         "start",
@@ -391,10 +416,14 @@ async fn answer_each(
         link::frontend::query(&mut message, sql);
         link = match router.route(&message) {
             crate::router::Route::Federate => {
-                answer(link, out, sql, federation, settings, cancel).await?
+                answer(link, out, sql, federation, &settings, cancel).await?
             }
             crate::router::Route::Relay => relay_query(link, out, sql).await?,
         };
+        for status in out.statuses.drain(..) {
+            settings.remember(&status);
+            remember(&status);
+        }
         if out.failed.is_some() {
             break;
         }

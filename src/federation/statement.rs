@@ -180,6 +180,9 @@ pub(super) async fn relay_query(mut link: PgLink, out: &mut Out<'_>, sql: &str) 
             }
             return Some(link);
         }
+        if m.tag == b'S' && out.in_sequence {
+            out.statuses.push(m.body.to_vec());
+        }
         if m.tag == b'E' && out.in_sequence {
             out.error(m.encode());
             continue;

@@ -734,6 +734,7 @@ async fn backend_to_client(
                         (federation, router),
                         &settings,
                         &state.cancel,
+                        &|body: &[u8]| remember_setting(state, body),
                     )
                     .await
                 }
@@ -824,19 +825,8 @@ fn is_extended_reply_end(t: u8) -> bool {
 
 /// Keeps the settings a federated statement needs from a ParameterStatus body.
 fn remember_setting(state: &State, body: &[u8]) {
-    let mut parts = body.split(|b| *b == 0);
-    let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
-        return;
-    };
-    let value = String::from_utf8_lossy(value).into_owned();
     if let Ok(mut s) = state.settings.lock() {
-        match name {
-            b"TimeZone" => s.time_zone = value,
-            b"DateStyle" => s.date_style = value,
-            b"IntervalStyle" => s.interval_style = value,
-            b"session_authorization" => s.user = value,
-            _ => {}
-        }
+        s.remember(body);
     }
 }
 
