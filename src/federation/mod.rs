@@ -412,9 +412,7 @@ async fn answer_each(
         // Each statement is a part of the client's string.
         let at = (sql.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
         out.position_offset = whole.get(..at).map_or(0, |before| before.chars().count());
-        let mut message = Vec::new();
-        link::frontend::query(&mut message, sql);
-        link = match router.route(&message) {
+        link = match router.route_query(sql) {
             crate::router::Route::Federate => {
                 answer(link, out, sql, federation, &settings, cancel).await?
             }

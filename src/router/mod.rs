@@ -88,11 +88,9 @@ impl Router {
             && let Some(each) = crate::federation::statements(sql)
             && each.len() > 1
         {
-            let federates = each.iter().any(|s| {
-                let mut one = Vec::new();
-                crate::protocol::put_message(&mut one, b'Q', &[s.as_bytes(), b"\0"].concat());
-                matches!(self.route_slow(&one), Route::Federate)
-            });
+            let federates = each
+                .iter()
+                .any(|s| matches!(self.route_query(s), Route::Federate));
             return if federates {
                 Route::Federate
             } else {
@@ -120,6 +118,13 @@ impl Router {
         } else {
             Route::Relay
         }
+    }
+
+    /// The route of one statement, as if sent alone in a simple Query.
+    pub(crate) fn route_query(&self, sql: &str) -> Route {
+        let mut message = Vec::with_capacity(sql.len() + 6);
+        crate::protocol::put_message(&mut message, b'Q', &[sql.as_bytes(), b"\0"].concat());
+        self.route(&message)
     }
 
     /// True when this session has tiered tables: only then are extended-

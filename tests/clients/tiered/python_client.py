@@ -38,6 +38,17 @@ def show(rows):
         print("  " + " | ".join(f"{type(v).__name__}:{v!r}" for v in row), flush=True)
 
 
+def server_side_cursor(conn, name):
+    """Reads COPY_QUERY through a named (server-side) cursor: some rows, a
+    scroll, the rest."""
+    with conn.transaction():
+        with conn.cursor(name=name) as cur:
+            cur.execute(COPY_QUERY)
+            show(cur.fetchmany(5))
+            cur.scroll(3)
+            show(cur.fetchall())
+
+
 def run_psycopg():
     import psycopg
 
@@ -61,20 +72,10 @@ def run_psycopg():
                 copy.set_types(["bigint", "timestamptz", "numeric", "text", "varchar"])
                 show(copy.rows())
         print("=== psycopg, a server-side cursor")
-        with conn.transaction():
-            with conn.cursor(name="history") as cur:
-                cur.execute(COPY_QUERY)
-                show(cur.fetchmany(5))
-                cur.scroll(3)
-                show(cur.fetchall())
+        server_side_cursor(conn, "history")
         print("=== psycopg, a server-side cursor in a read-only transaction")
         conn.read_only = True
-        with conn.transaction():
-            with conn.cursor(name="history_read_only") as cur:
-                cur.execute(COPY_QUERY)
-                show(cur.fetchmany(5))
-                cur.scroll(3)
-                show(cur.fetchall())
+        server_side_cursor(conn, "history_read_only")
         conn.read_only = False
         print("=== psycopg, several statements in one query")
         with conn.cursor() as cur:
