@@ -67,13 +67,18 @@ impl Router {
             Some(&b'P') => parse_sql_of(message),
             _ => None,
         };
-        let Some(sql) = sql else {
-            return Route::Relay;
-        };
+        match sql {
+            Some(sql) => self.route_sql(message[0], sql),
+            None => Route::Relay,
+        }
+    }
+
+    /// The route of `sql`, sent in a message tagged `kind` (`Q` or `P`).
+    fn route_sql(&self, kind: u8, sql: &str) -> Route {
         // Materialized views are looked at whatever they name: a refresh
         // names the view only.
         if crate::federation::matview::may_be_command(sql)
-            && (message[0] == b'Q'
+            && (kind == b'Q'
                 || crate::federation::matview::is_create(sql) && self.may_name_tiered(sql))
         {
             // Prepared, one over a tiered table is refused at its Execute.
@@ -84,7 +89,8 @@ impl Router {
         }
         // A query string of several statements: each on its own (the
         // parser would read what follows `COPY … FROM STDIN` as its data).
-        if message[0] == b'Q'
+        if kind == b'Q'
+            && sql.trim_end().trim_end_matches(';').contains(';')
             && let Some(each) = crate::federation::statements(sql)
             && each.len() > 1
         {
@@ -110,7 +116,7 @@ impl Router {
         };
         // EXPLAIN is answered for simple queries only; prepared, it is
         // Postgres's plan of the hot tier.
-        if message[0] == b'P' && matches!(statements.as_slice(), [Statement::Explain { .. }]) {
+        if kind == b'P' && matches!(statements.as_slice(), [Statement::Explain { .. }]) {
             return Route::Relay;
         }
         if self.reads_tiered(&statements) && !self.inside_hot_window(&statements) {
@@ -122,9 +128,10 @@ impl Router {
 
     /// The route of one statement, as if sent alone in a simple Query.
     pub(crate) fn route_query(&self, sql: &str) -> Route {
-        let mut message = Vec::with_capacity(sql.len() + 6);
-        crate::protocol::put_message(&mut message, b'Q', &[sql.as_bytes(), b"\0"].concat());
-        self.route(&message)
+        if self.needles.is_empty() {
+            return Route::Relay;
+        }
+        self.route_sql(b'Q', sql)
     }
 
     /// True when this session has tiered tables: only then are extended-
