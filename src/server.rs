@@ -555,6 +555,7 @@ async fn load_tiers_with(
                 byte_ordered_collation: Default::default(),
                 catalog: crate::federation::CatalogLink::new(target.clone(), db),
                 keeps_views: Default::default(),
+                planner: Default::default(),
             })
             .tables
             .push(std::sync::Arc::new(table));

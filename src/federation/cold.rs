@@ -606,6 +606,40 @@ fn aligned(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
 /// Decompressing and decoding Parquet is most of a cold scan's work, and
 /// Iceberg's own reader does all of it in the task that polls it. Rows
 /// come in no particular order, as from Iceberg's reader.
+/// The Parquet reader of a loaded table's files: one per loaded table
+/// (making one reads the machine's CPU quota, several file reads), for as
+/// long as the table stays loaded.
+fn reader_of(table: &Table) -> iceberg::Result<iceberg::arrow::ArrowReader> {
+    type Readers = Vec<(
+        std::sync::Weak<iceberg::spec::TableMetadata>,
+        iceberg::arrow::ArrowReader,
+    )>;
+    static READERS: std::sync::Mutex<Readers> = std::sync::Mutex::new(Vec::new());
+    let metadata = table.metadata_ref();
+    let mut readers = READERS.lock().unwrap_or_else(|e| e.into_inner());
+    readers.retain(|(loaded, _)| loaded.strong_count() > 0);
+    if let Some((_, reader)) = readers
+        .iter()
+        .find(|(loaded, _)| std::ptr::eq(loaded.as_ptr(), Arc::as_ptr(&metadata)))
+    {
+        return Ok(reader.clone());
+    }
+    let runtime = iceberg::Runtime::try_current()?;
+    let reader = iceberg::arrow::ArrowReaderBuilder::new(table.file_io().clone(), runtime)
+        .with_data_file_concurrency_limit(1)
+        // With a predicate, pages its column index rules out are
+        // skipped, not decompressed: a lookup by key reads a page of
+        // a row group, not all of it.
+        .with_row_selection_enabled(true)
+        // A file's footer and page index are read in one request of
+        // this size from its end (the reader's default is 512 KiB,
+        // a third of a typical file of ours read for a lookup).
+        .with_metadata_size_hint(64 << 10)
+        .build();
+    readers.push((Arc::downgrade(&metadata), reader.clone()));
+    Ok(reader)
+}
+
 fn parallel_scan(scan: &IcebergTableScan, row_filters: &[Expr]) -> SendableRecordBatchStream {
     // Reading the machine's CPU quota takes several file reads: once.
     static READERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
@@ -668,24 +702,13 @@ fn parallel_scan(scan: &IcebergTableScan, row_filters: &[Expr]) -> SendableRecor
             share.0 += task.length;
             share.1.push(task);
         }
-        let runtime = match iceberg::Runtime::try_current() {
+        let reader = match reader_of(&table) {
             Ok(r) => r,
             Err(e) => {
                 let _ = tx.send(Err(external(e))).await;
                 return;
             }
         };
-        let reader = iceberg::arrow::ArrowReaderBuilder::new(table.file_io().clone(), runtime)
-            .with_data_file_concurrency_limit(1)
-            // With a predicate, pages its column index rules out are
-            // skipped, not decompressed: a lookup by key reads a page of
-            // a row group, not all of it.
-            .with_row_selection_enabled(true)
-            // A file's footer and page index are read in one request of
-            // this size from its end (the reader's default is 512 KiB,
-            // a third of a typical file of ours read for a lookup).
-            .with_metadata_size_hint(64 << 10)
-            .build();
         for (_, share) in shares.into_iter().filter(|s| !s.1.is_empty()) {
             let (tx, reader, schema) = (tx.clone(), reader.clone(), read_schema.clone());
             tokio::spawn(async move {

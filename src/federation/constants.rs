@@ -18,8 +18,6 @@ use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Statement, Value, Visit, VisitMut,
     Visitor, VisitorMut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::{LinkError, quote_literal};
 use super::scan::ScanContext;
@@ -192,7 +190,7 @@ fn literal(ty: &str, json: Option<&str>) -> Option<String> {
 
 /// `sql` folded as [`fold`] does, when it is one statement.
 pub(super) async fn folded(sql: &str, ctx: &ScanContext) -> Result<Option<String>, LinkError> {
-    match Parser::parse_sql(&PostgreSqlDialect {}, sql).as_deref() {
+    match super::sqltext::parse(sql).as_deref() {
         Ok([statement]) => fold(statement, ctx).await,
         _ => Ok(None),
     }
@@ -248,9 +246,7 @@ mod tests {
     use super::*;
 
     fn found(sql: &str) -> Vec<String> {
-        let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-            .unwrap()
-            .remove(0);
+        let statement = crate::federation::sqltext::parse(sql).unwrap().remove(0);
         let mut finder = Finder::default();
         let _ = statement.visit(&mut finder);
         finder.found

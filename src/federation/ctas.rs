@@ -5,8 +5,6 @@
 //! federated, are copied into it, in the same transaction.
 
 use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::{LinkError, PgLink, frontend};
 use super::matview::rows::KeptRows;
@@ -40,7 +38,7 @@ pub(crate) fn parse(sql: &str) -> Option<CreateAs> {
     if !first.eq_ignore_ascii_case("create") {
         return None;
     }
-    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+    let Ok(statements) = super::sqltext::parse(sql) else {
         return None;
     };
     let [Statement::CreateTable(t)] = statements.as_slice() else {
@@ -71,7 +69,7 @@ fn select_into(sql: &str) -> Option<CreateAs> {
     let at = pieces
         .iter()
         .position(|p| matches!(p, Piece::Word(r) if sql[r.clone()].eq_ignore_ascii_case("into")))?;
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let statements = super::sqltext::parse(sql).ok()?;
     let [Statement::Query(q)] = statements.as_slice() else {
         return None;
     };

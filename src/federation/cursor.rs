@@ -12,8 +12,6 @@
 //! [`READ_ONLY_ROWS`].
 
 use datafusion::sql::sqlparser::ast::{DeclareType, Statement};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::{BackendMessage, FieldDescription, LinkError, PgLink, frontend};
 use super::matview::rows::KeptRows;
@@ -37,7 +35,7 @@ pub(crate) fn parse(sql: &str) -> Option<Declare<'_>> {
     if !super::sqltext::first_word(sql).eq_ignore_ascii_case("declare") {
         return None;
     }
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let statements = super::sqltext::parse(sql).ok()?;
     let [Statement::Declare { stmts }] = statements.as_slice() else {
         return None;
     };

@@ -299,9 +299,6 @@ pub(super) async fn plan_sql(
 /// and `IS [NOT] DISTINCT FROM` read with Postgres's precedence (and
 /// `IS [NOT] DISTINCT FROM NULL` as `IS [NOT] NULL`).
 fn executor_sql(sql: &str) -> Option<String> {
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-
     let lower = sql.to_ascii_lowercase();
     if ![
         "json",
@@ -321,7 +318,7 @@ fn executor_sql(sql: &str) -> Option<String> {
     {
         return None;
     }
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let mut statements = super::sqltext::parse(sql).ok()?;
     // First: the others rewrite what it collects.
     let single = super::subqueries::rewrite(&mut statements);
     let exists = super::subqueries::exists_in_select_lists(&mut statements);
@@ -601,8 +598,6 @@ fn time_as_units(text: &str) -> Option<String> {
 /// has no such column.
 fn unique_output_names(sql: &str) -> Option<String> {
     use datafusion::sql::sqlparser::ast::{Ident, Query};
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
 
     fn key(item: &SelectItem) -> Option<String> {
         Some(match item {
@@ -648,7 +643,7 @@ fn unique_output_names(sql: &str) -> Option<String> {
             _ => {}
         }
     }
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let mut statements = super::sqltext::parse(sql).ok()?;
     let [Statement::Query(query)] = statements.as_mut_slice() else {
         return None;
     };

@@ -5,8 +5,6 @@
 use std::sync::Arc;
 
 use datafusion::common::DataFusionError;
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use futures::StreamExt;
 
 use super::link::{self, LinkError};
@@ -210,14 +208,14 @@ pub(super) async fn execute(
     text: &TextSettings,
     out: &mut Out<'_>,
 ) -> Result<(u64, Remainder), Failure> {
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, run.sql);
+    let mut statements = super::sqltext::parse(run.sql);
     // Constant calls to Postgres's formatting functions, as values.
     let folded = match statements.as_deref() {
         Ok([statement]) => constants::fold(statement, ctx).await?,
         _ => None,
     };
     if let Some(f) = &folded {
-        statements = Parser::parse_sql(&PostgreSqlDialect {}, f);
+        statements = super::sqltext::parse(f);
     }
     let (sql, fields) = (folded.as_deref().unwrap_or(run.sql), run.fields);
     let mut normalized = None;
@@ -292,7 +290,7 @@ pub(super) async fn execute(
         }));
     }
     check_numeric_scales(&schema, fields)?;
-    let task = Arc::new(df.task_ctx());
+    let task = planning::task_context(&df, federation);
     let plan = physical_plan(
         df,
         &task,
@@ -400,7 +398,9 @@ pub(super) async fn physical_plan(
     federation: &Federation,
     statement: &cache::Statement<'_>,
 ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>, DataFusionError> {
-    let plan = df.create_physical_plan().await?;
+    let plan = super::joins::ESTIMATES
+        .scope(ctx.estimates.clone(), df.create_physical_plan())
+        .await?;
     let plan = exactness::null_filters_exclude(plan)?;
     let plan = topk::rewrite(plan, ctx, task).await?;
     let leaves = ctx.leaves.lock().map(|l| l.clone()).unwrap_or_default();

@@ -5,9 +5,6 @@
 
 use std::sync::Arc;
 
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
-
 use super::scan::ScanContext;
 use super::{
     Failure, Federation, Out, link, physical_plan, plan_session, put_row_description,
@@ -17,7 +14,7 @@ use super::{
 /// For `EXPLAIN [ANALYZE] <read>`: the read's SQL and whether to run it.
 pub(super) fn explain_of(sql: &str) -> Option<(String, bool)> {
     use datafusion::sql::sqlparser::ast::{Statement, UtilityOption};
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let statements = super::sqltext::parse(sql).ok()?;
     let [
         Statement::Explain {
             statement,
@@ -58,7 +55,7 @@ pub(super) async fn explain(
     let session = plan_session(ctx, federation);
     register_tables(sql, ctx, federation, &session).await?;
     let df = super::executor_plan(&session, ctx, sql, text).await?;
-    let task = Arc::new(df.task_ctx());
+    let task = super::planning::task_context(&df, federation);
     let statement = super::cache::Statement {
         sql,
         params: &[],

@@ -9,8 +9,6 @@
 //! router does not send it here).
 
 use datafusion::sql::sqlparser::ast::{Expr, SelectItem, SetExpr, Statement, Value};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::{FieldDescription, LinkError, PgLink, frontend};
 use super::matview::rows::KeptRows;
@@ -56,7 +54,7 @@ pub(crate) fn parse(sql: &str) -> Option<InsertSelect<'_>> {
     let Piece::Word(insert_word) = &pieces[at] else {
         return None;
     };
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let statements = super::sqltext::parse(sql).ok()?;
     let (insert, with) = match statements.as_slice() {
         [Statement::Insert(insert)] => (insert, None),
         [Statement::Query(q)] => match (q.body.as_ref(), &q.with) {

@@ -622,13 +622,12 @@ fn parts_type() -> DataType {
 /// refused, not summed otherwise.)
 pub(crate) fn columns_as_postgres(sql: &str, columns: &[String]) -> Option<String> {
     use datafusion::sql::sqlparser::ast;
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
+
     let lower = sql.to_ascii_lowercase();
     if columns.is_empty() || !["sum", "*", "/"].iter().any(|w| lower.contains(w)) {
         return None;
     }
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let mut statements = super::sqltext::parse(sql).ok()?;
     let named = |i: &ast::Ident| {
         columns.iter().any(|c| match i.quote_style {
             Some(_) => *c == i.value,

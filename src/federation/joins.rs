@@ -29,12 +29,16 @@ const COLLECT_ROWS: u64 = 1 << 20;
 /// its first partition.
 pub(crate) type Estimates = Arc<Mutex<Vec<(usize, u64)>>>;
 
-/// Builds a hash join on its smaller input, by the scans' estimates, and
-/// once (not per partition) when that input is small.
-#[derive(Debug)]
-pub(crate) struct SmallerBuildSide {
-    pub estimates: Estimates,
+tokio::task_local! {
+    /// The estimates of the statement whose plan is being made.
+    pub(crate) static ESTIMATES: Estimates;
 }
+
+/// Builds a hash join on its smaller input, by the scans' estimates (of
+/// the statement planned in [`ESTIMATES`]), and once (not per partition)
+/// when that input is small.
+#[derive(Debug)]
+pub(crate) struct SmallerBuildSide;
 
 impl SmallerBuildSide {
     /// At most how many rows `plan` produces, when known: a scan's
@@ -43,8 +47,13 @@ impl SmallerBuildSide {
         let any = plan.as_any();
         if let Some(s) = any.downcast_ref::<StreamingTableExec>() {
             let first = super::cache::address(s.partitions().first()?);
-            let known = self.estimates.lock().ok()?;
-            return known.iter().find(|(a, _)| *a == first).map(|(_, n)| *n);
+            return ESTIMATES
+                .try_with(|estimates| {
+                    let known = estimates.lock().ok()?;
+                    known.iter().find(|(a, _)| *a == first).map(|(_, n)| *n)
+                })
+                .ok()
+                .flatten();
         }
         let passes = any.is::<FilterExec>()
             || any.is::<ProjectionExec>()

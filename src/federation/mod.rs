@@ -71,7 +71,7 @@ use link::{LinkError, PgLink, row_description};
 pub use names::CatalogLink;
 use planning::{plan_session, register_tables};
 use scan::ScanContext;
-pub(crate) use sqltext::statements;
+pub(crate) use sqltext::{parse as parse_sql, statements};
 use statement::{
     SESSION_REPLIES, abort_transaction, ask_session, cancelled, close_cursors, expire, finish,
     refuse, relay_query, roll_back_own, session_answers, statement_timeout, take_back, timed_out,
@@ -99,6 +99,9 @@ pub struct Federation {
     /// Whether the database keeps definitions of materialized views, as
     /// last seen (a refresh then reads its view's in its first round trip).
     pub keeps_views: Arc<std::sync::atomic::AtomicBool>,
+    /// What every federated statement's executor session starts from,
+    /// once built.
+    pub planner: Arc<std::sync::OnceLock<datafusion::execution::SessionState>>,
 }
 
 impl Federation {
@@ -321,8 +324,7 @@ fn explains_a_write(sql: &str) -> bool {
     if !sqltext::first_word(sql).eq_ignore_ascii_case("explain") {
         return false;
     }
-    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-    match datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql).as_deref() {
+    match sqltext::parse(sql).as_deref() {
         Ok([Statement::Explain { statement, .. }]) => {
             !matches!(statement.as_ref(), Statement::Query(_))
         }

@@ -16,15 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::sql::sqlparser::ast::{ObjectName, Statement, visit_relations};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::quote_literal;
 use crate::backend::target::BackendTarget;
 
 /// The relations the statements in `sql` name, as written, each once.
 pub(super) fn written_names(sql: &str) -> Vec<String> {
-    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+    let Ok(statements) = super::sqltext::parse(sql) else {
         return Vec::new();
     };
     relation_names(&statements)

@@ -11,8 +11,6 @@ use datafusion::common::{DataFusionError, TableReference};
 use datafusion::datasource::TableProvider;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 
 use super::link::quote_literal;
 use super::names::Resolved;
@@ -24,30 +22,60 @@ use super::{
 use crate::protocol::ErrorFields;
 
 /// A DataFusion session for one statement: Postgres's SQL dialect, the
-/// session's time zone, and its share of the server's memory pool.
+/// session's time zone, and a catalog of its own. Started from a clone of
+/// the database's [`base_state`] (built once: the executor's several
+/// hundred functions are registered once, not per statement).
 pub(super) fn plan_session(ctx: &ScanContext, federation: &Federation) -> SessionContext {
+    use datafusion::catalog::{CatalogProvider, CatalogProviderList};
+    use datafusion::execution::FunctionRegistry;
+    let mut state = federation
+        .planner
+        .get_or_init(|| base_state(federation))
+        .clone();
+    let config = state.config_mut();
+    let options = config.options_mut();
+    options.execution.time_zone = Some(ctx.time_zone.to_string());
+    // Sorts set memory aside for merging their spill files: a part of the
+    // statement's share, not DataFusion's fixed 10 MB.
+    options.execution.sort_spill_reservation_bytes =
+        (federation.limits.statement_memory() / 8).min(10 << 20);
+    // Functions that read the configuration (`now()` in the session's
+    // zone) are made again for this one.
+    let updated: Vec<_> = state
+        .scalar_functions()
+        .values()
+        .filter_map(|f| f.inner().with_updated_config(state.config_options()))
+        .collect();
+    for f in updated {
+        let _ = state.register_udf(Arc::new(f));
+    }
+    // Nothing of the base's: its own catalog, and aliases numbered from one.
+    let catalogs = datafusion::catalog::MemoryCatalogProviderList::new();
+    let catalog = datafusion::catalog::MemoryCatalogProvider::new();
+    let defaults = state.config_options().catalog.clone();
+    let _ = catalog.register_schema(
+        &defaults.default_schema,
+        Arc::new(MemorySchemaProvider::new()),
+    );
+    catalogs.register_catalog(defaults.default_catalog, Arc::new(catalog));
+    state.register_catalog_list(Arc::new(catalogs));
+    *state.execution_props_mut() = datafusion::execution::context::ExecutionProps::new();
+    let session = SessionContext::new_with_state(state);
+    session.register_udf(tochar::ToChar::udf(&ctx.time_zone));
+    session.register_udf(casts::AtTimeZone::udf(&ctx.time_zone));
+    session
+}
+
+/// What every statement's session starts from: the executor's functions
+/// and planners with thermocline's own, and its rules.
+fn base_state(federation: &Federation) -> datafusion::execution::SessionState {
+    use datafusion::execution::FunctionRegistry;
     let config = SessionConfig::new()
         .with_target_partitions(2)
         .with_information_schema(false)
         .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
         // `0.5` is a numeric in Postgres, not a float.
-        .set_bool("datafusion.sql_parser.parse_float_as_decimal", true)
-        .set_str("datafusion.execution.time_zone", ctx.time_zone.as_ref())
-        // Sorts set memory aside for merging their spill files: a part of
-        // the statement's share, not DataFusion's fixed 10 MB.
-        .set_usize(
-            "datafusion.execution.sort_spill_reservation_bytes",
-            (federation.limits.statement_memory() / 8).min(10 << 20),
-        );
-    let shared = &federation.runtime;
-    let pool = Arc::new(memory::StatementPool::new(
-        shared.memory_pool.clone(),
-        federation.limits.statement_memory(),
-    ));
-    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(shared)
-        .with_memory_pool(pool)
-        .build_arc()
-        .unwrap_or_else(|_| shared.clone());
+        .set_bool("datafusion.sql_parser.parse_float_as_decimal", true);
     // Joins are turned to build on their smaller side before the
     // executor chooses how to run them.
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
@@ -55,15 +83,10 @@ pub(super) fn plan_session(ctx: &ScanContext, federation: &Federation) -> Sessio
         .iter()
         .position(|r| r.name() == "join_selection")
         .unwrap_or(0);
-    rules.insert(
-        at,
-        Arc::new(joins::SmallerBuildSide {
-            estimates: ctx.estimates.clone(),
-        }),
-    );
+    rules.insert(at, Arc::new(joins::SmallerBuildSide));
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_config(config)
-        .with_runtime_env(runtime)
+        .with_runtime_env(federation.runtime.clone())
         .with_default_features()
         // Before the executor's own, which would plan `@>` over arrays
         // its way.
@@ -83,17 +106,32 @@ pub(super) fn plan_session(ctx: &ScanContext, federation: &Federation) -> Sessio
     }
     session.register_udf(datetrunc::BucketedDateTrunc::udf());
     session.register_udf(super::subqueries::Single::udf());
-    session.register_udf(tochar::ToChar::udf(&ctx.time_zone));
-    session.register_udf(casts::AtTimeZone::udf(&ctx.time_zone));
     for udf in average::Average::all() {
         session.register_udf(udf);
     }
     for f in json::functions() {
         session.register_udf(f);
     }
-    use datafusion::execution::FunctionRegistry;
     let _ = session.register_expr_planner(Arc::new(json::JsonPlanner));
-    session
+    session.state()
+}
+
+/// The context a statement's plan runs in: its share of the server's
+/// memory pool.
+pub(super) fn task_context(
+    df: &datafusion::prelude::DataFrame,
+    federation: &Federation,
+) -> Arc<datafusion::execution::TaskContext> {
+    let shared = &federation.runtime;
+    let pool = Arc::new(memory::StatementPool::new(
+        shared.memory_pool.clone(),
+        federation.limits.statement_memory(),
+    ));
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(shared)
+        .with_memory_pool(pool)
+        .build_arc()
+        .unwrap_or_else(|_| shared.clone());
+    Arc::new(df.task_ctx().with_runtime(runtime))
 }
 
 /// Registers every table the statement names: tiered tables as hot ∪ cold,
@@ -123,7 +161,7 @@ async fn register_tables_at(
             "views nested more than 8 deep over a tiered table are not supported",
         )));
     }
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
+    let statements = super::sqltext::parse(sql).map_err(|e| {
         // Postgres accepted it (it described it first).
         Failure::Ours(ErrorFields::error(
             "0A000",

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use tokio::sync::Mutex;
 
 use super::link::{self, LinkError, PgLink};
@@ -46,7 +44,7 @@ pub(super) async fn ttl(
 /// What a whole answer is keyed by: the role, the statement and the
 /// settings its text depends on.
 pub(super) fn key(sql: &str, settings: &SessionSettings) -> String {
-    let normalized = match Parser::parse_sql(&PostgreSqlDialect {}, sql).as_deref() {
+    let normalized = match super::sqltext::parse(sql).as_deref() {
         Ok([statement]) => statement.to_string(),
         _ => sql.trim().to_string(),
     };

@@ -3,7 +3,12 @@
 //! options, a cursor's declaration, the target of an INSERT): the SQL
 //! parser cannot write every statement back as it was written.
 
+use std::cell::RefCell;
 use std::ops::Range;
+
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 
 /// A statement's first word, past comments.
 pub(super) fn first_word(sql: &str) -> &str {
@@ -51,6 +56,32 @@ pub(super) fn top_level(sql: &str) -> Option<Vec<Piece>> {
 /// The statements of a query string, split at its semicolons outside
 /// parentheses, strings, quoted names, comments and dollar quotes; empty
 /// ones (only blanks and comments) left out. `None`: as [`top_level`].
+/// `sql` parsed in Postgres's dialect. A statement is looked at by the
+/// router and by each step of answering it: the last few texts parsed on
+/// this thread are kept, and a text parsed again is a copy of its tree.
+pub(crate) fn parse(sql: &str) -> Result<Vec<Statement>, ParserError> {
+    type Parsed = Vec<(String, Result<Vec<Statement>, ParserError>)>;
+    const KEPT: usize = 4;
+    thread_local! {
+        static PARSED: RefCell<Parsed> = const { RefCell::new(Vec::new()) };
+    }
+    if let Some(found) = PARSED.with_borrow(|p| {
+        p.iter()
+            .find(|(text, _)| text == sql)
+            .map(|(_, parsed)| parsed.clone())
+    }) {
+        return found;
+    }
+    let parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql);
+    PARSED.with_borrow_mut(|p| {
+        if p.len() == KEPT {
+            drop(p.remove(0));
+        }
+        p.push((sql.to_string(), parsed.clone()));
+    });
+    parsed
+}
+
 pub(crate) fn statements(sql: &str) -> Option<Vec<&str>> {
     let mut ends = Vec::new();
     scan(sql, |token, depth| {

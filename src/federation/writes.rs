@@ -22,8 +22,6 @@ use datafusion::sql::sqlparser::ast::{
     TableFactor, TableWithJoins, UpdateTableFromKind, Value, Visit, Visitor, visit_expressions,
     visit_relations,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Location;
 
 use super::link::{BackendMessage, FieldDescription, LinkError, PgLink, frontend};
@@ -76,7 +74,7 @@ pub(crate) fn parse<'a>(sql: &'a str, tiered: impl Fn(&ObjectName) -> bool) -> O
     if !matches!(first.as_str(), "update" | "delete" | "merge" | "with") {
         return None;
     }
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let statements = super::sqltext::parse(sql).ok()?;
     let [statement] = statements.as_slice() else {
         return None;
     };
