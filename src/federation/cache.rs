@@ -156,6 +156,11 @@ impl ColdCache {
         self.entries.weighted_size()
     }
 
+    /// Whether cold partial results are kept at all (`cache_memory`).
+    pub(crate) fn keeps_partials(&self) -> bool {
+        self.capacity > 0
+    }
+
     pub(crate) fn entry_count(&self) -> u64 {
         self.entries.entry_count()
     }

@@ -140,6 +140,30 @@ pub(super) struct ColdPartition {
     /// Bounds on the time column this side applies itself (see
     /// [`exact_time_bound`]): the executor does not test them again.
     bounds: Vec<(Operator, i64)>,
+    /// The scan, begun before the plan is run (see [`ColdPartition::begin`]).
+    begun: std::sync::Mutex<Option<Begun>>,
+}
+
+/// A lake scan begun ahead of its execution.
+struct Begun(SendableRecordBatchStream);
+
+impl std::fmt::Debug for Begun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Begun")
+    }
+}
+
+impl ColdPartition {
+    /// Begins reading the lake now, while the rest of the statement is
+    /// planned: its first execution takes these rows. Dropped unread
+    /// (the plan was not run), the readers stop.
+    pub(super) fn begin(&self) {
+        if let Some(scan) = self.plan.as_any().downcast_ref::<IcebergTableScan>()
+            && let Ok(mut begun) = self.begun.lock()
+        {
+            *begun = Some(Begun(parallel_scan(scan, &self.row_filters)));
+        }
+    }
 }
 
 pub(super) async fn cold_partition(
@@ -257,6 +281,7 @@ pub(super) async fn cold_partition(
         pruning: pushed,
         row_filters,
         bounds,
+        begun: Default::default(),
     })
 }
 
@@ -454,10 +479,13 @@ impl PartitionStream for ColdPartition {
         let names = self.names.clone();
         let scan = self.plan.as_any().downcast_ref::<IcebergTableScan>();
         let row_filters = self.row_filters.clone();
-        let input = match scan.map_or_else(
-            || self.plan.execute(0, ctx),
-            |s| Ok(parallel_scan(s, &row_filters)),
-        ) {
+        let begun = self.begun.lock().ok().and_then(|mut b| b.take());
+        let input = match begun.map(|b| Ok(b.0)).unwrap_or_else(|| {
+            scan.map_or_else(
+                || self.plan.execute(0, ctx),
+                |s| Ok(parallel_scan(s, &row_filters)),
+            )
+        }) {
             Ok(s) => s,
             Err(e) => {
                 let e = cold_error(&names, e);

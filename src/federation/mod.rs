@@ -550,7 +550,12 @@ async fn answer(
     };
     let fields = row_description(&row_desc.body)?;
     let deadline = statement_timeout(&described).map(|t| tokio::time::Instant::now() + t);
+    let explained = explain_of(sql);
     let (shared, ctx) = ScanContext::start(link, tz, false, own_transaction);
+    ctx.read_cold_early.store(
+        explained.is_none() && !federation.cache.keeps_partials(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     ahead::begin(&ctx, federation, &described, &names);
     let text = settings.text(tz);
     let run = Run {
@@ -563,7 +568,6 @@ async fn answer(
         user: &settings.user,
         copy: copy.as_ref(),
     };
-    let explained = explain_of(sql);
     // A whole answer from the result cache, for a session that accepts one.
     let result_key = match explained.is_some() || copy.is_some() {
         true => None,

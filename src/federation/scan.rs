@@ -62,6 +62,10 @@ pub(crate) struct ScanContext {
     /// (its own REPEATABLE READ transaction): hot queries may then run
     /// after the lake was read.
     pub fixed_snapshot: bool,
+    /// The lake's part of each scan begins to be read as the scan is
+    /// planned (a read whose cold parts no cache may answer, and that is
+    /// run, not explained).
+    pub read_cold_early: std::sync::atomic::AtomicBool,
     /// For each table read, a query reading the same columns and no rows:
     /// a cached answer is given only to a role that may run them.
     pub reads: std::sync::Mutex<Vec<String>>,
@@ -134,6 +138,7 @@ impl ScanContext {
             portals: Default::default(),
             leaves: Default::default(),
             fixed_snapshot: false,
+            read_cold_early: Default::default(),
             reads: Default::default(),
             lake_scans: Default::default(),
             collated: Default::default(),
@@ -418,6 +423,9 @@ impl TableProvider for FederatedTable {
                     .lock()
                     .expect("not poisoned")
                     .push((table.clone(), cold.pruning.clone()));
+                if self.ctx.read_cold_early.load(Ordering::Relaxed) {
+                    cold.begin();
+                }
                 let partition: Arc<dyn PartitionStream> = Arc::new(cold);
                 let snapshot = table.metadata().current_snapshot_id().unwrap_or_default();
                 let names: Vec<&str> = read_columns.iter().map(|c| c.name.as_str()).collect();
