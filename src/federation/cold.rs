@@ -629,11 +629,6 @@ fn aligned(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     )?)
 }
 
-/// Reads an Iceberg scan's data files in as many parallel readers as there
-/// are cores, each on a share of the files (by size), into one stream.
-/// Decompressing and decoding Parquet is most of a cold scan's work, and
-/// Iceberg's own reader does all of it in the task that polls it. Rows
-/// come in no particular order, as from Iceberg's reader.
 /// The Parquet reader of a loaded table's files: one per loaded table
 /// (making one reads the machine's CPU quota, several file reads), for as
 /// long as the table stays loaded.
@@ -642,9 +637,9 @@ fn reader_of(table: &Table) -> iceberg::Result<iceberg::arrow::ArrowReader> {
         std::sync::Weak<iceberg::spec::TableMetadata>,
         iceberg::arrow::ArrowReader,
     )>;
-    static READERS: std::sync::Mutex<Readers> = std::sync::Mutex::new(Vec::new());
+    static LOADED: std::sync::Mutex<Readers> = std::sync::Mutex::new(Vec::new());
     let metadata = table.metadata_ref();
-    let mut readers = READERS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut readers = LOADED.lock().unwrap_or_else(|e| e.into_inner());
     readers.retain(|(loaded, _)| loaded.strong_count() > 0);
     if let Some((_, reader)) = readers
         .iter()
@@ -668,6 +663,11 @@ fn reader_of(table: &Table) -> iceberg::Result<iceberg::arrow::ArrowReader> {
     Ok(reader)
 }
 
+/// Reads an Iceberg scan's data files in as many parallel readers as there
+/// are cores, each on a share of the files (by size), into one stream.
+/// Decompressing and decoding Parquet is most of a cold scan's work, and
+/// Iceberg's own reader does all of it in the task that polls it. Rows
+/// come in no particular order, as from Iceberg's reader.
 fn parallel_scan(scan: &IcebergTableScan, row_filters: &[Expr]) -> SendableRecordBatchStream {
     // Reading the machine's CPU quota takes several file reads: once.
     static READERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
