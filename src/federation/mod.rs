@@ -71,7 +71,7 @@ use link::{LinkError, PgLink, row_description};
 pub use names::CatalogLink;
 use planning::{plan_session, register_tables};
 use scan::ScanContext;
-pub(crate) use sqltext::{parse as parse_sql, statements};
+pub(crate) use sqltext::statements;
 use statement::{
     SESSION_REPLIES, abort_transaction, ask_session, cancelled, close_cursors, expire, finish,
     refuse, relay_query, roll_back_own, session_answers, statement_timeout, take_back, timed_out,

@@ -13,6 +13,7 @@ use datafusion::sql::sqlparser::ast::{
     Statement, TableFactor, TableObject, visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 
 /// Where a statement is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +107,7 @@ impl Router {
         // unless it is a read: relayed, Postgres would answer it from the
         // hot rows alone. Federated, Postgres still reports what it
         // rejects, and what it accepts but cannot be planned is refused.
-        let Ok(statements) = crate::federation::parse_sql(sql) else {
+        let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
             return if reads_only(sql) {
                 Route::Federate
             } else {
