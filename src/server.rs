@@ -556,6 +556,7 @@ async fn load_tiers_with(
                 catalog: crate::federation::CatalogLink::new(target.clone(), db),
                 keeps_views: Default::default(),
                 planner: Default::default(),
+                search_paths: Default::default(),
             })
             .tables
             .push(std::sync::Arc::new(table));

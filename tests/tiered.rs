@@ -2468,6 +2468,20 @@ async fn names_resolve_as_the_session_resolves_them() {
         }
     };
     read_on_catalog_connection("pg_catalog, sales, public", "simple protocol").await;
+    // New sessions of the same role on the default path: the columns read
+    // as they are described, under the path the role had last (where
+    // customers is sales.customers), are not taken.
+    let direct_default = client(pg().port(), "postgres", &s.oracle).await;
+    let through_default = client(proxy.port(), "postgres", &s.tiered).await;
+    let join = queries[1];
+    assert_eq!(
+        ask(&through_default, join).await,
+        ask(&direct_default, join).await,
+        "default search_path, first statement: {join}"
+    );
+    same("default search_path", &direct_default, &through_default).await;
+    read_on_catalog_connection("pg_catalog, public", "default search_path").await;
+    same("search_path sales, public, again", &direct, &through).await;
     // Over the extended protocol too, in a session whose path reads
     // public.customers first.
     let extended = "SELECT c.region, count(*), sum(o.amount)::text FROM orders o \

@@ -14,19 +14,28 @@ use super::{Federation, names, planning};
 
 /// Records where the statement's names (`names`, as written) resolve, as
 /// the session answered in `described`, and begins the reads this allows.
+/// `assumed`: their columns, being read since before the session answered,
+/// under the search path its `user` had last (see [`Federation::search_path`]).
 pub(super) fn begin(
     ctx: &ScanContext,
     federation: &Federation,
     described: &[BackendMessage],
     names: &[String],
+    (assumed, user): (Option<planning::ColumnsAhead>, &str),
 ) {
     let resolved =
         super::session_answers(described).and_then(|answers| names::resolved(&answers, names));
-    if let Some(resolved) = &resolved
-        && let Some(columns) = planning::ColumnsAhead::read(names, resolved, federation)
-        && let Ok(mut ahead) = ctx.columns_ahead.lock()
-    {
-        *ahead = Some(columns);
+    if let Some(resolved) = &resolved {
+        federation.remember_search_path(user, &resolved.schemas);
+        let columns = match assumed.and_then(|a| a.confirm(resolved)) {
+            Some(columns) => Some(columns),
+            None => planning::ColumnsAhead::read(names, resolved, federation),
+        };
+        if let Some(columns) = columns
+            && let Ok(mut ahead) = ctx.columns_ahead.lock()
+        {
+            *ahead = Some(columns);
+        }
     }
     // Outside a statement's own transaction the lake is read only once its
     // hot scans have taken their snapshot (see `scan`).

@@ -291,7 +291,7 @@ async fn answer(
         Err(e) => return fail(link, out, e).await,
     };
     let (shared, ctx) = ScanContext::start(link, tz, true, false);
-    super::ahead::begin(&ctx, federation, &described, &names);
+    super::ahead::begin(&ctx, federation, &described, &names, (None, &settings.user));
     let run = Run {
         sql,
         fields: &fields,

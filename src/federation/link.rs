@@ -270,10 +270,24 @@ impl PgLink {
 
     /// Reads replies until ReadyForQuery.
     pub(crate) async fn until_ready(&mut self) -> Result<Vec<BackendMessage>, LinkError> {
+        self.until_ready_noting(0, &mut || {}).await
+    }
+
+    /// As [`Self::until_ready`], calling `seen` as the first message tagged
+    /// `tag` arrives.
+    pub(crate) async fn until_ready_noting(
+        &mut self,
+        mut tag: u8,
+        seen: &mut (dyn FnMut() + Send),
+    ) -> Result<Vec<BackendMessage>, LinkError> {
         let mut out = Vec::new();
         let mut error = None;
         loop {
             let m = self.recv().await?;
+            if tag != 0 && m.tag == tag {
+                tag = 0;
+                seen();
+            }
             match m.tag {
                 b'Z' => {
                     self.owed = Owed::Nothing;

@@ -102,9 +102,39 @@ pub struct Federation {
     /// What every federated statement's executor session starts from,
     /// once built.
     pub planner: Arc<std::sync::OnceLock<datafusion::execution::SessionState>>,
+    /// The search path (`current_schemas(true)`) each role's sessions had
+    /// in their last federated statement.
+    pub search_paths: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>>,
 }
 
+/// How many roles' search paths a database's [`Federation`] remembers.
+const SEARCH_PATHS_KEPT: usize = 1024;
+
 impl Federation {
+    /// The search path `user`'s next statement is expected to resolve its
+    /// names against: that of the role's last, or Postgres's default for
+    /// a role without a schema of its own.
+    fn search_path(&self, user: &str) -> Vec<String> {
+        self.search_paths
+            .lock()
+            .ok()
+            .and_then(|paths| paths.get(user).cloned())
+            .unwrap_or_else(|| vec!["pg_catalog".into(), "public".into()])
+    }
+
+    fn remember_search_path(&self, user: &str, schemas: &[String]) {
+        let Ok(mut paths) = self.search_paths.lock() else {
+            return;
+        };
+        if paths.get(user).is_some_and(|p| p == schemas) {
+            return;
+        }
+        if paths.len() >= SEARCH_PATHS_KEPT {
+            paths.clear();
+        }
+        paths.insert(user.to_string(), schemas.to_vec());
+    }
+
     /// Whether `name` may name a tiered table, or a view over one (a name
     /// without a schema: in any schema).
     pub(crate) fn is_tiered(&self, name: &datafusion::sql::sqlparser::ast::ObjectName) -> bool {
@@ -516,6 +546,17 @@ async fn answer(
         false => Vec::new(),
     };
     link::frontend::parse(&mut msgs, "", sql);
+    // Parsed, the statement holds its relations: their columns can no
+    // longer change until it ends. They are read from then on, while
+    // Postgres describes it, under the search path the session is
+    // expected to have (checked once it answered).
+    let parsed = match names.is_empty() {
+        true => 0,
+        false => {
+            crate::protocol::put_message(&mut msgs, b'H', b"");
+            b'1'
+        }
+    };
     link::frontend::describe(&mut msgs, b'S', "");
     ask_session(&mut msgs, &names::ask(&names));
     crate::protocol::put_message(&mut msgs, b'S', b"");
@@ -526,7 +567,12 @@ async fn answer(
         true => link.until_ready().await,
         false => Ok(Vec::new()),
     };
-    let described = match begun.and(link.until_ready().await) {
+    let mut assumed = None;
+    let mut read_columns = || {
+        let path = federation.search_path(&settings.user);
+        assumed = planning::ColumnsAhead::assume(&names, &path, federation);
+    };
+    let described = match begun.and(link.until_ready_noting(parsed, &mut read_columns).await) {
         Ok(m) => m,
         Err(LinkError::Postgres(e)) => {
             // The client's own transaction, if any, failed in Postgres.
@@ -556,7 +602,15 @@ async fn answer(
         explained.is_none() && !federation.cache.keeps_partials(),
         std::sync::atomic::Ordering::Relaxed,
     );
-    ahead::begin(&ctx, federation, &described, &names);
+    ctx.declare_hot_early
+        .store(explained.is_none(), std::sync::atomic::Ordering::Relaxed);
+    ahead::begin(
+        &ctx,
+        federation,
+        &described,
+        &names,
+        (assumed, &settings.user),
+    );
     let text = settings.text(tz);
     let run = Run {
         sql,

@@ -362,6 +362,8 @@ struct Attribute {
     byte_ordered: bool,
     /// `reltuples`, where the table was analyzed.
     reltuples: Option<u64>,
+    /// The relation's OID.
+    relation: u32,
 }
 
 /// The columns of the relations `written` names, resolved against the
@@ -423,6 +425,12 @@ fn oids_of(written: &[String], resolved: &Resolved) -> Option<Vec<Option<u32>>> 
 pub(super) struct ColumnsAhead {
     /// The relations' names as written.
     written: Vec<String>,
+    /// For a read begun before the session resolved the names: the search
+    /// path it resolved them against.
+    assumed: Option<Vec<String>>,
+    /// Once the session resolved them, the relation each name must have
+    /// been found as for the read to be taken.
+    expected: Option<Vec<Option<u32>>>,
     read: tokio::task::JoinHandle<Result<Vec<Attribute>, CatalogError>>,
 }
 
@@ -435,29 +443,78 @@ impl ColumnsAhead {
         federation: &Federation,
     ) -> Option<Self> {
         let oids = oids_of(written, resolved)?;
+        Self::begin(written, &resolved.schemas, Some(oids), federation)
+    }
+
+    /// Begins reading the columns of the relations `written` names as
+    /// resolved against `schemas`, the search path the session is expected
+    /// to have, while the session itself resolves them: see [`Self::confirm`].
+    pub(super) fn assume(
+        written: &[String],
+        schemas: &[String],
+        federation: &Federation,
+    ) -> Option<Self> {
+        let mut ahead = Self::begin(written, schemas, None, federation)?;
+        ahead.assumed = Some(schemas.to_vec());
+        Some(ahead)
+    }
+
+    fn begin(
+        written: &[String],
+        schemas: &[String],
+        oids: Option<Vec<Option<u32>>>,
+        federation: &Federation,
+    ) -> Option<Self> {
         let client = federation.catalog.client()?;
-        let (names, schemas) = (written.to_vec(), resolved.schemas.clone());
+        let (names, schemas) = (written.to_vec(), schemas.to_vec());
         let collation = federation.byte_ordered_collation.clone();
         let read = tokio::spawn(async move {
             let mut source = Catalogs::Warm(&client, &schemas);
-            columns_of(&mut source, &names, Some(&oids), &collation).await
+            columns_of(&mut source, &names, oids.as_deref(), &collation).await
         });
         Some(Self {
             written: written.to_vec(),
+            assumed: None,
+            expected: None,
             read,
         })
     }
 
-    /// The columns read; `None` when the read failed.
+    /// The read, if it serves the names as the session `resolved` them:
+    /// begun by [`Self::read`], or by [`Self::assume`] under the search path
+    /// the session has. Each name must then be found as the same relation,
+    /// which [`Self::columns`] checks.
+    pub(super) fn confirm(mut self, resolved: &Resolved) -> Option<Self> {
+        if let Some(assumed) = &self.assumed {
+            if *assumed != resolved.schemas {
+                return None;
+            }
+            self.expected = Some(oids_of(&self.written, resolved)?);
+        }
+        Some(self)
+    }
+
+    /// The columns read; `None` when the read failed, or found a name as
+    /// another relation than the session did.
     async fn columns(mut self) -> Option<Vec<Attribute>> {
-        match (&mut self.read).await {
-            Ok(Ok(attributes)) => Some(attributes),
+        let attributes = match (&mut self.read).await {
+            Ok(Ok(attributes)) => attributes,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "the catalog connection failed; reading the catalogs on the session's");
-                None
+                return None;
             }
-            Err(_) => None,
+            Err(_) => return None,
+        };
+        if self.assumed.is_some() {
+            let expected = self.expected.as_ref()?;
+            let same = expected.iter().enumerate().all(|(i, oid)| {
+                attributes.iter().find(|a| a.index == i).map(|a| a.relation) == *oid
+            });
+            if !same {
+                return None;
+            }
         }
+        Some(attributes)
     }
 }
 
@@ -519,7 +576,7 @@ async fn columns_of(
                         c.relname, a.attname, a.atttypid, a.atttypmod, \
                         pg_catalog.format_type(a.atttypid, a.atttypmod), \
                         CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid, true) END, a.attnum, \
-                        a.attcollation, c.reltuples \
+                        a.attcollation, c.reltuples, c.oid \
                  FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
                  WHERE c.oid = {relation}"
@@ -628,6 +685,7 @@ async fn columns_of(
                     .ok()
                     .filter(|n| *n >= 0.0)
                     .map(|n| n as u64),
+                relation: oid(r, 11),
             }
         })
         .collect())

@@ -66,6 +66,10 @@ pub(crate) struct ScanContext {
     /// planned (a read whose cold parts no cache may answer, and that is
     /// run, not explained).
     pub read_cold_early: std::sync::atomic::AtomicBool,
+    /// Each plain hot scan's cursor is declared as the scan is planned, in
+    /// a transaction of the statement's own (a read that is run, not
+    /// explained): Postgres plans it while the executor plans the rest.
+    pub declare_hot_early: std::sync::atomic::AtomicBool,
     /// For each table read, a query reading the same columns and no rows:
     /// a cached answer is given only to a role that may run them.
     pub reads: std::sync::Mutex<Vec<String>>,
@@ -139,6 +143,7 @@ impl ScanContext {
             leaves: Default::default(),
             fixed_snapshot: false,
             read_cold_early: Default::default(),
+            declare_hot_early: Default::default(),
             reads: Default::default(),
             lake_scans: Default::default(),
             collated: Default::default(),
@@ -365,7 +370,10 @@ impl TableProvider for FederatedTable {
         // statement's own, the snapshot was taken by its first query:
         // the cursor is declared with its first fetch.
         let cursor = if self.ctx.fixed_snapshot && !self.ctx.extended {
-            Fetch::Open(sql.clone())
+            match self.ctx.declare_hot_early.load(Ordering::Relaxed) {
+                true => Fetch::Early(Arc::new(Early::declare(&self.ctx, &sql))),
+                false => Fetch::Open(sql.clone()),
+            }
         } else {
             open(&self.ctx, &sql).await?
         };
@@ -724,6 +732,9 @@ pub(super) enum Fetch {
     /// Opened at the first fetch (only under a snapshot fixed for the whole
     /// statement).
     Open(String),
+    /// Being declared since the scan was planned (only under a snapshot
+    /// fixed for the whole statement).
+    Early(Arc<Early>),
     /// Run to its end at the first fetch, all rows at once (Postgres may
     /// then plan it in parallel, which it never does for a cursor); for
     /// aggregates, under a snapshot fixed for the whole statement.
@@ -731,6 +742,43 @@ pub(super) enum Fetch {
     /// As `Whole`, with a date_trunc of the time column evaluated as
     /// ranges.
     Buckets(String, Arc<Buckets>),
+}
+
+/// A cursor declared as its scan is planned, before the plan runs.
+#[derive(Debug)]
+pub(super) struct Early {
+    sql: String,
+    /// Taken by the scan's first execution.
+    declaring: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<String>>>>,
+}
+
+impl Early {
+    fn declare(ctx: &Arc<ScanContext>, sql: &str) -> Self {
+        let (ctx, query) = (ctx.clone(), sql.to_string());
+        let declaring = tokio::spawn(async move {
+            let mut link = ctx.link.lock().await;
+            declare(&ctx, &mut link, &query, false)
+                .await
+                .map(|(cursor, _)| cursor)
+        });
+        Self {
+            sql: sql.to_string(),
+            declaring: std::sync::Mutex::new(Some(declaring)),
+        }
+    }
+
+    /// The cursor declared; for an execution after the first, one to
+    /// declare as it is fetched.
+    async fn cursor(&self) -> Result<Fetch> {
+        let declaring = self.declaring.lock().ok().and_then(|mut d| d.take());
+        match declaring {
+            Some(handle) => match handle.await {
+                Ok(declared) => declared.map(Fetch::Cursor),
+                Err(e) => Err(DataFusionError::External(Box::new(e))),
+            },
+            None => Ok(Fetch::Open(self.sql.clone())),
+        }
+    }
 }
 
 /// The hot rows: FETCHes from a binary cursor, stragglers checked.
@@ -787,6 +835,9 @@ impl PartitionStream for HotPartition {
                 {
                     late.delay_for_tests().await;
                 }
+                if let Fetch::Early(early) = &s.fetch {
+                    s.fetch = early.cursor().await?;
+                }
                 let mut whole = false;
                 let extended = s.ctx.extended;
                 if let (Fetch::Open(sql), true) = (&s.fetch, extended) {
@@ -806,6 +857,11 @@ impl PartitionStream for HotPartition {
                             .simple(&format!("FETCH FORWARD {FETCH_ROWS} FROM {c}"))
                             .await
                             .map_err(link_error)?,
+                        Fetch::Early(_) => {
+                            return Err(DataFusionError::Internal(
+                                "a cursor declared early was fetched before it was taken".into(),
+                            ));
+                        }
                         Fetch::Portal(p) => {
                             let mut msgs = Vec::new();
                             super::link::frontend::execute(&mut msgs, p, FETCH_ROWS as i32);
