@@ -10,6 +10,9 @@ use thermocline::backend::target::BackendTarget;
 use thermocline::config::Config;
 use thermocline::tiering::TieredTable;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A PostgreSQL-wire server that shows each tiered table whole: recent rows
 /// from PostgreSQL, history from Apache Iceberg.
 #[derive(Parser)]

@@ -57,16 +57,16 @@ pub(crate) struct Resolved {
 
 /// The query, run by the session's backend with its statement, that asks
 /// its statement_timeout (first column) and, for `names`, its search path
-/// and the relation each name resolves to. Every column is text.
+/// and the relation each name resolves to. Its results are binary: the
+/// first column is text, the second an array of `name`, the others
+/// `regclass` (an OID). No casts: each costs a new backend catalog reads.
 pub(super) fn ask(names: &[String]) -> String {
     let mut sql = String::from("SELECT pg_catalog.current_setting('statement_timeout')");
     if !names.is_empty() {
-        sql.push_str(
-            ", pg_catalog.array_to_json(pg_catalog.current_schemas(true))::pg_catalog.text",
-        );
+        sql.push_str(", pg_catalog.current_schemas(true)");
         for name in names {
             sql.push_str(&format!(
-                ", pg_catalog.to_regclass({})::pg_catalog.oid::pg_catalog.text",
+                ", pg_catalog.to_regclass({})",
                 quote_literal(name)
             ));
         }
@@ -79,7 +79,7 @@ pub(super) fn resolved(fields: &[Option<&[u8]>], names: &[String]) -> Option<Res
     if names.is_empty() || fields.len() != names.len() + 2 {
         return None;
     }
-    let schemas: Vec<String> = serde_json::from_slice(fields[1]?).ok()?;
+    let schemas = name_array(fields[1]?)?;
     // A session with temporary objects: its temporary schema, first in
     // its path, is its own. Its catalogs are read on its own backend.
     if schemas.iter().any(|s| s.starts_with("pg_temp")) {
@@ -89,11 +89,34 @@ pub(super) fn resolved(fields: &[Option<&[u8]>], names: &[String]) -> Option<Res
         .iter()
         .zip(&fields[2..])
         .map(|(name, oid)| {
-            let oid = oid.and_then(|o| std::str::from_utf8(o).ok()?.parse().ok());
+            let oid = oid.and_then(|o| Some(u32::from_be_bytes(o.try_into().ok()?)));
             (name.clone(), oid)
         })
         .collect();
     Some(Resolved { schemas, names })
+}
+
+/// A one-dimensional array of `name` (or text) in Postgres's binary form.
+fn name_array(bytes: &[u8]) -> Option<Vec<String>> {
+    let int = |at: usize| Some(i32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    int(8)?;
+    let mut at = 12;
+    let n = match int(0)? {
+        0 => 0,
+        1 => {
+            at += 8;
+            usize::try_from(int(12)?).ok()?
+        }
+        _ => return None,
+    };
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = usize::try_from(int(at)?).ok()?;
+        at += 4;
+        out.push(String::from_utf8(bytes.get(at..at + len)?.to_vec()).ok()?);
+        at += len;
+    }
+    Some(out)
 }
 
 /// The catalog connection's `application_name`.
@@ -218,6 +241,31 @@ pub(super) async fn rows_in(
 mod tests {
     use super::*;
 
+    /// `names` as Postgres sends a `name[]` in binary.
+    fn binary_names(names: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for v in [1, 0, 19, names.len() as i32, 1] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        for n in names {
+            out.extend_from_slice(&(n.len() as i32).to_be_bytes());
+            out.extend_from_slice(n.as_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn an_empty_array_is_no_schemas() {
+        let empty = [0i32, 0, 19]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect::<Vec<u8>>();
+        assert_eq!(name_array(&empty), Some(Vec::new()));
+        assert_eq!(name_array(&empty[..8]), None);
+        let two = binary_names(&["a", "b"]);
+        assert_eq!(name_array(&two[..two.len() - 1]), None);
+    }
+
     #[test]
     fn names_are_asked_as_written_and_read_back_in_order() {
         let names = written_names(
@@ -226,17 +274,21 @@ mod tests {
         assert_eq!(names, ["public.orders", "\"Customers\"", "w", "orders"]);
         let sql = ask(&names);
         assert!(sql.contains("to_regclass('\"Customers\"')"), "{sql}");
+        assert!(!sql.contains("::"), "no casts: {sql}");
         assert_eq!(
             ask(&[]),
             "SELECT pg_catalog.current_setting('statement_timeout')"
         );
+        let schemas = binary_names(&["pg_catalog", "my schema", "public"]);
+        let oid = |n: u32| n.to_be_bytes();
+        let (a, b) = (oid(16384), oid(16390));
         let row: Vec<Option<&[u8]>> = vec![
             Some(b"0"),
-            Some(br#"["pg_catalog","my schema","public"]"#),
-            Some(b"16384"),
-            Some(b"16390"),
+            Some(&schemas),
+            Some(&a),
+            Some(&b),
             None,
-            Some(b"16384"),
+            Some(&a),
         ];
         let r = resolved(&row, &names).expect("read");
         assert_eq!(r.schemas, ["pg_catalog", "my schema", "public"]);
@@ -253,7 +305,8 @@ mod tests {
         assert_eq!(resolved(&row[..3], &names), None);
         // Nor the names of a session with temporary objects.
         let mut temp = row.clone();
-        temp[1] = Some(br#"["pg_temp_3","pg_catalog","public"]"#);
+        let with_temp = binary_names(&["pg_temp_3", "pg_catalog", "public"]);
+        temp[1] = Some(&with_temp);
         assert_eq!(resolved(&temp, &names), None);
     }
 }
