@@ -255,6 +255,13 @@ pub(super) async fn execute(
             format!("{what} is not supported yet in reads of the history of a tiered table"),
         )));
     }
+    // A plan that aggregates or takes the first rows in an order reads its
+    // hot rows otherwise (see `cache` and `topk`): its plain cursors would
+    // go unread.
+    if !reads_rows_as_they_are(df.logical_plan()) {
+        ctx.declare_hot_early
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
     if !computed.is_empty() {
         let scaled =
             numeric::at_postgres_scale(df.logical_plan().clone(), &computed).map_err(|i| {
@@ -448,4 +455,53 @@ pub(super) fn put_row_description(out: &mut Vec<u8>, fields: &[link::FieldDescri
         body.extend_from_slice(&0i16.to_be_bytes());
     }
     crate::protocol::put_message(out, b'T', &body);
+}
+
+/// Whether `plan` (its subqueries too) neither aggregates nor limits its
+/// rows: its scans' rows are read as they are.
+fn reads_rows_as_they_are(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::{LogicalPlan, Sort};
+    let mut plain = true;
+    let _ = plan.apply_with_subqueries(|p| {
+        if matches!(
+            p,
+            LogicalPlan::Aggregate(_)
+                | LogicalPlan::Distinct(_)
+                | LogicalPlan::Limit(_)
+                | LogicalPlan::Sort(Sort { fetch: Some(_), .. })
+        ) {
+            plain = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    plain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reads_rows_as_they_are;
+
+    #[tokio::test]
+    async fn only_plain_reads_declare_their_cursors_early() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        ctx.sql("CREATE TABLE t (a int, b int)").await.unwrap();
+        for (sql, plain) in [
+            ("SELECT * FROM t WHERE a = 1", true),
+            ("SELECT a FROM t ORDER BY b", true),
+            (
+                "SELECT * FROM t WHERE a IN (SELECT b FROM t WHERE b > 2)",
+                true,
+            ),
+            ("SELECT count(*) FROM t", false),
+            ("SELECT DISTINCT a FROM t", false),
+            ("SELECT * FROM t ORDER BY a LIMIT 10", false),
+            ("SELECT * FROM t LIMIT 10", false),
+            ("SELECT * FROM t WHERE a > (SELECT max(b) FROM t)", false),
+        ] {
+            let df = ctx.sql(sql).await.unwrap();
+            assert_eq!(reads_rows_as_they_are(df.logical_plan()), plain, "{sql}");
+        }
+    }
 }
