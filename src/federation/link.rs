@@ -76,6 +76,9 @@ pub(crate) struct PgLink {
     /// When set, the NoticeResponses read until ReadyForQuery are kept
     /// here (otherwise they are dropped).
     pub(crate) notices: Option<Vec<BackendMessage>>,
+    /// The first ErrorResponse since it was last cleared: the failure at
+    /// the root of those that follow it in a failed transaction (25P02).
+    pub(crate) first_error: Option<BackendMessage>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +102,7 @@ impl PgLink {
             skipping: false,
             statement_failed: None,
             notices: None,
+            first_error: None,
         }
     }
 
@@ -252,6 +256,7 @@ impl PgLink {
             match m.tag {
                 b'E' => {
                     self.skip_to_sync();
+                    self.first_error.get_or_insert_with(|| m.clone());
                     return Err(LinkError::Postgres(m));
                 }
                 b'A' | b'S' => self.deferred.push(m),
@@ -299,6 +304,7 @@ impl PgLink {
                     };
                 }
                 b'E' => {
+                    self.first_error.get_or_insert_with(|| m.clone());
                     if error.is_none() {
                         error = Some(m)
                     }

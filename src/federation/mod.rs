@@ -467,6 +467,22 @@ async fn answer_each(
     Some(link)
 }
 
+/// The error to report for a statement that failed with `error`: where
+/// that is 25P02 (a query sent after another of the statement's had failed,
+/// as its scans run side by side), the first failure on `link`.
+fn root_cause(error: Vec<u8>, link: &PgLink) -> Vec<u8> {
+    let code = |m: &[u8]| crate::protocol::error_code(m).map(<[u8]>::to_vec);
+    match &link.first_error {
+        Some(first)
+            if code(&error).as_deref() == Some(b"25P02")
+                && code(&first.body).as_deref() != Some(b"25P02") =>
+        {
+            first.encode()
+        }
+        _ => error,
+    }
+}
+
 async fn answer(
     mut link: PgLink,
     out: &mut Out<'_>,
@@ -532,6 +548,7 @@ async fn answer(
     // trip as Postgres describes the statement. Its snapshot is taken as
     // Postgres parses the statement, before the lake is read.
     let own_transaction = link.txn_status == b'I';
+    link.first_error = None;
     let mut msgs = Vec::new();
     if own_transaction {
         link::frontend::query(
@@ -716,7 +733,7 @@ async fn answer(
         }
         Err(error) => {
             let gone = matches!(&error, Failure::Link(LinkError::Gone));
-            out.error(error.encode());
+            out.error(root_cause(error.encode(), &link));
             if gone {
                 return None;
             }
