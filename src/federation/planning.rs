@@ -425,13 +425,20 @@ fn oids_of(written: &[String], resolved: &Resolved) -> Option<Vec<Option<u32>>> 
 pub(super) struct ColumnsAhead {
     /// The relations' names as written.
     written: Vec<String>,
-    /// For a read begun before the session resolved the names: the search
-    /// path it resolved them against.
-    assumed: Option<Vec<String>>,
-    /// Once the session resolved them, the relation each name must have
-    /// been found as for the read to be taken.
-    expected: Option<Vec<Option<u32>>>,
+    check: Check,
     read: tokio::task::JoinHandle<Result<Vec<Attribute>, CatalogError>>,
+}
+
+/// What a [`ColumnsAhead`] read must pass to be taken.
+#[derive(Debug)]
+enum Check {
+    /// Nothing: the names were read as the relations the session found.
+    None,
+    /// Begun before the session resolved the names, against this search
+    /// path: the session's must be the same.
+    Path(Vec<String>),
+    /// Confirmed: each name must have been found as this relation.
+    Relations(Vec<Option<u32>>),
 }
 
 impl ColumnsAhead {
@@ -455,7 +462,7 @@ impl ColumnsAhead {
         federation: &Federation,
     ) -> Option<Self> {
         let mut ahead = Self::begin(written, schemas, None, federation)?;
-        ahead.assumed = Some(schemas.to_vec());
+        ahead.check = Check::Path(schemas.to_vec());
         Some(ahead)
     }
 
@@ -474,8 +481,7 @@ impl ColumnsAhead {
         });
         Some(Self {
             written: written.to_vec(),
-            assumed: None,
-            expected: None,
+            check: Check::None,
             read,
         })
     }
@@ -485,11 +491,11 @@ impl ColumnsAhead {
     /// the session has. Each name must then be found as the same relation,
     /// which [`Self::columns`] checks.
     pub(super) fn confirm(mut self, resolved: &Resolved) -> Option<Self> {
-        if let Some(assumed) = &self.assumed {
+        if let Check::Path(assumed) = &self.check {
             if *assumed != resolved.schemas {
                 return None;
             }
-            self.expected = Some(oids_of(&self.written, resolved)?);
+            self.check = Check::Relations(oids_of(&self.written, resolved)?);
         }
         Some(self)
     }
@@ -505,16 +511,14 @@ impl ColumnsAhead {
             }
             Err(_) => return None,
         };
-        if self.assumed.is_some() {
-            let expected = self.expected.as_ref()?;
-            let same = expected.iter().enumerate().all(|(i, oid)| {
+        let taken = match &self.check {
+            Check::None => true,
+            Check::Path(_) => false,
+            Check::Relations(expected) => expected.iter().enumerate().all(|(i, oid)| {
                 attributes.iter().find(|a| a.index == i).map(|a| a.relation) == *oid
-            });
-            if !same {
-                return None;
-            }
-        }
-        Some(attributes)
+            }),
+        };
+        taken.then_some(attributes)
     }
 }
 
