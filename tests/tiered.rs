@@ -2410,6 +2410,49 @@ async fn an_unreachable_lake_fails_federated_reads_only() {
     assert_eq!(ask(&through, "SELECT count(*) FROM orders").await, want);
 }
 
+/// A session's first statement over a tiered table also has its backend
+/// plan it ahead, in a savepoint, while thermocline plans it: whether
+/// that plan succeeds, fails as Postgres plans it, or never begins (the
+/// statement does not parse), the statement is answered as Postgres
+/// answers it and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_first_statement_is_answered_whatever_its_warm_up_does() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = serve(&s).await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let firsts = [
+        // A key in the lake, then one in Postgres.
+        "SELECT * FROM orders WHERE id = 2000",
+        "SELECT * FROM orders WHERE id = 3 -- the comment ends the statement",
+        "SELECT status, count(*), sum(amount) FROM orders GROUP BY status ORDER BY status;",
+        "SELECT c.region, count(*) FROM orders o JOIN customers c ON c.id = o.customer_id \
+         GROUP BY 1 ORDER BY 1",
+        // Fails as Postgres plans it (22P02): the warm-up fails first.
+        "SELECT * FROM orders WHERE id = 2000 OR ('abc'::text)::int = 1",
+        // Fails as Postgres parses it (42703), before the warm-up begins.
+        "SELECT * FROM orders WHERE no_such_column = 1",
+    ];
+    let then = "SELECT count(*), sum(amount), max(created_at) FROM orders WHERE customer_id = 3";
+    for first in firsts {
+        let through = client(proxy.port(), "postgres", &s.tiered).await;
+        let want = ask(&direct, first).await;
+        assert_eq!(ask(&through, first).await, want, "first statement: {first}");
+        assert_eq!(
+            ask(&through, then).await,
+            ask(&direct, then).await,
+            "the statement after: {first}"
+        );
+        through.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(
+            ask(&through, then).await,
+            ask(&direct, then).await,
+            "in a block after: {first}"
+        );
+        through.batch_execute("COMMIT").await.unwrap();
+    }
+}
+
 /// Names resolve as the session resolves them: its search_path, its
 /// temporary tables, and views written back with names the session reads
 /// the same way. Columns are read on thermocline's catalog connection, and

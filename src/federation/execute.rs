@@ -74,6 +74,12 @@ impl Failure {
                         {
                             ("22008", "timestamp out of range".to_string())
                         }
+                        datafusion::arrow::error::ArrowError::CastError(m) => {
+                            match invalid_input(m) {
+                                Some(m) => ("22P02", m),
+                                None => ("22000", m.clone()),
+                            }
+                        }
                         other => ("22000", other.to_string()),
                     },
                     other => ("XX000", other.to_string()),
@@ -83,6 +89,23 @@ impl Failure {
             }
         }
     }
+}
+
+/// Postgres's message for text that does not read as a value of a type,
+/// from the executor's (`Cannot cast string 'x' to value of Int32 type`).
+fn invalid_input(cast_error: &str) -> Option<String> {
+    let rest = cast_error.strip_prefix("Cannot cast string '")?;
+    let (value, ty) = rest.rsplit_once("' to value of ")?;
+    let ty = match ty.strip_suffix(" type")? {
+        "Int16" => "smallint",
+        "Int32" => "integer",
+        "Int64" => "bigint",
+        "Float32" => "real",
+        "Float64" => "double precision",
+        "Boolean" => "boolean",
+        _ => return None,
+    };
+    Some(format!("invalid input syntax for type {ty}: \"{value}\""))
 }
 
 impl From<DataFusionError> for Failure {
@@ -482,6 +505,22 @@ fn reads_rows_as_they_are(plan: &datafusion::logical_expr::LogicalPlan) -> bool 
 #[cfg(test)]
 mod tests {
     use super::reads_rows_as_they_are;
+
+    #[test]
+    fn text_that_is_no_number_reads_as_postgres_says() {
+        assert_eq!(
+            super::invalid_input("Cannot cast string 'abc' to value of Int32 type").as_deref(),
+            Some("invalid input syntax for type integer: \"abc\"")
+        );
+        assert_eq!(
+            super::invalid_input("Cannot cast string 'it's' to value of Float64 type").as_deref(),
+            Some("invalid input syntax for type double precision: \"it's\"")
+        );
+        assert_eq!(
+            super::invalid_input("Cannot cast string '1' to value of Decimal128(10, 2) type"),
+            None
+        );
+    }
 
     #[tokio::test]
     async fn only_plain_reads_declare_their_cursors_early() {

@@ -79,6 +79,12 @@ pub(crate) struct PgLink {
     /// The first ErrorResponse since it was last cleared: the failure at
     /// the root of those that follow it in a failed transaction (25P02).
     pub(crate) first_error: Option<BackendMessage>,
+    /// The session's backend has planned no federated statement yet: its
+    /// caches of the catalogs are cold (see [`warm_up`]).
+    pub(crate) fresh: bool,
+    /// A warm-up was sent whose replies are still to be read: they are
+    /// read before the next request goes out.
+    warming: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +109,8 @@ impl PgLink {
             statement_failed: None,
             notices: None,
             first_error: None,
+            fresh: false,
+            warming: false,
         }
     }
 
@@ -123,8 +131,56 @@ impl PgLink {
     }
 
     pub(crate) async fn send(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
+        if self.warming {
+            self.settle_warm_up().await?;
+        }
+        self.write(bytes).await
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
         self.w.write_all(bytes).await.map_err(|_| LinkError::Gone)?;
         self.w.flush().await.map_err(|_| LinkError::Gone)
+    }
+
+    /// The warm-up appended (see [`warm_up`]) to what was sent last comes
+    /// after the replies being read now: those of the warm-up are read
+    /// before the next request.
+    pub(crate) fn warming_up(&mut self) {
+        self.warming = true;
+    }
+
+    /// Reads the replies of a warm-up; where it failed, rolls back to the
+    /// savepoint it ran in, so the transaction is as it was. Its errors
+    /// are not the statement's.
+    pub(crate) async fn settle_warm_up(&mut self) -> Result<(), LinkError> {
+        if !self.warming {
+            return Ok(());
+        }
+        let (owed, first_error) = (self.owed, self.first_error.clone());
+        self.warming = false;
+        self.owed = Owed::UntilReady;
+        let failed = match self.until_ready().await {
+            Ok(_) => false,
+            Err(LinkError::Postgres(_)) => true,
+            Err(e) => return Err(e),
+        };
+        if failed {
+            let mut q = Vec::new();
+            frontend::query(
+                &mut q,
+                &format!("ROLLBACK TO SAVEPOINT {WARM_UP}; RELEASE SAVEPOINT {WARM_UP}"),
+            );
+            self.owed = Owed::UntilReady;
+            self.write(&q).await?;
+            match self.until_ready().await {
+                // A transaction that had failed before (the warm-up then
+                // failed as it began) is rolled back by its owner.
+                Ok(_) | Err(LinkError::Postgres(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        (self.owed, self.first_error) = (owed, first_error);
+        Ok(())
     }
 
     /// The next complete message.
@@ -319,6 +375,28 @@ impl PgLink {
             }
         }
     }
+}
+
+/// The savepoint a warm-up runs in.
+const WARM_UP: &str = "thermocline_warm_up";
+
+/// Appends a warm-up for `sql`, a statement Postgres has just been asked
+/// to describe in a transaction of the statement's own: Postgres plans it
+/// (EXPLAIN, which does not run it) in a savepoint. A backend that has
+/// planned nothing over the statement's tables yet loads their indexes,
+/// statistics and operators as it plans; that is most of the time it takes
+/// to plan a query over them. Sent after the describe, it runs while the
+/// executor plans the statement, and the queries the statement's scans
+/// send then are planned as in a warm backend. Its replies are read by
+/// [`PgLink::settle_warm_up`].
+pub(crate) fn warm_up(msgs: &mut Vec<u8>, sql: &str) {
+    frontend::query(
+        msgs,
+        &format!(
+            // A line comment ending the statement ends with its line.
+            "SAVEPOINT {WARM_UP}; EXPLAIN (COSTS OFF) {sql}\n; RELEASE SAVEPOINT {WARM_UP}"
+        ),
+    );
 }
 
 /// A DataRow's fields: `None` for NULL.
@@ -581,11 +659,78 @@ pub(crate) fn cstr(body: &[u8]) -> Option<(&str, &[u8])> {
 
 #[cfg(test)]
 mod tests {
-    use super::quote_literal;
+    use super::*;
 
     #[test]
     fn literals_read_the_same_whatever_standard_conforming_strings_is() {
         assert_eq!(quote_literal("a'b\\c"), "E'a''b\\\\c'");
         assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+
+    /// A link to a throwaway Postgres, its startup done.
+    async fn connected(pg: &crate::backend::embedded::EmbeddedPostgres) -> PgLink {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", pg.port()))
+            .await
+            .unwrap();
+        let (r, w) = stream.into_split();
+        let mut startup = Vec::new();
+        startup.extend_from_slice(&196_608i32.to_be_bytes());
+        for s in ["user", "postgres", "database", "postgres", ""] {
+            startup.extend_from_slice(s.as_bytes());
+            startup.push(0);
+        }
+        let mut message = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
+        message.extend_from_slice(&startup);
+        let mut link = PgLink::new(Box::new(r), Box::new(w), BytesMut::new(), b'I');
+        link.send(&message).await.unwrap();
+        link.until_ready().await.unwrap();
+        link
+    }
+
+    #[tokio::test]
+    async fn a_failed_warm_up_leaves_the_transaction_as_it_was() {
+        let pg = crate::backend::embedded::EmbeddedPostgres::start(
+            crate::backend::embedded::EmbeddedOptions {
+                no_fsync: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut link = connected(&pg).await;
+        for statement in ["SELECT 1/0", "SELECT 1"] {
+            link.simple("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .await
+                .unwrap();
+            let mut msgs = Vec::new();
+            frontend::query(&mut msgs, "SELECT 2");
+            warm_up(&mut msgs, statement);
+            link.send(&msgs).await.unwrap();
+            link.until_ready().await.unwrap();
+            link.warming_up();
+            // Read before the next request goes out: the transaction
+            // still works, and no error of the warm-up is the statement's.
+            let rows = link.rows("SELECT 3").await.unwrap();
+            assert_eq!(rows, vec![vec![Some("3".to_string())]], "{statement}");
+            assert_eq!(link.txn_status, b'T', "{statement}");
+            assert!(link.first_error.is_none(), "{statement}");
+            link.simple("COMMIT").await.unwrap();
+            assert_eq!(link.txn_status, b'I', "{statement}");
+        }
+        // A transaction that had failed before: the warm-up fails as it
+        // begins, and the owner's ROLLBACK ends it.
+        link.simple("BEGIN").await.unwrap();
+        let mut msgs = Vec::new();
+        frontend::query(&mut msgs, "SELECT no_such_column FROM pg_catalog.pg_class");
+        warm_up(&mut msgs, "SELECT 1");
+        link.send(&msgs).await.unwrap();
+        assert!(matches!(
+            link.until_ready().await,
+            Err(LinkError::Postgres(_))
+        ));
+        link.warming_up();
+        link.simple("ROLLBACK").await.unwrap();
+        assert_eq!(link.txn_status, b'I');
+        let rows = link.rows("SELECT 4").await.unwrap();
+        assert_eq!(rows, vec![vec![Some("4".to_string())]]);
     }
 }

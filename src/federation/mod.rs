@@ -332,6 +332,8 @@ impl<'a> Out<'a> {
     async fn finish(mut self, link: Option<PgLink>) -> Option<PgLink> {
         self.flush().await;
         let mut link = link?;
+        // The session's traffic goes on from a message boundary.
+        link.settle_warm_up().await.ok()?;
         link.statement_failed = self.failed.take();
         Some(link)
     }
@@ -577,6 +579,11 @@ async fn answer(
     link::frontend::describe(&mut msgs, b'S', "");
     ask_session(&mut msgs, &names::ask(&names));
     crate::protocol::put_message(&mut msgs, b'S', b"");
+    let explained = explain_of(sql);
+    let warm_up = own_transaction && link.fresh && explained.is_none() && copy.is_none();
+    if warm_up {
+        link::warm_up(&mut msgs, sql);
+    }
     if link.send(&msgs).await.is_err() {
         return None;
     }
@@ -589,7 +596,11 @@ async fn answer(
         let path = federation.search_path(&settings.user);
         assumed = planning::ColumnsAhead::assume(&names, &path, federation);
     };
-    let described = match begun.and(link.until_ready_noting(parsed, &mut read_columns).await) {
+    let described = begun.and(link.until_ready_noting(parsed, &mut read_columns).await);
+    if warm_up {
+        link.warming_up();
+    }
+    let described = match described {
         Ok(m) => m,
         Err(LinkError::Postgres(e)) => {
             // The client's own transaction, if any, failed in Postgres.
@@ -613,7 +624,6 @@ async fn answer(
     };
     let fields = row_description(&row_desc.body)?;
     let deadline = statement_timeout(&described).map(|t| tokio::time::Instant::now() + t);
-    let explained = explain_of(sql);
     let (shared, ctx) = ScanContext::start(link, tz, false, own_transaction);
     ctx.read_cold_early.store(
         explained.is_none() && !federation.cache.keeps_partials(),

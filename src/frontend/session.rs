@@ -58,6 +58,8 @@ struct State {
     ext_pending: AtomicI64,
     /// An error since the last Sync: Postgres skips messages until Sync.
     ext_failed: AtomicBool,
+    /// A query over a tiered table was answered in this session before.
+    federated_before: AtomicBool,
     /// Rows of federated portals suspended by a row limit.
     suspended: std::sync::Mutex<Suspended>,
     /// Set by a CancelRequest for this session.
@@ -718,12 +720,15 @@ async fn backend_to_client(
             }
             let settings = state.settings.lock().map(|s| s.clone()).unwrap_or_default();
             let r = std::mem::replace(br, Box::new(tokio::io::empty()));
-            let link = PgLink::new(
+            let mut link = PgLink::new(
                 r,
                 job.bw,
                 std::mem::take(&mut buf),
                 state.info.txn_status.load(Relaxed),
             );
+            if matches!(job.work, Work::Query(_)) {
+                link.fresh = !state.federated_before.swap(true, Relaxed);
+            }
             let answered = match &job.work {
                 Work::Query(sql) => {
                     state.info.begin(RouteLabel::Federated, statement_text(sql));
