@@ -208,6 +208,18 @@ async fn answer(
         }
     }
     super::ask_session(&mut msgs, &super::names::ask(&names));
+    // The client's Parse or Bind, in this transaction, holds the
+    // statement's relations: their columns are read while Postgres
+    // describes it, under the search path the role had last (taken only
+    // where the session resolves every name alike, see `ahead`).
+    let assumed = match names.is_empty() {
+        true => None,
+        false => super::planning::ColumnsAhead::assume(
+            &names,
+            &federation.search_path(&settings.user),
+            federation,
+        ),
+    };
     let described = match link.extended(&msgs, terminals).await {
         Ok(m) => m,
         Err(LinkError::Postgres(e)) => {
@@ -291,7 +303,20 @@ async fn answer(
         Err(e) => return fail(link, out, e).await,
     };
     let (shared, ctx) = ScanContext::start(link, tz, true, false);
-    super::ahead::begin(&ctx, federation, &described, &names, (None, &settings.user));
+    // The lake is read as soon as each scan is planned (after its hot
+    // portal is bound), unless the cache of cold partial results may
+    // answer it.
+    ctx.read_cold_early.store(
+        !federation.cache.keeps_partials(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    super::ahead::begin(
+        &ctx,
+        federation,
+        &described,
+        &names,
+        (assumed, &settings.user),
+    );
     let run = Run {
         sql,
         fields: &fields,
