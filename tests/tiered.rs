@@ -864,12 +864,30 @@ async fn extended_protocol_replies_are_identical() {
     ];
     let (mut direct, _) = RawConn::connect(pg().port(), "postgres", &s.oracle).await;
     let (mut through, _) = RawConn::connect(proxy.port(), "postgres", &s.tiered).await;
+    same_replies((&mut direct, &mut through), scripts).await;
+}
+
+/// Sends each script byte for byte to the oracle and through thermocline:
+/// every reply message must be identical.
+async fn same_replies(
+    (direct, through): (&mut common::wire::RawConn, &mut common::wire::RawConn),
+    scripts: Vec<(&str, Vec<Vec<u8>>)>,
+) {
+    use common::wire::normalize;
     for (what, script) in scripts {
         let bytes: Vec<u8> = script.concat();
         direct.send(&bytes).await;
         through.send(&bytes).await;
-        let (want, got) = if bytes.ends_with(&sync()) {
-            (direct.until_ready(1).await, through.until_ready(1).await)
+        // A ReadyForQuery for each Sync and each simple Query.
+        let readies = script
+            .iter()
+            .filter(|m| matches!(m[0], b'S' | b'Q'))
+            .count();
+        let (want, got) = if readies > 0 {
+            (
+                direct.until_ready(readies).await,
+                through.until_ready(readies).await,
+            )
         } else {
             let wait = std::time::Duration::from_millis(500);
             (direct.drain(wait).await, through.drain(wait).await)
@@ -892,6 +910,116 @@ async fn extended_protocol_replies_are_identical() {
             );
         }
     }
+}
+
+/// A portal of a federated statement runs as Postgres runs it: a read
+/// suspended when its row limit is reached, even by its last row; a write
+/// over history run whole at its first Execute, the rows it returns then
+/// sent under the row limit with the write's own tag; a portal that has
+/// run its command refused another run (nothing written twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portals_of_federated_statements_run_as_postgres_runs_them() {
+    use common::wire::{RawConn, bind, execute, parse, query, sync};
+    let (s, proxy, direct, through) = moved_and_served().await;
+    let setup = "CREATE TABLE side (id serial PRIMARY KEY, order_id int8, n int8 DEFAULT 0)";
+    direct.batch_execute(setup).await.unwrap();
+    through.batch_execute(setup).await.unwrap();
+    let run = |sql: &str, limits: &[i32]| {
+        let mut script = vec![parse("", sql, &[]), bind("p", "", &[], &[], &[0])];
+        script.extend(limits.iter().map(|&n| execute("p", n)));
+        script.push(sync());
+        script
+    };
+    let scripts: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        (
+            "a read whose last row meets the limit",
+            run("SELECT id FROM orders ORDER BY id LIMIT 4", &[2, 2, 0, 0]),
+        ),
+        (
+            "a read whose rows meet the first limit exactly",
+            run("SELECT id FROM orders ORDER BY id LIMIT 3", &[3, 0]),
+        ),
+        (
+            "a read of fewer rows than the limit",
+            run("SELECT id FROM orders ORDER BY id LIMIT 3", &[5, 0]),
+        ),
+        (
+            "INSERT … SELECT … RETURNING, two rows at a time",
+            run(
+                "INSERT INTO side (order_id) SELECT id FROM orders WHERE id % 100 = 0 \
+                 ORDER BY id RETURNING id, order_id",
+                &[2, 2, 0, 0],
+            ),
+        ),
+        (
+            "INSERT … SELECT returning no rows, executed again",
+            run(
+                "INSERT INTO side (order_id) SELECT id FROM orders WHERE id % 333 = 0",
+                &[0, 0],
+            ),
+        ),
+        (
+            "after the refused Execute",
+            vec![query("SELECT count(*), sum(order_id) FROM side")],
+        ),
+        (
+            "UPDATE … FROM … RETURNING, its rows counted by the Execute that sends them",
+            run(
+                "UPDATE side s SET n = n + 1 FROM orders o WHERE o.id = s.order_id \
+                 RETURNING 'updated'",
+                &[3, 3, 0, 0],
+            ),
+        ),
+        (
+            "UPDATE … FROM … RETURNING no rows, executed again",
+            run(
+                "UPDATE side s SET n = n + 1 FROM orders o WHERE o.id = s.order_id \
+                 AND o.status = 'nosuch' RETURNING 1",
+                &[0, 0],
+            ),
+        ),
+        (
+            "a limit the rows meet exactly",
+            run(
+                "UPDATE side s SET n = n + 1 FROM orders o WHERE o.id = s.order_id \
+                 AND s.id = 1 RETURNING s.n",
+                &[1, 1],
+            ),
+        ),
+        (
+            "what was written",
+            vec![query("SELECT id, order_id, n FROM side ORDER BY id")],
+        ),
+        (
+            "a failed Execute, then another before the Sync (skipped)",
+            vec![
+                parse("", "SELECT 1 / (id - id) FROM orders", &[]),
+                bind("", "", &[], &[], &[0]),
+                execute("", 0),
+                parse("", "SELECT count(*) FROM orders", &[]),
+                bind("", "", &[], &[], &[0]),
+                execute("", 0),
+                sync(),
+            ],
+        ),
+        (
+            "the exchange after it",
+            vec![
+                parse("", "SELECT count(*) FROM orders", &[]),
+                bind("", "", &[], &[], &[0]),
+                execute("", 0),
+                sync(),
+            ],
+        ),
+    ];
+    drop((direct, through));
+    let (mut direct, _) = RawConn::connect(pg().port(), "postgres", &s.oracle).await;
+    let (mut through, _) = RawConn::connect(proxy.port(), "postgres", &s.tiered).await;
+    same_replies((&mut direct, &mut through), scripts).await;
+    let written = "SELECT count(*) FROM side";
+    let n: i64 = value(&s.tiered, written).await;
+    assert_eq!(n, value::<i64>(&s.oracle, written).await);
+    assert!(n > 10, "{n} rows written");
 }
 
 /// Real drivers — psql, psycopg 3 (text and binary), asyncpg, node-postgres,

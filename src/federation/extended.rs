@@ -7,6 +7,10 @@
 //! both tiers with the portal's parameters, and its rows are written in the
 //! portal's result formats. An Execute with a row limit sends that many
 //! rows and PortalSuspended; the rest wait for the portal's next Execute.
+//! A write (`INSERT … SELECT`, `UPDATE … FROM` over history) runs whole at
+//! its first Execute, as Postgres runs one: the rows it returns are then
+//! sent under the row limit the same way, and a portal that has run to
+//! its end is not run again.
 //!
 //! No Sync is sent while the client's pipeline is open: hot scans are named
 //! portals executed a batch at a time, in the client's (implicit or
@@ -38,8 +42,45 @@ pub(crate) struct ExecuteJob {
     pub first_in_batch: bool,
 }
 
-/// Portals suspended by a row limit: the rows still to send.
-pub(crate) type Suspended = HashMap<String, Remainder>;
+/// Federated portals executed at least once: what each still holds.
+pub(crate) type Suspended = HashMap<String, Held>;
+
+/// What a federated portal holds after its first Execute.
+#[derive(Debug)]
+pub(crate) struct Held {
+    /// DataRows still to send.
+    rows: Remainder,
+    ends: Ends,
+}
+
+/// How a later Execute of a portal ends once its rows are sent.
+#[derive(Debug)]
+enum Ends {
+    /// A read: `SELECT n`, n the rows that Execute sent.
+    Select,
+    /// A write that returns rows: its own tag, with the rows that Execute
+    /// sent (`INSERT 0`, `UPDATE`, … before the count).
+    Tag(String),
+    /// A command that has run (a write returning no rows, COPY, DECLARE,
+    /// CREATE TABLE AS): Postgres refuses to run its portal again.
+    Ran,
+}
+
+impl Held {
+    fn read(rows: Remainder) -> Self {
+        Held {
+            rows,
+            ends: Ends::Select,
+        }
+    }
+
+    fn ran() -> Self {
+        Held {
+            rows: Remainder::new(),
+            ends: Ends::Ran,
+        }
+    }
+}
 
 /// Answers one Execute. Returns the link, or `None` if Postgres is gone.
 pub(crate) async fn answer_execute(
@@ -56,11 +97,13 @@ pub(crate) async fn answer_execute(
     out.finish(link).await
 }
 
-/// Sends up to `max_rows` held rows, then PortalSuspended or CommandComplete.
-fn send_rows(out: &mut Out<'_>, rows: &mut Remainder, max_rows: i32, already: u64) {
-    let mut sent = already;
+/// Sends up to `max_rows` held rows (all of them for 0), then
+/// PortalSuspended when the limit was reached (whether rows remain or not,
+/// as Postgres does), or CommandComplete.
+fn send_rows(out: &mut Out<'_>, held: &mut Held, max_rows: i32) {
+    let mut sent = 0u64;
     while max_rows <= 0 || (sent as i64) < max_rows as i64 {
-        match rows.pop_front() {
+        match held.rows.pop_front() {
             Some(m) => {
                 out.buf.extend(m);
                 sent += 1;
@@ -68,12 +111,51 @@ fn send_rows(out: &mut Out<'_>, rows: &mut Remainder, max_rows: i32, already: u6
             None => break,
         }
     }
-    if rows.is_empty() {
-        let mut tag = format!("SELECT {sent}").into_bytes();
-        tag.push(0);
-        crate::protocol::put_message(&mut out.buf, b'C', &tag);
-    } else {
+    if max_rows > 0 && sent == max_rows as u64 {
         crate::protocol::put_message(&mut out.buf, b's', b"");
+        return;
+    }
+    let mut tag = match &held.ends {
+        Ends::Tag(verb) => format!("{verb} {sent}"),
+        _ => format!("SELECT {sent}"),
+    }
+    .into_bytes();
+    tag.push(0);
+    crate::protocol::put_message(&mut out.buf, b'C', &tag);
+}
+
+/// Answers the first Execute of a write that thermocline ran whole:
+/// `replies`, its RowDescription if it returns rows (`RETURNING`), its
+/// DataRows and CommandComplete, are sent under the row limit, and the
+/// portal keeps what is left.
+pub(super) fn answer_written(
+    out: &mut Out<'_>,
+    suspended: &mut Suspended,
+    job: &ExecuteJob,
+    replies: &[super::link::BackendMessage],
+) {
+    let tag = replies.iter().rev().find(|m| m.tag == b'C');
+    let verb = tag.and_then(|m| {
+        let text = std::str::from_utf8(&m.body).ok()?;
+        let (verb, _count) = text.trim_end_matches('\0').rsplit_once(' ')?;
+        Some(verb.to_string())
+    });
+    match verb {
+        Some(verb) if replies.iter().any(|m| m.tag == b'T') => {
+            let rows = replies.iter().filter(|m| m.tag == b'D');
+            let mut held = Held {
+                rows: rows.map(|m| m.encode()).collect(),
+                ends: Ends::Tag(verb),
+            };
+            send_rows(out, &mut held, job.max_rows);
+            suspended.insert(job.portal.clone(), held);
+        }
+        _ => {
+            if let Some(m) = tag {
+                out.buf.extend(m.encode());
+            }
+            suspended.insert(job.portal.clone(), Held::ran());
+        }
     }
 }
 
@@ -88,8 +170,12 @@ async fn answer(
 ) -> Option<PgLink> {
     // The rest of a portal suspended by an earlier Execute.
     // (An empty one has run to completion: Postgres answers "SELECT 0".)
-    if let Some(rows) = suspended.get_mut(&job.portal) {
-        send_rows(out, rows, job.max_rows, 0);
+    if let Some(held) = suspended.get_mut(&job.portal) {
+        if let Ends::Ran = held.ends {
+            let e = ErrorFields::error("55000", format!("portal \"{}\" cannot be run", job.portal));
+            return fail(link, out, e).await;
+        }
+        send_rows(out, held, job.max_rows);
         forward_deferred(&mut link, out);
         return Some(link);
     }
@@ -152,8 +238,8 @@ async fn answer(
     if let (None, None, None, None) = (&copy, &cursor, &create, &insert)
         && let Some(w) = super::writes::parse(&job.sql, |name| federation.is_tiered(name))
     {
-        return super::writes::write_extended(link, out, job, w, (federation, settings, cancel))
-            .await;
+        let within = (federation, settings, cancel);
+        return super::writes::write_extended(link, out, (job, suspended), w, within).await;
     }
     // Its rows are kept, not sent.
     let keeps = cursor.is_some() || create.is_some() || insert.is_some();
@@ -371,11 +457,20 @@ async fn answer(
                 (None, None, Some(i)) => {
                     super::insert::insert_extended(&mut link, i, &fields, rows, types, &job.bind)
                         .await
+                        .map(|replies| {
+                            answer_written(out, suspended, job, &replies);
+                            Vec::new()
+                        })
                 }
                 (None, None, None) => Ok(Vec::new()),
             };
             match done {
-                Ok(replies) => out.buf.extend(replies),
+                Ok(replies) => {
+                    out.buf.extend(replies);
+                    suspended
+                        .entry(job.portal.clone())
+                        .or_insert_with(Held::ran);
+                }
                 Err(LinkError::Postgres(e)) => out.error(match (&create, &insert) {
                     (Some(c), _) => super::kept::named(c.verb)(&e),
                     (None, Some(_)) => super::kept::named("INSERT")(&e),
@@ -390,16 +485,22 @@ async fn answer(
             if close_portals(&mut link, &opened).await.is_err() {
                 return None;
             }
-            if held.is_empty() {
+            // Suspended when the limit is reached, even by the last row
+            // (Postgres cannot tell it was the last).
+            if run.limit.is_some_and(|l| rows == l as u64) {
+                crate::protocol::put_message(&mut out.buf, b's', b"");
+            } else {
                 let verb = if copy.is_some() { "COPY" } else { "SELECT" };
                 let mut tag = format!("{verb} {rows}").into_bytes();
                 tag.push(0);
                 crate::protocol::put_message(&mut out.buf, b'C', &tag);
-            } else {
-                crate::protocol::put_message(&mut out.buf, b's', b"");
             }
-            // Kept even when empty: the portal has run to completion.
-            suspended.insert(job.portal.clone(), std::mem::take(&mut held));
+            // Kept even when empty: the portal has run to its end.
+            let held = match copy {
+                Some(_) => Held::ran(),
+                None => Held::read(std::mem::take(&mut held)),
+            };
+            suspended.insert(job.portal.clone(), held);
             forward_deferred(&mut link, out);
             Some(link)
         }
@@ -545,7 +646,7 @@ pub(super) async fn fail_exchange(link: &mut PgLink) -> Result<(), LinkError> {
     }
 }
 
-/// Sends the client's Execute to Postgres and passes its replies on./// Sends the client's Execute to Postgres and passes its replies on.
+/// Sends the client's Execute to Postgres and passes its replies on.
 async fn relay_execute(mut link: PgLink, out: &mut Out<'_>, job: &ExecuteJob) -> Option<PgLink> {
     let mut msgs = Vec::new();
     frontend::execute(&mut msgs, &job.portal, job.max_rows);

@@ -10,7 +10,7 @@
 
 use datafusion::sql::sqlparser::ast::{Expr, SelectItem, SetExpr, Statement, Value};
 
-use super::link::{FieldDescription, LinkError, PgLink, frontend};
+use super::link::{BackendMessage, FieldDescription, LinkError, PgLink, frontend};
 use super::matview::rows::KeptRows;
 use super::sqltext::{Piece, first_word, top_level};
 use super::{Federation, Out, SessionSettings, kept};
@@ -147,7 +147,8 @@ impl InsertSelect<'_> {
 /// sent: its statement is parsed with the client's parameter types
 /// (`types`, as a Parse holds them) and bound with the client's Bind
 /// (`bind`: its parameters, and its result formats for RETURNING).
-/// Returns its DataRows and CommandComplete.
+/// Returns its RowDescription (when it returns rows), DataRows and
+/// CommandComplete.
 pub(crate) async fn insert_extended(
     link: &mut PgLink,
     i: &InsertSelect<'_>,
@@ -155,7 +156,7 @@ pub(crate) async fn insert_extended(
     rows: KeptRows,
     types: &[u8],
     bind: &[u8],
-) -> Result<Vec<u8>, LinkError> {
+) -> Result<Vec<BackendMessage>, LinkError> {
     use kept::NAME;
     let table = kept::temp_table("insert");
     let keep = kept::Keep {
@@ -167,16 +168,18 @@ pub(crate) async fn insert_extended(
     let mut msgs = Vec::new();
     frontend::parse_typed(&mut msgs, NAME, &i.over(&table, fields.len()), types);
     frontend::rebind(&mut msgs, NAME, NAME, bind);
+    // Whether it returns rows (RowDescription or NoData).
+    frontend::describe(&mut msgs, b'P', NAME);
     frontend::execute(&mut msgs, NAME, 0);
     frontend::close_both(&mut msgs, NAME);
     frontend::run_closed(&mut msgs, NAME, &format!("DROP TABLE {table}"));
-    let replies = link.extended(&msgs, 10).await?;
+    let replies = link.extended(&msgs, 11).await?;
     // Past ParseComplete and BindComplete, up to the INSERT's tag.
     let done = replies.iter().position(|m| m.tag == b'C').unwrap_or(0);
-    Ok(replies[..=done]
-        .iter()
-        .filter(|m| matches!(m.tag, b'D' | b'C'))
-        .flat_map(|m| m.encode())
+    Ok(replies
+        .into_iter()
+        .take(done + 1)
+        .filter(|m| matches!(m.tag, b'T' | b'D' | b'C'))
         .collect())
 }
 

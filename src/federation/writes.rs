@@ -631,7 +631,10 @@ impl Write<'_> {
 pub(crate) async fn write_extended(
     mut link: PgLink,
     out: &mut Out<'_>,
-    job: &super::extended::ExecuteJob,
+    (job, suspended): (
+        &super::extended::ExecuteJob,
+        &mut super::extended::Suspended,
+    ),
     w: Write<'_>,
     (federation, settings, cancel): (&Federation, &SessionSettings, &SessionCancel),
 ) -> Option<PgLink> {
@@ -694,6 +697,8 @@ pub(crate) async fn write_extended(
     let mut msgs = Vec::new();
     frontend::parse_typed(&mut msgs, NAME, &rewritten(w.sql, places), &types);
     frontend::rebind(&mut msgs, NAME, NAME, &job.bind);
+    // Whether it returns rows (RowDescription or NoData).
+    frontend::describe(&mut msgs, b'P', NAME);
     frontend::execute(&mut msgs, NAME, 0);
     frontend::close_both(&mut msgs, NAME);
     frontend::run_closed(
@@ -701,16 +706,11 @@ pub(crate) async fn write_extended(
         NAME,
         &format!("DROP TABLE {}", tables.join(", ")),
     );
-    match link.extended(&msgs, 10).await {
+    match link.extended(&msgs, 11).await {
         Ok(replies) => {
             // Past ParseComplete and BindComplete, up to the write's tag.
             let done = replies.iter().position(|m| m.tag == b'C').unwrap_or(0);
-            for m in replies[..=done]
-                .iter()
-                .filter(|m| matches!(m.tag, b'D' | b'C'))
-            {
-                out.buf.extend(m.encode());
-            }
+            super::extended::answer_written(out, suspended, job, &replies[..=done]);
         }
         Err(LinkError::Postgres(e)) => out.error(error_of(w.verb)(&e)),
         Err(_) => return None,

@@ -58,6 +58,11 @@ struct State {
     ext_pending: AtomicI64,
     /// An error since the last Sync: Postgres skips messages until Sync.
     ext_failed: AtomicBool,
+    /// A federated Execute failed the exchange under way: what the client
+    /// sends up to its Sync goes unanswered. (Set before the client's
+    /// next message is read, cleared when its Sync is sent on; an error of
+    /// Postgres's own is seen only when it arrives, as `ext_failed`.)
+    skip_to_sync: AtomicBool,
     /// A query over a tiered table was answered in this session before.
     federated_before: AtomicBool,
     /// Rows of federated portals suspended by a row limit.
@@ -96,6 +101,15 @@ impl State {
             && self.outstanding.load(Relaxed) <= 0
             && !self.unsynced.load(Relaxed)
             && !self.client_partial.load(Relaxed)
+    }
+
+    /// An extended-protocol message was sent on for Postgres to answer:
+    /// unless a federated Execute failed the exchange, when Postgres skips
+    /// it (answering nothing) until the Sync.
+    fn expect_reply(&self) {
+        if !self.skip_to_sync.load(Relaxed) {
+            self.ext_pending.fetch_add(1, Relaxed);
+        }
     }
 
     /// A portal was bound anew or closed: its held rows are stale.
@@ -341,7 +355,7 @@ async fn client_to_backend(
                     tag::PARSE => {
                         state.unsynced.store(true, Relaxed);
                         if tracking {
-                            state.ext_pending.fetch_add(1, Relaxed);
+                            state.expect_reply();
                         }
                         let Some((name, sql)) = extended::parse_message(body) else {
                             return true;
@@ -374,7 +388,7 @@ async fn client_to_backend(
                     }
                     tag::BIND => {
                         state.unsynced.store(true, Relaxed);
-                        state.ext_pending.fetch_add(1, Relaxed);
+                        state.expect_reply();
                         if let Some((portal, statement)) = extended::bind_names(body) {
                             state.forget_portal(portal);
                             if statements.contains_key(statement) {
@@ -397,13 +411,13 @@ async fn client_to_backend(
                         } else {
                             // (A federated one counts once it is handed over.)
                             batch_executed = true;
-                            state.ext_pending.fetch_add(1, Relaxed);
+                            state.expect_reply();
                         }
                         !federated
                     }
                     tag::CLOSE | tag::DESCRIBE => {
                         state.unsynced.store(true, Relaxed);
-                        state.ext_pending.fetch_add(1, Relaxed);
+                        state.expect_reply();
                         if m[0] == tag::CLOSE
                             && let Some((kind, name)) = extended::close_message(body)
                         {
@@ -418,6 +432,7 @@ async fn client_to_backend(
                     }
                     tag::SYNC | tag::FUNCTION_CALL => {
                         batch_executed = false;
+                        state.skip_to_sync.store(false, Relaxed);
                         let route = std::mem::replace(&mut batch_route, RouteLabel::Relay);
                         if m[0] == tag::FUNCTION_CALL {
                             state
@@ -780,11 +795,17 @@ async fn backend_to_client(
                 );
             } else if let Some(link) = &answered
                 && let Some(code) = &link.statement_failed
-                && let Ok(mut c) = state.error_code.lock()
-                && c.is_none()
             {
-                // An Execute: its error belongs to the exchange up to Sync.
-                *c = Some(code.clone());
+                // An Execute: its error belongs to the exchange up to Sync,
+                // and the Executes after it up to the Sync are skipped, as
+                // Postgres skips them.
+                state.ext_failed.store(true, Relaxed);
+                state.skip_to_sync.store(true, Relaxed);
+                if let Ok(mut c) = state.error_code.lock()
+                    && c.is_none()
+                {
+                    *c = Some(code.clone());
+                }
             }
             state.touch();
             match answered {

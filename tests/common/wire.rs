@@ -217,8 +217,9 @@ impl RawConn {
 }
 
 /// Replaces what legitimately differs between two connections: the cancel
-/// key, notifying pids, and the OIDs of user objects (each run creates its
-/// own). User OIDs are renumbered in order of first appearance.
+/// key, notifying pids, the OIDs of user objects (each run creates its
+/// own), and where in its source Postgres raised an error (file, line,
+/// function). User OIDs are renumbered in order of first appearance.
 pub fn normalize(msgs: &[Msg]) -> Vec<Msg> {
     let mut oids: HashMap<u32, u32> = HashMap::new();
     let mut map = |oid: u32| -> u32 {
@@ -254,6 +255,20 @@ pub fn normalize(msgs: &[Msg]) -> Vec<Msg> {
                     let oid = u32::from_be_bytes(m.body[at..at + 4].try_into().unwrap());
                     m.body[at..at + 4].copy_from_slice(&map(oid).to_be_bytes());
                 }
+            }
+            b'E' | b'N' => {
+                // Where in Postgres's source the error was raised.
+                let fields = m
+                    .body
+                    .split(|b| *b == 0)
+                    .filter(|f| !f.is_empty() && !matches!(f[0], b'F' | b'L' | b'R'));
+                let mut body = Vec::new();
+                for f in fields {
+                    body.extend_from_slice(f);
+                    body.push(0);
+                }
+                body.push(0);
+                m.body = body;
             }
             _ => {}
         }
