@@ -2545,10 +2545,8 @@ async fn an_unreachable_lake_fails_federated_reads_only() {
 /// answers it and the session goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sessions_first_statement_is_answered_whatever_its_warm_up_does() {
-    let s = setup().await;
-    move_rows(&s).await;
-    let proxy = serve(&s).await;
-    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    // Each first statement goes through a session of its own.
+    let (s, proxy, direct, _) = moved_and_served().await;
     let firsts = [
         // A key in the lake, then one in Postgres.
         "SELECT * FROM orders WHERE id = 2000",
