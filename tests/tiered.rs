@@ -916,7 +916,9 @@ async fn same_replies(
 /// suspended when its row limit is reached, even by its last row; a write
 /// over history run whole at its first Execute, the rows it returns then
 /// sent under the row limit with the write's own tag; a portal that has
-/// run its command refused another run (nothing written twice).
+/// run its command refused another run (nothing written twice); a failed
+/// Execute skipping the rest of its exchange; exchanges sent before the
+/// ones ahead of them are answered each with its own replies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn portals_of_federated_statements_run_as_postgres_runs_them() {
     use common::wire::{RawConn, bind, execute, parse, query, sync};
@@ -997,6 +999,36 @@ async fn portals_of_federated_statements_run_as_postgres_runs_them() {
                 bind("", "", &[], &[], &[0]),
                 execute("", 0),
                 parse("", "SELECT count(*) FROM orders", &[]),
+                bind("", "", &[], &[], &[0]),
+                execute("", 0),
+                sync(),
+            ],
+        ),
+        (
+            "exchanges pipelined: each federated Execute waits for its own Parse and Bind",
+            vec![
+                parse("", "SELECT 1", &[]),
+                bind("", "", &[], &[], &[0]),
+                execute("", 0),
+                sync(),
+                parse("", "SELECT count(*) FROM orders", &[]),
+                bind("", "", &[], &[], &[0]),
+                execute("", 0),
+                sync(),
+                parse("", "SELECT sum(id) FROM orders", &[]),
+                bind("", "", &[], &[], &[0]),
+                execute("", 0),
+                sync(),
+            ],
+        ),
+        (
+            "a failed exchange, and one pipelined after it",
+            vec![
+                parse("", "SELECT 1 / (id - id) FROM orders", &[]),
+                bind("", "", &[], &[], &[0]),
+                execute("", 0),
+                sync(),
+                parse("", "SELECT max(id) FROM orders", &[]),
                 bind("", "", &[], &[], &[0]),
                 execute("", 0),
                 sync(),

@@ -53,16 +53,11 @@ struct State {
     client_secret: AtomicI64,
     /// TimeZone and DateStyle as Postgres last reported them.
     settings: std::sync::Mutex<SessionSettings>,
-    /// Extended-protocol messages forwarded whose last reply has not come
-    /// back yet (tracked only in sessions with tiered tables).
-    ext_pending: AtomicI64,
+    /// Replies Postgres owes to extended-protocol messages sent on, by
+    /// exchange (tracked only in sessions with tiered tables).
+    owed: Owed,
     /// An error since the last Sync: Postgres skips messages until Sync.
     ext_failed: AtomicBool,
-    /// A federated Execute failed the exchange under way: what the client
-    /// sends up to its Sync goes unanswered. (Set before the client's
-    /// next message is read, cleared when its Sync is sent on; an error of
-    /// Postgres's own is seen only when it arrives, as `ext_failed`.)
-    skip_to_sync: AtomicBool,
     /// A query over a tiered table was answered in this session before.
     federated_before: AtomicBool,
     /// Rows of federated portals suspended by a row limit.
@@ -76,6 +71,90 @@ struct State {
     /// When either side last said something (ms after [`EPOCH`]), for
     /// `idle_session_timeout`.
     last_active_ms: std::sync::atomic::AtomicU64,
+}
+
+/// Replies Postgres owes to the extended-protocol messages sent on, one
+/// count for each exchange it has not yet ended with ReadyForQuery, oldest
+/// first (kept beside `State::outstanding`, one more: the last is the
+/// exchange the client is sending now). Postgres answers in order, so a
+/// reply or an error belongs to the oldest; a count of its own keeps each
+/// exchange's replies apart from those of the exchanges after it, which a
+/// pipelining client sends before the first is answered.
+struct Owed(std::sync::Mutex<std::collections::VecDeque<Exchange>>);
+
+#[derive(Default, Clone, Copy)]
+struct Exchange {
+    replies: i64,
+    /// It failed: Postgres skips the rest of it, answering nothing.
+    failed: bool,
+}
+
+impl Default for Owed {
+    fn default() -> Self {
+        // The startup exchange, then the client's first.
+        Owed(std::sync::Mutex::new(vec![Exchange::default(); 2].into()))
+    }
+}
+
+impl Owed {
+    fn with<R>(&self, f: impl FnOnce(&mut std::collections::VecDeque<Exchange>) -> R) -> R {
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if q.is_empty() {
+            q.push_back(Exchange::default());
+        }
+        f(&mut q)
+    }
+
+    /// A message of the exchange the client is sending was sent on.
+    fn expect(&self) {
+        self.with(|q| {
+            let now = q.back_mut().expect("never empty");
+            if !now.failed {
+                now.replies += 1;
+            }
+        })
+    }
+
+    /// The client's exchange ended (Sync, Query or FunctionCall sent on):
+    /// what follows is the next one.
+    fn next(&self) {
+        self.with(|q| q.push_back(Exchange::default()))
+    }
+
+    /// One of the oldest exchange's replies came.
+    fn replied(&self) {
+        self.with(|q| {
+            let first = q.front_mut().expect("never empty");
+            first.replies = (first.replies - 1).max(0);
+        })
+    }
+
+    /// The oldest exchange failed (`first`), or the one the client is
+    /// sending did (a federated Execute failed it).
+    fn failed(&self, first: bool) {
+        self.with(|q| {
+            let e = match first {
+                true => q.front_mut(),
+                false => q.back_mut(),
+            };
+            *e.expect("never empty") = Exchange {
+                replies: 0,
+                failed: true,
+            };
+        })
+    }
+
+    /// ReadyForQuery: the oldest exchange was answered.
+    fn answered(&self) {
+        self.with(|q| {
+            q.pop_front();
+        })
+    }
+
+    /// Replies owed in all.
+    fn total(&self) -> i64 {
+        self.with(|q| q.iter().map(|e| e.replies).sum())
+    }
 }
 
 /// The origin of the sessions' activity clocks.
@@ -101,15 +180,6 @@ impl State {
             && self.outstanding.load(Relaxed) <= 0
             && !self.unsynced.load(Relaxed)
             && !self.client_partial.load(Relaxed)
-    }
-
-    /// An extended-protocol message was sent on for Postgres to answer:
-    /// unless a federated Execute failed the exchange, when Postgres skips
-    /// it (answering nothing) until the Sync.
-    fn expect_reply(&self) {
-        if !self.skip_to_sync.load(Relaxed) {
-            self.ext_pending.fetch_add(1, Relaxed);
-        }
     }
 
     /// A portal was bound anew or closed: its held rows are stale.
@@ -342,6 +412,7 @@ async fn client_to_backend(
                             Route::Relay => {
                                 state.info.begin(RouteLabel::Relay, statement_text(sql));
                                 state.outstanding.fetch_add(1, Relaxed);
+                                state.owed.next();
                                 state.unsynced.store(false, Relaxed);
                                 // A simple query drops the unnamed statement and portal.
                                 statements.remove("");
@@ -355,7 +426,7 @@ async fn client_to_backend(
                     tag::PARSE => {
                         state.unsynced.store(true, Relaxed);
                         if tracking {
-                            state.expect_reply();
+                            state.owed.expect();
                         }
                         let Some((name, sql)) = extended::parse_message(body) else {
                             return true;
@@ -388,7 +459,7 @@ async fn client_to_backend(
                     }
                     tag::BIND => {
                         state.unsynced.store(true, Relaxed);
-                        state.expect_reply();
+                        state.owed.expect();
                         if let Some((portal, statement)) = extended::bind_names(body) {
                             state.forget_portal(portal);
                             if statements.contains_key(statement) {
@@ -411,13 +482,13 @@ async fn client_to_backend(
                         } else {
                             // (A federated one counts once it is handed over.)
                             batch_executed = true;
-                            state.expect_reply();
+                            state.owed.expect();
                         }
                         !federated
                     }
                     tag::CLOSE | tag::DESCRIBE => {
                         state.unsynced.store(true, Relaxed);
-                        state.expect_reply();
+                        state.owed.expect();
                         if m[0] == tag::CLOSE
                             && let Some((kind, name)) = extended::close_message(body)
                         {
@@ -432,7 +503,6 @@ async fn client_to_backend(
                     }
                     tag::SYNC | tag::FUNCTION_CALL => {
                         batch_executed = false;
-                        state.skip_to_sync.store(false, Relaxed);
                         let route = std::mem::replace(&mut batch_route, RouteLabel::Relay);
                         if m[0] == tag::FUNCTION_CALL {
                             state
@@ -444,6 +514,7 @@ async fn client_to_backend(
                             state.info.begin(route, "".into());
                         }
                         state.outstanding.fetch_add(1, Relaxed);
+                        state.owed.next();
                         state.unsynced.store(false, Relaxed);
                         true
                     }
@@ -475,6 +546,7 @@ async fn client_to_backend(
                     let mut message = Vec::with_capacity(rewritten.len() + 64);
                     if buf[0] == tag::QUERY {
                         state.outstanding.fetch_add(1, Relaxed);
+                        state.owed.next();
                         state.unsynced.store(false, Relaxed);
                         statements.remove("");
                         portals.remove("");
@@ -625,9 +697,7 @@ async fn backend_to_client(
                     true
                 }
                 t if tracking && is_extended_reply_end(t) => {
-                    let _ = state
-                        .ext_pending
-                        .fetch_update(Relaxed, Relaxed, |n| Some((n - 1).max(0)));
+                    state.owed.replied();
                     true
                 }
                 tag::READY_FOR_QUERY => {
@@ -646,7 +716,7 @@ async fn backend_to_client(
                             shared.limits.slow_statement_threshold(),
                         );
                     }
-                    state.ext_pending.store(0, Relaxed);
+                    state.owed.answered();
                     state.ext_failed.store(false, Relaxed);
                     if status == b'I' && tracking {
                         // Portals end with their transaction.
@@ -660,9 +730,9 @@ async fn backend_to_client(
                     true
                 }
                 tag::ERROR_RESPONSE => {
-                    if state.unsynced.load(Relaxed) || state.ext_pending.load(Relaxed) > 0 {
+                    if state.unsynced.load(Relaxed) || state.owed.total() > 0 {
                         state.ext_failed.store(true, Relaxed);
-                        state.ext_pending.store(0, Relaxed);
+                        state.owed.failed(true);
                     }
                     let body = &m[5..];
                     if let Some(code) = crate::protocol::error_code(body) {
@@ -720,7 +790,7 @@ async fn backend_to_client(
         if pending.is_some()
             && state.ready.load(Relaxed)
             && state.outstanding.load(Relaxed) <= 0
-            && state.ext_pending.load(Relaxed) <= 0
+            && state.owed.total() <= 0
             && scanner.at_boundary()
         {
             let job = pending.take().expect("checked");
@@ -800,7 +870,7 @@ async fn backend_to_client(
                 // and the Executes after it up to the Sync are skipped, as
                 // Postgres skips them.
                 state.ext_failed.store(true, Relaxed);
-                state.skip_to_sync.store(true, Relaxed);
+                state.owed.failed(false);
                 if let Ok(mut c) = state.error_code.lock()
                     && c.is_none()
                 {
