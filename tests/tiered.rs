@@ -932,6 +932,15 @@ async fn portals_of_federated_statements_run_as_postgres_runs_them() {
         script.push(sync());
         script
     };
+    // An exchange of its own: the unnamed statement and portal, then Sync.
+    let unnamed = |sql: &str| {
+        vec![
+            parse("", sql, &[]),
+            bind("", "", &[], &[], &[0]),
+            execute("", 0),
+            sync(),
+        ]
+    };
     let scripts: Vec<(&str, Vec<Vec<u8>>)> = vec![
         (
             "a read whose last row meets the limit",
@@ -994,54 +1003,32 @@ async fn portals_of_federated_statements_run_as_postgres_runs_them() {
         ),
         (
             "a failed Execute, then another before the Sync (skipped)",
-            vec![
-                parse("", "SELECT 1 / (id - id) FROM orders", &[]),
-                bind("", "", &[], &[], &[0]),
-                execute("", 0),
-                parse("", "SELECT count(*) FROM orders", &[]),
-                bind("", "", &[], &[], &[0]),
-                execute("", 0),
-                sync(),
-            ],
+            [
+                &unnamed("SELECT 1 / (id - id) FROM orders")[..3],
+                &unnamed("SELECT count(*) FROM orders")[..],
+            ]
+            .concat(),
         ),
         (
             "exchanges pipelined: each federated Execute waits for its own Parse and Bind",
-            vec![
-                parse("", "SELECT 1", &[]),
-                bind("", "", &[], &[], &[0]),
-                execute("", 0),
-                sync(),
-                parse("", "SELECT count(*) FROM orders", &[]),
-                bind("", "", &[], &[], &[0]),
-                execute("", 0),
-                sync(),
-                parse("", "SELECT sum(id) FROM orders", &[]),
-                bind("", "", &[], &[], &[0]),
-                execute("", 0),
-                sync(),
-            ],
+            [
+                unnamed("SELECT 1"),
+                unnamed("SELECT count(*) FROM orders"),
+                unnamed("SELECT sum(id) FROM orders"),
+            ]
+            .concat(),
         ),
         (
             "a failed exchange, and one pipelined after it",
-            vec![
-                parse("", "SELECT 1 / (id - id) FROM orders", &[]),
-                bind("", "", &[], &[], &[0]),
-                execute("", 0),
-                sync(),
-                parse("", "SELECT max(id) FROM orders", &[]),
-                bind("", "", &[], &[], &[0]),
-                execute("", 0),
-                sync(),
-            ],
+            [
+                unnamed("SELECT 1 / (id - id) FROM orders"),
+                unnamed("SELECT max(id) FROM orders"),
+            ]
+            .concat(),
         ),
         (
             "the exchange after it",
-            vec![
-                parse("", "SELECT count(*) FROM orders", &[]),
-                bind("", "", &[], &[], &[0]),
-                execute("", 0),
-                sync(),
-            ],
+            unnamed("SELECT count(*) FROM orders"),
         ),
     ];
     drop((direct, through));
