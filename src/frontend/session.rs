@@ -56,8 +56,6 @@ struct State {
     /// Replies Postgres owes to extended-protocol messages sent on, by
     /// exchange (tracked only in sessions with tiered tables).
     owed: Owed,
-    /// An error since the last Sync: Postgres skips messages until Sync.
-    ext_failed: AtomicBool,
     /// A query over a tiered table was answered in this session before.
     federated_before: AtomicBool,
     /// Rows of federated portals suspended by a row limit.
@@ -149,6 +147,12 @@ impl Owed {
         self.with(|q| {
             q.pop_front();
         })
+    }
+
+    /// The exchange the client is sending failed: Postgres skips what
+    /// follows until its Sync.
+    fn failing(&self) -> bool {
+        self.with(|q| q.back().expect("never empty").failed)
     }
 
     /// Replies owed in all.
@@ -717,7 +721,6 @@ async fn backend_to_client(
                         );
                     }
                     state.owed.answered();
-                    state.ext_failed.store(false, Relaxed);
                     if status == b'I' && tracking {
                         // Portals end with their transaction.
                         if let Ok(mut s) = state.suspended.lock() {
@@ -731,7 +734,6 @@ async fn backend_to_client(
                 }
                 tag::ERROR_RESPONSE => {
                     if state.unsynced.load(Relaxed) || state.owed.total() > 0 {
-                        state.ext_failed.store(true, Relaxed);
                         state.owed.failed(true);
                     }
                     let body = &m[5..];
@@ -797,7 +799,7 @@ async fn backend_to_client(
             let Some((federation, router)) = federation else {
                 return End::BackendGone;
             };
-            if matches!(job.work, Work::Execute(_)) && state.ext_failed.load(Relaxed) {
+            if matches!(job.work, Work::Execute(_)) && state.owed.failing() {
                 // Postgres skips everything up to the Sync after an error;
                 // so does a federated Execute.
                 let _ = job.done.send(job.bw);
@@ -869,7 +871,6 @@ async fn backend_to_client(
                 // An Execute: its error belongs to the exchange up to Sync,
                 // and the Executes after it up to the Sync are skipped, as
                 // Postgres skips them.
-                state.ext_failed.store(true, Relaxed);
                 state.owed.failed(false);
                 if let Ok(mut c) = state.error_code.lock()
                     && c.is_none()
