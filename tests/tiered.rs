@@ -748,7 +748,7 @@ fn write_serve_config(path: &Path, catalog: &Path, s: &Setup) -> u16 {
 /// thermocline: every reply message must be identical (binary results too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extended_protocol_replies_are_identical() {
-    use common::wire::{RawConn, bind, describe, execute, flush, normalize, parse, sync};
+    use common::wire::{RawConn, bind, describe, execute, flush, parse, sync};
     let s = setup().await;
     move_rows(&s).await;
     let proxy = serve(&s).await;
@@ -1039,6 +1039,106 @@ async fn portals_of_federated_statements_run_as_postgres_runs_them() {
     let n: i64 = value(&s.tiered, written).await;
     assert_eq!(n, value::<i64>(&s.oracle, written).await);
     assert!(n > 10, "{n} rows written");
+}
+
+/// A query string of several statements, one over history, runs in one
+/// block as Postgres's implicit block runs: a BEGIN among them makes the
+/// statements before it part of the client's transaction; a COMMIT or
+/// ROLLBACK ends it with Postgres's warning, the statements after it in a
+/// new one; savepoints and AND CHAIN are refused in it; every reply, each
+/// transaction status and what was written the same as Postgres's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_control_in_a_query_string_acts_as_in_postgres() {
+    use common::wire::{RawConn, query};
+    let (s, proxy, direct, through) = moved_and_served().await;
+    let setup = "CREATE TABLE side (n int)";
+    direct.batch_execute(setup).await.unwrap();
+    through.batch_execute(setup).await.unwrap();
+    // Each script ends by reading what the table holds.
+    let then_side = |sqls: &[&str]| {
+        let mut script: Vec<Vec<u8>> = sqls.iter().map(|sql| query(sql)).collect();
+        script.push(query("SELECT n FROM side ORDER BY n"));
+        script
+    };
+    let scripts = vec![
+        (
+            "a BEGIN takes the statements before it into the client's block",
+            then_side(&[
+                "INSERT INTO side VALUES (1); SELECT count(*) FROM orders; BEGIN; \
+                 INSERT INTO side VALUES (2)",
+                "ROLLBACK",
+            ]),
+        ),
+        (
+            "a COMMIT ends the block, the next statements run in another",
+            then_side(&[
+                "INSERT INTO side VALUES (3); SELECT count(*) FROM orders; COMMIT; \
+                 INSERT INTO side VALUES (4); SELECT 1/0",
+            ]),
+        ),
+        (
+            "a ROLLBACK undoes the statements before it",
+            then_side(&[
+                "INSERT INTO side VALUES (5); SELECT count(*) FROM orders; ROLLBACK; \
+                 INSERT INTO side VALUES (6); SELECT sum(amount) FROM orders",
+            ]),
+        ),
+        (
+            "savepoints and AND CHAIN are refused, the block undone",
+            then_side(&[
+                "INSERT INTO side VALUES (7); SELECT count(*) FROM orders; SAVEPOINT a; SELECT 2",
+                "SELECT count(*) FROM orders; RELEASE SAVEPOINT a",
+                "SELECT count(*) FROM orders; ROLLBACK TO a",
+                "INSERT INTO side VALUES (8); SELECT count(*) FROM orders; COMMIT AND CHAIN",
+                "SELECT count(*) FROM orders; ABORT AND CHAIN",
+            ]),
+        ),
+        (
+            "a BEGIN with an isolation level after a query fails, nothing kept",
+            then_side(&[
+                "INSERT INTO side VALUES (9); SELECT count(*) FROM orders; \
+                 BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT 2",
+                "SET application_name = 'x'; BEGIN ISOLATION LEVEL SERIALIZABLE; \
+                 SELECT count(*) FROM orders; SHOW transaction_isolation",
+                "COMMIT",
+                "SET application_name = 'y'; SELECT count(*) FROM orders; SELECT 1/0",
+                "SET application_name = 'z'; SELECT count(*) FROM orders; COMMIT; \
+                 SET application_name = 'w'; SELECT 1/0",
+            ]),
+        ),
+        (
+            "blocks begun and ended in one string",
+            then_side(&[
+                "BEGIN; SELECT count(*) FROM orders; COMMIT; INSERT INTO side VALUES (10); \
+                 BEGIN; SELECT count(*) FROM orders WHERE status = 'paid'",
+                "ROLLBACK",
+                "SELECT count(*) FROM orders; BEGIN; BEGIN",
+                "ROLLBACK",
+                "SELECT count(*) FROM orders; END; INSERT INTO side VALUES (11); ABORT",
+                "SELECT count(*) FROM orders; BEGIN READ ONLY; INSERT INTO side VALUES (12)",
+                "ROLLBACK",
+                "SELECT count(*) FROM orders; PREPARE TRANSACTION 'x'",
+            ]),
+        ),
+        (
+            "the client's block ended by the string, the rest in an implicit one",
+            then_side(&[
+                "BEGIN",
+                "INSERT INTO side VALUES (13); SELECT count(*) FROM orders; COMMIT; \
+                 INSERT INTO side VALUES (14); SAVEPOINT a",
+            ]),
+        ),
+    ];
+    drop((direct, through));
+    let (mut direct, _) = RawConn::connect(pg().port(), "postgres", &s.oracle).await;
+    let (mut through, _) = RawConn::connect(proxy.port(), "postgres", &s.tiered).await;
+    same_replies((&mut direct, &mut through), scripts).await;
+    // Each statement over history was answered over it: the counts read
+    // in the scripts are the oracle's, and the hot rows alone are fewer.
+    assert!(
+        hot_count(&s.tiered).await * 2
+            < value::<i64>(&s.oracle, "SELECT count(*) FROM orders").await
+    );
 }
 
 /// Real drivers — psql, psycopg 3 (text and binary), asyncpg, node-postgres,

@@ -189,6 +189,11 @@ pub async fn cold_keys(
     cold::cold_keys_at(table, t, batch, &t.key, rows).await
 }
 
+/// The setting a ParameterStatus body reports.
+fn setting_name(status: &[u8]) -> &[u8] {
+    status.split(|b| *b == 0).next().unwrap_or_default()
+}
+
 /// Session settings a federated statement needs, as Postgres reported them.
 #[derive(Debug, Clone)]
 pub(crate) struct SessionSettings {
@@ -201,6 +206,9 @@ pub(crate) struct SessionSettings {
     /// The session has mentioned `thermocline.result_cache_ttl`: its
     /// value is asked of Postgres before each federated read.
     pub result_cache_set: bool,
+    /// Every ParameterStatus the client was told, its body, the last for
+    /// each setting.
+    pub reported: Vec<Vec<u8>>,
 }
 
 impl SessionSettings {
@@ -226,6 +234,10 @@ impl SessionSettings {
         let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
             return;
         };
+        match self.reported.iter_mut().find(|r| setting_name(r) == name) {
+            Some(r) => *r = status.to_vec(),
+            None => self.reported.push(status.to_vec()),
+        }
         let value = String::from_utf8_lossy(value).into_owned();
         match name {
             b"TimeZone" => self.time_zone = value,
@@ -256,6 +268,7 @@ impl Default for SessionSettings {
             extra_float_digits: 1,
             user: String::new(),
             result_cache_set: false,
+            reported: Vec::new(),
         }
     }
 }
@@ -404,14 +417,20 @@ fn copies_in(statements: &[&str]) -> bool {
 
 /// A query string of several statements, one of them over a tiered table:
 /// each is answered in turn, federated or by Postgres as the router says,
-/// until one fails; one ReadyForQuery ends them all. Outside a transaction
-/// block they run in one transaction, as Postgres runs them (its implicit
-/// block), unless one of them begins or ends a transaction itself.
+/// until one fails; one ReadyForQuery ends them all.
+///
+/// Outside a transaction block Postgres runs such a string in one
+/// transaction of its own, its implicit block, and so does thermocline,
+/// opening a block for it. A BEGIN among the statements makes the block the
+/// client's, with the statements before it; a COMMIT or ROLLBACK ends it,
+/// with Postgres's warning that no transaction was in progress, and the
+/// statements after it run in a new one; savepoints and `AND CHAIN` are
+/// refused in it, as Postgres refuses them.
 async fn answer_each(
     mut link: PgLink,
     out: &mut Out<'_>,
     (whole, statements): (&str, &[&str]),
-    settings: &SessionSettings,
+    before: &SessionSettings,
     (federation, router, cancel, remember): (
         &Federation,
         &crate::router::Router,
@@ -421,51 +440,146 @@ async fn answer_each(
 ) -> Option<PgLink> {
     // A statement may change what the next ones are answered in (`SET
     // TimeZone`): kept here, and for the session.
-    let mut settings = settings.clone();
-    const CONTROLS: [&str; 8] = [
-        "begin",
-        "start",
-        "commit",
-        "end",
-        "rollback",
-        "abort",
-        "savepoint",
-        "release",
-    ];
-    let controls = statements.iter().any(|s| {
-        let word = sqltext::first_word(s);
-        CONTROLS.iter().any(|c| word.eq_ignore_ascii_case(c))
-            || word.eq_ignore_ascii_case("prepare") && s.to_lowercase().contains("transaction")
-    });
-    let implicit = link.txn_status == b'I' && !controls;
-    if implicit {
-        link.simple("BEGIN").await.ok()?;
-    }
+    let mut settings = before.clone();
+    // The transaction open is one thermocline began: the implicit block.
+    let mut implicit = false;
+    // Settings Postgres reported changed: told the client as the string
+    // ends, as Postgres tells them.
+    let mut changed: Vec<Vec<u8>> = Vec::new();
     out.in_sequence = true;
     for sql in statements {
         // Each statement is a part of the client's string.
         let at = (sql.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
         out.position_offset = whole.get(..at).map_or(0, |before| before.chars().count());
-        link = match router.route_query(sql) {
-            crate::router::Route::Federate => {
-                answer(link, out, sql, federation, &settings, cancel).await?
+        if link.txn_status == b'I' {
+            link.simple("BEGIN").await.ok()?;
+            implicit = true;
+        }
+        link = match control(sql).filter(|_| implicit) {
+            Some(Control::Begin) => {
+                let link = relay_begin(link, out, sql).await?;
+                implicit = out.failed.is_some();
+                link
             }
-            crate::router::Route::Relay => relay_query(link, out, sql).await?,
+            Some(Control::End) => {
+                // Postgres warns, then ends its block as the statement says.
+                let warning = ErrorFields::warning("25P01", "there is no transaction in progress");
+                out.buf.extend(warning.encode());
+                relay_query(link, out, sql).await?
+            }
+            Some(Control::Refused(what)) => {
+                let message = format!("{what} can only be used in transaction blocks");
+                out.error(ErrorFields::error("25P01", message).encode());
+                link
+            }
+            None => match router.route_query(sql) {
+                crate::router::Route::Federate => {
+                    answer(link, out, sql, federation, &settings, cancel).await?
+                }
+                crate::router::Route::Relay => relay_query(link, out, sql).await?,
+            },
         };
         for status in out.statuses.drain(..) {
             settings.remember(&status);
             remember(&status);
+            changed.push(status);
         }
         if out.failed.is_some() {
             break;
         }
     }
-    (out.in_sequence, out.position_offset) = (false, 0);
-    if implicit {
-        // A failed block is rolled back by its COMMIT.
-        link.simple("COMMIT").await.ok()?;
+    out.position_offset = 0;
+    if implicit && link.txn_status != b'I' {
+        // A failure undoes the whole block.
+        let end = if out.failed.is_some() {
+            "ROLLBACK"
+        } else {
+            "COMMIT"
+        };
+        link.simple(end).await.ok()?;
+    }
+    // What Postgres sent meanwhile, with the settings the block's end
+    // changed back.
+    for m in std::mem::take(&mut link.deferred) {
+        if m.tag == b'S' {
+            remember(&m.body);
+            changed.push(m.body.to_vec());
+        } else {
+            out.buf.extend(m.encode());
+        }
+    }
+    out.in_sequence = false;
+    // Each setting whose last value is not the one the client knows, once.
+    for (i, status) in changed.iter().enumerate() {
+        let last = !changed[i + 1..]
+            .iter()
+            .any(|later| setting_name(later) == setting_name(status));
+        if last && !before.reported.contains(status) {
+            crate::protocol::put_message(&mut out.buf, b'S', status);
+        }
     }
     finish(&mut link, out);
+    Some(link)
+}
+
+/// What a statement of a query string does to the implicit block it runs in.
+#[derive(Debug, PartialEq, Eq)]
+enum Control {
+    /// BEGIN, START TRANSACTION: the block becomes the client's.
+    Begin,
+    /// COMMIT, END, ROLLBACK, ABORT, PREPARE TRANSACTION: the block ends so.
+    End,
+    /// A command Postgres refuses in an implicit block, by the name its
+    /// error gives it.
+    Refused(&'static str),
+}
+
+/// What `sql` does to an implicit block; `None`: nothing of its own.
+fn control(sql: &str) -> Option<Control> {
+    let words: Vec<String> = sqltext::top_level(sql)?
+        .into_iter()
+        .filter_map(|piece| match piece {
+            sqltext::Piece::Word(r) => Some(sql[r].to_ascii_lowercase()),
+            sqltext::Piece::Parens(_) => None,
+        })
+        .collect();
+    let has = |word: &str| words.iter().skip(1).any(|w| w == word);
+    let chained = words.windows(2).any(|w| w[0] == "and" && w[1] == "chain");
+    let second = words.get(1).map(String::as_str);
+    match words.first()?.as_str() {
+        "begin" | "start" => Some(Control::Begin),
+        // COMMIT PREPARED and ROLLBACK PREPARED end no block of their own.
+        "commit" | "end" | "rollback" | "abort" if second == Some("prepared") => None,
+        "rollback" | "abort" if has("to") => Some(Control::Refused("ROLLBACK TO SAVEPOINT")),
+        "commit" | "end" if chained => Some(Control::Refused("COMMIT AND CHAIN")),
+        "rollback" | "abort" if chained => Some(Control::Refused("ROLLBACK AND CHAIN")),
+        "commit" | "end" | "rollback" | "abort" => Some(Control::End),
+        "prepare" if second == Some("transaction") => Some(Control::End),
+        "savepoint" => Some(Control::Refused("SAVEPOINT")),
+        "release" => Some(Control::Refused("RELEASE SAVEPOINT")),
+        _ => None,
+    }
+}
+
+/// Relays a client's BEGIN into the block thermocline opened for its query
+/// string. Postgres warns that a transaction is already in progress;
+/// the warning is left out, as the block was Postgres's implicit one.
+async fn relay_begin(link: PgLink, out: &mut Out<'_>, sql: &str) -> Option<PgLink> {
+    out.flush().await;
+    let link = relay_query(link, out, sql).await?;
+    let mut kept = Vec::with_capacity(out.buf.len());
+    let mut rest = &out.buf[..];
+    while rest.len() >= 5 {
+        let len = 1 + u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let (m, after) = rest.split_at(len.min(rest.len()));
+        let in_progress =
+            m[0] == b'N' && crate::protocol::error_code(&m[5..]) == Some(b"25001".as_slice());
+        if !in_progress {
+            kept.extend_from_slice(m);
+        }
+        rest = after;
+    }
+    out.buf = kept;
     Some(link)
 }
 
@@ -752,4 +866,54 @@ async fn answer(
     }
     finish(&mut link, out);
     Some(link)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Control, control};
+
+    #[test]
+    fn statements_that_begin_end_or_are_refused_in_an_implicit_block() {
+        let cases = [
+            ("BEGIN", Some(Control::Begin)),
+            ("begin isolation level serializable", Some(Control::Begin)),
+            ("/* c */ START TRANSACTION READ ONLY", Some(Control::Begin)),
+            ("COMMIT", Some(Control::End)),
+            ("end work", Some(Control::End)),
+            ("ROLLBACK", Some(Control::End)),
+            ("abort", Some(Control::End)),
+            ("COMMIT AND NO CHAIN", Some(Control::End)),
+            ("PREPARE TRANSACTION 'x'", Some(Control::End)),
+            (
+                "COMMIT AND CHAIN",
+                Some(Control::Refused("COMMIT AND CHAIN")),
+            ),
+            ("end and chain", Some(Control::Refused("COMMIT AND CHAIN"))),
+            (
+                "ABORT AND CHAIN",
+                Some(Control::Refused("ROLLBACK AND CHAIN")),
+            ),
+            (
+                "ROLLBACK TO a",
+                Some(Control::Refused("ROLLBACK TO SAVEPOINT")),
+            ),
+            (
+                "rollback work to savepoint a",
+                Some(Control::Refused("ROLLBACK TO SAVEPOINT")),
+            ),
+            ("SAVEPOINT a", Some(Control::Refused("SAVEPOINT"))),
+            (
+                "RELEASE SAVEPOINT a",
+                Some(Control::Refused("RELEASE SAVEPOINT")),
+            ),
+            ("COMMIT PREPARED 'x'", None),
+            ("ROLLBACK PREPARED 'x'", None),
+            ("PREPARE q AS SELECT 1", None),
+            ("SELECT 'begin'", None),
+            ("\"begin\"", None),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(control(sql), want, "{sql}");
+        }
+    }
 }

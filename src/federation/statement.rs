@@ -158,6 +158,11 @@ pub(super) async fn close_cursors(link: &mut PgLink) -> Option<()> {
 /// ReadyForQuery with the transaction status Postgres reports.
 pub(super) fn finish(link: &mut PgLink, out: &mut Out<'_>) {
     for m in link.deferred.drain(..) {
+        if m.tag == b'S' && out.in_sequence {
+            // Reported once, when the query string ends.
+            out.statuses.push(m.body.to_vec());
+            continue;
+        }
         out.buf.extend(m.encode());
     }
     if !out.in_sequence {
@@ -181,7 +186,9 @@ pub(super) async fn relay_query(mut link: PgLink, out: &mut Out<'_>, sql: &str) 
             return Some(link);
         }
         if m.tag == b'S' && out.in_sequence {
+            // Reported once, when the query string ends.
             out.statuses.push(m.body.to_vec());
+            continue;
         }
         if m.tag == b'E' && out.in_sequence {
             out.error(m.encode());

@@ -27,6 +27,7 @@ pub(crate) mod tag {
     pub const BACKEND_KEY_DATA: u8 = b'K';
     pub const READY_FOR_QUERY: u8 = b'Z';
     pub const ERROR_RESPONSE: u8 = b'E';
+    pub const NOTICE_RESPONSE: u8 = b'N';
     pub const PARAMETER_STATUS: u8 = b'S';
 }
 
@@ -127,12 +128,21 @@ impl ErrorFields {
         }
     }
 
+    /// A WARNING: a NoticeResponse, the statement goes on.
+    pub(crate) fn warning(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            severity: "WARNING",
+            ..Self::error(code, message)
+        }
+    }
+
     pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
 
-    /// Encodes the message as an ErrorResponse (`E`).
+    /// Encodes the message: an ErrorResponse (`E`), or a NoticeResponse
+    /// (`N`) for a severity below ERROR.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut body = Vec::with_capacity(64 + self.message.len());
         let mut field = |code: u8, value: &str| {
@@ -153,7 +163,11 @@ impl ErrorFields {
         }
         body.push(0);
         let mut out = Vec::with_capacity(body.len() + 5);
-        put_message(&mut out, tag::ERROR_RESPONSE, &body);
+        let tag = match self.severity {
+            "ERROR" | "FATAL" | "PANIC" => tag::ERROR_RESPONSE,
+            _ => tag::NOTICE_RESPONSE,
+        };
+        put_message(&mut out, tag, &body);
         out
     }
 }

@@ -391,8 +391,7 @@ async fn create(
             format!("relation \"{}\" already exists, skipping", c.name),
         );
         notice.severity = "NOTICE";
-        let mut m = notice.encode();
-        m[0] = b'N';
+        let m = notice.encode();
         link.deferred.push(link::BackendMessage {
             tag: b'N',
             body: bytes::Bytes::copy_from_slice(&m[5..]),
