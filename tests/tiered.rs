@@ -867,6 +867,20 @@ async fn extended_protocol_replies_are_identical() {
     same_replies((&mut direct, &mut through), scripts).await;
 }
 
+/// Over rows moved and served, with a table made alike on both sides by
+/// `side` (its CREATE), [`same_replies`] of `scripts` in new sessions.
+async fn same_replies_beside(side: &str, scripts: Vec<(&str, Vec<Vec<u8>>)>) -> Setup {
+    use common::wire::RawConn;
+    let (s, proxy, direct, through) = moved_and_served().await;
+    direct.batch_execute(side).await.unwrap();
+    through.batch_execute(side).await.unwrap();
+    drop((direct, through));
+    let (mut direct, _) = RawConn::connect(pg().port(), "postgres", &s.oracle).await;
+    let (mut through, _) = RawConn::connect(proxy.port(), "postgres", &s.tiered).await;
+    same_replies((&mut direct, &mut through), scripts).await;
+    s
+}
+
 /// Sends each script byte for byte to the oracle and through thermocline:
 /// every reply message must be identical.
 async fn same_replies(
@@ -921,11 +935,7 @@ async fn same_replies(
 /// ones ahead of them are answered each with its own replies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn portals_of_federated_statements_run_as_postgres_runs_them() {
-    use common::wire::{RawConn, bind, execute, parse, query, sync};
-    let (s, proxy, direct, through) = moved_and_served().await;
-    let setup = "CREATE TABLE side (id serial PRIMARY KEY, order_id int8, n int8 DEFAULT 0)";
-    direct.batch_execute(setup).await.unwrap();
-    through.batch_execute(setup).await.unwrap();
+    use common::wire::{bind, execute, parse, query, sync};
     let run = |sql: &str, limits: &[i32]| {
         let mut script = vec![parse("", sql, &[]), bind("p", "", &[], &[], &[0])];
         script.extend(limits.iter().map(|&n| execute("p", n)));
@@ -1031,10 +1041,8 @@ async fn portals_of_federated_statements_run_as_postgres_runs_them() {
             unnamed("SELECT count(*) FROM orders"),
         ),
     ];
-    drop((direct, through));
-    let (mut direct, _) = RawConn::connect(pg().port(), "postgres", &s.oracle).await;
-    let (mut through, _) = RawConn::connect(proxy.port(), "postgres", &s.tiered).await;
-    same_replies((&mut direct, &mut through), scripts).await;
+    let side = "CREATE TABLE side (id serial PRIMARY KEY, order_id int8, n int8 DEFAULT 0)";
+    let s = same_replies_beside(side, scripts).await;
     let written = "SELECT count(*) FROM side";
     let n: i64 = value(&s.tiered, written).await;
     assert_eq!(n, value::<i64>(&s.oracle, written).await);
@@ -1049,11 +1057,7 @@ async fn portals_of_federated_statements_run_as_postgres_runs_them() {
 /// transaction status and what was written the same as Postgres's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_control_in_a_query_string_acts_as_in_postgres() {
-    use common::wire::{RawConn, query};
-    let (s, proxy, direct, through) = moved_and_served().await;
-    let setup = "CREATE TABLE side (n int)";
-    direct.batch_execute(setup).await.unwrap();
-    through.batch_execute(setup).await.unwrap();
+    use common::wire::query;
     // Each script ends by reading what the table holds.
     let then_side = |sqls: &[&str]| {
         let mut script: Vec<Vec<u8>> = sqls.iter().map(|sql| query(sql)).collect();
@@ -1129,10 +1133,7 @@ async fn transaction_control_in_a_query_string_acts_as_in_postgres() {
             ]),
         ),
     ];
-    drop((direct, through));
-    let (mut direct, _) = RawConn::connect(pg().port(), "postgres", &s.oracle).await;
-    let (mut through, _) = RawConn::connect(proxy.port(), "postgres", &s.tiered).await;
-    same_replies((&mut direct, &mut through), scripts).await;
+    let s = same_replies_beside("CREATE TABLE side (n int)", scripts).await;
     // Each statement over history was answered over it: the counts read
     // in the scripts are the oracle's, and the hot rows alone are fewer.
     assert!(
