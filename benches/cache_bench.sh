@@ -124,25 +124,27 @@ pg -c "DELETE FROM orders WHERE created_at > now() - interval '1 day'" >/dev/nul
 run "$NOCACHE_PORT" "CREATE MATERIALIZED VIEW monthly AS $VIEW" >/dev/null
 run "$TC_PORT" "CREATE MATERIALIZED VIEW monthly_cached AS $VIEW" >/dev/null
 # one_day PORT VIEW [SQL]: the time of REFRESH of VIEW through PORT after
-# one more day of rows (in the last day), SQL run on Postgres before it;
-# then the day is taken out again and the view refreshed (not timed).
+# one more day of rows (in the last day), SQL run on Postgres before it,
+# and the kind of refresh it was in $WORK/kind; then the day is taken out
+# again and the view refreshed (not timed).
 one_day() {
     pg -c "INSERT INTO orders SELECT $(( ROWS + 1000 )) + i, now() - (i::float8 / $DAY) * interval '1 day',
                   1 + (hashint4(-i) & 2147483647) % 1000, ((hashint4(i) & 2147483647) % 100000) / 100.0, 'paid' FROM generate_series(1, $DAY) i" >/dev/null
     [[ -n "${3:-}" ]] && pg -c "$3" >/dev/null
     run "$1" "REFRESH MATERIALIZED VIEW $2" | last_ms
+    pg -At -c "SELECT last_refresh_kind FROM thermocline.materialized_views WHERE view_name = '$2'" > "$WORK/kind"
     pg -c "DELETE FROM orders WHERE id > $(( ROWS + 1000 ))" >/dev/null
     run "$1" "REFRESH MATERIALIZED VIEW $2" >/dev/null
 }
 incremental=$(for _ in $(seq "$RUNS"); do one_day "$NOCACHE_PORT" monthly; done | median)
+kind=$(cat "$WORK/kind")
 incremental_cached=$(for _ in $(seq "$RUNS"); do one_day "$TC_PORT" monthly_cached; done | median)
-kind=$(pg -At -c "SELECT last_refresh_kind FROM thermocline.materialized_views WHERE view_name = 'monthly'")
 # A full REFRESH: the view's record of what the lake held is cleared
 # first, so the refresh cannot tell what changed and recomputes every
 # bucket, replacing every row.
 forget="UPDATE thermocline.materialized_views SET lake_checksums = NULL WHERE view_name = 'monthly'"
 full_refresh=$(for _ in $(seq "$RUNS"); do one_day "$NOCACHE_PORT" monthly "$forget"; done | median)
-full_kind=$(pg -At -c "SELECT last_refresh_kind FROM thermocline.materialized_views WHERE view_name = 'monthly'")
+full_kind=$(cat "$WORK/kind")
 full=$(for _ in $(seq "$RUNS"); do
     run "$NOCACHE_PORT" "DROP MATERIALIZED VIEW IF EXISTS monthly_full" "CREATE MATERIALIZED VIEW monthly_full AS $VIEW" | last_ms
 done | median)
