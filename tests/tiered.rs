@@ -1125,6 +1125,23 @@ async fn transaction_control_in_a_query_string_acts_as_in_postgres() {
             ]),
         ),
         (
+            "a syntax error anywhere fails the string whole, nothing run",
+            then_side(&[
+                "INSERT INTO side VALUES (15); SELECT count(*) FROM orders; SELEC 2",
+                "INSERT INTO side VALUES (16); SELECT count(*) FROM orders; COMMIT; \
+                 INSERT INTO side VALUES (17); SELECT 'unclosed",
+                "BEGIN",
+                "INSERT INTO side VALUES (18)",
+                "SELECT count(*) FROM orders; SELECT 1 FROM",
+                "SELECT count(*) FROM orders; SELEC 2",
+                "SELECT count(*) FROM orders; SELECT 2",
+                "ROLLBACK",
+                "BEGIN",
+                "INSERT INTO side VALUES (19); SELECT count(*) FROM orders; SELECT 2",
+                "COMMIT",
+            ]),
+        ),
+        (
             "the client's block ended by the string, the rest in an implicit one",
             then_side(&[
                 "BEGIN",

@@ -446,6 +446,15 @@ async fn answer_each(
     // Settings Postgres reported changed: told the client as the string
     // ends, as Postgres tells them.
     let mut changed: Vec<Vec<u8>> = Vec::new();
+    if let Some(error) = syntax_error(&mut link, whole).await? {
+        // Nothing of the string runs; a client's block is aborted.
+        out.error(error);
+        if link.txn_status == b'T' {
+            abort_transaction(&mut link).await?;
+        }
+        finish(&mut link, out);
+        return Some(link);
+    }
     out.in_sequence = true;
     for sql in statements {
         // Each statement is a part of the client's string.
@@ -520,6 +529,41 @@ async fn answer_each(
     }
     finish(&mut link, out);
     Some(link)
+}
+
+/// Postgres parses a whole query string before it runs any of it, so a
+/// syntax error anywhere in it fails the string whole: the error `sql` has,
+/// as Postgres reports it, found by preparing it as a statement of
+/// thermocline's own. Postgres refuses to prepare several commands once it
+/// has parsed them, with an error that points at no position; a syntax
+/// error always points at one. In a client's block, inside a savepoint, so
+/// the block is not aborted (one already aborted stays so). `None`: the
+/// connection to Postgres was lost.
+async fn syntax_error(link: &mut PgLink, sql: &str) -> Option<Option<Vec<u8>>> {
+    const NAME: &str = "thermocline_syntax";
+    let block = link.txn_status == b'T';
+    if block {
+        link.simple(&format!("SAVEPOINT {NAME}")).await.ok()?;
+    }
+    let mut msgs = Vec::new();
+    link::frontend::parse(&mut msgs, NAME, sql);
+    link::frontend::close(&mut msgs, b'S', NAME);
+    // The refusal expected is no statement's failure.
+    let first_error = link.first_error.clone();
+    let parsed = link.extended_sync(&msgs).await;
+    link.first_error = first_error;
+    if block {
+        link.simple(&format!(
+            "ROLLBACK TO SAVEPOINT {NAME}; RELEASE SAVEPOINT {NAME}"
+        ))
+        .await
+        .ok()?;
+    }
+    match parsed {
+        Err(LinkError::Postgres(e)) if e.field(b'P').is_some() => Some(Some(e.encode())),
+        Err(LinkError::Gone) => None,
+        _ => Some(None),
+    }
 }
 
 /// What a statement of a query string does to the implicit block it runs in.
