@@ -74,8 +74,8 @@ use scan::ScanContext;
 pub(crate) use sqltext::statements;
 use statement::{
     SESSION_REPLIES, abort_transaction, ask_session, cancelled, close_cursors, expire, finish,
-    refuse, relay_query, roll_back_own, session_answers, statement_timeout, take_back, timed_out,
-    undo,
+    refuse, relay_query, relay_query_without, roll_back_own, session_answers, statement_timeout,
+    take_back, timed_out, undo,
 };
 pub(crate) use writes::{ctes_write, target as written_table};
 
@@ -466,7 +466,9 @@ async fn answer_each(
         }
         link = match control(sql).filter(|_| implicit) {
             Some(Control::Begin) => {
-                let link = relay_begin(link, out, sql).await?;
+                // Postgres warns that a transaction is already in progress:
+                // left out, as the block was Postgres's implicit one.
+                let link = relay_query_without(link, out, sql, Some(b"25001")).await?;
                 implicit = out.failed.is_some();
                 link
             }
@@ -508,14 +510,11 @@ async fn answer_each(
         link.simple(end).await.ok()?;
     }
     // What Postgres sent meanwhile, with the settings the block's end
-    // changed back.
-    for m in std::mem::take(&mut link.deferred) {
-        if m.tag == b'S' {
-            remember(&m.body);
-            changed.push(m.body.to_vec());
-        } else {
-            out.buf.extend(m.encode());
-        }
+    // changed back; ReadyForQuery once they are told.
+    finish(&mut link, out);
+    for status in out.statuses.drain(..) {
+        remember(&status);
+        changed.push(status);
     }
     out.in_sequence = false;
     // Each setting whose last value is not the one the client knows, once.
@@ -603,28 +602,6 @@ fn control(sql: &str) -> Option<Control> {
         "release" => Some(Control::Refused("RELEASE SAVEPOINT")),
         _ => None,
     }
-}
-
-/// Relays a client's BEGIN into the block thermocline opened for its query
-/// string. Postgres warns that a transaction is already in progress;
-/// the warning is left out, as the block was Postgres's implicit one.
-async fn relay_begin(link: PgLink, out: &mut Out<'_>, sql: &str) -> Option<PgLink> {
-    out.flush().await;
-    let link = relay_query(link, out, sql).await?;
-    let mut kept = Vec::with_capacity(out.buf.len());
-    let mut rest = &out.buf[..];
-    while rest.len() >= 5 {
-        let len = 1 + u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
-        let (m, after) = rest.split_at(len.min(rest.len()));
-        let in_progress =
-            m[0] == b'N' && crate::protocol::error_code(&m[5..]) == Some(b"25001".as_slice());
-        if !in_progress {
-            kept.extend_from_slice(m);
-        }
-        rest = after;
-    }
-    out.buf = kept;
-    Some(link)
 }
 
 /// The error to report for a statement that failed with `error`: where

@@ -172,7 +172,17 @@ pub(super) fn finish(link: &mut PgLink, out: &mut Out<'_>) {
 
 /// Sends the statement to Postgres as the client sent it and passes every
 /// reply on.
-pub(super) async fn relay_query(mut link: PgLink, out: &mut Out<'_>, sql: &str) -> Option<PgLink> {
+pub(super) async fn relay_query(link: PgLink, out: &mut Out<'_>, sql: &str) -> Option<PgLink> {
+    relay_query_without(link, out, sql, None).await
+}
+
+/// [`relay_query`], leaving out the notice with SQLSTATE `notice`, if any.
+pub(super) async fn relay_query_without(
+    mut link: PgLink,
+    out: &mut Out<'_>,
+    sql: &str,
+    notice: Option<&[u8]>,
+) -> Option<PgLink> {
     let mut q = Vec::new();
     link::frontend::query(&mut q, sql);
     link.send(&q).await.ok()?;
@@ -192,6 +202,9 @@ pub(super) async fn relay_query(mut link: PgLink, out: &mut Out<'_>, sql: &str) 
         }
         if m.tag == b'E' && out.in_sequence {
             out.error(m.encode());
+            continue;
+        }
+        if m.tag == b'N' && notice.is_some() && crate::protocol::error_code(&m.body) == notice {
             continue;
         }
         out.buf.extend(m.encode());
