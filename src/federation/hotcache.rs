@@ -215,26 +215,42 @@ pub(crate) async fn track(
 /// a kept hot half of `table` relies on, (given the kept half's snapshot)
 /// the time ranges written since, and the transaction's id if it has one.
 pub(crate) fn check_sql(table: &str, kept: Option<&Snapshot>) -> String {
-    let relation = format!("{}::regclass", quote_literal(table));
-    let names = trigger_names();
     let written = match kept {
-        Some(s) => format!(
-            "thermocline.written_since({relation}, '{}'::xid8, {}::pg_snapshot)",
-            s.xmin,
-            quote_literal(&s.text)
-        ),
+        Some(s) => written_since_sql(table, s),
         None => "NULL::json".into(),
     };
     format!(
-        "SELECT pg_current_snapshot()::text, \
-         (SELECT c.relkind::text || c.relhassubclass::text || ' ' || c.xmin::text || ' ' || c.relfilenode::text \
+        "SELECT pg_current_snapshot()::text, ({}), {written}, pg_current_xact_id_if_assigned()::text",
+        signature_sql(table)
+    )
+}
+
+/// The call of `thermocline.written_since` for the writes to `table` that
+/// snapshot `kept` did not see.
+pub(crate) fn written_since_sql(table: &str, kept: &Snapshot) -> String {
+    format!(
+        "thermocline.written_since({}::regclass, '{}'::xid8, {}::pg_snapshot)",
+        quote_literal(table),
+        kept.xmin,
+        quote_literal(&kept.text)
+    )
+}
+
+/// The query of what the recorded writes to `table` rely on: the table's
+/// kind, children, catalog row and file, the triggers that record its
+/// writes, its policies, and the functions the triggers and readers call.
+/// Each is read with its row's `xmin`, which any change to it changes.
+pub(crate) fn signature_sql(table: &str) -> String {
+    let relation = format!("{}::regclass", quote_literal(table));
+    let names = trigger_names();
+    format!(
+        "SELECT c.relkind::text || c.relhassubclass::text || ' ' || c.xmin::text || ' ' || c.relfilenode::text \
           || ' ' || coalesce((SELECT string_agg(t.tgname::text || '=' || t.tgenabled::text || '@' || t.xmin::text, ',' ORDER BY t.tgname) \
                               FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname IN ({names})), '') \
           || ' ' || coalesce((SELECT string_agg(p.xmin::text, ',' ORDER BY p.oid) FROM pg_policy p WHERE p.polrelid = c.oid), '') \
           || ' ' || coalesce((SELECT string_agg(p.xmin::text, ',' ORDER BY p.proname) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
                               WHERE n.nspname = 'thermocline' AND p.proname IN ('record_change', 'written_since')), '-') \
-          FROM pg_class c WHERE c.oid = {relation}), \
-         {written}, pg_current_xact_id_if_assigned()::text"
+          FROM pg_class c WHERE c.oid = {relation}"
     )
 }
 
@@ -294,10 +310,6 @@ impl Snapshot {
 
     pub(crate) fn text(&self) -> &str {
         &self.text
-    }
-
-    pub(crate) fn xmin(&self) -> u64 {
-        self.xmin
     }
 
     /// This snapshot with `xid` (the reader's own transaction) counted as

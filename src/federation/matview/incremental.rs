@@ -425,27 +425,68 @@ pub(super) struct Recorded {
     pub written: Option<Vec<(Option<i64>, Option<i64>)>>,
 }
 
-/// The writes to `tiered` since the view's last refresh.
+/// The writes to `tiered` since the view's last refresh. `warm`:
+/// thermocline's own connection to the database, when the command's
+/// snapshot is taken already (the view's definition was read in it).
 pub(super) async fn recorded(
     link: &mut PgLink,
     d: &Definition,
     tiered: &TieredTable,
+    warm: Option<&tokio_postgres::Client>,
 ) -> Result<Recorded, LinkError> {
     let table = tiered.def.qualified();
+    let kept = d.hot_snapshot.as_deref().and_then(Snapshot::parse);
+    // What the writes rely on is read on the warm connection, whose
+    // catalog caches are warm (a new backend takes milliseconds to read
+    // these catalogs), after the command's snapshot was taken: the same as
+    // at the last refresh then, it was the same in the snapshot too, as
+    // any change to it changes it. Read elsewhere when it changed.
+    if let (Some(client), Some(kept), Some(kept_signature)) =
+        (warm, &kept, d.hot_signature.as_deref())
+        && hotcache::tracked(kept_signature)
+        && let Ok(rows) = super::super::names::rows_in(
+            client,
+            &["pg_catalog".to_string()],
+            &hotcache::signature_sql(&table),
+        )
+        .await
+        && rows
+            .first()
+            .and_then(|r| r.first())
+            .cloned()
+            .flatten()
+            .as_deref()
+            == Some(kept_signature)
+    {
+        let row = link
+            .rows(&format!(
+                "SELECT pg_current_snapshot()::text, pg_current_xact_id_if_assigned()::text, {}",
+                hotcache::written_since_sql(&table, kept)
+            ))
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let get = |i: usize| row.get(i).cloned().flatten();
+        let snapshot = command_snapshot(get(0), get(1));
+        let written = match &snapshot {
+            Some(now) if now.sees_all_of(kept) => {
+                get(2).and_then(|json| serde_json::from_str(&json).ok())
+            }
+            _ => None,
+        };
+        return Ok(Recorded {
+            snapshot: snapshot.map(|s| s.text().to_string()),
+            signature: kept_signature.to_string(),
+            written,
+        });
+    }
     let now = link.rows(&hotcache::check_sql(&table, None)).await?;
     let row = now.into_iter().next().unwrap_or_default();
     let get = |i: usize| row.get(i).cloned().flatten();
     let signature = get(1).unwrap_or_default();
     let tracked = hotcache::tracked(&signature);
-    let snapshot = get(0)
-        .as_deref()
-        .and_then(Snapshot::parse)
-        .map(|s| match get(3).and_then(|x| x.parse().ok()) {
-            Some(own) => s.with_running(own),
-            None => s,
-        })
-        .filter(|_| tracked);
-    let kept = d.hot_snapshot.as_deref().and_then(Snapshot::parse);
+    let snapshot = command_snapshot(get(0), get(3)).filter(|_| tracked);
     let mut written = None;
     if let (Some(now), Some(kept)) = (&snapshot, &kept)
         && d.hot_signature.as_deref() == Some(signature.as_str())
@@ -453,10 +494,8 @@ pub(super) async fn recorded(
     {
         let answer = link
             .rows(&format!(
-                "SELECT thermocline.written_since({}::regclass, '{}'::xid8, {}::pg_snapshot)",
-                quote_literal(&table),
-                kept.xmin(),
-                quote_literal(kept.text())
+                "SELECT {}",
+                hotcache::written_since_sql(&table, kept)
             ))
             .await?;
         written = answer
@@ -468,6 +507,17 @@ pub(super) async fn recorded(
         snapshot: snapshot.map(|s| s.text().to_string()),
         signature,
         written,
+    })
+}
+
+/// The command's snapshot, from its text and the command's transaction
+/// id if it has one: that transaction counted as running, as what it
+/// writes is to be read as written since.
+fn command_snapshot(text: Option<String>, own: Option<String>) -> Option<Snapshot> {
+    let snapshot = Snapshot::parse(&text?)?;
+    Some(match own.and_then(|x| x.parse().ok()) {
+        Some(own) => snapshot.with_running(own),
+        None => snapshot,
     })
 }
 

@@ -683,8 +683,11 @@ async fn fill(
     // in Postgres, in this command's snapshot (taken before). Read while
     // Postgres tells the writes since the last refresh, where they were
     // recorded.
-    let (loaded, recorded) =
-        tokio::join!(federation.lake.load(tiered), recorded(&mut link, d, tiered));
+    let warm = own_snapshot.then(|| federation.catalog.client()).flatten();
+    let (loaded, recorded) = tokio::join!(
+        federation.lake.load(tiered),
+        recorded(&mut link, d, tiered, warm.as_deref())
+    );
     let (checksums, watermark) = match loaded {
         Ok(Some(table)) => (
             crate::tiering::verify::recorded_checksums(&table)
