@@ -875,6 +875,90 @@ async fn materialized_views_refresh_on_their_interval() {
     );
 }
 
+/// A view is computed in the time zone of the session that created it,
+/// whoever refreshes it: its weeks, and the days it is kept in, start at
+/// that zone's midnight. Rows written on either side of a local midnight,
+/// hot and cold, and then moved to the lake, are refreshed incrementally to
+/// what Postgres holds, its view refreshed in that zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn materialized_views_refresh_in_the_time_zone_they_were_created_in() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = serve(&s).await;
+    // A zone half an hour off UTC's hours.
+    const ZONE: &str = "SET TimeZone = 'Asia/Kolkata'";
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let creator = client(proxy.port(), "postgres", &s.tiered).await;
+    let view = "CREATE MATERIALIZED VIEW weekly AS SELECT date_trunc('week', created_at) AS week, status, \
+                count(*) AS n, sum(amount) AS total FROM orders GROUP BY 1, 2";
+    for c in [&direct, &creator] {
+        c.batch_execute(ZONE).await.unwrap();
+        c.batch_execute(view).await.unwrap();
+    }
+    // Sessions in the server's zone read both views, and refresh this one.
+    let oracle = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    let zones = (
+        value::<String>(&s.oracle, "SHOW TimeZone").await,
+        value::<String>(&s.tiered, "SHOW TimeZone").await,
+    );
+    assert_eq!(zones.0, zones.1);
+    assert_ne!(zones.0, "Asia/Kolkata");
+    let compare = |label: &'static str| {
+        let (oracle, through) = (&oracle, &through);
+        async move {
+            let sql = "SELECT * FROM weekly ORDER BY 1, 2";
+            assert_eq!(
+                rows_of(through, sql).await,
+                rows_of(oracle, sql).await,
+                "{label}"
+            );
+        }
+    };
+    let refresh = |label: &'static str| {
+        let (direct, through, tiered) = (&direct, &through, &s.tiered);
+        async move {
+            direct
+                .batch_execute("REFRESH MATERIALIZED VIEW weekly")
+                .await
+                .unwrap();
+            through
+                .batch_execute("REFRESH MATERIALIZED VIEW weekly")
+                .await
+                .unwrap();
+            compare(label).await;
+            let kind: String = value(
+                tiered,
+                "SELECT last_refresh_kind FROM thermocline.materialized_views",
+            )
+            .await;
+            assert_eq!(kind, "incremental", "{label}");
+        }
+    };
+    compare("created").await;
+    // A microsecond before and at a local midnight: of the latest day, and
+    // of one 400 days back (in the lake's range, so kept in Postgres until
+    // moved).
+    in_both(
+        &s,
+        "INSERT INTO orders SELECT 100001 + 2 * d + i, \
+                (date_trunc('day', max(created_at) AT TIME ZONE 'Asia/Kolkata') - d * interval '1 day') \
+                    AT TIME ZONE 'Asia/Kolkata' + i * interval '1 microsecond', \
+                3, 1.25, 'edge', NULL, 0.5, max(day) - d, true \
+           FROM orders, generate_series(-1, 0) i, (VALUES (0), (400)) v(d) GROUP BY i, d",
+    )
+    .await;
+    refresh("after writes at local midnights").await;
+    move_rows(&s).await;
+    refresh("after the mover").await;
+    in_both(
+        &s,
+        "UPDATE orders SET amount = amount + 1 WHERE id IN (100000, 100001)",
+    )
+    .await;
+    refresh("after updates on either side of the latest local midnight").await;
+}
+
 /// With `thermocline.result_cache_ttl` set, a session accepts whole answers
 /// up to that age: the same statement again is answered from the cache,
 /// without the row inserted meanwhile. Other sessions, and the same one
