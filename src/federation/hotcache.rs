@@ -254,6 +254,16 @@ pub(crate) fn signature_sql(table: &str) -> String {
     )
 }
 
+/// What the recorded writes to `table` rely on (see [`signature_sql`]),
+/// read on `client`, a connection of thermocline's own; `None` when it
+/// cannot be read there.
+pub(crate) async fn signature_on(client: &tokio_postgres::Client, table: &str) -> Option<String> {
+    let rows = super::names::rows_in(client, &["pg_catalog".to_string()], &signature_sql(table))
+        .await
+        .ok()?;
+    rows.into_iter().next()?.into_iter().next()?
+}
+
 /// Whether a signature (from [`check_sql`]) shows writes to the table
 /// recorded: a plain table without children, every trigger enabled always,
 /// both functions present.

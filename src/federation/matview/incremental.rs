@@ -444,19 +444,7 @@ pub(super) async fn recorded(
     if let (Some(client), Some(kept), Some(kept_signature)) =
         (warm, &kept, d.hot_signature.as_deref())
         && hotcache::tracked(kept_signature)
-        && let Ok(rows) = super::super::names::rows_in(
-            client,
-            &["pg_catalog".to_string()],
-            &hotcache::signature_sql(&table),
-        )
-        .await
-        && rows
-            .first()
-            .and_then(|r| r.first())
-            .cloned()
-            .flatten()
-            .as_deref()
-            == Some(kept_signature)
+        && hotcache::signature_on(client, &table).await.as_deref() == Some(kept_signature)
     {
         let row = link
             .rows(&format!(
