@@ -444,6 +444,10 @@ async fn materialized_views_hold_the_whole_history() {
         // By status: recomputed whole.
         "CREATE MATERIALIZED VIEW by_status AS SELECT status, count(*) AS n, min(created_at) AS first \
          FROM orders GROUP BY status",
+        // By month alone: refreshed incrementally, kept in parts by the
+        // hour.
+        "CREATE MATERIALIZED VIEW totals AS SELECT date_trunc('month', created_at) AS month, \
+         count(*) AS n, sum(amount) AS total, min(score) AS low FROM orders GROUP BY 1",
     ];
     for v in views {
         direct.batch_execute(v).await.unwrap();
@@ -459,6 +463,7 @@ async fn materialized_views_hold_the_whole_history() {
             for sql in [
                 "SELECT * FROM by_month ORDER BY 1, 2",
                 "SELECT * FROM by_status ORDER BY 1",
+                "SELECT * FROM totals ORDER BY 1",
             ] {
                 assert_eq!(
                     rows_of(through, sql).await,
@@ -469,20 +474,26 @@ async fn materialized_views_hold_the_whole_history() {
         }
     };
     compare("created").await;
-    // The view by month is kept in parts too (counts, sums and maxima per
-    // day and status); the one by status is not.
-    let kept_in_parts: Vec<String> = through
+    // The views by month are kept in parts too (counts, sums and maxima
+    // per day and status, or per hour); the one by status is not.
+    let kept_in_parts: Vec<(String, String)> = through
         .query(
-            "SELECT view_name FROM thermocline.materialized_views \
-             WHERE to_regclass(parts_table) IS NOT NULL",
+            "SELECT view_name, parts_grain FROM thermocline.materialized_views \
+             WHERE to_regclass(parts_table) IS NOT NULL ORDER BY 1",
             &[],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(kept_in_parts, vec!["by_month".to_string()]);
+    assert_eq!(
+        kept_in_parts,
+        vec![
+            ("by_month".to_string(), "day".to_string()),
+            ("totals".to_string(), "hour".to_string())
+        ]
+    );
     // A real table: catalog tools list it, and it takes indexes.
     let kind: i8 = value(
         &s.tiered,
@@ -504,7 +515,7 @@ async fn materialized_views_hold_the_whole_history() {
     let refresh = |concurrently: bool| {
         let (direct, through) = (&direct, &through);
         async move {
-            for v in ["by_month", "by_status"] {
+            for v in ["by_month", "by_status", "totals"] {
                 direct
                     .batch_execute(&format!("REFRESH MATERIALIZED VIEW {v}"))
                     .await
@@ -533,7 +544,8 @@ async fn materialized_views_hold_the_whole_history() {
         kinds,
         vec![
             ("by_month".to_string(), "incremental".to_string()),
-            ("by_status".to_string(), "full".to_string())
+            ("by_status".to_string(), "full".to_string()),
+            ("totals".to_string(), "incremental".to_string())
         ]
     );
 
@@ -674,13 +686,13 @@ async fn materialized_views_hold_the_whole_history() {
 
     // Dropped: the table and its definition.
     through
-        .batch_execute("DROP MATERIALIZED VIEW by_month, by_status")
+        .batch_execute("DROP MATERIALIZED VIEW by_month, by_status, totals")
         .await
         .unwrap();
     let left: i64 = value(
         &s.tiered,
         "SELECT (SELECT count(*) FROM thermocline.materialized_views) + \
-                    (SELECT count(*) FROM pg_class WHERE relname IN ('by_month', 'by_status') \
+                    (SELECT count(*) FROM pg_class WHERE relname IN ('by_month', 'by_status', 'totals') \
                         OR relnamespace = 'thermocline'::regnamespace AND relname LIKE 'parts\\_%')",
     )
     .await;
@@ -889,11 +901,18 @@ async fn materialized_views_refresh_in_the_time_zone_they_were_created_in() {
     const ZONE: &str = "SET TimeZone = 'Asia/Kolkata'";
     let direct = client(pg().port(), "postgres", &s.oracle).await;
     let creator = client(proxy.port(), "postgres", &s.tiered).await;
-    let view = "CREATE MATERIALIZED VIEW weekly AS SELECT date_trunc('week', created_at) AS week, status, \
-                count(*) AS n, sum(amount) AS total FROM orders GROUP BY 1, 2";
+    // Kept in parts by the day, and by the (local) hour.
+    let views = [
+        "CREATE MATERIALIZED VIEW weekly AS SELECT date_trunc('week', created_at) AS week, status, \
+         count(*) AS n, sum(amount) AS total FROM orders GROUP BY 1, 2",
+        "CREATE MATERIALIZED VIEW daily AS SELECT date_trunc('day', created_at) AS day, \
+         count(*) AS n, sum(amount) AS total, max(amount) AS top FROM orders GROUP BY 1",
+    ];
     for c in [&direct, &creator] {
         c.batch_execute(ZONE).await.unwrap();
-        c.batch_execute(view).await.unwrap();
+        for v in views {
+            c.batch_execute(v).await.unwrap();
+        }
     }
     // Sessions in the server's zone read both views, and refresh this one.
     let oracle = client(pg().port(), "postgres", &s.oracle).await;
@@ -907,32 +926,45 @@ async fn materialized_views_refresh_in_the_time_zone_they_were_created_in() {
     let compare = |label: &'static str| {
         let (oracle, through) = (&oracle, &through);
         async move {
-            let sql = "SELECT * FROM weekly ORDER BY 1, 2";
-            assert_eq!(
-                rows_of(through, sql).await,
-                rows_of(oracle, sql).await,
-                "{label}"
-            );
+            for sql in [
+                "SELECT * FROM weekly ORDER BY 1, 2",
+                "SELECT * FROM daily ORDER BY 1",
+            ] {
+                assert_eq!(
+                    rows_of(through, sql).await,
+                    rows_of(oracle, sql).await,
+                    "{label}: {sql}"
+                );
+            }
         }
     };
     let refresh = |label: &'static str| {
-        let (direct, through, tiered) = (&direct, &through, &s.tiered);
+        let (direct, through) = (&direct, &through);
         async move {
-            direct
-                .batch_execute("REFRESH MATERIALIZED VIEW weekly")
-                .await
-                .unwrap();
-            through
-                .batch_execute("REFRESH MATERIALIZED VIEW weekly")
-                .await
-                .unwrap();
+            for c in [direct, through] {
+                for v in ["weekly", "daily"] {
+                    c.batch_execute(&format!("REFRESH MATERIALIZED VIEW {v}"))
+                        .await
+                        .unwrap();
+                }
+            }
             compare(label).await;
-            let kind: String = value(
-                tiered,
-                "SELECT last_refresh_kind FROM thermocline.materialized_views",
-            )
-            .await;
-            assert_eq!(kind, "incremental", "{label}");
+            let kinds: Vec<(String, String)> = through
+                .query(
+                    "SELECT parts_grain, last_refresh_kind FROM thermocline.materialized_views ORDER BY 1",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let incremental = |grain: &str| (grain.to_string(), "incremental".to_string());
+            assert_eq!(
+                kinds,
+                vec![incremental("day"), incremental("hour")],
+                "{label}"
+            );
         }
     };
     compare("created").await;
@@ -957,6 +989,94 @@ async fn materialized_views_refresh_in_the_time_zone_they_were_created_in() {
     )
     .await;
     refresh("after updates on either side of the latest local midnight").await;
+}
+
+/// Views bucketed by each unit of `date_trunc`, computed in UTC (whose
+/// calendar thermocline works out itself), are refreshed incrementally to
+/// Postgres's rows after writes a microsecond before and at the start of
+/// a bucket of each unit, of the latest time and 400 days back, and after
+/// the mover takes the old ones to the lake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn materialized_views_of_every_bucket_unit_refresh_to_postgres_s_rows() {
+    let s = setup().await;
+    move_rows(&s).await;
+    let proxy = serve(&s).await;
+    let direct = client(pg().port(), "postgres", &s.oracle).await;
+    let through = client(proxy.port(), "postgres", &s.tiered).await;
+    const UNITS: [&str; 10] = [
+        "minute",
+        "hour",
+        "day",
+        "week",
+        "month",
+        "quarter",
+        "year",
+        "decade",
+        "century",
+        "millennium",
+    ];
+    for c in [&direct, &through] {
+        c.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
+        for u in UNITS {
+            c.batch_execute(&format!(
+                "CREATE MATERIALIZED VIEW by_{u} AS SELECT date_trunc('{u}', created_at) AS b, \
+                 count(*) AS n, sum(amount) AS total, max(amount) AS top FROM orders GROUP BY 1"
+            ))
+            .await
+            .unwrap();
+        }
+    }
+    let refresh = |label: &'static str| {
+        let (direct, through) = (&direct, &through);
+        async move {
+            for u in UNITS {
+                for c in [direct, through] {
+                    c.batch_execute(&format!("REFRESH MATERIALIZED VIEW by_{u}"))
+                        .await
+                        .unwrap();
+                }
+                let sql = format!("SELECT * FROM by_{u} ORDER BY 1");
+                assert_eq!(
+                    rows_of(through, &sql).await,
+                    rows_of(direct, &sql).await,
+                    "{label}: {sql}"
+                );
+            }
+            let kinds: Vec<String> = through
+                .query(
+                    "SELECT DISTINCT last_refresh_kind FROM thermocline.materialized_views",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(kinds, vec!["incremental".to_string()], "{label}");
+        }
+    };
+    let units: Vec<String> = UNITS.iter().map(|u| format!("'{u}'")).collect();
+    in_both(
+        &s,
+        &format!(
+            "INSERT INTO orders SELECT 200000 + row_number() OVER (), t, 3, 1.25, 'edge', NULL, 0.5, t::date, true \
+               FROM (SELECT date_trunc(u, m - d * interval '1 day') + i * interval '1 microsecond' AS t \
+                       FROM (SELECT max(created_at) AS m FROM orders) x, unnest(ARRAY[{}]) u, \
+                            generate_series(-1, 0) i, (VALUES (0), (400)) v(d)) y",
+            units.join(", ")
+        ),
+    )
+    .await;
+    refresh("after writes at the edges of buckets").await;
+    assert!(move_rows(&s).await >= 1);
+    refresh("after the mover").await;
+    in_both(
+        &s,
+        "UPDATE orders SET amount = amount + 1 \
+         WHERE status = 'edge' AND created_at > (SELECT max(created_at) - interval '1 day' FROM orders)",
+    )
+    .await;
+    refresh("after updates at the edges of the latest buckets").await;
 }
 
 /// With `thermocline.result_cache_ttl` set, a session accepts whole answers

@@ -10,9 +10,10 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
-use super::{Definition, time_type};
+use super::{Definition, calendar, time_type};
 use crate::federation::hotcache::{self, Snapshot};
 use crate::federation::link::{LinkError, PgLink, quote_literal};
+use crate::pgtypes::PgType;
 use crate::tiering::TieredTable;
 
 /// How a view is refreshed incrementally: by its bucket column, holding
@@ -136,17 +137,68 @@ const WHOLE_DAYS: [&str; 7] = [
     "millennium",
 ];
 
-/// How a view is kept in parts: for each day of its time column and each
-/// group of the view, the partial state of each aggregate (`count`, `sum`,
-/// `min`, `max`). A refresh recomputes the parts of the days written and
-/// merges the buckets that hold them from their days' parts, rather than
-/// recomputing whole buckets from rows. A bucket is whole days, so the
-/// parts hold no bucket: it is the bucket of their day.
+/// What each of a view's parts covers: an hour or a day of its time
+/// column, in the view's time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Grain {
+    Hour,
+    Day,
+}
+
+impl Grain {
+    /// Hours for a view with no group key but its bucket, as its parts
+    /// are few however short: a refresh then recomputes only the hours
+    /// written. Days otherwise, as a view's parts are a part per group.
+    fn for_keys(keys: usize) -> Self {
+        if keys == 0 { Grain::Hour } else { Grain::Day }
+    }
+
+    /// The grain recorded with a view's definition; a view kept in parts
+    /// before the grain was recorded has days.
+    pub fn recorded(text: Option<&str>) -> Self {
+        match text {
+            Some("hour") => Grain::Hour,
+            _ => Grain::Day,
+        }
+    }
+
+    /// Its unit, as `date_trunc` names it.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Grain::Hour => "hour",
+            Grain::Day => "day",
+        }
+    }
+
+    fn step(self) -> &'static str {
+        match self {
+            Grain::Hour => "1 hour",
+            Grain::Day => "1 day",
+        }
+    }
+
+    /// The fewest microseconds a part holds (a day of a change to
+    /// daylight saving time has 23 hours).
+    fn shortest(self) -> i64 {
+        match self {
+            Grain::Hour => 3_600_000_000,
+            Grain::Day => 23 * 3_600_000_000,
+        }
+    }
+}
+
+/// How a view is kept in parts: for each hour or day of its time column
+/// ([`Grain`]) and each group of the view, the partial state of each
+/// aggregate (`count`, `sum`, `min`, `max`). A refresh recomputes the
+/// parts written and merges the buckets that hold them from their parts,
+/// rather than recomputing whole buckets from rows. A bucket is whole
+/// parts, so the parts hold no bucket: it is the bucket of their start.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Parts {
-    /// The parts, computed from the view's rows: `part` (the day), `k1`…
+    /// The parts, computed from the view's rows: `part` (its start), `k1`…
     /// (the view's other group keys), `a1`… (the aggregates' states).
     pub query: String,
+    pub grain: Grain,
     /// The query's FROM and WHERE, and its columns after `part`.
     from: String,
     selection: Option<String>,
@@ -161,38 +213,39 @@ pub(super) struct Parts {
 }
 
 impl Parts {
-    /// The parts of the days `days` (their starts, ascending literals),
-    /// of the rows `condition` keeps: a query for each day, on the range of
-    /// its times. Postgres's date_trunc of a timestamptz works out the
-    /// calendar for every row, at more cost than the rest of the query.
-    pub fn of_days(&self, days: &[String], condition: &str) -> String {
-        let time = &self.time;
-        let group = if self.keys == 0 {
-            // One row for a day with rows, none for one without.
-            " HAVING count(*) > 0".to_string()
-        } else {
-            let keys: Vec<String> = (2..=self.keys + 1).map(|i| i.to_string()).collect();
-            format!(" GROUP BY {}", keys.join(", "))
-        };
+    /// The parts starting at the times `ranges` give (literals of their
+    /// starts, ascending, and of where each ends), of the rows `condition`
+    /// keeps: each part from the rows of its range of times, rather than
+    /// from each row's `date_trunc`, which works out the calendar for
+    /// every row at more cost than the rest of the query.
+    pub fn of_ranges(&self, ranges: &[(String, String)], condition: &str) -> String {
+        // A name for the ranges the query's own names do not hold.
+        let text = format!("{} {} {}", self.from, self.items.join(" "), condition).to_lowercase();
+        let alias = (0..)
+            .map(|i| {
+                format!(
+                    "thermocline_part{}",
+                    if i == 0 { String::new() } else { i.to_string() }
+                )
+            })
+            .find(|a| !text.contains(a.as_str()))
+            .unwrap_or_default();
+        let values: Vec<String> = ranges.iter().map(|(s, e)| format!("({s}, {e})")).collect();
         let selection = self
             .selection
             .as_ref()
             .map_or(String::new(), |w| format!("({w}) AND "));
-        let each: Vec<String> = days
-            .iter()
-            .enumerate()
-            .map(|(i, day)| {
-                let next = days
-                    .get(i + 1)
-                    .map_or(String::new(), |n| format!(" AND {time} < {n}"));
-                format!(
-                    "SELECT {day} AS part, {} FROM {} WHERE {selection}({condition}) AND {time} >= {day}{next}{group}",
-                    self.items.join(", "),
-                    self.from,
-                )
-            })
-            .collect();
-        each.join(" UNION ALL ")
+        let group: Vec<String> = (1..=self.keys + 1).map(|i| i.to_string()).collect();
+        format!(
+            "SELECT {alias}.{alias}_start AS part, {} FROM (VALUES {}) {alias}({alias}_start, {alias}_end), {} \
+             WHERE {selection}({condition}) AND {time} >= {alias}.{alias}_start AND {time} < {alias}.{alias}_end \
+             GROUP BY {}",
+            self.items.join(", "),
+            values.join(", "),
+            self.from,
+            group.join(", "),
+            time = self.time,
+        )
     }
 
     /// The view's rows from the parts in `table`, those `condition` (on
@@ -209,13 +262,11 @@ impl Parts {
     }
 }
 
-/// How `query`, refreshed by `buckets`, is kept in parts; `None` when its
-/// buckets are not whole days or it computes more than group keys and
-/// `count`, `sum`, `min` and `max` of them.
-pub(super) fn parts(query: &str, buckets: &Buckets) -> Option<Parts> {
-    if !WHOLE_DAYS.contains(&buckets.unit.as_str()) {
-        return None;
-    }
+/// How `query`, refreshed by `buckets`, is kept in parts of `grain` (of
+/// the grain for its keys when `None`); `None` when its buckets are not
+/// whole parts or it computes more than group keys and `count`, `sum`,
+/// `min` and `max` of them.
+pub(super) fn parts(query: &str, buckets: &Buckets, grain: Option<Grain>) -> Option<Parts> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, query).ok()?;
     let [Statement::Query(q)] = statements.as_slice() else {
         return None;
@@ -270,6 +321,11 @@ pub(super) fn parts(query: &str, buckets: &Buckets) -> Option<Parts> {
             keys.push(key);
         }
     }
+    let grain = grain.unwrap_or(Grain::for_keys(keys.len()));
+    let unit = buckets.unit.as_str();
+    if !(WHOLE_DAYS.contains(&unit) || grain == Grain::Hour && unit == "day") {
+        return None;
+    }
     let bucket = format!("date_trunc('{}', part)", buckets.unit);
     let mut states = Vec::new();
     let mut columns = Vec::new();
@@ -302,7 +358,8 @@ pub(super) fn parts(query: &str, buckets: &Buckets) -> Option<Parts> {
         select.selection.as_ref().map(|w| w.to_string()),
     );
     let query = format!(
-        "SELECT date_trunc('day', {}) AS part, {} FROM {from}{} GROUP BY {}",
+        "SELECT date_trunc('{}', {}) AS part, {} FROM {from}{} GROUP BY {}",
+        grain.unit(),
         buckets.time,
         selected.join(", "),
         selection
@@ -312,6 +369,7 @@ pub(super) fn parts(query: &str, buckets: &Buckets) -> Option<Parts> {
     );
     Some(Parts {
         query,
+        grain,
         from,
         selection,
         items: selected,
@@ -538,7 +596,7 @@ pub(super) fn lake_changes(
 #[derive(Debug)]
 pub(super) struct Recompute {
     /// On the time column, for the query: the rows recomputed, those of
-    /// whole buckets (or of whole days, for a view kept in parts).
+    /// whole buckets (or of whole parts, for a view kept in parts).
     pub on_time: String,
     /// On the view's bucket column: its rows replaced.
     pub on_bucket: String,
@@ -549,18 +607,19 @@ pub(super) struct Recompute {
     /// Every row recomputed is at or after the lake's watermark, so
     /// Postgres holds them all.
     pub in_postgres: bool,
-    /// For a view kept in parts whose rows Postgres holds: the starts (as
-    /// literals, ascending) of the days recomputed.
-    pub days: Option<Vec<String>>,
+    /// For a view kept in parts whose rows Postgres holds: the parts
+    /// recomputed, as literals of where each starts (ascending) and ends
+    /// (see [`Parts::of_ranges`]).
+    pub parts: Option<Vec<(String, String)>>,
 }
 
 /// What a refresh of a view bucketed by `unit` recomputes for the times of
-/// `ranges`: the buckets that hold them, or for a view kept in `parts`,
-/// the days that hold them and their buckets. `time` is
+/// `ranges`: the buckets that hold them, or for a view kept in parts of
+/// `grain`, the parts that hold them and their buckets. `time` is
 /// the time column as the query writes it, `column` the view's bucket
 /// column; the bucket of no time is recomputed too when the time column
-/// may be NULL. `watermark`: the lake's, if anything was moved. `None`
-/// when there are no ranges.
+/// may be NULL. `watermark`: the lake's, if anything was moved; `zone`:
+/// the view's time zone. `None` when there are no ranges.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn recompute(
     link: &mut PgLink,
@@ -569,62 +628,90 @@ pub(super) async fn recompute(
     time: &str,
     tiered: &TieredTable,
     column: &str,
-    parts: bool,
+    grain: Option<Grain>,
     watermark: Option<i64>,
+    zone: &str,
 ) -> Result<Option<Recompute>, LinkError> {
     let runs = merge(ranges);
     if runs.is_empty() {
         return Ok(None);
     }
-    let ty = time_type(tiered);
     let pg_type = tiered.time_column().pg_type;
-    let literal = |us: Option<i64>| match us {
-        Some(us) => crate::tiering::mover::time_literal(pg_type, us),
-        None => format!("NULL::{ty}"),
-    };
-    let values: Vec<String> = runs
-        .iter()
-        .map(|(lo, hi)| format!("({}, {})", literal(*lo), literal(*hi)))
-        .collect();
-    let unit_literal = quote_literal(unit);
-    // One bucket on: the interval of the unit (quarters are three months).
-    let step = if unit.starts_with('q') {
-        "3 months".to_string()
-    } else {
-        format!("1 {unit}")
-    };
-    let first = if parts { "'day'" } else { &unit_literal };
-    let in_postgres = match watermark {
-        Some(w) => format!(
-            "coalesce(pg_catalog.date_trunc({first}, lo) >= {}, false)",
-            literal(Some(w))
-        ),
-        None => "true".into(),
-    };
+    let part = grain.unwrap_or(Grain::Day);
     let nullable = !tiered.time_column().not_null;
-    // With the days, for a view kept in parts (used when Postgres holds
-    // their rows), in the same round trip.
-    let days_sql = if parts && !nullable {
-        days_sql(&values)
-    } else {
-        String::new()
+    // With the parts, for a view kept in parts (used when Postgres holds
+    // their rows): not when a run starts before the watermark (a part's
+    // start is at or before its run's), nor when they are too many to
+    // list.
+    let listed = grain.filter(|g| {
+        !nullable
+            && runs.iter().all(|(lo, hi)| {
+                lo.zip(*hi).is_some() && watermark.is_none_or(|w| lo.is_some_and(|lo| lo >= w))
+            })
+            && runs
+                .iter()
+                .map(|(lo, hi)| {
+                    (hi.unwrap_or_default() - lo.unwrap_or_default()) / g.shortest() + 2
+                })
+                .sum::<i64>()
+                <= MAX_PARTS as i64
+    });
+    // Whether Postgres holds a run's rows: the start of its first bucket
+    // (or part) is at or after the watermark.
+    let first = grain.map_or(unit, |g| g.unit());
+    let here = calendar::applies(pg_type, zone)
+        .then(|| worked_out(&runs, unit, part, first, listed, pg_type, watermark))
+        .flatten();
+    let (bounds, parts) = match here {
+        Some(found) => found,
+        None => {
+            let ty = time_type(tiered);
+            let literal = |us: Option<i64>| match us {
+                Some(us) => crate::tiering::mover::time_literal(pg_type, us),
+                None => format!("NULL::{ty}"),
+            };
+            let values: Vec<String> = runs
+                .iter()
+                .map(|(lo, hi)| format!("({}, {})", literal(*lo), literal(*hi)))
+                .collect();
+            let unit_literal = quote_literal(unit);
+            // One bucket on: the interval of the unit (quarters are three
+            // months).
+            let step = if unit.starts_with('q') {
+                "3 months".to_string()
+            } else {
+                format!("1 {unit}")
+            };
+            let in_postgres = match watermark {
+                Some(w) => format!(
+                    "coalesce(pg_catalog.date_trunc({}, lo) >= {}, false)",
+                    quote_literal(first),
+                    literal(Some(w))
+                ),
+                None => "true".into(),
+            };
+            // The parts in the same round trip.
+            let parts_sql = listed.map_or(String::new(), |g| parts_sql(&values, g));
+            let mut sets = link
+                .row_sets(&format!(
+                    "SELECT pg_catalog.date_trunc({unit_literal}, lo)::text, \
+                            (pg_catalog.date_trunc({unit_literal}, hi) + {step}::interval)::text, \
+                            pg_catalog.date_trunc({part_unit}, lo)::text, \
+                            (pg_catalog.date_trunc({part_unit}, hi) + {part_step}::interval)::text, \
+                            pg_catalog.pg_typeof(pg_catalog.date_trunc({unit_literal}, NULL::{ty}))::text, \
+                            {in_postgres}::text \
+                     FROM (VALUES {values}) v(lo, hi);{parts_sql}",
+                    step = quote_literal(&step),
+                    part_unit = quote_literal(part.unit()),
+                    part_step = quote_literal(part.step()),
+                    values = values.join(", ")
+                ))
+                .await?
+                .into_iter();
+            let bounds = sets.next().unwrap_or_default();
+            (bounds, sets.next().and_then(part_ranges))
+        }
     };
-    let mut sets = link
-        .row_sets(&format!(
-            "SELECT pg_catalog.date_trunc({unit_literal}, lo)::text, \
-                    (pg_catalog.date_trunc({unit_literal}, hi) + {}::interval)::text, \
-                    pg_catalog.date_trunc('day', lo)::text, \
-                    (pg_catalog.date_trunc('day', hi) + '1 day'::interval)::text, \
-                    pg_catalog.pg_typeof(pg_catalog.date_trunc({unit_literal}, NULL::{ty}))::text, \
-                    {in_postgres}::text \
-             FROM (VALUES {}) v(lo, hi);{days_sql}",
-            quote_literal(&step),
-            values.join(", ")
-        ))
-        .await?
-        .into_iter();
-    let bounds = sets.next().unwrap_or_default();
-    let days = sets.next().and_then(days);
     let bucket = crate::catalog::quote_ident(column);
     // `of` within one of the ranges (the columns at `from` and `from + 1`
     // of `bounds`), or NULL when the time column may be.
@@ -663,47 +750,140 @@ pub(super) async fn recompute(
         .iter()
         .all(|r| r.get(5).cloned().flatten().as_deref() == Some("true"));
     Ok(Some(Recompute {
-        on_time: within(time, if parts { 2 } else { 0 }),
+        on_time: within(time, if grain.is_some() { 2 } else { 0 }),
         on_bucket: within(&bucket, 0),
         on_part: within("part", 2),
         on_part_bucket: within("part", 0),
         in_postgres,
-        days: days.filter(|_| in_postgres),
+        parts: parts.filter(|_| in_postgres),
     }))
 }
 
-/// The most days a refresh computes the parts of one by one.
-const MAX_DAYS: usize = 64;
+/// What [`recompute`] asks Postgres for, worked out here where the
+/// calendar has no time zone to it ([`calendar::applies`]): for each run,
+/// where its first and after its last bucket start, and its first and
+/// after its last part (of `part`), the buckets' type, and whether
+/// Postgres holds it (see `first`); and the parts of `listed`, as
+/// [`part_ranges`] gives them. `None` where a unit is not worked out here.
+#[allow(clippy::type_complexity)]
+fn worked_out(
+    runs: &[(Option<i64>, Option<i64>)],
+    unit: &str,
+    part: Grain,
+    first: &str,
+    listed: Option<Grain>,
+    ty: PgType,
+    watermark: Option<i64>,
+) -> Option<(Vec<Vec<Option<String>>>, Option<Vec<(String, String)>>)> {
+    let zoned = ty != PgType::Timestamp;
+    let type_name = if zoned {
+        "timestamp with time zone"
+    } else {
+        "timestamp without time zone"
+    };
+    // A bound's text, or NULL for none.
+    let text = |us: Option<Option<i64>>| -> Option<Option<String>> {
+        match us {
+            None => Some(None),
+            Some(us) => Some(Some(calendar::text(us?, zoned)?)),
+        }
+    };
+    let after = |unit: &str, us: i64| calendar::step(unit, calendar::trunc(unit, us)?);
+    let mut bounds = Vec::new();
+    for (lo, hi) in runs {
+        let in_postgres = match (watermark, lo) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(w), Some(lo)) => calendar::trunc(first, *lo)? >= w,
+        };
+        bounds.push(vec![
+            text(lo.map(|lo| calendar::trunc(unit, lo)))?,
+            text(hi.map(|hi| after(unit, hi)))?,
+            text(lo.map(|lo| calendar::trunc(part.unit(), lo)))?,
+            text(hi.map(|hi| after(part.unit(), hi)))?,
+            Some(type_name.to_string()),
+            Some(in_postgres.to_string()),
+        ]);
+    }
+    let Some(g) = listed else {
+        return Some((bounds, None));
+    };
+    let mut starts = std::collections::BTreeSet::new();
+    for (lo, hi) in runs {
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            return Some((bounds, None));
+        };
+        let (mut at, last) = (
+            calendar::trunc(g.unit(), *lo)?,
+            calendar::trunc(g.unit(), *hi)?,
+        );
+        while at <= last {
+            if starts.len() > MAX_PARTS {
+                return Some((bounds, None));
+            }
+            starts.insert(at);
+            at = calendar::step(g.unit(), at)?;
+        }
+    }
+    let starts: Vec<i64> = starts.into_iter().collect();
+    let literal = |us: i64| {
+        Some(format!(
+            "{}::{type_name}",
+            quote_literal(&calendar::text(us, zoned)?)
+        ))
+    };
+    let mut ranges = Vec::new();
+    for (i, start) in starts.iter().enumerate() {
+        let end = match starts.get(i + 1) {
+            Some(next) => *next,
+            None => calendar::step(g.unit(), *start)?,
+        };
+        ranges.push((literal(*start)?, literal(end)?));
+    }
+    let parts = (!ranges.is_empty() && ranges.len() <= MAX_PARTS).then_some(ranges);
+    Some((bounds, parts))
+}
 
-/// Lists the starts of the days that hold the times of the runs `values`
-/// (`(first, last)` literals), for [`days`].
-fn days_sql(values: &[String]) -> String {
+/// The most parts a refresh lists (see [`Recompute::parts`]): two months'
+/// hours.
+const MAX_PARTS: usize = 1464;
+
+/// Lists the parts of `grain` that hold the times of the runs `values`
+/// (`(first, last)` literals), for [`part_ranges`]: where each starts, its
+/// type, whether the start is `date_trunc`'s own, and where the next
+/// listed one starts (for the last, a part on).
+fn parts_sql(values: &[String], grain: Grain) -> String {
     let values = values.join(", ");
+    let (unit, step) = (quote_literal(grain.unit()), quote_literal(grain.step()));
     format!(
         "SELECT g::text, pg_catalog.pg_typeof(g)::text, \
-                (pg_catalog.date_trunc('day', g) = g)::text, \
-                (SELECT count(*) FROM (VALUES {values}) v(lo, hi) WHERE lo IS NULL OR hi IS NULL) \
+                (pg_catalog.date_trunc({unit}, g) = g)::text, \
+                coalesce(pg_catalog.lead(g) OVER (ORDER BY g), g + {step}::interval)::text \
          FROM (SELECT DISTINCT g FROM (VALUES {values}) v(lo, hi), \
-                   pg_catalog.generate_series(pg_catalog.date_trunc('day', lo), \
-                       pg_catalog.date_trunc('day', hi), '1 day'::interval) g) s \
+                   pg_catalog.generate_series(pg_catalog.date_trunc({unit}, lo), \
+                       pg_catalog.date_trunc({unit}, hi), {step}::interval) g) s \
          ORDER BY g LIMIT {}",
-        MAX_DAYS + 1
+        MAX_PARTS + 1
     )
 }
 
-/// The starts of the days [`days_sql`] lists, as literals; `None` when a
-/// run is unbounded, they are many, or a start is not date_trunc's own
-/// (see [`crate::federation::recipe::Buckets`]).
-fn days(rows: Vec<Vec<Option<String>>>) -> Option<Vec<String>> {
-    let mut days = Vec::new();
+/// The ranges of the parts [`parts_sql`] lists, as literals; `None` when
+/// they are many or a start is not `date_trunc`'s own (see
+/// [`crate::federation::recipe::Buckets`]).
+fn part_ranges(rows: Vec<Vec<Option<String>>>) -> Option<Vec<(String, String)>> {
+    let mut ranges = Vec::new();
     for r in &rows {
         let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
-        if get(2) != "true" || get(3) != "0" {
+        if get(2) != "true" {
             return None;
         }
-        days.push(format!("{}::{}", quote_literal(&get(0)), get(1)));
+        let ty = get(1);
+        ranges.push((
+            format!("{}::{ty}", quote_literal(&get(0))),
+            format!("{}::{ty}", quote_literal(&get(3))),
+        ));
     }
-    (!days.is_empty() && days.len() <= MAX_DAYS).then_some(days)
+    (!ranges.is_empty() && ranges.len() <= MAX_PARTS).then_some(ranges)
 }
 
 /// The most runs of times a refresh names; more are taken as one, from
@@ -841,7 +1021,8 @@ mod tests {
         let query = "SELECT status, date_trunc('month', created_at) AS month, count(*) AS n, \
                      sum(amount) FILTER (WHERE flag) AS total, max(score) \
                      FROM orders WHERE customer_id > 3 GROUP BY 2, status";
-        let p = parts(query, &buckets(query)).unwrap();
+        let p = parts(query, &buckets(query), None).unwrap();
+        assert_eq!(p.grain, Grain::Day);
         assert_eq!(
             p.query,
             "SELECT date_trunc('day', created_at) AS part, status AS k1, count(*) AS a1, \
@@ -854,26 +1035,61 @@ mod tests {
              WHERE part >= x GROUP BY date_trunc('month', part), k1"
         );
         assert_eq!(
-            p.of_days(&["'a'".into(), "'b'".into()], "c"),
-            "SELECT 'a' AS part, status AS k1, count(*) AS a1, sum(amount) FILTER (WHERE flag) AS a2, \
-             max(score) AS a3 FROM orders WHERE (customer_id > 3) AND (c) AND created_at >= 'a' \
-             AND created_at < 'b' GROUP BY 2 UNION ALL \
-             SELECT 'b' AS part, status AS k1, count(*) AS a1, sum(amount) FILTER (WHERE flag) AS a2, \
-             max(score) AS a3 FROM orders WHERE (customer_id > 3) AND (c) AND created_at >= 'b' GROUP BY 2"
+            p.of_ranges(
+                &[("'a'".into(), "'b'".into()), ("'b'".into(), "'c'".into())],
+                "c"
+            ),
+            "SELECT thermocline_part.thermocline_part_start AS part, status AS k1, count(*) AS a1, \
+             sum(amount) FILTER (WHERE flag) AS a2, max(score) AS a3 \
+             FROM (VALUES ('a', 'b'), ('b', 'c')) thermocline_part(thermocline_part_start, thermocline_part_end), orders \
+             WHERE (customer_id > 3) AND (c) AND created_at >= thermocline_part.thermocline_part_start \
+             AND created_at < thermocline_part.thermocline_part_end GROUP BY 1, 2"
         );
+        // With no other group key: by the hour, and daily views too; the
+        // ranges named apart from the query's own names.
+        for query in [
+            "SELECT date_trunc('month', created_at), count(*), min(thermocline_part) FROM orders GROUP BY 1",
+            "SELECT date_trunc('day', created_at), count(*), min(thermocline_part) FROM orders GROUP BY 1",
+        ] {
+            let p = parts(query, &buckets(query), None).unwrap();
+            assert_eq!(p.grain, Grain::Hour, "{query}");
+            assert!(
+                p.query
+                    .starts_with("SELECT date_trunc('hour', created_at) AS part")
+            );
+            assert!(
+                p.of_ranges(&[("'a'".into(), "'b'".into())], "true")
+                    .starts_with(
+                        "SELECT thermocline_part1.thermocline_part1_start AS part, count(*) AS a1"
+                    ),
+                "{query}"
+            );
+        }
+        // Kept by the day, as recorded by an earlier version: not a daily
+        // view.
+        let monthly = "SELECT date_trunc('month', created_at), count(*) FROM orders GROUP BY 1";
+        assert_eq!(
+            parts(monthly, &buckets(monthly), Some(Grain::Day))
+                .unwrap()
+                .grain,
+            Grain::Day
+        );
+        let daily = "SELECT date_trunc('day', created_at), count(*) FROM orders GROUP BY 1";
+        assert_eq!(parts(daily, &buckets(daily), Some(Grain::Day)), None);
         // Not kept in parts: aggregates whose parts do not merge, buckets
-        // shorter than a day, or rows filtered after grouping.
+        // shorter than a day, a daily view with other group keys, or rows
+        // filtered after grouping.
         for query in [
             "SELECT date_trunc('month', created_at), avg(amount) FROM orders GROUP BY 1",
             "SELECT date_trunc('month', created_at), count(DISTINCT status) FROM orders GROUP BY 1",
             "SELECT date_trunc('month', created_at), upper(status), count(*) FROM orders GROUP BY 1, status",
             "SELECT date_trunc('hour', created_at), count(*) FROM orders GROUP BY 1",
-            "SELECT date_trunc('day', created_at), count(*) FROM orders GROUP BY 1",
+            "SELECT date_trunc('day', created_at), status, count(*) FROM orders GROUP BY 1, 2",
             "SELECT date_trunc('month', created_at), count(*) FROM orders GROUP BY 1 HAVING count(*) > 1",
             "SELECT DISTINCT date_trunc('month', created_at), count(*) FROM orders GROUP BY 1",
             "SELECT date_trunc('month', created_at) AS m, count(*) FROM orders GROUP BY ROLLUP (1)",
         ] {
-            assert_eq!(parts(query, &buckets(query)), None, "{query}");
+            assert_eq!(parts(query, &buckets(query), None), None, "{query}");
         }
     }
 

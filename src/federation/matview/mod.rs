@@ -21,10 +21,11 @@
 //! partition changed.
 //!
 //! A view bucketed by a week or longer whose columns are group keys and
-//! `count`/`sum`/`min`/`max` is also kept in parts, per day
-//! ([`incremental::Parts`]): a refresh recomputes the days written, then
-//! merges the buckets that hold them from their days' parts. Days at or
-//! after the lake's watermark are recomputed by Postgres alone.
+//! `count`/`sum`/`min`/`max` is also kept in parts, per day, or per hour
+//! when it has no other group key (then a daily view too)
+//! ([`incremental::Parts`]): a refresh recomputes the parts written, then
+//! merges the buckets that hold them from their parts. Parts at or after
+//! the lake's watermark are recomputed by Postgres alone.
 //!
 //! `WITH (thermocline.refresh_interval = '5 minutes')` has the server
 //! refresh a view on that interval ([`schedule::refresh_due`]).
@@ -48,6 +49,7 @@ macro_rules! on_link {
     };
 }
 
+mod calendar;
 mod incremental;
 mod parse;
 pub(super) mod rows;
@@ -90,9 +92,11 @@ CREATE TABLE IF NOT EXISTS thermocline.materialized_views (
     hot_snapshot text,
     hot_signature text,
     parts_table text,
+    parts_grain text,
     PRIMARY KEY (view_schema, view_name)
 );
-ALTER TABLE thermocline.materialized_views ADD COLUMN IF NOT EXISTS parts_table text";
+ALTER TABLE thermocline.materialized_views ADD COLUMN IF NOT EXISTS parts_table text;
+ALTER TABLE thermocline.materialized_views ADD COLUMN IF NOT EXISTS parts_grain text";
 
 /// Answers a materialized-view command.
 pub(super) async fn answer(
@@ -301,6 +305,8 @@ struct Definition {
     /// The table of its parts, when it is kept in parts (see
     /// [`incremental::Parts`]).
     parts_table: Option<String>,
+    /// What each of its parts covers.
+    parts_grain: incremental::Grain,
 }
 
 /// The definition kept for the relation `name` resolves to, if any.
@@ -359,6 +365,7 @@ impl Definition {
             hot_signature: get("hot_signature"),
             keeps_snapshots: row.contains_key("hot_snapshot"),
             parts_table: get("parts_table"),
+            parts_grain: incremental::Grain::recorded(get("parts_grain").as_deref()),
         })
     }
 }
@@ -467,9 +474,11 @@ async fn create(
         );
     }
     // Kept in parts when it can be: their table is made as the view's is.
+    // By the day where the time column is a date.
+    let days = (time_type(tiered) == "date").then_some(incremental::Grain::Day);
     let parts = buckets
         .as_ref()
-        .and_then(|b| incremental::parts(&c.query, b))
+        .and_then(|b| incremental::parts(&c.query, b, days))
         .map(|p| {
             (
                 format!(
@@ -482,16 +491,19 @@ async fn create(
     if let Some((table, p)) = &parts {
         on_link!(
             link,
-            link.simple(&format!("CREATE TABLE {table} AS {} WITH NO DATA", p.query))
-                .await
+            link.simple(&format!(
+                "CREATE TABLE {table} AS {} WITH NO DATA; CREATE INDEX ON {table} (part)",
+                p.query
+            ))
+            .await
         );
     }
     on_link!(
         link,
         link.simple(&format!(
             "INSERT INTO {DEFINITIONS} (view_schema, view_name, definition, tiered_table, time_zone, \
-                 bucket_column, bucket_unit, time_column, refresh_interval, parts_table) \
-             VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}::interval, {})",
+                 bucket_column, bucket_unit, time_column, refresh_interval, parts_table, parts_grain) \
+             VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}::interval, {}, {})",
             quote_literal(&schema),
             quote_literal(&name),
             quote_literal(&c.query),
@@ -502,6 +514,7 @@ async fn create(
             nullable(buckets.as_ref().map(|b| b.time.to_string()).as_ref()),
             nullable(c.refresh_interval.as_ref()),
             nullable(parts.as_ref().map(|(t, _)| t)),
+            nullable(parts.as_ref().map(|(_, p)| p.grain.unit().to_string()).as_ref()),
         ))
         .await
     );
@@ -699,7 +712,9 @@ async fn fill(
     let time = crate::catalog::quote_ident(&tiered.time_column().name);
     let recorded = on_link!(link, recorded);
     let parts = match (buckets, &d.parts_table) {
-        (Some(b), Some(table)) => incremental::parts(&d.query, b).map(|p| (p, table.as_str())),
+        (Some(b), Some(table)) => {
+            incremental::parts(&d.query, b, Some(d.parts_grain)).map(|p| (p, table.as_str()))
+        }
         _ => None,
     };
     let lake = lake_changes(
@@ -735,8 +750,9 @@ async fn fill(
                     &time,
                     tiered,
                     column,
-                    parts.is_some(),
+                    parts.as_ref().map(|(p, _)| p.grain),
                     watermark,
+                    &d.time_zone,
                 )
                 .await
             ) {
@@ -769,8 +785,8 @@ async fn fill(
             } else {
                 &r.on_bucket
             };
-            let bounded = match (&parts, &r.days, in_postgres) {
-                (Some((p, _)), Some(days), true) => Some(p.of_days(days, &r.on_time)),
+            let bounded = match (&parts, &r.parts, in_postgres) {
+                (Some((p, _)), Some(ranges), true) => Some(p.of_ranges(ranges, &r.on_time)),
                 _ => with_condition(source, &r.on_time),
             };
             let Some(bounded) = bounded else {
