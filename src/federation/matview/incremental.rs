@@ -504,15 +504,23 @@ pub(super) async fn recorded(
         && hotcache::tracked(kept_signature)
         && hotcache::signature_on(client, &table).await.as_deref() == Some(kept_signature)
     {
-        let row = link
-            .rows(&format!(
-                "SELECT pg_current_snapshot()::text, pg_current_xact_id_if_assigned()::text, {}",
-                hotcache::written_since_sql(&table, kept)
-            ))
-            .await?
-            .into_iter()
-            .next()
-            .unwrap_or_default();
+        // Read with the definition, where they were (of the same table).
+        let read = d
+            .writes_read
+            .clone()
+            .filter(|_| d.tiered_table.as_deref() == Some(table.as_str()));
+        let row = match read {
+            Some(row) => row,
+            None => link
+                .rows(&format!(
+                    "SELECT pg_current_snapshot()::text, pg_current_xact_id_if_assigned()::text, {}",
+                    hotcache::written_since_sql(&table, kept)
+                ))
+                .await?
+                .into_iter()
+                .next()
+                .unwrap_or_default(),
+        };
         let get = |i: usize| row.get(i).cloned().flatten();
         let snapshot = command_snapshot(get(0), get(1));
         let written = match &snapshot {

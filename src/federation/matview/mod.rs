@@ -154,10 +154,26 @@ pub(super) async fn answer(
             let begin = format!(
                 "BEGIN ISOLATION LEVEL REPEATABLE READ; LOCK TABLE {name} IN EXCLUSIVE MODE"
             );
-            let found = if seen {
-                link.rows(&format!("{begin}; {}", definition_sql(name)))
+            // With the writes since the last refresh, where that can be
+            // read; as a definitions table of an earlier version may lack
+            // the columns, or the function that reads them be missing, a
+            // failure is tried again without them.
+            let read = if seen {
+                match link
+                    .rows(&format!("{begin}; {}", definition_and_writes_sql(name)))
                     .await
-                    .map(Definition::from_rows)
+                {
+                    Err(LinkError::Postgres(_)) => match link.simple("ROLLBACK").await {
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    },
+                    other => Some(other.map(Definition::from_rows)),
+                }
+            } else {
+                None
+            };
+            let found = if let Some(found) = read {
+                found
             } else {
                 match link.simple(&begin).await {
                     Ok(_) => definition(&mut link, name).await,
@@ -307,6 +323,12 @@ struct Definition {
     parts_table: Option<String>,
     /// What each of its parts covers.
     parts_grain: incremental::Grain,
+    /// The tiered table it was created over.
+    tiered_table: Option<String>,
+    /// Read with the definition (see [`definition_and_writes_sql`]): the
+    /// command's snapshot, its transaction's id, and the writes to the
+    /// tiered table since the last refresh.
+    writes_read: Option<Vec<Option<String>>>,
 }
 
 /// The definition kept for the relation `name` resolves to, if any.
@@ -338,10 +360,31 @@ fn definition_sql(name: &str) -> String {
     )
 }
 
+/// [`definition_sql`] with, in the same snapshot, what a refresh asks
+/// next where it relies on the writes recorded (see
+/// [`incremental::recorded`]): the snapshot, the transaction's id, and
+/// the writes to the tiered table since the last refresh. It fails where
+/// the definitions table, or what records the writes, is not as this
+/// version makes it.
+fn definition_and_writes_sql(name: &str) -> String {
+    definition_sql(name).replacen(
+        "::text FROM",
+        "::text, pg_catalog.pg_current_snapshot()::text, \
+         pg_catalog.pg_current_xact_id_if_assigned()::text, \
+         CASE WHEN d.hot_snapshot IS NOT NULL THEN thermocline.written_since(d.tiered_table::regclass, \
+             pg_catalog.pg_snapshot_xmin(d.hot_snapshot::pg_snapshot), d.hot_snapshot::pg_snapshot)::text END \
+         FROM",
+        1,
+    )
+}
+
 impl Definition {
-    /// The definition [`definition_sql`] read, if any.
+    /// The definition [`definition_sql`] or [`definition_and_writes_sql`]
+    /// read, if any.
     fn from_rows(rows: Vec<Vec<Option<String>>>) -> Option<Self> {
-        let json = rows.into_iter().next()?.into_iter().next()??;
+        let mut row = rows.into_iter().next()?.into_iter();
+        let json = row.next()??;
+        let writes: Vec<Option<String>> = row.collect();
         let row = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&json).ok()?;
         let get = |key: &str| row.get(key).and_then(|v| v.as_str()).map(str::to_string);
         let (schema, name) = (
@@ -366,6 +409,8 @@ impl Definition {
             keeps_snapshots: row.contains_key("hot_snapshot"),
             parts_table: get("parts_table"),
             parts_grain: incremental::Grain::recorded(get("parts_grain").as_deref()),
+            tiered_table: get("tiered_table"),
+            writes_read: (!writes.is_empty()).then_some(writes),
         })
     }
 }
@@ -796,9 +841,12 @@ async fn fill(
         }
     };
     let mut written = 0;
+    // What is sent last, at once: the rows replaced, the view's rows
+    // (merged from the parts), the refresh's record, and the session's
+    // zone back.
+    let mut statements = Vec::new();
     if let Some(query) = query {
-        // The rows replaced, then the view's buckets merged from the parts.
-        let mut statements = vec![format!("DELETE FROM {target}{replaced}")];
+        statements.push(format!("DELETE FROM {target}{replaced}"));
         if in_postgres {
             statements.push(format!("INSERT INTO {target} {query}"));
         } else {
@@ -831,10 +879,6 @@ async fn fill(
                 p.merge(table, merged)
             ));
         }
-        if !statements.is_empty() {
-            let done = on_link!(link, link.simple(&statements.join("; ")).await);
-            written = inserted(&done).unwrap_or(written);
-        }
     }
     let nullable = |v: Option<&String>| v.map_or("NULL".to_string(), |s| quote_literal(s));
     let snapshot = if d.keeps_snapshots {
@@ -846,31 +890,42 @@ async fn fill(
     } else {
         String::new()
     };
-    on_link!(
-        link,
-        link.simple(&format!(
+    // The refresh recorded, with `rows` written (SQL), and the time taken
+    // to this statement.
+    let record = |rows: &str| {
+        format!(
             "UPDATE {DEFINITIONS} SET last_refresh = now(), last_refresh_kind = {}, \
-                 last_refresh_ms = {}, last_refresh_rows = {written}, \
+                 last_refresh_ms = {} + 1000 * extract(epoch FROM \
+                     pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()), \
+                 last_refresh_rows = {rows}, \
                  hot_min = (SELECT min({time})::text FROM {}), lake_checksums = {}{snapshot} \
-             WHERE view_schema = {} AND view_name = {}",
+             WHERE view_schema = {} AND view_name = {} RETURNING last_refresh_rows::text",
             quote_literal(kind),
             started.elapsed().as_secs_f64() * 1000.0,
             tiered.def.qualified(),
             nullable(checksums.as_ref()),
             quote_literal(&d.schema),
             quote_literal(&d.name),
-        ))
-        .await
-    );
+        )
+    };
+    // Where rows are written here, the last statement is the INSERT into
+    // the view: the rows it writes are counted in the record.
+    match statements.pop() {
+        Some(last) => statements.push(format!(
+            "WITH thermocline_written AS ({last} RETURNING 1) {}",
+            record("(SELECT count(*) FROM thermocline_written)")
+        )),
+        None => statements.push(record(&written.to_string())),
+    }
     if zone_changed {
-        on_link!(
-            link,
-            link.simple(&format!(
-                "SET LOCAL TimeZone = {}",
-                quote_literal(&session_zone)
-            ))
-            .await
-        );
+        statements.push(format!(
+            "SET LOCAL TimeZone = {}",
+            quote_literal(&session_zone)
+        ));
+    }
+    let done = on_link!(link, link.rows(&statements.join("; ")).await);
+    if let Some(rows) = done.first().and_then(|r| r.first().cloned().flatten()) {
+        written = rows.parse().unwrap_or(written);
     }
     (Some(link), Ok((written, kind)))
 }
@@ -880,21 +935,6 @@ enum Plan {
     Full,
     Unchanged,
     Incremental(incremental::Recompute),
-}
-
-/// The rows of the last INSERT among `messages`' command tags.
-fn inserted(messages: &[link::BackendMessage]) -> Option<u64> {
-    let tag = messages
-        .iter()
-        .rev()
-        .find(|m| m.tag == b'C' && m.body.starts_with(b"INSERT "))?;
-    std::str::from_utf8(&tag.body)
-        .ok()?
-        .trim_end_matches('\0')
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// The SQL type of a tiered table's time column.
