@@ -18,13 +18,13 @@
 #
 #   benches/cache_bench.sh [--rows N] [--runs K] [--thermocline PATH] [--keep-workdir]
 #
-# Defaults: 10,000,000 rows, 5 runs per figure (the median is shown). Needs
+# Defaults: 10,000,000 rows, 9 runs per figure (the median is shown). Needs
 # PostgreSQL 15 server binaries and psql; builds thermocline in release mode
 # when no binary is given or found.
 set -euo pipefail
 
 ROWS=10000000
-RUNS=5
+RUNS=9
 THERMOCLINE_BIN=""
 KEEP=0
 while [[ $# -gt 0 ]]; do

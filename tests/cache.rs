@@ -681,6 +681,34 @@ async fn materialized_views_hold_the_whole_history() {
     through.batch_execute("ROLLBACK").await.unwrap();
     compare("rolled back").await;
 
+    // A check on the view's table that fails at COMMIT: the client gets
+    // its error, and the view stays as it was.
+    admin(&s.tiered)
+        .await
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$BEGIN RAISE EXCEPTION 'refused at commit' USING ERRCODE = '23514'; END$$;
+             CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON by_status \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse()",
+        )
+        .await
+        .unwrap();
+    in_both(
+        &s,
+        "INSERT INTO orders VALUES (100007, now(), 1, 1.00, 'pending', NULL, NULL, current_date, true)",
+    )
+    .await;
+    assert_eq!(
+        ask(&through, "REFRESH MATERIALIZED VIEW by_status").await,
+        Answer::Error("23514".into())
+    );
+    compare("refused at commit").await;
+    admin(&s.tiered)
+        .await
+        .batch_execute("DROP TRIGGER refuse ON by_status")
+        .await
+        .unwrap();
+
     // A role that may read the views but not refresh them gets Postgres's
     // error, and the views stay as they were.
     for db in [&s.oracle, &s.tiered] {

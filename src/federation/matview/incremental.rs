@@ -220,7 +220,14 @@ impl Parts {
     /// every row at more cost than the rest of the query.
     pub fn of_ranges(&self, ranges: &[(String, String)], condition: &str) -> String {
         // A name for the ranges the query's own names do not hold.
-        let text = format!("{} {} {}", self.from, self.items.join(" "), condition).to_lowercase();
+        let text = format!(
+            "{} {} {} {} {condition}",
+            self.from,
+            self.items.join(" "),
+            self.selection.as_deref().unwrap_or_default(),
+            self.time
+        )
+        .to_lowercase();
         let alias = (0..)
             .map(|i| {
                 format!(

@@ -279,7 +279,8 @@ pub(super) async fn answer(
             let mut tag = tag.into_bytes();
             tag.push(0);
             crate::protocol::put_message(&mut out.buf, b'C', &tag);
-            if own_transaction {
+            // Unless the command committed already.
+            if own_transaction && link.txn_status != b'I' {
                 match link.simple("COMMIT").await {
                     Ok(_) => {}
                     Err(LinkError::Postgres(e)) => out.error(e.encode()),
@@ -292,7 +293,10 @@ pub(super) async fn answer(
                 return None;
             }
             out.error(error.encode());
-            undo(&mut link, own_transaction).await?;
+            // A COMMIT that failed ended the transaction already.
+            if !(own_transaction && link.txn_status == b'I') {
+                undo(&mut link, own_transaction).await?;
+            }
         }
     }
     finish(&mut link, out);
@@ -922,6 +926,10 @@ async fn fill(
             "SET LOCAL TimeZone = {}",
             quote_literal(&session_zone)
         ));
+    }
+    // A command in a transaction of its own commits with it.
+    if own_snapshot {
+        statements.push("COMMIT".into());
     }
     let done = on_link!(link, link.rows(&statements.join("; ")).await);
     if let Some(rows) = done.first().and_then(|r| r.first().cloned().flatten()) {
