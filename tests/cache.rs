@@ -422,6 +422,20 @@ async fn the_cache_stays_within_its_bound() {
     );
 }
 
+/// The rows of `sql`, of two columns, as pairs.
+async fn pairs_of<A, B>(c: &tokio_postgres::Client, sql: &str) -> Vec<(A, B)>
+where
+    A: for<'a> tokio_postgres::types::FromSql<'a>,
+    B: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    c.query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
 /// Rows of `sql` as text, in the order given.
 async fn rows_of(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
     match ask(c, sql).await {
@@ -476,17 +490,12 @@ async fn materialized_views_hold_the_whole_history() {
     compare("created").await;
     // The views by month are kept in parts too (counts, sums and maxima
     // per day and status, or per hour); the one by status is not.
-    let kept_in_parts: Vec<(String, String)> = through
-        .query(
-            "SELECT view_name, parts_grain FROM thermocline.materialized_views \
+    let kept_in_parts: Vec<(String, String)> = pairs_of(
+        &through,
+        "SELECT view_name, parts_grain FROM thermocline.materialized_views \
              WHERE to_regclass(parts_table) IS NOT NULL ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    )
+    .await;
     assert_eq!(
         kept_in_parts,
         vec![
@@ -530,16 +539,11 @@ async fn materialized_views_hold_the_whole_history() {
     };
     refresh(true).await;
     compare("after hot changes").await;
-    let kinds: Vec<(String, String)> = through
-        .query(
-            "SELECT view_name, last_refresh_kind FROM thermocline.materialized_views ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let kinds: Vec<(String, String)> = pairs_of(
+        &through,
+        "SELECT view_name, last_refresh_kind FROM thermocline.materialized_views ORDER BY 1",
+    )
+    .await;
     assert_eq!(
         kinds,
         vec![
@@ -915,16 +919,11 @@ async fn materialized_views_refresh_on_their_interval() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(got, want, "the view was refreshed on its interval");
-    let refreshes: Vec<(String, Option<String>)> = through
-        .query(
-            "SELECT last_refresh_kind, refresh_interval::text FROM thermocline.materialized_views",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let refreshes: Vec<(String, Option<String>)> = pairs_of(
+        &through,
+        "SELECT last_refresh_kind, refresh_interval::text FROM thermocline.materialized_views",
+    )
+    .await;
     assert_eq!(
         refreshes,
         vec![("incremental".to_string(), Some("00:00:01".to_string()))]
@@ -993,16 +992,12 @@ async fn materialized_views_refresh_in_the_time_zone_they_were_created_in() {
                 }
             }
             compare(label).await;
-            let kinds: Vec<(String, String)> = through
-                .query(
-                    "SELECT parts_grain, last_refresh_kind FROM thermocline.materialized_views ORDER BY 1",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
+            let kinds: Vec<(String, String)> = pairs_of(
+                through,
+                "SELECT parts_grain, last_refresh_kind FROM thermocline.materialized_views \
+                 ORDER BY 1",
+            )
+            .await;
             let incremental = |grain: &str| (grain.to_string(), "incremental".to_string());
             assert_eq!(
                 kinds,
@@ -1086,17 +1081,16 @@ async fn materialized_views_of_every_bucket_unit_refresh_to_postgres_s_rows() {
                     "{label}: {sql}"
                 );
             }
-            let kinds: Vec<String> = through
-                .query(
-                    "SELECT DISTINCT last_refresh_kind FROM thermocline.materialized_views",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            assert_eq!(kinds, vec!["incremental".to_string()], "{label}");
+            let kinds = rows_of(
+                through,
+                "SELECT DISTINCT last_refresh_kind FROM thermocline.materialized_views",
+            )
+            .await;
+            assert_eq!(
+                kinds,
+                vec![vec![Some("incremental".to_string())]],
+                "{label}"
+            );
         }
     };
     let units: Vec<String> = UNITS.iter().map(|u| format!("'{u}'")).collect();
@@ -1164,16 +1158,11 @@ async fn whole_answers_up_to_an_age_when_a_session_asks() {
         "answered from the cache"
     );
     assert_eq!(ask(&fresh, sql).await, after, "another session computes");
-    let kept: Vec<(String, i64)> = fresh
-        .query(
-            "SELECT kind, hits FROM thermocline.cache WHERE kind = 'result'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let kept: Vec<(String, i64)> = pairs_of(
+        &fresh,
+        "SELECT kind, hits FROM thermocline.cache WHERE kind = 'result'",
+    )
+    .await;
     assert_eq!(kept, vec![("result".to_string(), 1)]);
 
     admin_tiered
