@@ -23,7 +23,7 @@
 //! A view bucketed by a week or longer whose columns are group keys and
 //! `count`/`sum`/`min`/`max` is also kept in parts, per day, or per hour
 //! when it has no other group key (then a daily view too)
-//! ([`incremental::Parts`]): a refresh recomputes the parts written, then
+//! ([`parts::Parts`]): a refresh recomputes the parts written, then
 //! merges the buckets that hold them from their parts. Parts at or after
 //! the lake's watermark are recomputed by Postgres alone.
 //!
@@ -52,6 +52,7 @@ macro_rules! on_link {
 mod calendar;
 mod incremental;
 mod parse;
+mod parts;
 pub(super) mod rows;
 pub(crate) mod schedule;
 
@@ -323,10 +324,10 @@ struct Definition {
     /// created by an earlier version otherwise).
     keeps_snapshots: bool,
     /// The table of its parts, when it is kept in parts (see
-    /// [`incremental::Parts`]).
+    /// [`parts::Parts`]).
     parts_table: Option<String>,
     /// What each of its parts covers.
-    parts_grain: incremental::Grain,
+    parts_grain: parts::Grain,
     /// The tiered table it was created over.
     tiered_table: Option<String>,
     /// Read with the definition (see [`definition_and_writes_sql`]): the
@@ -412,7 +413,7 @@ impl Definition {
             hot_signature: get("hot_signature"),
             keeps_snapshots: row.contains_key("hot_snapshot"),
             parts_table: get("parts_table"),
-            parts_grain: incremental::Grain::recorded(get("parts_grain").as_deref()),
+            parts_grain: parts::Grain::recorded(get("parts_grain").as_deref()),
             tiered_table: get("tiered_table"),
             writes_read: (!writes.is_empty()).then_some(writes),
         })
@@ -524,10 +525,10 @@ async fn create(
     }
     // Kept in parts when it can be: their table is made as the view's is.
     // By the day where the time column is a date.
-    let days = (time_type(tiered) == "date").then_some(incremental::Grain::Day);
+    let days = (time_type(tiered) == "date").then_some(parts::Grain::Day);
     let parts = buckets
         .as_ref()
-        .and_then(|b| incremental::parts(&c.query, b, days))
+        .and_then(|b| parts::parts(&c.query, b, days))
         .map(|p| {
             (
                 format!(
@@ -762,7 +763,7 @@ async fn fill(
     let recorded = on_link!(link, recorded);
     let parts = match (buckets, &d.parts_table) {
         (Some(b), Some(table)) => {
-            incremental::parts(&d.query, b, Some(d.parts_grain)).map(|p| (p, table.as_str()))
+            parts::parts(&d.query, b, Some(d.parts_grain)).map(|p| (p, table.as_str()))
         }
         _ => None,
     };
